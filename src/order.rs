@@ -1,0 +1,265 @@
+//! The canonical order: the one shape an order has everywhere outside the code
+//! (what `parse` prints, what a watched folder accepts as `.json`, what `orders`
+//! shows and what the uploaders translate into the clouds' formats).
+//!
+//! Invariants:
+//! - Money and quantities are [`Decimal`]s that keep the scale they were written
+//!   with (`"0"` stays `"0"`, `"0.00"` stays `"0.00"`); no binary float ever holds one.
+//! - Times are shop-local and naive, `YYYY-MM-DD HH:MM:SS` on the wire.
+//! - The stamp fields (`source`, `shop`, `machine_id`, `video_*`) are absent until
+//!   [`crate::stamp`] fills them; serialisation leaves them out while they are `None`,
+//!   so an unstamped order prints exactly as the POS described it.
+
+use chrono::NaiveDateTime;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+/// Wire format of every time in the canonical order.
+pub const TIME_FORMAT: &str = "%Y-%m-%d %H:%M:%S";
+
+/// What kind of transaction the POS closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    #[default]
+    Sale,
+    /// Goods returned.
+    Refund,
+    /// Cancelled before payment.
+    Void,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Sale => "sale",
+            Kind::Refund => "refund",
+            Kind::Void => "void",
+        }
+    }
+}
+
+/// How the customer paid, as far as the POS says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Payment {
+    Cash,
+    Wechat,
+    Alipay,
+    Card,
+    Other,
+}
+
+impl Payment {
+    pub const ALL: [Payment; 5] = [
+        Payment::Cash,
+        Payment::Wechat,
+        Payment::Alipay,
+        Payment::Card,
+        Payment::Other,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Payment::Cash => "cash",
+            Payment::Wechat => "wechat",
+            Payment::Alipay => "alipay",
+            Payment::Card => "card",
+            Payment::Other => "other",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Payment> {
+        Payment::ALL.into_iter().find(|p| p.as_str() == s)
+    }
+}
+
+/// One SKU attribute of a line (Ovopark `skus[]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attr {
+    pub key_id: i64,
+    pub value: String,
+}
+
+/// One line item.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Line {
+    /// Product code / SKU / barcode.
+    pub code: String,
+    pub name: String,
+    /// Quantity or weight; negative only where the POS prints it so (refunds).
+    pub qty: Decimal,
+    /// Unit price.
+    pub price: Decimal,
+    /// What the line costs as printed: qty × price − line discount, rounded as the POS rounds.
+    pub amount: Decimal,
+    /// The line's own discount (positive).
+    #[serde(default)]
+    pub discount: Decimal,
+    #[serde(default, with = "opt_time")]
+    pub scan_time: Option<NaiveDateTime>,
+    #[serde(default)]
+    pub batch_no: Option<String>,
+    #[serde(default)]
+    pub box_no: Option<String>,
+    #[serde(default)]
+    pub attrs: Vec<Attr>,
+}
+
+/// One closed order, as the POS described it, plus the stamp once applied.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Order {
+    pub order_no: String,
+    #[serde(with = "time")]
+    pub order_time: NaiveDateTime,
+    #[serde(default)]
+    pub kind: Kind,
+    #[serde(default)]
+    pub cashier: Option<String>,
+    #[serde(default)]
+    pub payment: Option<Payment>,
+    /// Sum of line amounts before the order-level discount.
+    pub total: Decimal,
+    /// Order-level discount (positive).
+    #[serde(default)]
+    pub discount: Decimal,
+    /// What the customer paid (total − discount), as printed.
+    pub paid: Decimal,
+    pub lines: Vec<Line>,
+
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shop: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub machine_id: Option<String>,
+    #[serde(default, with = "opt_time", skip_serializing_if = "Option::is_none")]
+    pub video_start: Option<NaiveDateTime>,
+    #[serde(default, with = "opt_time", skip_serializing_if = "Option::is_none")]
+    pub video_end: Option<NaiveDateTime>,
+}
+
+/// Why an order is not acceptable as data. Names the field so that a person
+/// can find it in the input.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("order {order_no:?}: {field}: {problem}")]
+pub struct OrderError {
+    pub order_no: String,
+    pub field: String,
+    pub problem: String,
+}
+
+impl Order {
+    /// Checks what every destination needs of an order, whatever its source:
+    /// an identity and at least one line with a code.
+    pub fn check(&self) -> Result<(), OrderError> {
+        let err = |field: &str, problem: &str| OrderError {
+            order_no: self.order_no.clone(),
+            field: field.to_string(),
+            problem: problem.to_string(),
+        };
+        if self.order_no.trim().is_empty() {
+            return Err(err("order_no", "is empty"));
+        }
+        if self.order_no.chars().any(char::is_control) {
+            return Err(err("order_no", "contains control characters"));
+        }
+        if self.lines.is_empty() && self.kind != Kind::Void {
+            return Err(err("lines", "a sale or refund needs at least one line"));
+        }
+        for (i, line) in self.lines.iter().enumerate() {
+            if line.code.trim().is_empty() {
+                return Err(err(&format!("lines[{i}].code"), "is empty"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Earliest scan time of any line, the natural start of the video window.
+    pub fn first_scan(&self) -> Option<NaiveDateTime> {
+        self.lines.iter().filter_map(|l| l.scan_time).min()
+    }
+}
+
+/// Parses a canonical time, `YYYY-MM-DD HH:MM:SS`.
+pub fn parse_time(s: &str) -> Result<NaiveDateTime, chrono::ParseError> {
+    NaiveDateTime::parse_from_str(s, TIME_FORMAT)
+}
+
+/// Formats a canonical time.
+pub fn format_time(t: &NaiveDateTime) -> String {
+    t.format(TIME_FORMAT).to_string()
+}
+
+mod time {
+    use chrono::NaiveDateTime;
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(t: &NaiveDateTime, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&t.format(super::TIME_FORMAT))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<NaiveDateTime, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        super::parse_time(&s)
+            .map_err(|e| D::Error::custom(format!("time {s:?} is not YYYY-MM-DD HH:MM:SS: {e}")))
+    }
+}
+
+mod opt_time {
+    use chrono::NaiveDateTime;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(t: &Option<NaiveDateTime>, s: S) -> Result<S::Ok, S::Error> {
+        match t {
+            Some(t) => super::time::serialize(t, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<NaiveDateTime>, D::Error> {
+        #[derive(Deserialize)]
+        struct Wrap(#[serde(with = "super::time")] NaiveDateTime);
+        Ok(Option::<Wrap>::deserialize(d)?.map(|w| w.0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = r#"{
+      "order_no": "2026112200013", "order_time": "2026-11-22 09:15:02", "kind": "sale",
+      "cashier": "张三", "payment": "wechat", "total": "19.96", "discount": "0.96", "paid": "19.00",
+      "lines": [{"code": "6901234567892", "name": "可口可乐500ml", "qty": "2", "price": "3.50",
+                 "amount": "7.00", "discount": "0", "scan_time": null, "batch_no": null,
+                 "box_no": null, "attrs": [{"key_id": 2, "value": "Sports"}]}]
+    }"#;
+
+    #[test]
+    fn round_trip_keeps_decimal_scale_and_omits_missing_stamp() {
+        let o: Order = serde_json::from_str(SAMPLE).unwrap();
+        let back = serde_json::to_value(&o).unwrap();
+        let orig: serde_json::Value = serde_json::from_str(SAMPLE).unwrap();
+        assert_eq!(back, orig);
+        assert_eq!(o.lines[0].discount.to_string(), "0");
+        assert_eq!(o.paid.to_string(), "19.00");
+    }
+
+    #[test]
+    fn bad_time_names_the_value() {
+        let bad = SAMPLE.replace("2026-11-22 09:15:02", "22/11/2026");
+        let e = serde_json::from_str::<Order>(&bad).unwrap_err().to_string();
+        assert!(e.contains("22/11/2026"), "{e}");
+    }
+
+    #[test]
+    fn check_rejects_empty_identity_and_codeless_lines() {
+        let mut o: Order = serde_json::from_str(SAMPLE).unwrap();
+        assert!(o.check().is_ok());
+        o.lines[0].code = " ".into();
+        assert_eq!(o.check().unwrap_err().field, "lines[0].code");
+        o.order_no = String::new();
+        assert_eq!(o.check().unwrap_err().field, "order_no");
+    }
+}
