@@ -8,3 +8,4 @@
 //! ARCHITECTURE.md at the repository root has the bird's-eye view and the invariants.
 
 pub mod order;
+pub mod secret;
