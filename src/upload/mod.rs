@@ -257,3 +257,34 @@ mod tests {
         assert_eq!(cut_chars("abc", 5), None);
     }
 }
+
+/// Shared by the unit tests of the clients: the project's fixture orders, stamped.
+#[cfg(test)]
+pub(crate) mod testutil {
+    use crate::order::Order;
+
+    pub(crate) fn stamp(mut o: Order) -> Order {
+        o.source = Some("lane1".into());
+        o.shop = Some("D001".into());
+        o.machine_id = Some("NVR01-CH03".into());
+        o.video_start = Some(o.order_time - chrono::Duration::seconds(60));
+        o.video_end = Some(o.order_time + chrono::Duration::seconds(30));
+        o
+    }
+
+    /// Every order of `tests/fixtures/exports/expected.json` and the receipts', stamped.
+    pub(crate) fn fixture_orders() -> Vec<Order> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        let mut out = Vec::new();
+        for rel in [
+            "exports/expected.json",
+            "receipts/market.expected.json",
+            "receipts/kiosk.expected.json",
+        ] {
+            let text = std::fs::read_to_string(dir.join(rel)).unwrap();
+            let orders: Vec<Order> = serde_json::from_str(&text).unwrap();
+            out.extend(orders.into_iter().map(stamp));
+        }
+        out
+    }
+}

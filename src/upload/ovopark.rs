@@ -720,8 +720,9 @@ impl OvoparkClient {
     }
 
     /// Signs and POSTs `params`; a timestamp refusal is answered by learning the server
-    /// clock and sending once more with a fresh timestamp.
-    fn call(&self, make: &dyn Fn(i64) -> BTreeMap<String, String>) -> Classified {
+    /// clock and sending once more with a fresh timestamp. Returns the classification and
+    /// the reply body (empty when there was no reply).
+    fn call(&self, make: &dyn Fn(i64) -> BTreeMap<String, String>) -> (Classified, Vec<u8>) {
         let mut last = None;
         for _ in 0..2 {
             let mut p = make(self.clock.now_unix());
@@ -732,12 +733,13 @@ impl OvoparkClient {
                 Ok(r) => r,
                 Err(e) => {
                     log::warn!("ovopark: {e}");
-                    return Classified {
+                    let c = Classified {
                         outcome: e.into_outcome(),
                         code: None,
                         timestamp_refused: false,
                         systime: None,
                     };
+                    return (c, Vec::new());
                 }
             };
             let c = classify(&reply);
@@ -753,15 +755,18 @@ impl OvoparkClient {
                 );
             }
             if !c.timestamp_refused {
-                return c;
+                return (c, reply.body);
             }
-            last = Some(c);
+            last = Some((c, reply.body));
         }
-        last.unwrap_or_else(|| Classified {
-            outcome: Outcome::retry("timestamp refused"),
-            code: None,
-            timestamp_refused: true,
-            systime: None,
+        last.unwrap_or_else(|| {
+            let c = Classified {
+                outcome: Outcome::retry("timestamp refused"),
+                code: None,
+                timestamp_refused: true,
+                systime: None,
+            };
+            (c, Vec::new())
         })
     }
 
@@ -778,7 +783,7 @@ impl OvoparkClient {
         for w in &ipos.warnings {
             log::warn!("ovopark: {w}");
         }
-        let c = self.call(&|now| self.params(&target, &ipos.json, now));
+        let (c, _) = self.call(&|now| self.params(&target, &ipos.json, now));
         match &c.outcome {
             Outcome::Delivered { .. } => {}
             o => log::debug!(
@@ -819,7 +824,7 @@ impl OvoparkClient {
         }
         let mut found = Vec::new();
         for (org, ent) in &orgs {
-            let c = self.call(&|now| {
+            let (c, body) = self.call(&|now| {
                 let mut p = self.gateway_params(GET_BUSINESS_ORG, "v1", now);
                 p.insert("orgid".into(), org.clone());
                 p.insert("pageNumber".into(), "1".into());
@@ -837,13 +842,58 @@ impl OvoparkClient {
                     return Err(format!("ovopark: unreachable or failing: {}", other.text()));
                 }
             }
-            found.push(format!("orgId {org}/enterpriseId {ent}"));
+            let data = serde_json::from_slice::<serde_json::Value>(&body)
+                .map(|v| v["data"].clone())
+                .unwrap_or_default();
+            let mut listed = Vec::new();
+            collect_orgs(&data, &mut listed);
+            if listed.is_empty() {
+                found.push(format!(
+                    "orgId {org}/enterpriseId {ent} (getBusinessOrg listed no enterprise to compare)"
+                ));
+            } else if listed
+                .iter()
+                .any(|(o, e)| o == org && e.as_ref().is_none_or(|e| e == ent))
+            {
+                found.push(format!("orgId {org}/enterpriseId {ent}"));
+            } else if listed.iter().any(|(o, _)| o == org) {
+                return Err(format!(
+                    "ovopark: orgId {org} is listed with another enterpriseId than {ent}: fix enterprise_id"
+                ));
+            } else {
+                let names: Vec<String> = listed.iter().map(|(o, _)| o.clone()).collect();
+                return Err(format!(
+                    "ovopark: the key may not act for orgId {org} (agent permission): getBusinessOrg lists orgIds {}",
+                    names.join(", ")
+                ));
+            }
         }
         Ok(format!(
             "ovopark: key accepted (clock offset {} s); may act for {}",
             self.clock.offset(),
             found.join(", ")
         ))
+    }
+}
+
+/// Collects `(orgId, enterpriseId)` from any objects in a getBusinessOrg answer (the
+/// spec does not give its shape, so look for the ids wherever they are).
+fn collect_orgs(v: &serde_json::Value, out: &mut Vec<(String, Option<String>)>) {
+    match v {
+        serde_json::Value::Array(items) => items.iter().for_each(|i| collect_orgs(i, out)),
+        serde_json::Value::Object(m) => {
+            let org = ["orgId", "orgid", "org_id"]
+                .iter()
+                .find_map(|k| m.get(*k).and_then(code_text));
+            if let Some(org) = org {
+                let ent = ["enterpriseId", "enterpriseid", "enterprise_id"]
+                    .iter()
+                    .find_map(|k| m.get(*k).and_then(code_text));
+                out.push((org, ent));
+            }
+            m.values().for_each(|i| collect_orgs(i, out));
+        }
+        _ => {}
     }
 }
 
@@ -1045,5 +1095,198 @@ mod tests {
                 .unwrap_err()
                 .contains("org_id")
         );
+    }
+
+    fn reply(status: u16, body: &str) -> Reply {
+        Reply {
+            status,
+            date: None,
+            retry_after: None,
+            body: body.as_bytes().to_vec(),
+        }
+    }
+
+    fn stat(code: &str) -> String {
+        format!(
+            r#"{{"stat":{{"cid":"c","code":"{code}","codename":"X","systime":"1574921780123"}},"result":"r","data":{{}}}}"#
+        )
+    }
+
+    /// Every code row of the spec's table, plus the HTTP-level cases.
+    #[test]
+    fn classification_table() {
+        let check = |status: u16, body: &str, kind: &str| {
+            let c = classify(&reply(status, body));
+            assert_eq!(c.outcome.kind(), kind, "{status} {body}: {:?}", c.outcome);
+        };
+        check(200, &stat("0"), "delivered");
+        check(200, &stat("208003"), "delivered");
+        check(200, &stat("16"), "retry");
+        check(200, &stat("-100"), "retry");
+        for code in ["-500", "-999", "206999", "999999"] {
+            check(200, &stat(code), "retry");
+        }
+        for code in 1..=17 {
+            if code != 16 {
+                check(200, &stat(&code.to_string()), "misconfigured");
+            }
+        }
+        for code in ["206001", "206003", "206004", "206005", "206006"] {
+            check(200, &stat(code), "misconfigured");
+        }
+        // Not in the spec: an order code of the 208 family is about the order's data;
+        // anything else is retried, never rejected.
+        check(200, &stat("208001"), "rejected");
+        check(200, &stat("123456"), "retry");
+        // Numeric stat.code, and a business code in data.code under a gateway success.
+        check(200, r#"{"stat":{"code":0}}"#, "delivered");
+        check(
+            200,
+            r#"{"stat":{"code":"0"},"data":{"code":"208003"}}"#,
+            "delivered",
+        );
+        check(
+            200,
+            r#"{"stat":{"code":"0"},"data":{"code":206004}}"#,
+            "misconfigured",
+        );
+        check(
+            200,
+            r#"{"stat":{"code":"0"},"data":{"code":"0"}}"#,
+            "delivered",
+        );
+        // HTTP level.
+        check(500, "oops", "retry");
+        check(503, "", "retry");
+        check(429, "", "retry");
+        check(404, "", "misconfigured");
+        check(301, "", "misconfigured");
+        check(200, "<html>portal</html>", "retry");
+        check(200, r#"{"result":"no stat"}"#, "retry");
+    }
+
+    #[test]
+    fn timestamp_refusal_carries_systime() {
+        let c = classify(&reply(200, &stat("16")));
+        assert!(c.timestamp_refused);
+        assert_eq!(c.systime.as_deref(), Some("1574921780123"));
+        assert!(!classify(&reply(200, &stat("7"))).timestamp_refused);
+    }
+
+    fn target() -> Target {
+        Target {
+            org_id: "1".into(),
+            enterprise_id: "2".into(),
+            shop_id: Some("D001".into()),
+            dep_id: None,
+        }
+    }
+
+    /// Every fixture order builds an iposJson that the emulator's strict checks accept,
+    /// with the fields the spec maps from the order.
+    #[test]
+    fn fixture_orders_build_valid_ipos() {
+        let orders = crate::upload::testutil::fixture_orders();
+        assert!(orders.len() >= 9);
+        for o in &orders {
+            let ipos = build_ipos(o, &target(), "销售").unwrap();
+            assert!(ipos.warnings.is_empty(), "{:?}", ipos.warnings);
+            let v: serde_json::Value = serde_json::from_str(&ipos.json).unwrap();
+            crate::emulator::ovopark::check_ipos(&v)
+                .unwrap_or_else(|e| panic!("{}: {e}", o.order_no));
+            assert_eq!(v["orderNo"], o.order_no.as_str());
+            assert_eq!(v["shopId"], "D001");
+            assert_eq!(v["machineId"], "NVR01-CH03");
+            assert_eq!(v["orderTime"], format_time(&o.order_time));
+            assert_eq!(v["startTime"], format_time(&o.video_start.unwrap()));
+            assert_eq!(v["endTime"], format_time(&o.video_end.unwrap()));
+            assert_eq!(v["goods"].as_array().unwrap().len(), o.lines.len());
+            for (g, l) in v["goods"].as_array().unwrap().iter().zip(&o.lines) {
+                assert_eq!(g["goodsId"], l.code.as_str());
+                assert_eq!(g["goodsName"], l.name.as_str());
+                // Exact decimal text on the wire, never a float rendering.
+                let price_text = g["goodsPrice"].to_string();
+                let nums_text = g["goodsNums"].to_string();
+                assert_eq!(
+                    price_text.parse::<f64>().unwrap(),
+                    l.price.to_string().parse::<f64>().unwrap()
+                );
+                assert_eq!(
+                    nums_text.parse::<f64>().unwrap(),
+                    l.qty.to_string().parse::<f64>().unwrap()
+                );
+                assert!(ipos.json.contains(&format!("\"goodsPrice\":{}", l.price)));
+            }
+        }
+        let first = orders
+            .iter()
+            .find(|o| o.order_no == "W20261122-0001")
+            .unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(&build_ipos(first, &target(), "销售").unwrap().json).unwrap();
+        assert_eq!(v["userName"], "赵六");
+        assert_eq!(v["orderType"], "销售");
+        assert_eq!(v["goods"][0]["scanTime"], "2026-11-22 10:00:31");
+        assert_eq!(v["goods"][0]["skus"][1]["skuKeyId"], 2);
+        assert_eq!(v["goods"][0]["skus"][1]["skuValue"], "L");
+    }
+
+    #[test]
+    fn length_rules_reject_identifiers_and_cut_names() {
+        let base = crate::upload::testutil::fixture_orders().remove(0);
+        let check_reject = |f: &dyn Fn(&mut Order), needle: &str| {
+            let mut o = base.clone();
+            f(&mut o);
+            let e = build_ipos(&o, &target(), "销售").unwrap_err();
+            assert!(e.contains(needle), "{needle}: {e}");
+        };
+        check_reject(
+            &|o| o.order_no = "9".repeat(101),
+            "orderNo is 101 characters",
+        );
+        check_reject(&|o| o.machine_id = Some("M".repeat(101)), "machineId");
+        check_reject(&|o| o.lines[0].code = "C".repeat(101), "goods[0].goodsId");
+        check_reject(
+            &|o| o.lines[1].batch_no = Some("B".repeat(101)),
+            "goods[1].batchNo",
+        );
+        check_reject(
+            &|o| o.lines[0].qty = "123456789.123".parse().unwrap(),
+            "goods[0].goodsNums",
+        );
+        check_reject(&|o| o.machine_id = None, "machine_id");
+        check_reject(&|o| o.video_end = None, "video_end");
+        let mut long_shop = target();
+        long_shop.shop_id = Some("S".repeat(101));
+        assert!(
+            build_ipos(&base, &long_shop, "x")
+                .unwrap_err()
+                .contains("shopId")
+        );
+
+        let mut o = base.clone();
+        o.lines[0].name = "长".repeat(150);
+        o.cashier = Some("收".repeat(101));
+        let ipos = build_ipos(&o, &target(), "销售").unwrap();
+        assert_eq!(ipos.warnings.len(), 2, "{:?}", ipos.warnings);
+        let v: serde_json::Value = serde_json::from_str(&ipos.json).unwrap();
+        assert_eq!(
+            v["goods"][0]["goodsName"].as_str().unwrap(),
+            "长".repeat(100)
+        );
+        assert_eq!(v["userName"].as_str().unwrap().chars().count(), 100);
+        crate::emulator::ovopark::check_ipos(&v).unwrap();
+    }
+
+    #[test]
+    fn dep_id_goes_out_as_an_integer() {
+        let o = crate::upload::testutil::fixture_orders().remove(0);
+        let t = Target {
+            shop_id: None,
+            dep_id: Some("123".into()),
+            ..target()
+        };
+        let json = build_ipos(&o, &t, "销售").unwrap().json;
+        assert!(json.starts_with(r#"{"depId":123,"orderNo""#), "{json}");
     }
 }
