@@ -558,6 +558,11 @@ pub(crate) fn percent_encode(s: &str) -> String {
     out
 }
 
+/// 32 random hex digits (a UUID's worth of randomness; not a secret).
+fn nonce() -> String {
+    format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))
+}
+
 /// What a reply said, classified.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Classified {
@@ -712,6 +717,10 @@ impl OvoparkClient {
         p.insert("_requestMode".into(), "post".into());
         p.insert("_version".into(), version.to_string());
         p.insert("_format".into(), "json".into());
+        // The vendor's newer gateway SDK signs a fresh `_nonce` into every request; it
+        // keeps a quick resend of the same order (same second, same body) from being
+        // taken for a replay (-100).
+        p.insert("_nonce".into(), nonce());
         p.insert(
             "_timestamp".into(),
             format_timestamp(now_unix, self.cfg.zone_secs),

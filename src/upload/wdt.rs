@@ -48,8 +48,9 @@ pub const MAX_ID: usize = 40;
 pub const MAX_GOODS_NAME: usize = 255;
 pub const MAX_SPEC_NAME: usize = 100;
 
-/// The vendor's advice after a rate-limit message: wait 5–10 minutes.
-const RATE_LIMIT_WAIT: (u64, u64) = (300, 600);
+/// The vendor's advice after a rate-limit message: wait 5–10 minutes (the wait is
+/// jittered between this and twice this).
+pub const DEFAULT_RATE_LIMIT_WAIT_SECS: u64 = 300;
 
 /// Messages of status 100 (substrings), by what they mean.
 pub const RATE_LIMIT_MESSAGES: [&str; 2] =
@@ -211,6 +212,9 @@ pub struct RawWdt {
     pub is_auto_wms: Option<bool>,
     /// Required when `is_auto_wms`; default empty.
     pub warehouse_no: Option<String>,
+    /// After a rate-limit answer, wait this long (jittered up to twice it). Default 300,
+    /// the vendor's "5–10 minutes".
+    pub rate_limit_wait_secs: Option<u64>,
     pub status: Option<RawStatuses>,
     pub pay_method: Option<RawPayMethods>,
     pub connect_timeout_secs: Option<u64>,
@@ -295,6 +299,7 @@ pub struct Wdt {
     /// Sale, refund, void.
     pub statuses: [KindStatus; 3],
     pub pay_methods: PayMethods,
+    pub rate_limit_wait_secs: u64,
     pub http: HttpConfig,
 }
 
@@ -407,6 +412,14 @@ impl RawWdt {
         if is_auto_wms && warehouse_no.trim().is_empty() {
             return Err("wdt.warehouse_no: required when wdt.is_auto_wms = true".into());
         }
+        let rate_limit_wait_secs = self
+            .rate_limit_wait_secs
+            .unwrap_or(DEFAULT_RATE_LIMIT_WAIT_SECS);
+        if !(1..=3600).contains(&rate_limit_wait_secs) {
+            return Err(format!(
+                "wdt.rate_limit_wait_secs: must be 1..=3600, got {rate_limit_wait_secs}"
+            ));
+        }
         let st = self.status.unwrap_or_default();
         let statuses = [
             status_of("wdt.status.sale", st.sale, DEFAULT_SALE)?,
@@ -454,6 +467,7 @@ impl RawWdt {
             warehouse_no,
             statuses,
             pay_methods,
+            rate_limit_wait_secs,
             http,
         })
     }
@@ -784,6 +798,11 @@ pub enum Classified {
 
 /// Classifies a WDT reply by the spec's status table and status-100 messages.
 pub fn classify(reply: &Reply) -> Classified {
+    classify_with(reply, DEFAULT_RATE_LIMIT_WAIT_SECS)
+}
+
+/// [`classify`] with the configured rate-limit wait.
+pub fn classify_with(reply: &Reply, rate_limit_wait_secs: u64) -> Classified {
     if let Some(o) = classify_http_status(reply) {
         return Classified::All(o);
     }
@@ -836,8 +855,8 @@ pub fn classify(reply: &Reply) -> Classified {
         7 => Classified::TimestampRefused(what),
         100 if RATE_LIMIT_MESSAGES.iter().any(|m| message.contains(m)) => {
             Classified::All(Outcome::Retry {
-                after: Some(jitter_secs(RATE_LIMIT_WAIT.0, RATE_LIMIT_WAIT.1)),
-                reason: format!("{what} (rate limited: waiting 5-10 min as the vendor advises)"),
+                after: Some(jitter_secs(rate_limit_wait_secs, 2 * rate_limit_wait_secs)),
+                reason: format!("{what} (rate limited: waiting as the vendor advises)"),
             })
         }
         100 if CONFIG_MESSAGES.iter().any(|m| message.contains(m)) => {
@@ -942,7 +961,7 @@ impl WdtClient {
                     "wdt: server clock differs from ours by {off} s; timestamps follow the server"
                 );
             }
-            match classify(&reply) {
+            match classify_with(&reply, self.cfg.rate_limit_wait_secs) {
                 Classified::TimestampRefused(what) => last = Some(what),
                 c => return c,
             }
