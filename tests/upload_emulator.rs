@@ -510,12 +510,7 @@ type WdtMutation = dyn Fn(&mut Vec<(String, String)>, &mut String, &mut String);
 
 /// A valid push for the default tenant, mutated by `f` (query pairs, body), then
 /// re-signed unless `resign` is false. Returns the JSON answer.
-fn wdt_answer(
-    emu: &Emulator,
-    client: &WdtClient,
-    f: &WdtMutation,
-    resign: bool,
-) -> Value {
+fn wdt_answer(emu: &Emulator, client: &WdtClient, f: &WdtMutation, resign: bool) -> Value {
     let orders = fixture_orders();
     let t = client.build(&orders[0]).unwrap();
     let mut body = wdt::build_body("SHOP1", &[&t]);

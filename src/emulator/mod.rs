@@ -746,6 +746,24 @@ mod tests {
         check("a=%zz%4", &[("a", "%zz%4")]);
     }
 
+    /// The emulator section of docs/config-upload.toml parses and matches the defaults.
+    #[test]
+    fn documented_emulator_config_is_the_default() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/config-upload.toml");
+        let text = std::fs::read_to_string(path).unwrap();
+        let section = text.split("# ──").last().unwrap();
+        let key = regex::Regex::new(r"^# (\[|[a-z_]+ = )").unwrap();
+        let toml_text: String = section
+            .lines()
+            .filter(|l| key.is_match(l))
+            .map(|l| format!("{}\n", &l[2..]))
+            .collect();
+        let parsed: EmuConfig = toml::from_str(&toml_text).unwrap();
+        let mut expected = EmuConfig::default();
+        expected.ovopark.enterprises.truncate(1);
+        assert_eq!(parsed, expected);
+    }
+
     #[test]
     fn faults_count_down() {
         let mut st = State::default();

@@ -250,6 +250,59 @@ mod tests {
         assert_eq!(c.learn_at(2000 - 50, 2000), Some(-50));
     }
 
+    /// docs/config-upload.toml names only keys that exist: its active lines and its
+    /// commented-out destination keys all deserialize (unknown keys are refused).
+    #[test]
+    fn documented_config_keys_exist() {
+        #[derive(serde::Deserialize)]
+        struct Both {
+            ovopark: ovopark::RawOvopark,
+            wdt: wdt::RawWdt,
+        }
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/config-upload.toml");
+        let text = std::fs::read_to_string(path).unwrap();
+        let dest = text.split("# Per source").next().unwrap();
+        let key = regex::Regex::new(r"^# ([a-z_]+ = |\[wdt\.)").unwrap();
+        let uncommented: String = dest
+            .lines()
+            .map(|l| if key.is_match(l) { &l[2..] } else { l })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let both: Both = toml::from_str(&uncommented).unwrap();
+        assert_eq!(both.wdt.batch_size, Some(100));
+        assert_eq!(both.ovopark.sign_method.as_deref(), Some("md5"));
+        let per_source = text
+            .split("# Per source")
+            .nth(1)
+            .unwrap()
+            .split("# ──")
+            .next()
+            .unwrap();
+        let mut ovo_src = String::new();
+        let mut wdt_src = String::new();
+        let mut into = None;
+        for l in per_source.lines() {
+            match l {
+                "# [source.ovopark]" => into = Some(0),
+                "# [source.wdt]" => into = Some(1),
+                _ if key.is_match(l) => match into {
+                    Some(0) => ovo_src.push_str(&format!("{}\n", &l[2..])),
+                    Some(1) => wdt_src.push_str(&format!("{}\n", &l[2..])),
+                    _ => {}
+                },
+                _ => {}
+            }
+        }
+        toml::from_str::<ovopark::RawOvoparkShop>(&ovo_src)
+            .unwrap()
+            .validate()
+            .unwrap();
+        toml::from_str::<wdt::RawWdtShop>(&wdt_src)
+            .unwrap()
+            .validate()
+            .unwrap();
+    }
+
     #[test]
     fn cut_keeps_whole_characters() {
         assert_eq!(cut_chars("可口可乐", 2).as_deref(), Some("可口"));

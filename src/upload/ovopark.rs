@@ -5,6 +5,8 @@
 //! - One order per request; the `iposJson` text that is signed is the text that is sent.
 //! - An identifier longer than the spec's max length rejects the order (with the field
 //!   and length in the reason); a name is cut at a character boundary, with a warning.
+//! - Every request carries a fresh signed `_nonce` (as the vendor's newer gateway SDK
+//!   does), so a quick resend is never taken for a replay (-100).
 //! - `_timestamp` is computed per attempt from the learned server clock, in the
 //!   configured zone (default UTC+8); a timestamp refusal (code 16) costs at most one
 //!   immediate extra attempt.
