@@ -3,6 +3,7 @@
 //!
 //! - [`ovopark`]: `open.ovopark.storehouse.sendOrder`, one order per request.
 //! - [`wdt`]: Wangdiantong `sales.RawTrade.pushSelf2` / `pushSelf`, up to 100 trades per request.
+//! - [`engine`]: one worker per destination: claim due rows, send, persist, back off.
 //! - [`http`]: the one HTTPS agent configuration both use (rustls + bundled roots, timeouts
 //!   always set, proxy from the environment).
 //!
@@ -18,6 +19,7 @@
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+pub mod engine;
 pub mod http;
 mod json;
 pub mod ovopark;
