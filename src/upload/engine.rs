@@ -50,7 +50,9 @@ impl Client {
     /// not attempted. Ovopark stops at the first outcome that is not about the order
     /// alone (a misconfiguration or a transient fault would hit the rest the same way,
     /// each after its own timeout).
-    fn send(&self, orders: &[&Order]) -> Vec<Option<Outcome>> {
+    /// `tick` is called between requests (the worker's heartbeat: a batch of slow
+    /// requests is progress, not a stuck loop).
+    fn send(&self, orders: &[&Order], tick: &dyn Fn()) -> Vec<Option<Outcome>> {
         match self {
             Client::Wdt(w) => w.send_batch(orders).into_iter().map(Some).collect(),
             Client::Ovopark(o) => {
@@ -61,6 +63,7 @@ impl Client {
                         out.push(None);
                         continue;
                     }
+                    tick();
                     let r = o.send(order);
                     stopped = matches!(r, Outcome::Misconfigured { .. } | Outcome::Retry { .. });
                     out.push(Some(r));
@@ -160,6 +163,7 @@ pub struct Worker {
     /// The outbox may still show a pause from an earlier run (fixed since): clear it
     /// at the first request the server judges.
     clear_stale_pause: bool,
+    beat: Option<Heartbeat>,
 }
 
 impl Worker {
@@ -182,6 +186,7 @@ impl Worker {
             draining: true,
             failures: 0,
             clear_stale_pause: true,
+            beat: None,
         }
     }
 
@@ -189,6 +194,7 @@ impl Worker {
     pub fn run(mut self, shutdown: &Shutdown, beat: &Heartbeat) {
         let wake = self.wake.clone();
         shutdown.on_trigger(move || wake.wake());
+        self.beat = Some(beat.clone());
         info!("upload:{}: started", self.dest);
         let mut hold_until: Option<Instant> = None;
         while !shutdown.is_triggered() {
@@ -264,8 +270,14 @@ impl Worker {
         }
         let orders: Vec<Order> = rows.iter().map(stamped_source).collect();
         let refs: Vec<&Order> = orders.iter().collect();
-        let outcomes = self.client.send(&refs);
+        let beat = self.beat.clone();
+        let outcomes = self.client.send(&refs, &|| {
+            if let Some(b) = &beat {
+                b.beat();
+            }
+        });
         let mut last_error: Option<String> = None;
+        let mut retry_delay = Duration::ZERO;
         for (row, outcome) in rows.iter().zip(outcomes) {
             match outcome {
                 // Not attempted: the row stays as it was.
@@ -278,14 +290,15 @@ impl Worker {
                     let delay = backoff(&self.cfg, row.attempts).max(after.unwrap_or_default());
                     let next_at = now + delay.as_secs() as i64;
                     self.outbox.mark_retry(row.delivery_id, next_at, &reason)?;
-                    warn!(
+                    log::debug!(
                         "upload:{}: order {}: {reason}; retry in {}s",
                         self.dest,
                         row.order.order_no,
                         delay.as_secs()
                     );
                     pass.retry += 1;
-                    last_error = Some(reason);
+                    retry_delay = retry_delay.max(delay);
+                    last_error.get_or_insert(reason);
                 }
                 Some(Outcome::Rejected { reason }) => {
                     self.outbox.mark_rejected(row.delivery_id, &reason)?;
@@ -297,6 +310,15 @@ impl Worker {
                     pass.misconfigured.get_or_insert(reason);
                 }
             }
+        }
+        if let Some(reason) = &last_error {
+            // One line per pass, not per order: an outage must not flood the log.
+            warn!(
+                "upload:{}: {} order(s) not delivered: {reason}; retrying within {}s",
+                self.dest,
+                pass.retry,
+                retry_delay.as_secs()
+            );
         }
         if let Some(reason) = &pass.misconfigured {
             if self.paused.as_deref() != Some(reason.as_str()) {

@@ -102,6 +102,7 @@ pub struct RawOvopark {
     pub enterprise_id: Option<IdValue>,
     pub shop_id: Option<String>,
     pub dep_id: Option<IdValue>,
+    pub order_no_prefix: Option<String>,
     /// `orderType` labels; defaults [`DEFAULT_ORDER_TYPES`].
     pub order_type_sale: Option<String>,
     pub order_type_refund: Option<String>,
@@ -120,6 +121,10 @@ pub struct RawOvoparkShop {
     pub enterprise_id: Option<IdValue>,
     pub shop_id: Option<String>,
     pub dep_id: Option<IdValue>,
+    /// Prepended to the order number to make `orderNo`, which Ovopark keeps unique per
+    /// enterprise: two lanes whose POSes both count from 1 need distinct prefixes, or
+    /// the second lane's order would be taken for a repeat (208003) and never stored.
+    pub order_no_prefix: Option<String>,
 }
 
 /// Validated Ovopark identity (all optional: a source falls back to the destination's).
@@ -129,6 +134,7 @@ pub struct OvoparkShop {
     pub enterprise_id: Option<String>,
     pub shop_id: Option<String>,
     pub dep_id: Option<String>,
+    pub order_no_prefix: Option<String>,
 }
 
 impl RawOvoparkShop {
@@ -152,11 +158,20 @@ impl RawOvoparkShop {
             }
             other => other,
         };
+        let order_no_prefix = match self.order_no_prefix {
+            Some(p) if p.chars().count() > 20 || p.chars().any(char::is_control) => {
+                return Err(format!(
+                    "{prefix}.order_no_prefix: must be at most 20 characters without control characters"
+                ));
+            }
+            other => other,
+        };
         let shop = OvoparkShop {
             org_id: int_id("org_id", self.org_id)?,
             enterprise_id: int_id("enterprise_id", self.enterprise_id)?,
             shop_id,
             dep_id: int_id("dep_id", self.dep_id)?,
+            order_no_prefix,
         };
         if shop.shop_id.is_some() && shop.dep_id.is_some() {
             return Err(format!("{prefix}: set shop_id or dep_id, not both"));
@@ -266,6 +281,7 @@ impl RawOvopark {
             enterprise_id: self.enterprise_id,
             shop_id: self.shop_id,
             dep_id: self.dep_id,
+            order_no_prefix: self.order_no_prefix,
         }
         .validate_at("ovopark")?;
         let mut order_types = DEFAULT_ORDER_TYPES.map(String::from);
@@ -314,6 +330,8 @@ pub struct Target {
     /// Exactly one of these is set.
     pub shop_id: Option<String>,
     pub dep_id: Option<String>,
+    /// Prepended to the order number (`orderNo`); empty by default.
+    pub order_no_prefix: String,
 }
 
 impl Ovopark {
@@ -349,11 +367,17 @@ impl Ovopark {
         } else {
             return Err("no ovopark shop: set the source's shop, [source.ovopark] shop_id/dep_id or ovopark.shop_id".into());
         };
+        let order_no_prefix = over
+            .order_no_prefix
+            .clone()
+            .or_else(|| self.defaults.order_no_prefix.clone())
+            .unwrap_or_default();
         Ok(Target {
             org_id,
             enterprise_id,
             shop_id,
             dep_id,
+            order_no_prefix,
         })
     }
 
@@ -419,7 +443,8 @@ pub fn build_ipos(order: &Order, target: &Target, order_type: &str) -> Result<Ip
         )),
         (None, None) => return Err("no shopId or depId".into()),
     }
-    obj.push(("orderNo", J::Str(ident("orderNo", &order.order_no)?)));
+    let order_no = format!("{}{}", target.order_no_prefix, order.order_no);
+    obj.push(("orderNo", J::Str(ident("orderNo", &order_no)?)));
     if let Some(c) = order.cashier.as_deref().filter(|c| !c.is_empty()) {
         obj.push(("userName", J::Str(name("userName", c, &mut warnings))));
     }
@@ -1190,7 +1215,20 @@ mod tests {
             enterprise_id: "2".into(),
             shop_id: Some("D001".into()),
             dep_id: None,
+            order_no_prefix: String::new(),
         }
+    }
+
+    #[test]
+    fn order_no_prefix_keeps_lanes_apart() {
+        let o = crate::upload::testutil::fixture_orders().remove(0);
+        let t = Target {
+            order_no_prefix: "L2-".into(),
+            ..target()
+        };
+        let v: serde_json::Value =
+            serde_json::from_str(&build_ipos(&o, &t, "销售").unwrap().json).unwrap();
+        assert_eq!(v["orderNo"], format!("L2-{}", o.order_no));
     }
 
     /// Every fixture order builds an iposJson that the emulator's strict checks accept,
