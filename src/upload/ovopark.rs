@@ -84,6 +84,8 @@ impl IdValue {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawOvopark {
+    /// Read by the config (whether this destination gets delivery rows); default true.
+    pub enabled: Option<bool>,
     /// Default [`DEFAULT_URL`].
     pub url: Option<String>,
     /// `_aid`, default `S107`.
@@ -249,6 +251,14 @@ pub(crate) fn check_url(key: &str, url: &str) -> Result<(), String> {
 }
 
 impl RawOvopark {
+    /// The `[ovopark]` table as the config holds it, deserialized and validated. Errors
+    /// name the key (`ovopark.…`).
+    pub fn from_table(table: toml::Table) -> Result<Ovopark, String> {
+        let raw: RawOvopark = serde::Deserialize::deserialize(toml::Value::Table(table))
+            .map_err(|e| format!("ovopark: {}", e.to_string().trim()))?;
+        raw.validate()
+    }
+
     pub fn validate(self) -> Result<Ovopark, String> {
         let url = self.url.unwrap_or_else(|| DEFAULT_URL.to_string());
         check_url("ovopark.url", &url)?;

@@ -184,6 +184,8 @@ impl PayMethods {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawWdt {
+    /// Read by the config (whether this destination gets delivery rows); default true.
+    pub enabled: Option<bool>,
     /// Default [`DEFAULT_URL`].
     pub url: Option<String>,
     /// Seller account. Required.
@@ -347,6 +349,14 @@ fn status_of(
 }
 
 impl RawWdt {
+    /// The `[wdt]` table as the config holds it, deserialized and validated. Errors
+    /// name the key (`wdt.…`).
+    pub fn from_table(table: toml::Table) -> Result<Wdt, String> {
+        let raw: RawWdt = serde::Deserialize::deserialize(toml::Value::Table(table))
+            .map_err(|e| format!("wdt: {}", e.to_string().trim()))?;
+        raw.validate()
+    }
+
     pub fn validate(self) -> Result<Wdt, String> {
         let url = self.url.unwrap_or_else(|| DEFAULT_URL.to_string());
         check_url("wdt.url", &url)?;
@@ -1194,6 +1204,24 @@ mod tests {
                 })
             },
             "wdt.pay_method.card",
+        );
+    }
+
+    #[test]
+    fn from_table_accepts_enabled_and_names_unknown_keys() {
+        let t: toml::Table =
+            toml::from_str("enabled = true\nsid = \"s\"\nkey = \"k\"\nsecret = \"a:b\"\n").unwrap();
+        assert_eq!(RawWdt::from_table(t).unwrap().sid, "s");
+        let t: toml::Table = toml::from_str("sid = \"s\"\nshopno = \"x\"\n").unwrap();
+        let e = RawWdt::from_table(t).unwrap_err();
+        assert!(e.starts_with("wdt:") && e.contains("shopno"), "{e}");
+        let t: toml::Table =
+            toml::from_str("enabled = false\nakey = \"k\"\nsecret = \"s\"\norg_id = 1\n").unwrap();
+        assert_eq!(
+            crate::upload::ovopark::RawOvopark::from_table(t)
+                .unwrap()
+                .akey,
+            "k"
         );
     }
 
