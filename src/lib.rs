@@ -8,6 +8,8 @@
 //! - [`stamp`]: source, shop, camera and video window added to each order.
 //! - [`capture`]: where orders come from (the watched folder and its readers).
 //! - [`outbox`]: the SQLite journal, orders and delivery rows; durability lives here.
+//! - [`upload`]: the clients of both clouds and what a delivery attempt ends in.
+//! - [`emulator`]: local stand-ins for both clouds, strict to the specs, with fault modes.
 //! - [`daemon`]: `tillrelay run`, the threads and their orderly stop.
 //! - [`lifecycle`]: the shutdown value and the heartbeats behind the watchdog.
 //! - [`cli`]: the commands, their output and exit codes; `main` only calls it.
@@ -20,6 +22,7 @@ pub mod capture;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod emulator;
 pub mod failpoint;
 pub mod lifecycle;
 pub mod logging;
@@ -27,3 +30,4 @@ pub mod order;
 pub mod outbox;
 pub mod secret;
 pub mod stamp;
+pub mod upload;
