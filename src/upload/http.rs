@@ -23,7 +23,7 @@ use ureq::tls::{Certificate, RootCerts, TlsConfig, TlsProvider};
 const MAX_BODY: u64 = 1 << 20;
 
 /// Validated HTTP settings of one destination.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct HttpConfig {
     pub connect_timeout: Duration,
     /// Whole request, connect to last body byte.

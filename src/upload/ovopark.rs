@@ -40,7 +40,8 @@ pub const MAX_STR: usize = 100;
 pub const MAX_NUM: usize = 11;
 
 /// `_sm`: the digest of the signature.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum SignMethod {
     Md5,
     Sha1,
@@ -130,7 +131,7 @@ pub struct RawOvoparkShop {
 }
 
 /// Validated Ovopark identity (all optional: a source falls back to the destination's).
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct OvoparkShop {
     pub org_id: Option<String>,
     pub enterprise_id: Option<String>,
@@ -187,7 +188,7 @@ impl RawOvoparkShop {
 }
 
 /// Validated `[ovopark]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct Ovopark {
     pub url: String,
     pub aid: String,

@@ -71,7 +71,7 @@ pub const DATA_MESSAGES: [&str; 5] = [
 ];
 
 /// Which push method.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub enum PushMethod {
     /// Current; answers `error_list` for single failed trades.
     PushSelf2,
@@ -89,7 +89,7 @@ impl PushMethod {
 }
 
 /// Status codes of one order kind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct KindStatus {
     pub process_status: i64,
     pub trade_status: i64,
@@ -162,7 +162,7 @@ pub struct RawPayMethods {
 }
 
 /// Validated pay methods: cash, wechat, alipay, card, other, unknown.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct PayMethods(pub [i64; 6]);
 
 pub const DEFAULT_PAY_METHODS: PayMethods = PayMethods([2, 8, 7, 6, 1, 2]);
@@ -240,7 +240,7 @@ pub struct RawWdtShop {
 }
 
 /// Validated per-source (or default) identity; all optional, resolved per order.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct WdtShop {
     pub shop_no: Option<String>,
     pub tid_prefix: Option<String>,
@@ -282,7 +282,7 @@ impl RawWdtShop {
 }
 
 /// Validated `[wdt]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct Wdt {
     pub url: String,
     pub sid: String,
