@@ -17,3 +17,5 @@
 
 mod codepages;
 pub mod escpos;
+pub mod mask;
+pub mod segment;
