@@ -18,4 +18,6 @@
 mod codepages;
 pub mod escpos;
 pub mod mask;
+pub mod receipt;
 pub mod segment;
+pub mod template;
