@@ -20,4 +20,5 @@ pub mod escpos;
 pub mod mask;
 pub mod receipt;
 pub mod segment;
+pub mod serial;
 pub mod template;
