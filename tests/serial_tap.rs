@@ -259,17 +259,22 @@ fn idle_timeout_and_end_pattern_end_receipts_without_a_cut() {
 #[test]
 fn a_failing_printer_never_stops_the_pos_side() {
     let (mut pos_wire, _pos_dev, pos_path) = pty();
-    let (prn_wire, prn_dev, prn_path) = pty();
+    let (mut prn_wire, prn_dev, prn_path) = pty();
+    // The printer is opened by a path the test can take away, so that the
+    // retrying tap never opens a recycled /dev/pts number of another test.
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("printer");
+    std::os::unix::fs::symlink(&prn_path, &link).unwrap();
     let mut tap = Running::start(SerialConfig {
         pos: port(&pos_path),
-        passthrough: Some(port(&prn_path)),
+        passthrough: Some(port(link.to_str().unwrap())),
     });
     assert!(wait_until(WAIT, || up(&tap.stats.pos_up) && up(&tap.stats.printer_up)));
-    let mut prn_wire = prn_wire;
     send(&mut pos_wire, b"first\n");
     assert_eq!(receive(&mut prn_wire, 6), b"first\n");
 
     // The printer goes away (cable pulled): its pty disappears.
+    std::fs::remove_file(&link).unwrap();
     drop(prn_wire);
     drop(prn_dev);
     assert!(wait_until(WAIT, || !up(&tap.stats.printer_up)));
@@ -320,9 +325,11 @@ fn a_vanished_pos_device_is_reopened_when_it_returns() {
     send(&mut wire, b"before\n");
     let mut got = tap.captured_until(b"before\n");
 
+    // The link goes first, so the retrying tap cannot follow it to a recycled
+    // /dev/pts number of another test.
+    std::fs::remove_file(&link).unwrap();
     drop(wire);
     drop(dev);
-    std::fs::remove_file(&link).unwrap();
     assert!(
         wait_until(WAIT, || !up(&tap.stats.pos_up)),
         "the loss is noticed"
