@@ -193,6 +193,22 @@ pub fn parse_bytes(
 
 /// Decodes one journalled receipt whole (no re-segmentation) and parses it.
 pub fn parse_one(raw: &[u8], rules: &ReceiptRules) -> (Receipt, Result<Parsed, TemplateError>) {
+    let r = decode_whole(raw, rules);
+    let parsed = rules.parse(&r);
+    (r, parsed)
+}
+
+/// Masks card numbers in a whole raw stream (e.g. a `record` capture before it
+/// is written to disk); returns the masked bytes (same length, digits replaced
+/// by `*`) and how many numbers were masked. A card number split across two
+/// calls is not seen: mask a whole capture, not its chunks.
+pub fn mask_stream(raw: &[u8], rules: &ReceiptRules) -> (Vec<u8>, usize) {
+    let r = decode_whole(raw, rules);
+    (r.raw, r.masked)
+}
+
+/// Decodes `raw` as one receipt, in the source's code page, masked.
+fn decode_whole(raw: &[u8], rules: &ReceiptRules) -> Receipt {
     let mut decoder = Decoder::new(rules.encoding);
     let mut segmenter = Segmenter::new(SegmentRules {
         cut: false,
@@ -224,6 +240,5 @@ pub fn parse_one(raw: &[u8], rules: &ReceiptRules) -> (Receipt, Result<Parsed, T
         line_offsets: Vec::new(),
     });
     rules.masker.apply(&mut r);
-    let parsed = rules.parse(&r);
-    (r, parsed)
+    r
 }

@@ -197,6 +197,32 @@ impl Receipt {
         s
     }
 
+    /// [`Receipt::render`] with 1-based line numbers — the numbers template
+    /// errors cite (`line 12 "…": items: …`). Codes are shown unnumbered.
+    pub fn render_numbered(&self) -> String {
+        let width = self.lines.len().max(1).to_string().len();
+        let mut s = String::new();
+        let mut codes = self.codes.iter().peekable();
+        let code_line = |c: &ReceiptCode| {
+            format!(
+                "{:>width$} | [{}] {}\n",
+                "", c.code.symbology, c.code.payload
+            )
+        };
+        for (i, line) in self.lines.iter().enumerate() {
+            while let Some(c) = codes.next_if(|c| c.after_line <= i) {
+                s.push_str(&code_line(c));
+            }
+            let numbered = format!("{:>width$} | {line}", i + 1);
+            s.push_str(numbered.trim_end());
+            s.push('\n');
+        }
+        for c in codes {
+            s.push_str(&code_line(c));
+        }
+        s
+    }
+
     /// Whether anything was printed (the test for being a receipt at all).
     pub fn has_content(&self) -> bool {
         self.lines.iter().any(|l| !l.trim().is_empty())
@@ -510,6 +536,10 @@ mod tests {
         );
         assert_eq!(receipts.len(), 2);
         assert_eq!(receipts[0].render(), "A\n[code128] 123\nB\n");
+        assert_eq!(
+            receipts[0].render_numbered(),
+            "1 | A\n  | [code128] 123\n2 | B\n"
+        );
         assert_eq!(receipts[1].drawer_kicks, 1);
         assert!(receipts[1].lines.is_empty());
     }

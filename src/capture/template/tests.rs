@@ -478,3 +478,28 @@ fn bad_templates_name_their_key() {
         "{e}"
     );
 }
+
+#[test]
+fn a_whole_capture_can_be_masked_before_it_is_written() {
+    let rules = doc_rules("market");
+    let market = std::fs::read(root("tests/fixtures/receipts/market.bin")).unwrap();
+    let (same, n) = receipt::mask_stream(&market, &rules);
+    assert_eq!(
+        (same == market, n),
+        (true, 0),
+        "no card in the fixture, nothing changes"
+    );
+    let mut capture = market.clone();
+    let (card, _, _) = encoding_rs::GB18030.encode("银行卡: 6222 0212 3456 7890 128\n");
+    capture.extend_from_slice(&card);
+    capture.extend_from_slice(&market);
+    let (masked, n) = receipt::mask_stream(&capture, &rules);
+    assert_eq!(n, 1);
+    assert_eq!(masked.len(), capture.len());
+    let text = encoding_rs::GB18030.decode(&masked).0.into_owned();
+    let at = text.find("银行卡").unwrap();
+    assert_eq!(
+        text[at..].lines().next(),
+        Some("银行卡: 6222 02** **** ***0 128")
+    );
+}
