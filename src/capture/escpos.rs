@@ -9,7 +9,7 @@
 //! use tillrelay::capture::escpos::{CodePage, Decoder, EventKind};
 //! let mut d = Decoder::new(CodePage::Gb18030);
 //! let mut events = Vec::new();
-//! d.feed(b"\x1b@\x1ba\x01TOTAL 9.50\n\x1dV\x42\x03", &mut events);
+//! d.feed(b"\x1b@\x1ba\x01TOTAL 9.50\n\x1dV\x41\x03", &mut events);
 //! d.finish(&mut events);
 //! assert!(matches!(&events[1].kind, EventKind::Line(l) if l.text == "TOTAL 9.50"));
 //! assert!(matches!(events[2].kind, EventKind::Cut { partial: false }));

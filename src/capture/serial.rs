@@ -35,6 +35,14 @@
 //!   stable path (`/dev/serial/by-id/…`) is what survives a USB-serial replug.
 //!   The tap never exits because of a serial error; only the shutdown flag
 //!   stops it. Outages are logged once when they start and once when they end.
+//!
+//! # Flow control
+//!
+//! With `flow_control = "none"` the tap is transparent: XON/XOFF bytes from the
+//! printer reach the POS like any status byte, and the two ends pace each other
+//! as if wired directly. With `"xonxoff"` or `"rtscts"` the kernel does flow
+//! control on each link separately (POS ↔ tap, tap ↔ printer) and the printer's
+//! pace crosses the tap through the bounded forwarding queue described above.
 
 use std::io::{ErrorKind, Read, Write};
 use std::path::PathBuf;
@@ -681,6 +689,35 @@ mod tests {
             (cfg.pos.baud, cfg.pos.flow_control),
             (9600, FlowControl::Hardware)
         );
+    }
+
+    #[test]
+    fn the_documented_sources_have_valid_serial_settings() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/config-receipts.toml");
+        let doc: toml::Table = toml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let keys = [
+            "device",
+            "baud",
+            "data_bits",
+            "parity",
+            "stop_bits",
+            "flow_control",
+            "passthrough",
+        ];
+        let mut seen = 0;
+        for src in doc["source"].as_array().unwrap() {
+            let mut serial = toml::Table::new();
+            for k in keys {
+                if let Some(v) = src.get(k) {
+                    serial.insert(k.to_string(), v.clone());
+                }
+            }
+            let raw: RawSerial = toml::Value::Table(serial).try_into().unwrap();
+            raw.validate().unwrap();
+            seen += 1;
+        }
+        assert_eq!(seen, 2);
     }
 
     #[test]
