@@ -6,7 +6,8 @@
 //! - [`config`]: TOML → validated runtime config, in two stages.
 //! - [`order`]: the canonical order, the one shape an order has outside the code.
 //! - [`stamp`]: source, shop, camera and video window added to each order.
-//! - [`capture`]: where orders come from (the watched folder and its readers).
+//! - [`capture`]: where orders come from: the watched folder and its readers, the
+//!   serial tap, the ESC/POS decoder, receipt segmenter and templates.
 //! - [`outbox`]: the SQLite journal, orders and delivery rows; durability lives here.
 //! - [`upload`]: the clients of both clouds and what a delivery attempt ends in.
 //! - [`emulator`]: local stand-ins for both clouds, strict to the specs, with fault modes.
