@@ -100,6 +100,10 @@ pub enum Command {
         /// Stamp the orders (source, shop, machine_id, video window) as the agent would.
         #[arg(long)]
         stamp: bool,
+        /// Receipts: also show each receipt's decoded text, with the line numbers
+        /// template errors cite (for writing a template at the till).
+        #[arg(long)]
+        text: bool,
     },
 }
 
@@ -187,7 +191,15 @@ fn run(cli: Cli) -> Result<(), CliError> {
             source,
             json,
             stamp,
-        } => parse(&Config::load(&cli.config)?, &file, &source, json, stamp),
+            text,
+        } => parse(
+            &Config::load(&cli.config)?,
+            &file,
+            &source,
+            json,
+            stamp,
+            text,
+        ),
     }
 }
 
@@ -316,24 +328,42 @@ fn status(cfg: &Config, json: bool) -> Result<(), CliError> {
     );
     let _ = writeln!(out, "\nsources");
     for s in &cfg.sources {
-        let SourceKind::Folder(f) = &s.kind;
         let c = st
             .sources
             .iter()
             .find(|x| x.name == s.name)
             .cloned()
             .unwrap_or_default();
-        let _ = writeln!(
-            out,
-            "  {} (folder {}): files seen {}, ingested {}, rejected {}; orders {}, duplicates {}",
-            s.name,
-            f.path.display(),
-            c.files_seen,
-            c.files_ingested,
-            c.files_rejected,
-            c.orders,
-            c.duplicates
-        );
+        let _ = match &s.kind {
+            SourceKind::Folder(f) => writeln!(
+                out,
+                "  {} (folder {}): files seen {}, ingested {}, rejected {}; orders {}, duplicates {}",
+                s.name,
+                f.path.display(),
+                c.files_seen,
+                c.files_ingested,
+                c.files_rejected,
+                c.orders,
+                c.duplicates
+            ),
+            SourceKind::Serial(t) => writeln!(
+                out,
+                "  {} (serial {}): receipts {}, not parsed {}; orders {}, duplicates {}",
+                s.name,
+                t.serial.pos.device.display(),
+                c.receipts,
+                c.unparsed,
+                c.orders,
+                c.duplicates
+            ),
+        };
+        if c.unparsed > 0 {
+            let _ = writeln!(
+                out,
+                "    {} receipt(s) kept unparsed: fix the template, then `tillrelay reparse --source {}`",
+                c.unparsed, s.name
+            );
+        }
         if let Some(e) = &c.last_error {
             let _ = writeln!(out, "    last error: {}", e.replace('\n', "; "));
         }
@@ -433,6 +463,7 @@ fn parse(
     source: &str,
     json: bool,
     stamp: bool,
+    text: bool,
 ) -> Result<(), CliError> {
     let src = cfg.source(source).ok_or_else(|| {
         CliError::Usage(format!(
@@ -451,9 +482,39 @@ fn parse(
         .file_name()
         .and_then(|n| n.to_str())
         .unwrap_or_default();
-    let SourceKind::Folder(f) = &src.kind;
-    let parsed = formats::read(&bytes, f.format, name, &f.csv)
-        .map_err(|e| CliError::BadInput(format!("{}: {e}", file.display())))?;
+    let (parsed, rules) = match &src.kind {
+        SourceKind::Folder(f) => (
+            formats::read(&bytes, f.format, name, &f.csv, f.receipt.as_ref()),
+            (formats::detect(f.format, name) == Some(crate::config::Format::Receipt))
+                .then_some(f.receipt.as_ref())
+                .flatten(),
+        ),
+        SourceKind::Serial(t) => (Ok(formats::read_receipts(&bytes, &t.rules)), Some(&t.rules)),
+    };
+    let parsed = parsed.map_err(|e| CliError::BadInput(format!("{}: {e}", file.display())))?;
+    if text {
+        match rules {
+            Some(rules) => {
+                for (i, r) in crate::capture::receipt::split_bytes(&bytes, rules)
+                    .iter()
+                    .enumerate()
+                {
+                    eprintln!(
+                        "── receipt {} (bytes {}..{}, ended by {:?}) ──\n{}",
+                        i + 1,
+                        r.stream_offset,
+                        r.stream_offset + r.raw.len() as u64,
+                        r.ended_by,
+                        r.render_numbered()
+                    );
+                }
+            }
+            None => eprintln!(
+                "(--text shows receipts; {} is not a receipt file)",
+                file.display()
+            ),
+        }
+    }
     let mut orders = parsed.orders;
     if stamp {
         for o in orders.iter_mut() {

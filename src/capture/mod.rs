@@ -3,7 +3,8 @@
 //! # Parts
 //!
 //! - [`folder`]: the watched folder loop (settle, commit, move) for export files.
-//! - [`formats`]: export files (canonical JSON, mapped CSV) → orders.
+//! - [`formats`]: export files (canonical JSON, mapped CSV, receipt files) → orders.
+//! - [`live`]: the serial source loop: tap chunks → receipts → journal and orders.
 //! - [`serial`]: the serial tap — reads what the POS sends to its receipt printer,
 //!   passes every byte on to the real printer (and the printer's replies back),
 //!   reopens vanished devices, and hands raw chunks to capture.
@@ -24,6 +25,7 @@ mod codepages;
 pub mod escpos;
 pub mod folder;
 pub mod formats;
+pub mod live;
 pub mod mask;
 pub mod receipt;
 pub mod segment;
