@@ -75,6 +75,26 @@ pub enum Command {
     },
     /// Wake the running agent's uploaders: send what is pending now (SIGUSR1).
     Flush,
+    /// Record what the POS sends on a serial source into a capture file (card
+    /// numbers masked), passing it on to the printer meanwhile. Stop the agent first:
+    /// it holds the port.
+    Record {
+        #[arg(long)]
+        source: String,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
+    /// Run the current templates over the receipts the journal kept unparsed (or the
+    /// entries named with --id), storing the orders they now yield.
+    Reparse {
+        #[arg(long)]
+        source: Option<String>,
+        /// A journal entry (repeatable); default: every unparsed entry.
+        #[arg(long = "id")]
+        ids: Vec<i64>,
+    },
     /// Serve local emulators of both clouds (strict to their specs) for tests and
     /// integrators: Ovopark at /cloud.api, Wangdiantong at /openapi.
     Emulate {
@@ -166,6 +186,35 @@ fn run(cli: Cli) -> Result<(), CliError> {
             order.as_deref(),
         ),
         Command::Flush => flush(&Config::load(&cli.config)?).map(|_| ()),
+        Command::Record {
+            source,
+            out,
+            seconds,
+        } => {
+            let cfg = Config::load(&cli.config)?;
+            crate::logging::init(log::LevelFilter::Warn);
+            let src = source_named(&cfg, &source)?;
+            crate::capture::workflow::record(src, &out, seconds).map_err(CliError::Other)
+        }
+        Command::Reparse { source, ids } => {
+            let cfg = Config::load(&cli.config)?;
+            if let Some(s) = &source {
+                source_named(&cfg, s)?;
+            }
+            let r = crate::capture::workflow::reparse(&cfg, source.as_deref(), &ids)?;
+            println!(
+                "{} journal entr{} read again: {} new order(s), {} already stored, {} still not readable",
+                r.entries,
+                if r.entries == 1 { "y" } else { "ies" },
+                r.orders,
+                r.duplicates,
+                r.still_unparsed
+            );
+            if r.orders > 0 && !flush(&cfg)? {
+                println!("the agent is not running: the new orders go out when it starts");
+            }
+            Ok(())
+        }
         Command::Emulate { listen, emu_config } => {
             crate::logging::init(log::LevelFilter::Info);
             crate::emulator::run_cli(&listen, emu_config.as_deref()).map_err(CliError::Other)
@@ -465,17 +514,7 @@ fn parse(
     stamp: bool,
     text: bool,
 ) -> Result<(), CliError> {
-    let src = cfg.source(source).ok_or_else(|| {
-        CliError::Usage(format!(
-            "no source named {source:?} in {} (sources: {})",
-            cfg.path.display(),
-            cfg.sources
-                .iter()
-                .map(|s| s.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ))
-    })?;
+    let src = source_named(cfg, source)?;
     let bytes = std::fs::read(file)
         .map_err(|e| CliError::BadInput(format!("cannot read {}: {e}", file.display())))?;
     let name = file
@@ -565,6 +604,20 @@ fn parse(
             parsed.errors.len()
         )))
     }
+}
+
+fn source_named<'a>(cfg: &'a Config, name: &str) -> Result<&'a crate::config::Source, CliError> {
+    cfg.source(name).ok_or_else(|| {
+        CliError::Usage(format!(
+            "no source named {name:?} in {} (sources: {})",
+            cfg.path.display(),
+            cfg.sources
+                .iter()
+                .map(|s| s.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    })
 }
 
 fn human_bytes(n: u64) -> String {

@@ -16,6 +16,7 @@
 //! - [`template`]: config-driven receipt text → canonical [`crate::order::Order`].
 //! - [`receipt`]: the whole chain for one source (decoder → segmenter → masker),
 //!   for live bytes and for files (`parse`, folder `format = "receipt"`, reparse).
+//! - [`workflow`]: `record` and `reparse`, the template workflow at the till.
 //! - `codepages`: data tables for the DOS code pages `ESC t` selects.
 //!
 //! Invariant for every capture path: a unit is acknowledged (file moved, receipt
@@ -31,3 +32,4 @@ pub mod receipt;
 pub mod segment;
 pub mod serial;
 pub mod template;
+pub mod workflow;
