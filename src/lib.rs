@@ -3,11 +3,29 @@
 //!
 //! # Layout
 //!
+//! - [`config`]: TOML → validated runtime config, in two stages.
 //! - [`order`]: the canonical order, the one shape an order has outside the code.
+//! - [`stamp`]: source, shop, camera and video window added to each order.
+//! - [`capture`]: where orders come from (the watched folder and its readers).
+//! - [`outbox`]: the SQLite journal, orders and delivery rows; durability lives here.
+//! - [`daemon`]: `tillrelay run`, the threads and their orderly stop.
+//! - [`lifecycle`]: the shutdown value and the heartbeats behind the watchdog.
+//! - [`cli`]: the commands, their output and exit codes; `main` only calls it.
+//! - [`logging`], [`secret`]: log setup; secret values that print as `***`.
+//! - [`failpoint`]: places where tests make the real binary crash on purpose.
 //! - [`systemd`]: READY / WATCHDOG / STOPPING / STATUS to the service manager.
 //!
 //! ARCHITECTURE.md at the repository root has the bird's-eye view and the invariants.
 
+pub mod capture;
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod failpoint;
+pub mod lifecycle;
+pub mod logging;
 pub mod order;
+pub mod outbox;
 pub mod secret;
+pub mod stamp;
 pub mod systemd;

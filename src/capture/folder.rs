@@ -1,0 +1,658 @@
+//! The watched folder: a POS drops export files, tillrelay turns them into stored
+//! orders and moves each file out of the way.
+//!
+//! How a file travels: noticed (startup scan, inotify event, or the poll tick on
+//! network shares where inotify sees nothing) → settled (renamed in, or size and mtime
+//! unchanged for `settle`) → read and parsed → its orders committed with the file's
+//! ledger row in one transaction → moved to `done/` (or deleted). A file that cannot be
+//! read moves to `rejected/` with `<name>.error.txt` saying why.
+//!
+//! Invariants:
+//! - **Nothing is acknowledged before it is durable**: a file leaves the folder only
+//!   after its orders are committed.
+//! - **A file is ingested once**: the ledger (source, name, size, sha1) is committed
+//!   with the orders, so a crash between the commit and the move only finishes the move
+//!   on restart.
+//! - A file that changes while it is read is not used; it is read again once settled.
+//! - Hidden files, `*.tmp`, `*.part`, `~*`, symlinks and anything but regular files are
+//!   ignored (never read, never moved).
+//! - The loop never exits because of the folder: a missing folder is waited for, a
+//!   full queue leaves the file in place to be tried again.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime};
+
+use log::{debug, error, info, warn};
+use notify::Watcher;
+use sha1::{Digest, Sha1};
+
+use crate::capture::formats;
+use crate::config::{After, FolderSource, Source};
+use crate::lifecycle::{Heartbeat, Shutdown};
+use crate::outbox::{Capture, CaptureKind, Outbox, OutboxError};
+use crate::stamp::stamp;
+
+/// How often an idle loop wakes anyway: a rescan (in case inotify dropped an event)
+/// and a heartbeat for the watchdog.
+pub const IDLE_WAKE: Duration = Duration::from_secs(20);
+/// How often a missing folder is looked for, and a full queue retried.
+const RETRY: Duration = Duration::from_secs(5);
+
+enum Msg {
+    Fs(notify::Result<notify::Event>),
+    Stop,
+}
+
+/// What became of one file.
+#[derive(Debug, PartialEq, Eq)]
+pub enum FileOutcome {
+    /// All orders committed (`new` of them new), file moved to done (or deleted).
+    Done { new: usize, duplicates: usize },
+    /// Committed before (a crash interrupted the move); only the move was finished.
+    AlreadyIngested,
+    /// Some orders committed, the others named in the error file; moved to rejected.
+    Partial { new: usize, bad: usize },
+    /// Nothing readable; moved to rejected with the reason.
+    Rejected,
+    /// Changed or vanished while being read; left for the next round.
+    NotSettled,
+}
+
+/// Whether a directory entry is one the agent may read (by name only).
+pub fn is_candidate_name(name: &str) -> bool {
+    !(name.starts_with('.')
+        || name.starts_with('~')
+        || name.ends_with(".tmp")
+        || name.ends_with(".part")
+        || name.ends_with(".error.txt"))
+}
+
+/// Watches one folder source until shutdown.
+pub struct FolderWatch {
+    source: Source,
+    folder: FolderSource,
+    outbox: Outbox,
+    /// Files seen but not yet settled: (size, mtime, stable since, renamed in).
+    pending: HashMap<PathBuf, Seen>,
+    full_logged: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    size: u64,
+    mtime: Option<SystemTime>,
+    since: Instant,
+    renamed_in: bool,
+}
+
+impl FolderWatch {
+    pub fn new(source: Source, folder: FolderSource, outbox: Outbox) -> FolderWatch {
+        FolderWatch {
+            source,
+            folder,
+            outbox,
+            pending: HashMap::new(),
+            full_logged: false,
+        }
+    }
+
+    /// The loop: returns when `shutdown` is triggered, after finishing the file in hand.
+    pub fn run(mut self, shutdown: &Shutdown, beat: &Heartbeat) {
+        let (tx, rx) = mpsc::channel::<Msg>();
+        {
+            let tx = tx.clone();
+            shutdown.on_trigger(move || {
+                let _ = tx.send(Msg::Stop);
+            });
+        }
+        let mut watcher: Option<notify::RecommendedWatcher> = None;
+        let mut missing_logged = false;
+        while !shutdown.is_triggered() {
+            beat.beat();
+            if !self.folder.path.is_dir() {
+                if !missing_logged {
+                    error!(
+                        "source {}: folder {} does not exist (or is not a folder); waiting for it",
+                        self.source.name,
+                        self.folder.path.display()
+                    );
+                    missing_logged = true;
+                }
+                watcher = None;
+                if shutdown.wait(RETRY) {
+                    break;
+                }
+                continue;
+            }
+            if missing_logged {
+                info!(
+                    "source {}: folder {} is back",
+                    self.source.name,
+                    self.folder.path.display()
+                );
+                missing_logged = false;
+            }
+            if let Err(e) = self.ensure_dirs() {
+                error!("source {}: {e}", self.source.name);
+                if shutdown.wait(RETRY) {
+                    break;
+                }
+                continue;
+            }
+            if !self.folder.poll && watcher.is_none() {
+                watcher = self.watch(tx.clone());
+            }
+
+            let full = self.scan_and_process(shutdown);
+            let timeout = if full {
+                RETRY
+            } else if let Some(next) = self.next_settle_check() {
+                next
+            } else if self.folder.poll || watcher.is_none() {
+                self.folder.poll_interval.min(IDLE_WAKE)
+            } else {
+                IDLE_WAKE
+            };
+            match rx.recv_timeout(timeout) {
+                Ok(Msg::Stop) => break,
+                Ok(Msg::Fs(ev)) => {
+                    self.note_event(ev);
+                    // Coalesce a burst of events into one scan.
+                    while let Ok(m) = rx.try_recv() {
+                        match m {
+                            Msg::Stop => return,
+                            Msg::Fs(ev) => self.note_event(ev),
+                        }
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        debug!("source {}: folder loop stopped", self.source.name);
+    }
+
+    fn ensure_dirs(&self) -> io::Result<()> {
+        for d in [&self.folder.done_dir, &self.folder.rejected_dir] {
+            fs::create_dir_all(d).map_err(|e| {
+                io::Error::new(e.kind(), format!("cannot create {}: {e}", d.display()))
+            })?;
+        }
+        Ok(())
+    }
+
+    fn watch(&self, tx: mpsc::Sender<Msg>) -> Option<notify::RecommendedWatcher> {
+        let handler = move |ev: notify::Result<notify::Event>| {
+            let _ = tx.send(Msg::Fs(ev));
+        };
+        let mut w = match notify::recommended_watcher(handler) {
+            Ok(w) => w,
+            Err(e) => {
+                warn!(
+                    "source {}: cannot watch {} ({e}); polling every {:?} instead",
+                    self.source.name,
+                    self.folder.path.display(),
+                    self.folder.poll_interval
+                );
+                return None;
+            }
+        };
+        match w.watch(&self.folder.path, notify::RecursiveMode::NonRecursive) {
+            Ok(()) => Some(w),
+            Err(e) => {
+                warn!(
+                    "source {}: cannot watch {} ({e}); polling every {:?} instead",
+                    self.source.name,
+                    self.folder.path.display(),
+                    self.folder.poll_interval
+                );
+                None
+            }
+        }
+    }
+
+    fn note_event(&mut self, ev: notify::Result<notify::Event>) {
+        let ev = match ev {
+            Ok(ev) => ev,
+            Err(e) => {
+                warn!("source {}: watch error: {e}; rescanning", self.source.name);
+                return;
+            }
+        };
+        use notify::event::{EventKind, ModifyKind, RenameMode};
+        let renamed_to = matches!(
+            ev.kind,
+            EventKind::Modify(ModifyKind::Name(RenameMode::To))
+                | EventKind::Modify(ModifyKind::Name(RenameMode::Both))
+        );
+        if renamed_to {
+            // A file renamed into the folder is complete by the POS's own protocol.
+            if let Some(to) = ev.paths.last() {
+                if let Ok(md) = fs::symlink_metadata(to) {
+                    self.pending.insert(
+                        to.clone(),
+                        Seen {
+                            size: md.len(),
+                            mtime: md.modified().ok(),
+                            since: Instant::now(),
+                            renamed_in: true,
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    /// How long until the earliest pending file may have settled.
+    fn next_settle_check(&self) -> Option<Duration> {
+        let now = Instant::now();
+        self.pending
+            .values()
+            .map(|s| {
+                (s.since + self.folder.settle)
+                    .saturating_duration_since(now)
+                    .max(Duration::from_millis(50))
+            })
+            .min()
+    }
+
+    /// One pass over the folder. Returns true if the queue was full (try later).
+    fn scan_and_process(&mut self, shutdown: &Shutdown) -> bool {
+        let entries = match fs::read_dir(&self.folder.path) {
+            Ok(e) => e,
+            Err(e) => {
+                warn!(
+                    "source {}: cannot list {}: {e}",
+                    self.source.name,
+                    self.folder.path.display()
+                );
+                return false;
+            }
+        };
+        let now = Instant::now();
+        let mut ready = Vec::new();
+        let mut present = Vec::new();
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else {
+                self.reject_odd_name(&entry.path());
+                continue;
+            };
+            if !is_candidate_name(name) {
+                continue;
+            }
+            let path = entry.path();
+            // symlink_metadata: a symlink is never followed, whatever it points at.
+            let Ok(md) = fs::symlink_metadata(&path) else {
+                continue;
+            };
+            if !md.file_type().is_file() {
+                continue;
+            }
+            present.push(path.clone());
+            let (size, mtime) = (md.len(), md.modified().ok());
+            let seen = self.pending.entry(path.clone()).or_insert(Seen {
+                size,
+                mtime,
+                since: now,
+                renamed_in: false,
+            });
+            if seen.size != size || seen.mtime != mtime {
+                *seen = Seen {
+                    size,
+                    mtime,
+                    since: now,
+                    renamed_in: false,
+                };
+            }
+            if seen.renamed_in || now.duration_since(seen.since) >= self.folder.settle {
+                ready.push(path);
+            }
+        }
+        self.pending.retain(|p, _| present.contains(p));
+        ready.sort();
+        for path in ready {
+            if shutdown.is_triggered() {
+                break;
+            }
+            match self.process_file(&path) {
+                Ok(FileOutcome::NotSettled) => {
+                    if let Some(s) = self.pending.get_mut(&path) {
+                        s.since = Instant::now();
+                        s.renamed_in = false;
+                    }
+                }
+                Ok(_) => {
+                    self.pending.remove(&path);
+                    self.full_logged = false;
+                }
+                Err(OutboxError::Full) => {
+                    if !self.full_logged {
+                        error!(
+                            "source {}: the queue is full; {} waits in the folder until space returns",
+                            self.source.name,
+                            path.display()
+                        );
+                        self.full_logged = true;
+                    }
+                    return true;
+                }
+                Err(e) => {
+                    error!(
+                        "source {}: {}: {e}; will try again",
+                        self.source.name,
+                        path.display()
+                    );
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    /// Reads, commits and moves one settled file.
+    pub fn process_file(&mut self, path: &Path) -> Result<FileOutcome, OutboxError> {
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_string();
+        let src = self.source.name.clone();
+        let Ok(before) = fs::symlink_metadata(path) else {
+            return Ok(FileOutcome::NotSettled);
+        };
+        if !before.file_type().is_file() {
+            return Ok(FileOutcome::NotSettled);
+        }
+        if before.len() > self.folder.max_file_size {
+            let msg = format!(
+                "the file is {} bytes, over max_file_size ({} bytes)",
+                before.len(),
+                self.folder.max_file_size
+            );
+            self.outbox.count(&src, "files_seen", 1)?;
+            let unit = Capture {
+                source: &src,
+                kind: CaptureKind::File,
+                name: Some(&name),
+                size: before.len(),
+                hash: String::new(),
+                raw: None,
+                error: None,
+            };
+            self.outbox.record_rejected(&unit, &msg)?;
+            self.reject(path, &name, &msg);
+            return Ok(FileOutcome::Rejected);
+        }
+        let bytes = match read_regular(path) {
+            Ok(b) => b,
+            Err(e) => {
+                debug!("source {src}: {}: {e}; trying later", path.display());
+                return Ok(FileOutcome::NotSettled);
+            }
+        };
+        // A writer still at work shows up as a changed size or mtime: use nothing read.
+        match fs::symlink_metadata(path) {
+            Ok(after)
+                if after.len() == bytes.len() as u64
+                    && after.modified().ok() == before.modified().ok() => {}
+            _ => return Ok(FileOutcome::NotSettled),
+        }
+        let size = bytes.len() as u64;
+        let hash = hex(&Sha1::digest(&bytes));
+        if self.outbox.file_ingested(&src, &name, size, &hash)? {
+            info!("source {src}: {name} was committed before; finishing its move");
+            self.finish(path, &name);
+            return Ok(FileOutcome::AlreadyIngested);
+        }
+        self.outbox.count(&src, "files_seen", 1)?;
+        let mut unit = Capture {
+            source: &src,
+            kind: CaptureKind::File,
+            name: Some(&name),
+            size,
+            hash,
+            raw: None,
+            error: None,
+        };
+        let parsed = match formats::read(&bytes, self.folder.format, &name, &self.folder.csv) {
+            Ok(p) => p,
+            Err(e) => {
+                let msg = e.to_string();
+                warn!("source {src}: rejected {name}: {msg}");
+                self.outbox.record_rejected(&unit, &msg)?;
+                self.reject(path, &name, &msg);
+                return Ok(FileOutcome::Rejected);
+            }
+        };
+        for w in &parsed.warnings {
+            warn!("source {src}: {name}: {w}");
+        }
+        if parsed.orders.is_empty() && parsed.errors.is_empty() {
+            let msg = "the file holds no orders".to_string();
+            self.outbox.record_rejected(&unit, &msg)?;
+            self.reject(path, &name, &msg);
+            return Ok(FileOutcome::Rejected);
+        }
+        let errors: Vec<String> = parsed.errors.iter().map(|e| e.to_string()).collect();
+        if !errors.is_empty() {
+            unit.error = Some(errors.join("\n"));
+        }
+        let mut orders = parsed.orders;
+        for o in orders.iter_mut() {
+            stamp(o, &self.source);
+        }
+        let report = self.outbox.ingest(&unit, &orders)?;
+        crate::failpoint::hit("folder.after_commit");
+        if !report.duplicates.is_empty() {
+            info!(
+                "source {src}: {name}: {} order(s) already stored, not stored again: {}",
+                report.duplicates.len(),
+                report.duplicates.join(", ")
+            );
+        }
+        if errors.is_empty() {
+            info!("source {src}: {name}: {} new order(s)", report.new);
+            self.finish(path, &name);
+            Ok(FileOutcome::Done {
+                new: report.new,
+                duplicates: report.duplicates.len(),
+            })
+        } else {
+            let msg = format!(
+                "{} order(s) of this file were stored; {} could not be read and were not:\n{}\n\
+                 Fix them and drop the file again: the stored orders will not be stored twice.",
+                report.new + report.duplicates.len(),
+                errors.len(),
+                errors.join("\n")
+            );
+            warn!("source {src}: {name}: {}", msg.replace('\n', "; "));
+            self.reject(path, &name, &msg);
+            Ok(FileOutcome::Partial {
+                new: report.new,
+                bad: errors.len(),
+            })
+        }
+    }
+
+    /// After a successful commit: move to done, or delete.
+    fn finish(&self, path: &Path, name: &str) {
+        let res = match self.folder.after {
+            After::Delete => fs::remove_file(path),
+            After::Move => move_into(path, &self.folder.done_dir, name).map(|_| ()),
+        };
+        if let Err(e) = res {
+            // The ledger makes this safe to retry: the next scan only finishes the move.
+            error!(
+                "source {}: {} is committed but could not be moved: {e}",
+                self.source.name,
+                path.display()
+            );
+        }
+    }
+
+    fn reject(&self, path: &Path, name: &str, why: &str) {
+        match move_into(path, &self.folder.rejected_dir, name) {
+            Ok(dest) => {
+                let mut err_path = dest.into_os_string();
+                err_path.push(".error.txt");
+                let text = format!("file: {name}\nsource: {}\n\n{why}\n", self.source.name);
+                if let Err(e) = write_synced(Path::new(&err_path), text.as_bytes()) {
+                    error!(
+                        "source {}: cannot write {:?}: {e}",
+                        self.source.name, err_path
+                    );
+                }
+            }
+            Err(e) => error!(
+                "source {}: cannot move {} to {}: {e}",
+                self.source.name,
+                path.display(),
+                self.folder.rejected_dir.display()
+            ),
+        }
+    }
+
+    /// A name that is not UTF-8 cannot be reported or journalled faithfully: move the
+    /// file aside with a readable name so it is neither lost nor retried forever.
+    fn reject_odd_name(&self, path: &Path) {
+        let Ok(md) = fs::symlink_metadata(path) else {
+            return;
+        };
+        if !md.file_type().is_file() {
+            return;
+        }
+        let lossy = path
+            .file_name()
+            .map(|n| n.to_string_lossy().replace('\u{FFFD}', "_"))
+            .unwrap_or_default();
+        let name = format!("odd-name-{lossy}");
+        warn!(
+            "source {}: file name {:?} is not UTF-8; moved to rejected as {name}",
+            self.source.name,
+            path.file_name().unwrap_or_default()
+        );
+        self.reject(
+            path,
+            &name,
+            "the file name is not valid UTF-8; rename it and drop it again",
+        );
+    }
+}
+
+/// Reads a file without following a symlink swapped in after the scan.
+fn read_regular(path: &Path) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = fs::OpenOptions::new()
+        .read(true)
+        // O_NOFOLLOW | O_NONBLOCK: a symlink or FIFO swapped in after the scan is
+        // refused or does not hang the loop.
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)?;
+    if !f.metadata()?.file_type().is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    let mut buf = Vec::new();
+    f.read_to_end(&mut buf)?;
+    Ok(buf)
+}
+
+/// Moves `path` into `dir` as `name`, or `name.1`, `name.2`… if taken. Falls back to
+/// copy + fsync + remove across filesystems.
+fn move_into(path: &Path, dir: &Path, name: &str) -> io::Result<PathBuf> {
+    let mut dest = dir.join(name);
+    let mut n = 1;
+    while fs::symlink_metadata(&dest).is_ok() {
+        dest = dir.join(format!("{name}.{n}"));
+        n += 1;
+    }
+    match fs::rename(path, &dest) {
+        Ok(()) => Ok(dest),
+        Err(e) if e.raw_os_error() == Some(18) => {
+            // EXDEV: done/ is on another filesystem.
+            let bytes = fs::read(path)?;
+            write_synced(&dest, &bytes)?;
+            fs::remove_file(path)?;
+            Ok(dest)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut f = fs::File::create(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn candidate_names() {
+        for ok in ["orders.json", "sales_1.csv", "a.b.c"] {
+            assert!(is_candidate_name(ok), "{ok}");
+        }
+        for no in [
+            ".hidden.json",
+            "~lock.csv",
+            "x.tmp",
+            "x.part",
+            "x.json.error.txt",
+        ] {
+            assert!(!is_candidate_name(no), "{no}");
+        }
+    }
+
+    #[test]
+    fn move_into_never_overwrites() {
+        let d = tempfile::tempdir().unwrap();
+        let done = d.path().join("done");
+        fs::create_dir(&done).unwrap();
+        for i in 0..3 {
+            let p = d.path().join("a.json");
+            fs::write(&p, format!("{i}")).unwrap();
+            move_into(&p, &done, "a.json").unwrap();
+        }
+        let mut names: Vec<_> = fs::read_dir(&done)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["a.json", "a.json.1", "a.json.2"]);
+    }
+
+    #[test]
+    fn read_regular_refuses_symlinks_and_fifos() {
+        let d = tempfile::tempdir().unwrap();
+        let target = d.path().join("t.json");
+        fs::write(&target, "[]").unwrap();
+        let link = d.path().join("l.json");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        assert!(read_regular(&link).is_err());
+        let fifo = d.path().join("f.json");
+        let st = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        assert!(
+            read_regular(&fifo).is_err(),
+            "a FIFO must not hang or be read"
+        );
+        assert_eq!(read_regular(&target).unwrap(), b"[]");
+    }
+}

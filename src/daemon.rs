@@ -1,0 +1,198 @@
+//! The daemon (`tillrelay run`): opens the outbox, starts one loop per source and the
+//! maintenance loop, tells systemd it is ready, and stops cleanly on SIGTERM/SIGINT.
+//!
+//! Threads, not tasks: every loop here does blocking work (SQLite, file reads, serial
+//! ports, ureq), so each runs on its own OS thread; tokio only waits for signals and
+//! drives the watchdog tick.
+//!
+//! Invariants:
+//! - Shutdown: signal → [`Shutdown::trigger`] → each loop finishes the unit in hand
+//!   (a transaction is never cut) and returns → joined within [`DRAIN_DEADLINE`]. A loop
+//!   still busy at the deadline is abandoned; SQLite rolls its open transaction back.
+//! - READY=1 is sent only once the database is open and every source loop is running.
+//! - WATCHDOG=1 is sent only while every loop's heartbeat is fresh.
+//! - No input, network or device error ends the process; only a database that
+//!   cannot be opened at start does (systemd restarts it).
+
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use log::{error, info, warn};
+
+use crate::capture::folder::{FolderWatch, IDLE_WAKE};
+use crate::config::{Config, SourceKind};
+use crate::lifecycle::{Heartbeats, Shutdown};
+use crate::outbox::{self, Outbox};
+
+/// How long stopping may take before loops are abandoned.
+pub const DRAIN_DEADLINE: Duration = Duration::from_secs(5);
+
+/// How often retention runs.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+pub fn run(cfg: Config) -> anyhow::Result<()> {
+    let db = cfg.db_path();
+    // Opening once here applies migrations and fails fast on an unusable database.
+    let mut main_ob = Outbox::open(&db, &cfg.outbox, &cfg.destinations)
+        .with_context(|| format!("cannot open the queue at {}", db.display()))?;
+    info!(
+        "tillrelay {} started: queue {}, {} source(s), destinations: {}",
+        env!("CARGO_PKG_VERSION"),
+        db.display(),
+        cfg.sources.len(),
+        if cfg.destinations.is_empty() {
+            "none".to_string()
+        } else {
+            cfg.destinations.join(", ")
+        }
+    );
+
+    let shutdown = Shutdown::new();
+    let beats = Heartbeats::new();
+    let (done_tx, done_rx) = mpsc::channel::<String>();
+    let mut threads: Vec<(String, JoinHandle<()>)> = Vec::new();
+
+    for source in &cfg.sources {
+        let SourceKind::Folder(folder) = &source.kind;
+        let name = format!("folder:{}", source.name);
+        let ob = Outbox::open(&db, &cfg.outbox, &cfg.destinations)
+            .with_context(|| format!("cannot open the queue at {}", db.display()))?;
+        let watch = FolderWatch::new(source.clone(), folder.clone(), ob);
+        let (sd, beat, done) = (shutdown.clone(), beats.register(&name), done_tx.clone());
+        let tname = name.clone();
+        let h = std::thread::Builder::new()
+            .name(name.clone())
+            .spawn(move || {
+                watch.run(&sd, &beat);
+                let _ = done.send(tname);
+            })
+            .context("cannot start a thread")?;
+        threads.push((name, h));
+    }
+
+    {
+        let name = "maintenance".to_string();
+        let (sd, beat, done) = (shutdown.clone(), beats.register(&name), done_tx.clone());
+        let outbox_cfg = cfg.outbox.clone();
+        let tname = name.clone();
+        let h = std::thread::Builder::new()
+            .name(name.clone())
+            .spawn(move || {
+                let mut last_prune: Option<Instant> = None;
+                loop {
+                    beat.beat();
+                    if last_prune.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
+                        match main_ob.prune(outbox::now(), &outbox_cfg) {
+                            Ok((0, 0)) => {}
+                            Ok((orders, raws)) => info!(
+                                "retention: deleted {orders} delivered order(s), dropped {raws} raw capture(s)"
+                            ),
+                            Err(e) => warn!("retention failed (will retry): {e}"),
+                        }
+                        last_prune = Some(Instant::now());
+                    }
+                    if sd.wait(IDLE_WAKE) {
+                        break;
+                    }
+                }
+                let _ = done.send(tname);
+            })
+            .context("cannot start a thread")?;
+        threads.push((name, h));
+    }
+    drop(done_tx);
+
+    systemd_notify(&[sd_notify::NotifyState::Ready]);
+    info!("ready");
+
+    wait_for_signal(&beats).context("signal handling failed")?;
+
+    info!("stopping: finishing the work in hand");
+    systemd_notify(&[sd_notify::NotifyState::Stopping]);
+    shutdown.trigger();
+    let deadline = Instant::now() + DRAIN_DEADLINE;
+    let mut running = threads.len();
+    while running > 0 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match done_rx.recv_timeout(left) {
+            Ok(_) => running -= 1,
+            Err(_) => break,
+        }
+    }
+    let stuck: Vec<_> = threads
+        .iter()
+        .filter(|(_, h)| !h.is_finished())
+        .map(|(n, _)| n.clone())
+        .collect();
+    if stuck.is_empty() {
+        for (_, h) in threads {
+            let _ = h.join();
+        }
+        info!("stopped");
+    } else {
+        error!(
+            "stopping: {} did not finish within {:?}; exiting anyway (open transactions roll back)",
+            stuck.join(", "),
+            DRAIN_DEADLINE
+        );
+    }
+    Ok(())
+}
+
+/// Blocks until SIGTERM or SIGINT, pinging the systemd watchdog meanwhile.
+fn wait_for_signal(beats: &Heartbeats) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let watchdog = watchdog_period();
+        let mut tick = tokio::time::interval(watchdog.map_or(Duration::from_secs(3600), |w| w / 4));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tokio::select! {
+                _ = term.recv() => { info!("SIGTERM received"); break; }
+                _ = int.recv() => { info!("SIGINT received"); break; }
+                _ = tick.tick() => {
+                    if let Some(w) = watchdog {
+                        let stale = beats.stale(w / 2);
+                        if stale.is_empty() {
+                            systemd_notify(&[sd_notify::NotifyState::Watchdog]);
+                        } else {
+                            error!("watchdog: not pinging, stuck loop(s): {}", stale.join(", "));
+                        }
+                    }
+                }
+            }
+        }
+        Ok::<(), std::io::Error>(())
+    })?;
+    Ok(())
+}
+
+/// The systemd watchdog period, if systemd asked for pings.
+fn watchdog_period() -> Option<Duration> {
+    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
+    if let Some(pid) = std::env::var("WATCHDOG_PID")
+        .ok()
+        .and_then(|p| p.parse::<u32>().ok())
+    {
+        if pid != std::process::id() {
+            return None;
+        }
+    }
+    Some(Duration::from_micros(usec)).filter(|d| !d.is_zero())
+}
+
+fn systemd_notify(states: &[sd_notify::NotifyState]) {
+    if std::env::var_os("NOTIFY_SOCKET").is_none() {
+        return;
+    }
+    if let Err(e) = sd_notify::notify(false, states) {
+        warn!("cannot notify systemd: {e}");
+    }
+}

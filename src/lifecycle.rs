@@ -1,0 +1,178 @@
+//! Process plumbing shared by every long-running loop: the shutdown value and the
+//! heartbeats behind the systemd watchdog.
+//!
+//! Invariants:
+//! - Shutdown is a value passed to every loop, never a global. Triggering it wakes
+//!   every loop that is waiting (through [`Shutdown::wait`] or a registered waker),
+//!   so stopping never waits out an idle timeout.
+//! - A loop beats its [`Heartbeat`] each time round, including when it wakes idle;
+//!   the daemon pings the watchdog only while every heartbeat is fresh, so a stuck
+//!   loop gets the process restarted and a busy one does not.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+type Waker = Box<dyn Fn() + Send + Sync>;
+/// Each registered loop: its name and the millisecond (since start) it last beat.
+type Beats = Arc<Mutex<Vec<(String, Arc<AtomicU64>)>>>;
+
+#[derive(Clone, Default)]
+pub struct Shutdown {
+    inner: Arc<ShutdownInner>,
+}
+
+#[derive(Default)]
+struct ShutdownInner {
+    flag: AtomicBool,
+    lock: Mutex<()>,
+    cond: Condvar,
+    wakers: Mutex<Vec<Waker>>,
+}
+
+impl Shutdown {
+    pub fn new() -> Shutdown {
+        Shutdown::default()
+    }
+
+    pub fn trigger(&self) {
+        self.inner.flag.store(true, Ordering::SeqCst);
+        {
+            let _g = self.inner.lock.lock().unwrap_or_else(|e| e.into_inner());
+            self.inner.cond.notify_all();
+        }
+        let wakers = self.inner.wakers.lock().unwrap_or_else(|e| e.into_inner());
+        for w in wakers.iter() {
+            w();
+        }
+    }
+
+    pub fn is_triggered(&self) -> bool {
+        self.inner.flag.load(Ordering::SeqCst)
+    }
+
+    /// Sleeps up to `d`; returns true (early) if shutdown was triggered.
+    pub fn wait(&self, d: Duration) -> bool {
+        let deadline = Instant::now() + d;
+        let mut g = self.inner.lock.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if self.is_triggered() {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            g = self
+                .inner
+                .cond
+                .wait_timeout(g, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    /// Registers a function called on trigger (e.g. one that sends a stop message on
+    /// a loop's channel). Called at once if shutdown was already triggered.
+    pub fn on_trigger(&self, waker: impl Fn() + Send + Sync + 'static) {
+        if self.is_triggered() {
+            waker();
+        }
+        self.inner
+            .wakers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Box::new(waker));
+    }
+}
+
+/// The set of loops the watchdog vouches for.
+#[derive(Clone, Default)]
+pub struct Heartbeats {
+    start: Option<Instant>,
+    beats: Beats,
+}
+
+/// One loop's heartbeat.
+#[derive(Clone)]
+pub struct Heartbeat {
+    start: Instant,
+    last: Arc<AtomicU64>,
+}
+
+impl Heartbeats {
+    pub fn new() -> Heartbeats {
+        Heartbeats {
+            start: Some(Instant::now()),
+            beats: Arc::default(),
+        }
+    }
+
+    fn start(&self) -> Instant {
+        self.start.unwrap_or_else(Instant::now)
+    }
+
+    pub fn register(&self, name: &str) -> Heartbeat {
+        let hb = Heartbeat {
+            start: self.start(),
+            last: Arc::new(AtomicU64::new(self.start().elapsed().as_millis() as u64)),
+        };
+        self.beats
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((name.to_string(), hb.last.clone()));
+        hb
+    }
+
+    /// The loops that have not beaten within `max_age`.
+    pub fn stale(&self, max_age: Duration) -> Vec<String> {
+        let now = self.start().elapsed().as_millis() as u64;
+        self.beats
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|(_, last)| {
+                now.saturating_sub(last.load(Ordering::Relaxed)) > max_age.as_millis() as u64
+            })
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+}
+
+impl Heartbeat {
+    pub fn beat(&self) {
+        self.last
+            .store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trigger_wakes_waiters_and_wakers() {
+        let s = Shutdown::new();
+        let (tx, rx) = std::sync::mpsc::channel();
+        s.on_trigger(move || {
+            let _ = tx.send(());
+        });
+        let s2 = s.clone();
+        let t = std::thread::spawn(move || s2.wait(Duration::from_secs(60)));
+        std::thread::sleep(Duration::from_millis(20));
+        s.trigger();
+        assert!(t.join().unwrap(), "the waiter saw the trigger");
+        rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert!(!Shutdown::new().wait(Duration::from_millis(1)));
+    }
+
+    #[test]
+    fn stale_heartbeats_are_named() {
+        let hbs = Heartbeats::new();
+        let a = hbs.register("folder:lane1");
+        let _b = hbs.register("upload:wdt");
+        std::thread::sleep(Duration::from_millis(30));
+        a.beat();
+        assert_eq!(hbs.stale(Duration::from_millis(15)), vec!["upload:wdt"]);
+    }
+}

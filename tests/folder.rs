@@ -1,0 +1,521 @@
+//! The watched folder end to end: the real binary, a real SQLite file, real files.
+
+mod common;
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Output, Stdio};
+use std::time::Duration;
+
+use common::{fixture, tillrelay, wait_until};
+use serde_json::Value;
+
+/// A temp dir with an inbox, a state dir and a config made from the example config
+/// (so the example's CSV mapping is what is tested), with short settle times.
+struct Box_ {
+    dir: tempfile::TempDir,
+    config: PathBuf,
+}
+
+impl Box_ {
+    fn new(extra: &str) -> Box_ {
+        let dir = tempfile::tempdir().unwrap();
+        let inbox = dir.path().join("inbox");
+        fs::create_dir(&inbox).unwrap();
+        let example =
+            fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/tillrelay.toml"))
+                .unwrap();
+        let mut text = String::new();
+        for line in example.lines() {
+            let l = if line.starts_with("state_dir =") {
+                format!("state_dir = {:?}", dir.path().join("state"))
+            } else if line.starts_with("path =") {
+                format!("path = {inbox:?}")
+            } else if line.starts_with("settle =") {
+                "settle = \"300ms\"".to_string()
+            } else {
+                line.to_string()
+            };
+            text.push_str(&l);
+            text.push('\n');
+        }
+        text.push_str(extra);
+        let config = dir.path().join("tillrelay.toml");
+        fs::write(&config, text).unwrap();
+        Box_ { dir, config }
+    }
+
+    fn inbox(&self) -> PathBuf {
+        self.dir.path().join("inbox")
+    }
+
+    fn start(&self) -> Agent {
+        self.start_env(&[])
+    }
+
+    fn start_env(&self, env: &[(&str, &str)]) -> Agent {
+        let mut cmd = tillrelay();
+        cmd.args(["run", "--config"])
+            .arg(&self.config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Agent(cmd.spawn().unwrap())
+    }
+
+    fn cli(&self, args: &[&str]) -> Output {
+        tillrelay()
+            .args(args)
+            .arg("--config")
+            .arg(&self.config)
+            .output()
+            .unwrap()
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// Stored orders, or none while the database does not exist yet.
+    fn orders(&self) -> Vec<Value> {
+        let out = self.cli(&["orders", "--json", "--limit", "1000"]);
+        if !out.status.success() {
+            return Vec::new();
+        }
+        serde_json::from_slice::<Value>(&out.stdout)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+
+    fn files(&self, sub: &str) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(self.inbox().join(sub))
+            .map(|rd| {
+                rd.map(|e| e.unwrap().file_name().into_string().unwrap())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    /// Drops a file the way most POS do: written elsewhere, then renamed in.
+    fn drop_file(&self, name: &str, bytes: &[u8]) {
+        let tmp = self.dir.path().join(format!("{name}.staging"));
+        fs::write(&tmp, bytes).unwrap();
+        fs::rename(&tmp, self.inbox().join(name)).unwrap();
+    }
+}
+
+struct Agent(Child);
+
+impl Agent {
+    /// SIGTERM, then the exit status and stderr.
+    fn stop(mut self) -> (std::process::ExitStatus, String) {
+        unsafe_kill(self.0.id(), 15);
+        let ok = wait_until(Duration::from_secs(10), || {
+            self.0.try_wait().unwrap().is_some()
+        });
+        assert!(ok, "the agent did not stop within 10 s of SIGTERM");
+        let out = std::mem::replace(&mut self.0, dummy())
+            .wait_with_output()
+            .unwrap();
+        (
+            out.status,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    fn wait_exit(mut self) -> (std::process::ExitStatus, String) {
+        let out = std::mem::replace(&mut self.0, dummy())
+            .wait_with_output()
+            .unwrap();
+        (
+            out.status,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn dummy() -> Child {
+    std::process::Command::new("true").spawn().unwrap()
+}
+
+fn unsafe_kill(pid: u32, sig: i32) {
+    let st = std::process::Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+/// The canonical fields of a stored order (stamp and delivery states removed).
+fn canonical(o: &Value) -> Value {
+    let mut o = o.clone();
+    let m = o.as_object_mut().unwrap();
+    for k in [
+        "source",
+        "shop",
+        "machine_id",
+        "video_start",
+        "video_end",
+        "deliveries",
+    ] {
+        m.remove(k);
+    }
+    o
+}
+
+fn by_order_no(mut v: Vec<Value>) -> Vec<Value> {
+    v.sort_by(|a, b| a["order_no"].as_str().cmp(&b["order_no"].as_str()));
+    v
+}
+
+#[test]
+fn shared_export_fixtures_reach_the_outbox_exactly_as_expected() {
+    let b = Box_::new("");
+    let agent = b.start();
+    for f in ["orders-20261122-1005.json", "sales_20261122_1122.csv"] {
+        // plain copy (not a rename): the settle time must cover it
+        fs::copy(fixture(&format!("exports/{f}")), b.inbox().join(f)).unwrap();
+    }
+    assert!(
+        wait_until(Duration::from_secs(20), || b.orders().len() == 4),
+        "4 orders expected, got {:?}",
+        b.orders()
+    );
+    let expected: Vec<Value> =
+        serde_json::from_slice(&fs::read(fixture("exports/expected.json")).unwrap()).unwrap();
+    let got: Vec<Value> = b.orders().iter().map(canonical).collect();
+    assert_eq!(by_order_no(got), by_order_no(expected));
+
+    // stamped from the source, with the video window around the order time
+    let all = b.orders();
+    let w1 = all
+        .iter()
+        .find(|o| o["order_no"] == "W20261122-0001")
+        .unwrap();
+    assert_eq!(w1["source"], "lane1");
+    assert_eq!(w1["shop"], "D001");
+    assert_eq!(w1["machine_id"], "NVR01-CH03");
+    // first scan 10:00:31 − 60 s; order time 10:01:12 + 30 s
+    assert_eq!(w1["video_start"], "2026-11-22 09:59:31");
+    assert_eq!(w1["video_end"], "2026-11-22 10:01:42");
+
+    // both files moved to done once committed
+    assert!(wait_until(Duration::from_secs(5), || b.files("done").len() == 2));
+    assert_eq!(
+        b.files("done"),
+        ["orders-20261122-1005.json", "sales_20261122_1122.csv"]
+    );
+    assert!(b.files("").iter().all(|f| f == "done" || f == "rejected"));
+
+    // status while the daemon runs
+    let st = b.json(&["status", "--json"]);
+    let lane = &st["sources"][0];
+    assert_eq!(lane["name"], "lane1");
+    assert_eq!(lane["files_ingested"], 2);
+    assert_eq!(lane["orders"], 4);
+    let human = b.cli(&["status"]);
+    let human = String::from_utf8_lossy(&human.stdout);
+    assert!(human.contains("lane1"), "{human}");
+    assert!(human.contains("ingested 2"), "{human}");
+
+    let (status, log) = agent.stop();
+    assert!(status.success(), "exit {status:?}\n{log}");
+    assert!(log.contains("stopped"), "{log}");
+}
+
+#[test]
+fn a_file_dropped_twice_or_reprinted_does_not_make_second_orders() {
+    let b = Box_::new("");
+    let agent = b.start();
+    let json = fs::read(fixture("exports/orders-20261122-1005.json")).unwrap();
+    b.drop_file("a.json", &json);
+    assert!(wait_until(Duration::from_secs(20), || b
+        .files("done")
+        .len()
+        == 1));
+    // the same file again, same name (lands as done/a.json.1) and another name
+    b.drop_file("a.json", &json);
+    b.drop_file("b.json", &json);
+    // one of the orders re-exported alone (a reprint)
+    let all: Vec<Value> = serde_json::from_slice(&json).unwrap();
+    b.drop_file("reprint.json", &serde_json::to_vec(&all[1]).unwrap());
+    assert!(
+        wait_until(Duration::from_secs(20), || b.files("done").len() == 4),
+        "{:?}",
+        b.files("done")
+    );
+    assert_eq!(b.orders().len(), 2);
+    let st = b.json(&["status", "--json"]);
+    assert_eq!(st["sources"][0]["orders"], 2);
+    // b.json (2) and the reprint (1); a.json again is the same file (name, size,
+    // hash), which the ledger recognises before any order is looked at.
+    assert_eq!(st["sources"][0]["duplicates"], 3);
+    let (status, _) = agent.stop();
+    assert!(status.success());
+}
+
+#[test]
+fn a_file_written_slowly_in_pieces_is_read_once_whole() {
+    let b = Box_::new("");
+    let agent = b.start();
+    let json = fs::read(fixture("exports/orders-20261122-1005.json")).unwrap();
+    let path = b.inbox().join("slow.json");
+    let mut f = fs::File::create(&path).unwrap();
+    // pieces 100 ms apart, well within the 300 ms settle time: never a half file
+    for chunk in json.chunks(json.len() / 8 + 1) {
+        f.write_all(chunk).unwrap();
+        f.flush().unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(f);
+    assert!(wait_until(Duration::from_secs(20), || b.files("done") == ["slow.json"]));
+    assert_eq!(b.orders().len(), 2);
+    assert!(b.files("rejected").is_empty(), "{:?}", b.files("rejected"));
+    let st = b.json(&["status", "--json"]);
+    assert_eq!(st["sources"][0]["files_seen"], 1);
+    agent.stop();
+}
+
+#[test]
+fn unreadable_files_are_rejected_with_their_reasons_and_good_orders_kept() {
+    let b = Box_::new("");
+    let agent = b.start();
+    b.drop_file(
+        "broken.json",
+        b"[{\"order_no\": \"X1\",\n  \"order_time\": }]",
+    );
+    b.drop_file("notes.xml", b"<orders/>");
+    let csv = fs::read(fixture("exports/sales_20261122_1122.csv")).unwrap();
+    // a second order in the same CSV with a quantity that is not a number
+    let row = "S0003393,2026-11-22 11:30:00,孙七,现金,690,水,two,1.00,2.00,0\n";
+    let (row_gbk, _, _) = encoding_rs::GBK.encode(row);
+    let mut mixed = csv.clone();
+    mixed.extend_from_slice(&row_gbk);
+    b.drop_file("sales_bad.csv", &mixed);
+    // ignored entirely: hidden, temporary, symlink
+    fs::write(b.inbox().join(".hidden.json"), b"[]").unwrap();
+    fs::write(b.inbox().join("x.json.part"), b"[").unwrap();
+    std::os::unix::fs::symlink(
+        fixture("exports/orders-20261122-1005.json"),
+        b.inbox().join("link.json"),
+    )
+    .unwrap();
+
+    assert!(
+        wait_until(Duration::from_secs(20), || b.files("rejected").len() == 6),
+        "{:?}",
+        b.files("rejected")
+    );
+    let reason = |n: &str| {
+        fs::read_to_string(b.inbox().join("rejected").join(format!("{n}.error.txt"))).unwrap()
+    };
+    let r = reason("broken.json");
+    assert!(r.contains("line 2, column"), "{r}");
+    let r = reason("notes.xml");
+    assert!(r.contains("cannot tell the format"), "{r}");
+    let r = reason("sales_bad.csv");
+    assert!(r.contains("line 5, order \"S0003393\", field qty"), "{r}");
+    assert!(r.contains("2 order(s) of this file were stored"), "{r}");
+    // the good orders of the partly bad file are stored
+    let nos: Vec<String> = b
+        .orders()
+        .iter()
+        .map(|o| o["order_no"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(by_order_no(b.orders()).len(), 2, "{nos:?}");
+    // ignored files were neither read nor moved
+    let mut left = b.files("");
+    left.retain(|f| f != "done" && f != "rejected");
+    assert_eq!(left, [".hidden.json", "link.json", "x.json.part"]);
+    let st = b.json(&["status", "--json"]);
+    assert_eq!(st["sources"][0]["files_rejected"], 2);
+    assert!(st["sources"][0]["last_error"].as_str().is_some());
+    agent.stop();
+}
+
+#[test]
+fn oversized_files_are_rejected_unread() {
+    let b = Box_::new("");
+    let text = fs::read_to_string(&b.config)
+        .unwrap()
+        .replace("max_file_size = \"16MB\"", "max_file_size = \"1KB\"");
+    fs::write(&b.config, text).unwrap();
+    let agent = b.start();
+    b.drop_file("big.json", &vec![b' '; 4096]);
+    assert!(wait_until(Duration::from_secs(20), || b
+        .files("rejected")
+        .len()
+        == 2));
+    let r = fs::read_to_string(b.inbox().join("rejected/big.json.error.txt")).unwrap();
+    assert!(r.contains("over max_file_size"), "{r}");
+    agent.stop();
+}
+
+#[test]
+fn sigkill_between_commit_and_move_ingests_nothing_twice() {
+    let b = Box_::new("");
+    let json = fs::read(fixture("exports/orders-20261122-1005.json")).unwrap();
+    b.drop_file("a.json", &json);
+    // The agent is killed (SIGKILL) right after the commit, before the move.
+    let agent = b.start_env(&[("TILLRELAY_FAILPOINT", "folder.after_commit")]);
+    let (status, log) = agent.wait_exit();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(9), "killed by the failpoint: {log}");
+    assert_eq!(b.files(""), ["a.json", "done", "rejected"], "not moved yet");
+    assert_eq!(b.orders().len(), 2, "committed before the kill");
+
+    let agent = b.start();
+    assert!(wait_until(Duration::from_secs(20), || b.files("done") == ["a.json"]));
+    assert_eq!(b.orders().len(), 2);
+    let st = b.json(&["status", "--json"]);
+    assert_eq!(
+        st["sources"][0]["duplicates"], 0,
+        "the ledger, not the duplicate check, caught it"
+    );
+    assert_eq!(st["sources"][0]["files_ingested"], 1);
+    let (_, log) = agent.stop();
+    assert!(log.contains("committed before"), "{log}");
+}
+
+#[test]
+fn a_missing_folder_is_waited_for() {
+    let b = Box_::new("");
+    fs::remove_dir(b.inbox()).unwrap();
+    let agent = b.start();
+    std::thread::sleep(Duration::from_millis(300));
+    fs::create_dir(b.inbox()).unwrap();
+    b.drop_file(
+        "a.json",
+        &fs::read(fixture("exports/orders-20261122-1005.json")).unwrap(),
+    );
+    assert!(wait_until(Duration::from_secs(30), || b.orders().len() == 2));
+    let (status, log) = agent.stop();
+    assert!(status.success());
+    assert!(log.contains("does not exist"), "{log}");
+}
+
+#[test]
+fn poll_mode_finds_files_without_inotify() {
+    let b = Box_::new("");
+    let text = fs::read_to_string(&b.config)
+        .unwrap()
+        .replace("poll = false", "poll = true")
+        .replace("poll_interval = \"5s\"", "poll_interval = \"200ms\"");
+    fs::write(&b.config, text).unwrap();
+    let agent = b.start();
+    b.drop_file(
+        "a.json",
+        &fs::read(fixture("exports/orders-20261122-1005.json")).unwrap(),
+    );
+    assert!(wait_until(Duration::from_secs(20), || b.orders().len() == 2));
+    agent.stop();
+}
+
+#[test]
+fn parse_shows_orders_without_storing_and_exits_4_on_bad_input() {
+    let b = Box_::new("");
+    let out = b.cli(&[
+        "parse",
+        "--source",
+        "lane1",
+        "--json",
+        fixture("exports/sales_20261122_1122.csv").to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let expected: Vec<Value> =
+        serde_json::from_slice(&fs::read(fixture("exports/expected.json")).unwrap()).unwrap();
+    assert_eq!(got, expected[2..].to_vec(), "the CSV's two orders, exactly");
+    assert!(
+        !b.dir.path().join("state/queue.db").exists(),
+        "parse stores nothing"
+    );
+
+    let bad = b.dir.path().join("bad.json");
+    fs::write(&bad, "[{\"order_no\": \"A\"}]").unwrap();
+    let out = b.cli(&["parse", "--source", "lane1", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(4));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.json: line 1"), "{err}");
+    assert!(err.contains("order \"A\""), "{err}");
+
+    let out = b.cli(&["parse", "--source", "lane9", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no source named \"lane9\""));
+}
+
+#[test]
+fn config_errors_name_the_file_and_key_and_exit_3() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("bad.toml");
+    fs::write(
+        &cfg,
+        "[[source]]\nname = \"lane1\"\nkind = \"folder\"\npath = \"/x\"\nshop = \"D1\"\nmachine_id = \"M\"\nsettle = \"a while\"\n",
+    )
+    .unwrap();
+    let out = tillrelay()
+        .args(["check-config", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.toml"), "{err}");
+    assert!(err.contains("source[lane1].settle"), "{err}");
+
+    let out = tillrelay()
+        .args(["run", "--config"])
+        .arg(dir.path().join("missing.toml"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("missing.toml"));
+
+    // the env var names the config too
+    let out = tillrelay()
+        .arg("check-config")
+        .env("TILLRELAY_CONFIG", &cfg)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+}
+
+#[test]
+fn the_example_config_passes_check_config() {
+    let out = tillrelay()
+        .args(["check-config", "--config"])
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/tillrelay.toml"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("is valid"));
+}
