@@ -519,3 +519,22 @@ fn the_example_config_passes_check_config() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("is valid"));
 }
+
+#[test]
+fn examples_local_config_is_the_example_config_with_local_paths() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let keys = |p: &str| -> Vec<String> {
+        fs::read_to_string(root.join(p))
+            .unwrap()
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+            .filter(|l| {
+                !["state_dir =", "path =", "settle ="]
+                    .iter()
+                    .any(|k| l.starts_with(k))
+            })
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(keys("config/tillrelay.toml"), keys("examples/local.toml"));
+}
