@@ -21,13 +21,17 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use log::{error, info, warn};
 
-use crate::capture::folder::{FolderWatch, IDLE_WAKE};
+use crate::capture::folder::FolderWatch;
 use crate::config::{Config, SourceKind};
 use crate::lifecycle::{Heartbeats, Shutdown};
 use crate::outbox::{self, Outbox};
 
 /// How long stopping may take before loops are abandoned.
 pub const DRAIN_DEADLINE: Duration = Duration::from_secs(5);
+
+/// The longest an idle loop sleeps (without a watchdog; with one, a quarter of
+/// its period if shorter).
+const IDLE_WAKE: Duration = Duration::from_secs(20);
 
 /// How often retention runs.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
@@ -49,8 +53,24 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         }
     );
 
+    // Signal handlers go in before READY, so a SIGTERM at any moment after start
+    // takes the orderly path instead of the default (immediate death).
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    let signals = {
+        use tokio::signal::unix::{SignalKind, signal};
+        let _guard = rt.enter();
+        (
+            signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
+            signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
+        )
+    };
+
+    let watchdog = watchdog_period();
     let shutdown = Shutdown::new();
-    let beats = Heartbeats::new();
+    let beats = Heartbeats::new(watchdog.map_or(IDLE_WAKE, |w| (w / 4).min(IDLE_WAKE)));
     let (done_tx, done_rx) = mpsc::channel::<String>();
     let mut threads: Vec<(String, JoinHandle<()>)> = Vec::new();
 
@@ -93,7 +113,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
                         }
                         last_prune = Some(Instant::now());
                     }
-                    if sd.wait(IDLE_WAKE) {
+                    if sd.wait(beat.max_sleep()) {
                         break;
                     }
                 }
@@ -107,34 +127,34 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     systemd_notify(&[sd_notify::NotifyState::Ready]);
     info!("ready");
 
-    wait_for_signal(&beats).context("signal handling failed")?;
+    wait_for_signal(&rt, signals, &beats, watchdog);
 
     info!("stopping: finishing the work in hand");
     systemd_notify(&[sd_notify::NotifyState::Stopping]);
     shutdown.trigger();
     let deadline = Instant::now() + DRAIN_DEADLINE;
-    let mut running = threads.len();
-    while running > 0 {
+    let mut finished: Vec<String> = Vec::new();
+    while finished.len() < threads.len() {
         let left = deadline.saturating_duration_since(Instant::now());
         match done_rx.recv_timeout(left) {
-            Ok(_) => running -= 1,
+            Ok(name) => finished.push(name),
             Err(_) => break,
         }
     }
-    let stuck: Vec<_> = threads
-        .iter()
-        .filter(|(_, h)| !h.is_finished())
-        .map(|(n, _)| n.clone())
-        .collect();
+    let (done, stuck): (Vec<_>, Vec<_>) = threads
+        .into_iter()
+        .partition(|(name, _)| finished.contains(name));
+    // A loop that reported done has left its work; joining only waits for its return.
+    for (_, h) in done {
+        let _ = h.join();
+    }
     if stuck.is_empty() {
-        for (_, h) in threads {
-            let _ = h.join();
-        }
         info!("stopped");
     } else {
+        let names: Vec<_> = stuck.iter().map(|(n, _)| n.as_str()).collect();
         error!(
             "stopping: {} did not finish within {:?}; exiting anyway (open transactions roll back)",
-            stuck.join(", "),
+            names.join(", "),
             DRAIN_DEADLINE
         );
     }
@@ -142,15 +162,13 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
 }
 
 /// Blocks until SIGTERM or SIGINT, pinging the systemd watchdog meanwhile.
-fn wait_for_signal(beats: &Heartbeats) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+fn wait_for_signal(
+    rt: &tokio::runtime::Runtime,
+    (mut term, mut int): (tokio::signal::unix::Signal, tokio::signal::unix::Signal),
+    beats: &Heartbeats,
+    watchdog: Option<Duration>,
+) {
     rt.block_on(async {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
-        let watchdog = watchdog_period();
         let mut tick = tokio::time::interval(watchdog.map_or(Duration::from_secs(3600), |w| w / 4));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
@@ -169,9 +187,7 @@ fn wait_for_signal(beats: &Heartbeats) -> anyhow::Result<()> {
                 }
             }
         }
-        Ok::<(), std::io::Error>(())
-    })?;
-    Ok(())
+    });
 }
 
 /// The systemd watchdog period, if systemd asked for pings.

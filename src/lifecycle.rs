@@ -90,6 +90,7 @@ impl Shutdown {
 #[derive(Clone, Default)]
 pub struct Heartbeats {
     start: Option<Instant>,
+    max_sleep: Duration,
     beats: Beats,
 }
 
@@ -97,13 +98,18 @@ pub struct Heartbeats {
 #[derive(Clone)]
 pub struct Heartbeat {
     start: Instant,
+    max_sleep: Duration,
     last: Arc<AtomicU64>,
 }
 
 impl Heartbeats {
-    pub fn new() -> Heartbeats {
+    /// `max_sleep`: the longest a registered loop may wait idle before beating again
+    /// (a quarter of the watchdog period, so an idle loop is never mistaken for a
+    /// stuck one).
+    pub fn new(max_sleep: Duration) -> Heartbeats {
         Heartbeats {
             start: Some(Instant::now()),
+            max_sleep,
             beats: Arc::default(),
         }
     }
@@ -115,6 +121,7 @@ impl Heartbeats {
     pub fn register(&self, name: &str) -> Heartbeat {
         let hb = Heartbeat {
             start: self.start(),
+            max_sleep: self.max_sleep,
             last: Arc::new(AtomicU64::new(self.start().elapsed().as_millis() as u64)),
         };
         self.beats
@@ -140,6 +147,11 @@ impl Heartbeats {
 }
 
 impl Heartbeat {
+    /// How long the loop may wait idle before it must beat again.
+    pub fn max_sleep(&self) -> Duration {
+        self.max_sleep
+    }
+
     pub fn beat(&self) {
         self.last
             .store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
@@ -168,7 +180,7 @@ mod tests {
 
     #[test]
     fn stale_heartbeats_are_named() {
-        let hbs = Heartbeats::new();
+        let hbs = Heartbeats::new(Duration::from_secs(1));
         let a = hbs.register("folder:lane1");
         let _b = hbs.register("upload:wdt");
         std::thread::sleep(Duration::from_millis(30));

@@ -36,9 +36,6 @@ use crate::lifecycle::{Heartbeat, Shutdown};
 use crate::outbox::{Capture, CaptureKind, Outbox, OutboxError};
 use crate::stamp::stamp;
 
-/// How often an idle loop wakes anyway: a rescan (in case inotify dropped an event)
-/// and a heartbeat for the watchdog.
-pub const IDLE_WAKE: Duration = Duration::from_secs(20);
 /// How often a missing folder is looked for, and a full queue retried.
 const RETRY: Duration = Duration::from_secs(5);
 
@@ -123,7 +120,7 @@ impl FolderWatch {
                     missing_logged = true;
                 }
                 watcher = None;
-                if shutdown.wait(RETRY) {
+                if shutdown.wait(RETRY.min(beat.max_sleep())) {
                     break;
                 }
                 continue;
@@ -138,7 +135,7 @@ impl FolderWatch {
             }
             if let Err(e) = self.ensure_dirs() {
                 error!("source {}: {e}", self.source.name);
-                if shutdown.wait(RETRY) {
+                if shutdown.wait(RETRY.min(beat.max_sleep())) {
                     break;
                 }
                 continue;
@@ -149,13 +146,15 @@ impl FolderWatch {
 
             let full = self.scan_and_process(shutdown);
             let timeout = if full {
-                RETRY
+                RETRY.min(beat.max_sleep())
             } else if let Some(next) = self.next_settle_check() {
                 next
             } else if self.folder.poll || watcher.is_none() {
-                self.folder.poll_interval.min(IDLE_WAKE)
+                self.folder.poll_interval.min(beat.max_sleep())
             } else {
-                IDLE_WAKE
+                // Idle with inotify: wake only to beat (and rescan, in case the
+                // kernel dropped an event).
+                beat.max_sleep()
             };
             match rx.recv_timeout(timeout) {
                 Ok(Msg::Stop) => break,
