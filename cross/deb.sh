@@ -22,7 +22,7 @@ cd "$root"
 for t in "${triples[@]}"; do
     # Packs what build.sh built; --no-build because cargo-deb would use rustup's cargo.
     deb=$(CARGO_TARGET_DIR=$root/target/cross cargo deb --no-build --no-strip \
-        --target "$t" --output "$dist" 2>/dev/null | tail -n1)
+        --target "$t" --output "$dist" | tail -n1)
     echo "$deb"
     contents=$(dpkg-deb -c "$deb")
     for want in ./usr/bin/tillrelay ./lib/systemd/system/tillrelay.service \
