@@ -57,7 +57,36 @@ pub enum Command {
         limit: usize,
     },
     /// Validate the configuration and print it as the agent will use it (secrets as ***).
-    CheckConfig,
+    CheckConfig {
+        /// Also call each cloud with a harmless request: credentials, reachability,
+        /// permission for the configured enterprise.
+        #[arg(long)]
+        online: bool,
+    },
+    /// Put rejected deliveries back in the queue (after fixing the config or the data)
+    /// and wake the running agent.
+    Retry {
+        /// Only this destination (ovopark, wdt).
+        #[arg(long)]
+        dest: Option<String>,
+        /// Only this order number.
+        #[arg(long)]
+        order: Option<String>,
+    },
+    /// Wake the running agent's uploaders: send what is pending now (SIGUSR1).
+    Flush,
+    /// Serve local emulators of both clouds (strict to their specs) for tests and
+    /// integrators: Ovopark at /cloud.api, Wangdiantong at /openapi.
+    Emulate {
+        #[arg(long, default_value = "127.0.0.1:8480")]
+        listen: String,
+        /// Emulator tenants and credentials (TOML); default: the demo tenant.
+        #[arg(long = "emu-config")]
+        emu_config: Option<PathBuf>,
+    },
+    /// Run the whole product on loopback: emulators, the agent, the sample exports,
+    /// and a table of what each cloud accepted. Needs no config and no set-up.
+    Demo,
     /// Show what a source would make of a file, without storing anything.
     Parse {
         /// The file to read.
@@ -126,7 +155,18 @@ fn run(cli: Cli) -> Result<(), CliError> {
             crate::logging::init(cfg.agent.log_level);
             crate::daemon::run(cfg).map_err(CliError::Other)
         }
-        Command::CheckConfig => check_config(&cli.config),
+        Command::CheckConfig { online } => check_config(&cli.config, online),
+        Command::Retry { dest, order } => retry(
+            &Config::load(&cli.config)?,
+            dest.as_deref(),
+            order.as_deref(),
+        ),
+        Command::Flush => flush(&Config::load(&cli.config)?).map(|_| ()),
+        Command::Emulate { listen, emu_config } => {
+            crate::logging::init(log::LevelFilter::Info);
+            crate::emulator::run_cli(&listen, emu_config.as_deref()).map_err(CliError::Other)
+        }
+        Command::Demo => crate::demo::run().map_err(CliError::Other),
         Command::Status { json } => status(&Config::load(&cli.config)?, json),
         Command::Orders {
             json,
@@ -151,13 +191,109 @@ fn run(cli: Cli) -> Result<(), CliError> {
     }
 }
 
-fn check_config(path: &std::path::Path) -> Result<(), CliError> {
+fn check_config(path: &std::path::Path, online: bool) -> Result<(), CliError> {
     let cfg = Config::load(path)?;
     let mut out = std::io::stdout().lock();
     let text = serde_json::to_string_pretty(&cfg).map_err(anyhow::Error::from)?;
     let _ = writeln!(out, "{} is valid. Effective configuration:", path.display());
     let _ = writeln!(out, "{text}");
+    for w in cfg.warnings() {
+        let _ = writeln!(out, "warning: {w}");
+    }
+    if !online {
+        return Ok(());
+    }
+    let _ = writeln!(out, "\nonline checks:");
+    let mut failed = Vec::new();
+    let mut check = |name: &str, r: Result<String, String>| match r {
+        Ok(msg) => {
+            let _ = writeln!(out, "  {name}: ok: {msg}");
+        }
+        Err(msg) => {
+            let _ = writeln!(out, "  {name}: FAILED: {msg}");
+            failed.push(name.to_string());
+        }
+    };
+    if let Some(o) = &cfg.ovopark {
+        let shops = cfg
+            .sources
+            .iter()
+            .map(|s| (s.name.clone(), s.ovopark.clone()))
+            .collect();
+        check(
+            "ovopark",
+            crate::upload::ovopark::OvoparkClient::new(o.clone(), shops)
+                .and_then(|c| c.check_online()),
+        );
+    }
+    if let Some(w) = &cfg.wdt {
+        let shops = cfg
+            .sources
+            .iter()
+            .map(|s| (s.name.clone(), s.wdt.clone()))
+            .collect();
+        check(
+            "wdt",
+            crate::upload::wdt::WdtClient::new(w.clone(), shops).and_then(|c| c.check_online()),
+        );
+    }
+    if cfg.ovopark.is_none() && cfg.wdt.is_none() {
+        let _ = writeln!(out, "  no destination is enabled");
+    }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(CliError::Other(anyhow::anyhow!(
+            "online check failed for {}",
+            failed.join(", ")
+        )))
+    }
+}
+
+fn retry(cfg: &Config, dest: Option<&str>, order: Option<&str>) -> Result<(), CliError> {
+    if let Some(d) = dest {
+        if !cfg.destinations.iter().any(|x| x == d) {
+            return Err(CliError::Usage(format!(
+                "--dest {d:?} is not an enabled destination (enabled: {})",
+                cfg.destinations.join(", ")
+            )));
+        }
+    }
+    let mut ob = Outbox::open(&cfg.db_path(), &cfg.outbox, &cfg.destinations)?;
+    let n = ob.retry_rejected(dest, order)?;
+    println!(
+        "{n} rejected deliver{} put back in the queue",
+        if n == 1 { "y" } else { "ies" }
+    );
+    if n > 0 && !flush(cfg)? {
+        println!("the agent is not running: they go out when it starts");
+    }
     Ok(())
+}
+
+/// Sends SIGUSR1 to the running agent; false if none runs.
+fn flush(cfg: &Config) -> Result<bool, CliError> {
+    let pid_file = cfg.agent.state_dir.join(crate::daemon::PID_FILE);
+    let pid: i32 = match std::fs::read_to_string(&pid_file) {
+        Ok(s) => s.trim().parse().map_err(|_| {
+            CliError::Other(anyhow::anyhow!(
+                "{} does not hold a pid",
+                pid_file.display()
+            ))
+        })?,
+        Err(_) => {
+            eprintln!("no running agent ({} is missing)", pid_file.display());
+            return Ok(false);
+        }
+    };
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    if unsafe { libc::kill(pid, libc::SIGUSR1) } != 0 {
+        let e = std::io::Error::last_os_error();
+        eprintln!("cannot signal the agent (pid {pid}): {e}");
+        return Ok(false);
+    }
+    println!("asked the agent (pid {pid}) to send what is pending now");
+    Ok(true)
 }
 
 fn status(cfg: &Config, json: bool) -> Result<(), CliError> {

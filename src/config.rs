@@ -16,6 +16,9 @@ use std::time::Duration;
 use chrono::FixedOffset;
 use serde::{Deserialize, Serialize};
 
+use crate::upload::ovopark::{Ovopark, OvoparkShop, RawOvopark, RawOvoparkShop};
+use crate::upload::wdt::{RawWdt, RawWdtShop, Wdt, WdtShop};
+
 /// Where the daemon looks when neither `--config` nor `TILLRELAY_CONFIG` is given.
 pub const DEFAULT_PATH: &str = "/etc/tillrelay/tillrelay.toml";
 
@@ -53,8 +56,9 @@ pub struct RawConfig {
     pub video: RawVideo,
     #[serde(default)]
     pub source: Vec<RawSource>,
-    /// Destination sections. Their inner shape belongs to the uploaders; here only
-    /// `enabled` is read, so that the outbox knows which delivery rows to create.
+    /// Destination sections; their shape belongs to the uploaders
+    /// ([`crate::upload::ovopark::RawOvopark`], [`crate::upload::wdt::RawWdt`]), which
+    /// validate them and name their keys in errors.
     #[serde(default)]
     pub ovopark: Option<toml::Table>,
     #[serde(default)]
@@ -106,6 +110,10 @@ pub struct RawSource {
     pub done_dir: Option<PathBuf>,
     pub rejected_dir: Option<PathBuf>,
     pub csv: Option<RawCsv>,
+    /// Per-source Ovopark identity (org, enterprise, shop, order number prefix).
+    pub ovopark: Option<toml::Table>,
+    /// Per-source Wangdiantong identity (shop_no, tid prefix, receiver).
+    pub wdt: Option<toml::Table>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -135,6 +143,10 @@ pub struct Config {
     pub sources: Vec<Source>,
     /// Destinations that get a delivery row for every new order, in a fixed order.
     pub destinations: Vec<String>,
+    /// `[ovopark]`, when enabled.
+    pub ovopark: Option<Ovopark>,
+    /// `[wdt]`, when enabled.
+    pub wdt: Option<Wdt>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -186,6 +198,10 @@ pub struct Source {
     pub machine_id: String,
     pub video: Video,
     pub kind: SourceKind,
+    /// Overrides of the Ovopark identity for this source's orders.
+    pub ovopark: OvoparkShop,
+    /// Overrides of the Wangdiantong identity for this source's orders.
+    pub wdt: WdtShop,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -297,7 +313,7 @@ impl Config {
     pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
             path: path.to_path_buf(),
-            message: e.to_string(),
+            message: syntax_message(text, &e),
         })?;
         raw.validate(path)
     }
@@ -309,6 +325,75 @@ impl Config {
     pub fn source(&self, name: &str) -> Option<&Source> {
         self.sources.iter().find(|s| s.name == name)
     }
+
+    /// Things that are valid but probably wrong; shown by `check-config` and logged by
+    /// `run`.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        // Order numbers are unique per Ovopark enterprise and per Wangdiantong seller:
+        // two lanes whose POSes both count from 1 would collide, and the second order
+        // would be taken for a repeat of the first.
+        for (i, a) in self.sources.iter().enumerate() {
+            for b in &self.sources[i + 1..] {
+                if let Some(o) = &self.ovopark {
+                    let ent = |s: &Source| {
+                        s.ovopark
+                            .enterprise_id
+                            .clone()
+                            .or_else(|| o.defaults.enterprise_id.clone())
+                    };
+                    let prefix = |s: &Source| {
+                        s.ovopark
+                            .order_no_prefix
+                            .clone()
+                            .or_else(|| o.defaults.order_no_prefix.clone())
+                    };
+                    if ent(a) == ent(b) && prefix(a) == prefix(b) {
+                        w.push(format!(
+                            "sources {} and {} send to the same Ovopark enterprise with the same order_no_prefix: if their POSes number orders alike, set [source.ovopark] order_no_prefix",
+                            a.name, b.name
+                        ));
+                    }
+                }
+                if let Some(d) = &self.wdt {
+                    let prefix = |s: &Source| {
+                        s.wdt
+                            .tid_prefix
+                            .clone()
+                            .or_else(|| d.defaults.tid_prefix.clone())
+                    };
+                    if prefix(a) == prefix(b) {
+                        w.push(format!(
+                            "sources {} and {} send to the same Wangdiantong seller with the same tid_prefix: if their POSes number orders alike, set [source.wdt] tid_prefix",
+                            a.name, b.name
+                        ));
+                    }
+                }
+            }
+        }
+        w
+    }
+}
+
+/// A TOML syntax error without the file's text: toml's own message quotes the
+/// offending line, which may hold a secret.
+fn syntax_message(text: &str, e: &toml::de::Error) -> String {
+    let mut msg = e.message().trim().to_string();
+    if let Some(span) = e.span() {
+        let start = span.start.min(text.len());
+        let line_no = text[..start].bytes().filter(|&b| b == b'\n').count() + 1;
+        let line = text.lines().nth(line_no - 1).unwrap_or("");
+        // A value error on a secret line may quote the value itself.
+        if line.trim_start().starts_with("secret") {
+            msg = "invalid value (not shown: this line holds a secret)".to_string();
+        }
+        let key = line.split('=').next().unwrap_or("").trim();
+        if key.is_empty() || key.starts_with('[') {
+            return format!("line {line_no}: {msg}");
+        }
+        return format!("line {line_no} ({key}): {msg}");
+    }
+    msg
 }
 
 /// Collects problems so that one run reports all of them.
@@ -423,18 +508,15 @@ impl RawConfig {
         }
 
         let mut destinations = Vec::new();
-        for (name, table) in [("ovopark", &self.ovopark), ("wdt", &self.wdt)] {
-            if let Some(t) = table {
-                match t.get("enabled") {
-                    None => destinations.push(name.to_string()),
-                    Some(toml::Value::Boolean(true)) => destinations.push(name.to_string()),
-                    Some(toml::Value::Boolean(false)) => {}
-                    Some(v) => p.push(
-                        &format!("{name}.enabled"),
-                        format!("must be true or false, got {v}"),
-                    ),
-                }
-            }
+        let ovopark = enabled(&mut p, "ovopark", self.ovopark)
+            .and_then(|t| RawOvopark::from_table(t).map_err(|e| p.0.push(e)).ok());
+        let wdt = enabled(&mut p, "wdt", self.wdt)
+            .and_then(|t| RawWdt::from_table(t).map_err(|e| p.0.push(e)).ok());
+        if ovopark.is_some() {
+            destinations.push("ovopark".to_string());
+        }
+        if wdt.is_some() {
+            destinations.push("wdt".to_string());
         }
 
         if p.0.is_empty() {
@@ -444,6 +526,8 @@ impl RawConfig {
                 outbox,
                 sources,
                 destinations,
+                ovopark,
+                wdt,
             })
         } else {
             Err(ConfigError::Invalid {
@@ -451,6 +535,46 @@ impl RawConfig {
                 problems: p.0,
             })
         }
+    }
+}
+
+/// A destination table, unless absent or `enabled = false` (then it is not
+/// validated: a disabled destination may be half filled in).
+fn enabled(p: &mut Problems, name: &str, table: Option<toml::Table>) -> Option<toml::Table> {
+    let t = table?;
+    // A secret of the wrong type would be quoted by the deserialiser's message.
+    if t.get("secret").is_some_and(|v| !v.is_str()) {
+        p.push(
+            &format!("{name}.secret"),
+            "must be a string (value not shown)",
+        );
+        return None;
+    }
+    match t.get("enabled") {
+        None | Some(toml::Value::Boolean(true)) => Some(t),
+        Some(toml::Value::Boolean(false)) => None,
+        Some(v) => {
+            p.push(
+                &format!("{name}.enabled"),
+                format!("must be true or false, got {v}"),
+            );
+            None
+        }
+    }
+}
+
+/// Deserialises a per-source override table, naming the key in errors.
+fn override_table<T: serde::de::DeserializeOwned + Default>(
+    p: &mut Problems,
+    key: &str,
+    table: Option<toml::Table>,
+) -> T {
+    match table {
+        None => T::default(),
+        Some(t) => T::deserialize(toml::Value::Table(t)).unwrap_or_else(|e| {
+            p.push(key, e.to_string().trim());
+            T::default()
+        }),
     }
 }
 
@@ -614,12 +738,26 @@ fn validate_source(
             return None;
         }
     };
+    let ovo_key = format!("{key}.ovopark");
+    let raw_ovo: RawOvoparkShop = override_table(p, &ovo_key, raw.ovopark);
+    let ovopark = raw_ovo.validate_at(&ovo_key).unwrap_or_else(|e| {
+        p.0.push(e);
+        OvoparkShop::default()
+    });
+    let wdt_key = format!("{key}.wdt");
+    let raw_wdt: RawWdtShop = override_table(p, &wdt_key, raw.wdt);
+    let wdt = raw_wdt.validate_at(&wdt_key).unwrap_or_else(|e| {
+        p.0.push(e);
+        WdtShop::default()
+    });
     Some(Source {
         name,
         shop,
         machine_id,
         video,
         kind,
+        ovopark,
+        wdt,
     })
 }
 
@@ -889,10 +1027,45 @@ mod tests {
 
     #[test]
     fn destinations_follow_sections_and_enabled() {
-        let c = load(&format!(
-            "{MINIMAL}\n[ovopark]\nenabled = true\n[wdt]\nenabled = false\n"
-        ))
-        .unwrap();
-        assert_eq!(c.destinations, vec!["ovopark".to_string()]);
+        let dests = crate::emulator::demo_agent_config("http://127.0.0.1:1");
+        let c = load(&format!("{MINIMAL}\n{dests}")).unwrap();
+        assert_eq!(c.destinations, ["ovopark", "wdt"]);
+        let off = dests.replace("[wdt]", "[wdt]\nenabled = false");
+        let c = load(&format!("{MINIMAL}\n{off}")).unwrap();
+        assert_eq!(c.destinations, ["ovopark"]);
+        // a disabled destination is not validated: it may be half filled in
+        let c = load(&format!("{MINIMAL}\n[wdt]\nenabled = false\nsid = 1\n")).unwrap();
+        assert!(c.destinations.is_empty());
+    }
+
+    #[test]
+    fn secrets_never_appear_in_config_errors() {
+        let dests = crate::emulator::demo_agent_config("http://127.0.0.1:1");
+        for bad in [
+            dests.replace(
+                "secret = \"demo-ovopark-secret\"",
+                "secret = \"demo-ovopark-secret",
+            ),
+            dests.replace("secret = \"demo-ovopark-secret\"", "secret = 4242424242"),
+        ] {
+            let e = load(&format!("{MINIMAL}\n{bad}")).unwrap_err().to_string();
+            assert!(!e.contains("demo-ovopark-secret"), "{e}");
+            assert!(!e.contains("4242424242"), "{e}");
+            assert!(e.contains("secret"), "{e}");
+        }
+    }
+
+    #[test]
+    fn lanes_sharing_a_tenant_without_prefixes_are_warned_about() {
+        let dests = crate::emulator::demo_agent_config("http://127.0.0.1:1");
+        let two = format!("{MINIMAL}\n{}\n{dests}", MINIMAL.replace("lane1", "lane2"));
+        let c = load(&two).unwrap();
+        assert_eq!(c.warnings().len(), 2, "{:?}", c.warnings());
+        let fixed = two.replacen(
+            "machine_id = \"NVR01-CH03\"",
+            "machine_id = \"NVR01-CH03\"\n[source.ovopark]\norder_no_prefix = \"L1-\"\n[source.wdt]\ntid_prefix = \"L1-\"",
+            1,
+        );
+        assert!(load(&fixed).unwrap().warnings().is_empty());
     }
 }

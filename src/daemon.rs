@@ -25,6 +25,12 @@ use crate::capture::folder::FolderWatch;
 use crate::config::{Config, SourceKind};
 use crate::lifecycle::{Heartbeats, Shutdown};
 use crate::outbox::{self, Outbox};
+use crate::upload::engine::{Client, EngineConfig, Wake, Worker};
+use crate::upload::ovopark::OvoparkClient;
+use crate::upload::wdt::WdtClient;
+
+/// The daemon's pid, in the state dir, for `tillrelay flush` (SIGUSR1).
+pub const PID_FILE: &str = "tillrelay.pid";
 
 /// How long stopping may take before loops are abandoned.
 pub const DRAIN_DEADLINE: Duration = Duration::from_secs(5);
@@ -62,13 +68,17 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     let signals = {
         use tokio::signal::unix::{SignalKind, signal};
         let _guard = rt.enter();
-        (
-            signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
-            signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
-        )
+        Signals {
+            term: signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
+            int: signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
+            usr1: signal(SignalKind::user_defined1()).context("cannot handle SIGUSR1")?,
+        }
     };
 
     let watchdog = watchdog_period();
+    for w in cfg.warnings() {
+        warn!("config: {w}");
+    }
     let shutdown = Shutdown::new();
     let beats = Heartbeats::new(watchdog.map_or(IDLE_WAKE, |w| (w / 4).min(IDLE_WAKE)));
     let (done_tx, done_rx) = mpsc::channel::<String>();
@@ -122,12 +132,40 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
             .context("cannot start a thread")?;
         threads.push((name, h));
     }
+    let mut wakes = Vec::new();
+    for (dest, client) in clients(&cfg)? {
+        let name = format!("upload:{dest}");
+        let ob = Outbox::open(&db, &cfg.outbox, &cfg.destinations)
+            .with_context(|| format!("cannot open the queue at {}", db.display()))?;
+        let wake = Wake::new();
+        wakes.push(wake.clone());
+        let worker = Worker::new(dest, client, ob, EngineConfig::default(), wake);
+        let (sd, beat, done) = (shutdown.clone(), beats.register(&name), done_tx.clone());
+        let tname = name.clone();
+        let h = std::thread::Builder::new()
+            .name(name.clone())
+            .spawn(move || {
+                worker.run(&sd, &beat);
+                let _ = done.send(tname);
+            })
+            .context("cannot start a thread")?;
+        threads.push((name, h));
+    }
     drop(done_tx);
+
+    let pid_file = cfg.agent.state_dir.join(PID_FILE);
+    if let Err(e) = std::fs::write(&pid_file, format!("{}\n", std::process::id())) {
+        warn!(
+            "cannot write {}: {e} (tillrelay flush will not find this process)",
+            pid_file.display()
+        );
+    }
 
     systemd_notify(&[sd_notify::NotifyState::Ready]);
     info!("ready");
 
-    wait_for_signal(&rt, signals, &beats, watchdog);
+    wait_for_signal(&rt, signals, &beats, watchdog, &wakes);
+    let _ = std::fs::remove_file(&pid_file);
 
     info!("stopping: finishing the work in hand");
     systemd_notify(&[sd_notify::NotifyState::Stopping]);
@@ -161,20 +199,58 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Blocks until SIGTERM or SIGINT, pinging the systemd watchdog meanwhile.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    usr1: tokio::signal::unix::Signal,
+}
+
+/// One client per enabled destination.
+fn clients(cfg: &Config) -> anyhow::Result<Vec<(&'static str, Client)>> {
+    let mut out = Vec::new();
+    if let Some(o) = &cfg.ovopark {
+        let shops = cfg
+            .sources
+            .iter()
+            .map(|s| (s.name.clone(), s.ovopark.clone()))
+            .collect();
+        let c = OvoparkClient::new(o.clone(), shops).map_err(anyhow::Error::msg)?;
+        out.push(("ovopark", Client::Ovopark(c)));
+    }
+    if let Some(w) = &cfg.wdt {
+        let shops = cfg
+            .sources
+            .iter()
+            .map(|s| (s.name.clone(), s.wdt.clone()))
+            .collect();
+        let c = WdtClient::new(w.clone(), shops).map_err(anyhow::Error::msg)?;
+        out.push(("wdt", Client::Wdt(c)));
+    }
+    Ok(out)
+}
+
+/// Blocks until SIGTERM or SIGINT, pinging the systemd watchdog meanwhile; SIGUSR1
+/// wakes the upload workers (`tillrelay flush`).
 fn wait_for_signal(
     rt: &tokio::runtime::Runtime,
-    (mut term, mut int): (tokio::signal::unix::Signal, tokio::signal::unix::Signal),
+    mut sig: Signals,
     beats: &Heartbeats,
     watchdog: Option<Duration>,
+    wakes: &[Wake],
 ) {
     rt.block_on(async {
         let mut tick = tokio::time::interval(watchdog.map_or(Duration::from_secs(3600), |w| w / 4));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             tokio::select! {
-                _ = term.recv() => { info!("SIGTERM received"); break; }
-                _ = int.recv() => { info!("SIGINT received"); break; }
+                _ = sig.term.recv() => { info!("SIGTERM received"); break; }
+                _ = sig.int.recv() => { info!("SIGINT received"); break; }
+                _ = sig.usr1.recv() => {
+                    info!("SIGUSR1: sending what is pending now");
+                    for w in wakes {
+                        w.wake();
+                    }
+                }
                 _ = tick.tick() => {
                     if let Some(w) = watchdog {
                         let stale = beats.stale(w / 2);

@@ -6,8 +6,11 @@
 //! - [`config`]: TOML → validated runtime config, in two stages.
 //! - [`order`]: the canonical order, the one shape an order has outside the code.
 //! - [`stamp`]: source, shop, camera and video window added to each order.
-//! - [`capture`]: where orders come from (the watched folder and its readers).
+//! - [`capture`]: where orders come from: the watched folder and its readers, the
+//!   serial tap, the ESC/POS decoder, receipt segmenter and templates.
 //! - [`outbox`]: the SQLite journal, orders and delivery rows; durability lives here.
+//! - [`upload`]: the clients of both clouds and what a delivery attempt ends in.
+//! - [`emulator`]: local stand-ins for both clouds, strict to the specs, with fault modes.
 //! - [`daemon`]: `tillrelay run`, the threads and their orderly stop.
 //! - [`lifecycle`]: the shutdown value and the heartbeats behind the watchdog.
 //! - [`cli`]: the commands, their output and exit codes; `main` only calls it.
@@ -21,6 +24,8 @@ pub mod capture;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod demo;
+pub mod emulator;
 pub mod failpoint;
 pub mod lifecycle;
 pub mod logging;
@@ -29,3 +34,4 @@ pub mod outbox;
 pub mod secret;
 pub mod stamp;
 pub mod systemd;
+pub mod upload;

@@ -108,7 +108,7 @@ impl FolderWatch {
         }
         let mut watcher: Option<notify::RecommendedWatcher> = None;
         let mut missing_logged = false;
-        while !shutdown.is_triggered() {
+        'outer: while !shutdown.is_triggered() {
             beat.beat();
             if !self.folder.path.is_dir() {
                 if !missing_logged {
@@ -156,20 +156,29 @@ impl FolderWatch {
                 // kernel dropped an event).
                 beat.max_sleep()
             };
-            match rx.recv_timeout(timeout) {
-                Ok(Msg::Stop) => break,
-                Ok(Msg::Fs(ev)) => {
-                    self.note_event(ev);
-                    // Coalesce a burst of events into one scan.
-                    while let Ok(m) = rx.try_recv() {
-                        match m {
-                            Msg::Stop => return,
-                            Msg::Fs(ev) => self.note_event(ev),
+            // Wait for an event that can change what the folder holds. Access events
+            // (our own opendir and reads raise IN_OPEN/IN_CLOSE_NOWRITE) are not: a scan
+            // on them would trigger itself forever.
+            let deadline = Instant::now() + timeout;
+            loop {
+                match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                    Ok(Msg::Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => break 'outer,
+                    Ok(Msg::Fs(ev)) => {
+                        if self.note_event(ev) {
+                            // Coalesce a burst of events into one scan.
+                            while let Ok(m) = rx.try_recv() {
+                                match m {
+                                    Msg::Stop => break 'outer,
+                                    Msg::Fs(ev) => {
+                                        self.note_event(ev);
+                                    }
+                                }
+                            }
+                            break;
                         }
                     }
+                    Err(mpsc::RecvTimeoutError::Timeout) => break,
                 }
-                Err(mpsc::RecvTimeoutError::Timeout) => {}
-                Err(mpsc::RecvTimeoutError::Disconnected) => break,
             }
         }
         debug!("source {}: folder loop stopped", self.source.name);
@@ -214,15 +223,20 @@ impl FolderWatch {
         }
     }
 
-    fn note_event(&mut self, ev: notify::Result<notify::Event>) {
+    /// Notes what an event says; returns whether it may have changed the folder's
+    /// files (and so is worth a scan).
+    fn note_event(&mut self, ev: notify::Result<notify::Event>) -> bool {
         let ev = match ev {
             Ok(ev) => ev,
             Err(e) => {
                 warn!("source {}: watch error: {e}; rescanning", self.source.name);
-                return;
+                return true;
             }
         };
         use notify::event::{EventKind, ModifyKind, RenameMode};
+        if matches!(ev.kind, EventKind::Access(_)) {
+            return false;
+        }
         let renamed_to = matches!(
             ev.kind,
             EventKind::Modify(ModifyKind::Name(RenameMode::To))
@@ -244,6 +258,7 @@ impl FolderWatch {
                 }
             }
         }
+        true
     }
 
     /// How long until the earliest pending file may have settled.
@@ -614,6 +629,27 @@ mod tests {
         ] {
             assert!(!is_candidate_name(no), "{no}");
         }
+    }
+
+    /// Regression: the agent's own opendir raised IN_OPEN on the watched folder, which
+    /// triggered a scan, which opened the folder again: a busy loop at 100% CPU while idle.
+    #[test]
+    fn access_events_do_not_trigger_scans() {
+        use notify::event::{AccessKind, AccessMode, CreateKind, Event, EventKind};
+        let d = tempfile::tempdir().unwrap();
+        let text = format!(
+            "[agent]\nstate_dir = {:?}\n[[source]]\nname = \"l\"\nkind = \"folder\"\npath = {:?}\nshop = \"D\"\nmachine_id = \"M\"\n",
+            d.path(),
+            d.path()
+        );
+        let cfg = crate::config::Config::from_toml(&text, &d.path().join("c.toml")).unwrap();
+        let crate::config::SourceKind::Folder(f) = &cfg.sources[0].kind;
+        let ob = Outbox::open(&cfg.db_path(), &cfg.outbox, &[]).unwrap();
+        let mut w = FolderWatch::new(cfg.sources[0].clone(), f.clone(), ob);
+        let ev = |k| Ok(Event::new(k).add_path(d.path().to_path_buf()));
+        assert!(!w.note_event(ev(EventKind::Access(AccessKind::Open(AccessMode::Any)))));
+        assert!(!w.note_event(ev(EventKind::Access(AccessKind::Close(AccessMode::Read)))));
+        assert!(w.note_event(ev(EventKind::Create(CreateKind::File))));
     }
 
     #[test]

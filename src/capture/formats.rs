@@ -117,11 +117,12 @@ pub fn read_json(bytes: &[u8]) -> Result<Parsed, ReadError> {
         vec![serde_json::from_str(text).map_err(json_error)?]
     };
     let mut parsed = Parsed::default();
+    let mut cursor = LineCursor::default();
     for raw in elements {
         let part = raw.get();
         // RawValue borrows from `text`, so its offset locates the element in the file.
         let offset = part.as_ptr() as usize - text.as_ptr() as usize;
-        let (base_line, base_col) = line_col(text, offset);
+        let (base_line, base_col) = cursor.advance(text, offset);
         let mut de = serde_json::Deserializer::from_str(part);
         match serde_path_to_error::deserialize::<_, Order>(&mut de) {
             Ok(order) => match order.check() {
@@ -179,6 +180,29 @@ fn strip_position(msg: &str) -> String {
 fn order_no_of(part: &str) -> Option<String> {
     let v: serde_json::Value = serde_json::from_str(part).ok()?;
     v.get("order_no")?.as_str().map(str::to_string)
+}
+
+/// Line and column of increasing offsets, scanning each byte once (a file of 10,000
+/// orders must not be rescanned from the start for each of them).
+#[derive(Default)]
+struct LineCursor {
+    offset: usize,
+    line: usize,
+    line_start: usize,
+}
+
+impl LineCursor {
+    fn advance(&mut self, text: &str, offset: usize) -> (usize, usize) {
+        let bytes = &text.as_bytes()[self.offset..offset];
+        for (i, b) in bytes.iter().enumerate() {
+            if *b == b'\n' {
+                self.line += 1;
+                self.line_start = self.offset + i + 1;
+            }
+        }
+        self.offset = offset;
+        (self.line + 1, offset - self.line_start + 1)
+    }
 }
 
 fn line_col(text: &str, offset: usize) -> (usize, usize) {

@@ -1,10 +1,31 @@
 //! Capture: where orders come from.
 //!
+//! # Parts
+//!
+//! - [`folder`]: the watched folder loop (settle, commit, move) for export files.
 //! - [`formats`]: export files (canonical JSON, mapped CSV) → orders.
-//! - [`folder`]: the watched folder loop (settle, commit, move).
+//! - [`serial`]: the serial tap — reads what the POS sends to its receipt printer,
+//!   passes every byte on to the real printer (and the printer's replies back),
+//!   reopens vanished devices, and hands raw chunks to capture.
+//! - [`escpos`]: streaming ESC/POS decoder, raw bytes → text lines, cuts, codes.
+//! - [`segment`]: receipt boundaries (cut, end pattern, idle timeout, start
+//!   pattern) over decoder events; yields [`segment::Receipt`]s with their raw bytes.
+//! - [`mask`]: blanks card numbers in a receipt's text and raw bytes before
+//!   anything is stored.
+//! - [`template`]: config-driven receipt text → canonical [`crate::order::Order`].
+//! - [`receipt`]: the whole chain for one source (decoder → segmenter → masker),
+//!   for live bytes and for files (`parse`, folder `format = "receipt"`, reparse).
+//! - `codepages`: data tables for the DOS code pages `ESC t` selects.
 //!
 //! Invariant for every capture path: a unit is acknowledged (file moved, receipt
 //! counted) only after the outbox committed it.
 
+mod codepages;
+pub mod escpos;
 pub mod folder;
 pub mod formats;
+pub mod mask;
+pub mod receipt;
+pub mod segment;
+pub mod serial;
+pub mod template;

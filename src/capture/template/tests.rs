@@ -1,0 +1,505 @@
+//! Template tests: the two fixtures against their expected orders (templates
+//! loaded from docs/config-receipts.toml so the documentation cannot drift),
+//! then one `check` table per rule.
+
+use super::*;
+use crate::capture::receipt::{self, Pipeline, ReceiptRules};
+use crate::capture::segment::RawSegment;
+use std::path::Path;
+
+fn root(rel: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+/// The receipt rules of source `name` in docs/config-receipts.toml.
+fn doc_rules(name: &str) -> ReceiptRules {
+    let text = std::fs::read_to_string(root("docs/config-receipts.toml")).unwrap();
+    let doc: toml::Table = toml::from_str(&text).unwrap();
+    let sources = doc["source"].as_array().unwrap();
+    let src = sources
+        .iter()
+        .find(|s| s["name"].as_str() == Some(name))
+        .unwrap_or_else(|| panic!("no source {name}"));
+    let segment: Option<RawSegment> = src.get("segment").map(|v| v.clone().try_into().unwrap());
+    let template: Option<RawTemplate> = src.get("template").map(|v| {
+        v.clone()
+            .try_into()
+            .unwrap_or_else(|e| panic!("{name}: {e}"))
+    });
+    ReceiptRules::from_raw(
+        src.get("encoding").and_then(|v| v.as_str()),
+        segment,
+        template,
+    )
+    .unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+fn expected(name: &str) -> serde_json::Value {
+    let text = std::fs::read_to_string(root(&format!(
+        "tests/fixtures/receipts/{name}.expected.json"
+    )))
+    .unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+/// Parses a fixture and returns (orders as JSON, the other outcomes rendered).
+fn parse_fixture(name: &str) -> (serde_json::Value, Vec<String>) {
+    let rules = doc_rules(name);
+    let bytes = std::fs::read(root(&format!("tests/fixtures/receipts/{name}.bin"))).unwrap();
+    let mut orders = Vec::new();
+    let mut others = Vec::new();
+    for (r, parsed) in receipt::parse_bytes(&bytes, &rules) {
+        match parsed {
+            Ok(Parsed::Order(o)) => orders.push(serde_json::to_value(&o).unwrap()),
+            Ok(other) => others.push(format!("{other:?}")),
+            Err(e) => panic!("{name}: {e}\n{}", r.render()),
+        }
+    }
+    (serde_json::Value::Array(orders), others)
+}
+
+#[test]
+fn market_fixture_gives_exactly_its_expected_orders() {
+    let (orders, others) = parse_fixture("market");
+    assert_eq!(orders, expected("market"));
+    // The reprint of 2026112200013 is recognised, and is not an order.
+    assert_eq!(others, [r#"Reprint { order_no: Some("2026112200013") }"#]);
+}
+
+#[test]
+fn kiosk_fixture_gives_exactly_its_expected_orders() {
+    let (orders, others) = parse_fixture("kiosk");
+    assert_eq!(orders, expected("kiosk"));
+    assert!(others.is_empty(), "{others:?}");
+}
+
+#[test]
+fn fixtures_parse_the_same_when_bytes_trickle_in() {
+    // As from a serial line: random chunks, a clock that never reaches the idle
+    // timeout, then end of input.
+    let mut rng = fastrand::Rng::with_seed(7);
+    for name in ["market", "kiosk"] {
+        let rules = doc_rules(name);
+        let bytes = std::fs::read(root(&format!("tests/fixtures/receipts/{name}.bin"))).unwrap();
+        let whole = receipt::split_bytes(&bytes, &rules);
+        for _ in 0..20 {
+            let mut p = Pipeline::new(&rules);
+            let mut out = Vec::new();
+            let now = std::time::Instant::now();
+            let mut rest = &bytes[..];
+            while !rest.is_empty() {
+                let n = rng.usize(1..=rest.len().min(40));
+                p.feed(&rest[..n], Some(now), &mut out);
+                p.tick(now, &mut out);
+                rest = &rest[n..];
+            }
+            p.finish(&mut out);
+            let strip = |v: &[Receipt]| -> Vec<(Vec<u8>, Vec<String>)> {
+                v.iter().map(|r| (r.raw.clone(), r.lines.clone())).collect()
+            };
+            assert_eq!(strip(&out), strip(&whole), "{name}");
+        }
+    }
+}
+
+const BASE: &str = r#"
+reprint = ['REPRINT']
+refund = ['^REFUND$']
+void = ['^VOID$']
+ignore = ['^X-REPORT']
+[fields]
+order_no = '^No\.\s*(\S+)$'
+order_time = '^Time:\s*(.+)$'
+cashier = '^Cashier:\s*(\S+)'
+total = '^Total\s+(-?[\d.,]+)$'
+discount = '^Discount\s+(-?[\d.,]+)$'
+paid = '^Paid\s+(-?[\d.,]+)$'
+[payment]
+cash = ['^Cash\s']
+card = ['^Card']
+[items]
+start = '^Item'
+end = '^----'
+lines = ['^(?P<code>\d+)\s+(?P<name>.+?)\s+(?P<qty>-?[\d.]+)\s*x\s*(?P<price>[\d.]+)\s+(?P<amount>-?[\d.]+)$']
+skip = ['^\s*\*']
+"#;
+
+fn rules_with(toml_text: &str) -> ReceiptRules {
+    let raw: RawTemplate = toml::from_str(toml_text).unwrap_or_else(|e| panic!("{e}"));
+    ReceiptRules::from_raw(Some("utf-8"), None, Some(raw)).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Parses receipt text (one receipt) with `template`; renders the outcome as
+/// compact JSON for orders, the Debug form otherwise, or `error: …`.
+fn outcome(template: &str, text: &str) -> String {
+    let rules = rules_with(template);
+    let mut bytes = text.as_bytes().to_vec();
+    bytes.extend_from_slice(b"\n\x1dV\x00");
+    let mut results = receipt::parse_bytes(&bytes, &rules);
+    assert_eq!(results.len(), 1, "one receipt expected");
+    match results.remove(0).1 {
+        Ok(Parsed::Order(o)) => serde_json::to_string(&o).unwrap(),
+        Ok(other) => format!("{other:?}"),
+        Err(e) => format!("error: {e}"),
+    }
+}
+
+#[track_caller]
+fn check(template: &str, text: &str, expected: &str) {
+    let got = outcome(template, text);
+    assert!(
+        got.contains(expected),
+        "expected {expected:?}\n     in {got}\nreceipt:\n{text}"
+    );
+}
+
+const SALE: &str = "SHOP\nNo. 1001\nTime: 2026-11-22 10:00:00\nCashier: Ann\nItem  Qty Price Amount\n\
+                    111 Cola 500ml 2 x 3.50 7.00\n  * promo\n222 Bread 1 x 2.00 2.00\n----\n\
+                    Total 9.00\nDiscount 0.50\nPaid 8.50\nCash 10.00\n";
+
+#[test]
+fn a_sale_with_every_field() {
+    check(
+        BASE,
+        SALE,
+        r#"{"order_no":"1001","order_time":"2026-11-22 10:00:00","kind":"sale","cashier":"Ann","payment":"cash","total":"9.00","discount":"0.50","paid":"8.50","lines":[{"code":"111","name":"Cola 500ml","qty":"2","price":"3.50","amount":"7.00","discount":"0","scan_time":null,"batch_no":null,"box_no":null,"attrs":[]},{"code":"222","name":"Bread","qty":"1","price":"2.00","amount":"2.00","discount":"0","scan_time":null,"batch_no":null,"box_no":null,"attrs":[]}]}"#,
+    );
+}
+
+#[test]
+fn markers_decide_what_a_receipt_is() {
+    check(
+        BASE,
+        &SALE.replace("SHOP", "SHOP\n*** REPRINT ***"),
+        r#"Reprint { order_no: Some("1001") }"#,
+    );
+    check(
+        BASE,
+        "X-REPORT shift 3\nTotal 100.00",
+        "NotAnOrder { reason: \"line 1 \\\"X-REPORT shift 3\\\" matches template.ignore\" }",
+    );
+    check(BASE, &SALE.replace("SHOP", "VOID"), r#""kind":"void""#);
+    check(
+        BASE,
+        &SALE
+            .replace("SHOP", "REFUND")
+            .replace("2 x 3.50 7.00", "-2 x 3.50 -7.00")
+            .replace("1 x 2.00 2.00", "-1 x 2.00 -2.00")
+            .replace("Total 9.00", "Total -9.00")
+            .replace("Paid 8.50", "Paid -8.50"),
+        r#""kind":"refund","cashier":"Ann","payment":"cash","total":"-9.00","discount":"0.50","paid":"-8.50""#,
+    );
+}
+
+#[test]
+fn refund_sign_negative_for_pos_that_print_refunds_positive() {
+    let t = format!("refund_sign = \"negative\"\n{BASE}");
+    let text = SALE.replace("SHOP", "REFUND");
+    check(
+        &t,
+        &text,
+        r#""kind":"refund","cashier":"Ann","payment":"cash","total":"-9.00","discount":"0.50","paid":"-8.50""#,
+    );
+    check(&t, &text, r#""qty":"-2","price":"3.50","amount":"-7.00""#);
+    // As printed (the default), the same receipt keeps its positive numbers.
+    check(
+        BASE,
+        &text,
+        r#""kind":"refund","cashier":"Ann","payment":"cash","total":"9.00""#,
+    );
+    // A sale is never negated.
+    check(&t, SALE, r#""total":"9.00""#);
+}
+
+#[test]
+fn missing_amounts_are_derived_with_the_printed_scale() {
+    let text = SALE
+        .replace("Discount 0.50\n", "")
+        .replace("Total 9.00\n", "");
+    check(
+        BASE,
+        &text,
+        r#""total":"9.00","discount":"0.50","paid":"8.50""#,
+    );
+    let text = SALE
+        .replace("Discount 0.50\n", "")
+        .replace("Paid 8.50\n", "");
+    check(
+        BASE,
+        &text,
+        r#""total":"9.00","discount":"0.00","paid":"9.00""#,
+    );
+    // Quantity defaults to 1, amount to qty × price.
+    let t = BASE.replace(
+        r"(?P<qty>-?[\d.]+)\s*x\s*(?P<price>[\d.]+)\s+(?P<amount>-?[\d.]+)$",
+        r"(?P<price>[\d.]+)$",
+    );
+    let text = "No. 7\nTime: 2026-11-22 10:00:00\nItem\n111 Cola 3.50\n----\nTotal 3.50";
+    check(&t, text, r#""qty":"1","price":"3.50","amount":"3.50""#);
+}
+
+#[test]
+fn multi_line_items_and_unanchored_layouts() {
+    let t = BASE.replace(
+        r"lines = ['^(?P<code>\d+)\s+(?P<name>.+?)\s+(?P<qty>-?[\d.]+)\s*x\s*(?P<price>[\d.]+)\s+(?P<amount>-?[\d.]+)$']",
+        r"lines = ['^(?P<name>\D.*)$', '^(?P<code>\d+)$', '^(?P<qty>[\d.]+)\s*x\s*(?P<price>[\d.]+)\s*=\s*(?P<amount>[\d.]+)$']",
+    );
+    let text =
+        "No. 8\nTime: 2026-11-22 10:00:00\nItem\nCola\n111\n2 x 3.50 = 7.00\n----\nTotal 7.00";
+    check(
+        &t,
+        text,
+        r#""code":"111","name":"Cola","qty":"2","price":"3.50","amount":"7.00""#,
+    );
+    // Without start/end the layout is looked for anywhere, and non-items pass.
+    let t = BASE.replace("start = '^Item'\nend = '^----'\n", "");
+    check(&t, &SALE.replace("----", "~~~~"), r#""total":"9.00""#);
+}
+
+#[test]
+fn codes_can_be_fields() {
+    let t = BASE.replace(
+        r"order_no = '^No\.\s*(\S+)$'",
+        r#"order_no = { regex = '^(\d+)$', from = "code128" }"#,
+    );
+    let rules = rules_with(&t);
+    let mut bytes = SALE.replace("No. 1001\n", "").into_bytes();
+    bytes.extend_from_slice(b"\x1dkI\x06{B5555\x1dV\x00");
+    let results = receipt::parse_bytes(&bytes, &rules);
+    let Ok(Parsed::Order(o)) = &results[0].1 else {
+        panic!("{:?}", results[0].1)
+    };
+    assert_eq!(o.order_no, "5555");
+}
+
+#[test]
+fn errors_name_the_line_and_the_field() {
+    check(
+        BASE,
+        &SALE.replace("No. 1001", "Nr 1001"),
+        "error: order_no: no line matches",
+    );
+    check(
+        BASE,
+        &SALE.replace("2026-11-22 10:00:00", "22/11/2026 10:00"),
+        r#"error: line 3 "Time: 22/11/2026 10:00": order_time: "22/11/2026 10:00" does not fit format"#,
+    );
+    check(
+        BASE,
+        &SALE.replace("Discount 0.50", "Discount 0.5.0"),
+        "error: line 11 \"Discount 0.5.0\": discount: \"0.5.0\" is not a decimal",
+    );
+    check(
+        BASE,
+        &SALE.replace("222 Bread 1 x 2.00 2.00", "222 Bread 1 pc 2.00"),
+        "error: line 8 \"222 Bread 1 pc 2.00\": items: is in the item region but matches neither items.lines[0] nor items.skip",
+    );
+    check(
+        BASE,
+        &SALE.replace("Total 9.00", "Total 19.00"),
+        "error: line 10 \"Total 19.00\": total: 19.00 is not the sum of the 2 item amounts (9.00)",
+    );
+    check(
+        BASE,
+        &SALE.replace("Paid 8.50", "Paid 8.00"),
+        "error: line 12 \"Paid 8.00\": paid: 8.00 is not total 9.00 minus discount 0.50",
+    );
+    // check_totals = false lets such a receipt through as printed.
+    check(
+        &format!("check_totals = false\n{BASE}"),
+        &SALE.replace("Paid 8.50", "Paid 8.00"),
+        r#""paid":"8.00""#,
+    );
+    check(
+        BASE,
+        &SALE.replace("Item  Qty Price Amount", "Goods"),
+        "error: items.start: no line matches",
+    );
+    let t = BASE.replace(
+        r"lines = ['^(?P<code>\d+)\s+(?P<name>.+?)\s+(?P<qty>-?[\d.]+)\s*x\s*(?P<price>[\d.]+)\s+(?P<amount>-?[\d.]+)$']",
+        r"lines = ['^(?P<name>\D.*)$', '^(?P<code>\d+)\s+(?P<amount>[\d.]+)$']",
+    );
+    check(
+        &t,
+        "No. 9\nTime: 2026-11-22 10:00:00\nItem\nCola\n----\nTotal 1.00",
+        "error: line 4 \"Cola\": items: the item starting at line 4 is cut off",
+    );
+}
+
+#[test]
+fn nothing_printed_is_not_an_order() {
+    let rules = rules_with(BASE);
+    let results = receipt::parse_bytes(b"\x1bp\x00\x19\xfa\x1dV\x00", &rules);
+    assert_eq!(results.len(), 1);
+    assert_eq!(
+        results[0].1,
+        Ok(Parsed::NotAnOrder {
+            reason: "drawer opened, nothing printed".into()
+        })
+    );
+}
+
+#[test]
+fn card_numbers_are_masked_before_the_receipt_leaves_the_pipeline() {
+    let text = SALE.replace("Cash 10.00", "Card 4111 1111 1111 1111\nCash 10.00");
+    let mut bytes = text.into_bytes();
+    bytes.extend_from_slice(b"\x1dV\x00");
+    let results = receipt::parse_bytes(&bytes, &rules_with(BASE));
+    let (r, parsed) = &results[0];
+    assert!(
+        r.lines.contains(&"Card 4111 11** **** 1111".to_string()),
+        "{:?}",
+        r.lines
+    );
+    assert!(!String::from_utf8_lossy(&r.raw).contains("1111 1111 1111 1111"));
+    assert_eq!(r.masked, 1);
+    // The first line that names a payment decides it.
+    let Ok(Parsed::Order(o)) = parsed else {
+        panic!("{parsed:?}")
+    };
+    assert_eq!(o.payment, Some(Payment::Card));
+    // An order number that looks like a card is refused loudly, not mangled.
+    let text = SALE.replace("No. 1001", "No. 4111111111111111");
+    assert!(outcome(BASE, &text).contains("order_no: was masked as a card number"));
+}
+
+#[test]
+fn reparse_with_a_fixed_template_turns_a_failure_into_an_order() {
+    // Journalled raw bytes of one receipt, which a first template got wrong.
+    let mut raw = SALE.replace("Total 9.00", "TOTAL: 9.00").into_bytes();
+    raw.extend_from_slice(b"\x1dV\x00");
+    let broken = rules_with(&BASE.replace(
+        r"order_no = '^No\.\s*(\S+)$'",
+        r"order_no = '^Order\s*(\S+)$'",
+    ));
+    let (_, first) = receipt::parse_one(&raw, &broken);
+    assert_eq!(first.unwrap_err().field, "order_no");
+    let fixed = rules_with(&BASE.replace(
+        r"total = '^Total\s+(-?[\d.,]+)$'",
+        r"total = '^TOTAL:\s+(-?[\d.,]+)$'",
+    ));
+    let (r, second) = receipt::parse_one(&raw, &fixed);
+    let Ok(Parsed::Order(o)) = second else {
+        panic!("{second:?}")
+    };
+    assert_eq!(o.order_no, "1001");
+    assert_eq!(o.total.to_string(), "9.00");
+    assert_eq!(r.raw, raw, "parse_one keeps the journalled bytes");
+}
+
+#[test]
+fn parse_one_decodes_a_journal_entry_whole() {
+    // A journal entry holding two cuts is still one receipt to parse_one.
+    let rules = doc_rules("market");
+    let bytes = std::fs::read(root("tests/fixtures/receipts/market.bin")).unwrap();
+    let receipts = receipt::split_bytes(&bytes, &rules);
+    for r in &receipts {
+        let (again, _) = receipt::parse_one(&r.raw, &rules);
+        assert_eq!(again.lines, r.lines);
+    }
+}
+
+#[test]
+fn bad_templates_name_their_key() {
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            r"order_no = '^No\.\s*(\S+)$'",
+            r"order_no = '^No\.\s*(\S+$'",
+            "template.fields.order_no.regex: ",
+        ),
+        (
+            "order_time = '^Time:\\s*(.+)$'",
+            "order_time = { regex = '(.+)', format = '%H:%M' }",
+            "template.fields.order_time.format: \"%H:%M\" does not give a full date and time",
+        ),
+        (
+            "order_time = '^Time:\\s*(.+)$'",
+            "order_time = { regex = '(.+)', format = '%Q' }",
+            "template.fields.order_time.format: \"%Q\" is not a valid chrono format",
+        ),
+        (
+            "cash = ['^Cash\\s']",
+            "cheque = ['^Cheque']",
+            "template.payment.cheque: not a payment; use one of cash, wechat, alipay, card, other",
+        ),
+        (
+            "(?P<qty>",
+            "(?P<quantity>",
+            "template.items.lines[0]: unknown group \"quantity\"",
+        ),
+        (
+            "(?P<code>",
+            "(?P<sku>",
+            "template.items.lines[0]: unknown group \"sku\"",
+        ),
+        (
+            "skip = ['^\\s*\\*']",
+            "skip = ['^\\s*\\*']\nstart2 = 1",
+            "unknown field `start2`",
+        ),
+        (
+            "cashier = '^Cashier:\\s*(\\S+)'",
+            "cashier = { regex = 'x', from = \"receipt\" }",
+            "template.fields.cashier.from: must be lines, codes or one of",
+        ),
+        (
+            "cashier = '^Cashier:\\s*(\\S+)'",
+            "cashier = { regex = 'x', format = '%Y' }",
+            "template.fields.cashier.format: only order_time has a format",
+        ),
+        (
+            "cashier = '^Cashier:\\s*(\\S+)'",
+            "cashier = { regex = 'x', column = 3 }",
+            "unknown field `column`, expected one of `regex`, `from`, `format`",
+        ),
+        (
+            "reprint = ['REPRINT']",
+            "reprint = ['(']",
+            "template.reprint[0]: ",
+        ),
+        (
+            "reprint = ['REPRINT']",
+            "refund_sign = 'minus'",
+            "template.refund_sign: must be printed or negative, got \"minus\"",
+        ),
+    ];
+    for (from, to, want) in cases {
+        assert!(BASE.contains(from), "{from}");
+        let text = BASE.replace(from, to);
+        let e = match toml::from_str::<RawTemplate>(&text) {
+            Err(e) => e.to_string(),
+            Ok(raw) => raw.validate().map(|_| ()).unwrap_err(),
+        };
+        assert!(e.contains(want), "expected {want:?} in {e:?}");
+    }
+    let e = ReceiptRules::from_raw(Some("ebcdic"), None, None).unwrap_err();
+    assert!(
+        e.starts_with("encoding: unknown \"ebcdic\"; use one of gb18030"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_whole_capture_can_be_masked_before_it_is_written() {
+    let rules = doc_rules("market");
+    let market = std::fs::read(root("tests/fixtures/receipts/market.bin")).unwrap();
+    let (same, n) = receipt::mask_stream(&market, &rules);
+    assert_eq!(
+        (same == market, n),
+        (true, 0),
+        "no card in the fixture, nothing changes"
+    );
+    let mut capture = market.clone();
+    let (card, _, _) = encoding_rs::GB18030.encode("银行卡: 6222 0212 3456 7890 128\n");
+    capture.extend_from_slice(&card);
+    capture.extend_from_slice(&market);
+    let (masked, n) = receipt::mask_stream(&capture, &rules);
+    assert_eq!(n, 1);
+    assert_eq!(masked.len(), capture.len());
+    let text = encoding_rs::GB18030.decode(&masked).0.into_owned();
+    let at = text.find("银行卡").unwrap();
+    assert_eq!(
+        text[at..].lines().next(),
+        Some("银行卡: 6222 02** **** ***0 128")
+    );
+}

@@ -1,0 +1,552 @@
+//! The Wangdiantong emulator: `POST /openapi?…`, strict to `spec/wangdiantong.md` and
+//! the seed's field tables.
+//!
+//! Public checks, in this order: a query parameter that is not public → status 2; a
+//! missing one → 1 (参数错误); unknown `sid` → 1 (sid is not exists); wrong `key` → 1
+//! (app auth fail); `v` ≠ 1.0 → 8; a body that is not `application/json` → 1; wrong
+//! `salt` or `sign` → 1 (验证失败); `timestamp` more than ±120 s from the emulator's
+//! clock → 7; an unknown method → 1.
+//!
+//! Push checks: the body is `[shop_no, rawTradeList, rawTradeOrderList(, discountList)]`
+//! (else 1); an unknown `shop_no` → 100 店铺编号不存在或已停用; more than 100 trades → 1.
+//! Each trade and its lines are checked against every rule the seed and spec state:
+//! required fields present and typed, max lengths (characters), no control characters,
+//! code sets, Decimal(19,4) with at most 4 decimals, time formats, a `trade_time` not in
+//! the future (UTC+8), the amount relations (line `total_amount = price*num +
+//! adjust_amount - discount` to 0.0001, `goods_count = Σ num`, `order_count` = lines,
+//! `receivable = Σ(total_amount - share_discount)`, `cod_amount` per `delivery_term`),
+//! `num > 0`, `oid` unique per seller. A trade that fails is named in `error_list`
+//! (pushSelf2) or fails the whole call with status 100 and its message (pushSelf, which
+//! stores nothing then). Messages always carry one of 字段缺失 / 不合法 / 非法 /
+//! Data truncation, the data-error markers the client recognises.
+//!
+//! A `tid` pushed again replaces the trade and counts in `chg_count`.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use rust_decimal::Decimal;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use super::{Cloud, Request, Response, State, parse_form};
+use crate::upload::wdt::{
+    CORE_NOW, DELIVERY_TERMS, EPOCH_OFFSET, LINE_REFUND_STATUSES, MAX_BATCH, PAY_METHODS,
+    PAY_STATUSES, PROCESS_STATUSES, PUSH_SELF, PUSH_SELF2, REFUND_STATUSES, TRADE_STATUSES, sign,
+};
+
+pub const RATE_LIMIT_MESSAGE: &str = "超过每分钟最大调用频率限制";
+
+/// The emulated seller account.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct WdtTenant {
+    pub sid: String,
+    pub key: String,
+    /// The appsecret's two parts (`secret:salt`).
+    pub secret: String,
+    pub salt: String,
+    /// Shops (own platform) that accept pushes.
+    pub shop_nos: Vec<String>,
+    pub timestamp_tolerance_secs: i64,
+    /// The server's zone (future `trade_time` check).
+    pub utc_offset: String,
+}
+
+impl Default for WdtTenant {
+    fn default() -> Self {
+        WdtTenant {
+            sid: "demo-sid".into(),
+            key: "demo-key".into(),
+            secret: "demo-wdt-secret".into(),
+            salt: "demo-salt".into(),
+            shop_nos: vec!["SHOP1".into(), "SHOP2".into()],
+            timestamp_tolerance_secs: 120,
+            utc_offset: "+08:00".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct WdtRecord {
+    shop_no: String,
+    trade: Value,
+    orders: Vec<Value>,
+    pushes: u32,
+    updates: u32,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct WdtState {
+    trades: BTreeMap<String, WdtRecord>,
+    /// oid → tid.
+    oids: HashMap<String, String>,
+}
+
+impl WdtState {
+    pub(crate) fn listing(&self) -> Value {
+        Value::Array(
+            self.trades
+                .iter()
+                .map(|(tid, r)| {
+                    json!({"tid": tid, "shop_no": r.shop_no, "pushes": r.pushes, "updates": r.updates,
+                           "trade": r.trade, "orders": r.orders})
+                })
+                .collect(),
+        )
+    }
+}
+
+pub(crate) fn answer_error(status: &str, message: &str) -> Value {
+    let status: Value = status
+        .parse::<i64>()
+        .map_or_else(|_| json!(status), |n| json!(n));
+    json!({"status": status, "message": message})
+}
+
+const PUBLIC: [&str; 7] = ["sid", "key", "salt", "method", "v", "timestamp", "sign"];
+
+pub(crate) fn handle(cfg: &WdtTenant, st: &mut State, req: &Request, now: i64) -> Response {
+    let (status, body) = match public(cfg, req, now) {
+        Err((status, msg)) => (status, answer_error(&status.to_string(), &msg)),
+        Ok(method) if method == CORE_NOW => {
+            (0, json!({"status": 0, "data": {"now": now - EPOCH_OFFSET}}))
+        }
+        Ok(method) => match push(cfg, &mut st.wdt, method == PUSH_SELF2, &req.body, now) {
+            Ok(v) => (0, v),
+            Err((status, msg)) => (status, answer_error(&status.to_string(), &msg)),
+        },
+    };
+    st.count_answer(Cloud::Wdt, &status.to_string());
+    Response::json(&body)
+}
+
+type Refusal = (i64, String);
+
+fn public(cfg: &WdtTenant, req: &Request, now: i64) -> Result<String, Refusal> {
+    let q = parse_form(&req.query);
+    if let Some((k, _)) = q.iter().find(|(k, _)| !PUBLIC.contains(&k.as_str())) {
+        return Err((2, format!("unknown parameter {k}")));
+    }
+    let p: BTreeMap<String, String> = q.into_iter().collect();
+    for k in PUBLIC {
+        if p.get(k).is_none_or(|v| v.is_empty()) {
+            return Err((1, format!("参数错误: {k} missing")));
+        }
+    }
+    if p["sid"] != cfg.sid {
+        return Err((1, "sid is not exists".into()));
+    }
+    if p["key"] != cfg.key {
+        return Err((1, "app auth fail".into()));
+    }
+    if p["v"] != "1.0" {
+        return Err((8, "版本号错误".into()));
+    }
+    let ts: i64 = p["timestamp"]
+        .parse()
+        .map_err(|_| (1, "参数错误: timestamp".to_string()))?;
+    let json_body = req.header("content-type").is_some_and(|c| {
+        c.trim_start()
+            .to_ascii_lowercase()
+            .starts_with("application/json")
+    });
+    if !json_body {
+        return Err((1, "参数错误: Content-Type must be application/json".into()));
+    }
+    let mut signed = p.clone();
+    signed.insert(
+        "body".into(),
+        String::from_utf8_lossy(&req.body).into_owned(),
+    );
+    if p["salt"] != cfg.salt || sign(&signed, &cfg.secret) != p["sign"] {
+        return Err((1, "验证失败".into()));
+    }
+    if (ts + EPOCH_OFFSET - now).abs() > cfg.timestamp_tolerance_secs {
+        return Err((
+            7,
+            "timestamp error: more than 2 minutes from the server time".into(),
+        ));
+    }
+    let method = p["method"].clone();
+    if ![CORE_NOW, PUSH_SELF, PUSH_SELF2].contains(&method.as_str()) {
+        return Err((1, format!("参数错误: method {method} not exists")));
+    }
+    Ok(method)
+}
+
+fn push(
+    cfg: &WdtTenant,
+    st: &mut WdtState,
+    self2: bool,
+    body: &[u8],
+    now: i64,
+) -> Result<Value, Refusal> {
+    let bad = |m: &str| (1, format!("参数错误: {m}"));
+    let v: Value = serde_json::from_slice(body).map_err(|_| bad("body must be a JSON array"))?;
+    let args = v
+        .as_array()
+        .ok_or_else(|| bad("body must be a JSON array"))?;
+    if !(3..=4).contains(&args.len()) {
+        return Err(bad(
+            "body must be [shop_no, rawTradeList, rawTradeOrderList(, discountList)]",
+        ));
+    }
+    let shop_no = args[0]
+        .as_str()
+        .ok_or_else(|| bad("shop_no must be a string"))?;
+    let trades = args[1]
+        .as_array()
+        .ok_or_else(|| bad("rawTradeList must be a list"))?;
+    let lines = args[2]
+        .as_array()
+        .ok_or_else(|| bad("rawTradeOrderList must be a list"))?;
+    if args.len() == 4 && !args[3].is_array() {
+        return Err(bad("discountList must be a list"));
+    }
+    if !cfg.shop_nos.iter().any(|s| s == shop_no) {
+        return Err((100, "店铺编号不存在或已停用".into()));
+    }
+    if trades.len() > MAX_BATCH {
+        return Err(bad("at most 100 trades per call"));
+    }
+    let mut by_tid: HashMap<&str, Vec<&Value>> = HashMap::new();
+    for (i, l) in lines.iter().enumerate() {
+        let tid = l
+            .get("tid")
+            .and_then(Value::as_str)
+            .ok_or_else(|| (100, format!("字段缺失: rawTradeOrderList[{i}].tid")))?;
+        by_tid.entry(tid).or_default().push(l);
+    }
+    let trade_tids: HashSet<&str> = trades
+        .iter()
+        .filter_map(|t| t.get("tid").and_then(Value::as_str))
+        .collect();
+    if let Some(orphan) = by_tid.keys().find(|t| !trade_tids.contains(*t)) {
+        return Err(bad(&format!(
+            "rawTradeOrderList tid {orphan} has no rawTradeList entry"
+        )));
+    }
+    let zone = crate::upload::ovopark::parse_utc_offset(&cfg.utc_offset).unwrap_or(8 * 3600);
+    let server_local = chrono::DateTime::from_timestamp(now + i64::from(zone), 0)
+        .unwrap_or_default()
+        .naive_utc();
+    let mut ok: Vec<(String, &Value, Vec<&Value>)> = Vec::new();
+    let mut errors: Vec<(String, String)> = Vec::new();
+    let mut seen_tids = HashSet::new();
+    let mut seen_oids: HashSet<String> = HashSet::new();
+    for (i, t) in trades.iter().enumerate() {
+        let tid = t
+            .get("tid")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let my_lines = by_tid.get(tid.as_str()).cloned().unwrap_or_default();
+        let mut result =
+            check_trade(t, &my_lines, server_local).map_err(|m| format!("rawTradeList[{i}] {m}"));
+        if result.is_ok() && !seen_tids.insert(tid.clone()) {
+            result = Err(format!("原始单号非法: tid {tid} 在同一请求中重复"));
+        }
+        if result.is_ok() {
+            for l in &my_lines {
+                let oid = l["oid"].as_str().unwrap_or_default().to_string();
+                let taken = st.oids.get(&oid).is_some_and(|owner| *owner != tid);
+                if taken || !seen_oids.insert(oid.clone()) {
+                    result = Err(format!("子单号非法: oid {oid} 重复"));
+                    break;
+                }
+            }
+        }
+        match result {
+            Ok(()) => ok.push((tid, t, my_lines)),
+            Err(m) => errors.push((tid, m)),
+        }
+    }
+    if !self2 {
+        if let Some((_, m)) = errors.first() {
+            return Err((100, m.clone()));
+        }
+    }
+    let (mut new_count, mut chg_count) = (0, 0);
+    for (tid, t, my_lines) in ok {
+        let orders: Vec<Value> = my_lines.into_iter().cloned().collect();
+        match st.trades.get_mut(&tid) {
+            Some(r) => {
+                chg_count += 1;
+                r.pushes += 1;
+                r.updates += 1;
+                r.trade = t.clone();
+                r.orders = orders.clone();
+                r.shop_no = shop_no.to_string();
+            }
+            None => {
+                new_count += 1;
+                st.trades.insert(
+                    tid.clone(),
+                    WdtRecord {
+                        shop_no: shop_no.to_string(),
+                        trade: t.clone(),
+                        orders: orders.clone(),
+                        pushes: 1,
+                        updates: 0,
+                    },
+                );
+            }
+        }
+        st.oids.retain(|_, owner| *owner != tid);
+        for o in &orders {
+            if let Some(oid) = o["oid"].as_str() {
+                st.oids.insert(oid.to_string(), tid.clone());
+            }
+        }
+    }
+    let mut data = json!({"chg_count": chg_count, "new_count": new_count});
+    if self2 && !errors.is_empty() {
+        data["error_list"] = Value::Array(
+            errors
+                .into_iter()
+                .map(|(no, error)| json!({"no": no, "error": error}))
+                .collect(),
+        );
+    }
+    Ok(json!({"status": 0, "data": data}))
+}
+
+/// One object's field checks.
+struct Fields<'a> {
+    o: &'a Map<String, Value>,
+    path: String,
+}
+
+impl Fields<'_> {
+    fn missing(&self, k: &str) -> String {
+        format!("字段缺失或类型不合法: {}{k}", self.path)
+    }
+
+    /// A string field; `required` means present (not null) and, if `nonempty`, not "".
+    fn str(
+        &self,
+        k: &str,
+        max: usize,
+        required: bool,
+        nonempty: bool,
+    ) -> Result<Option<&str>, String> {
+        match self.o.get(k) {
+            None | Some(Value::Null) if !required => Ok(None),
+            Some(Value::String(s)) => {
+                if nonempty && s.trim().is_empty() {
+                    return Err(self.missing(k));
+                }
+                if s.chars().count() > max {
+                    return Err(format!("Data truncation: {}{k} 超过 {max} 字符", self.path));
+                }
+                if s.chars().any(char::is_control) {
+                    return Err(format!("非法字符: {}{k}", self.path));
+                }
+                Ok(Some(s))
+            }
+            _ => Err(self.missing(k)),
+        }
+    }
+
+    fn int(&self, k: &str, set: Option<&[i64]>, required: bool) -> Result<Option<i64>, String> {
+        match self.o.get(k) {
+            None | Some(Value::Null) if !required => Ok(None),
+            Some(Value::Number(n)) if n.is_i64() => {
+                let v = n.as_i64().unwrap_or_default();
+                if let Some(set) = set {
+                    if !set.contains(&v) {
+                        return Err(format!("{}{k} 取值不合法: {v}", self.path));
+                    }
+                }
+                Ok(Some(v))
+            }
+            _ => Err(self.missing(k)),
+        }
+    }
+
+    fn dec(&self, k: &str, required: bool) -> Result<Option<Decimal>, String> {
+        let text = match self.o.get(k) {
+            None | Some(Value::Null) if !required => return Ok(None),
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Number(n)) => n.to_string(),
+            _ => return Err(self.missing(k)),
+        };
+        let d: Decimal = text
+            .trim()
+            .parse()
+            .map_err(|_| format!("{}{k} 金额/数量不合法: {text:?}", self.path))?;
+        if d.scale() > 4 {
+            return Err(format!("Data truncation: {}{k} 超过4位小数", self.path));
+        }
+        if d.abs() >= Decimal::from(1_000_000_000_000_000i64) {
+            return Err(format!(
+                "Data truncation: {}{k} 超过 Decimal(19,4)",
+                self.path
+            ));
+        }
+        Ok(Some(d))
+    }
+
+    fn time(
+        &self,
+        k: &str,
+        required: bool,
+        nullable: bool,
+        what: &str,
+    ) -> Result<Option<chrono::NaiveDateTime>, String> {
+        if nullable && matches!(self.o.get(k), Some(Value::Null)) {
+            return Ok(None);
+        }
+        let Some(s) = self.str(k, 40, required, required)? else {
+            return Ok(None);
+        };
+        if !required && s.is_empty() {
+            return Ok(None);
+        }
+        crate::order::parse_time(s)
+            .map(Some)
+            .map_err(|_| format!("{what}: {}{k} {s:?}", self.path))
+    }
+}
+
+/// Checks one trade and its lines (the emulator and the client's tests share it).
+pub fn check_trade(
+    t: &Value,
+    lines: &[&Value],
+    server_local: chrono::NaiveDateTime,
+) -> Result<(), String> {
+    let o = t.as_object().ok_or("不合法: not an object")?;
+    let f = Fields {
+        o,
+        path: String::new(),
+    };
+    let tid = f.str("tid", 40, true, true)?.unwrap_or_default();
+    f.int("process_status", Some(PROCESS_STATUSES), true)?;
+    f.int("trade_status", Some(TRADE_STATUSES), true)?;
+    f.int("refund_status", Some(REFUND_STATUSES), true)?;
+    f.int("pay_status", Some(PAY_STATUSES), true)?;
+    let order_count = f.int("order_count", None, true)?.unwrap_or_default();
+    let goods_count = f.dec("goods_count", true)?.unwrap_or_default();
+    f.int("pay_method", Some(PAY_METHODS), true)?;
+    let trade_time = f.time("trade_time", true, false, "下单时间非法")?;
+    if trade_time.is_some_and(|t| t > server_local) {
+        return Err(format!("下单时间非法: trade_time 在未来 (tid {tid})"));
+    }
+    f.time("pay_time", false, true, "支付时间非法")?;
+    if !o.contains_key("end_time") {
+        return Err(f.missing("end_time"));
+    }
+    f.time("end_time", false, true, "结束时间非法")?;
+    f.str("buyer_nick", 100, true, true)?;
+    f.str("buyer_message", 1024, false, false)?;
+    f.str("buyer_email", 40, false, false)?;
+    f.str("buyer_area", 255, false, false)?;
+    f.str("receiver_name", 100, true, true)?;
+    f.str("receiver_area", 128, true, true)?;
+    f.str("receiver_address", 256, true, true)?;
+    f.str("receiver_zip", 20, false, false)?;
+    f.str("receiver_mobile", 40, true, true)?;
+    f.str("receiver_telno", 40, false, false)?;
+    f.dec("post_amount", true)?;
+    f.dec("other_amount", false)?;
+    f.dec("discount", true)?;
+    let receivable = f.dec("receivable", true)?.unwrap_or_default();
+    f.dec("platform_cost", false)?;
+    f.int("invoice_type", Some(&[0, 1, 2, 3]), false)?;
+    f.str("invoice_title", 255, false, false)?;
+    f.str("invoice_content", 255, false, false)?;
+    f.int("logistics_type", None, false)?;
+    let delivery_term = f
+        .int("delivery_term", Some(DELIVERY_TERMS), true)?
+        .unwrap_or(1);
+    f.str("pay_id", 40, false, false)?;
+    f.str("remark", 1024, false, false)?;
+    f.int("remark_flag", Some(&[0, 1, 2, 3, 4, 5]), false)?;
+    let cod = f.dec("cod_amount", false)?;
+    let auto_wms = match o.get("is_auto_wms") {
+        Some(Value::Bool(b)) => *b,
+        _ => return Err(f.missing("is_auto_wms")),
+    };
+    let warehouse = f.str("warehouse_no", 40, true, false)?.unwrap_or_default();
+    if auto_wms && warehouse.trim().is_empty() {
+        return Err("字段缺失: warehouse_no (is_auto_wms = true)".into());
+    }
+    f.str("pay_account", 128, false, false)?;
+    f.str("to_deliver_time", 20, false, false)?;
+    f.dec("received", false)?;
+    f.int("consign_interval", None, false)?;
+    f.dec("paid", false)?;
+
+    if lines.is_empty() {
+        return Err(format!("数量不合法: tid {tid} 没有原始子单"));
+    }
+    if order_count != lines.len() as i64 {
+        return Err(format!(
+            "数量不合法: order_count {order_count} ≠ {} 个子单",
+            lines.len()
+        ));
+    }
+    let mut sum_num = Decimal::ZERO;
+    let mut sum_receivable = Decimal::ZERO;
+    let tolerance = Decimal::new(1, 4);
+    for (i, l) in lines.iter().enumerate() {
+        let lo = l.as_object().ok_or("不合法: order line is not an object")?;
+        let f = Fields {
+            o: lo,
+            path: format!("rawTradeOrderList[{i}]."),
+        };
+        f.str("tid", 40, true, true)?;
+        f.str("oid", 40, true, true)?;
+        f.int("status", Some(TRADE_STATUSES), true)?;
+        f.int("refund_status", Some(LINE_REFUND_STATUSES), true)?;
+        for k in ["goods_id", "spec_id", "goods_no", "spec_no"] {
+            f.str(k, 40, true, true)?;
+        }
+        f.str("goods_name", 255, true, true)?;
+        f.str("spec_name", 100, false, false)?;
+        f.int("order_type", Some(&[0, 1, 2]), false)?;
+        f.str("cid", 40, false, false)?;
+        let num = f.dec("num", true)?.unwrap_or_default();
+        let price = f.dec("price", true)?.unwrap_or_default();
+        let discount = f.dec("discount", true)?.unwrap_or_default();
+        let share = f.dec("share_discount", true)?.unwrap_or_default();
+        let total = f.dec("total_amount", true)?.unwrap_or_default();
+        let adjust = f.dec("adjust_amount", true)?.unwrap_or_default();
+        f.dec("refund_amount", true)?;
+        f.str("remark", 255, true, false)?;
+        f.str("json", 255, true, false)?;
+        if num <= Decimal::ZERO {
+            return Err(format!("数量不合法: {}num {num}", f.path));
+        }
+        let expected = price * num + adjust - discount;
+        if (expected - total).abs() > tolerance {
+            return Err(format!(
+                "金额不合法: {}total_amount {total} ≠ price*num + adjust_amount - discount = {expected}",
+                f.path
+            ));
+        }
+        sum_num += num;
+        sum_receivable += total - share;
+    }
+    if goods_count != sum_num {
+        return Err(format!(
+            "数量不合法: goods_count {goods_count} ≠ Σ num {sum_num}"
+        ));
+    }
+    if (receivable - sum_receivable).abs() > tolerance {
+        return Err(format!(
+            "金额不合法: receivable {receivable} ≠ Σ(total_amount - share_discount) {sum_receivable}"
+        ));
+    }
+    let cod_expected = if delivery_term == 2 {
+        receivable
+    } else {
+        Decimal::ZERO
+    };
+    if cod.is_some_and(|c| (c - cod_expected).abs() > tolerance) {
+        return Err(format!(
+            "金额不合法: cod_amount must be {cod_expected} with delivery_term {delivery_term}"
+        ));
+    }
+    Ok(())
+}

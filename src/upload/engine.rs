@@ -1,0 +1,422 @@
+//! The upload engine: one worker per destination, on its own thread (ureq and SQLite
+//! block), taking due delivery rows from the outbox in batches and persisting each
+//! attempt's [`Outcome`].
+//!
+//! Invariants:
+//! - Destinations are independent: each worker has its own outbox connection, client
+//!   and clock; one cloud down never delays the other.
+//! - Memory is bounded by the batch: rows are claimed `batch` at a time, never the queue.
+//! - Every outcome is persisted before the next request: delivered, retry at a
+//!   backoff time (exponential, jittered, capped; the server's advice when longer),
+//!   rejected with its reason. A misconfigured destination is paused in the outbox (shown
+//!   by `status`), its rows are left pending and untouched, and one row is tried again
+//!   every `probe_interval` (or at once when woken).
+//! - A backlog drains at once when the network returns: a delivery after failures, and
+//!   every [`Wake::wake`] (SIGUSR1, `tillrelay flush`), switch the worker to draining,
+//!   where it takes pending rows whatever their scheduled time until a pass delivers
+//!   nothing.
+//! - Shutdown: the batch in hand is finished and persisted, then the worker returns.
+
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use log::{error, info, warn};
+
+use super::Outcome;
+use super::ovopark::OvoparkClient;
+use super::wdt::WdtClient;
+use crate::lifecycle::{Heartbeat, Shutdown};
+use crate::order::Order;
+use crate::outbox::{self, Due, Outbox};
+
+/// One destination's client (one per worker, so the size difference does not matter).
+#[allow(clippy::large_enum_variant)]
+pub enum Client {
+    Ovopark(OvoparkClient),
+    Wdt(WdtClient),
+}
+
+impl Client {
+    /// Orders per attempt: Ovopark takes one per request (the worker still claims a few
+    /// at a time), Wangdiantong its batch size.
+    fn batch(&self) -> usize {
+        match self {
+            Client::Ovopark(_) => 20,
+            Client::Wdt(w) => w.batch_size(),
+        }
+    }
+
+    /// Sends the orders; one outcome per order, in order, `None` for an order that was
+    /// not attempted. Ovopark stops at the first outcome that is not about the order
+    /// alone (a misconfiguration or a transient fault would hit the rest the same way,
+    /// each after its own timeout).
+    /// `tick` is called between requests (the worker's heartbeat: a batch of slow
+    /// requests is progress, not a stuck loop).
+    fn send(&self, orders: &[&Order], tick: &dyn Fn()) -> Vec<Option<Outcome>> {
+        match self {
+            Client::Wdt(w) => w.send_batch(orders).into_iter().map(Some).collect(),
+            Client::Ovopark(o) => {
+                let mut out = Vec::with_capacity(orders.len());
+                let mut stopped = false;
+                for order in orders {
+                    if stopped {
+                        out.push(None);
+                        continue;
+                    }
+                    tick();
+                    let r = o.send(order);
+                    stopped = matches!(r, Outcome::Misconfigured { .. } | Outcome::Retry { .. });
+                    out.push(Some(r));
+                }
+                out
+            }
+        }
+    }
+}
+
+/// Timing of the engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineConfig {
+    /// First retry delay; doubled per attempt.
+    pub retry_base: Duration,
+    /// Longest retry delay.
+    pub retry_max: Duration,
+    /// How often a paused (misconfigured) destination is probed.
+    pub probe_interval: Duration,
+    /// How often an idle worker looks for new rows.
+    pub poll: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            retry_base: Duration::from_secs(10),
+            retry_max: Duration::from_secs(30 * 60),
+            probe_interval: Duration::from_secs(10 * 60),
+            poll: Duration::from_secs(2),
+        }
+    }
+}
+
+/// The delay before attempt `attempts + 1`: `base·2^attempts`, capped, with jitter in
+/// its upper half (so a fleet of boxes coming back online does not retry in lockstep).
+pub fn backoff(cfg: &EngineConfig, attempts: u32) -> Duration {
+    let base = cfg.retry_base.as_secs().max(1);
+    let full = base
+        .saturating_mul(1u64 << attempts.min(30))
+        .min(cfg.retry_max.as_secs().max(1));
+    Duration::from_secs(fastrand::u64(full.div_ceil(2)..=full))
+}
+
+/// A handle that wakes a worker (SIGUSR1, `tillrelay flush`, new orders): it stops
+/// waiting and drains its queue at once.
+#[derive(Clone, Default)]
+pub struct Wake {
+    inner: Arc<(Mutex<bool>, Condvar)>,
+}
+
+impl Wake {
+    pub fn new() -> Wake {
+        Wake::default()
+    }
+
+    pub fn wake(&self) {
+        let (flag, cond) = &*self.inner;
+        *flag.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        cond.notify_all();
+    }
+
+    /// Waits up to `d` or until woken; returns whether it was woken (and clears that).
+    fn wait(&self, d: Duration) -> bool {
+        let (flag, cond) = &*self.inner;
+        let g = flag.lock().unwrap_or_else(|e| e.into_inner());
+        let (mut g, _) = cond
+            .wait_timeout_while(g, d, |woken| !*woken)
+            .unwrap_or_else(|e| e.into_inner());
+        std::mem::replace(&mut *g, false)
+    }
+}
+
+/// What one pass did (for logs and tests).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Pass {
+    pub claimed: usize,
+    pub delivered: usize,
+    pub retry: usize,
+    pub rejected: usize,
+    /// The destination was found misconfigured in this pass (why).
+    pub misconfigured: Option<String>,
+}
+
+/// One destination's worker.
+pub struct Worker {
+    dest: String,
+    client: Client,
+    outbox: Outbox,
+    cfg: EngineConfig,
+    wake: Wake,
+    /// Why the destination is paused, while it is.
+    paused: Option<String>,
+    draining: bool,
+    /// Passes in a row that got nothing through.
+    failures: u32,
+    /// The outbox may still show a pause from an earlier run (fixed since): clear it
+    /// at the first request the server judges.
+    clear_stale_pause: bool,
+    beat: Option<Heartbeat>,
+}
+
+impl Worker {
+    /// `outbox`: this worker's own connection. `wake`: the handle others use to wake it.
+    pub fn new(
+        dest: &str,
+        client: Client,
+        outbox: Outbox,
+        cfg: EngineConfig,
+        wake: Wake,
+    ) -> Worker {
+        Worker {
+            dest: dest.to_string(),
+            client,
+            outbox,
+            cfg,
+            wake,
+            paused: None,
+            // A start (or restart after a fix) sends what is pending at once.
+            draining: true,
+            failures: 0,
+            clear_stale_pause: true,
+            beat: None,
+        }
+    }
+
+    /// Runs until shutdown.
+    pub fn run(mut self, shutdown: &Shutdown, beat: &Heartbeat) {
+        let wake = self.wake.clone();
+        shutdown.on_trigger(move || wake.wake());
+        self.beat = Some(beat.clone());
+        info!("upload:{}: started", self.dest);
+        let mut hold_until: Option<Instant> = None;
+        while !shutdown.is_triggered() {
+            beat.beat();
+            if let Some(t) = hold_until {
+                let left = t.saturating_duration_since(Instant::now());
+                if !left.is_zero() {
+                    if self.wake.wait(left.min(beat.max_sleep())) && !shutdown.is_triggered() {
+                        hold_until = None;
+                        self.draining = true;
+                    }
+                    continue;
+                }
+            }
+            hold_until = self.after_pass().map(|d| Instant::now() + d);
+        }
+        info!("upload:{}: stopped", self.dest);
+    }
+
+    /// Runs one pass and says how long to hold off before the next (`None`: go on now).
+    fn after_pass(&mut self) -> Option<Duration> {
+        match self.pass() {
+            Err(e) => {
+                error!("upload:{}: queue error (will retry): {e}", self.dest);
+                Some(self.cfg.poll.max(Duration::from_secs(5)))
+            }
+            Ok(_) if self.paused.is_some() => Some(self.cfg.probe_interval),
+            Ok(p) if p.delivered == 0 && p.retry > 0 => {
+                // Nothing got through: hold the whole destination off (each row also
+                // has its own schedule), so an outage costs one request per backoff.
+                Some(backoff(&self.cfg, self.failures.saturating_sub(1)))
+            }
+            Ok(p) if p.claimed > 0 => None,
+            Ok(_) => Some(self.idle_wait()),
+        }
+    }
+
+    /// How long to sleep when there was nothing to do: until the next scheduled row,
+    /// at most `poll` (new orders arrive without telling the worker).
+    fn idle_wait(&self) -> Duration {
+        match self.outbox.next_due_at(&self.dest) {
+            Ok(Some(t)) => Duration::from_secs((t - outbox::now()).clamp(0, 3600) as u64).clamp(
+                Duration::from_millis(100),
+                self.cfg.poll.max(Duration::from_millis(100)),
+            ),
+            _ => self.cfg.poll,
+        }
+    }
+
+    /// One pass: claim due rows (one row while paused: the probe), send, persist.
+    pub fn pass(&mut self) -> outbox::Result<Pass> {
+        let now = outbox::now();
+        let limit = if self.paused.is_some() {
+            1
+        } else {
+            self.client.batch()
+        };
+        // Draining or probing ignores the backoff schedule: claiming "as of far ahead"
+        // takes every pending row, oldest schedule first.
+        let as_of = if self.draining || self.paused.is_some() {
+            i64::MAX / 4
+        } else {
+            now
+        };
+        let rows = self.outbox.claim_due(&self.dest, as_of, limit)?;
+        let mut pass = Pass {
+            claimed: rows.len(),
+            ..Pass::default()
+        };
+        if rows.is_empty() {
+            self.draining = false;
+            return Ok(pass);
+        }
+        let orders: Vec<Order> = rows.iter().map(stamped_source).collect();
+        let refs: Vec<&Order> = orders.iter().collect();
+        let beat = self.beat.clone();
+        let outcomes = self.client.send(&refs, &|| {
+            if let Some(b) = &beat {
+                b.beat();
+            }
+        });
+        let mut last_error: Option<String> = None;
+        let mut retry_delay = Duration::ZERO;
+        for (row, outcome) in rows.iter().zip(outcomes) {
+            match outcome {
+                // Not attempted: the row stays as it was.
+                None => {}
+                Some(Outcome::Delivered { note }) => {
+                    self.outbox.mark_delivered(row.delivery_id, Some(&note))?;
+                    pass.delivered += 1;
+                }
+                Some(Outcome::Retry { after, reason }) => {
+                    let delay = backoff(&self.cfg, row.attempts).max(after.unwrap_or_default());
+                    let next_at = now + delay.as_secs() as i64;
+                    self.outbox.mark_retry(row.delivery_id, next_at, &reason)?;
+                    log::debug!(
+                        "upload:{}: order {}: {reason}; retry in {}s",
+                        self.dest,
+                        row.order.order_no,
+                        delay.as_secs()
+                    );
+                    pass.retry += 1;
+                    retry_delay = retry_delay.max(delay);
+                    last_error.get_or_insert(reason);
+                }
+                Some(Outcome::Rejected { reason }) => {
+                    self.outbox.mark_rejected(row.delivery_id, &reason)?;
+                    warn!("upload:{}: rejected: {reason}", self.dest);
+                    pass.rejected += 1;
+                }
+                Some(Outcome::Misconfigured { reason }) => {
+                    // The row stays as it was: pending, due, attempts unchanged.
+                    pass.misconfigured.get_or_insert(reason);
+                }
+            }
+        }
+        if let Some(reason) = &last_error {
+            // One line per pass, not per order: an outage must not flood the log.
+            warn!(
+                "upload:{}: {} order(s) not delivered: {reason}; retrying within {}s",
+                self.dest,
+                pass.retry,
+                retry_delay.as_secs()
+            );
+        }
+        if let Some(reason) = &pass.misconfigured {
+            if self.paused.as_deref() != Some(reason.as_str()) {
+                error!(
+                    "upload:{}: paused, the destination is misconfigured: {reason}; orders wait, probing every {}s",
+                    self.dest,
+                    self.cfg.probe_interval.as_secs()
+                );
+            }
+            self.outbox.set_paused(&self.dest, Some(reason))?;
+            self.outbox.note_attempt(&self.dest, Some(reason))?;
+            self.paused = Some(reason.clone());
+            self.draining = false;
+            return Ok(pass);
+        }
+        // The server judged an order (delivered or rejected): the configuration works.
+        if pass.delivered > 0 || pass.rejected > 0 {
+            if self.paused.take().is_some() {
+                info!(
+                    "upload:{}: resumed: the destination accepts requests again",
+                    self.dest
+                );
+                self.outbox.set_paused(&self.dest, None)?;
+            } else if std::mem::take(&mut self.clear_stale_pause) {
+                self.outbox.set_paused(&self.dest, None)?;
+            }
+        }
+        if pass.delivered > 0 {
+            // Delivering again after failures: the network is back, send the backlog now.
+            if self.failures > 0 {
+                info!(
+                    "upload:{}: delivering again: sending the backlog now",
+                    self.dest
+                );
+                self.draining = true;
+            }
+            self.failures = 0;
+        } else if pass.retry > 0 {
+            // Nothing got through: follow the backoff schedule.
+            self.failures = self.failures.saturating_add(1);
+            self.draining = false;
+        }
+        self.outbox
+            .note_attempt(&self.dest, last_error.as_deref())?;
+        Ok(pass)
+    }
+
+    /// Why the destination is paused, while it is.
+    pub fn paused(&self) -> Option<&str> {
+        self.paused.as_deref()
+    }
+}
+
+/// The order with its source filled from the row (per-source overrides key on it).
+fn stamped_source(d: &Due) -> Order {
+    let mut o = d.order.clone();
+    if o.source.is_none() {
+        o.source = Some(d.source.clone());
+    }
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_is_capped_and_jittered_within_bounds() {
+        let cfg = EngineConfig {
+            retry_base: Duration::from_secs(10),
+            retry_max: Duration::from_secs(300),
+            ..EngineConfig::default()
+        };
+        let check = |attempts: u32, lo: u64, hi: u64| {
+            for _ in 0..50 {
+                let d = backoff(&cfg, attempts).as_secs();
+                assert!(
+                    (lo..=hi).contains(&d),
+                    "attempt {attempts}: {d} not in {lo}..={hi}"
+                );
+            }
+        };
+        check(0, 5, 10);
+        check(1, 10, 20);
+        check(3, 40, 80);
+        check(10, 150, 300);
+        check(1000, 150, 300);
+    }
+
+    #[test]
+    fn wake_is_remembered_until_waited_for() {
+        let w = Wake::new();
+        assert!(!w.wait(Duration::from_millis(1)));
+        w.wake();
+        assert!(
+            w.wait(Duration::from_secs(60)),
+            "a wake before the wait is not lost"
+        );
+        assert!(!w.wait(Duration::from_millis(1)), "and it is consumed");
+    }
+}

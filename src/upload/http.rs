@@ -1,0 +1,388 @@
+//! The HTTP(S) agent both clients use: ureq over rustls (ring) with the bundled Mozilla
+//! roots, because checkout boxes carry stale CA stores.
+//!
+//! Invariants:
+//! - A connect timeout and an overall timeout are always set; nothing waits forever.
+//! - Certificate verification is never switched off. `ca_file` replaces the bundled roots
+//!   with the given ones (a private CA, an intercepting proxy, a test server); there is
+//!   no option that skips verification.
+//! - `https_proxy` / `http_proxy` / `all_proxy` (either case) are honoured, with
+//!   `no_proxy`; loopback is always reached directly (the emulators, a local relay).
+//! - What may be logged or put in an error: the method, scheme, host and path of the
+//!   URL, the HTTP status, the transport failure's kind. Never the query string (the
+//!   WDT query carries `key`, `salt` and `sign`), never a request body, never a secret.
+//!   [`TransportError`] is built from those parts only.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ureq::tls::{Certificate, RootCerts, TlsConfig, TlsProvider};
+
+/// Cap on a reply body: both clouds answer a few hundred bytes; a captive portal or a
+/// misdirected URL must not make the box buffer megabytes.
+const MAX_BODY: u64 = 1 << 20;
+
+/// Validated HTTP settings of one destination.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct HttpConfig {
+    pub connect_timeout: Duration,
+    /// Whole request, connect to last body byte.
+    pub timeout: Duration,
+    /// PEM file of root certificates to trust instead of the bundled ones.
+    pub ca_file: Option<PathBuf>,
+}
+
+pub const DEFAULT_CONNECT_TIMEOUT_SECS: u64 = 10;
+pub const DEFAULT_TIMEOUT_SECS: u64 = 30;
+
+impl HttpConfig {
+    /// Validates the raw keys shared by the destinations; `prefix` names the table in
+    /// errors (`ovopark`, `wdt`).
+    pub fn from_raw(
+        prefix: &str,
+        connect_timeout_secs: Option<u64>,
+        timeout_secs: Option<u64>,
+        ca_file: Option<PathBuf>,
+    ) -> Result<HttpConfig, String> {
+        let connect = connect_timeout_secs.unwrap_or(DEFAULT_CONNECT_TIMEOUT_SECS);
+        let total = timeout_secs.unwrap_or(DEFAULT_TIMEOUT_SECS);
+        if !(1..=300).contains(&connect) {
+            return Err(format!(
+                "{prefix}.connect_timeout_secs: must be 1..=300, got {connect}"
+            ));
+        }
+        if !(1..=600).contains(&total) {
+            return Err(format!(
+                "{prefix}.timeout_secs: must be 1..=600, got {total}"
+            ));
+        }
+        if let Some(p) = &ca_file {
+            let pem = std::fs::read(p)
+                .map_err(|e| format!("{prefix}.ca_file: cannot read {}: {e}", p.display()))?;
+            if load_certs(&pem).map_or(true, |c| c.is_empty()) {
+                return Err(format!(
+                    "{prefix}.ca_file: {} holds no PEM certificate",
+                    p.display()
+                ));
+            }
+        }
+        Ok(HttpConfig {
+            connect_timeout: Duration::from_secs(connect),
+            timeout: Duration::from_secs(total),
+            ca_file,
+        })
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            connect_timeout: Duration::from_secs(DEFAULT_CONNECT_TIMEOUT_SECS),
+            timeout: Duration::from_secs(DEFAULT_TIMEOUT_SECS),
+            ca_file: None,
+        }
+    }
+}
+
+fn load_certs(pem: &[u8]) -> Result<Vec<Certificate<'static>>, ureq::Error> {
+    let mut out = Vec::new();
+    for item in ureq::tls::parse_pem(pem) {
+        if let ureq::tls::PemItem::Certificate(c) = item? {
+            out.push(c);
+        }
+    }
+    Ok(out)
+}
+
+/// What came back: enough for classification, nothing more.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Reply {
+    pub status: u16,
+    /// The `Date` header, for clock-skew learning.
+    pub date: Option<String>,
+    /// The `Retry-After` header, as sent.
+    pub retry_after: Option<String>,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    /// `Retry-After` in seconds (the date form is not worth the bytes here), capped at
+    /// an hour so a broken header cannot park a destination for days.
+    pub fn retry_after(&self) -> Option<Duration> {
+        let secs: u64 = self.retry_after.as_deref()?.trim().parse().ok()?;
+        Some(Duration::from_secs(secs.min(3600)))
+    }
+}
+
+/// A request that got no HTTP reply. Always transient for the caller (retry later).
+/// Holds only the kind of failure and the URL without its query.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{what} ({target})")]
+pub struct TransportError {
+    pub what: String,
+    /// `scheme://host:port/path`, never the query.
+    pub target: String,
+}
+
+impl TransportError {
+    pub fn into_outcome(self) -> super::Outcome {
+        super::Outcome::retry(self.to_string())
+    }
+}
+
+/// One destination's agent. Cheap to clone (ureq agents share their pool).
+#[derive(Clone)]
+pub struct Http {
+    agent: ureq::Agent,
+    proxied: bool,
+}
+
+impl std::fmt::Debug for Http {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Http")
+            .field("proxied", &self.proxied)
+            .finish()
+    }
+}
+
+impl Http {
+    /// An agent for requests to `url` (its scheme and host choose the proxy).
+    pub fn new(cfg: &HttpConfig, url: &str) -> Result<Http, String> {
+        let proxy = proxy_for(url, &|k| std::env::var(k).ok())
+            .map(|p| {
+                ureq::Proxy::new(&p)
+                    .map_err(|_| "the proxy variable is not a valid URL".to_string())
+            })
+            .transpose()?;
+        let roots = match &cfg.ca_file {
+            None => RootCerts::WebPki,
+            Some(p) => {
+                let pem = std::fs::read(p)
+                    .map_err(|e| format!("cannot read CA file {}: {e}", p.display()))?;
+                let certs =
+                    load_certs(&pem).map_err(|e| format!("CA file {}: {e}", p.display()))?;
+                RootCerts::new_with_certs(&certs)
+            }
+        };
+        let tls = TlsConfig::builder()
+            .provider(TlsProvider::Rustls)
+            .root_certs(roots)
+            .build();
+        let proxied = proxy.is_some();
+        let config = ureq::Agent::config_builder()
+            .timeout_connect(Some(cfg.connect_timeout))
+            .timeout_global(Some(cfg.timeout))
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .proxy(proxy)
+            .tls_config(tls)
+            .user_agent(concat!("tillrelay/", env!("CARGO_PKG_VERSION")))
+            .build();
+        Ok(Http {
+            agent: config.into(),
+            proxied,
+        })
+    }
+
+    /// Whether requests go through a proxy from the environment.
+    pub fn proxied(&self) -> bool {
+        self.proxied
+    }
+
+    /// POSTs `body` to `url` and returns the reply, whatever its status.
+    pub fn post(
+        &self,
+        url: &str,
+        content_type: &str,
+        body: &[u8],
+    ) -> Result<Reply, TransportError> {
+        let fail = |what: String| TransportError {
+            what,
+            target: url_without_query(url),
+        };
+        let mut resp = self
+            .agent
+            .post(url)
+            .header("Content-Type", content_type)
+            .send(body)
+            .map_err(|e| fail(describe(&e)))?;
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let date = header("date");
+        let retry_after = header("retry-after");
+        let status = resp.status().as_u16();
+        let body = resp
+            .body_mut()
+            .with_config()
+            .limit(MAX_BODY)
+            .read_to_vec()
+            .map_err(|e| fail(format!("reading the reply: {}", describe(&e))))?;
+        Ok(Reply {
+            status,
+            date,
+            retry_after,
+            body,
+        })
+    }
+}
+
+/// A failure described without any part of the request (ureq's own Display of a few
+/// variants would include the URI).
+fn describe(e: &ureq::Error) -> String {
+    use ureq::Error as E;
+    match e {
+        E::Timeout(t) => format!("timed out ({t})"),
+        E::Io(io) => format!("network error: {io}"),
+        E::HostNotFound => "host not found".into(),
+        E::ConnectionFailed => "connection failed".into(),
+        E::Rustls(r) => format!("TLS: {r}"),
+        E::Tls(m) => format!("TLS: {m}"),
+        E::Pem(_) => "TLS: bad PEM".into(),
+        E::Protocol(_) => "malformed HTTP reply".into(),
+        E::BodyExceedsLimit(n) => format!("reply larger than {n} bytes"),
+        E::ConnectProxyFailed(_) | E::InvalidProxyUrl => "proxy failed".into(),
+        E::LargeResponseHeader(..) => "reply header too large".into(),
+        E::BadUri(_) | E::Http(_) => "bad URL".into(),
+        E::TooManyRedirects | E::RedirectFailed => "redirected".into(),
+        E::RequireHttpsOnly(_) | E::TlsRequired => "TLS required".into(),
+        E::StatusCode(c) => format!("HTTP {c}"),
+        _ => "transport error".into(),
+    }
+}
+
+/// `scheme://host[:port]/path` of a URL, dropping the query and any userinfo.
+pub fn url_without_query(url: &str) -> String {
+    let no_query = url.split(['?', '#']).next().unwrap_or_default();
+    match no_query.split_once("://") {
+        Some((scheme, rest)) => {
+            let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
+            format!("{scheme}://{rest}")
+        }
+        None => no_query.to_string(),
+    }
+}
+
+/// Host of a URL (lower case, without port or brackets).
+fn host_of(url: &str) -> Option<(String, String)> {
+    let (scheme, rest) = url.split_once("://")?;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
+    let host = if let Some(stripped) = authority.strip_prefix('[') {
+        stripped.split(']').next()?.to_string()
+    } else {
+        authority.split(':').next()?.to_string()
+    };
+    Some((scheme.to_ascii_lowercase(), host.to_ascii_lowercase()))
+}
+
+/// The proxy URL to use for `url`, from the environment as curl reads it: the scheme's
+/// variable, then `all_proxy`; none when `no_proxy` matches or the host is loopback.
+fn proxy_for(url: &str, env: &dyn Fn(&str) -> Option<String>) -> Option<String> {
+    let (scheme, host) = host_of(url)?;
+    if host == "localhost" || host == "::1" || host.starts_with("127.") {
+        return None;
+    }
+    let get = |names: &[&str]| {
+        names
+            .iter()
+            .filter_map(|n| env(n))
+            .find(|v| !v.trim().is_empty())
+    };
+    if let Some(list) = get(&["no_proxy", "NO_PROXY"]) {
+        for entry in list.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            let entry = entry.to_ascii_lowercase();
+            if entry == "*" {
+                return None;
+            }
+            let suffix = entry.trim_start_matches('.');
+            if host == suffix || host.ends_with(&format!(".{suffix}")) {
+                return None;
+            }
+        }
+    }
+    let scheme_vars: &[&str] = if scheme == "https" {
+        &["https_proxy", "HTTPS_PROXY"]
+    } else {
+        &["http_proxy", "HTTP_PROXY"]
+    };
+    get(scheme_vars).or_else(|| get(&["all_proxy", "ALL_PROXY"]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env_of(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |k| {
+            pairs
+                .iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    #[test]
+    fn proxy_selection() {
+        let env = env_of(&[
+            ("https_proxy", "http://p:3128"),
+            ("HTTP_PROXY", "http://q:8080"),
+            ("no_proxy", "internal.example, .corp"),
+        ]);
+        let check = |url: &str, expected: Option<&str>| {
+            assert_eq!(proxy_for(url, &env).as_deref(), expected, "{url}")
+        };
+        check(
+            "https://openapi.opretail.com/cloud.api",
+            Some("http://p:3128"),
+        );
+        check(
+            "http://wdt.wangdian.cn/openapi?sid=x",
+            Some("http://q:8080"),
+        );
+        check("https://internal.example/x", None);
+        check("https://a.b.corp/x", None);
+        check("http://127.0.0.1:9000/openapi", None);
+        check("http://localhost:9000/openapi", None);
+        check("http://[::1]:9000/openapi", None);
+        let all = env_of(&[("ALL_PROXY", "http://r:1")]);
+        assert_eq!(
+            proxy_for("https://x.y/", &all).as_deref(),
+            Some("http://r:1")
+        );
+        assert_eq!(proxy_for("https://x.y/", &env_of(&[])), None);
+    }
+
+    #[test]
+    fn logged_url_has_no_query_or_userinfo() {
+        assert_eq!(
+            url_without_query("http://u:pw@h:80/openapi?sid=a&key=b&salt=c&sign=d"),
+            "http://h:80/openapi"
+        );
+    }
+
+    #[test]
+    fn config_limits_name_the_key() {
+        let e = HttpConfig::from_raw("wdt", Some(0), None, None).unwrap_err();
+        assert!(e.starts_with("wdt.connect_timeout_secs"), "{e}");
+        let e = HttpConfig::from_raw("ovopark", None, Some(100000), None).unwrap_err();
+        assert!(e.starts_with("ovopark.timeout_secs"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("ca.pem");
+        std::fs::write(&p, "not a cert").unwrap();
+        let e = HttpConfig::from_raw("ovopark", None, None, Some(p)).unwrap_err();
+        assert!(e.contains("no PEM certificate"), "{e}");
+    }
+
+    #[test]
+    fn retry_after_is_capped() {
+        let r = Reply {
+            retry_after: Some("999999".into()),
+            ..Reply::default()
+        };
+        assert_eq!(r.retry_after(), Some(Duration::from_secs(3600)));
+    }
+}

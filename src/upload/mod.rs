@@ -1,0 +1,345 @@
+//! Uploading orders to the clouds: what one delivery attempt ends in, the clients that
+//! make attempts, and the shared server-clock correction.
+//!
+//! - [`ovopark`]: `open.ovopark.storehouse.sendOrder`, one order per request.
+//! - [`wdt`]: Wangdiantong `sales.RawTrade.pushSelf2` / `pushSelf`, up to 100 trades per request.
+//! - [`engine`]: one worker per destination: claim due rows, send, persist, back off.
+//! - [`http`]: the one HTTPS agent configuration both use (rustls + bundled roots, timeouts
+//!   always set, proxy from the environment).
+//!
+//! Invariants:
+//! - Every attempt ends in an [`Outcome`] per order, and the outcome is data the outbox
+//!   persists: delivered, retry later, rejected (this order's data), or misconfigured (the
+//!   destination's configuration; the order waits).
+//! - Classification is a pure function of the HTTP reply (status, headers, body); the
+//!   clients' only side effect besides logging is learning the server clock offset.
+//! - A transient fault is never `Rejected`: what the specs do not name is retried.
+//! - No secret (`secret`, the WDT `salt`) reaches an `Outcome`, a log line or an error.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub mod engine;
+pub mod http;
+mod json;
+pub mod ovopark;
+pub mod wdt;
+
+/// What one delivery attempt of one order ended in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The cloud has the order (also when it had it before: Ovopark 208003, WDT update).
+    Delivered { note: String },
+    /// A transient fault: try again later. `after` is the server's or the spec's advice
+    /// (a rate limit); `None` leaves the delay to the engine's backoff.
+    Retry {
+        after: Option<Duration>,
+        reason: String,
+    },
+    /// This order's own data is wrong: keep it with the reason, re-send after a fix.
+    Rejected { reason: String },
+    /// The destination's configuration is wrong (key, signature, shop, permission):
+    /// stop sending there, keep the orders pending, probe again slowly.
+    Misconfigured { reason: String },
+}
+
+impl Outcome {
+    /// Short name for logs and `status`: `delivered`, `retry`, `rejected`, `misconfigured`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Outcome::Delivered { .. } => "delivered",
+            Outcome::Retry { .. } => "retry",
+            Outcome::Rejected { .. } => "rejected",
+            Outcome::Misconfigured { .. } => "misconfigured",
+        }
+    }
+
+    /// The note or reason, for the outbox row.
+    pub fn text(&self) -> &str {
+        match self {
+            Outcome::Delivered { note } => note,
+            Outcome::Retry { reason, .. }
+            | Outcome::Rejected { reason }
+            | Outcome::Misconfigured { reason } => reason,
+        }
+    }
+
+    pub(crate) fn retry(reason: impl Into<String>) -> Outcome {
+        Outcome::Retry {
+            after: None,
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn misconfigured(reason: impl Into<String>) -> Outcome {
+        Outcome::Misconfigured {
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn rejected(reason: impl Into<String>) -> Outcome {
+        Outcome::Rejected {
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Classification of an HTTP reply that did not reach the vendor's own JSON: the
+/// same for both clouds. `None` means "2xx: read the body".
+pub(crate) fn classify_http_status(reply: &http::Reply) -> Option<Outcome> {
+    let s = reply.status;
+    if (200..300).contains(&s) {
+        return None;
+    }
+    Some(match s {
+        // Rate limited or timed out at a proxy: transient; honour the server's advice.
+        429 | 408 => Outcome::Retry {
+            after: reply.retry_after(),
+            reason: format!("HTTP {s}"),
+        },
+        500..=599 => Outcome::Retry {
+            after: reply.retry_after(),
+            reason: format!("HTTP {s}"),
+        },
+        // A redirect or a client error is the same for every order: the URL, a proxy's
+        // policy or the credentials are wrong.
+        _ => Outcome::misconfigured(format!(
+            "HTTP {s} from the server: check the destination url"
+        )),
+    })
+}
+
+/// Seconds between local time and a server's time (server − local), learned from the
+/// servers' replies and applied to the request timestamps. Boxes often boot with a wrong
+/// clock and no RTC; the clouds refuse stale timestamps.
+///
+/// Shared by the attempts of one destination (each destination learns its own: the
+/// clouds' clocks need not agree).
+#[derive(Debug, Default)]
+pub struct Clock {
+    offset: AtomicI64,
+}
+
+/// Differences below this are the one-second resolution of HTTP `Date` plus latency,
+/// not skew; learning them would make the offset jitter.
+const SKEW_NOISE_SECS: i64 = 2;
+
+impl Clock {
+    pub fn new() -> Clock {
+        Clock::default()
+    }
+
+    /// A clock that starts with a known offset (tests; a value persisted across restarts).
+    pub fn with_offset(secs: i64) -> Clock {
+        Clock {
+            offset: AtomicI64::new(secs),
+        }
+    }
+
+    /// The current offset, server − local, in seconds.
+    pub fn offset(&self) -> i64 {
+        self.offset.load(Ordering::Relaxed)
+    }
+
+    /// The server's idea of now, in unix seconds.
+    pub fn now_unix(&self) -> i64 {
+        local_unix() + self.offset()
+    }
+
+    /// Learns from a server time observed now; returns the new offset when it changed
+    /// by more than the noise of a one-second `Date` header.
+    pub fn learn(&self, server_unix: i64) -> Option<i64> {
+        self.learn_at(server_unix, local_unix())
+    }
+
+    fn learn_at(&self, server_unix: i64, local: i64) -> Option<i64> {
+        let new = server_unix - local;
+        let old = self.offset();
+        if (new - old).abs() <= SKEW_NOISE_SECS {
+            return None;
+        }
+        self.offset.store(new, Ordering::Relaxed);
+        Some(new)
+    }
+
+    /// Learns from an HTTP reply's `Date` header, if it has a readable one.
+    pub fn learn_from_reply(&self, reply: &http::Reply) -> Option<i64> {
+        let server = parse_http_date(reply.date.as_deref()?)?;
+        self.learn(server)
+    }
+}
+
+/// Local unix time in seconds (what the box believes).
+pub fn local_unix() -> i64 {
+    match SystemTime::now().duration_since(UNIX_EPOCH) {
+        Ok(d) => d.as_secs() as i64,
+        // A clock before 1970 is a box that booted with no clock at all.
+        Err(e) => -(e.duration().as_secs() as i64),
+    }
+}
+
+/// Parses an HTTP `Date` header (IMF-fixdate, `Sun, 06 Nov 1994 08:49:37 GMT`) into unix
+/// seconds.
+pub fn parse_http_date(s: &str) -> Option<i64> {
+    chrono::DateTime::parse_from_rfc2822(s.trim())
+        .ok()
+        .map(|t| t.timestamp())
+}
+
+/// Formats unix seconds as an HTTP `Date` header.
+pub fn format_http_date(unix: i64) -> String {
+    match chrono::DateTime::from_timestamp(unix, 0) {
+        Some(t) => t.format("%a, %d %b %Y %H:%M:%S GMT").to_string(),
+        None => String::new(),
+    }
+}
+
+/// Parses Ovopark's `stat.systime`: the spec gives only "the current time of the
+/// interface call", type String, so accept epoch milliseconds, epoch seconds, or
+/// `yyyy-MM-dd HH:mm:ss` in the tenant's zone (`zone_secs` east of UTC).
+pub fn parse_ovopark_systime(s: &str, zone_secs: i32) -> Option<i64> {
+    let s = s.trim();
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        let n: i64 = s.parse().ok()?;
+        return Some(if s.len() >= 12 { n / 1000 } else { n });
+    }
+    let t = chrono::NaiveDateTime::parse_from_str(s, crate::order::TIME_FORMAT).ok()?;
+    Some(t.and_utc().timestamp() - i64::from(zone_secs))
+}
+
+/// Cuts `s` to at most `max` characters at a character boundary; `None` when it fits.
+pub(crate) fn cut_chars(s: &str, max: usize) -> Option<String> {
+    s.char_indices().nth(max).map(|(i, _)| s[..i].to_string())
+}
+
+/// A jittered delay in `[lo, hi]` seconds (the vendor's "wait 5–10 minutes").
+pub(crate) fn jitter_secs(lo: u64, hi: u64) -> Duration {
+    Duration::from_secs(fastrand::u64(lo..=hi))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_date_round_trips_and_rejects_junk() {
+        let t = parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT").unwrap();
+        assert_eq!(t, 784111777);
+        assert_eq!(format_http_date(t), "Sun, 06 Nov 1994 08:49:37 GMT");
+        assert_eq!(parse_http_date("yesterday"), None);
+    }
+
+    #[test]
+    fn systime_forms() {
+        let check = |s: &str, expected: Option<i64>| {
+            assert_eq!(parse_ovopark_systime(s, 8 * 3600), expected, "{s}")
+        };
+        check("1574921780123", Some(1574921780));
+        check("1574921780", Some(1574921780));
+        // 2019-11-28 14:16:20 at UTC+8 is 06:16:20 UTC.
+        check("2019-11-28 14:16:20", Some(1574921780));
+        check("", None);
+        check("later", None);
+    }
+
+    #[test]
+    fn clock_learns_only_real_skew() {
+        let c = Clock::new();
+        assert_eq!(c.learn_at(1000 + 2, 1000), None, "within noise");
+        assert_eq!(c.learn_at(1000 + 3600, 1000), Some(3600));
+        assert_eq!(c.offset(), 3600);
+        assert_eq!(c.learn_at(2000 + 3601, 2000), None);
+        assert_eq!(c.learn_at(2000 - 50, 2000), Some(-50));
+    }
+
+    /// docs/config-upload.toml names only keys that exist: its active lines and its
+    /// commented-out destination keys all deserialize (unknown keys are refused).
+    #[test]
+    fn documented_config_keys_exist() {
+        #[derive(serde::Deserialize)]
+        struct Both {
+            ovopark: ovopark::RawOvopark,
+            wdt: wdt::RawWdt,
+        }
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/config-upload.toml");
+        let text = std::fs::read_to_string(path).unwrap();
+        let dest = text.split("# Per source").next().unwrap();
+        let key = regex::Regex::new(r"^# ([a-z_]+ = |\[wdt\.)").unwrap();
+        let uncommented: String = dest
+            .lines()
+            .map(|l| if key.is_match(l) { &l[2..] } else { l })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let both: Both = toml::from_str(&uncommented).unwrap();
+        assert_eq!(both.wdt.batch_size, Some(100));
+        assert_eq!(both.ovopark.sign_method.as_deref(), Some("md5"));
+        let per_source = text
+            .split("# Per source")
+            .nth(1)
+            .unwrap()
+            .split("# ──")
+            .next()
+            .unwrap();
+        let mut ovo_src = String::new();
+        let mut wdt_src = String::new();
+        let mut into = None;
+        for l in per_source.lines() {
+            match l {
+                "# [source.ovopark]" => into = Some(0),
+                "# [source.wdt]" => into = Some(1),
+                _ if key.is_match(l) => match into {
+                    Some(0) => ovo_src.push_str(&format!("{}\n", &l[2..])),
+                    Some(1) => wdt_src.push_str(&format!("{}\n", &l[2..])),
+                    _ => {}
+                },
+                _ => {}
+            }
+        }
+        toml::from_str::<ovopark::RawOvoparkShop>(&ovo_src)
+            .unwrap()
+            .validate()
+            .unwrap();
+        toml::from_str::<wdt::RawWdtShop>(&wdt_src)
+            .unwrap()
+            .validate()
+            .unwrap();
+    }
+
+    #[test]
+    fn cut_keeps_whole_characters() {
+        assert_eq!(cut_chars("可口可乐", 2).as_deref(), Some("可口"));
+        assert_eq!(cut_chars("可口可乐", 4), None);
+        assert_eq!(cut_chars("abc", 5), None);
+    }
+}
+
+/// Shared by the unit tests of the clients: the project's fixture orders, stamped.
+#[cfg(test)]
+pub(crate) mod testutil {
+    use crate::order::Order;
+
+    pub(crate) fn stamp(mut o: Order) -> Order {
+        o.source = Some("lane1".into());
+        o.shop = Some("D001".into());
+        o.machine_id = Some("NVR01-CH03".into());
+        o.video_start = Some(o.order_time - chrono::Duration::seconds(60));
+        o.video_end = Some(o.order_time + chrono::Duration::seconds(30));
+        o
+    }
+
+    /// Every order of `tests/fixtures/exports/expected.json` and the receipts', stamped.
+    pub(crate) fn fixture_orders() -> Vec<Order> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        let mut out = Vec::new();
+        for rel in [
+            "exports/expected.json",
+            "receipts/market.expected.json",
+            "receipts/kiosk.expected.json",
+        ] {
+            let text = std::fs::read_to_string(dir.join(rel)).unwrap();
+            let orders: Vec<Order> = serde_json::from_str(&text).unwrap();
+            out.extend(orders.into_iter().map(stamp));
+        }
+        out
+    }
+}

@@ -1,0 +1,1066 @@
+//! The clients against the emulators over real loopback HTTP: every rule of the specs
+//! answers its documented code, the fixtures reach both clouds exactly once, and each
+//! fault mode ends in delivery without loss or rejection.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tillrelay::emulator::{EmuConfig, Emulator, demo_agent_config};
+use tillrelay::order::Order;
+use tillrelay::upload::Outcome;
+use tillrelay::upload::ovopark::{self, OvoparkClient, OvoparkShop, RawOvopark};
+use tillrelay::upload::wdt::{self, RawWdt, WdtClient};
+
+#[derive(Deserialize)]
+struct Both {
+    ovopark: RawOvopark,
+    wdt: RawWdt,
+}
+
+fn configs(emu: &Emulator, extra_ovo: &str, extra_wdt: &str) -> (ovopark::Ovopark, wdt::Wdt) {
+    let text = demo_agent_config(&emu.base_url())
+        .replace(
+            "[ovopark]\n",
+            &format!("[ovopark]\ntimeout_secs = 2\n{extra_ovo}\n"),
+        )
+        .replace(
+            "[wdt]\n",
+            &format!("[wdt]\ntimeout_secs = 2\nrate_limit_wait_secs = 1\n{extra_wdt}\n"),
+        );
+    let both: Both = toml::from_str(&text).unwrap();
+    (
+        both.ovopark.validate().unwrap(),
+        both.wdt.validate().unwrap(),
+    )
+}
+
+fn clients(emu: &Emulator) -> (OvoparkClient, WdtClient) {
+    let (o, w) = configs(emu, "", "");
+    (
+        OvoparkClient::new(o, HashMap::new()).unwrap(),
+        WdtClient::new(w, HashMap::new()).unwrap(),
+    )
+}
+
+fn start() -> Emulator {
+    Emulator::start("127.0.0.1:0", EmuConfig::default()).unwrap()
+}
+
+fn stamp(mut o: Order) -> Order {
+    o.source = Some("lane1".into());
+    o.shop = Some("D001".into());
+    o.machine_id = Some("NVR01-CH03".into());
+    o.video_start = Some(o.order_time - chrono::Duration::seconds(60));
+    o.video_end = Some(o.order_time + chrono::Duration::seconds(30));
+    o
+}
+
+fn fixture_orders() -> Vec<Order> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let mut out = Vec::new();
+    for rel in [
+        "exports/expected.json",
+        "receipts/market.expected.json",
+        "receipts/kiosk.expected.json",
+    ] {
+        let orders: Vec<Order> =
+            serde_json::from_str(&std::fs::read_to_string(dir.join(rel)).unwrap()).unwrap();
+        out.extend(orders.into_iter().map(stamp));
+    }
+    out
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .proxy(None)
+        .build()
+        .into()
+}
+
+fn get(emu: &Emulator, path: &str) -> Value {
+    let mut r = agent()
+        .get(format!("{}{path}", emu.base_url()))
+        .call()
+        .unwrap();
+    serde_json::from_slice(&r.body_mut().read_to_vec().unwrap()).unwrap()
+}
+
+fn post(emu: &Emulator, path: &str, body: Value) {
+    let r = agent()
+        .post(format!("{}{path}", emu.base_url()))
+        .header("Content-Type", "application/json")
+        .send(body.to_string().as_bytes())
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+}
+
+fn fault(emu: &Emulator, spec: Value) {
+    post(emu, "/_emu/fault", spec);
+}
+
+/// orderNo → (accepted, duplicates) at the Ovopark emulator.
+fn ovo_counts(emu: &Emulator) -> BTreeMap<String, (u64, u64)> {
+    get(emu, "/_emu/ovopark/orders")
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| {
+            (
+                o["order_no"].as_str().unwrap().to_string(),
+                (
+                    o["accepted"].as_u64().unwrap(),
+                    o["duplicates"].as_u64().unwrap(),
+                ),
+            )
+        })
+        .collect()
+}
+
+/// tid → (pushes, updates) at the WDT emulator.
+fn wdt_counts(emu: &Emulator) -> BTreeMap<String, (u64, u64)> {
+    get(emu, "/_emu/wdt/trades")
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["tid"].as_str().unwrap().to_string(),
+                (
+                    t["pushes"].as_u64().unwrap(),
+                    t["updates"].as_u64().unwrap(),
+                ),
+            )
+        })
+        .collect()
+}
+
+fn delivered(o: &Outcome) -> bool {
+    matches!(o, Outcome::Delivered { .. })
+}
+
+#[test]
+fn fixtures_reach_both_clouds_exactly_once_and_resends_are_idempotent() {
+    let emu = start();
+    let (ovo, wdt) = clients(&emu);
+    let orders = fixture_orders();
+    for o in &orders {
+        let out = ovo.send(o);
+        assert!(delivered(&out), "{}: {out:?}", o.order_no);
+    }
+    let refs: Vec<&Order> = orders.iter().collect();
+    for (o, out) in orders.iter().zip(wdt.send_batch(&refs)) {
+        assert!(delivered(&out), "{}: {out:?}", o.order_no);
+    }
+    let ovo_seen = ovo_counts(&emu);
+    let wdt_seen = wdt_counts(&emu);
+    assert_eq!(ovo_seen.len(), orders.len());
+    assert_eq!(wdt_seen.len(), orders.len());
+    assert!(ovo_seen.values().all(|c| *c == (1, 0)), "{ovo_seen:?}");
+    assert!(wdt_seen.values().all(|c| *c == (1, 0)), "{wdt_seen:?}");
+
+    // A retry of an accepted order: Ovopark's 208003 counts as delivered, WDT updates.
+    let again = ovo.send(&orders[0]);
+    assert!(again.text().contains("208003"), "{again:?}");
+    assert!(delivered(&again));
+    assert!(delivered(&wdt.send_batch(&[&orders[0]])[0]));
+    assert_eq!(ovo_counts(&emu)[&orders[0].order_no], (1, 1));
+    assert_eq!(wdt_counts(&emu)[&orders[0].order_no], (2, 1));
+
+    // The stored trade is the order's, with its lines.
+    let trades = get(&emu, "/_emu/wdt/trades");
+    let t = trades
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["tid"] == "S0003391")
+        .unwrap();
+    assert_eq!(t["shop_no"], "SHOP1");
+    assert_eq!(t["orders"].as_array().unwrap().len(), 2);
+    let receivable: rust_decimal::Decimal =
+        t["trade"]["receivable"].as_str().unwrap().parse().unwrap();
+    assert_eq!(receivable, rust_decimal::Decimal::from(70));
+}
+
+#[test]
+fn batches_respect_batch_size() {
+    let emu = start();
+    let (_, w) = configs(&emu, "", "batch_size = 3");
+    let wdt = WdtClient::new(w, HashMap::new()).unwrap();
+    let orders = fixture_orders();
+    let refs: Vec<&Order> = orders.iter().collect();
+    assert!(wdt.send_batch(&refs).iter().all(delivered));
+    let stats = get(&emu, "/_emu/stats");
+    let expected = orders.len().div_ceil(3) as u64;
+    assert_eq!(stats["wdt"]["requests"], expected);
+}
+
+/// A signed, valid sendOrder form for the default tenant, then mutated by `f`; `resign`
+/// recomputes `_sig` after the mutation so that only the mutated rule can fail.
+fn ovo_code(
+    emu: &Emulator,
+    client: &OvoparkClient,
+    f: &dyn Fn(&mut BTreeMap<String, String>),
+    resign: bool,
+) -> String {
+    let o = &fixture_orders()[0];
+    let target = client.target_for(o).unwrap();
+    let ipos = ovopark::build_ipos(o, &target, "销售").unwrap();
+    let mut p = client.params(&target, &ipos.json, tillrelay::upload::local_unix());
+    p.insert(
+        "_sig".into(),
+        ovopark::sign(&p, "demo-ovopark-secret", ovopark::SignMethod::Md5),
+    );
+    f(&mut p);
+    if resign {
+        let sm = ovopark::SignMethod::parse(p.get("_sm").map(String::as_str).unwrap_or("md5"))
+            .unwrap_or(ovopark::SignMethod::Md5);
+        p.remove("_sig");
+        p.insert("_sig".into(), ovopark::sign(&p, "demo-ovopark-secret", sm));
+    }
+    let mut r = agent()
+        .post(format!("{}/cloud.api", emu.base_url()))
+        .header("Content-Type", ovopark::CONTENT_TYPE)
+        .send(ovopark::form_encode(&p).as_bytes())
+        .unwrap();
+    let v: Value = serde_json::from_slice(&r.body_mut().read_to_vec().unwrap()).unwrap();
+    v["stat"]["code"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn ovopark_emulator_answers_each_rule_with_its_documented_code() {
+    let emu = start();
+    let (client, _) = clients(&emu);
+    type Mutate = fn(&mut BTreeMap<String, String>);
+    let cases: Vec<(&str, Mutate, bool, &str)> = vec![
+        (
+            "no _akey",
+            |p| {
+                p.remove("_akey");
+            },
+            true,
+            "1",
+        ),
+        (
+            "unknown _akey",
+            |p| {
+                p.insert("_akey".into(), "other".into());
+            },
+            true,
+            "2",
+        ),
+        (
+            "no _sm",
+            |p| {
+                p.remove("_sm");
+            },
+            true,
+            "4",
+        ),
+        (
+            "_sm sha256",
+            |p| {
+                p.insert("_sm".into(), "sha256".into());
+            },
+            true,
+            "5",
+        ),
+        (
+            "no _sig",
+            |p| {
+                p.remove("_sig");
+            },
+            false,
+            "6",
+        ),
+        (
+            "wrong _sig",
+            |p| {
+                p.insert("_sig".into(), "0".repeat(32));
+            },
+            false,
+            "7",
+        ),
+        (
+            "tampered after signing",
+            |p| {
+                p.insert("orgId".into(), "1002".into());
+            },
+            false,
+            "7",
+        ),
+        (
+            "no _mt",
+            |p| {
+                p.remove("_mt");
+            },
+            true,
+            "8",
+        ),
+        (
+            "unknown _mt",
+            |p| {
+                p.insert("_mt".into(), "open.x.y".into());
+            },
+            true,
+            "9",
+        ),
+        (
+            "wrong _version",
+            |p| {
+                p.insert("_version".into(), "v1".into());
+            },
+            true,
+            "9",
+        ),
+        (
+            "no _requestMode",
+            |p| {
+                p.remove("_requestMode");
+            },
+            true,
+            "10",
+        ),
+        (
+            "no _aid",
+            |p| {
+                p.remove("_aid");
+            },
+            true,
+            "11",
+        ),
+        (
+            "other _aid",
+            |p| {
+                p.insert("_aid".into(), "S999".into());
+            },
+            true,
+            "12",
+        ),
+        (
+            "no _version",
+            |p| {
+                p.remove("_version");
+            },
+            true,
+            "13",
+        ),
+        (
+            "no _timestamp",
+            |p| {
+                p.remove("_timestamp");
+            },
+            true,
+            "14",
+        ),
+        (
+            "bad _timestamp",
+            |p| {
+                p.insert("_timestamp".into(), "2019-11-28".into());
+            },
+            true,
+            "15",
+        ),
+        (
+            "stale _timestamp",
+            |p| {
+                p.insert("_timestamp".into(), "20191128141620".into());
+            },
+            true,
+            "16",
+        ),
+        (
+            "_format csv",
+            |p| {
+                p.insert("_format".into(), "csv".into());
+            },
+            true,
+            "17",
+        ),
+        (
+            "unknown orgId",
+            |p| {
+                p.insert("orgId".into(), "9999".into());
+            },
+            true,
+            "206001",
+        ),
+        (
+            "enterpriseId of another org",
+            |p| {
+                p.insert("enterpriseId".into(), "2002".into());
+            },
+            true,
+            "206005",
+        ),
+        (
+            "org the key may not act for",
+            |p| {
+                p.insert("orgId".into(), "1002".into());
+                p.insert("enterpriseId".into(), "2002".into());
+            },
+            true,
+            "206006",
+        ),
+        (
+            "unknown shop",
+            |p| {
+                let v = p["iposJson"].replace("\"shopId\":\"D001\"", "\"shopId\":\"NOPE\"");
+                p.insert("iposJson".into(), v);
+            },
+            true,
+            "206004",
+        ),
+        (
+            "missing machineId",
+            |p| {
+                let v = p["iposJson"].replace("\"machineId\":\"NVR01-CH03\",", "");
+                p.insert("iposJson".into(), v);
+            },
+            true,
+            "208001",
+        ),
+        (
+            "orderNo over 100",
+            |p| {
+                let v = p["iposJson"].replace("W20261122-0001", &"9".repeat(101));
+                p.insert("iposJson".into(), v);
+            },
+            true,
+            "208001",
+        ),
+        (
+            "bad time format",
+            |p| {
+                let v = p["iposJson"].replace(
+                    "\"orderTime\":\"2026-11-22 10:01:12\"",
+                    "\"orderTime\":\"2026/11/22 10:01\"",
+                );
+                p.insert("iposJson".into(), v);
+            },
+            true,
+            "208001",
+        ),
+        (
+            "goodsPrice as text",
+            |p| {
+                let v = p["iposJson"].replace("\"goodsPrice\":99.00", "\"goodsPrice\":\"99.00\"");
+                p.insert("iposJson".into(), v);
+            },
+            true,
+            "208001",
+        ),
+        (
+            "iposJson not JSON",
+            |p| {
+                p.insert("iposJson".into(), "{".into());
+            },
+            true,
+            "208001",
+        ),
+    ];
+    for (what, f, resign, code) in cases {
+        assert_eq!(ovo_code(&emu, &client, &f, resign), code, "{what}");
+    }
+    assert!(ovo_counts(&emu).is_empty(), "nothing refused was stored");
+    // A correct request is accepted; the same orderNo again is 208003; sha1 works too.
+    assert_eq!(ovo_code(&emu, &client, &|_| {}, false), "0");
+    assert_eq!(
+        ovo_code(
+            &emu,
+            &client,
+            &|p| {
+                p.insert("_sm".into(), "sha1".into());
+            },
+            true
+        ),
+        "208003"
+    );
+}
+
+#[test]
+fn ovopark_replayed_request_is_api_call_repeat() {
+    let emu = start();
+    let (client, _) = clients(&emu);
+    let o = &fixture_orders()[0];
+    let target = client.target_for(o).unwrap();
+    let ipos = ovopark::build_ipos(o, &target, "销售").unwrap();
+    let mut p = client.params(&target, &ipos.json, tillrelay::upload::local_unix());
+    p.insert(
+        "_sig".into(),
+        ovopark::sign(&p, "demo-ovopark-secret", ovopark::SignMethod::Md5),
+    );
+    let body = ovopark::form_encode(&p);
+    let send = || {
+        let mut r = agent()
+            .post(format!("{}/cloud.api", emu.base_url()))
+            .header("Content-Type", ovopark::CONTENT_TYPE)
+            .send(body.as_bytes())
+            .unwrap();
+        let v: Value = serde_json::from_slice(&r.body_mut().read_to_vec().unwrap()).unwrap();
+        v["stat"]["code"].as_str().unwrap().to_string()
+    };
+    assert_eq!(send(), "0");
+    assert_eq!(send(), "-100");
+}
+
+/// Changes a WDT request: query pairs, body, content type.
+type WdtMutation = dyn Fn(&mut Vec<(String, String)>, &mut String, &mut String);
+
+/// A valid push for the default tenant, mutated by `f` (query pairs, body), then
+/// re-signed unless `resign` is false. Returns the JSON answer.
+fn wdt_answer(emu: &Emulator, client: &WdtClient, f: &WdtMutation, resign: bool) -> Value {
+    let orders = fixture_orders();
+    let t = client.build(&orders[0]).unwrap();
+    let mut body = wdt::build_body("SHOP1", &[&t]);
+    let url = client.signed_url(wdt::PUSH_SELF2, &body, tillrelay::upload::local_unix());
+    let query = url.split_once('?').unwrap().1;
+    let mut q: Vec<(String, String)> = query
+        .split('&')
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap();
+            (k.to_string(), v.to_string())
+        })
+        .collect();
+    let mut ctype = "application/json".to_string();
+    f(&mut q, &mut body, &mut ctype);
+    if resign {
+        let mut p: BTreeMap<String, String> = q
+            .iter()
+            .filter(|(k, _)| k != "sign")
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        p.insert("body".into(), body.clone());
+        let s = wdt::sign(&p, "demo-wdt-secret");
+        q.retain(|(k, _)| k != "sign");
+        q.push(("sign".into(), s));
+    }
+    let qs: Vec<String> = q.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let mut r = agent()
+        .post(format!("{}/openapi?{}", emu.base_url(), qs.join("&")))
+        .header("Content-Type", &ctype)
+        .send(body.as_bytes())
+        .unwrap();
+    serde_json::from_slice(&r.body_mut().read_to_vec().unwrap()).unwrap()
+}
+
+fn set_q(q: &mut [(String, String)], k: &str, v: &str) {
+    for (kk, vv) in q.iter_mut() {
+        if kk == k {
+            *vv = v.to_string();
+        }
+    }
+}
+
+#[test]
+fn wdt_emulator_answers_each_rule_with_its_documented_status() {
+    let emu = start();
+    let (_, client) = clients(&emu);
+    type Mutate = fn(&mut Vec<(String, String)>, &mut String, &mut String);
+    let cases: Vec<(&str, Mutate, bool, i64, &str)> = vec![
+        (
+            "unknown parameter",
+            |q, _, _| q.push(("page".into(), "1".into())),
+            true,
+            2,
+            "unknown parameter",
+        ),
+        (
+            "missing method",
+            |q, _, _| q.retain(|(k, _)| k != "method"),
+            true,
+            1,
+            "参数错误",
+        ),
+        (
+            "unknown sid",
+            |q, _, _| set_q(q, "sid", "nobody"),
+            true,
+            1,
+            "sid is not exists",
+        ),
+        (
+            "wrong key",
+            |q, _, _| set_q(q, "key", "other"),
+            true,
+            1,
+            "app auth fail",
+        ),
+        ("version", |q, _, _| set_q(q, "v", "2.0"), true, 8, ""),
+        (
+            "form body",
+            |_, _, c| *c = "application/x-www-form-urlencoded".into(),
+            true,
+            1,
+            "Content-Type",
+        ),
+        (
+            "wrong salt",
+            |q, _, _| set_q(q, "salt", "other"),
+            true,
+            1,
+            "验证失败",
+        ),
+        (
+            "wrong sign",
+            |q, _, _| set_q(q, "sign", "00"),
+            false,
+            1,
+            "验证失败",
+        ),
+        (
+            "body changed after signing",
+            |_, b, _| *b = b.replace("SHOP1", "SHOP2"),
+            false,
+            1,
+            "验证失败",
+        ),
+        (
+            "unknown method",
+            |q, _, _| set_q(q, "method", "sales.Nope"),
+            true,
+            1,
+            "参数错误",
+        ),
+        (
+            "unknown shop",
+            |_, b, _| *b = b.replace("\"SHOP1\"", "\"NOPE\""),
+            true,
+            100,
+            "店铺编号不存在或已停用",
+        ),
+        (
+            "body not an array",
+            |_, b, _| *b = "{}".into(),
+            true,
+            1,
+            "参数错误",
+        ),
+    ];
+    for (what, f, resign, status, needle) in cases {
+        let v = wdt_answer(&emu, &client, &f, resign);
+        assert_eq!(v["status"], status, "{what}: {v}");
+        assert!(
+            v["message"].as_str().unwrap_or_default().contains(needle),
+            "{what}: {v}"
+        );
+    }
+    let stale = wdt_answer(&emu, &client, &|q, _, _| set_q(q, "timestamp", "100"), true);
+    assert_eq!(stale["status"], 7, "{stale}");
+    assert!(wdt_counts(&emu).is_empty(), "nothing refused was stored");
+
+    // Per-trade rules come back in error_list (pushSelf2), naming the trade.
+    let trade_cases: Vec<(&str, Mutate, &str)> = vec![
+        (
+            "required field missing",
+            |_, b, _| *b = b.replace("\"buyer_nick\":\"门店顾客\",", ""),
+            "字段缺失",
+        ),
+        (
+            "too long",
+            |_, b, _| {
+                *b = b.replace(
+                    "\"receiver_name\":\"演示门店\"",
+                    &format!("\"receiver_name\":\"{}\"", "名".repeat(101)),
+                )
+            },
+            "Data truncation",
+        ),
+        (
+            "five decimals",
+            |_, b, _| *b = b.replace("\"post_amount\":\"0\"", "\"post_amount\":\"0.00001\""),
+            "Data truncation",
+        ),
+        (
+            "control character",
+            |_, b, _| *b = b.replacen("运动T恤", "运动\\u0007T恤", 1),
+            "非法字符",
+        ),
+        (
+            "future trade_time",
+            |_, b, _| {
+                *b = b.replace(
+                    "\"trade_time\":\"2026-11-22 10:01:12\"",
+                    "\"trade_time\":\"2099-01-01 00:00:00\"",
+                )
+            },
+            "下单时间非法",
+        ),
+        (
+            "bad time format",
+            |_, b, _| {
+                *b = b.replace(
+                    "\"trade_time\":\"2026-11-22 10:01:12\"",
+                    "\"trade_time\":\"2026/11/22\"",
+                )
+            },
+            "下单时间非法",
+        ),
+        (
+            "status code outside its set",
+            |_, b, _| *b = b.replace("\"pay_status\":2", "\"pay_status\":7"),
+            "不合法",
+        ),
+        (
+            "goods_count",
+            |_, b, _| *b = b.replace("\"goods_count\":\"2\"", "\"goods_count\":\"3\""),
+            "数量不合法",
+        ),
+        (
+            "order_count",
+            |_, b, _| *b = b.replace("\"order_count\":2", "\"order_count\":1"),
+            "数量不合法",
+        ),
+        (
+            "receivable",
+            |_, b, _| *b = b.replace("\"receivable\":\"120.0000\"", "\"receivable\":\"128.0000\""),
+            "金额不合法",
+        ),
+        (
+            "line total",
+            |_, b, _| {
+                *b = b.replacen(
+                    "\"total_amount\":\"99.00\"",
+                    "\"total_amount\":\"98.00\"",
+                    1,
+                )
+            },
+            "金额不合法",
+        ),
+        (
+            "num zero",
+            |_, b, _| *b = b.replacen("\"num\":\"1\"", "\"num\":\"0\"", 1),
+            "数量不合法",
+        ),
+        (
+            "cod_amount",
+            |_, b, _| *b = b.replace("\"cod_amount\":\"0\"", "\"cod_amount\":\"5\""),
+            "金额不合法",
+        ),
+        (
+            "integer as text",
+            |_, b, _| *b = b.replace("\"process_status\":10", "\"process_status\":\"10\""),
+            "字段缺失",
+        ),
+        (
+            "auto wms without warehouse",
+            |_, b, _| *b = b.replace("\"is_auto_wms\":false", "\"is_auto_wms\":true"),
+            "warehouse_no",
+        ),
+    ];
+    for (what, f, needle) in trade_cases {
+        let v = wdt_answer(&emu, &client, &f, true);
+        assert_eq!(v["status"], 0, "{what}: {v}");
+        let errs = v["data"]["error_list"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{what}: {v}"));
+        assert_eq!(errs.len(), 1, "{what}: {v}");
+        assert_eq!(errs[0]["no"], "W20261122-0001", "{what}");
+        assert!(
+            errs[0]["error"].as_str().unwrap().contains(needle),
+            "{what}: {v}"
+        );
+        assert_eq!(v["data"]["new_count"], 0, "{what}");
+    }
+    assert!(wdt_counts(&emu).is_empty());
+    let ok = wdt_answer(&emu, &client, &|_, _, _| {}, true);
+    assert_eq!(
+        ok,
+        json!({"status": 0, "data": {"chg_count": 0, "new_count": 1}})
+    );
+}
+
+#[test]
+fn one_bad_trade_is_rejected_alone_with_push_self2_and_push_self() {
+    for method in ["pushSelf2", "pushSelf"] {
+        let emu = start();
+        let (_, w) = configs(&emu, "", &format!("method = \"{method}\""));
+        let wdt = WdtClient::new(w, HashMap::new()).unwrap();
+        let mut orders = fixture_orders();
+        // An order stamped with a POS clock in the future: the ERP refuses its trade_time.
+        orders[2].order_time = chrono::NaiveDate::from_ymd_opt(2099, 1, 1)
+            .unwrap()
+            .and_hms_opt(0, 0, 0)
+            .unwrap();
+        let refs: Vec<&Order> = orders.iter().collect();
+        let out = wdt.send_batch(&refs);
+        for (i, (o, r)) in orders.iter().zip(&out).enumerate() {
+            if i == 2 {
+                assert!(matches!(r, Outcome::Rejected { .. }), "{method}: {r:?}");
+                assert!(r.text().contains("下单时间非法"), "{method}: {r:?}");
+            } else {
+                assert!(delivered(r), "{method} {}: {r:?}", o.order_no);
+            }
+        }
+        // Fixed and re-sent (`tillrelay retry`): delivered.
+        orders[2].order_time = chrono::NaiveDate::from_ymd_opt(2026, 11, 22)
+            .unwrap()
+            .and_hms_opt(11, 20, 5)
+            .unwrap();
+        assert!(delivered(&wdt.send_batch(&[&orders[2]])[0]), "{method}");
+        let counts = wdt_counts(&emu);
+        assert_eq!(counts.len(), orders.len());
+        assert!(
+            counts.values().all(|c| *c == (1, 0)),
+            "{method}: {counts:?}"
+        );
+    }
+}
+
+#[test]
+fn wrong_data_is_rejected_with_its_reason_and_delivered_once_fixed() {
+    let emu = start();
+    let (ovo, _) = clients(&emu);
+    let mut o = fixture_orders().remove(0);
+    o.lines[0].code = "X".repeat(101);
+    let r = ovo.send(&o);
+    assert!(matches!(r, Outcome::Rejected { .. }), "{r:?}");
+    assert!(
+        r.text().contains("goods[0].goodsId") && r.text().contains("W20261122-0001"),
+        "{r:?}"
+    );
+    o.lines[0].code = "SKU-10001".into();
+    assert!(delivered(&ovo.send(&o)));
+    assert_eq!(ovo_counts(&emu)["W20261122-0001"], (1, 0));
+}
+
+/// Sends until delivered (at most 5 attempts); returns the outcomes in order.
+fn attempts(mut send: impl FnMut() -> Outcome) -> Vec<Outcome> {
+    let mut out = Vec::new();
+    for _ in 0..5 {
+        let o = send();
+        let done = delivered(&o);
+        out.push(o);
+        if done {
+            break;
+        }
+    }
+    out
+}
+
+#[test]
+fn every_fault_mode_ends_in_exactly_one_delivery_and_no_rejection() {
+    let modes = [
+        json!({"mode": "http500", "count": 2}),
+        json!({"mode": "hang", "count": 1, "hang_secs": 30}),
+        json!({"mode": "reset", "count": 2}),
+        json!({"mode": "garbage", "count": 2}),
+        json!({"mode": "code", "count": 2}),
+        json!({"mode": "rate_limit", "count": 1}),
+    ];
+    let emu = start();
+    let (ovo, wdt) = clients(&emu);
+    let orders = fixture_orders();
+    for (i, m) in modes.iter().enumerate() {
+        let o = &orders[i];
+        let mut spec = m.clone();
+        spec["target"] = json!("both");
+        fault(&emu, spec);
+        let ovo_tries = attempts(|| ovo.send(o));
+        let wdt_tries = attempts(|| wdt.send_batch(&[o]).remove(0));
+        for tries in [&ovo_tries, &wdt_tries] {
+            assert!(tries.len() >= 2, "{m}: the fault was seen: {tries:?}");
+            assert!(delivered(tries.last().unwrap()), "{m}: {tries:?}");
+            assert!(
+                tries[..tries.len() - 1]
+                    .iter()
+                    .all(|t| matches!(t, Outcome::Retry { .. })),
+                "{m}: only retries before delivery: {tries:?}"
+            );
+        }
+        if m["mode"] == "rate_limit" {
+            let Outcome::Retry { after, .. } = &wdt_tries[0] else {
+                unreachable!()
+            };
+            assert!(
+                after.is_some(),
+                "the vendor's wait is advised: {wdt_tries:?}"
+            );
+            let Outcome::Retry { after, .. } = &ovo_tries[0] else {
+                unreachable!()
+            };
+            assert_eq!(after.map(|d| d.as_secs()), Some(1), "Retry-After honoured");
+        }
+    }
+    let ovo_seen = ovo_counts(&emu);
+    let wdt_seen = wdt_counts(&emu);
+    assert_eq!(ovo_seen.len(), modes.len());
+    assert!(ovo_seen.values().all(|c| *c == (1, 0)), "{ovo_seen:?}");
+    assert!(wdt_seen.values().all(|c| *c == (1, 0)), "{wdt_seen:?}");
+}
+
+#[test]
+fn timestamp_refusal_costs_one_extra_attempt_only() {
+    let emu = start();
+    let (ovo, wdt) = clients(&emu);
+    let orders = fixture_orders();
+    fault(
+        &emu,
+        json!({"target": "ovopark", "mode": "code", "code": "16", "count": 1}),
+    );
+    fault(
+        &emu,
+        json!({"target": "wdt", "mode": "code", "code": 7, "count": 1}),
+    );
+    assert!(delivered(&ovo.send(&orders[0])));
+    assert!(delivered(&wdt.send_batch(&[&orders[0]])[0]));
+    // Twice in a row: no endless loop, a retry-later.
+    fault(
+        &emu,
+        json!({"target": "both", "mode": "code", "code": "16", "count": 2}),
+    );
+    assert!(matches!(ovo.send(&orders[1]), Outcome::Retry { .. }));
+    let stats = get(&emu, "/_emu/stats");
+    assert_eq!(stats["ovopark"]["requests"], 4, "{stats}");
+}
+
+#[test]
+fn skewed_server_clock_is_learned_and_orders_flow() {
+    let emu = start();
+    post(
+        &emu,
+        "/_emu/clock",
+        json!({"target": "ovopark", "skew_secs": 3 * 3600}),
+    );
+    post(
+        &emu,
+        "/_emu/clock",
+        json!({"target": "wdt", "skew_secs": -900}),
+    );
+    let (ovo, wdt) = clients(&emu);
+    let orders = fixture_orders();
+    for o in &orders[..3] {
+        assert!(delivered(&ovo.send(o)));
+    }
+    let refs: Vec<&Order> = orders[..3].iter().collect();
+    assert!(wdt.send_batch(&refs).iter().all(delivered));
+    assert!(
+        (ovo.clock().offset() - 3 * 3600).abs() <= 2,
+        "{}",
+        ovo.clock().offset()
+    );
+    assert!(
+        (wdt.clock().offset() + 900).abs() <= 2,
+        "{}",
+        wdt.clock().offset()
+    );
+    // One refusal per cloud, then none: the offset is applied to later requests.
+    let stats = get(&emu, "/_emu/stats");
+    assert_eq!(stats["ovopark"]["answers"]["16"], 1, "{stats}");
+    assert_eq!(stats["wdt"]["answers"]["7"], 1, "{stats}");
+    assert_eq!(ovo_counts(&emu).len(), 3);
+    assert_eq!(wdt_counts(&emu).len(), 3);
+}
+
+#[test]
+fn bad_secret_is_misconfiguration_and_stores_nothing() {
+    let emu = start();
+    let text = demo_agent_config(&emu.base_url())
+        .replace(
+            "secret = \"demo-ovopark-secret\"",
+            "secret = \"wrong-secret\"",
+        )
+        .replace(
+            "secret = \"demo-wdt-secret:demo-salt\"",
+            "secret = \"wrong-secret:demo-salt\"",
+        );
+    let both: Both = toml::from_str(&text).unwrap();
+    let ovo = OvoparkClient::new(both.ovopark.validate().unwrap(), HashMap::new()).unwrap();
+    let wdt = WdtClient::new(both.wdt.validate().unwrap(), HashMap::new()).unwrap();
+    let o = &fixture_orders()[0];
+    let r = ovo.send(o);
+    assert!(matches!(r, Outcome::Misconfigured { .. }), "{r:?}");
+    assert!(
+        r.text().contains("code 7") && !r.text().contains("wrong-secret"),
+        "{r:?}"
+    );
+    let r = wdt.send_batch(&[o]).remove(0);
+    assert!(matches!(r, Outcome::Misconfigured { .. }), "{r:?}");
+    assert!(!r.text().contains("wrong-secret"), "{r:?}");
+    assert!(ovo.check_online().unwrap_err().contains("refused"));
+    assert!(wdt.check_online().unwrap_err().contains("refused"));
+    assert!(ovo_counts(&emu).is_empty() && wdt_counts(&emu).is_empty());
+}
+
+#[test]
+fn check_online_tells_what_is_wrong() {
+    let emu = start();
+    let (ovo, wdt) = clients(&emu);
+    let ok = ovo.check_online().unwrap();
+    assert!(ok.contains("orgId 1001"), "{ok}");
+    assert!(wdt.check_online().unwrap().contains("accepted"));
+
+    // An agent key that may not act for the enterprise of one source.
+    let (o, _) = configs(&emu, "", "");
+    let mut sources = HashMap::new();
+    sources.insert(
+        "lane2".to_string(),
+        OvoparkShop {
+            org_id: Some("1002".into()),
+            enterprise_id: Some("2002".into()),
+            ..Default::default()
+        },
+    );
+    let agent = OvoparkClient::new(o, sources).unwrap();
+    let e = agent.check_online().unwrap_err();
+    assert!(e.contains("may not act for orgId 1002"), "{e}");
+
+    // Nothing listens: unreachable, said plainly.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let text = demo_agent_config(&format!("http://{dead}"));
+    let both: Both = toml::from_str(&text).unwrap();
+    let w = WdtClient::new(both.wdt.validate().unwrap(), HashMap::new()).unwrap();
+    let e = w.check_online().unwrap_err();
+    assert!(e.contains("unreachable"), "{e}");
+    assert!(
+        !e.contains("salt") && !e.contains("sign="),
+        "no query in errors: {e}"
+    );
+}
+
+#[test]
+fn per_source_identity_reaches_the_right_tenant_and_shop() {
+    let emu = start();
+    let (o, w) = configs(&emu, "", "");
+    let mut ovo_sources = HashMap::new();
+    ovo_sources.insert(
+        "lane2".to_string(),
+        OvoparkShop {
+            dep_id: Some("123".into()),
+            ..Default::default()
+        },
+    );
+    let mut wdt_sources = HashMap::new();
+    wdt_sources.insert(
+        "lane2".to_string(),
+        wdt::WdtShop {
+            shop_no: Some("SHOP2".into()),
+            tid_prefix: Some("L2-".into()),
+            ..Default::default()
+        },
+    );
+    let ovo = OvoparkClient::new(o, ovo_sources).unwrap();
+    let wdt = WdtClient::new(w, wdt_sources).unwrap();
+    let mut a = fixture_orders().remove(0);
+    let mut b = a.clone();
+    b.source = Some("lane2".into());
+    a.source = Some("lane1".into());
+    assert!(delivered(&ovo.send(&b)));
+    // Same order number on another lane: the WDT tid prefix keeps them apart.
+    let out = wdt.send_batch(&[&a, &b]);
+    assert!(out.iter().all(delivered), "{out:?}");
+    let orders = get(&emu, "/_emu/ovopark/orders");
+    assert_eq!(orders[0]["ipos"]["depId"], 123);
+    let trades = wdt_counts(&emu);
+    assert_eq!(
+        trades.keys().cloned().collect::<Vec<_>>(),
+        ["L2-W20261122-0001", "W20261122-0001"]
+    );
+    let listing = get(&emu, "/_emu/wdt/trades");
+    assert_eq!(listing[0]["shop_no"], "SHOP2");
+    assert_eq!(listing[1]["shop_no"], "SHOP1");
+}

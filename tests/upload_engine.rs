@@ -1,0 +1,425 @@
+//! The upload engine over a real SQLite outbox and the emulators on loopback: faults end
+//! in exactly-once delivery, a bad secret pauses one destination without touching the
+//! other or losing orders, a rejected order is delivered after a fix and `retry`, and a
+//! backlog drains at once when the network returns.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tillrelay::config::{OutboxConfig, Synchronous};
+use tillrelay::emulator::{EmuConfig, Emulator, demo_agent_config};
+use tillrelay::lifecycle::{Heartbeats, Shutdown};
+use tillrelay::order::Order;
+use tillrelay::outbox::{Capture, CaptureKind, DeliveryState, Outbox};
+use tillrelay::upload::engine::{Client, EngineConfig, Wake, Worker};
+use tillrelay::upload::ovopark::{OvoparkClient, RawOvopark};
+use tillrelay::upload::wdt::{RawWdt, WdtClient};
+
+#[derive(Deserialize)]
+struct Both {
+    ovopark: RawOvopark,
+    wdt: RawWdt,
+}
+
+const DESTS: [&str; 2] = ["ovopark", "wdt"];
+
+fn fast() -> EngineConfig {
+    EngineConfig {
+        retry_base: Duration::from_secs(1),
+        retry_max: Duration::from_secs(2),
+        probe_interval: Duration::from_secs(1),
+        poll: Duration::from_millis(100),
+    }
+}
+
+fn outbox_cfg() -> OutboxConfig {
+    OutboxConfig {
+        synchronous: Synchronous::Normal,
+        max_size: 64 << 20,
+        retention: Duration::from_secs(86400),
+        raw_retention: Duration::from_secs(86400),
+    }
+}
+
+fn open(dir: &Path) -> Outbox {
+    let dests: Vec<String> = DESTS.iter().map(|d| d.to_string()).collect();
+    Outbox::open(&dir.join("queue.db"), &outbox_cfg(), &dests).unwrap()
+}
+
+fn stamp(mut o: Order) -> Order {
+    o.source = Some("lane1".into());
+    o.shop = Some("D001".into());
+    o.machine_id = Some("NVR01-CH03".into());
+    o.video_start = Some(o.order_time - chrono::Duration::seconds(60));
+    o.video_end = Some(o.order_time + chrono::Duration::seconds(30));
+    o
+}
+
+fn fixture_orders() -> Vec<Order> {
+    let mut out = Vec::new();
+    for rel in [
+        "exports/expected.json",
+        "receipts/market.expected.json",
+        "receipts/kiosk.expected.json",
+    ] {
+        let text = std::fs::read_to_string(common::fixture(rel)).unwrap();
+        let orders: Vec<Order> = serde_json::from_str(&text).unwrap();
+        out.extend(orders.into_iter().map(stamp));
+    }
+    out
+}
+
+fn ingest(ob: &mut Outbox, name: &str, orders: &[Order]) {
+    let unit = Capture {
+        source: "lane1",
+        kind: CaptureKind::File,
+        name: Some(name),
+        size: 1,
+        hash: format!("hash-{name}"),
+        raw: None,
+        error: None,
+    };
+    let r = ob.ingest(&unit, orders).unwrap();
+    assert_eq!(r.new, orders.len());
+}
+
+fn clients(emu: &Emulator, ovo_secret: Option<&str>) -> (Client, Client) {
+    let mut text = demo_agent_config(&emu.base_url())
+        .replace("[ovopark]\n", "[ovopark]\ntimeout_secs = 2\n")
+        .replace(
+            "[wdt]\n",
+            "[wdt]\ntimeout_secs = 2\nrate_limit_wait_secs = 1\n",
+        );
+    if let Some(s) = ovo_secret {
+        text = text.replace(
+            "secret = \"demo-ovopark-secret\"",
+            &format!("secret = \"{s}\""),
+        );
+    }
+    let both: Both = toml::from_str(&text).unwrap();
+    (
+        Client::Ovopark(
+            OvoparkClient::new(both.ovopark.validate().unwrap(), HashMap::new()).unwrap(),
+        ),
+        Client::Wdt(WdtClient::new(both.wdt.validate().unwrap(), HashMap::new()).unwrap()),
+    )
+}
+
+/// Running workers; dropping stops and joins them.
+struct Running {
+    shutdown: Shutdown,
+    wakes: Vec<Wake>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.shutdown.trigger();
+        for t in self.threads.drain(..) {
+            t.join().unwrap();
+        }
+    }
+}
+
+fn run(dir: &Path, clients: Vec<(&str, Client)>, cfg: EngineConfig) -> Running {
+    let shutdown = Shutdown::new();
+    let beats = Heartbeats::new(Duration::from_secs(1));
+    let mut wakes = Vec::new();
+    let mut threads = Vec::new();
+    for (dest, client) in clients {
+        let wake = Wake::new();
+        wakes.push(wake.clone());
+        let worker = Worker::new(dest, client, open(dir), cfg.clone(), wake);
+        let (sd, beat) = (shutdown.clone(), beats.register(dest));
+        threads.push(std::thread::spawn(move || worker.run(&sd, &beat)));
+    }
+    Running {
+        shutdown,
+        wakes,
+        threads,
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .proxy(None)
+        .build()
+        .into()
+}
+
+fn get(emu: &Emulator, path: &str) -> Value {
+    let mut r = agent()
+        .get(format!("{}{path}", emu.base_url()))
+        .call()
+        .unwrap();
+    serde_json::from_slice(&r.body_mut().read_to_vec().unwrap()).unwrap()
+}
+
+fn post(emu: &Emulator, path: &str, body: Value) {
+    agent()
+        .post(format!("{}{path}", emu.base_url()))
+        .header("Content-Type", "application/json")
+        .send(body.to_string().as_bytes())
+        .unwrap();
+}
+
+fn accepted(emu: &Emulator) -> (usize, usize) {
+    (
+        get(emu, "/_emu/ovopark/orders").as_array().unwrap().len(),
+        get(emu, "/_emu/wdt/trades").as_array().unwrap().len(),
+    )
+}
+
+/// (pending, delivered, rejected, paused) per destination, from the outbox.
+fn dest_status(dir: &Path) -> HashMap<String, (i64, i64, i64, Option<String>)> {
+    let ob = Outbox::open_read_only(&dir.join("queue.db")).unwrap();
+    ob.status(tillrelay::outbox::now())
+        .unwrap()
+        .destinations
+        .into_iter()
+        .map(|d| (d.name, (d.pending, d.delivered, d.rejected, d.paused)))
+        .collect()
+}
+
+fn exactly_once(emu: &Emulator) {
+    for o in get(emu, "/_emu/ovopark/orders").as_array().unwrap() {
+        assert_eq!(
+            (o["accepted"].as_u64(), o["duplicates"].as_u64()),
+            (Some(1), Some(0)),
+            "{o}"
+        );
+    }
+    for t in get(emu, "/_emu/wdt/trades").as_array().unwrap() {
+        assert_eq!(t["pushes"], 1, "{t}");
+    }
+}
+
+#[test]
+fn faults_end_in_exactly_once_delivery_with_nothing_rejected() {
+    let emu = Emulator::start("127.0.0.1:0", EmuConfig::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let orders = fixture_orders();
+    ingest(&mut open(dir.path()), "a.json", &orders);
+    for mode in ["http500", "reset", "garbage"] {
+        post(
+            &emu,
+            "/_emu/fault",
+            json!({"target": "both", "mode": mode, "count": 1}),
+        );
+    }
+    // The last fault set wins per cloud: make it several in a row.
+    post(
+        &emu,
+        "/_emu/fault",
+        json!({"target": "both", "mode": "reset", "count": 3}),
+    );
+    let (ovo, wdt) = clients(&emu, None);
+    let running = run(dir.path(), vec![("ovopark", ovo), ("wdt", wdt)], fast());
+    let n = orders.len();
+    assert!(
+        common::wait_until(Duration::from_secs(60), || accepted(&emu) == (n, n)),
+        "{:?}",
+        accepted(&emu)
+    );
+    assert!(
+        common::wait_until(Duration::from_secs(10), || {
+            let s = dest_status(dir.path());
+            DESTS.iter().all(|d| s[*d] == (0, n as i64, 0, None))
+        }),
+        "{:?}",
+        dest_status(dir.path())
+    );
+    drop(running);
+    exactly_once(&emu);
+    let stats = get(&emu, "/_emu/stats");
+    assert!(
+        stats["wdt"]["answers"]["fault:reset"].as_u64() == Some(3),
+        "{stats}"
+    );
+}
+
+#[test]
+fn bad_secret_pauses_one_destination_loses_nothing_and_resumes_after_the_fix() {
+    let emu = Emulator::start("127.0.0.1:0", EmuConfig::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let orders = fixture_orders();
+    let n = orders.len();
+    ingest(&mut open(dir.path()), "a.json", &orders);
+    let (ovo, wdt) = clients(&emu, Some("wrong-secret"));
+    let running = run(dir.path(), vec![("ovopark", ovo), ("wdt", wdt)], fast());
+    // Wangdiantong is not held up by Ovopark's misconfiguration.
+    assert!(common::wait_until(Duration::from_secs(30), || accepted(
+        &emu
+    )
+    .1 == n));
+    assert!(common::wait_until(Duration::from_secs(10), || {
+        dest_status(dir.path())["ovopark"].3.is_some()
+    }));
+    let s = dest_status(dir.path());
+    let (pending, delivered, rejected, paused) = s["ovopark"].clone();
+    assert_eq!((pending, delivered, rejected), (n as i64, 0, 0));
+    let paused = paused.unwrap();
+    assert!(paused.contains("code 7"), "{paused}");
+    assert!(!paused.contains("wrong-secret"), "{paused}");
+    assert_eq!(accepted(&emu).0, 0);
+    drop(running);
+
+    // The config is fixed and the agent restarted: everything goes out.
+    let (ovo, _) = clients(&emu, None);
+    let running = run(dir.path(), vec![("ovopark", ovo)], fast());
+    assert!(common::wait_until(Duration::from_secs(30), || accepted(
+        &emu
+    )
+    .0 == n));
+    assert!(
+        common::wait_until(Duration::from_secs(10), || {
+            dest_status(dir.path())["ovopark"] == (0, n as i64, 0, None)
+        }),
+        "{:?}",
+        dest_status(dir.path())
+    );
+    drop(running);
+    exactly_once(&emu);
+}
+
+#[test]
+fn rejected_order_keeps_its_reason_and_goes_out_after_fix_and_retry() {
+    let emu = Emulator::start("127.0.0.1:0", EmuConfig::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut orders = fixture_orders();
+    orders[1].lines[0].code = "X".repeat(101);
+    let n = orders.len();
+    ingest(&mut open(dir.path()), "a.json", &orders);
+    let (ovo, wdt) = clients(&emu, None);
+    let running = run(dir.path(), vec![("ovopark", ovo), ("wdt", wdt)], fast());
+    assert!(
+        common::wait_until(Duration::from_secs(30), || {
+            let s = dest_status(dir.path());
+            DESTS.iter().all(|d| s[*d] == (0, n as i64 - 1, 1, None))
+        }),
+        "{:?}",
+        dest_status(dir.path())
+    );
+    let rejected = Outbox::open_read_only(&dir.path().join("queue.db"))
+        .unwrap()
+        .orders(Some(DeliveryState::Rejected), None, 100)
+        .unwrap();
+    assert_eq!(rejected.len(), 1);
+    assert_eq!(rejected[0].order["order_no"], orders[1].order_no.as_str());
+    for d in &rejected[0].deliveries {
+        let reason = d.last_error.as_deref().unwrap_or_default();
+        assert!(reason.contains("101 characters"), "{}: {reason}", d.dest);
+    }
+
+    // Fixed and re-queued (what `tillrelay retry` does): delivered, once.
+    orders[1].lines[0].code = "SKU-20417".into();
+    let mut ob = open(dir.path());
+    assert!(ob.replace_order("lane1", &orders[1]).unwrap());
+    assert_eq!(
+        ob.retry_rejected(None, Some(&orders[1].order_no)).unwrap(),
+        2
+    );
+    for w in &running.wakes {
+        w.wake();
+    }
+    assert!(common::wait_until(Duration::from_secs(30), || accepted(
+        &emu
+    ) == (n, n)));
+    assert!(common::wait_until(Duration::from_secs(10), || {
+        let s = dest_status(dir.path());
+        DESTS.iter().all(|d| s[*d] == (0, n as i64, 0, None))
+    }));
+    drop(running);
+    exactly_once(&emu);
+}
+
+#[test]
+fn backlog_drains_at_once_when_the_network_returns() {
+    let emu = Emulator::start("127.0.0.1:0", EmuConfig::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let orders = fixture_orders();
+    let mut ob = open(dir.path());
+    ingest(&mut ob, "a.json", &orders[..6]);
+    post(
+        &emu,
+        "/_emu/fault",
+        json!({"target": "wdt", "mode": "reset", "count": 1000}),
+    );
+    // Backoff far longer than this test may take: only draining can deliver in time.
+    let slow = EngineConfig {
+        retry_base: Duration::from_secs(3600),
+        retry_max: Duration::from_secs(3600),
+        ..fast()
+    };
+    let (_, wdt) = clients(&emu, None);
+    let mut worker = Worker::new("wdt", wdt, open(dir.path()), slow, Wake::new());
+    let p = worker.pass().unwrap();
+    assert_eq!((p.claimed, p.retry, p.delivered), (6, 6, 0));
+    // Still offline: the rows wait for their schedule.
+    assert_eq!(worker.pass().unwrap().claimed, 0);
+
+    // The network is back; a new order comes in and goes through...
+    post(
+        &emu,
+        "/_emu/fault",
+        json!({"target": "wdt", "mode": "reset", "count": 0}),
+    );
+    agent()
+        .delete(format!("{}/_emu/fault", emu.base_url()))
+        .call()
+        .unwrap();
+    ingest(&mut ob, "b.json", &orders[6..7]);
+    let p = worker.pass().unwrap();
+    assert_eq!((p.claimed, p.delivered), (1, 1));
+    // ...and that success sends the backlog now, not in an hour.
+    let p = worker.pass().unwrap();
+    assert_eq!((p.claimed, p.delivered), (6, 6));
+    assert_eq!(worker.pass().unwrap().claimed, 0);
+    exactly_once(&emu);
+}
+
+#[test]
+fn wake_sends_the_backlog_without_waiting_for_backoff() {
+    let emu = Emulator::start("127.0.0.1:0", EmuConfig::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let orders = fixture_orders();
+    ingest(&mut open(dir.path()), "a.json", &orders);
+    post(
+        &emu,
+        "/_emu/fault",
+        json!({"target": "both", "mode": "http500", "count": 1000}),
+    );
+    let slow = EngineConfig {
+        retry_base: Duration::from_secs(3600),
+        retry_max: Duration::from_secs(3600),
+        ..fast()
+    };
+    let (ovo, wdt) = clients(&emu, None);
+    let running = run(dir.path(), vec![("ovopark", ovo), ("wdt", wdt)], slow);
+    assert!(common::wait_until(Duration::from_secs(10), || {
+        let s = get(&emu, "/_emu/stats");
+        s["ovopark"]["requests"].as_u64() >= Some(1) && s["wdt"]["requests"].as_u64() >= Some(1)
+    }));
+    agent()
+        .delete(format!("{}/_emu/fault", emu.base_url()))
+        .call()
+        .unwrap();
+    // `tillrelay flush` / SIGUSR1.
+    for w in &running.wakes {
+        w.wake();
+    }
+    let n = orders.len();
+    assert!(
+        common::wait_until(Duration::from_secs(30), || accepted(&emu) == (n, n)),
+        "{:?}",
+        accepted(&emu)
+    );
+    drop(running);
+    exactly_once(&emu);
+}
