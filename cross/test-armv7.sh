@@ -7,7 +7,14 @@
 # tests that spawn the agent read TILLRELAY_TEST_RUNNER (tests/common/mod.rs) so the
 # ARM agent runs through qemu too. binfmt_misc is not needed (nor usually available).
 # Doc tests are not run: cargo skips them when cross-compiling; the host suite has them.
-# Usage: cross/test-armv7.sh [extra cargo test args...]
+#
+# One gap, in the emulator and not in the code: qemu-user (7.2 in Debian 12, and
+# still 10.x) does not emulate the TCGETS2/TCSETS2 ioctls that serialport uses to set a
+# port's speed, so every serial open fails there with ENOSYS ("Function not
+# implemented"). The test targets in EMULATOR_GAPS open serial ports: they run in the
+# host suite only. Everything else runs.
+#
+# Usage: cross/test-armv7.sh [cargo test args...]   (with args, exactly what they select)
 set -euo pipefail
 here=$(dirname "$0")
 bash "$here/setup.sh"
@@ -15,6 +22,26 @@ bash "$here/setup.sh"
 . "$here/env.sh"
 cd "$CROSS_ROOT"
 
+EMULATOR_GAPS=(serial_tap)
+
 triple=armv7-unknown-linux-gnueabihf
 export TILLRELAY_TEST_RUNNER=$CARGO_TARGET_ARMV7_UNKNOWN_LINUX_GNUEABIHF_RUNNER
-"$CARGO" test --locked --target "$triple" "$@"
+
+select=("$@")
+if [ "${#select[@]}" -eq 0 ]; then
+    # What `cargo test` runs by default, minus the gaps, named one by one.
+    select=(--lib --bins --examples)
+    for t in tests/*.rs tests/*/main.rs; do
+        [ -e "$t" ] || continue
+        case "$t" in
+        */main.rs) name=$(basename "$(dirname "$t")") ;;
+        *) name=$(basename "$t" .rs) ;;
+        esac
+        if [[ " ${EMULATOR_GAPS[*]} " == *" $name "* ]]; then
+            echo "cross/test-armv7: not under qemu: tests/$name (serial ioctls qemu-user lacks; see this script)" >&2
+            continue
+        fi
+        select+=(--test "$name")
+    done
+fi
+"$CARGO" test --locked --target "$triple" "${select[@]}"
