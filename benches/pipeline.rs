@@ -85,7 +85,9 @@ fn capture_commits(dir: &Path, n: usize) -> f64 {
 /// A folder file of `n` orders: read, parse, stamp, commit, move.
 fn folder_file(dir: &Path, n: usize) -> f64 {
     let cfg = config(dir);
-    let SourceKind::Folder(folder) = &cfg.sources[0].kind;
+    let SourceKind::Folder(folder) = &cfg.sources[0].kind else {
+        panic!("a folder source")
+    };
     std::fs::create_dir_all(&folder.path).unwrap();
     std::fs::create_dir_all(&folder.done_dir).unwrap();
     let all: Vec<_> = (0..n).map(order_json).collect();

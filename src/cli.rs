@@ -75,6 +75,26 @@ pub enum Command {
     },
     /// Wake the running agent's uploaders: send what is pending now (SIGUSR1).
     Flush,
+    /// Record what the POS sends on a serial source into a capture file (card
+    /// numbers masked), passing it on to the printer meanwhile. Stop the agent first:
+    /// it holds the port.
+    Record {
+        #[arg(long)]
+        source: String,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
+    /// Run the current templates over the receipts the journal kept unparsed (or the
+    /// entries named with --id), storing the orders they now yield.
+    Reparse {
+        #[arg(long)]
+        source: Option<String>,
+        /// A journal entry (repeatable); default: every unparsed entry.
+        #[arg(long = "id")]
+        ids: Vec<i64>,
+    },
     /// Serve local emulators of both clouds (strict to their specs) for tests and
     /// integrators: Ovopark at /cloud.api, Wangdiantong at /openapi.
     Emulate {
@@ -100,6 +120,10 @@ pub enum Command {
         /// Stamp the orders (source, shop, machine_id, video window) as the agent would.
         #[arg(long)]
         stamp: bool,
+        /// Receipts: also show each receipt's decoded text, with the line numbers
+        /// template errors cite (for writing a template at the till).
+        #[arg(long)]
+        text: bool,
     },
 }
 
@@ -162,6 +186,35 @@ fn run(cli: Cli) -> Result<(), CliError> {
             order.as_deref(),
         ),
         Command::Flush => flush(&Config::load(&cli.config)?).map(|_| ()),
+        Command::Record {
+            source,
+            out,
+            seconds,
+        } => {
+            let cfg = Config::load(&cli.config)?;
+            crate::logging::init(log::LevelFilter::Warn);
+            let src = source_named(&cfg, &source)?;
+            crate::capture::workflow::record(src, &out, seconds).map_err(CliError::Other)
+        }
+        Command::Reparse { source, ids } => {
+            let cfg = Config::load(&cli.config)?;
+            if let Some(s) = &source {
+                source_named(&cfg, s)?;
+            }
+            let r = crate::capture::workflow::reparse(&cfg, source.as_deref(), &ids)?;
+            println!(
+                "{} journal entr{} read again: {} new order(s), {} already stored, {} still not readable",
+                r.entries,
+                if r.entries == 1 { "y" } else { "ies" },
+                r.orders,
+                r.duplicates,
+                r.still_unparsed
+            );
+            if r.orders > 0 && !flush(&cfg)? {
+                println!("the agent is not running: the new orders go out when it starts");
+            }
+            Ok(())
+        }
         Command::Emulate { listen, emu_config } => {
             crate::logging::init(log::LevelFilter::Info);
             crate::emulator::run_cli(&listen, emu_config.as_deref()).map_err(CliError::Other)
@@ -187,7 +240,15 @@ fn run(cli: Cli) -> Result<(), CliError> {
             source,
             json,
             stamp,
-        } => parse(&Config::load(&cli.config)?, &file, &source, json, stamp),
+            text,
+        } => parse(
+            &Config::load(&cli.config)?,
+            &file,
+            &source,
+            json,
+            stamp,
+            text,
+        ),
     }
 }
 
@@ -316,24 +377,42 @@ fn status(cfg: &Config, json: bool) -> Result<(), CliError> {
     );
     let _ = writeln!(out, "\nsources");
     for s in &cfg.sources {
-        let SourceKind::Folder(f) = &s.kind;
         let c = st
             .sources
             .iter()
             .find(|x| x.name == s.name)
             .cloned()
             .unwrap_or_default();
-        let _ = writeln!(
-            out,
-            "  {} (folder {}): files seen {}, ingested {}, rejected {}; orders {}, duplicates {}",
-            s.name,
-            f.path.display(),
-            c.files_seen,
-            c.files_ingested,
-            c.files_rejected,
-            c.orders,
-            c.duplicates
-        );
+        let _ = match &s.kind {
+            SourceKind::Folder(f) => writeln!(
+                out,
+                "  {} (folder {}): files seen {}, ingested {}, rejected {}; orders {}, duplicates {}",
+                s.name,
+                f.path.display(),
+                c.files_seen,
+                c.files_ingested,
+                c.files_rejected,
+                c.orders,
+                c.duplicates
+            ),
+            SourceKind::Serial(t) => writeln!(
+                out,
+                "  {} (serial {}): receipts {}, not parsed {}; orders {}, duplicates {}",
+                s.name,
+                t.serial.pos.device.display(),
+                c.receipts,
+                c.unparsed,
+                c.orders,
+                c.duplicates
+            ),
+        };
+        if c.unparsed > 0 {
+            let _ = writeln!(
+                out,
+                "    {} receipt(s) kept unparsed: fix the template, then `tillrelay reparse --source {}`",
+                c.unparsed, s.name
+            );
+        }
         if let Some(e) = &c.last_error {
             let _ = writeln!(out, "    last error: {}", e.replace('\n', "; "));
         }
@@ -433,27 +512,48 @@ fn parse(
     source: &str,
     json: bool,
     stamp: bool,
+    text: bool,
 ) -> Result<(), CliError> {
-    let src = cfg.source(source).ok_or_else(|| {
-        CliError::Usage(format!(
-            "no source named {source:?} in {} (sources: {})",
-            cfg.path.display(),
-            cfg.sources
-                .iter()
-                .map(|s| s.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ))
-    })?;
+    let src = source_named(cfg, source)?;
     let bytes = std::fs::read(file)
         .map_err(|e| CliError::BadInput(format!("cannot read {}: {e}", file.display())))?;
     let name = file
         .file_name()
         .and_then(|n| n.to_str())
         .unwrap_or_default();
-    let SourceKind::Folder(f) = &src.kind;
-    let parsed = formats::read(&bytes, f.format, name, &f.csv)
-        .map_err(|e| CliError::BadInput(format!("{}: {e}", file.display())))?;
+    let (parsed, rules) = match &src.kind {
+        SourceKind::Folder(f) => (
+            formats::read(&bytes, f.format, name, &f.csv, f.receipt.as_ref()),
+            (formats::detect(f.format, name) == Some(crate::config::Format::Receipt))
+                .then_some(f.receipt.as_ref())
+                .flatten(),
+        ),
+        SourceKind::Serial(t) => (Ok(formats::read_receipts(&bytes, &t.rules)), Some(&t.rules)),
+    };
+    let parsed = parsed.map_err(|e| CliError::BadInput(format!("{}: {e}", file.display())))?;
+    if text {
+        match rules {
+            Some(rules) => {
+                for (i, r) in crate::capture::receipt::split_bytes(&bytes, rules)
+                    .iter()
+                    .enumerate()
+                {
+                    eprintln!(
+                        "── receipt {} (bytes {}..{}, ended by {:?}) ──\n{}",
+                        i + 1,
+                        r.stream_offset,
+                        r.stream_offset + r.raw.len() as u64,
+                        r.ended_by,
+                        r.render_numbered()
+                    );
+                }
+            }
+            None => eprintln!(
+                "(--text shows receipts; {} is not a receipt file)",
+                file.display()
+            ),
+        }
+    }
     let mut orders = parsed.orders;
     if stamp {
         for o in orders.iter_mut() {
@@ -504,6 +604,20 @@ fn parse(
             parsed.errors.len()
         )))
     }
+}
+
+fn source_named<'a>(cfg: &'a Config, name: &str) -> Result<&'a crate::config::Source, CliError> {
+    cfg.source(name).ok_or_else(|| {
+        CliError::Usage(format!(
+            "no source named {name:?} in {} (sources: {})",
+            cfg.path.display(),
+            cfg.sources
+                .iter()
+                .map(|s| s.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    })
 }
 
 fn human_bytes(n: u64) -> String {

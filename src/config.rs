@@ -16,6 +16,10 @@ use std::time::Duration;
 use chrono::FixedOffset;
 use serde::{Deserialize, Serialize};
 
+use crate::capture::receipt::ReceiptRules;
+use crate::capture::segment::RawSegment;
+use crate::capture::serial::{RawPassthrough, RawSerial, SerialConfig};
+use crate::capture::template::RawTemplate;
 use crate::upload::ovopark::{Ovopark, OvoparkShop, RawOvopark, RawOvoparkShop};
 use crate::upload::wdt::{RawWdt, RawWdtShop, Wdt, WdtShop};
 
@@ -95,6 +99,8 @@ pub struct RawVideo {
 pub struct RawSource {
     pub name: Option<String>,
     pub kind: Option<String>,
+    /// false: validated (and usable by `parse`) but not run by the daemon.
+    pub enabled: Option<bool>,
     pub shop: Option<String>,
     pub machine_id: Option<String>,
     /// Per-source overrides of `[video]`.
@@ -110,6 +116,18 @@ pub struct RawSource {
     pub done_dir: Option<PathBuf>,
     pub rejected_dir: Option<PathBuf>,
     pub csv: Option<RawCsv>,
+    // serial sources (the tap), and receipt files of folder sources
+    pub device: Option<String>,
+    pub baud: Option<u32>,
+    pub data_bits: Option<u8>,
+    pub parity: Option<String>,
+    pub stop_bits: Option<u8>,
+    pub flow_control: Option<String>,
+    pub passthrough: Option<RawPassthrough>,
+    /// The printer's code page (receipts).
+    pub encoding: Option<String>,
+    pub segment: Option<RawSegment>,
+    pub template: Option<RawTemplate>,
     /// Per-source Ovopark identity (org, enterprise, shop, order number prefix).
     pub ovopark: Option<toml::Table>,
     /// Per-source Wangdiantong identity (shop_no, tid prefix, receiver).
@@ -194,6 +212,8 @@ pub struct Video {
 #[derive(Debug, Clone, Serialize)]
 pub struct Source {
     pub name: String,
+    /// Run by the daemon (a disabled source is still validated and parseable).
+    pub enabled: bool,
     pub shop: String,
     pub machine_id: String,
     pub video: Video,
@@ -208,6 +228,16 @@ pub struct Source {
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum SourceKind {
     Folder(FolderSource),
+    Serial(SerialSource),
+}
+
+/// A serial tap between the POS and its receipt printer.
+#[derive(Debug, Clone, Serialize)]
+pub struct SerialSource {
+    #[serde(serialize_with = "ser_debug")]
+    pub serial: SerialConfig,
+    #[serde(serialize_with = "ser_debug")]
+    pub rules: ReceiptRules,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -217,6 +247,9 @@ pub enum Format {
     Auto,
     Json,
     Csv,
+    /// ESC/POS or plain receipt text, as a POS "printing to file" writes it; read with
+    /// the source's `encoding`, `[source.segment]` and `[source.template]`.
+    Receipt,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -242,6 +275,9 @@ pub struct FolderSource {
     pub done_dir: PathBuf,
     pub rejected_dir: PathBuf,
     pub csv: CsvConfig,
+    /// Receipt rules, for `format = "receipt"` (and `auto` on .prn/.bin/.escpos files).
+    #[serde(serialize_with = "ser_debug")]
+    pub receipt: Option<ReceiptRules>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -671,10 +707,11 @@ fn validate_source(
                 None | Some("auto") => Format::Auto,
                 Some("json") => Format::Json,
                 Some("csv") => Format::Csv,
+                Some("receipt") => Format::Receipt,
                 Some(f) => {
                     p.push(
                         &format!("{key}.format"),
-                        format!("must be auto, json or csv, got {f:?}"),
+                        format!("must be auto, json, csv or receipt, got {f:?}"),
                     );
                     Format::Auto
                 }
@@ -691,6 +728,17 @@ fn validate_source(
                 }
             };
             let csv = validate_csv(p, &format!("{key}.csv"), raw.csv.unwrap_or_default());
+            let receipt = if raw.template.is_some() || format == Format::Receipt {
+                receipt_rules(p, &key, raw.encoding, raw.segment, raw.template)
+            } else {
+                None
+            };
+            if raw.device.is_some() || raw.passthrough.is_some() {
+                p.push(
+                    &format!("{key}.device"),
+                    "serial keys belong to kind = \"serial\" sources",
+                );
+            }
             let folder = FolderSource {
                 done_dir: raw
                     .done_dir
@@ -720,21 +768,48 @@ fn validate_source(
                 ),
                 after,
                 csv,
+                receipt,
             };
             if folder.poll_interval < Duration::from_millis(100) {
                 p.push(&format!("{key}.poll_interval"), "must be at least 100ms");
             }
             SourceKind::Folder(folder)
         }
+        Some("serial") => {
+            let raw_serial = RawSerial {
+                device: raw.device,
+                baud: raw.baud,
+                data_bits: raw.data_bits,
+                parity: raw.parity,
+                stop_bits: raw.stop_bits,
+                flow_control: raw.flow_control,
+                passthrough: raw.passthrough,
+            };
+            let serial = raw_serial.validate().map_err(|e| p.push(&key, e)).ok();
+            let rules = receipt_rules(p, &key, raw.encoding, raw.segment, raw.template);
+            if raw.path.is_some() || raw.csv.is_some() {
+                p.push(
+                    &format!("{key}.path"),
+                    "folder keys belong to kind = \"folder\" sources",
+                );
+            }
+            match (serial, rules) {
+                (Some(serial), Some(rules)) => SourceKind::Serial(SerialSource { serial, rules }),
+                _ => return None,
+            }
+        }
         Some(other) => {
             p.push(
                 &format!("{key}.kind"),
-                format!("must be \"folder\", got {other:?}"),
+                format!("must be \"folder\" or \"serial\", got {other:?}"),
             );
             return None;
         }
         None => {
-            p.push(&format!("{key}.kind"), "is required (\"folder\")");
+            p.push(
+                &format!("{key}.kind"),
+                "is required (\"folder\" or \"serial\")",
+            );
             return None;
         }
     };
@@ -752,6 +827,7 @@ fn validate_source(
     });
     Some(Source {
         name,
+        enabled: raw.enabled.unwrap_or(true),
         shop,
         machine_id,
         video,
@@ -759,6 +835,18 @@ fn validate_source(
         ovopark,
         wdt,
     })
+}
+
+fn receipt_rules(
+    p: &mut Problems,
+    key: &str,
+    encoding: Option<String>,
+    segment: Option<RawSegment>,
+    template: Option<RawTemplate>,
+) -> Option<ReceiptRules> {
+    ReceiptRules::from_raw(encoding.as_deref(), segment, template)
+        .map_err(|e| p.push(key, e))
+        .ok()
 }
 
 fn validate_csv(p: &mut Problems, key: &str, raw: RawCsv) -> CsvConfig {
@@ -926,6 +1014,10 @@ fn ser_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Er
     s.collect_str(&humantime::format_duration(*d))
 }
 
+fn ser_debug<S: serde::Serializer, T: std::fmt::Debug>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&format_args!("{v:?}"))
+}
+
 fn ser_display<S: serde::Serializer, T: std::fmt::Display>(v: &T, s: S) -> Result<S::Ok, S::Error> {
     s.collect_str(v)
 }
@@ -955,7 +1047,9 @@ mod tests {
         assert_eq!(c.outbox.synchronous, Synchronous::Full);
         let s = &c.sources[0];
         assert_eq!(s.video.pre_roll, Duration::from_secs(60));
-        let SourceKind::Folder(f) = &s.kind;
+        let SourceKind::Folder(f) = &s.kind else {
+            panic!("a folder source")
+        };
         // relative paths resolve against the config file's folder
         assert_eq!(f.path, PathBuf::from("/etc/tillrelay/export"));
         assert_eq!(f.done_dir, PathBuf::from("/etc/tillrelay/export/done"));

@@ -22,12 +22,16 @@ use anyhow::Context;
 use log::{error, info, warn};
 
 use crate::capture::folder::FolderWatch;
+use crate::capture::live::SerialWatch;
 use crate::config::{Config, SourceKind};
-use crate::lifecycle::{Heartbeats, Shutdown};
+use crate::lifecycle::{Heartbeat, Heartbeats, Shutdown};
 use crate::outbox::{self, Outbox};
 use crate::upload::engine::{Client, EngineConfig, Wake, Worker};
 use crate::upload::ovopark::OvoparkClient;
 use crate::upload::wdt::WdtClient;
+
+/// A source's loop, ready to run on its own thread.
+type SourceLoop = Box<dyn FnOnce(&Shutdown, &Heartbeat) + Send>;
 
 /// The daemon's pid, in the state dir, for `tillrelay flush` (SIGUSR1).
 pub const PID_FILE: &str = "tillrelay.pid";
@@ -85,17 +89,34 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     let mut threads: Vec<(String, JoinHandle<()>)> = Vec::new();
 
     for source in &cfg.sources {
-        let SourceKind::Folder(folder) = &source.kind;
-        let name = format!("folder:{}", source.name);
+        if !source.enabled {
+            info!("source {}: disabled in the config; not run", source.name);
+            continue;
+        }
         let ob = Outbox::open(&db, &cfg.outbox, &cfg.destinations)
             .with_context(|| format!("cannot open the queue at {}", db.display()))?;
-        let watch = FolderWatch::new(source.clone(), folder.clone(), ob);
+        let (name, work): (String, SourceLoop) = match &source.kind {
+            SourceKind::Folder(folder) => {
+                let w = FolderWatch::new(source.clone(), folder.clone(), ob);
+                (
+                    format!("folder:{}", source.name),
+                    Box::new(move |s, b| w.run(s, b)),
+                )
+            }
+            SourceKind::Serial(t) => {
+                let w = SerialWatch::new(source.clone(), t.serial.clone(), t.rules.clone(), ob);
+                (
+                    format!("serial:{}", source.name),
+                    Box::new(move |s, b| w.run(s, b)),
+                )
+            }
+        };
         let (sd, beat, done) = (shutdown.clone(), beats.register(&name), done_tx.clone());
         let tname = name.clone();
         let h = std::thread::Builder::new()
             .name(name.clone())
             .spawn(move || {
-                watch.run(&sd, &beat);
+                work(&sd, &beat);
                 let _ = done.send(tname);
             })
             .context("cannot start a thread")?;

@@ -164,7 +164,7 @@ fn passthrough_is_byte_identical_both_ways_and_capture_sees_every_byte() {
 /// The market template, from the documented example config.
 fn market_rules(segment: Option<RawSegment>) -> ReceiptRules {
     let text = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/config-receipts.toml"),
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/tillrelay.toml"),
     )
     .unwrap();
     let doc: toml::Table = toml::from_str(&text).unwrap();

@@ -433,7 +433,20 @@ impl FolderWatch {
             raw: None,
             error: None,
         };
-        let parsed = match formats::read(&bytes, self.folder.format, &name, &self.folder.csv) {
+        let is_receipt =
+            formats::detect(self.folder.format, &name) == Some(crate::config::Format::Receipt);
+        if is_receipt {
+            // Receipt files are journalled raw, so `reparse` can read them again after
+            // a template fix.
+            unit.raw = Some(&bytes);
+        }
+        let parsed = match formats::read(
+            &bytes,
+            self.folder.format,
+            &name,
+            &self.folder.csv,
+            self.folder.receipt.as_ref(),
+        ) {
             Ok(p) => p,
             Err(e) => {
                 let msg = e.to_string();
@@ -643,7 +656,9 @@ mod tests {
             d.path()
         );
         let cfg = crate::config::Config::from_toml(&text, &d.path().join("c.toml")).unwrap();
-        let crate::config::SourceKind::Folder(f) = &cfg.sources[0].kind;
+        let crate::config::SourceKind::Folder(f) = &cfg.sources[0].kind else {
+            panic!("a folder source")
+        };
         let ob = Outbox::open(&cfg.db_path(), &cfg.outbox, &[]).unwrap();
         let mut w = FolderWatch::new(cfg.sources[0].clone(), f.clone(), ob);
         let ev = |k| Ok(Event::new(k).add_path(d.path().to_path_buf()));

@@ -17,6 +17,8 @@ use chrono::NaiveDateTime;
 use rust_decimal::Decimal;
 use serde_json::value::RawValue;
 
+use crate::capture::receipt::{ReceiptRules, parse_bytes};
+use crate::capture::template::Parsed as ReceiptParsed;
 use crate::config::{CsvConfig, Encoding, Format};
 use crate::order::{Kind, Line, Order, Payment};
 
@@ -84,6 +86,7 @@ pub fn detect(format: Format, file_name: &str) -> Option<Format> {
             match ext.as_str() {
                 "json" => Some(Format::Json),
                 "csv" | "txt" => Some(Format::Csv),
+                "prn" | "bin" | "escpos" => Some(Format::Receipt),
                 _ => None,
             }
         }
@@ -97,14 +100,52 @@ pub fn read(
     format: Format,
     file_name: &str,
     csv: &CsvConfig,
+    receipt: Option<&ReceiptRules>,
 ) -> Result<Parsed, ReadError> {
     match detect(format, file_name) {
         Some(Format::Json) => read_json(bytes),
         Some(Format::Csv) => read_csv(bytes, csv),
+        Some(Format::Receipt) => match receipt {
+            Some(rules) => Ok(read_receipts(bytes, rules)),
+            None => Err(ReadError::file(
+                "receipt files need the source's [source.template]",
+            )),
+        },
         _ => Err(ReadError::file(format!(
-            "cannot tell the format of {file_name:?} (expected .json or .csv, or set the source's format)"
+            "cannot tell the format of {file_name:?} (expected .json, .csv or .prn, or set the source's format)"
         ))),
     }
+}
+
+/// Receipt files (ESC/POS or plain text a POS "printed to file"): split into receipts
+/// and parsed with the source's template. Reprints and non-sales are skipped; a
+/// receipt the template cannot read is an error naming the receipt and its line.
+pub fn read_receipts(bytes: &[u8], rules: &ReceiptRules) -> Parsed {
+    let mut parsed = Parsed::default();
+    for (i, (receipt, result)) in parse_bytes(bytes, rules).into_iter().enumerate() {
+        match result {
+            Ok(ReceiptParsed::Order(o)) => parsed.orders.push(*o),
+            Ok(ReceiptParsed::Reprint { order_no }) => parsed.warnings.push(format!(
+                "receipt {}: a reprint{}, not a new order",
+                i + 1,
+                order_no.map(|n| format!(" of {n}")).unwrap_or_default()
+            )),
+            Ok(ReceiptParsed::NotAnOrder { .. }) => {}
+            Err(e) => parsed.errors.push(ReadError {
+                line: None,
+                column: None,
+                order_no: None,
+                field: None,
+                message: format!(
+                    "receipt {} (bytes {}..{}): {e}",
+                    i + 1,
+                    receipt.stream_offset,
+                    receipt.stream_offset + receipt.raw.len() as u64
+                ),
+            }),
+        }
+    }
+    parsed
 }
 
 /// Canonical JSON: one order object or an array of them.
@@ -647,7 +688,9 @@ mod tests {
             "[[source]]\nname = \"l\"\nkind = \"folder\"\npath = \"/x\"\nshop = \"D\"\nmachine_id = \"M\"\n{extra}"
         );
         let c = Config::from_toml(&text, Path::new("/t.toml")).unwrap();
-        let crate::config::SourceKind::Folder(f) = &c.sources[0].kind;
+        let crate::config::SourceKind::Folder(f) = &c.sources[0].kind else {
+            panic!("a folder source")
+        };
         f.csv.clone()
     }
 

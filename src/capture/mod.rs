@@ -3,7 +3,8 @@
 //! # Parts
 //!
 //! - [`folder`]: the watched folder loop (settle, commit, move) for export files.
-//! - [`formats`]: export files (canonical JSON, mapped CSV) → orders.
+//! - [`formats`]: export files (canonical JSON, mapped CSV, receipt files) → orders.
+//! - [`live`]: the serial source loop: tap chunks → receipts → journal and orders.
 //! - [`serial`]: the serial tap — reads what the POS sends to its receipt printer,
 //!   passes every byte on to the real printer (and the printer's replies back),
 //!   reopens vanished devices, and hands raw chunks to capture.
@@ -15,6 +16,7 @@
 //! - [`template`]: config-driven receipt text → canonical [`crate::order::Order`].
 //! - [`receipt`]: the whole chain for one source (decoder → segmenter → masker),
 //!   for live bytes and for files (`parse`, folder `format = "receipt"`, reparse).
+//! - [`workflow`]: `record` and `reparse`, the template workflow at the till.
 //! - `codepages`: data tables for the DOS code pages `ESC t` selects.
 //!
 //! Invariant for every capture path: a unit is acknowledged (file moved, receipt
@@ -24,8 +26,10 @@ mod codepages;
 pub mod escpos;
 pub mod folder;
 pub mod formats;
+pub mod live;
 pub mod mask;
 pub mod receipt;
 pub mod segment;
 pub mod serial;
 pub mod template;
+pub mod workflow;

@@ -2,7 +2,7 @@
 //! canonical [`Order`] — or say it is a reprint, or not an order at all.
 //!
 //! A template is written per source in `[source.template]` (see
-//! `docs/TEMPLATES.md` for the walk-through and `docs/config-receipts.toml` for
+//! `docs/TEMPLATES.md` for the walk-through and `config/tillrelay.toml` for
 //! two complete examples). It is validated once ([`RawTemplate::validate`]:
 //! every regex compiled, every name checked, errors naming the key) and then
 //! applied to each receipt by [`Template::parse`].

@@ -742,6 +742,143 @@ impl Outbox {
     }
 }
 
+/// A journalled capture with its raw bytes, for `reparse`.
+#[derive(Debug, Clone)]
+pub struct JournalEntry {
+    pub id: i64,
+    pub source: String,
+    pub kind: CaptureKind,
+    pub status: String,
+    pub raw: Vec<u8>,
+}
+
+impl Outbox {
+    /// Journal entries that still have raw bytes, in id order after `after_id`: the
+    /// unparsed ones, or those named in `ids`. Bounded by `limit` (page through).
+    pub fn journal_entries(
+        &self,
+        source: Option<&str>,
+        ids: &[i64],
+        after_id: i64,
+        limit: usize,
+    ) -> Result<Vec<JournalEntry>> {
+        let ids_json = serde_json::to_string(ids).unwrap_or_else(|_| "[]".into());
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, source, kind, status, raw FROM capture
+              WHERE raw IS NOT NULL AND id > ?1 AND (?2 IS NULL OR source = ?2)
+                AND (CASE WHEN ?3 = '[]' THEN status = 'unparsed'
+                          ELSE id IN (SELECT value FROM json_each(?3)) END)
+              ORDER BY id LIMIT ?4",
+        )?;
+        let rows = stmt.query_map(params![after_id, source, ids_json, limit as i64], |r| {
+            Ok(JournalEntry {
+                id: r.get(0)?,
+                source: r.get(1)?,
+                kind: if r.get::<_, String>(2)? == "file" {
+                    CaptureKind::File
+                } else {
+                    CaptureKind::Receipt
+                },
+                status: r.get(3)?,
+                raw: r.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
+    /// Records what a fixed template made of a journal entry: new orders (stamped)
+    /// with their delivery rows, and the entry's new status, in one transaction.
+    pub fn reparsed(
+        &mut self,
+        capture_id: i64,
+        source: &str,
+        orders: &[Order],
+        error: Option<&str>,
+    ) -> Result<IngestReport> {
+        let encoded = encode(orders)?;
+        let now = now();
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let (new, duplicates) =
+            insert_orders(&tx, source, capture_id, &encoded, &self.destinations, now)?;
+        let status = match (error, new + duplicates.len()) {
+            (None, _) => "parsed",
+            (Some(_), 0) => "unparsed",
+            (Some(_), _) => "partial",
+        };
+        tx.execute(
+            "UPDATE capture SET status = ?2, error = ?3, orders = orders + ?4,
+                    duplicates = duplicates + ?5 WHERE id = ?1",
+            params![
+                capture_id,
+                status,
+                error,
+                new as i64,
+                duplicates.len() as i64
+            ],
+        )?;
+        tx.commit()?;
+        Ok(IngestReport {
+            capture_id,
+            new,
+            duplicates,
+        })
+    }
+}
+
+fn encode(orders: &[Order]) -> Result<Vec<(&Order, String)>> {
+    orders
+        .iter()
+        .map(|o| {
+            serde_json::to_string(o)
+                .map_err(|e| OutboxError::Encode(o.order_no.clone(), e))
+                .map(|s| (o, s))
+        })
+        .collect()
+}
+
+/// Inserts orders not yet stored, each with one delivery row per destination.
+/// Returns how many were new and the numbers of those already stored.
+fn insert_orders(
+    tx: &rusqlite::Transaction<'_>,
+    source: &str,
+    capture_id: i64,
+    orders: &[(&Order, String)],
+    destinations: &[String],
+    now: i64,
+) -> Result<(usize, Vec<String>)> {
+    let mut ins_order = tx.prepare_cached(
+        "INSERT INTO orders (source, order_no, order_time, body, capture_id, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (source, order_no) DO NOTHING",
+    )?;
+    let mut ins_delivery = tx.prepare_cached(
+        "INSERT INTO delivery (order_id, dest, state, next_at, updated_at)
+         VALUES (?1, ?2, 'pending', ?3, ?3)",
+    )?;
+    let (mut new, mut dups) = (0, Vec::new());
+    for (order, body) in orders {
+        let n = ins_order.execute(params![
+            source,
+            order.order_no,
+            crate::order::format_time(&order.order_time),
+            body,
+            capture_id,
+            now
+        ])?;
+        if n == 0 {
+            dups.push(order.order_no.clone());
+            continue;
+        }
+        let order_id = tx.last_insert_rowid();
+        for dest in destinations {
+            ins_delivery.execute(params![order_id, dest, now])?;
+        }
+        new += 1;
+    }
+    Ok((new, dups))
+}
+
 fn bump(conn: &Connection, source: &str, name: &str, by: i64) -> Result<()> {
     conn.execute(
         "INSERT INTO counter (source, name, value) VALUES (?1, ?2, ?3)

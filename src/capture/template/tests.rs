@@ -1,5 +1,5 @@
 //! Template tests: the two fixtures against their expected orders (templates
-//! loaded from docs/config-receipts.toml so the documentation cannot drift),
+//! loaded from config/tillrelay.toml so the documentation cannot drift),
 //! then one `check` table per rule.
 
 use super::*;
@@ -11,9 +11,9 @@ fn root(rel: &str) -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
 }
 
-/// The receipt rules of source `name` in docs/config-receipts.toml.
+/// The receipt rules of source `name` in config/tillrelay.toml.
 fn doc_rules(name: &str) -> ReceiptRules {
-    let text = std::fs::read_to_string(root("docs/config-receipts.toml")).unwrap();
+    let text = std::fs::read_to_string(root("config/tillrelay.toml")).unwrap();
     let doc: toml::Table = toml::from_str(&text).unwrap();
     let sources = doc["source"].as_array().unwrap();
     let src = sources

@@ -1,0 +1,266 @@
+//! The serial source loop: the tap's raw chunks → receipts → journal + orders.
+//!
+//! Invariants:
+//! - **A receipt counts as captured once its raw bytes are committed**: each receipt
+//!   is committed as one capture unit (its masked raw bytes, and its order if the
+//!   template read one) in one transaction. A receipt the template cannot read is
+//!   committed all the same, as `unparsed` with the reason, for `reparse`.
+//! - Printing never waits for any of this: the tap forwards to the printer on its own
+//!   threads; this loop only consumes the capture channel.
+//! - A full queue (size cap or disk) keeps receipts in memory, bounded by
+//!   [`MAX_HELD_BYTES`], and retries; the loop never exits because of the device,
+//!   the input or the database.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use log::{debug, error, info, warn};
+use sha1::{Digest, Sha1};
+
+use crate::capture::receipt::{Pipeline, ReceiptRules};
+use crate::capture::segment::Receipt;
+use crate::capture::serial::{SerialConfig, Tap, TapOptions};
+use crate::capture::template::Parsed;
+use crate::config::Source;
+use crate::lifecycle::{Heartbeat, Shutdown};
+use crate::outbox::{Capture, CaptureKind, Outbox, OutboxError};
+use crate::stamp::stamp;
+
+/// Receipts held in memory while the queue is full, at most this many bytes; past
+/// it the oldest held receipt is dropped and counted (a full disk for hours).
+pub const MAX_HELD_BYTES: usize = 8 << 20;
+
+const RETRY_FULL: Duration = Duration::from_secs(5);
+
+pub struct SerialWatch {
+    source: Source,
+    serial: SerialConfig,
+    rules: ReceiptRules,
+    outbox: Outbox,
+    held: VecDeque<Receipt>,
+    held_bytes: usize,
+    dropped: u64,
+}
+
+impl SerialWatch {
+    pub fn new(
+        source: Source,
+        serial: SerialConfig,
+        rules: ReceiptRules,
+        outbox: Outbox,
+    ) -> SerialWatch {
+        SerialWatch {
+            source,
+            serial,
+            rules,
+            outbox,
+            held: VecDeque::new(),
+            held_bytes: 0,
+            dropped: 0,
+        }
+    }
+
+    /// Runs until shutdown: the tap, receipt assembly, and commits.
+    pub fn run(mut self, shutdown: &Shutdown, beat: &Heartbeat) {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tap, mut rx) = match Tap::start(
+            &self.source.name,
+            &self.serial,
+            TapOptions::default(),
+            stop.clone(),
+        ) {
+            Ok(t) => t,
+            Err(e) => {
+                // Tap::start only fails to spawn threads; devices are (re)opened inside.
+                error!(
+                    "source {}: cannot start the serial tap: {e}",
+                    self.source.name
+                );
+                return;
+            }
+        };
+        let notify = Arc::new(tokio::sync::Notify::new());
+        {
+            let (stop, notify) = (stop.clone(), notify.clone());
+            shutdown.on_trigger(move || {
+                stop.store(true, Ordering::SeqCst);
+                notify.notify_one();
+            });
+        }
+        let rt = match tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                error!("source {}: {e}", self.source.name);
+                stop.store(true, Ordering::SeqCst);
+                tap.join();
+                return;
+            }
+        };
+        let mut pipeline = Pipeline::new(&self.rules);
+        let mut out = Vec::new();
+        rt.block_on(async {
+            loop {
+                beat.beat();
+                let now = Instant::now();
+                let wake = pipeline
+                    .deadline()
+                    .unwrap_or(now + beat.max_sleep())
+                    .min(now + beat.max_sleep());
+                let wake = if self.held.is_empty() {
+                    wake
+                } else {
+                    wake.min(now + RETRY_FULL)
+                };
+                tokio::select! {
+                    chunk = rx.recv() => match chunk {
+                        Some(c) => pipeline.feed(&c.bytes, Some(c.at), &mut out),
+                        None => break, // the tap stopped (shutdown)
+                    },
+                    _ = tokio::time::sleep_until(wake.into()) => {
+                        pipeline.tick(Instant::now(), &mut out);
+                    }
+                    _ = notify.notified() => {}
+                }
+                for r in out.drain(..) {
+                    self.hold(r);
+                }
+                self.commit_held();
+                if shutdown.is_triggered() {
+                    // Drain what the tap already handed over, then stop.
+                    while let Ok(c) = rx.try_recv() {
+                        pipeline.feed(&c.bytes, Some(c.at), &mut out);
+                    }
+                    break;
+                }
+            }
+        });
+        pipeline.finish(&mut out);
+        for r in out.drain(..) {
+            self.hold(r);
+        }
+        self.commit_held();
+        if !self.held.is_empty() {
+            error!(
+                "source {}: stopping with {} receipt(s) not journalled (the queue is full)",
+                self.source.name,
+                self.held.len()
+            );
+        }
+        stop.store(true, Ordering::SeqCst);
+        tap.join();
+        debug!("source {}: serial loop stopped", self.source.name);
+    }
+
+    fn hold(&mut self, r: Receipt) {
+        self.held_bytes += r.raw.len();
+        self.held.push_back(r);
+        while self.held_bytes > MAX_HELD_BYTES && self.held.len() > 1 {
+            if let Some(old) = self.held.pop_front() {
+                self.held_bytes -= old.raw.len();
+                self.dropped += 1;
+                error!(
+                    "source {}: the queue has been full too long: dropped a held receipt ({} dropped so far)",
+                    self.source.name, self.dropped
+                );
+            }
+        }
+    }
+
+    fn commit_held(&mut self) {
+        while let Some(r) = self.held.front() {
+            match commit_receipt(&mut self.outbox, &self.source, &self.rules, r) {
+                Ok(()) => {
+                    if let Some(r) = self.held.pop_front() {
+                        self.held_bytes -= r.raw.len();
+                    }
+                }
+                Err(OutboxError::Full) => {
+                    warn!(
+                        "source {}: the queue is full; {} receipt(s) held in memory until space returns",
+                        self.source.name,
+                        self.held.len()
+                    );
+                    return;
+                }
+                Err(e) => {
+                    error!(
+                        "source {}: cannot journal a receipt (will retry): {e}",
+                        self.source.name
+                    );
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Journals one receipt with what its template made of it, in one transaction.
+pub fn commit_receipt(
+    outbox: &mut Outbox,
+    source: &Source,
+    rules: &ReceiptRules,
+    r: &Receipt,
+) -> Result<(), OutboxError> {
+    let hash: String = Sha1::digest(&r.raw)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let mut unit = Capture {
+        source: &source.name,
+        kind: CaptureKind::Receipt,
+        name: None,
+        size: r.raw.len() as u64,
+        hash,
+        raw: Some(&r.raw),
+        error: None,
+    };
+    let mut orders = Vec::new();
+    match rules.parse(r) {
+        Ok(Parsed::Order(o)) => {
+            let mut o = *o;
+            stamp(&mut o, source);
+            orders.push(o);
+        }
+        Ok(Parsed::Reprint { order_no }) => {
+            info!(
+                "source {}: a reprint{}: not a new order",
+                source.name,
+                order_no.map(|n| format!(" of {n}")).unwrap_or_default()
+            );
+        }
+        Ok(Parsed::NotAnOrder { reason }) => {
+            debug!("source {}: not an order: {reason}", source.name);
+        }
+        Err(e) => {
+            warn!(
+                "source {}: a receipt the template cannot read is kept for reparse: {e}",
+                source.name
+            );
+            unit.error = Some(e.to_string());
+        }
+    }
+    let report = outbox.ingest(&unit, &orders)?;
+    crate::failpoint::hit("serial.after_commit");
+    if report.new > 0 {
+        info!(
+            "source {}: order {} captured",
+            source.name,
+            orders
+                .first()
+                .map(|o| o.order_no.as_str())
+                .unwrap_or_default()
+        );
+    } else if !report.duplicates.is_empty() {
+        info!(
+            "source {}: order {} was already stored (reprinted?), not stored again",
+            source.name,
+            report.duplicates.join(", ")
+        );
+    }
+    Ok(())
+}
