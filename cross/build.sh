@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Release binaries for the boxes: armv7 hard-float and aarch64 Linux (glibc), built with
+# Release binaries for the boxes (profile `box` in Cargo.toml): armv7 hard-float and aarch64 Linux (glibc), built with
 # Debian's Rust 1.85 (which also proves the crate and Cargo.lock hold to rust-version).
 # Sets the toolchain up first (cross/setup.sh, a no-op when done).
 #
@@ -19,8 +19,8 @@ triples=("$@")
 dist=$CARGO_TARGET_DIR/dist
 mkdir -p "$dist"
 for t in "${triples[@]}"; do
-    "$CARGO" build --locked --release --target "$t" --bin tillrelay
-    cp "$CARGO_TARGET_DIR/$t/release/tillrelay" "$dist/tillrelay-$t"
+    "$CARGO" build --locked --profile box --target "$t" --bin tillrelay
+    cp "$CARGO_TARGET_DIR/$t/box/tillrelay" "$dist/tillrelay-$t"
 done
 for t in "${triples[@]}"; do
     bash "$here/inspect.sh" "$dist/tillrelay-$t"

@@ -21,7 +21,7 @@ dist=$root/target/cross/dist
 cd "$root"
 for t in "${triples[@]}"; do
     # Packs what build.sh built; --no-build because cargo-deb would use rustup's cargo.
-    deb=$(CARGO_TARGET_DIR=$root/target/cross cargo deb --no-build --no-strip \
+    deb=$(CARGO_TARGET_DIR=$root/target/cross cargo deb --no-build --no-strip --profile box \
         --target "$t" --output "$dist" | tail -n1)
     echo "$deb"
     contents=$(dpkg-deb -c "$deb")
