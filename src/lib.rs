@@ -16,6 +16,7 @@
 //! - [`cli`]: the commands, their output and exit codes; `main` only calls it.
 //! - [`logging`], [`secret`]: log setup; secret values that print as `***`.
 //! - [`failpoint`]: places where tests make the real binary crash on purpose.
+//! - [`systemd`]: READY / WATCHDOG / STOPPING / STATUS to the service manager.
 //!
 //! ARCHITECTURE.md at the repository root has the bird's-eye view and the invariants.
 
@@ -32,4 +33,5 @@ pub mod order;
 pub mod outbox;
 pub mod secret;
 pub mod stamp;
+pub mod systemd;
 pub mod upload;

@@ -402,17 +402,35 @@ fn sigkill_between_commit_and_move_ingests_nothing_twice() {
 fn a_missing_folder_is_waited_for() {
     let b = Box_::new("");
     fs::remove_dir(b.inbox()).unwrap();
-    let agent = b.start();
-    std::thread::sleep(Duration::from_millis(300));
+    let mut agent = b.start();
+    // Create the folder only once the agent has seen it missing: a fixed sleep was
+    // too short for the agent's start-up under qemu (cross/test-armv7.sh).
+    let stderr = agent.0.stderr.take().unwrap();
+    let (seen_tx, seen_rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut log = String::new();
+        for line in std::io::BufReader::new(stderr).lines() {
+            let line = line.unwrap();
+            if line.contains("does not exist") {
+                let _ = seen_tx.send(());
+            }
+            log.push_str(&line);
+            log.push('\n');
+        }
+        log
+    });
+    let seen = seen_rx.recv_timeout(Duration::from_secs(30)).is_ok();
     fs::create_dir(b.inbox()).unwrap();
     b.drop_file(
         "a.json",
         &fs::read(fixture("exports/orders-20261122-1005.json")).unwrap(),
     );
     assert!(wait_until(Duration::from_secs(30), || b.orders().len() == 2));
-    let (status, log) = agent.stop();
-    assert!(status.success());
-    assert!(log.contains("does not exist"), "{log}");
+    let (status, _) = agent.stop();
+    let log = reader.join().unwrap();
+    assert!(seen, "the missing folder was not reported:\n{log}");
+    assert!(status.success(), "{log}");
 }
 
 #[test]
