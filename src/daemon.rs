@@ -26,6 +26,7 @@ use crate::capture::live::SerialWatch;
 use crate::config::{Config, SourceKind};
 use crate::lifecycle::{Heartbeat, Heartbeats, Shutdown};
 use crate::outbox::{self, Outbox};
+use crate::systemd::Notifier;
 use crate::upload::engine::{Client, EngineConfig, Wake, Worker};
 use crate::upload::ovopark::OvoparkClient;
 use crate::upload::wdt::WdtClient;
@@ -79,7 +80,9 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         }
     };
 
-    let watchdog = watchdog_period();
+    let notifier = Notifier::from_env();
+    // The watchdog timeout systemd set (twice the advised ping interval).
+    let watchdog = notifier.watchdog_interval().map(|i| i * 2);
     for w in cfg.warnings() {
         warn!("config: {w}");
     }
@@ -182,14 +185,14 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         );
     }
 
-    systemd_notify(&[sd_notify::NotifyState::Ready]);
+    notifier.ready();
     info!("ready");
 
-    wait_for_signal(&rt, signals, &beats, watchdog, &wakes);
+    wait_for_signal(&rt, signals, &beats, &notifier, watchdog, &wakes);
     let _ = std::fs::remove_file(&pid_file);
 
     info!("stopping: finishing the work in hand");
-    systemd_notify(&[sd_notify::NotifyState::Stopping]);
+    notifier.stopping();
     shutdown.trigger();
     let deadline = Instant::now() + DRAIN_DEADLINE;
     let mut finished: Vec<String> = Vec::new();
@@ -256,6 +259,7 @@ fn wait_for_signal(
     rt: &tokio::runtime::Runtime,
     mut sig: Signals,
     beats: &Heartbeats,
+    notifier: &Notifier,
     watchdog: Option<Duration>,
     wakes: &[Wake],
 ) {
@@ -274,9 +278,11 @@ fn wait_for_signal(
                 }
                 _ = tick.tick() => {
                     if let Some(w) = watchdog {
-                        let stale = beats.stale(w / 2);
+                        // A WDT request may take two timeouts (one timestamp retry):
+                        // a loop counts as stuck only well past that.
+                        let stale = beats.stale(w * 3 / 4);
                         if stale.is_empty() {
-                            systemd_notify(&[sd_notify::NotifyState::Watchdog]);
+                            notifier.watchdog_ping();
                         } else {
                             error!("watchdog: not pinging, stuck loop(s): {}", stale.join(", "));
                         }
@@ -285,27 +291,4 @@ fn wait_for_signal(
             }
         }
     });
-}
-
-/// The systemd watchdog period, if systemd asked for pings.
-fn watchdog_period() -> Option<Duration> {
-    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
-    if let Some(pid) = std::env::var("WATCHDOG_PID")
-        .ok()
-        .and_then(|p| p.parse::<u32>().ok())
-    {
-        if pid != std::process::id() {
-            return None;
-        }
-    }
-    Some(Duration::from_micros(usec)).filter(|d| !d.is_zero())
-}
-
-fn systemd_notify(states: &[sd_notify::NotifyState]) {
-    if std::env::var_os("NOTIFY_SOCKET").is_none() {
-        return;
-    }
-    if let Err(e) = sd_notify::notify(false, states) {
-        warn!("cannot notify systemd: {e}");
-    }
 }
