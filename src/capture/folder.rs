@@ -482,6 +482,13 @@ impl FolderWatch {
                 report.duplicates.join(", ")
             );
         }
+        if !report.corrected.is_empty() {
+            info!(
+                "source {src}: {name}: {} rejected order(s) corrected, sending them again: {}",
+                report.corrected.len(),
+                report.corrected.join(", ")
+            );
+        }
         if errors.is_empty() {
             info!("source {src}: {name}: {} new order(s)", report.new);
             self.finish(path, &name);
@@ -493,7 +500,7 @@ impl FolderWatch {
             let msg = format!(
                 "{} order(s) of this file were stored; {} could not be read and were not:\n{}\n\
                  Fix them and drop the file again: the stored orders will not be stored twice.",
-                report.new + report.duplicates.len(),
+                report.new + report.duplicates.len() + report.corrected.len(),
                 errors.len(),
                 errors.join("\n")
             );

@@ -12,7 +12,10 @@
 //! - **One captured unit, one transaction**: its journal row, its new orders and their
 //!   delivery rows commit together or not at all ([`Outbox::ingest`]).
 //! - **(source, order_no) is unique**: a second copy of an order is counted in the
-//!   journal row as a duplicate, never stored twice.
+//!   journal row as a duplicate, never stored twice. The one exception is a
+//!   *correction*: a copy with different content of an order that some destination
+//!   rejected replaces the stored body, and its rejected deliveries become pending
+//!   again (same transaction). Delivered and pending deliveries are left as they are.
 //! - **Durable before acknowledged**: with `synchronous = full` (the default) a commit
 //!   has been fsynced when `ingest` returns; `normal` trades the last commits before a
 //!   power cut for speed on slow flash (documented in the example config).
@@ -20,7 +23,8 @@
 //!   ingest fails with [`OutboxError::Full`] and rolls back; nothing stored is dropped,
 //!   and the caller keeps the unit (the file stays in the folder) to try again.
 //! - **Delivery state machine**: `pending → delivered | rejected`, `rejected → pending`
-//!   only by an explicit `retry`. Attempts, next attempt time and last error are kept.
+//!   only by an explicit `retry` or a correction (above). Attempts, next attempt time
+//!   and last error are kept.
 //! - Memory never grows with the queue: every query that walks the queue is bounded
 //!   by a `LIMIT`.
 
@@ -121,6 +125,9 @@ pub struct IngestReport {
     pub new: usize,
     /// Orders of this unit that were already stored (reprints, files dropped twice).
     pub duplicates: Vec<String>,
+    /// Orders of this unit that corrected a stored order some destination had
+    /// rejected: the body was replaced and the rejected deliveries are pending again.
+    pub corrected: Vec<String>,
 }
 
 /// A delivery row due for an attempt, with its order.
@@ -177,6 +184,8 @@ pub struct SourceStatus {
     pub unparsed: i64,
     pub orders: i64,
     pub duplicates: i64,
+    /// Rejected orders replaced by a corrected copy (and re-queued).
+    pub corrected: i64,
     pub last_error: Option<String>,
 }
 
@@ -366,7 +375,11 @@ impl Outbox {
                     now
                 ])?;
                 if n == 0 {
-                    report.duplicates.push(order.order_no.clone());
+                    if correct_rejected(&tx, unit.source, order, body, now)? {
+                        report.corrected.push(order.order_no.clone());
+                    } else {
+                        report.duplicates.push(order.order_no.clone());
+                    }
                     continue;
                 }
                 let order_id = tx.last_insert_rowid();
@@ -375,6 +388,9 @@ impl Outbox {
                 }
                 report.new += 1;
             }
+        }
+        if !report.corrected.is_empty() {
+            bump(&tx, unit.source, "corrected", report.corrected.len() as i64)?;
         }
         tx.execute(
             "UPDATE capture SET orders = ?1, duplicates = ?2 WHERE id = ?3",
@@ -602,6 +618,7 @@ impl Outbox {
                     "files_ingested" => s.files_ingested = value,
                     "files_rejected" => s.files_rejected = value,
                     "receipts" => s.receipts = value,
+                    "corrected" => s.corrected = value,
                     _ => {}
                 }
             }
@@ -823,6 +840,7 @@ impl Outbox {
             capture_id,
             new,
             duplicates,
+            corrected: Vec::new(),
         })
     }
 }
@@ -877,6 +895,48 @@ fn insert_orders(
         new += 1;
     }
     Ok((new, dups))
+}
+
+/// A second copy of a stored order: if its content differs and some destination
+/// rejected the stored one, the copy is the POS's correction. Replaces the body and
+/// puts the rejected deliveries back to pending, due now; returns whether it did.
+/// Delivered deliveries stay delivered (the cloud has the order; resending would be a
+/// duplicate there) and pending ones simply go out with the new body.
+fn correct_rejected(
+    tx: &rusqlite::Transaction<'_>,
+    source: &str,
+    order: &Order,
+    body: &str,
+    now: i64,
+) -> Result<bool> {
+    let stored: Option<(i64, String)> = tx
+        .prepare_cached("SELECT id, body FROM orders WHERE source = ?1 AND order_no = ?2")?
+        .query_row(params![source, order.order_no], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .optional()?;
+    let Some((order_id, old_body)) = stored else {
+        return Ok(false);
+    };
+    if old_body == body {
+        return Ok(false);
+    }
+    let rejected: i64 = tx
+        .prepare_cached("SELECT count(*) FROM delivery WHERE order_id = ?1 AND state = 'rejected'")?
+        .query_row(params![order_id], |r| r.get(0))?;
+    if rejected == 0 {
+        return Ok(false);
+    }
+    tx.execute(
+        "UPDATE orders SET body = ?2, order_time = ?3 WHERE id = ?1",
+        params![order_id, body, crate::order::format_time(&order.order_time)],
+    )?;
+    tx.execute(
+        "UPDATE delivery SET state = 'pending', next_at = ?2, updated_at = ?2
+          WHERE order_id = ?1 AND state = 'rejected'",
+        params![order_id, now],
+    )?;
+    Ok(true)
 }
 
 fn bump(conn: &Connection, source: &str, name: &str, by: i64) -> Result<()> {
@@ -986,6 +1046,80 @@ mod tests {
             .find(|d| d.name == "ovopark")
             .unwrap();
         assert_eq!(ovo.pending, 2, "destinations are independent");
+    }
+
+    #[test]
+    fn a_corrected_copy_of_a_rejected_order_replaces_it_and_requeues_only_the_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ob = open(dir.path());
+        ob.ingest(&unit("a"), &[order("1"), order("2"), order("3")])
+            .unwrap();
+        let t = now();
+        // "1": delivered to ovopark, rejected by wdt. "2": pending everywhere.
+        // "3": rejected by both.
+        let state = |ob: &Outbox, no: &str| -> Vec<(String, DeliveryState)> {
+            let v = ob.orders(None, None, 10).unwrap();
+            let o = v.iter().find(|o| o.order["order_no"] == no).unwrap();
+            o.deliveries
+                .iter()
+                .map(|d| (d.dest.clone(), d.state))
+                .collect()
+        };
+        for dest in ["ovopark", "wdt"] {
+            for d in ob.claim_due(dest, t, 10).unwrap() {
+                match (dest, d.order.order_no.as_str()) {
+                    ("ovopark", "1") => ob.mark_delivered(d.delivery_id, None).unwrap(),
+                    (_, "1" | "3") => ob.mark_rejected(d.delivery_id, "bad code").unwrap(),
+                    _ => {}
+                }
+            }
+        }
+        let fixed = |no: &str| {
+            let mut o = order(no);
+            o.lines[0].code = "691".into();
+            o
+        };
+        // The same content again is a duplicate, whatever the state.
+        let r = ob
+            .ingest(&unit("again"), &[order("1"), order("2")])
+            .unwrap();
+        assert_eq!(r.duplicates, ["1", "2"]);
+        assert!(r.corrected.is_empty());
+        // Changed content: a correction only where a delivery was rejected.
+        let r = ob
+            .ingest(
+                &unit("fixed"),
+                &[fixed("1"), fixed("2"), fixed("3"), order("4")],
+            )
+            .unwrap();
+        assert_eq!((r.new, r.duplicates.clone()), (1, vec!["2".to_string()]));
+        assert_eq!(r.corrected, ["1", "3"]);
+        use DeliveryState::*;
+        let s = |d: &str, st| (d.to_string(), st);
+        assert_eq!(
+            state(&ob, "1"),
+            [s("ovopark", Delivered), s("wdt", Pending)]
+        );
+        assert_eq!(state(&ob, "3"), [s("ovopark", Pending), s("wdt", Pending)]);
+        // The pending one keeps its stored body; the corrected ones carry the fix.
+        let body = |no: &str| {
+            let v = ob.orders(None, None, 10).unwrap();
+            let o = v.iter().find(|o| o.order["order_no"] == no).unwrap();
+            o.order["lines"][0]["code"].as_str().unwrap().to_string()
+        };
+        assert_eq!(body("1"), "691");
+        assert_eq!(body("2"), "690");
+        assert_eq!(body("3"), "691");
+        let due: Vec<String> = ob
+            .claim_due("wdt", t, 10)
+            .unwrap()
+            .into_iter()
+            .map(|d| format!("{}:{}", d.order.order_no, d.order.lines[0].code))
+            .collect();
+        assert_eq!(due, ["1:691", "2:690", "3:691", "4:690"]);
+        let st = ob.status(now()).unwrap();
+        assert_eq!(st.sources[0].corrected, 2);
+        assert_eq!(st.sources[0].orders, 4, "a correction is not a new order");
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests: the real binary, temp dirs, waiting.
 #![allow(dead_code)]
 
+pub mod agent;
+
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
