@@ -406,6 +406,13 @@ fn status(cfg: &Config, json: bool) -> Result<(), CliError> {
                 c.duplicates
             ),
         };
+        if c.corrected > 0 {
+            let _ = writeln!(
+                out,
+                "    {} rejected order(s) corrected by a later copy and sent again",
+                c.corrected
+            );
+        }
         if c.unparsed > 0 {
             let _ = writeln!(
                 out,

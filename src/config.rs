@@ -369,8 +369,9 @@ impl Config {
         // Order numbers are unique per Ovopark enterprise and per Wangdiantong seller:
         // two lanes whose POSes both count from 1 would collide, and the second order
         // would be taken for a repeat of the first.
-        for (i, a) in self.sources.iter().enumerate() {
-            for b in &self.sources[i + 1..] {
+        let active: Vec<&Source> = self.sources.iter().filter(|s| s.enabled).collect();
+        for (i, &a) in active.iter().enumerate() {
+            for &b in &active[i + 1..] {
                 if let Some(o) = &self.ovopark {
                     let ent = |s: &Source| {
                         s.ovopark
