@@ -166,6 +166,14 @@ impl DeliveryState {
     }
 }
 
+/// What became of one delivery attempt, as [`Outbox::record_outcomes`] stores it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mark {
+    Delivered(Option<String>),
+    Retry { next_at: i64, error: String },
+    Rejected(String),
+}
+
 /// `status`: what a person checks first.
 #[derive(Debug, Clone, Serialize)]
 pub struct Status {
@@ -480,6 +488,39 @@ impl Outbox {
             params![dest],
             |r| r.get(0),
         )?)
+    }
+
+    /// Persists the outcomes of one pass in one transaction (one fsync for a batch of
+    /// 100, not 100). A crash before the commit only means the batch is sent again,
+    /// which the clouds deduplicate.
+    pub fn record_outcomes(&mut self, marks: &[(i64, Mark)]) -> Result<()> {
+        let now = now();
+        let tx = self.conn.transaction()?;
+        {
+            let mut delivered = tx.prepare_cached(
+                "UPDATE delivery SET state = 'delivered', attempts = attempts + 1, last_error = ?2,
+                        updated_at = ?3 WHERE id = ?1",
+            )?;
+            let mut retry = tx.prepare_cached(
+                "UPDATE delivery SET attempts = attempts + 1, next_at = ?2, last_error = ?3,
+                        updated_at = ?4 WHERE id = ?1 AND state = 'pending'",
+            )?;
+            let mut rejected = tx.prepare_cached(
+                "UPDATE delivery SET state = 'rejected', attempts = attempts + 1, last_error = ?2,
+                        updated_at = ?3 WHERE id = ?1",
+            )?;
+            for (id, mark) in marks {
+                match mark {
+                    Mark::Delivered(note) => delivered.execute(params![id, note, now])?,
+                    Mark::Retry { next_at, error } => {
+                        retry.execute(params![id, next_at, error, now])?
+                    }
+                    Mark::Rejected(reason) => rejected.execute(params![id, reason, now])?,
+                };
+            }
+        }
+        tx.commit()?;
+        Ok(())
     }
 
     pub fn mark_delivered(&mut self, delivery_id: i64, note: Option<&str>) -> Result<()> {

@@ -6,7 +6,8 @@
 //! - Destinations are independent: each worker has its own outbox connection, client
 //!   and clock; one cloud down never delays the other.
 //! - Memory is bounded by the batch: rows are claimed `batch` at a time, never the queue.
-//! - Every outcome is persisted before the next request: delivered, retry at a
+//! - Every outcome is persisted before the next pass (one transaction per batch):
+//!   delivered, retry at a
 //!   backoff time (exponential, jittered, capped; the server's advice when longer),
 //!   rejected with its reason. A misconfigured destination is paused in the outbox (shown
 //!   by `status`), its rows are left pending and untouched, and one row is tried again
@@ -27,7 +28,7 @@ use super::ovopark::OvoparkClient;
 use super::wdt::WdtClient;
 use crate::lifecycle::{Heartbeat, Shutdown};
 use crate::order::Order;
-use crate::outbox::{self, Due, Outbox};
+use crate::outbox::{self, Due, Mark, Outbox};
 
 /// One destination's client (one per worker, so the size difference does not matter).
 #[allow(clippy::large_enum_variant)]
@@ -278,18 +279,25 @@ impl Worker {
         });
         let mut last_error: Option<String> = None;
         let mut retry_delay = Duration::ZERO;
+        let mut marks = Vec::with_capacity(rows.len());
         for (row, outcome) in rows.iter().zip(outcomes) {
             match outcome {
                 // Not attempted: the row stays as it was.
                 None => {}
                 Some(Outcome::Delivered { note }) => {
-                    self.outbox.mark_delivered(row.delivery_id, Some(&note))?;
+                    marks.push((row.delivery_id, Mark::Delivered(Some(note))));
                     pass.delivered += 1;
                 }
                 Some(Outcome::Retry { after, reason }) => {
                     let delay = backoff(&self.cfg, row.attempts).max(after.unwrap_or_default());
                     let next_at = now + delay.as_secs() as i64;
-                    self.outbox.mark_retry(row.delivery_id, next_at, &reason)?;
+                    marks.push((
+                        row.delivery_id,
+                        Mark::Retry {
+                            next_at,
+                            error: reason.clone(),
+                        },
+                    ));
                     log::debug!(
                         "upload:{}: order {}: {reason}; retry in {}s",
                         self.dest,
@@ -301,8 +309,8 @@ impl Worker {
                     last_error.get_or_insert(reason);
                 }
                 Some(Outcome::Rejected { reason }) => {
-                    self.outbox.mark_rejected(row.delivery_id, &reason)?;
                     warn!("upload:{}: rejected: {reason}", self.dest);
+                    marks.push((row.delivery_id, Mark::Rejected(reason)));
                     pass.rejected += 1;
                 }
                 Some(Outcome::Misconfigured { reason }) => {
@@ -311,6 +319,7 @@ impl Worker {
                 }
             }
         }
+        self.outbox.record_outcomes(&marks)?;
         if let Some(reason) = &last_error {
             // One line per pass, not per order: an outage must not flood the log.
             warn!(
