@@ -269,6 +269,23 @@ fn push(
     let (mut new_count, mut chg_count) = (0, 0);
     for (tid, t, my_lines) in ok {
         let orders: Vec<Value> = my_lines.into_iter().cloned().collect();
+        // An update frees the oids of the trade's previous lines (only those: a scan
+        // of every stored oid per trade made big backlogs quadratic).
+        let old_oids: Vec<String> = st
+            .trades
+            .get(&tid)
+            .map(|r| {
+                r.orders
+                    .iter()
+                    .filter_map(|o| o["oid"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for oid in old_oids {
+            if st.oids.get(&oid) == Some(&tid) {
+                st.oids.remove(&oid);
+            }
+        }
         match st.trades.get_mut(&tid) {
             Some(r) => {
                 chg_count += 1;
@@ -292,7 +309,6 @@ fn push(
                 );
             }
         }
-        st.oids.retain(|_, owner| *owner != tid);
         for o in &orders {
             if let Some(oid) = o["oid"].as_str() {
                 st.oids.insert(oid.to_string(), tid.clone());
