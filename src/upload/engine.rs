@@ -15,6 +15,11 @@
 //!   every [`Wake::wake`] (SIGUSR1, `tillrelay flush`), switch the worker to draining,
 //!   where it takes pending rows whatever their scheduled time until a pass delivers
 //!   nothing.
+//! - A jump of the wall clock (NTP correcting a box that booted without an RTC, a
+//!   manual change) also switches the worker to draining: the rows' schedules were
+//!   written by the old clock, and after a jump back they would all look hours ahead
+//!   (not due) until the clock caught up. A jump is the wall clock moving more than
+//!   [`CLOCK_JUMP_SECS`] differently from the monotonic clock between two passes.
 //! - Shutdown: the batch in hand is finished and persisted, then the worker returns.
 
 use std::sync::{Arc, Condvar, Mutex};
@@ -73,6 +78,10 @@ impl Client {
         }
     }
 }
+
+/// Between two passes, a wall clock that moved this much more or less than the
+/// monotonic clock has jumped (see the module invariants).
+pub const CLOCK_JUMP_SECS: i64 = 60;
 
 /// Timing of the engine.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -164,6 +173,8 @@ pub struct Worker {
     /// at the first request the server judges.
     clear_stale_pause: bool,
     beat: Option<Heartbeat>,
+    /// The wall clock (seconds) and the monotonic clock at the last pass.
+    clock_seen: Option<(i64, Instant)>,
 }
 
 impl Worker {
@@ -187,6 +198,7 @@ impl Worker {
             failures: 0,
             clear_stale_pause: true,
             beat: None,
+            clock_seen: None,
         }
     }
 
@@ -247,6 +259,7 @@ impl Worker {
     /// One pass: claim due rows (one row while paused: the probe), send, persist.
     pub fn pass(&mut self) -> outbox::Result<Pass> {
         let now = outbox::now();
+        self.notice_clock_jump(now, Instant::now());
         let limit = if self.paused.is_some() {
             1
         } else {
@@ -366,10 +379,32 @@ impl Worker {
         Ok(pass)
     }
 
+    /// Switches to draining when the wall clock jumped since the last pass; returns
+    /// the jump in seconds (`now` is the wall clock, `mono` the monotonic one).
+    fn notice_clock_jump(&mut self, now: i64, mono: Instant) -> Option<i64> {
+        let seen = self.clock_seen.replace((now, mono));
+        let jump = clock_jump(seen?, now, mono)?;
+        info!(
+            "upload:{}: the clock jumped by {jump} s: sending what is pending now",
+            self.dest
+        );
+        self.draining = true;
+        Some(jump)
+    }
+
     /// Why the destination is paused, while it is.
     pub fn paused(&self) -> Option<&str> {
         self.paused.as_deref()
     }
+}
+
+/// How far the wall clock jumped since `seen` (wall seconds, monotonic instant), if it
+/// moved more than [`CLOCK_JUMP_SECS`] differently from the monotonic clock.
+fn clock_jump(seen: (i64, Instant), now: i64, mono: Instant) -> Option<i64> {
+    let (wall, at) = seen;
+    let elapsed = mono.saturating_duration_since(at).as_secs() as i64;
+    let jump = now - (wall + elapsed);
+    (jump.abs() > CLOCK_JUMP_SECS).then_some(jump)
 }
 
 /// The order with its source filled from the row (per-source overrides key on it).
@@ -406,6 +441,29 @@ mod tests {
         check(3, 40, 80);
         check(10, 150, 300);
         check(1000, 150, 300);
+    }
+
+    #[test]
+    fn clock_jumps_are_told_from_time_passing() {
+        let t0 = Instant::now();
+        let wall = 1_800_000_000;
+        let check = |mono_secs: u64, wall_delta: i64, expected: Option<i64>| {
+            let mono = t0 + Duration::from_secs(mono_secs);
+            assert_eq!(
+                clock_jump((wall, t0), wall + wall_delta, mono),
+                expected,
+                "{mono_secs} s passed, the wall clock moved {wall_delta} s"
+            );
+        };
+        check(0, 0, None);
+        check(600, 600, None);
+        check(600, 601, None);
+        check(5, 65, None);
+        check(5, 66, Some(61));
+        check(5, -3 * 3600 + 5, Some(-3 * 3600));
+        check(10, 8 * 3600 + 10, Some(8 * 3600));
+        // a box asleep (monotonic time stopped) looks like a jump forward: harmless
+        check(0, 3600, Some(3600));
     }
 
     #[test]
