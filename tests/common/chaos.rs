@@ -444,16 +444,16 @@ impl Pty {
             path,
         }
     }
+}
 
-    /// Clears the exclusive-open flag (TIOCEXCL) a SIGKILLed agent leaves on the tty:
-    /// with a real serial device the kernel forgets it at the last close, but here the
-    /// test's own open device end keeps the tty alive. (Root ignores the flag anyway.)
-    pub fn clear_exclusive(&self) {
-        use std::os::fd::AsRawFd;
-        // SAFETY: TIOCNXCL on a tty fd this process owns; no pointer argument.
-        unsafe {
-            libc::ioctl(self.slave.as_raw_fd(), libc::TIOCNXCL);
-        }
+/// Clears the exclusive-open flag (TIOCEXCL) a SIGKILLed agent leaves on a pty: with a
+/// real serial device the kernel forgets it at the last close, but here the test's own
+/// open device end (`slave`) keeps the tty alive. (Root ignores the flag anyway.)
+pub fn clear_exclusive(slave: &serialport::TTYPort) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: TIOCNXCL on a tty fd this process owns; no pointer argument.
+    unsafe {
+        libc::ioctl(slave.as_raw_fd(), libc::TIOCNXCL);
     }
 }
 
