@@ -484,6 +484,13 @@ fn every_acknowledged_order_reaches_both_clouds_exactly_once_across_random_kills
             "{o}"
         );
     }
+    // Each outcome is committed before the next request: a kill re-sends at most the
+    // one request it interrupted.
+    let all_kills = random_kills + failpoint_kills;
+    assert!(
+        resends <= all_kills as u64,
+        "{resends} Ovopark orders were sent again after {all_kills} kills"
+    );
     let wdt = emu.wdt_trades();
     let tids: BTreeSet<String> = wdt
         .iter()
@@ -504,7 +511,6 @@ fn every_acknowledged_order_reaches_both_clouds_exactly_once_across_random_kills
         .copied()
         .filter(|s| !ledger.receipts_captured.contains(s))
         .collect();
-    let all_kills = random_kills + failpoint_kills;
     assert!(
         runs(&lost) <= all_kills,
         "lost receipts {lost:?} form {} runs, more than the {all_kills} kills could cut off",

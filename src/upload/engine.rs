@@ -51,31 +51,39 @@ impl Client {
         }
     }
 
-    /// Sends the orders; one outcome per order, in order, `None` for an order that was
+    /// Sends the orders and hands each outcome to `each` (with the order's index) as
+    /// soon as it is known, so the caller persists it before the next request: a crash
+    /// then re-sends at most the one request in flight. Orders never handed over were
     /// not attempted. Ovopark stops at the first outcome that is not about the order
     /// alone (a misconfiguration or a transient fault would hit the rest the same way,
-    /// each after its own timeout).
-    /// `tick` is called between requests (the worker's heartbeat: a batch of slow
-    /// requests is progress, not a stuck loop).
-    fn send(&self, orders: &[&Order], tick: &dyn Fn()) -> Vec<Option<Outcome>> {
+    /// each after its own timeout). `tick` is called between requests (the worker's
+    /// heartbeat: a batch of slow requests is progress, not a stuck loop). An error
+    /// from `each` stops the sending and is returned.
+    fn send<E>(
+        &self,
+        orders: &[&Order],
+        tick: &dyn Fn(),
+        each: &mut dyn FnMut(usize, Outcome) -> Result<(), E>,
+    ) -> Result<(), E> {
         match self {
-            Client::Wdt(w) => w.send_batch(orders).into_iter().map(Some).collect(),
+            Client::Wdt(w) => {
+                for (i, outcome) in w.send_batch(orders).into_iter().enumerate() {
+                    each(i, outcome)?;
+                }
+            }
             Client::Ovopark(o) => {
-                let mut out = Vec::with_capacity(orders.len());
-                let mut stopped = false;
-                for order in orders {
-                    if stopped {
-                        out.push(None);
-                        continue;
-                    }
+                for (i, order) in orders.iter().enumerate() {
                     tick();
                     let r = o.send(order);
-                    stopped = matches!(r, Outcome::Misconfigured { .. } | Outcome::Retry { .. });
-                    out.push(Some(r));
+                    let stop = matches!(r, Outcome::Misconfigured { .. } | Outcome::Retry { .. });
+                    each(i, r)?;
+                    if stop {
+                        break;
+                    }
                 }
-                out
             }
         }
+        Ok(())
     }
 }
 
@@ -284,28 +292,29 @@ impl Worker {
         let orders: Vec<Order> = rows.iter().map(stamped_source).collect();
         let refs: Vec<&Order> = orders.iter().collect();
         let beat = self.beat.clone();
-        let outcomes = self.client.send(&refs, &|| {
+        let tick = || {
             if let Some(b) = &beat {
                 b.beat();
             }
-        });
+        };
         let mut last_error: Option<String> = None;
         let mut retry_delay = Duration::ZERO;
-        for (row, outcome) in rows.iter().zip(outcomes) {
+        let (dest, cfg) = (self.dest.as_str(), &self.cfg);
+        let outbox = &mut self.outbox;
+        // Each outcome is persisted before the next request goes out.
+        self.client.send(&refs, &tick, &mut |i, outcome| {
+            let row = &rows[i];
             match outcome {
-                // Not attempted: the row stays as it was.
-                None => {}
-                Some(Outcome::Delivered { note }) => {
-                    self.outbox.mark_delivered(row.delivery_id, Some(&note))?;
+                Outcome::Delivered { note } => {
+                    outbox.mark_delivered(row.delivery_id, Some(&note))?;
                     pass.delivered += 1;
                 }
-                Some(Outcome::Retry { after, reason }) => {
-                    let delay = backoff(&self.cfg, row.attempts).max(after.unwrap_or_default());
+                Outcome::Retry { after, reason } => {
+                    let delay = backoff(cfg, row.attempts).max(after.unwrap_or_default());
                     let next_at = now + delay.as_secs() as i64;
-                    self.outbox.mark_retry(row.delivery_id, next_at, &reason)?;
+                    outbox.mark_retry(row.delivery_id, next_at, &reason)?;
                     log::debug!(
-                        "upload:{}: order {}: {reason}; retry in {}s",
-                        self.dest,
+                        "upload:{dest}: order {}: {reason}; retry in {}s",
                         row.order.order_no,
                         delay.as_secs()
                     );
@@ -313,17 +322,18 @@ impl Worker {
                     retry_delay = retry_delay.max(delay);
                     last_error.get_or_insert(reason);
                 }
-                Some(Outcome::Rejected { reason }) => {
-                    self.outbox.mark_rejected(row.delivery_id, &reason)?;
-                    warn!("upload:{}: rejected: {reason}", self.dest);
+                Outcome::Rejected { reason } => {
+                    outbox.mark_rejected(row.delivery_id, &reason)?;
+                    warn!("upload:{dest}: rejected: {reason}");
                     pass.rejected += 1;
                 }
-                Some(Outcome::Misconfigured { reason }) => {
+                Outcome::Misconfigured { reason } => {
                     // The row stays as it was: pending, due, attempts unchanged.
                     pass.misconfigured.get_or_insert(reason);
                 }
             }
-        }
+            Ok::<(), outbox::OutboxError>(())
+        })?;
         if let Some(reason) = &last_error {
             // One line per pass, not per order: an outage must not flood the log.
             warn!(
