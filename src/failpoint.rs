@@ -5,6 +5,7 @@
 //! named point is reached. Unset (always, in production), a hit costs one load of a
 //! cached value. Points:
 //! - `folder.after_commit`: a file's orders are committed, the file is not yet moved.
+//! - `serial.after_commit`: a receipt is journalled, the next one is not.
 
 use std::sync::OnceLock;
 

@@ -6,8 +6,7 @@
 //! - Destinations are independent: each worker has its own outbox connection, client
 //!   and clock; one cloud down never delays the other.
 //! - Memory is bounded by the batch: rows are claimed `batch` at a time, never the queue.
-//! - Every outcome is persisted before the next pass (one transaction per batch):
-//!   delivered, retry at a
+//! - Every outcome is persisted before the next request: delivered, retry at a
 //!   backoff time (exponential, jittered, capped; the server's advice when longer),
 //!   rejected with its reason. A misconfigured destination is paused in the outbox (shown
 //!   by `status`), its rows are left pending and untouched, and one row is tried again
@@ -16,6 +15,11 @@
 //!   every [`Wake::wake`] (SIGUSR1, `tillrelay flush`), switch the worker to draining,
 //!   where it takes pending rows whatever their scheduled time until a pass delivers
 //!   nothing.
+//! - A jump of the wall clock (NTP correcting a box that booted without an RTC, a
+//!   manual change) also switches the worker to draining: the rows' schedules were
+//!   written by the old clock, and after a jump back they would all look hours ahead
+//!   (not due) until the clock caught up. A jump is the wall clock moving more than
+//!   [`CLOCK_JUMP_SECS`] differently from the monotonic clock between two passes.
 //! - Shutdown: the batch in hand is finished and persisted, then the worker returns.
 
 use std::sync::{Arc, Condvar, Mutex};
@@ -47,33 +51,45 @@ impl Client {
         }
     }
 
-    /// Sends the orders; one outcome per order, in order, `None` for an order that was
+    /// Sends the orders and hands each outcome to `each` (with the order's index) as
+    /// soon as it is known, so the caller persists it before the next request: a crash
+    /// then re-sends at most the one request in flight. Orders never handed over were
     /// not attempted. Ovopark stops at the first outcome that is not about the order
     /// alone (a misconfiguration or a transient fault would hit the rest the same way,
-    /// each after its own timeout).
-    /// `tick` is called between requests (the worker's heartbeat: a batch of slow
-    /// requests is progress, not a stuck loop).
-    fn send(&self, orders: &[&Order], tick: &dyn Fn()) -> Vec<Option<Outcome>> {
+    /// each after its own timeout). `tick` is called between requests (the worker's
+    /// heartbeat: a batch of slow requests is progress, not a stuck loop). An error
+    /// from `each` stops the sending and is returned.
+    fn send<E>(
+        &self,
+        orders: &[&Order],
+        tick: &dyn Fn(),
+        each: &mut dyn FnMut(usize, Outcome) -> Result<(), E>,
+    ) -> Result<(), E> {
         match self {
-            Client::Wdt(w) => w.send_batch(orders).into_iter().map(Some).collect(),
+            Client::Wdt(w) => {
+                for (i, outcome) in w.send_batch(orders).into_iter().enumerate() {
+                    each(i, outcome)?;
+                }
+            }
             Client::Ovopark(o) => {
-                let mut out = Vec::with_capacity(orders.len());
-                let mut stopped = false;
-                for order in orders {
-                    if stopped {
-                        out.push(None);
-                        continue;
-                    }
+                for (i, order) in orders.iter().enumerate() {
                     tick();
                     let r = o.send(order);
-                    stopped = matches!(r, Outcome::Misconfigured { .. } | Outcome::Retry { .. });
-                    out.push(Some(r));
+                    let stop = matches!(r, Outcome::Misconfigured { .. } | Outcome::Retry { .. });
+                    each(i, r)?;
+                    if stop {
+                        break;
+                    }
                 }
-                out
             }
         }
+        Ok(())
     }
 }
+
+/// Between two passes, a wall clock that moved this much more or less than the
+/// monotonic clock has jumped (see the module invariants).
+pub const CLOCK_JUMP_SECS: i64 = 60;
 
 /// Timing of the engine.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -165,6 +181,8 @@ pub struct Worker {
     /// at the first request the server judges.
     clear_stale_pause: bool,
     beat: Option<Heartbeat>,
+    /// The wall clock (seconds) and the monotonic clock at the last pass.
+    clock_seen: Option<(i64, Instant)>,
 }
 
 impl Worker {
@@ -188,6 +206,7 @@ impl Worker {
             failures: 0,
             clear_stale_pause: true,
             beat: None,
+            clock_seen: None,
         }
     }
 
@@ -248,6 +267,7 @@ impl Worker {
     /// One pass: claim due rows (one row while paused: the probe), send, persist.
     pub fn pass(&mut self) -> outbox::Result<Pass> {
         let now = outbox::now();
+        self.notice_clock_jump(now, Instant::now());
         let limit = if self.paused.is_some() {
             1
         } else {
@@ -272,24 +292,29 @@ impl Worker {
         let orders: Vec<Order> = rows.iter().map(stamped_source).collect();
         let refs: Vec<&Order> = orders.iter().collect();
         let beat = self.beat.clone();
-        let outcomes = self.client.send(&refs, &|| {
+        let tick = || {
             if let Some(b) = &beat {
                 b.beat();
             }
-        });
+        };
         let mut last_error: Option<String> = None;
         let mut retry_delay = Duration::ZERO;
-        let mut marks = Vec::with_capacity(rows.len());
-        for (row, outcome) in rows.iter().zip(outcomes) {
+        let (dest, cfg) = (self.dest.as_str(), &self.cfg);
+        let outbox = &mut self.outbox;
+        // Each outcome is persisted before the next request goes out: Ovopark's one by
+        // one; a Wangdiantong batch's together, in one transaction (one fsync for 100
+        // orders), since they come from one request.
+        let one_by_one = matches!(self.client, Client::Ovopark(_));
+        let mut marks: Vec<(i64, Mark)> = Vec::new();
+        self.client.send(&refs, &tick, &mut |i, outcome| {
+            let row = &rows[i];
             match outcome {
-                // Not attempted: the row stays as it was.
-                None => {}
-                Some(Outcome::Delivered { note }) => {
+                Outcome::Delivered { note } => {
                     marks.push((row.delivery_id, Mark::Delivered(Some(note))));
                     pass.delivered += 1;
                 }
-                Some(Outcome::Retry { after, reason }) => {
-                    let delay = backoff(&self.cfg, row.attempts).max(after.unwrap_or_default());
+                Outcome::Retry { after, reason } => {
+                    let delay = backoff(cfg, row.attempts).max(after.unwrap_or_default());
                     let next_at = now + delay.as_secs() as i64;
                     marks.push((
                         row.delivery_id,
@@ -299,8 +324,7 @@ impl Worker {
                         },
                     ));
                     log::debug!(
-                        "upload:{}: order {}: {reason}; retry in {}s",
-                        self.dest,
+                        "upload:{dest}: order {}: {reason}; retry in {}s",
                         row.order.order_no,
                         delay.as_secs()
                     );
@@ -308,17 +332,22 @@ impl Worker {
                     retry_delay = retry_delay.max(delay);
                     last_error.get_or_insert(reason);
                 }
-                Some(Outcome::Rejected { reason }) => {
-                    warn!("upload:{}: rejected: {reason}", self.dest);
+                Outcome::Rejected { reason } => {
+                    warn!("upload:{dest}: rejected: {reason}");
                     marks.push((row.delivery_id, Mark::Rejected(reason)));
                     pass.rejected += 1;
                 }
-                Some(Outcome::Misconfigured { reason }) => {
+                Outcome::Misconfigured { reason } => {
                     // The row stays as it was: pending, due, attempts unchanged.
                     pass.misconfigured.get_or_insert(reason);
                 }
             }
-        }
+            if one_by_one && !marks.is_empty() {
+                outbox.record_outcomes(&marks)?;
+                marks.clear();
+            }
+            Ok::<(), outbox::OutboxError>(())
+        })?;
         self.outbox.record_outcomes(&marks)?;
         if let Some(reason) = &last_error {
             // One line per pass, not per order: an outage must not flood the log.
@@ -375,10 +404,32 @@ impl Worker {
         Ok(pass)
     }
 
+    /// Switches to draining when the wall clock jumped since the last pass; returns
+    /// the jump in seconds (`now` is the wall clock, `mono` the monotonic one).
+    fn notice_clock_jump(&mut self, now: i64, mono: Instant) -> Option<i64> {
+        let seen = self.clock_seen.replace((now, mono));
+        let jump = clock_jump(seen?, now, mono)?;
+        info!(
+            "upload:{}: the clock jumped by {jump} s: sending what is pending now",
+            self.dest
+        );
+        self.draining = true;
+        Some(jump)
+    }
+
     /// Why the destination is paused, while it is.
     pub fn paused(&self) -> Option<&str> {
         self.paused.as_deref()
     }
+}
+
+/// How far the wall clock jumped since `seen` (wall seconds, monotonic instant), if it
+/// moved more than [`CLOCK_JUMP_SECS`] differently from the monotonic clock.
+fn clock_jump(seen: (i64, Instant), now: i64, mono: Instant) -> Option<i64> {
+    let (wall, at) = seen;
+    let elapsed = mono.saturating_duration_since(at).as_secs() as i64;
+    let jump = now - (wall + elapsed);
+    (jump.abs() > CLOCK_JUMP_SECS).then_some(jump)
 }
 
 /// The order with its source filled from the row (per-source overrides key on it).
@@ -415,6 +466,29 @@ mod tests {
         check(3, 40, 80);
         check(10, 150, 300);
         check(1000, 150, 300);
+    }
+
+    #[test]
+    fn clock_jumps_are_told_from_time_passing() {
+        let t0 = Instant::now();
+        let wall = 1_800_000_000;
+        let check = |mono_secs: u64, wall_delta: i64, expected: Option<i64>| {
+            let mono = t0 + Duration::from_secs(mono_secs);
+            assert_eq!(
+                clock_jump((wall, t0), wall + wall_delta, mono),
+                expected,
+                "{mono_secs} s passed, the wall clock moved {wall_delta} s"
+            );
+        };
+        check(0, 0, None);
+        check(600, 600, None);
+        check(600, 601, None);
+        check(5, 65, None);
+        check(5, 66, Some(61));
+        check(5, -3 * 3600 + 5, Some(-3 * 3600));
+        check(10, 8 * 3600 + 10, Some(8 * 3600));
+        // a box asleep (monotonic time stopped) looks like a jump forward: harmless
+        check(0, 3600, Some(3600));
     }
 
     #[test]

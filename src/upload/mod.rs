@@ -82,6 +82,42 @@ impl Outcome {
             reason: reason.into(),
         }
     }
+
+    /// The outcome with `secrets` blanked out of its text (see [`redact`]).
+    pub(crate) fn redacted(self, secrets: &[&str]) -> Outcome {
+        match self {
+            Outcome::Delivered { note } => Outcome::Delivered {
+                note: redact(&note, secrets),
+            },
+            Outcome::Retry { after, reason } => Outcome::Retry {
+                after,
+                reason: redact(&reason, secrets),
+            },
+            Outcome::Rejected { reason } => Outcome::Rejected {
+                reason: redact(&reason, secrets),
+            },
+            Outcome::Misconfigured { reason } => Outcome::Misconfigured {
+                reason: redact(&reason, secrets),
+            },
+        }
+    }
+}
+
+/// `text` with every occurrence of each (non-empty) secret value replaced by `***`.
+///
+/// For text that comes from a server: a cloud or a gateway in front of it may echo a
+/// request's parameters in its error message (the WDT salt travels in the query
+/// string), and that message is logged, stored as the delivery's last error and shown
+/// by `status`. The clients pass each reply's text through this with their own secret
+/// values before anything else sees it.
+pub(crate) fn redact(text: &str, secrets: &[&str]) -> String {
+    let mut out = text.to_string();
+    for s in secrets.iter().filter(|s| !s.is_empty()) {
+        if out.contains(s) {
+            out = out.replace(s, crate::secret::REDACTED);
+        }
+    }
+    out
 }
 
 /// Classification of an HTTP reply that did not reach the vendor's own JSON: the
@@ -220,6 +256,19 @@ pub(crate) fn jitter_secs(lo: u64, hi: u64) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn server_text_loses_echoed_secrets() {
+        let check = |text: &str, expected: &str| {
+            assert_eq!(redact(text, &["s3cr3t", "", "salt-1"]), expected, "{text}");
+        };
+        check("sign error", "sign error");
+        check("salt=salt-1&x=s3cr3t", "salt=***&x=***");
+        check("s3cr3ts3cr3t", "******");
+        let o = Outcome::retry("echo: s3cr3t").redacted(&["s3cr3t"]);
+        assert_eq!(o.text(), "echo: ***");
+        assert_eq!(o.kind(), "retry");
+    }
 
     #[test]
     fn http_date_round_trips_and_rejects_junk() {

@@ -789,7 +789,9 @@ impl OvoparkClient {
                     return (c, Vec::new());
                 }
             };
-            let c = classify(&reply);
+            let mut c = classify(&reply);
+            // The reply's text is logged and stored: never with our secret in it.
+            c.outcome = c.outcome.redacted(&[self.cfg.secret.expose()]);
             let learned = c
                 .systime
                 .as_deref()

@@ -806,6 +806,30 @@ pub enum Classified {
     All(Outcome),
 }
 
+impl Classified {
+    /// The classification with `secrets` blanked out of every text in it.
+    fn redacted(self, secrets: &[&str]) -> Classified {
+        use super::redact;
+        match self {
+            Classified::Accepted {
+                failed,
+                new_count,
+                chg_count,
+            } => Classified::Accepted {
+                failed: failed
+                    .into_iter()
+                    .map(|(no, e)| (no, redact(&e, secrets)))
+                    .collect(),
+                new_count,
+                chg_count,
+            },
+            Classified::DataError(w) => Classified::DataError(redact(&w, secrets)),
+            Classified::TimestampRefused(w) => Classified::TimestampRefused(redact(&w, secrets)),
+            Classified::All(o) => Classified::All(o.redacted(secrets)),
+        }
+    }
+}
+
 /// Classifies a WDT reply by the spec's status table and status-100 messages.
 pub fn classify(reply: &Reply) -> Classified {
     classify_with(reply, DEFAULT_RATE_LIMIT_WAIT_SECS)
@@ -971,7 +995,9 @@ impl WdtClient {
                     "wdt: server clock differs from ours by {off} s; timestamps follow the server"
                 );
             }
-            match classify_with(&reply, self.cfg.rate_limit_wait_secs) {
+            // The reply's text is logged and stored: never with our secret or salt in it.
+            let secrets = [self.cfg.secret.expose(), self.cfg.salt.expose()];
+            match classify_with(&reply, self.cfg.rate_limit_wait_secs).redacted(&secrets) {
                 Classified::TimestampRefused(what) => last = Some(what),
                 c => return c,
             }
