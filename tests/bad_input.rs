@@ -497,3 +497,27 @@ fn order_times_at_the_ends_of_the_calendar_fail_that_order_only() {
         );
     }
 }
+
+#[test]
+fn order_of_free_lines_only_is_translated_for_wangdiantong() {
+    // Was: "Division by zero" spreading the order discount over lines whose
+    // amounts add up to 0 (two free gifts), on the upload thread, every restart.
+    // Found by the csv_reader fuzz target.
+    let csv_rows = "F1,2026-11-22 11:20:05,a,现金,G1,赠品,1,0,0,0\n\
+                    F1,2026-11-22 11:20:05,a,现金,G2,赠品,2,0,0.00,0\n\
+                    F1,2026-11-22 11:20:05,a,现金,G3,赠品,1,0,0,0\n";
+    let text = format!("{CSV_HEAD}{csv_rows}");
+    let p = read_csv(text.as_bytes(), &EXAMPLES.csv_utf8).unwrap();
+    assert_eq!(p.orders.len(), 1, "{:?}", p.errors);
+    let cfg = &EXAMPLES.config;
+    let wdt = cfg.wdt.as_ref().unwrap();
+    let shop = wdt.target(None).unwrap();
+    let mut o = p.orders[0].clone();
+    tillrelay::stamp::stamp(&mut o, cfg.source("lane1").unwrap());
+    let trade = tillrelay::upload::wdt::build_trade(&o, &shop, wdt).unwrap();
+    assert_eq!(trade.lines_json().len(), 3);
+    // A discount on free lines stays refused with a reason, as before.
+    o.discount = rust_decimal::Decimal::new(100, 2);
+    let e = tillrelay::upload::wdt::build_trade(&o, &shop, wdt).unwrap_err();
+    assert!(e.contains("add up to 0"), "{e}");
+}
