@@ -17,6 +17,12 @@ use serde::{Deserialize, Serialize};
 /// Wire format of every time in the canonical order.
 pub const TIME_FORMAT: &str = "%Y-%m-%d %H:%M:%S";
 
+/// Amounts, prices and quantities must stay below this in magnitude (10^12): far
+/// above any sale a till rings up, far below `Decimal`'s own limit (~7.9 × 10^28),
+/// so that the sums and products the readers, templates and uploaders compute from
+/// an accepted order can never overflow (which would panic).
+pub const MAX_MAGNITUDE: Decimal = Decimal::from_parts(0xD4A5_1000, 0xE8, 0, false, 0);
+
 /// What kind of transaction the POS closed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -171,6 +177,37 @@ impl Order {
             if line.code.trim().is_empty() {
                 return Err(err(&format!("lines[{i}].code"), "is empty"));
             }
+            for (name, v) in [
+                ("qty", line.qty),
+                ("price", line.price),
+                ("amount", line.amount),
+                ("discount", line.discount),
+            ] {
+                if v.abs() >= MAX_MAGNITUDE {
+                    return Err(err(&format!("lines[{i}].{name}"), OUT_OF_RANGE));
+                }
+            }
+            if line.scan_time.is_some_and(|t| !time_in_range(&t)) {
+                return Err(err(&format!("lines[{i}].scan_time"), YEAR_OUT_OF_RANGE));
+            }
+        }
+        for (name, v) in [
+            ("total", self.total),
+            ("discount", self.discount),
+            ("paid", self.paid),
+        ] {
+            if v.abs() >= MAX_MAGNITUDE {
+                return Err(err(name, OUT_OF_RANGE));
+            }
+        }
+        for (name, t) in [
+            ("order_time", Some(self.order_time)),
+            ("video_start", self.video_start),
+            ("video_end", self.video_end),
+        ] {
+            if t.is_some_and(|t| !time_in_range(&t)) {
+                return Err(err(name, YEAR_OUT_OF_RANGE));
+            }
         }
         Ok(())
     }
@@ -179,6 +216,16 @@ impl Order {
     pub fn first_scan(&self) -> Option<NaiveDateTime> {
         self.lines.iter().filter_map(|l| l.scan_time).min()
     }
+}
+
+const OUT_OF_RANGE: &str = "is out of range (at most 12 digits before the decimal point)";
+const YEAR_OUT_OF_RANGE: &str = "has a year outside 0001-9999";
+
+/// A time the wire format can write (four-digit year). Also keeps the video
+/// window's arithmetic (± minutes) far from the calendar's ends, where chrono
+/// panics.
+fn time_in_range(t: &NaiveDateTime) -> bool {
+    (1..=9999).contains(&chrono::Datelike::year(t))
 }
 
 /// Parses a canonical time, `YYYY-MM-DD HH:MM:SS`.
@@ -261,5 +308,44 @@ mod tests {
         assert_eq!(o.check().unwrap_err().field, "lines[0].code");
         o.order_no = String::new();
         assert_eq!(o.check().unwrap_err().field, "order_no");
+    }
+
+    #[test]
+    fn check_rejects_amounts_and_years_no_destination_can_take() {
+        let check = |edit: &dyn Fn(&mut Order), field: &str| {
+            let mut o: Order = serde_json::from_str(SAMPLE).unwrap();
+            edit(&mut o);
+            let got = o.check().err().map(|e| e.field);
+            assert_eq!(got.as_deref(), (!field.is_empty()).then_some(field));
+        };
+        let big = MAX_MAGNITUDE;
+        let under = MAX_MAGNITUDE - Decimal::new(1, 2);
+        check(&|_| {}, "");
+        check(&|o| o.lines[0].amount = under, "");
+        check(&|o| o.total = -under, "");
+        check(&|o| o.lines[0].qty = big, "lines[0].qty");
+        check(&|o| o.lines[0].price = -big, "lines[0].price");
+        check(&|o| o.lines[0].amount = Decimal::MAX, "lines[0].amount");
+        check(&|o| o.lines[0].discount = big, "lines[0].discount");
+        check(&|o| o.total = big, "total");
+        check(&|o| o.discount = Decimal::MIN, "discount");
+        check(&|o| o.paid = big, "paid");
+        let year = |y: i32| o_time(y);
+        check(&|o| o.order_time = year(9999), "");
+        check(&|o| o.order_time = year(1), "");
+        check(&|o| o.order_time = year(10000), "order_time");
+        check(&|o| o.order_time = year(0), "order_time");
+        check(
+            &|o| o.lines[0].scan_time = Some(year(262000)),
+            "lines[0].scan_time",
+        );
+        check(&|o| o.video_end = Some(year(-5)), "video_end");
+    }
+
+    fn o_time(year: i32) -> NaiveDateTime {
+        chrono::NaiveDate::from_ymd_opt(year, 6, 1)
+            .unwrap()
+            .and_hms_opt(12, 0, 0)
+            .unwrap()
     }
 }

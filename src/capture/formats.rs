@@ -445,7 +445,19 @@ pub fn read_csv(bytes: &[u8], cfg: &CsvConfig) -> Result<Parsed, ReadError> {
             continue;
         }
         let Some(head) = g.head else { continue };
-        let order = head.into_order(g.order_no.clone(), g.lines);
+        let order = match head.into_order(g.order_no.clone(), g.lines) {
+            Ok(o) => o,
+            Err((field, message)) => {
+                parsed.errors.push(ReadError {
+                    line: Some(g.first_line),
+                    column: None,
+                    order_no: Some(g.order_no),
+                    field: Some(field.into()),
+                    message,
+                });
+                continue;
+            }
+        };
         match order.check() {
             Ok(()) => parsed.orders.push(order),
             Err(e) => parsed.errors.push(ReadError {
@@ -520,18 +532,36 @@ impl Head {
         }
     }
 
-    fn into_order(self, order_no: String, lines: Vec<Line>) -> Order {
-        let sum = lines
-            .iter()
-            .fold(None::<Decimal>, |acc, l| {
-                Some(acc.map_or(l.amount, |a| a + l.amount))
-            })
-            .unwrap_or_default();
-        let total = self.total.unwrap_or(sum);
+    /// The order, or the field whose derived value overflows `Decimal` (absurd
+    /// amounts in the file: the order is refused, never a panic).
+    fn into_order(
+        self,
+        order_no: String,
+        lines: Vec<Line>,
+    ) -> Result<Order, (&'static str, String)> {
+        let overflow = |field| {
+            (
+                field,
+                "the line amounts add up past any real amount".to_string(),
+            )
+        };
+        let mut sum = None::<Decimal>;
+        for l in &lines {
+            sum = Some(match sum {
+                None => l.amount,
+                Some(a) => a.checked_add(l.amount).ok_or_else(|| overflow("total"))?,
+            });
+        }
+        let total = self.total.unwrap_or(sum.unwrap_or_default());
         let discount = self
             .discount
             .unwrap_or_else(|| Decimal::new(0, total.scale()));
-        let paid = self.paid.unwrap_or(total - discount);
+        let paid = match self.paid {
+            Some(p) => p,
+            None => total
+                .checked_sub(discount)
+                .ok_or_else(|| overflow("paid"))?,
+        };
         let kind = self
             .kind
             .unwrap_or(if total.is_sign_negative() && !total.is_zero() {
@@ -539,7 +569,7 @@ impl Head {
             } else {
                 Kind::Sale
             });
-        Order {
+        Ok(Order {
             order_no,
             order_time: self.order_time,
             kind,
@@ -554,7 +584,7 @@ impl Head {
             machine_id: self.machine_id,
             video_start: None,
             video_end: None,
-        }
+        })
     }
 }
 

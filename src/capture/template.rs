@@ -615,7 +615,22 @@ impl Template {
             total = total.map(neg);
             paid = paid.map(neg);
         }
-        let sum: Decimal = items.iter().map(|l| l.amount).sum();
+        // Absurd printed amounts must fail the receipt, not panic on overflow.
+        let overflow = |field: &Option<Field>, name: &str| {
+            err(
+                field
+                    .as_ref()
+                    .and_then(|f| self.find(f, r))
+                    .and_then(|found| found.line),
+                lines,
+                name,
+                "the amounts add up past any real amount",
+            )
+        };
+        let sum = items
+            .iter()
+            .try_fold(Decimal::ZERO, |a, l| a.checked_add(l.amount))
+            .ok_or_else(|| overflow(&self.total, "total"))?;
         let total = total.unwrap_or(sum);
         // Refunds may print negative amounts: the discount is a size, positive.
         let discount = match (discount, paid) {
@@ -623,13 +638,13 @@ impl Template {
             (None, Some(p)) => total.abs() - p.abs(),
             (None, None) => Decimal::new(0, total.scale()),
         };
-        let paid = paid.unwrap_or_else(|| {
-            if total.is_sign_negative() {
-                total + discount.abs()
-            } else {
-                total - discount
-            }
-        });
+        let paid = match paid {
+            Some(p) => p,
+            None if total.is_sign_negative() => total + discount.abs(),
+            None => total
+                .checked_sub(discount)
+                .ok_or_else(|| overflow(&self.discount, "paid"))?,
+        };
 
         if self.check_totals {
             let field_line = |f: &Option<Field>| {
@@ -783,8 +798,14 @@ impl Template {
         let amount = dec("amount")?;
         let (price, amount) = match (price, amount) {
             (Some(p), Some(a)) => (p, a),
-            (Some(p), None) => (p, (qty * p).round_dp(p.scale())),
-            (None, Some(a)) if !qty.is_zero() => ((a / qty).round_dp(a.scale()), a),
+            (Some(p), None) => match qty.checked_mul(p) {
+                Some(a) => (p, a.round_dp(p.scale())),
+                None => return Err(err(first, lines, "items.amount", "qty × price overflows")),
+            },
+            (None, Some(a)) if !qty.is_zero() => match a.checked_div(qty) {
+                Some(p) => (p.round_dp(a.scale()), a),
+                None => return Err(err(first, lines, "items.price", "amount ÷ qty overflows")),
+            },
             _ => {
                 return Err(err(
                     first,

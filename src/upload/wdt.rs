@@ -617,6 +617,9 @@ pub fn build_trade(order: &Order, shop: &ShopTarget, cfg: &Wdt) -> Result<BuiltT
     for (i, t) in totals.iter().enumerate() {
         let s = if i + 1 == totals.len() {
             order_discount - shared
+        } else if sum_total.is_zero() {
+            // Free lines only (gifts): nothing to spread, and nothing to divide by.
+            Decimal::ZERO
         } else {
             (order_discount * t / sum_total).round_dp(4)
         };
