@@ -234,14 +234,22 @@ fn templates(receipts: &[Receipt], rules: &ReceiptRules) -> f64 {
     receipts.len() as f64 / secs
 }
 
-fn run(name: &str, unit: &str, f: impl Fn() -> f64) -> f64 {
+/// Runs figure `name` unless a filter argument excludes it.
+fn run(name: &str, unit: &str, f: impl Fn() -> f64) {
+    // `cargo bench --bench capture -- WORD` runs the figures whose name contains
+    // WORD (to profile one of them); `cargo bench` itself passes `--bench`.
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    if !filters.is_empty() && !filters.iter().any(|w| name.contains(w.as_str())) {
+        return;
+    }
     let m = median((0..RUNS).map(|_| f()).collect());
     println!("{name:<52} {m:>12.1} {unit}");
-    m
 }
 
 fn main() {
-    // `cargo bench` passes --bench; a filter argument is not supported (few figures).
     let market = std::fs::read(root("tests/fixtures/receipts/market.bin")).unwrap();
     let rules = doc_rules("market");
     let per_unit = split_bytes(&market, &rules).len();
@@ -282,21 +290,31 @@ fn main() {
         || chain_file(&text_only, &rules, receipts_text),
     );
 
-    let stream: Vec<u8> = (0..2000).flat_map(ten_item_receipt).collect();
-    let receipts = split_bytes(&stream, &rules);
-    assert_eq!(receipts.len(), 2000);
+    // Built only when a template figure runs, so that profiling one figure
+    // does not profile the set-up of another.
+    let stream = std::cell::OnceCell::new();
+    let stream =
+        || -> &Vec<u8> { stream.get_or_init(|| (0..2000).flat_map(ten_item_receipt).collect()) };
+    let receipts = std::cell::OnceCell::new();
+    let receipts = || -> &Vec<Receipt> {
+        receipts.get_or_init(|| {
+            let r = split_bytes(stream(), &rules);
+            assert_eq!(r.len(), 2000);
+            r
+        })
+    };
     run(
         "template parse, 6 fields × 10 items (segmented)",
         "receipts/s",
-        || templates(&receipts, &rules),
+        || templates(receipts(), &rules),
     );
     run(
-        "  same receipts, decode→segment→mask→parse",
+        "template, 6 fields × 10 items, from bytes (decode→…→parse)",
         "receipts/s",
         || {
             let t = Stopwatch::start();
             let mut n = 0;
-            for (_, p) in tillrelay::capture::receipt::parse_bytes(&stream, &rules) {
+            for (_, p) in tillrelay::capture::receipt::parse_bytes(stream(), &rules) {
                 n += matches!(p, Ok(Parsed::Order(_))) as usize;
             }
             let secs = t.elapsed().as_secs_f64();
