@@ -609,14 +609,13 @@ impl Decoder {
             self.took_text(n, n, out);
             return n;
         };
-        // A line is a few dozen characters: reserving for the whole chunk
-        // would make every line a large, page-faulting allocation.
-        self.line.offsets.reserve(bytes.len().min(room).min(64));
+        let mut ascii = true;
         while i < bytes.len() && units < room {
             let b = bytes[i];
             let n = if is_text_ascii(b) {
                 1
             } else {
+                ascii = false;
                 multibyte_len(mb, &bytes[i..])
             };
             if n == 0 {
@@ -630,6 +629,14 @@ impl Decoder {
             return 0;
         }
         let run = &bytes[..i];
+        if ascii {
+            // ASCII is itself in every multibyte encoding here.
+            if let Ok(s) = std::str::from_utf8(run) {
+                self.line.text.push_str(s);
+                self.took_text(i, units, out);
+                return i;
+            }
+        }
         let decoded = match mb {
             Multibyte::Utf8 => match std::str::from_utf8(run) {
                 Ok(s) => {
@@ -1053,7 +1060,15 @@ impl Decoder {
     /// Emits the current line. `always`: emit even when empty (a line feed).
     fn end_line(&mut self, end: u64, out: &mut Vec<Event>, always: bool) {
         if always || !self.line.text.is_empty() {
-            let line = std::mem::take(&mut self.line);
+            // The line is built in a buffer that keeps its capacity and
+            // leaves as an exact-size copy: one allocation per line for the
+            // text and one for the offsets, instead of a growing pair.
+            let line = Line {
+                text: self.line.text.as_str().to_owned(),
+                offsets: self.line.offsets.as_slice().to_vec(),
+            };
+            self.line.text.clear();
+            self.line.offsets.clear();
             self.line_chars = 0;
             out.push(Event {
                 end,
