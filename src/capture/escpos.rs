@@ -21,6 +21,11 @@
 //!   state (a half-read command, a half-read multibyte character, the selected
 //!   code page, stored 2D-code data) lives in [`Decoder`], so feeding the same
 //!   stream in any split yields the same events. A property test checks this.
+//! - **Bulk runs are only a shortcut.** For speed, [`Decoder::feed`] takes runs
+//!   of whole text characters (decoded by encoding_rs in one call), skipped
+//!   image bytes and payload bytes in bulk; each run gives exactly what the
+//!   state machine gives byte by byte, which a property test checks against
+//!   the byte-at-a-time path.
 //! - **No argument leaks.** Every command this module knows is consumed with its
 //!   exact length, including variable-length ones (bit images, raster images,
 //!   `GS ( …`/`ESC ( …`/`FS ( …` blocks, `GS 8 L`, user-defined characters), so
@@ -519,21 +524,202 @@ impl Decoder {
     }
 
     /// Decodes `bytes`, appending events to `out`.
+    ///
+    /// Runs of text, image data and fixed-length payloads are taken in bulk
+    /// ([`Decoder::text_run`], [`Decoder::skip_run`], [`Decoder::collect_run`]);
+    /// everything else goes byte by byte through [`Decoder::step`]. A bulk run
+    /// only ever covers bytes whose byte-at-a-time result it reproduces exactly
+    /// (whole characters, in states where no byte in it can change the state),
+    /// so the split-invariance property holds whatever the chunking.
     pub fn feed(&mut self, bytes: &[u8], out: &mut Vec<Event>) {
-        for &b in bytes {
-            let off = self.pos;
-            self.pos += 1;
-            let mut replay = Replay::default();
-            self.step(b, off, out, &mut replay);
-            // Replayed bytes can themselves fail as a new character and replay
-            // again; each round replays strictly fewer bytes, so this ends.
-            while replay.len > 0 {
-                let round = std::mem::take(&mut replay);
-                for &(rb, roff) in &round.items[..round.len] {
-                    self.step(rb, roff, out, &mut replay);
-                }
+        let mut i = 0;
+        while i < bytes.len() {
+            let rest = &bytes[i..];
+            let taken = match self.state {
+                State::Ground if self.pending.len == 0 => self.text_run(rest, out),
+                State::Skip { .. } => self.skip_run(rest),
+                State::Collect { .. } => self.collect_run(rest, out),
+                _ => 0,
+            };
+            if taken > 0 {
+                i += taken;
+            } else {
+                self.step_one(bytes[i], out);
+                i += 1;
             }
         }
+    }
+
+    /// The byte-at-a-time path: one byte, then whatever it asks to replay.
+    fn step_one(&mut self, b: u8, out: &mut Vec<Event>) {
+        let off = self.pos;
+        self.pos += 1;
+        let mut replay = Replay::default();
+        self.step(b, off, out, &mut replay);
+        // Replayed bytes can themselves fail as a new character and replay
+        // again; each round replays strictly fewer bytes, so this ends.
+        while replay.len > 0 {
+            let round = std::mem::take(&mut replay);
+            for &(rb, roff) in &round.items[..round.len] {
+                self.step(rb, roff, out, &mut replay);
+            }
+        }
+    }
+
+    /// In `Ground` with no character pending: takes the longest prefix of
+    /// `bytes` made of whole text characters (printable ASCII, `HT`, and in
+    /// the current mode complete multibyte characters or upper-half table
+    /// bytes), appends it to the line with one offset per character, and
+    /// returns its length (0: the first byte is not plain text).
+    ///
+    /// The run stops before anything the byte-at-a-time path treats specially
+    /// (controls, `CR`, malformed or incomplete characters) and at the line
+    /// length limit, so the result is exactly that of [`Decoder::step`] over
+    /// the same bytes. Should a structurally whole character not decode (an
+    /// unmapped sequence), the run is handed to the byte-at-a-time path.
+    fn text_run(&mut self, bytes: &[u8], out: &mut Vec<Event>) -> usize {
+        // The line is forced out on reaching the limit, so room > 0.
+        let room = MAX_LINE_CHARS - self.line_chars;
+        let base = self.pos;
+        let text_before = self.line.text.len();
+        let offsets_before = self.line.offsets.len();
+        let mut i = 0;
+        let mut units = 0;
+        let Some(mb) = self.multibyte else {
+            // A single-byte table: every byte but the controls is a character.
+            let n = bytes
+                .iter()
+                .take(room)
+                .position(|&b| !(is_text_ascii(b) || b >= 0x80))
+                .unwrap_or(bytes.len().min(room));
+            if n == 0 {
+                return 0;
+            }
+            self.line.text.reserve(n);
+            self.line.offsets.reserve(n);
+            for (k, &b) in bytes[..n].iter().enumerate() {
+                let c = if b < 0x80 {
+                    b as char
+                } else {
+                    self.table[(b - 0x80) as usize]
+                };
+                self.line.text.push(c);
+                self.line.offsets.push(base + k as u64);
+            }
+            self.took_text(n, n, out);
+            return n;
+        };
+        let mut ascii = true;
+        while i < bytes.len() && units < room {
+            let b = bytes[i];
+            let n = if is_text_ascii(b) {
+                1
+            } else {
+                ascii = false;
+                multibyte_len(mb, &bytes[i..])
+            };
+            if n == 0 {
+                break;
+            }
+            self.line.offsets.push(base + i as u64);
+            i += n;
+            units += 1;
+        }
+        if i == 0 {
+            return 0;
+        }
+        let run = &bytes[..i];
+        if ascii {
+            // ASCII is itself in every multibyte encoding here.
+            if let Ok(s) = std::str::from_utf8(run) {
+                self.line.text.push_str(s);
+                self.took_text(i, units, out);
+                return i;
+            }
+        }
+        let decoded = match mb {
+            Multibyte::Utf8 => match std::str::from_utf8(run) {
+                Ok(s) => {
+                    self.line.text.push_str(s);
+                    true
+                }
+                Err(_) => false,
+            },
+            Multibyte::Gb18030 => decode_into(encoding_rs::GB18030, run, &mut self.line.text),
+            Multibyte::Big5 => decode_into(encoding_rs::BIG5, run, &mut self.line.text),
+        };
+        // One character per unit, as the byte-at-a-time path gives; a Big5
+        // sequence that decodes to two characters takes the slow path too.
+        if decoded && self.line.text[text_before..].chars().count() == units {
+            self.took_text(i, units, out);
+        } else {
+            self.line.text.truncate(text_before);
+            self.line.offsets.truncate(offsets_before);
+            for &b in run {
+                self.step_one(b, out);
+            }
+        }
+        i
+    }
+
+    /// Accounts for `bytes` text bytes making `chars` characters just appended
+    /// to the line, ending the line at the length limit as `push_char` does.
+    fn took_text(&mut self, bytes: usize, chars: usize, out: &mut Vec<Event>) {
+        self.pos += bytes as u64;
+        self.activity += bytes as u64;
+        self.line_chars += chars;
+        if self.line_chars >= MAX_LINE_CHARS {
+            let last = self.line.offsets.last().copied().unwrap_or(self.pos);
+            self.end_line(last + 1, out, false);
+        }
+    }
+
+    /// In `Skip`: drops as many of the skipped bytes as `bytes` holds.
+    fn skip_run(&mut self, bytes: &[u8]) -> usize {
+        let State::Skip { left, then } = self.state else {
+            return 0;
+        };
+        let n = left.min(bytes.len() as u64);
+        self.pos += n;
+        self.activity += n;
+        if n == left {
+            self.after(then);
+        } else {
+            self.state = State::Skip {
+                left: left - n,
+                then,
+            };
+        }
+        n as usize
+    }
+
+    /// In `Collect`: takes as many of the payload bytes as `bytes` holds.
+    fn collect_run(&mut self, bytes: &[u8], out: &mut Vec<Event>) -> usize {
+        let State::Collect {
+            what,
+            left,
+            mut data,
+            start,
+        } = std::mem::replace(&mut self.state, State::Ground)
+        else {
+            return 0;
+        };
+        let n = left.min(bytes.len());
+        data.extend_from_slice(&bytes[..n]);
+        self.pos += n as u64;
+        self.activity += n as u64;
+        if n == left {
+            let end = self.pos;
+            self.payload_done(what, data, start, end, out);
+        } else {
+            self.state = State::Collect {
+                what,
+                left: left - n,
+                data,
+                start,
+            };
+        }
+        n
     }
 
     /// Emits the text of an unfinished line, if any (an unfinished multibyte
@@ -747,8 +933,8 @@ impl Decoder {
                 if (0x80..=0xbf).contains(&b) {
                     self.append_pending(b);
                     if self.pending.len == self.pending.need {
-                        let bytes = self.take_pending();
-                        match std::str::from_utf8(&bytes) {
+                        let (buf, n) = self.take_pending();
+                        match std::str::from_utf8(&buf[..n]) {
                             Ok(s) => {
                                 for c in s.chars() {
                                     self.push_char(c, start, out);
@@ -831,15 +1017,28 @@ impl Decoder {
         }
     }
 
-    fn take_pending(&mut self) -> Vec<u8> {
+    /// The pending bytes (a copy, no allocation) and how many there are.
+    fn take_pending(&mut self) -> ([u8; 4], usize) {
         let p = std::mem::take(&mut self.pending);
-        p.bytes[..p.len as usize].to_vec()
+        (p.bytes, (p.len as usize).min(4))
     }
 
     fn complete_encoded(&mut self, enc: &'static Encoding, out: &mut Vec<Event>) {
         let start = self.pending.start;
-        let bytes = self.take_pending();
-        match enc.decode_without_bom_handling_and_without_replacement(&bytes) {
+        let (bytes, n) = self.take_pending();
+        // At most two characters come out of one sequence (Big5); 16 bytes
+        // of UTF-8 hold them without a heap allocation per character.
+        let mut buf = [0u8; 16];
+        let mut d = enc.new_decoder_without_bom_handling();
+        let (result, read, written) =
+            d.decode_to_utf8_without_replacement(&bytes[..n], &mut buf, true);
+        let text = match result {
+            encoding_rs::DecoderResult::InputEmpty if read == n => {
+                std::str::from_utf8(&buf[..written]).ok()
+            }
+            _ => None,
+        };
+        match text {
             Some(s) => {
                 for c in s.chars() {
                     self.push_char(c, start, out);
@@ -861,7 +1060,15 @@ impl Decoder {
     /// Emits the current line. `always`: emit even when empty (a line feed).
     fn end_line(&mut self, end: u64, out: &mut Vec<Event>, always: bool) {
         if always || !self.line.text.is_empty() {
-            let line = std::mem::take(&mut self.line);
+            // The line is built in a buffer that keeps its capacity and
+            // leaves as an exact-size copy: one allocation per line for the
+            // text and one for the offsets, instead of a growing pair.
+            let line = Line {
+                text: self.line.text.as_str().to_owned(),
+                offsets: self.line.offsets.as_slice().to_vec(),
+            };
+            self.line.text.clear();
+            self.line.offsets.clear();
             self.line_chars = 0;
             out.push(Event {
                 end,
@@ -1191,6 +1398,53 @@ impl Decoder {
         }
         .into_owned()
     }
+}
+
+/// Printable ASCII and `HT`: the bytes that are text in every mode.
+fn is_text_ascii(b: u8) -> bool {
+    (0x20..=0x7e).contains(&b) || b == b'\t'
+}
+
+/// Length of the whole multibyte character (or GB18030's single-byte `€`) at
+/// the start of `bytes`, by structure only; 0 when it is malformed or
+/// incomplete — those are left to the byte-at-a-time path.
+fn multibyte_len(mb: Multibyte, bytes: &[u8]) -> usize {
+    let at = |i: usize| bytes.get(i).copied();
+    let cont = |i: usize| matches!(at(i), Some(0x80..=0xbf));
+    match mb {
+        Multibyte::Utf8 => match bytes[0] {
+            0xc2..=0xdf if cont(1) => 2,
+            0xe0..=0xef if cont(1) && cont(2) => 3,
+            0xf0..=0xf4 if cont(1) && cont(2) && cont(3) => 4,
+            _ => 0,
+        },
+        Multibyte::Gb18030 => match (bytes[0], at(1)) {
+            (0x80, _) => 1,
+            (0x81..=0xfe, Some(0x40..=0x7e | 0x80..=0xfe)) => 2,
+            (0x81..=0xfe, Some(0x30..=0x39))
+                if matches!(at(2), Some(0x81..=0xfe)) && matches!(at(3), Some(0x30..=0x39)) =>
+            {
+                4
+            }
+            _ => 0,
+        },
+        Multibyte::Big5 => match (bytes[0], at(1)) {
+            (0x81..=0xfe, Some(0x40..=0x7e | 0xa1..=0xfe)) => 2,
+            _ => 0,
+        },
+    }
+}
+
+/// Decodes whole characters `run` onto `text`; false (with `text` possibly
+/// extended, for the caller to truncate) when a sequence is unmapped.
+fn decode_into(enc: &'static Encoding, run: &[u8], text: &mut String) -> bool {
+    let mut d = enc.new_decoder_without_bom_handling();
+    let Some(need) = d.max_utf8_buffer_length_without_replacement(run.len()) else {
+        return false;
+    };
+    text.reserve(need);
+    let (result, read) = d.decode_to_string_without_replacement(run, text, true);
+    result == encoding_rs::DecoderResult::InputEmpty && read == run.len()
 }
 
 /// Total header length of `cmd` given the header bytes read so far, or 0 when

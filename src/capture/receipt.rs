@@ -90,6 +90,9 @@ impl ReceiptRules {
     }
 }
 
+/// Largest piece of input [`Pipeline::feed`] hands the decoder at once.
+pub const PIECE: usize = 64 * 1024;
+
 /// Live receipt assembly for one serial source: feed it the tap's chunks and
 /// call [`Pipeline::tick`] when [`Pipeline::deadline`] passes.
 pub struct Pipeline {
@@ -108,7 +111,18 @@ impl Pipeline {
     }
 
     /// Bytes as they arrived at `now` (None for files: no idle timing).
+    ///
+    /// A large input (a whole file) is taken in pieces of [`PIECE`] bytes, as
+    /// if it had arrived that way: the decoder's events and the segmenter's
+    /// buffer stay small, and `max_bytes` cuts a long receipt within a piece
+    /// of where it is reached, not only at the end of the input.
     pub fn feed(&mut self, bytes: &[u8], now: Option<Instant>, out: &mut Vec<Receipt>) {
+        for piece in bytes.chunks(PIECE) {
+            self.feed_piece(piece, now, out);
+        }
+    }
+
+    fn feed_piece(&mut self, bytes: &[u8], now: Option<Instant>, out: &mut Vec<Receipt>) {
         let before = self.decoder.activity();
         let mut events = Vec::new();
         self.decoder.feed(bytes, &mut events);
@@ -241,4 +255,31 @@ fn decode_whole(raw: &[u8], rules: &ReceiptRules) -> Receipt {
     });
     rules.masker.apply(&mut r);
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_whole_file_without_cuts_is_still_cut_at_max_bytes() {
+        // Fed as one slice (as `parse FILE` does), a 3 MiB stream with no
+        // boundary used to become one 3 MiB receipt; max_bytes promises a cut.
+        let line = b"6901234567892       2   3.50   7.00\n";
+        let stream: Vec<u8> = line.iter().copied().cycle().take(3 << 20).collect();
+        let rules = ReceiptRules::plain(CodePage::Gb18030);
+        let max = rules.segment.max_bytes;
+        let receipts = split_bytes(&stream, &rules);
+        assert!(receipts.len() >= 3, "{} receipts", receipts.len());
+        for r in &receipts[..receipts.len() - 1] {
+            assert_eq!(r.ended_by, Boundary::MaxBytes);
+            assert!(
+                r.raw.len() > max && r.raw.len() <= max + PIECE,
+                "{}",
+                r.raw.len()
+            );
+        }
+        let joined: Vec<u8> = receipts.iter().flat_map(|r| r.raw.clone()).collect();
+        assert_eq!(joined, stream);
+    }
 }

@@ -249,8 +249,12 @@ impl Building {
 /// Splits one printer's decoded stream into receipts. See the module docs.
 pub struct Segmenter {
     rules: SegmentRules,
-    /// Raw bytes not yet part of an emitted receipt; `buf[0]` is at `base`.
+    /// Raw bytes not yet part of an emitted receipt are `buf[head..]`;
+    /// `buf[head]` is at stream offset `base`. Emitted bytes are dropped from
+    /// the front only once they are half the buffer, so a whole file pushed at
+    /// once costs linear, not quadratic, copying as its receipts are cut off.
     buf: Vec<u8>,
+    head: usize,
     base: u64,
     cur: Building,
     /// Where the last line, code or cut ended: where a start pattern splits.
@@ -267,6 +271,7 @@ impl Segmenter {
         Segmenter {
             rules,
             buf: Vec::new(),
+            head: 0,
             base: 0,
             cur: Building::default(),
             last_split: 0,
@@ -287,7 +292,7 @@ impl Segmenter {
         if bytes.is_empty() {
             return;
         }
-        if self.buf.is_empty() {
+        if self.buffered() == 0 {
             self.first_at = now;
         }
         self.buf.extend_from_slice(bytes);
@@ -298,7 +303,7 @@ impl Segmenter {
 
     /// Bytes held for the receipt being built.
     pub fn buffered(&self) -> usize {
-        self.buf.len()
+        self.buf.len() - self.head
     }
 
     /// Bytes thrown away because they printed nothing (polls, stray resets).
@@ -357,7 +362,7 @@ impl Segmenter {
         let Some(idle) = self.rules.idle_timeout else {
             return false;
         };
-        if self.buf.is_empty() {
+        if self.buffered() == 0 {
             return false;
         }
         match self.last_activity.or(self.first_at) {
@@ -369,7 +374,7 @@ impl Segmenter {
     /// When the idle timeout will be due, for a caller that sleeps until then.
     pub fn idle_deadline(&self) -> Option<Instant> {
         let idle = self.rules.idle_timeout?;
-        if self.buf.is_empty() {
+        if self.buffered() == 0 {
             return None;
         }
         self.last_activity.or(self.first_at).map(|t| t + idle)
@@ -378,22 +383,31 @@ impl Segmenter {
     /// Ends the receipt at stream offset `end` (everything buffered up to it).
     /// The caller flushes the decoder's unfinished line first.
     pub fn close(&mut self, end: u64, why: Boundary, out: &mut Vec<Receipt>) {
-        let take = end.saturating_sub(self.base).min(self.buf.len() as u64) as usize;
-        let raw: Vec<u8> = self.buf.drain(..take).collect();
+        let take = end.saturating_sub(self.base).min(self.buffered() as u64) as usize;
+        let raw = self.buf[self.head..self.head + take].to_vec();
         let stream_offset = self.base;
         self.base += take as u64;
+        self.head += take;
+        if self.head == self.buf.len() {
+            self.buf.clear();
+            self.head = 0;
+        } else if self.head >= self.buf.len() / 2 {
+            self.buf.drain(..self.head);
+            self.head = 0;
+        }
         let cur = std::mem::take(&mut self.cur);
         self.countdown = None;
         let first_at = self.first_at;
         let last_at = self.last_activity;
         // What stays buffered arrived after the boundary; its first byte time is
         // not known more precisely than "the latest activity".
-        self.first_at = if self.buf.is_empty() {
+        let rest = self.buffered();
+        self.first_at = if rest == 0 {
             None
         } else {
             last_at.or(first_at)
         };
-        if !self.buf.is_empty() {
+        if rest > 0 {
             // Keep the idle timer running for the rest.
             self.last_activity = last_at;
         } else {
@@ -419,7 +433,7 @@ impl Segmenter {
 
     /// Stream offset of the end of everything pushed so far.
     pub fn end_offset(&self) -> u64 {
-        self.base + self.buf.len() as u64
+        self.base + self.buffered() as u64
     }
 }
 

@@ -44,8 +44,10 @@
 
 use std::fmt;
 
+use std::ops::Range;
+
 use chrono::NaiveDateTime;
-use regex::{Captures, Regex};
+use regex::{CaptureLocations, Regex, RegexSet, RegexSetBuilder};
 use rust_decimal::Decimal;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
@@ -176,33 +178,124 @@ const ITEM_GROUPS: [&str; 8] = [
 /// Where a field is looked for.
 #[derive(Debug, Clone)]
 enum Source {
-    Lines,
+    /// Receipt lines: the field's regex is `LineRegexes::all[i]`.
+    Lines(usize),
     /// Code payloads, optionally only of one kind or symbology.
-    Codes(Option<String>),
+    Codes {
+        filter: Option<String>,
+        regex: Regex,
+    },
 }
 
 #[derive(Debug, Clone)]
 struct Field {
     key: &'static str,
-    regex: Regex,
     source: Source,
 }
 
+/// The item rules; numbers index `LineRegexes::all`.
 #[derive(Debug, Clone)]
 struct Items {
-    start: Option<Regex>,
-    end: Option<Regex>,
-    lines: Vec<Regex>,
-    skip: Vec<Regex>,
+    start: Option<usize>,
+    end: Option<usize>,
+    lines: Range<usize>,
+    skip: Range<usize>,
+    /// Per name of [`ITEM_GROUPS`]: which layout line (0-based within
+    /// `lines`) and which capture group of its regex holds it.
+    groups: [Option<(usize, usize)>; ITEM_GROUPS.len()],
+}
+
+/// Every regex a template tries on receipt lines, in one list that the rules
+/// refer to by index, and the same regexes as one [`RegexSet`]: a receipt line
+/// is searched once for all of them ([`LineHits`]) instead of once per rule,
+/// and a rule's own regex runs only to extract captures from a line the set
+/// says it matches.
+#[derive(Debug, Clone)]
+struct LineRegexes {
+    all: Vec<Regex>,
+    /// None if the set would exceed the regex size limit (a huge template):
+    /// then each regex is tried on its own, with the same result.
+    set: Option<RegexSet>,
+}
+
+impl LineRegexes {
+    fn add(&mut self, key: &str, pattern: &str) -> Result<usize, String> {
+        self.all.push(compile(key, pattern)?);
+        Ok(self.all.len() - 1)
+    }
+
+    fn add_all(&mut self, key: &str, patterns: &[String]) -> Result<Range<usize>, String> {
+        let first = self.all.len();
+        for (i, p) in patterns.iter().enumerate() {
+            self.add(&format!("{key}[{i}]"), p)?;
+        }
+        Ok(first..self.all.len())
+    }
+
+    fn build_set(&mut self) {
+        self.set = RegexSetBuilder::new(self.all.iter().map(Regex::as_str))
+            .build()
+            .ok();
+    }
+
+    /// Which regexes match which line.
+    fn hits(&self, lines: &[String]) -> LineHits {
+        let words = self.all.len().div_ceil(64).max(1);
+        let mut bits = vec![0u64; lines.len() * words];
+        for (i, line) in lines.iter().enumerate() {
+            let row = &mut bits[i * words..(i + 1) * words];
+            match &self.set {
+                Some(set) => {
+                    for p in set.matches(line).iter() {
+                        row[p / 64] |= 1 << (p % 64);
+                    }
+                }
+                None => {
+                    for (p, re) in self.all.iter().enumerate() {
+                        if re.is_match(line) {
+                            row[p / 64] |= 1 << (p % 64);
+                        }
+                    }
+                }
+            }
+        }
+        LineHits { words, bits }
+    }
+}
+
+/// Per receipt line, the set of [`LineRegexes`] that match it.
+struct LineHits {
+    words: usize,
+    bits: Vec<u64>,
+}
+
+impl LineHits {
+    fn matches(&self, line: usize, re: usize) -> bool {
+        self.bits[line * self.words + re / 64] & (1 << (re % 64)) != 0
+    }
+
+    fn any(&self, line: usize, res: &Range<usize>) -> bool {
+        res.clone().any(|re| self.matches(line, re))
+    }
+
+    fn lines(&self) -> usize {
+        self.bits.len() / self.words
+    }
+
+    /// The first line at or after `from` that one of `res` matches.
+    fn first(&self, from: usize, res: &Range<usize>) -> Option<usize> {
+        (from..self.lines()).find(|&i| self.any(i, res))
+    }
 }
 
 /// A validated template.
 #[derive(Debug, Clone)]
 pub struct Template {
-    reprint: Vec<Regex>,
-    refund: Vec<Regex>,
-    void: Vec<Regex>,
-    ignore: Vec<Regex>,
+    regexes: LineRegexes,
+    reprint: Range<usize>,
+    refund: Range<usize>,
+    void: Range<usize>,
+    ignore: Range<usize>,
     refund_negative: bool,
     check_totals: bool,
     masker: Masker,
@@ -213,7 +306,7 @@ pub struct Template {
     total: Option<Field>,
     discount: Option<Field>,
     paid: Option<Field>,
-    payment: Vec<(Payment, Vec<Regex>)>,
+    payment: Vec<(Payment, Range<usize>)>,
     items: Items,
 }
 
@@ -258,6 +351,7 @@ fn compile(key: &str, pattern: &str) -> Result<Regex, String> {
     Regex::new(pattern).map_err(|e| format!("{key}: {e}"))
 }
 
+/// For the `mask` regexes, which the masker applies itself.
 fn compile_all(key: &str, patterns: &[String]) -> Result<Vec<Regex>, String> {
     patterns
         .iter()
@@ -267,12 +361,15 @@ fn compile_all(key: &str, patterns: &[String]) -> Result<Vec<Regex>, String> {
 }
 
 impl RawField {
-    fn validate(&self, key: &'static str) -> Result<Field, String> {
+    fn validate(&self, key: &'static str, regexes: &mut LineRegexes) -> Result<Field, String> {
         let path = format!("template.fields.{key}");
-        let regex = compile(&format!("{path}.regex"), &self.regex)?;
+        let regex_key = format!("{path}.regex");
         let source = match self.from.as_deref() {
-            None | Some("lines") => Source::Lines,
-            Some("codes") => Source::Codes(None),
+            None | Some("lines") => Source::Lines(regexes.add(&regex_key, &self.regex)?),
+            Some("codes") => Source::Codes {
+                filter: None,
+                regex: compile(&regex_key, &self.regex)?,
+            },
             Some(kind) => {
                 const KNOWN: [&str; 18] = [
                     "barcode",
@@ -300,13 +397,16 @@ impl RawField {
                         KNOWN.join(", ")
                     ));
                 }
-                Source::Codes(Some(kind.to_string()))
+                Source::Codes {
+                    filter: Some(kind.to_string()),
+                    regex: compile(&regex_key, &self.regex)?,
+                }
             }
         };
         if self.format.is_some() && key != "order_time" {
             return Err(format!("{path}.format: only order_time has a format"));
         }
-        Ok(Field { key, regex, source })
+        Ok(Field { key, source })
     }
 }
 
@@ -346,7 +446,10 @@ impl RawTemplate {
             .clone()
             .unwrap_or_else(|| crate::order::TIME_FORMAT.to_string());
         check_time_format(&time_format)?;
-        let opt = |f: &Option<RawField>, key| f.as_ref().map(|f| f.validate(key)).transpose();
+        let mut regexes = LineRegexes {
+            all: Vec::new(),
+            set: None,
+        };
         let mut payment = Vec::new();
         for (name, patterns) in &self.payment {
             let p = Payment::parse(name).ok_or_else(|| {
@@ -357,49 +460,53 @@ impl RawTemplate {
             })?;
             payment.push((
                 p,
-                compile_all(&format!("template.payment.{name}"), patterns)?,
+                regexes.add_all(&format!("template.payment.{name}"), patterns)?,
             ));
         }
         // Lines are tried payment by payment in the canonical order, so the
         // result does not depend on how the TOML table is ordered.
         payment.sort_by_key(|(p, _)| Payment::ALL.iter().position(|q| q == p));
-        let items = Items {
-            start: self
-                .items
-                .start
-                .as_deref()
-                .map(|p| compile("template.items.start", p))
-                .transpose()?,
-            end: self
-                .items
-                .end
-                .as_deref()
-                .map(|p| compile("template.items.end", p))
-                .transpose()?,
-            lines: compile_all("template.items.lines", &self.items.lines)?,
-            skip: compile_all("template.items.skip", &self.items.skip)?,
-        };
-        if items.lines.is_empty() {
+        let start = self
+            .items
+            .start
+            .as_deref()
+            .map(|p| regexes.add("template.items.start", p))
+            .transpose()?;
+        let end = self
+            .items
+            .end
+            .as_deref()
+            .map(|p| regexes.add("template.items.end", p))
+            .transpose()?;
+        let lines = regexes.add_all("template.items.lines", &self.items.lines)?;
+        let skip = regexes.add_all("template.items.skip", &self.items.skip)?;
+        if lines.is_empty() {
             return Err("template.items.lines: needs at least one regex".into());
         }
-        let mut seen: Vec<(&str, usize)> = Vec::new();
-        for (i, re) in items.lines.iter().enumerate() {
-            for name in re.capture_names().flatten() {
-                if !ITEM_GROUPS.contains(&name) {
+        let mut groups = [None; ITEM_GROUPS.len()];
+        for (i, re) in regexes.all[lines.clone()].iter().enumerate() {
+            for (index, name) in re.capture_names().enumerate() {
+                let Some(name) = name else { continue };
+                let Some(g) = ITEM_GROUPS.iter().position(|n| *n == name) else {
                     return Err(format!(
                         "template.items.lines[{i}]: unknown group {name:?}; groups are {}",
                         ITEM_GROUPS.join(", ")
                     ));
-                }
-                if let Some((_, j)) = seen.iter().find(|(n, _)| *n == name) {
+                };
+                if let Some((j, _)) = groups[g] {
                     return Err(format!(
                         "template.items.lines[{i}]: group {name:?} already in items.lines[{j}]"
                     ));
                 }
-                seen.push((name, i));
+                groups[g] = Some((i, index));
             }
         }
-        let has = |g: &str| seen.iter().any(|(n, _)| *n == g);
+        let has = |g: &str| {
+            ITEM_GROUPS
+                .iter()
+                .position(|n| *n == g)
+                .is_some_and(|g| groups[g].is_some())
+        };
         if !has("code") {
             return Err(
                 "template.items.lines: no (?P<code>…) group; every line needs a code".into(),
@@ -408,24 +515,50 @@ impl RawTemplate {
         if !has("price") && !has("amount") {
             return Err("template.items.lines: needs a (?P<price>…) or (?P<amount>…) group".into());
         }
+        let items = Items {
+            start,
+            end,
+            lines,
+            skip,
+            groups,
+        };
+        let reprint = regexes.add_all("template.reprint", &self.reprint)?;
+        let refund = regexes.add_all("template.refund", &self.refund)?;
+        let void = regexes.add_all("template.void", &self.void)?;
+        let ignore = regexes.add_all("template.ignore", &self.ignore)?;
+        let masker = Masker::new(
+            self.mask_cards.unwrap_or(true),
+            compile_all("template.mask", &self.mask)?,
+        );
+        let f = &self.fields;
+        let order_no = f.order_no.validate("order_no", &mut regexes)?;
+        let order_time = f.order_time.validate("order_time", &mut regexes)?;
+        let mut opt = |f: &Option<RawField>, key| {
+            f.as_ref()
+                .map(|f| f.validate(key, &mut regexes))
+                .transpose()
+        };
+        let cashier = opt(&f.cashier, "cashier")?;
+        let total = opt(&f.total, "total")?;
+        let discount = opt(&f.discount, "discount")?;
+        let paid = opt(&f.paid, "paid")?;
+        regexes.build_set();
         Ok(Template {
-            reprint: compile_all("template.reprint", &self.reprint)?,
-            refund: compile_all("template.refund", &self.refund)?,
-            void: compile_all("template.void", &self.void)?,
-            ignore: compile_all("template.ignore", &self.ignore)?,
+            regexes,
+            reprint,
+            refund,
+            void,
+            ignore,
             refund_negative,
             check_totals: self.check_totals.unwrap_or(true),
-            masker: Masker::new(
-                self.mask_cards.unwrap_or(true),
-                compile_all("template.mask", &self.mask)?,
-            ),
-            order_no: self.fields.order_no.validate("order_no")?,
-            order_time: self.fields.order_time.validate("order_time")?,
+            masker,
+            order_no,
+            order_time,
             time_format,
-            cashier: opt(&self.fields.cashier, "cashier")?,
-            total: opt(&self.fields.total, "total")?,
-            discount: opt(&self.fields.discount, "discount")?,
-            paid: opt(&self.fields.paid, "paid")?,
+            cashier,
+            total,
+            discount,
+            paid,
             payment,
             items,
         })
@@ -452,16 +585,23 @@ fn err(
     }
 }
 
-fn capture_value(c: &Captures) -> String {
-    c.get(1)
-        .or_else(|| c.get(0))
-        .map(|m| m.as_str().trim().to_string())
-        .unwrap_or_default()
+/// A field's value: its regex's first capture group, or the whole match.
+fn capture_value(re: &Regex, text: &str) -> Option<String> {
+    let c = re.captures(text)?;
+    Some(
+        c.get(1)
+            .or_else(|| c.get(0))
+            .map(|m| m.as_str().trim().to_string())
+            .unwrap_or_default(),
+    )
 }
 
 /// Parses a printed decimal: thousands separators and spaces are dropped, the
 /// scale is kept.
 fn decimal(s: &str) -> Option<Decimal> {
+    if !s.contains(|c: char| c == ',' || c.is_whitespace()) {
+        return s.parse::<Decimal>().ok();
+    }
     let cleaned: String = s
         .chars()
         .filter(|c| *c != ',' && !c.is_whitespace())
@@ -480,15 +620,17 @@ impl Template {
         &self.masker
     }
 
-    fn find(&self, f: &Field, r: &Receipt) -> Option<Found> {
+    /// The field's value from the first line (or code) its regex matches.
+    fn find(&self, f: &Field, r: &Receipt, hits: &LineHits) -> Option<Found> {
         match &f.source {
-            Source::Lines => r.lines.iter().enumerate().find_map(|(i, l)| {
-                f.regex.captures(l).map(|c| Found {
-                    value: capture_value(&c),
+            Source::Lines(re) => {
+                let i = hits.first(0, &(*re..*re + 1))?;
+                capture_value(&self.regexes.all[*re], &r.lines[i]).map(|value| Found {
+                    value,
                     line: Some(i),
                 })
-            }),
-            Source::Codes(filter) => r
+            }
+            Source::Codes { filter, regex } => r
                 .codes
                 .iter()
                 .filter(|c| match filter {
@@ -496,10 +638,7 @@ impl Template {
                     Some(k) => c.code.kind.name() == k || c.code.symbology == k,
                 })
                 .find_map(|c| {
-                    f.regex.captures(&c.code.payload).map(|cap| Found {
-                        value: capture_value(&cap),
-                        line: None,
-                    })
+                    capture_value(regex, &c.code.payload).map(|value| Found { value, line: None })
                 }),
         }
     }
@@ -508,9 +647,10 @@ impl Template {
         &self,
         f: &Option<Field>,
         r: &Receipt,
+        hits: &LineHits,
     ) -> Result<Option<Decimal>, TemplateError> {
         let Some(f) = f else { return Ok(None) };
-        let Some(found) = self.find(f, r) else {
+        let Some(found) = self.find(f, r, hits) else {
             return Ok(None);
         };
         decimal(&found.value).map(Some).ok_or_else(|| {
@@ -521,12 +661,6 @@ impl Template {
                 format!("{:?} is not a decimal", found.value),
             )
         })
-    }
-
-    fn any_line(patterns: &[Regex], r: &Receipt) -> Option<usize> {
-        r.lines
-            .iter()
-            .position(|l| patterns.iter().any(|p| p.is_match(l)))
     }
 
     /// Turns one receipt into an order, a reprint, or not-an-order.
@@ -541,26 +675,28 @@ impl Template {
                 },
             });
         }
-        if let Some(i) = Self::any_line(&self.ignore, r) {
+        // Every line searched once for every line regex of the template.
+        let hits = self.regexes.hits(lines);
+        if let Some(i) = hits.first(0, &self.ignore) {
             return Ok(Parsed::NotAnOrder {
                 reason: format!("line {} {:?} matches template.ignore", i + 1, lines[i]),
             });
         }
-        if Self::any_line(&self.reprint, r).is_some() {
+        if hits.first(0, &self.reprint).is_some() {
             return Ok(Parsed::Reprint {
-                order_no: self.find(&self.order_no, r).map(|f| f.value),
+                order_no: self.find(&self.order_no, r, &hits).map(|f| f.value),
             });
         }
-        let kind = if Self::any_line(&self.void, r).is_some() {
+        let kind = if hits.first(0, &self.void).is_some() {
             Kind::Void
-        } else if Self::any_line(&self.refund, r).is_some() {
+        } else if hits.first(0, &self.refund).is_some() {
             Kind::Refund
         } else {
             Kind::Sale
         };
 
         let order_no = self
-            .find(&self.order_no, r)
+            .find(&self.order_no, r, &hits)
             .ok_or_else(|| err(None, lines, "order_no", "no line matches"))?;
         if order_no.value.is_empty() {
             return Err(err(order_no.line, lines, "order_no", "is empty"));
@@ -575,7 +711,7 @@ impl Template {
             ));
         }
         let time = self
-            .find(&self.order_time, r)
+            .find(&self.order_time, r, &hits)
             .ok_or_else(|| err(None, lines, "order_time", "no line matches"))?;
         let order_time =
             NaiveDateTime::parse_from_str(&time.value, &self.time_format).map_err(|e| {
@@ -592,20 +728,22 @@ impl Template {
         let cashier = self
             .cashier
             .as_ref()
-            .and_then(|f| self.find(f, r))
+            .and_then(|f| self.find(f, r, &hits))
             .map(|f| f.value)
             .filter(|v| !v.is_empty());
-        let payment = lines.iter().find_map(|l| {
+        // The first line that any payment matches; on it, the first payment
+        // in canonical order.
+        let payment = (0..lines.len()).find_map(|i| {
             self.payment
                 .iter()
-                .find(|(_, res)| res.iter().any(|re| re.is_match(l)))
+                .find(|(_, res)| hits.any(i, res))
                 .map(|(p, _)| *p)
         });
 
-        let mut items = self.items(r, kind)?;
-        let mut total = self.find_decimal(&self.total, r)?;
-        let discount = self.find_decimal(&self.discount, r)?;
-        let mut paid = self.find_decimal(&self.paid, r)?;
+        let mut items = self.items(r, kind, &hits)?;
+        let mut total = self.find_decimal(&self.total, r, &hits)?;
+        let discount = self.find_decimal(&self.discount, r, &hits)?;
+        let mut paid = self.find_decimal(&self.paid, r, &hits)?;
 
         if kind == Kind::Refund && self.refund_negative {
             for l in &mut items {
@@ -620,7 +758,7 @@ impl Template {
             err(
                 field
                     .as_ref()
-                    .and_then(|f| self.find(f, r))
+                    .and_then(|f| self.find(f, r, &hits))
                     .and_then(|found| found.line),
                 lines,
                 name,
@@ -649,7 +787,7 @@ impl Template {
         if self.check_totals {
             let field_line = |f: &Option<Field>| {
                 f.as_ref()
-                    .and_then(|f| self.find(f, r))
+                    .and_then(|f| self.find(f, r, &hits))
                     .and_then(|found| found.line)
             };
             if sum != total && !(items.is_empty() && kind == Kind::Void) {
@@ -697,52 +835,52 @@ impl Template {
     }
 
     /// The item lines of the receipt.
-    fn items(&self, r: &Receipt, kind: Kind) -> Result<Vec<Line>, TemplateError> {
+    fn items(&self, r: &Receipt, kind: Kind, hits: &LineHits) -> Result<Vec<Line>, TemplateError> {
         let lines = &r.lines;
         let it = &self.items;
         let mut from = 0;
         let mut to = lines.len();
-        if let Some(start) = &it.start {
-            match lines.iter().position(|l| start.is_match(l)) {
+        if let Some(start) = it.start {
+            match hits.first(0, &(start..start + 1)) {
                 Some(i) => from = i + 1,
                 None if kind == Kind::Void => return Ok(Vec::new()),
                 None => return Err(err(None, lines, "items.start", "no line matches")),
             }
         }
-        if let Some(end) = &it.end {
-            if let Some(i) = lines[from..].iter().position(|l| end.is_match(l)) {
-                to = from + i;
+        if let Some(end) = it.end {
+            if let Some(i) = hits.first(from, &(end..end + 1)) {
+                to = i;
             }
         }
         let strict = it.start.is_some() || it.end.is_some();
-        let skipped = |l: &str| l.trim().is_empty() || it.skip.iter().any(|s| s.is_match(l));
+        let skipped = |i: usize| lines[i].trim().is_empty() || hits.any(i, &it.skip);
+        let layout = &self.regexes.all[it.lines.clone()];
+        // One set of capture slots per layout line, reused for every item.
+        let mut locs: Vec<CaptureLocations> = layout.iter().map(Regex::capture_locations).collect();
         let mut out = Vec::new();
         let mut i = from;
         while i < to {
-            if skipped(&lines[i]) {
+            if skipped(i) {
                 i += 1;
                 continue;
             }
-            // Try the layout at line i: its k-th regex on line i + k.
-            let mut caps = Vec::new();
+            // Try the layout at line i: its k-th regex on line i + k (run for
+            // its captures only where the set says it matches).
             let mut failed = None;
-            for (k, re) in it.lines.iter().enumerate() {
-                match lines
-                    .get(i + k)
-                    .filter(|_| i + k < to)
-                    .and_then(|l| re.captures(l))
-                {
-                    Some(c) => caps.push((i + k, c)),
-                    None => {
-                        failed = Some(k);
-                        break;
-                    }
+            for (k, re) in layout.iter().enumerate() {
+                let line = i + k;
+                let matched = line < to
+                    && hits.matches(line, it.lines.start + k)
+                    && re.captures_read(&mut locs[k], &lines[line]).is_some();
+                if !matched {
+                    failed = Some(k);
+                    break;
                 }
             }
             match failed {
                 None => {
-                    out.push(self.item(&caps, lines)?);
-                    i += it.lines.len();
+                    out.push(self.item(i, &locs, lines)?);
+                    i += layout.len();
                 }
                 Some(k) if strict => {
                     let at = (i + k).min(to.saturating_sub(1));
@@ -770,15 +908,24 @@ impl Template {
         Ok(out)
     }
 
-    fn item(&self, caps: &[(usize, Captures)], lines: &[String]) -> Result<Line, TemplateError> {
-        let get = |name: &str| -> Option<(usize, String)> {
-            caps.iter()
-                .find_map(|(i, c)| c.name(name).map(|m| (*i, m.as_str().trim().to_string())))
+    /// The item whose layout starts at line `first`, from the captures of
+    /// each of its lines.
+    fn item(
+        &self,
+        first: usize,
+        locs: &[CaptureLocations],
+        lines: &[String],
+    ) -> Result<Line, TemplateError> {
+        let get = |name: &str| -> Option<(usize, &str)> {
+            let g = ITEM_GROUPS.iter().position(|n| *n == name)?;
+            let (k, index) = self.items.groups[g]?;
+            let (a, b) = locs[k].get(index)?;
+            Some((first + k, lines[first + k][a..b].trim()))
         };
         let dec = |name: &str| -> Result<Option<Decimal>, TemplateError> {
             match get(name) {
                 None => Ok(None),
-                Some((i, v)) => decimal(&v).map(Some).ok_or_else(|| {
+                Some((i, v)) => decimal(v).map(Some).ok_or_else(|| {
                     err(
                         Some(i),
                         lines,
@@ -788,9 +935,9 @@ impl Template {
                 }),
             }
         };
-        let first = caps.first().map(|(i, _)| *i);
+        let first = Some(first);
         let code = match get("code") {
-            Some((_, c)) if !c.is_empty() => c,
+            Some((_, c)) if !c.is_empty() => c.to_string(),
             _ => return Err(err(first, lines, "items.code", "is empty")),
         };
         let qty = dec("qty")?.unwrap_or(Decimal::ONE);
@@ -815,16 +962,17 @@ impl Template {
                 ));
             }
         };
+        let text = |name: &str| get(name).map(|(_, v)| v.to_string());
         Ok(Line {
             code,
-            name: get("name").map(|(_, n)| n).unwrap_or_default(),
+            name: text("name").unwrap_or_default(),
             qty,
             price,
             amount,
             discount: dec("discount")?.unwrap_or(Decimal::ZERO),
             scan_time: None,
-            batch_no: get("batch_no").map(|(_, v)| v).filter(|v| !v.is_empty()),
-            box_no: get("box_no").map(|(_, v)| v).filter(|v| !v.is_empty()),
+            batch_no: text("batch_no").filter(|v| !v.is_empty()),
+            box_no: text("box_no").filter(|v| !v.is_empty()),
             attrs: Vec::new(),
         })
     }

@@ -602,3 +602,73 @@ fn code_page_names_round_trip() {
     assert_eq!(CodePage::parse("gbk"), Some(CodePage::Gb18030));
     assert_eq!(CodePage::parse("ebcdic"), None);
 }
+
+/// Reference decoding: every byte through the byte-at-a-time state machine,
+/// none of the bulk runs of [`Decoder::feed`].
+fn decode_bytewise(page: CodePage, input: &[u8]) -> Vec<Event> {
+    let mut d = Decoder::new(page);
+    let mut out = Vec::new();
+    for &b in input {
+        d.step_one(b, &mut out);
+    }
+    d.finish(&mut out);
+    assert_eq!(d.position(), input.len() as u64);
+    out
+}
+
+#[test]
+fn bulk_runs_decode_exactly_as_byte_at_a_time() {
+    // The cases where a bulk run must stop or give way: sequences that are
+    // whole but do not decode (GB18030 four-byte pointers out of range, UTF-8
+    // overlongs and surrogates), a Big5 pair that decodes to two characters,
+    // lines at the length limit in multibyte text, images and payloads.
+    let long_gb = "长".repeat(MAX_LINE_CHARS + 3);
+    let long_utf8 = "é".repeat(MAX_LINE_CHARS - 1);
+    let edge: &[&[u8]] = &[
+        b"\x84\x31\xa5\x30",
+        b"\xfe\x39\xfe\x39",
+        b"\x81\x30\x81\x30",
+        b"\x80\xff",
+        b"\xe0\x80\x80",
+        b"\xed\xa0\x80",
+        b"\xf4\x90\x80\x80",
+        b"\x88\x62\x88\x64",
+        long_gb.as_bytes(),
+        long_utf8.as_bytes(),
+        b"\x1dv0\x00\x02\x00\x03\x00\x1b\x1d\x0a\x80\x81\x40",
+        b"\x1d(k\x06\x001P0abc\x1d(k\x03\x001Q0",
+        b"\x1dkI\x05{B123",
+    ];
+    let mut rng = fastrand::Rng::with_seed(0xb01c);
+    let mut streams = vec![fixture("market.bin"), fixture("kiosk.bin")];
+    for i in 0..400 {
+        let mut s = plausible_stream(&mut rng);
+        for _ in 0..rng.usize(0..6) {
+            let at = rng.usize(..=s.len());
+            let piece = edge[rng.usize(..edge.len())];
+            s.splice(at..at, piece.iter().copied());
+        }
+        if i % 4 == 0 {
+            let mut noise = vec![0u8; rng.usize(0..2048)];
+            rng.fill(&mut noise);
+            s.extend_from_slice(&noise);
+        }
+        streams.push(s);
+    }
+    let pages = [
+        CodePage::Gb18030,
+        CodePage::Utf8,
+        CodePage::Big5,
+        CodePage::Single(SingleByte::Cp858),
+        CodePage::Single(SingleByte::Windows1251),
+    ];
+    for stream in &streams {
+        for page in pages {
+            assert_eq!(
+                decode(page, stream),
+                decode_bytewise(page, stream),
+                "{page:?} stream {stream:02x?}"
+            );
+        }
+    }
+}
