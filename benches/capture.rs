@@ -9,7 +9,7 @@
 //!   serial-sized chunks, and a whole file at once (`parse FILE`, folder
 //!   sources with `format = "receipt"`);
 //! - template parsing of already-segmented receipts: the market template of
-//!   docs/config-receipts.toml (6 fields) over receipts of 10 items.
+//!   config/tillrelay.toml (6 fields) over receipts of 10 items.
 //!
 //! Time is this thread's CPU time (see [`cpu_now`]). Nothing here asserts anything about time: the figures and their targets are
 //! in docs/BENCHMARKS-capture.md. The few asserts check that what is timed did
@@ -64,9 +64,9 @@ fn root(rel: &str) -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
 }
 
-/// The receipt rules of source `name` in docs/config-receipts.toml.
+/// The receipt rules of source `name` in config/tillrelay.toml.
 fn doc_rules(name: &str) -> ReceiptRules {
-    let text = std::fs::read_to_string(root("docs/config-receipts.toml")).unwrap();
+    let text = std::fs::read_to_string(root("config/tillrelay.toml")).unwrap();
     let doc: toml::Table = toml::from_str(&text).unwrap();
     let src = doc["source"]
         .as_array()
