@@ -109,6 +109,12 @@ impl Haystack {
 
     fn assert_clean(&self) {
         let leaks = self.leaks();
+        let bytes: usize = self.items.iter().map(|(_, b)| b.len()).sum();
+        eprintln!(
+            "searched {} outputs and files ({bytes} bytes) for {} secret values",
+            self.items.len(),
+            NEEDLES.len()
+        );
         assert!(
             leaks.is_empty(),
             "{} leak(s) among {} outputs and files searched:\n{}",

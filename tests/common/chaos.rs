@@ -202,7 +202,14 @@ impl Emu {
             .get(format!("{}{path}", self.base()))
             .call()
             .unwrap();
-        serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap()
+        // A long crash loop's listings pass ureq's default 10 MB cap.
+        let body = r
+            .body_mut()
+            .with_config()
+            .limit(1 << 30)
+            .read_to_string()
+            .unwrap();
+        serde_json::from_str(&body).unwrap()
     }
 
     fn send(&self, method: &str, path: &str, body: &Value) {
