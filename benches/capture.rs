@@ -25,8 +25,23 @@ use tillrelay::capture::receipt::{Pipeline, ReceiptRules, split_bytes};
 use tillrelay::capture::segment::{RawSegment, Receipt};
 use tillrelay::capture::template::{Parsed, RawTemplate};
 
-const RUNS: usize = 5;
-const STREAM_BYTES: usize = 8 << 20;
+/// Runs per figure and stream size; `BENCH_RUNS=1 BENCH_MB=1` make a run
+/// short enough for `valgrind --tool=callgrind`, whose instruction counts do
+/// not depend on what else the machine is doing.
+fn runs() -> usize {
+    env_usize("BENCH_RUNS", 5)
+}
+
+fn stream_bytes() -> usize {
+    env_usize("BENCH_MB", 8) << 20
+}
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
 /// A serial read rarely returns more than this; the tap hands chunks on as read.
 const CHUNK: usize = 4096;
 
@@ -111,6 +126,7 @@ fn repeat_to(unit: &[u8], size: usize) -> Vec<u8> {
 
 /// Decoder alone, fed `CHUNK` bytes at a time; events are consumed (dropped)
 /// after each chunk as the segmenter would. Returns MB/s.
+#[inline(never)] // a symbol of its own for profilers (callgrind --toggle-collect)
 fn decode(stream: &[u8]) -> f64 {
     let t = Stopwatch::start();
     let mut d = Decoder::new(CodePage::Gb18030);
@@ -127,6 +143,7 @@ fn decode(stream: &[u8]) -> f64 {
 }
 
 /// Decoder → segmenter → masker as the serial tap drives it. Returns MB/s.
+#[inline(never)] // a symbol of its own for profilers (callgrind --toggle-collect)
 fn chain(stream: &[u8], rules: &ReceiptRules, expect: usize) -> f64 {
     let t = Stopwatch::start();
     let mut p = Pipeline::new(rules);
@@ -145,12 +162,38 @@ fn chain(stream: &[u8], rules: &ReceiptRules, expect: usize) -> f64 {
 }
 
 /// The same chain over a whole file in one call. Returns MB/s.
+#[inline(never)] // a symbol of its own for profilers (callgrind --toggle-collect)
 fn chain_file(stream: &[u8], rules: &ReceiptRules, expect: usize) -> f64 {
     let t = Stopwatch::start();
     let out = split_bytes(stream, rules);
     let secs = t.elapsed().as_secs_f64();
     assert_eq!(out.len(), expect);
     stream.len() as f64 / secs / 1e6
+}
+
+/// GB18030 bytes of `text`. encoding_rs encodes CJK to GB18030 by searching
+/// its index, so each distinct character is encoded once and remembered.
+fn gb18030(text: &str) -> Vec<u8> {
+    thread_local! {
+        static SEEN: std::cell::RefCell<std::collections::HashMap<char, Vec<u8>>> =
+            Default::default();
+    }
+    SEEN.with_borrow_mut(|seen| {
+        let mut out = Vec::with_capacity(text.len());
+        for c in text.chars() {
+            if c.is_ascii() {
+                out.push(c as u8);
+            } else {
+                out.extend_from_slice(seen.entry(c).or_insert_with(|| {
+                    encoding_rs::GB18030
+                        .encode(c.encode_utf8(&mut [0; 4]))
+                        .0
+                        .into_owned()
+                }));
+            }
+        }
+        out
+    })
 }
 
 /// One market-style receipt with 10 two-line items, as the POS sends it.
@@ -202,9 +245,9 @@ fn ten_item_receipt(i: usize) -> Vec<u8> {
         paid / 100,
         paid % 100
     ));
-    let (gb, _, _) = encoding_rs::GB18030.encode(&text);
-    let (shop, _, _) = encoding_rs::GB18030.encode("鲜丰超市(人民路店)\n");
-    let (thanks, _, _) = encoding_rs::GB18030.encode("谢谢惠顾 欢迎再次光临\n");
+    let gb = gb18030(&text);
+    let shop = gb18030("鲜丰超市(人民路店)\n");
+    let thanks = gb18030("谢谢惠顾 欢迎再次光临\n");
     let mut b = Vec::new();
     b.extend_from_slice(b"\x1b@\x1ba\x01\x1d!\x11");
     b.extend_from_slice(&shop);
@@ -220,6 +263,7 @@ fn ten_item_receipt(i: usize) -> Vec<u8> {
 }
 
 /// Template parse of already-segmented receipts. Returns receipts/s.
+#[inline(never)] // a symbol of its own for profilers (callgrind --toggle-collect)
 fn templates(receipts: &[Receipt], rules: &ReceiptRules) -> f64 {
     let t = Stopwatch::start();
     let mut orders = 0;
@@ -245,7 +289,7 @@ fn run(name: &str, unit: &str, f: impl Fn() -> f64) {
     if !filters.is_empty() && !filters.iter().any(|w| name.contains(w.as_str())) {
         return;
     }
-    let m = median((0..RUNS).map(|_| f()).collect());
+    let m = median((0..runs()).map(|_| f()).collect());
     println!("{name:<52} {m:>12.1} {unit}");
 }
 
@@ -253,9 +297,9 @@ fn main() {
     let market = std::fs::read(root("tests/fixtures/receipts/market.bin")).unwrap();
     let rules = doc_rules("market");
     let per_unit = split_bytes(&market, &rules).len();
-    let with_logos = repeat_to(&market, STREAM_BYTES);
+    let with_logos = repeat_to(&market, stream_bytes());
     let text_only_unit = without_raster(&market);
-    let text_only = repeat_to(&text_only_unit, STREAM_BYTES);
+    let text_only = repeat_to(&text_only_unit, stream_bytes());
     let receipts_with = with_logos.len() / market.len() * per_unit;
     let receipts_text = text_only.len() / text_only_unit.len() * per_unit;
     println!(
@@ -267,7 +311,11 @@ fn main() {
         text_only.len() / text_only_unit.len(),
         text_only.len()
     );
-    println!("{:<52} {:>12}", "figure (median of 5)", "value");
+    println!(
+        "{:<52} {:>12}",
+        format!("figure (median of {})", runs()),
+        "value"
+    );
     run("decode, GB18030 receipts with logos", "MB/s", || {
         decode(&with_logos)
     });

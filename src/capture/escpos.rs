@@ -536,7 +536,16 @@ impl Decoder {
         while i < bytes.len() {
             let rest = &bytes[i..];
             let taken = match self.state {
-                State::Ground if self.pending.len == 0 => self.text_run(rest, out),
+                State::Ground if self.pending.len == 0 => match rest[0] {
+                    LF => {
+                        self.pos += 1;
+                        self.activity += 1;
+                        self.end_line(self.pos, out, true);
+                        1
+                    }
+                    ESC | GS | FS => self.command_run(rest, out),
+                    _ => self.text_run(rest, out),
+                },
                 State::Skip { .. } => self.skip_run(rest),
                 State::Collect { .. } => self.collect_run(rest, out),
                 _ => 0,
@@ -609,6 +618,9 @@ impl Decoder {
             self.took_text(n, n, out);
             return n;
         };
+        if mb == Multibyte::Gb18030 {
+            return self.gb18030_run(bytes, room, out);
+        }
         let mut ascii = true;
         while i < bytes.len() && units < room {
             let b = bytes[i];
@@ -645,8 +657,8 @@ impl Decoder {
                 }
                 Err(_) => false,
             },
-            Multibyte::Gb18030 => decode_into(encoding_rs::GB18030, run, &mut self.line.text),
             Multibyte::Big5 => decode_into(encoding_rs::BIG5, run, &mut self.line.text),
+            Multibyte::Gb18030 => false,
         };
         // One character per unit, as the byte-at-a-time path gives; a Big5
         // sequence that decodes to two characters takes the slow path too.
@@ -660,6 +672,92 @@ impl Decoder {
             }
         }
         i
+    }
+
+    /// [`Decoder::text_run`] for GB18030, in one pass: stretches of ASCII are
+    /// copied as they are, two-byte characters looked up in
+    /// [`gb18030_pairs`]. Stops before anything else (four-byte characters,
+    /// unmapped or malformed sequences, a lead byte at the end of `bytes`),
+    /// which the byte-at-a-time path then decodes.
+    fn gb18030_run(&mut self, bytes: &[u8], room: usize, out: &mut Vec<Event>) -> usize {
+        let pairs = gb18030_pairs();
+        let base = self.pos;
+        let line = &mut self.line;
+        let mut i = 0;
+        let mut units = 0;
+        while i < bytes.len() && units < room {
+            let b = bytes[i];
+            if is_text_ascii(b) {
+                let n = bytes[i..]
+                    .iter()
+                    .take(room - units)
+                    .position(|&b| !is_text_ascii(b))
+                    .unwrap_or((bytes.len() - i).min(room - units));
+                let Ok(ascii) = std::str::from_utf8(&bytes[i..i + n]) else {
+                    break;
+                };
+                line.text.push_str(ascii);
+                line.offsets.extend(base + i as u64..base + (i + n) as u64);
+                i += n;
+                units += n;
+                continue;
+            }
+            let c = match (b, bytes.get(i + 1)) {
+                (0x80, _) => Some(('\u{20AC}', 1)),
+                (0x81..=0xfe, Some(&t @ (0x40..=0x7e | 0x80..=0xfe))) => {
+                    let v = pairs[(b - 0x81) as usize * 191 + (t - 0x40) as usize];
+                    char::from_u32(v as u32)
+                        .filter(|_| v != 0)
+                        .map(|c| (c, 2))
+                }
+                _ => None,
+            };
+            let Some((c, n)) = c else { break };
+            line.text.push(c);
+            line.offsets.push(base + i as u64);
+            i += n;
+            units += 1;
+        }
+        if i > 0 {
+            self.took_text(i, units, out);
+        }
+        i
+    }
+
+    /// In `Ground` with no character pending, at `ESC`/`GS`/`FS`: a whole
+    /// fixed-header command (`ESC a n`, `GS ! n`, `GS V m`, an image or
+    /// barcode header…) in `bytes` is read at once and handed to
+    /// [`Decoder::header_done`], as the byte-at-a-time path does after the
+    /// `Esc`/`Gs`/`Fs` and `Header` states. Returns its length, or 0 for
+    /// commands that path treats otherwise (no arguments, unknown, `ESC @`…:
+    /// the explicit arms of `esc`/`gs`/`fs`, none of which has a header
+    /// length) and for a header cut off by the end of `bytes`.
+    fn command_run(&mut self, bytes: &[u8], out: &mut Vec<Event>) -> usize {
+        let cmd = match bytes {
+            [ESC, b, ..] => Cmd::Esc(*b),
+            [GS, b, ..] => Cmd::Gs(*b),
+            [FS, b, ..] => Cmd::Fs(*b),
+            _ => return 0,
+        };
+        if header_len(cmd, &[]) == 0 {
+            return 0;
+        }
+        let args = &bytes[2..];
+        let mut len = 0;
+        loop {
+            if len == args.len() {
+                return 0;
+            }
+            len += 1;
+            if len >= header_len(cmd, &args[..len]) {
+                break;
+            }
+        }
+        let n = 2 + len;
+        self.pos += n as u64;
+        self.activity += n as u64;
+        self.header_done(cmd, &args[..len], self.pos, out);
+        n
     }
 
     /// Accounts for `bytes` text bytes making `chars` characters just appended
@@ -1418,21 +1516,44 @@ fn multibyte_len(mb: Multibyte, bytes: &[u8]) -> usize {
             0xf0..=0xf4 if cont(1) && cont(2) && cont(3) => 4,
             _ => 0,
         },
-        Multibyte::Gb18030 => match (bytes[0], at(1)) {
-            (0x80, _) => 1,
-            (0x81..=0xfe, Some(0x40..=0x7e | 0x80..=0xfe)) => 2,
-            (0x81..=0xfe, Some(0x30..=0x39))
-                if matches!(at(2), Some(0x81..=0xfe)) && matches!(at(3), Some(0x30..=0x39)) =>
-            {
-                4
-            }
-            _ => 0,
-        },
+        // GB18030 has its own run (Decoder::gb18030_run).
+        Multibyte::Gb18030 => 0,
         Multibyte::Big5 => match (bytes[0], at(1)) {
             (0x81..=0xfe, Some(0x40..=0x7e | 0xa1..=0xfe)) => 2,
             _ => 0,
         },
     }
+}
+
+/// The GB18030 two-byte characters — lead 0x81–0xFE, trail 0x40–0xFE
+/// (0x7F is never a trail) at `(lead − 0x81) × 191 + trail − 0x40` — as
+/// encoding_rs decodes them, 0 where it maps none. Built once on first use
+/// (48 KB): looking a character up is a few instructions, a call into
+/// encoding_rs several hundred, which for receipt lines of a few dozen bytes
+/// was most of the decoding time.
+fn gb18030_pairs() -> &'static [u16] {
+    static PAIRS: std::sync::OnceLock<Box<[u16]>> = std::sync::OnceLock::new();
+    PAIRS.get_or_init(|| {
+        let mut t = vec![0u16; 126 * 191].into_boxed_slice();
+        let mut buf = [0u8; 8];
+        for lead in 0x81..=0xfeu8 {
+            for trail in (0x40..=0x7eu8).chain(0x80..=0xfe) {
+                let mut d = encoding_rs::GB18030.new_decoder_without_bom_handling();
+                let (result, _, written) =
+                    d.decode_to_utf8_without_replacement(&[lead, trail], &mut buf, true);
+                if result != encoding_rs::DecoderResult::InputEmpty {
+                    continue;
+                }
+                let mut chars = std::str::from_utf8(&buf[..written]).unwrap_or("").chars();
+                if let (Some(c), None) = (chars.next(), chars.next()) {
+                    if let Ok(v) = u16::try_from(c as u32) {
+                        t[(lead - 0x81) as usize * 191 + (trail - 0x40) as usize] = v;
+                    }
+                }
+            }
+        }
+        t
+    })
 }
 
 /// Decodes whole characters `run` onto `text`; false (with `text` possibly

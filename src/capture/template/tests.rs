@@ -505,11 +505,12 @@ fn a_whole_capture_can_be_masked_before_it_is_written() {
 }
 
 #[test]
-fn the_regex_set_is_only_a_shortcut() {
-    // Every line regex is searched through one RegexSet; without it (a
-    // template too big for one set) each regex runs alone. Both must give the
-    // same outcome, error messages included, on receipts that exercise every
-    // rule.
+fn the_regex_set_and_ascii_variants_are_only_shortcuts() {
+    // Every line regex is searched through one RegexSet, and captures on
+    // ASCII lines use the pattern compiled without Unicode; without them (a
+    // template too big for one set, a pattern that needs Unicode) each regex
+    // runs alone. Both must give the same outcome, error messages included,
+    // on receipts that exercise every rule.
     let mut cases: Vec<(ReceiptRules, Vec<u8>)> = Vec::new();
     for name in ["market", "kiosk"] {
         let bytes = std::fs::read(root(&format!("tests/fixtures/receipts/{name}.bin"))).unwrap();
@@ -538,8 +539,15 @@ fn the_regex_set_is_only_a_shortcut() {
     for (rules, bytes) in &cases {
         let t = rules.template.as_ref().unwrap();
         assert!(t.regexes.set.is_some(), "the set is built");
+        assert!(
+            t.regexes.ascii.iter().all(Option::is_some),
+            "ASCII variants built"
+        );
+        // Neither shortcut: no set, no ASCII variants.
         let mut alone = rules.clone();
-        alone.template.as_mut().unwrap().regexes.set = None;
+        let slow = alone.template.as_mut().unwrap();
+        slow.regexes.set = None;
+        slow.regexes.ascii.iter_mut().for_each(|a| *a = None);
         for r in receipt::split_bytes(bytes, rules) {
             assert_eq!(rules.parse(&r), alone.parse(&r), "{}", r.render());
             compared += 1;
@@ -547,4 +555,92 @@ fn the_regex_set_is_only_a_shortcut() {
     }
     // market.bin holds 4 receipts, kiosk.bin 2.
     assert_eq!(compared, 4 + 2 + variants.len());
+}
+
+#[test]
+fn ascii_variants_capture_exactly_as_the_unicode_regex_on_ascii_lines() {
+    // The constructs whose meaning differs between Unicode and ASCII mode,
+    // tried on random ASCII lines: the spans of every group must agree.
+    let patterns = [
+        r"^(?P<code>\d{8,14})\s+(?P<qty>-?[\d.]+)\s+(?P<price>-?[\d.,]+)\s+(?P<amount>-?[\d.,]+)$",
+        r"^(?P<name>.+?)\s+\[(?P<code>[0-9A-Za-z]+)\]\s+x(?P<qty>-?[\d.]+)",
+        r"(?i)total\s*(\S+)",
+        r"\b(\w+)\b\W+(\D+)",
+        r"(?i)^k(.)s([^a-z]*)$",
+        r"单号:\s*(\d+)|No\.\s*(.*)",
+        r"[\x00-\xFF]{3}(.)",
+        r"(\s*)(\S*)(\s*)$",
+        r"^$",
+    ];
+    // Lines made of receipt-like tokens, so that every pattern matches often.
+    let tokens = [
+        " ", "  ", "\t", "-", ".", ",", "x", "[", "]", "_", ":", "*", "k", "K", "s", "S", "total",
+        "TOTAL", "No.", "Cola", "a1", "9", "0.5", "12.90", "-3", "1,234.50",
+    ];
+    let mut rng = fastrand::Rng::with_seed(0xa5c11);
+    let line_for = |rng: &mut fastrand::Rng| -> String {
+        let pick = |rng: &mut fastrand::Rng, from: std::ops::Range<usize>| tokens[rng.usize(from)];
+        match rng.u8(..6) {
+            0 => {
+                return format!(
+                    "{}{}[{}{}]{}x{}",
+                    pick(rng, 17..20),
+                    pick(rng, 0..3),
+                    pick(rng, 19..22),
+                    pick(rng, 21..23),
+                    pick(rng, 0..3),
+                    pick(rng, 21..26)
+                );
+            }
+            1 => {
+                return format!(
+                    "{}{}{}{}",
+                    pick(rng, 12..14),
+                    pick(rng, 0..tokens.len()),
+                    pick(rng, 14..16),
+                    pick(rng, 0..tokens.len())
+                );
+            }
+            _ => {}
+        }
+        if rng.u8(..3) == 0 {
+            let digits: String = (0..rng.usize(6..16))
+                .map(|_| char::from(b'0' + rng.u8(..10)))
+                .collect();
+            format!(
+                "{digits}{}{}   {}  {}",
+                " ".repeat(rng.usize(0..4)),
+                tokens[rng.usize(21..26)],
+                tokens[rng.usize(21..26)],
+                tokens[rng.usize(21..26)]
+            )
+        } else {
+            (0..rng.usize(0..12))
+                .map(|_| tokens[rng.usize(..tokens.len())])
+                .collect()
+        }
+    };
+    for p in patterns {
+        let unicode = Regex::new(p).unwrap();
+        let ascii = regex::bytes::RegexBuilder::new(p)
+            .unicode(false)
+            .build()
+            .unwrap_or_else(|e| panic!("{p}: {e}"));
+        let mut ul = unicode.capture_locations();
+        let mut al = ascii.capture_locations();
+        let mut matched = 0;
+        for _ in 0..3000 {
+            let line = line_for(&mut rng);
+            let um = unicode.captures_read(&mut ul, &line).map(|m| m.range());
+            let am = ascii
+                .captures_read(&mut al, line.as_bytes())
+                .map(|m| m.range());
+            assert_eq!(um, am, "{p} on {line:?}");
+            matched += um.is_some() as usize;
+            for g in 0..ul.len() {
+                assert_eq!(ul.get(g), al.get(g), "{p} group {g} on {line:?}");
+            }
+        }
+        assert!(matched >= 30, "{p} matched only {matched} lines");
+    }
 }
