@@ -706,9 +706,7 @@ impl Decoder {
                 (0x80, _) => Some(('\u{20AC}', 1)),
                 (0x81..=0xfe, Some(&t @ (0x40..=0x7e | 0x80..=0xfe))) => {
                     let v = pairs[(b - 0x81) as usize * 191 + (t - 0x40) as usize];
-                    char::from_u32(v as u32)
-                        .filter(|_| v != 0)
-                        .map(|c| (c, 2))
+                    char::from_u32(v as u32).filter(|_| v != 0).map(|c| (c, 2))
                 }
                 _ => None,
             };
