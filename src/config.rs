@@ -615,6 +615,11 @@ fn override_table<T: serde::de::DeserializeOwned + Default>(
     }
 }
 
+/// The largest pre/post roll or NVR clock offset accepted. Beyond it the value is a
+/// typo (a window of days finds no order's video) and, unbounded, the date arithmetic
+/// of stamping could overflow.
+const MAX_VIDEO_SHIFT: Duration = Duration::from_secs(24 * 3600);
+
 fn validate_video(p: &mut Problems, key: &str, raw: &RawVideo, base: Option<&Video>) -> Video {
     let d = base.cloned().unwrap_or(Video {
         pre_roll: Duration::from_secs(60),
@@ -640,17 +645,41 @@ fn validate_video(p: &mut Problems, key: &str, raw: &RawVideo, base: Option<&Vid
             }
         }
     };
+    let pre_roll = p.duration(
+        &format!("{key}.pre_roll"),
+        raw.pre_roll.as_deref(),
+        d.pre_roll,
+    );
+    let post_roll = p.duration(
+        &format!("{key}.post_roll"),
+        raw.post_roll.as_deref(),
+        d.post_roll,
+    );
+    let mut bounded = |name: &str, v: Duration, default: Duration| {
+        if v > MAX_VIDEO_SHIFT {
+            p.push(
+                &format!("{key}.{name}"),
+                "must be at most 24h (a video window is minutes around one order)",
+            );
+            default
+        } else {
+            v
+        }
+    };
+    let pre_roll = bounded("pre_roll", pre_roll, d.pre_roll);
+    let post_roll = bounded("post_roll", post_roll, d.post_roll);
+    let clock_offset_secs = if clock_offset_secs.unsigned_abs() > MAX_VIDEO_SHIFT.as_secs() {
+        p.push(
+            &format!("{key}.clock_offset"),
+            "must be within ±24h (set the NVR's clock if it is off by more)",
+        );
+        d.clock_offset_secs
+    } else {
+        clock_offset_secs
+    };
     Video {
-        pre_roll: p.duration(
-            &format!("{key}.pre_roll"),
-            raw.pre_roll.as_deref(),
-            d.pre_roll,
-        ),
-        post_roll: p.duration(
-            &format!("{key}.post_roll"),
-            raw.post_roll.as_deref(),
-            d.post_roll,
-        ),
+        pre_roll,
+        post_roll,
         clock_offset_secs,
     }
 }
@@ -1107,6 +1136,33 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("used by another source"), "{e}");
+    }
+
+    #[test]
+    fn absurd_video_durations_are_refused_with_their_key() {
+        // Unbounded, these overflowed the date arithmetic of stamping (a panic).
+        for (extra, key) in [
+            ("[video]\npre_roll = \"400000000000d\"", "video.pre_roll"),
+            ("[video]\npost_roll = \"25h\"", "video.post_roll"),
+            (
+                "[video]\nclock_offset = \"-300000000000d\"",
+                "video.clock_offset",
+            ),
+        ] {
+            let e = load(&format!("{extra}\n{MINIMAL}"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(key), "{extra}: {e}");
+        }
+        let e = load(&format!("{MINIMAL}[source.video]\nclock_offset = \"2d\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("source[lane1].video.clock_offset"), "{e}");
+        let c = load(&format!(
+            "[video]\npre_roll = \"24h\"\nclock_offset = \"-24h\"\n{MINIMAL}"
+        ))
+        .unwrap();
+        assert_eq!(c.sources[0].video.clock_offset_secs, -86400);
     }
 
     #[test]
