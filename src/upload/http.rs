@@ -12,11 +12,22 @@
 //!   URL, the HTTP status, the transport failure's kind. Never the query string (the
 //!   WDT query carries `key`, `salt` and `sign`), never a request body, never a secret.
 //!   [`TransportError`] is built from those parts only.
+//! - A host name is looked up at most once per [`RESOLVE_TTL`], not per request: ureq
+//!   resolves before it looks in its connection pool, and its resolver runs each lookup
+//!   on a fresh thread (to time it out), so a drain cost one thread and one DNS query per
+//!   order. A failed lookup is never cached.
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
+use ureq::config::Config as UreqConfig;
 use ureq::tls::{Certificate, RootCerts, TlsConfig, TlsProvider};
+use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
+use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
+
+/// How long a looked-up address is used before it is looked up again.
+pub const RESOLVE_TTL: Duration = Duration::from_secs(60);
 
 /// Cap on a reply body: both clouds answer a few hundred bytes; a captive portal or a
 /// misdirected URL must not make the box buffer megabytes.
@@ -130,6 +141,53 @@ impl TransportError {
     }
 }
 
+/// ureq's resolver with a memory of the last lookup (one destination talks to one
+/// host). See the module invariants.
+#[derive(Debug)]
+struct CachingResolver<R = DefaultResolver> {
+    inner: R,
+    ttl: Duration,
+    /// `scheme://authority`, when it was looked up, and what it gave.
+    last: Mutex<Option<(String, Instant, ResolvedSocketAddrs)>>,
+}
+
+impl<R: Resolver> CachingResolver<R> {
+    fn new(inner: R, ttl: Duration) -> Self {
+        CachingResolver {
+            inner,
+            ttl,
+            last: Mutex::new(None),
+        }
+    }
+}
+
+impl<R: Resolver> Resolver for CachingResolver<R> {
+    fn resolve(
+        &self,
+        uri: &ureq::http::Uri,
+        config: &UreqConfig,
+        timeout: NextTimeout,
+    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
+        let key = format!(
+            "{}://{}",
+            uri.scheme_str().unwrap_or_default(),
+            uri.authority().map(|a| a.as_str()).unwrap_or_default()
+        );
+        let now = Instant::now();
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((k, at, addrs)) = &*last {
+            if *k == key && now.duration_since(*at) < self.ttl {
+                return Ok(addrs.clone());
+            }
+        }
+        // The lock is held through the lookup: a second request to the same host waits
+        // for this answer rather than starting its own.
+        let addrs = self.inner.resolve(uri, config, timeout)?;
+        *last = Some((key, now, addrs.clone()));
+        Ok(addrs)
+    }
+}
+
 /// One destination's agent. Cheap to clone (ureq agents share their pool).
 #[derive(Clone)]
 pub struct Http {
@@ -179,7 +237,11 @@ impl Http {
             .user_agent(concat!("tillrelay/", env!("CARGO_PKG_VERSION")))
             .build();
         Ok(Http {
-            agent: config.into(),
+            agent: ureq::Agent::with_parts(
+                config,
+                DefaultConnector::default(),
+                CachingResolver::new(DefaultResolver::default(), RESOLVE_TTL),
+            ),
             proxied,
         })
     }
@@ -315,6 +377,56 @@ fn proxy_for(url: &str, env: &dyn Fn(&str) -> Option<String>) -> Option<String> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Counts lookups; fails for hosts named `fail…`.
+    #[derive(Debug, Default)]
+    struct Counting(std::sync::atomic::AtomicUsize);
+
+    impl Resolver for Counting {
+        fn resolve(
+            &self,
+            uri: &ureq::http::Uri,
+            _: &UreqConfig,
+            _: NextTimeout,
+        ) -> Result<ResolvedSocketAddrs, ureq::Error> {
+            let n = self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            if uri.host().unwrap_or_default().starts_with("fail") {
+                return Err(ureq::Error::HostNotFound);
+            }
+            let mut v = self.empty();
+            v.push(std::net::SocketAddr::from((
+                [127, 0, 0, 1],
+                1000 + n as u16,
+            )));
+            Ok(v)
+        }
+    }
+
+    #[test]
+    fn lookups_are_reused_within_the_ttl_and_failures_are_not_cached() {
+        let cfg = UreqConfig::default();
+        let lookup = |r: &CachingResolver<Counting>, u: &str| {
+            r.resolve(&u.parse().unwrap(), &cfg, NextTimeout::default())
+                .map(|a| a.iter().map(|s| s.port()).collect::<Vec<_>>())
+        };
+        let r = CachingResolver::new(Counting::default(), Duration::from_secs(3600));
+        let a = lookup(&r, "https://cloud.example/cloud.api?x=1").unwrap();
+        // Another path and query on the same host: the same answer, no new lookup.
+        assert_eq!(lookup(&r, "https://cloud.example/other").unwrap(), a);
+        assert_eq!(r.inner.0.load(std::sync::atomic::Ordering::SeqCst), 1);
+        // Another host or port is looked up.
+        assert_ne!(lookup(&r, "https://cloud.example:8443/").unwrap(), a);
+        assert_eq!(r.inner.0.load(std::sync::atomic::Ordering::SeqCst), 2);
+        // A failure is returned, and the next request asks again.
+        assert!(lookup(&r, "https://fail.example/").is_err());
+        assert!(lookup(&r, "https://fail.example/").is_err());
+        assert_eq!(r.inner.0.load(std::sync::atomic::Ordering::SeqCst), 4);
+        // Past the TTL, the host is looked up again.
+        let r = CachingResolver::new(Counting::default(), Duration::ZERO);
+        lookup(&r, "https://cloud.example/").unwrap();
+        lookup(&r, "https://cloud.example/").unwrap();
+        assert_eq!(r.inner.0.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
 
     fn env_of(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
         move |k| {
