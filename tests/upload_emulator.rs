@@ -769,6 +769,56 @@ fn wdt_emulator_answers_each_rule_with_its_documented_status() {
         ok,
         json!({"status": 0, "data": {"chg_count": 0, "new_count": 1}})
     );
+
+    // A tid twice in one request: the first is taken (an update now), the repeat is
+    // refused naming it.
+    let dup = wdt_answer(
+        &emu,
+        &client,
+        &|_, b, _| {
+            let mut v: Value = serde_json::from_str(b).unwrap();
+            let t = v[1][0].clone();
+            v[1].as_array_mut().unwrap().push(t);
+            *b = v.to_string();
+        },
+        true,
+    );
+    assert_eq!(dup["data"]["chg_count"], 1, "{dup}");
+    assert_eq!(dup["data"]["new_count"], 0, "{dup}");
+    let errs = dup["data"]["error_list"].as_array().unwrap();
+    assert_eq!(errs.len(), 1, "{dup}");
+    assert_eq!(errs[0]["no"], "W20261122-0001");
+    assert!(errs[0]["error"].as_str().unwrap().contains("重复"), "{dup}");
+
+    // Another trade claiming lines (oids) the stored one owns is refused; the stored
+    // trade keeps them.
+    let stolen = wdt_answer(
+        &emu,
+        &client,
+        &|_, b, _| {
+            let mut v: Value = serde_json::from_str(b).unwrap();
+            v[1][0]["tid"] = json!("W-OTHER");
+            for l in v[2].as_array_mut().unwrap() {
+                l["tid"] = json!("W-OTHER");
+            }
+            *b = v.to_string();
+        },
+        true,
+    );
+    let errs = stolen["data"]["error_list"].as_array().unwrap();
+    assert_eq!(errs.len(), 1, "{stolen}");
+    assert_eq!(errs[0]["no"], "W-OTHER");
+    assert!(
+        errs[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("oid W20261122-0001-1"),
+        "{stolen}"
+    );
+    assert_eq!(
+        wdt_counts(&emu).keys().collect::<Vec<_>>(),
+        ["W20261122-0001"]
+    );
 }
 
 #[test]

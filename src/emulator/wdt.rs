@@ -183,9 +183,12 @@ fn push(
 ) -> Result<Value, Refusal> {
     let bad = |m: &str| (1, format!("参数错误: {m}"));
     let v: Value = serde_json::from_slice(body).map_err(|_| bad("body must be a JSON array"))?;
-    let args = v
-        .as_array()
-        .ok_or_else(|| bad("body must be a JSON array"))?;
+    // The request's values are moved into the store, never cloned: a backlog drain
+    // sends 100 trades of 10 lines per request, and the emulator must not be what the
+    // agent's drain rate measures.
+    let Value::Array(mut args) = v else {
+        return Err(bad("body must be a JSON array"));
+    };
     if !(3..=4).contains(&args.len()) {
         return Err(bad(
             "body must be [shop_no, rawTradeList, rawTradeOrderList(, discountList)]",
@@ -193,35 +196,37 @@ fn push(
     }
     let shop_no = args[0]
         .as_str()
-        .ok_or_else(|| bad("shop_no must be a string"))?;
-    let trades = args[1]
-        .as_array()
-        .ok_or_else(|| bad("rawTradeList must be a list"))?;
-    let lines = args[2]
-        .as_array()
-        .ok_or_else(|| bad("rawTradeOrderList must be a list"))?;
+        .ok_or_else(|| bad("shop_no must be a string"))?
+        .to_string();
     if args.len() == 4 && !args[3].is_array() {
         return Err(bad("discountList must be a list"));
     }
-    if !cfg.shop_nos.iter().any(|s| s == shop_no) {
+    let Value::Array(lines) = args[2].take() else {
+        return Err(bad("rawTradeOrderList must be a list"));
+    };
+    let Value::Array(trades) = args[1].take() else {
+        return Err(bad("rawTradeList must be a list"));
+    };
+    if !cfg.shop_nos.contains(&shop_no) {
         return Err((100, "店铺编号不存在或已停用".into()));
     }
     if trades.len() > MAX_BATCH {
         return Err(bad("at most 100 trades per call"));
     }
-    let mut by_tid: HashMap<&str, Vec<&Value>> = HashMap::new();
-    for (i, l) in lines.iter().enumerate() {
+    let mut by_tid: HashMap<String, Vec<Value>> = HashMap::new();
+    for (i, l) in lines.into_iter().enumerate() {
         let tid = l
             .get("tid")
             .and_then(Value::as_str)
-            .ok_or_else(|| (100, format!("字段缺失: rawTradeOrderList[{i}].tid")))?;
+            .ok_or_else(|| (100, format!("字段缺失: rawTradeOrderList[{i}].tid")))?
+            .to_string();
         by_tid.entry(tid).or_default().push(l);
     }
     let trade_tids: HashSet<&str> = trades
         .iter()
         .filter_map(|t| t.get("tid").and_then(Value::as_str))
         .collect();
-    if let Some(orphan) = by_tid.keys().find(|t| !trade_tids.contains(*t)) {
+    if let Some(orphan) = by_tid.keys().find(|t| !trade_tids.contains(t.as_str())) {
         return Err(bad(&format!(
             "rawTradeOrderList tid {orphan} has no rawTradeList entry"
         )));
@@ -230,22 +235,30 @@ fn push(
     let server_local = chrono::DateTime::from_timestamp(now + i64::from(zone), 0)
         .unwrap_or_default()
         .naive_utc();
-    let mut ok: Vec<(String, &Value, Vec<&Value>)> = Vec::new();
+    let mut ok: Vec<(String, Value, Vec<Value>)> = Vec::new();
     let mut errors: Vec<(String, String)> = Vec::new();
-    let mut seen_tids = HashSet::new();
     let mut seen_oids: HashSet<String> = HashSet::new();
-    for (i, t) in trades.iter().enumerate() {
+    for (i, t) in trades.into_iter().enumerate() {
         let tid = t
             .get("tid")
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_string();
-        let my_lines = by_tid.get(tid.as_str()).cloned().unwrap_or_default();
+        // The first trade with a tid takes its lines; a repeat in the same request is
+        // refused as such.
+        let Some(my_lines) = by_tid.remove(&tid).or_else(|| {
+            (!ok.iter().any(|(k, _, _)| *k == tid) && !errors.iter().any(|(k, _)| *k == tid))
+                .then(Vec::new)
+        }) else {
+            errors.push((
+                tid.clone(),
+                format!("原始单号非法: tid {tid} 在同一请求中重复"),
+            ));
+            continue;
+        };
+        let refs: Vec<&Value> = my_lines.iter().collect();
         let mut result =
-            check_trade(t, &my_lines, server_local).map_err(|m| format!("rawTradeList[{i}] {m}"));
-        if result.is_ok() && !seen_tids.insert(tid.clone()) {
-            result = Err(format!("原始单号非法: tid {tid} 在同一请求中重复"));
-        }
+            check_trade(&t, &refs, server_local).map_err(|m| format!("rawTradeList[{i}] {m}"));
         if result.is_ok() {
             for l in &my_lines {
                 let oid = l["oid"].as_str().unwrap_or_default().to_string();
@@ -267,23 +280,19 @@ fn push(
         }
     }
     let (mut new_count, mut chg_count) = (0, 0);
-    for (tid, t, my_lines) in ok {
-        let orders: Vec<Value> = my_lines.into_iter().cloned().collect();
+    for (tid, t, orders) in ok {
         // An update frees the oids of the trade's previous lines (only those: a scan
         // of every stored oid per trade made big backlogs quadratic).
-        let old_oids: Vec<String> = st
-            .trades
-            .get(&tid)
-            .map(|r| {
-                r.orders
-                    .iter()
-                    .filter_map(|o| o["oid"].as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default();
-        for oid in old_oids {
-            if st.oids.get(&oid) == Some(&tid) {
-                st.oids.remove(&oid);
+        if let Some(r) = st.trades.get(&tid) {
+            for oid in r.orders.iter().filter_map(|o| o["oid"].as_str()) {
+                if st.oids.get(oid) == Some(&tid) {
+                    st.oids.remove(oid);
+                }
+            }
+        }
+        for o in &orders {
+            if let Some(oid) = o["oid"].as_str() {
+                st.oids.insert(oid.to_string(), tid.clone());
             }
         }
         match st.trades.get_mut(&tid) {
@@ -291,27 +300,22 @@ fn push(
                 chg_count += 1;
                 r.pushes += 1;
                 r.updates += 1;
-                r.trade = t.clone();
-                r.orders = orders.clone();
-                r.shop_no = shop_no.to_string();
+                r.trade = t;
+                r.orders = orders;
+                r.shop_no = shop_no.clone();
             }
             None => {
                 new_count += 1;
                 st.trades.insert(
-                    tid.clone(),
+                    tid,
                     WdtRecord {
-                        shop_no: shop_no.to_string(),
-                        trade: t.clone(),
-                        orders: orders.clone(),
+                        shop_no: shop_no.clone(),
+                        trade: t,
+                        orders,
                         pushes: 1,
                         updates: 0,
                     },
                 );
-            }
-        }
-        for o in &orders {
-            if let Some(oid) = o["oid"].as_str() {
-                st.oids.insert(oid.to_string(), tid.clone());
             }
         }
     }
