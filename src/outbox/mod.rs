@@ -41,6 +41,13 @@ const MIGRATIONS: &[(&str, &str)] = &[("0001_init", include_str!("migrations/000
 
 /// A retry scheduled further ahead than this is taken to mean that the box's clock
 /// jumped back (boxes boot without an RTC) and is treated as due now.
+/// Page cache per connection, negative = KiB (SQLite's default is 2 MiB). The agent
+/// holds one connection per thread that writes (folder, serial, each upload worker,
+/// maintenance): at the default, a drain filled each cache and the caches were most
+/// of the process's memory. Every hot path reads or writes a few pages per commit,
+/// and the OS page cache serves the rest.
+const CACHE_KIB: i64 = -256;
+
 pub const MAX_SCHEDULE_AHEAD: i64 = 6 * 3600;
 
 #[derive(Debug, thiserror::Error)]
@@ -254,6 +261,7 @@ impl Outbox {
             },
         )?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.pragma_update(None, "cache_size", CACHE_KIB)?;
         let page_size: i64 = conn.pragma_query_value(None, "page_size", |r| r.get(0))?;
         let max_pages = (cfg.max_size as i64 / page_size).max(64);
         // The cap is enforced by SQLite itself: an insert past it fails with SQLITE_FULL
