@@ -423,3 +423,142 @@ fn wake_sends_the_backlog_without_waiting_for_backoff() {
     drop(running);
     exactly_once(&emu);
 }
+
+/// An Ovopark client like [`clients`]' with `concurrency` requests in flight.
+fn ovopark_with(emu: &Emulator, concurrency: usize) -> Client {
+    let text = demo_agent_config(&emu.base_url()).replace(
+        "[ovopark]\n",
+        &format!("[ovopark]\ntimeout_secs = 5\nconcurrency = {concurrency}\n"),
+    );
+    let both: Both = toml::from_str(&text).unwrap();
+    Client::Ovopark(OvoparkClient::new(both.ovopark.validate().unwrap(), HashMap::new()).unwrap())
+}
+
+/// `n` distinct orders made from the fixtures.
+fn many_orders(n: usize) -> Vec<Order> {
+    let base = fixture_orders();
+    (0..n)
+        .map(|i| {
+            let mut o = base[i % base.len()].clone();
+            o.order_no = format!("{}-{i}", o.order_no);
+            o
+        })
+        .collect()
+}
+
+#[test]
+fn ovopark_requests_overlap_up_to_the_configured_concurrency_and_arrive_once() {
+    for concurrency in [1, 3] {
+        let emu = Emulator::start("127.0.0.1:0", EmuConfig::default()).unwrap();
+        // A WAN round trip: without overlap, each order costs one.
+        post(
+            &emu,
+            "/_emu/latency",
+            json!({"target": "ovopark", "ms": 100}),
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let orders = many_orders(24);
+        ingest(&mut open(dir.path()), "a.json", &orders);
+        let running = run(
+            dir.path(),
+            vec![("ovopark", ovopark_with(&emu, concurrency))],
+            fast(),
+        );
+        assert!(
+            common::wait_until(Duration::from_secs(60), || {
+                dest_status(dir.path())["ovopark"].1 == orders.len() as i64
+            }),
+            "{:?}",
+            dest_status(dir.path())
+        );
+        drop(running);
+        assert_eq!(accepted(&emu).0, orders.len());
+        exactly_once(&emu);
+        let seen = get(&emu, "/_emu/stats")["ovopark"]["max_in_flight"]
+            .as_u64()
+            .unwrap();
+        if concurrency == 1 {
+            assert_eq!(seen, 1);
+        } else {
+            // Never more than configured; and the senders did overlap (each request
+            // is held 100 ms, so three senders cannot miss each other).
+            assert!((2..=concurrency as u64).contains(&seen), "{seen}");
+        }
+    }
+}
+
+#[test]
+fn a_fault_under_concurrency_stops_new_requests_and_loses_nothing() {
+    let emu = Emulator::start("127.0.0.1:0", EmuConfig::default()).unwrap();
+    post(
+        &emu,
+        "/_emu/latency",
+        json!({"target": "ovopark", "ms": 20}),
+    );
+    post(
+        &emu,
+        "/_emu/fault",
+        json!({"target": "ovopark", "mode": "http500", "count": 2}),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let orders = many_orders(40);
+    ingest(&mut open(dir.path()), "a.json", &orders);
+    let running = run(dir.path(), vec![("ovopark", ovopark_with(&emu, 4))], fast());
+    assert!(
+        common::wait_until(Duration::from_secs(60), || {
+            dest_status(dir.path())["ovopark"] == (0, orders.len() as i64, 0, None)
+        }),
+        "{:?}",
+        dest_status(dir.path())
+    );
+    drop(running);
+    assert_eq!(accepted(&emu).0, orders.len());
+    exactly_once(&emu);
+    let stats = get(&emu, "/_emu/stats");
+    assert_eq!(stats["ovopark"]["answers"]["fault:http500"], 2, "{stats}");
+}
+
+#[test]
+fn under_concurrency_a_misconfigured_destination_gets_no_new_requests() {
+    let emu = Emulator::start("127.0.0.1:0", EmuConfig::default()).unwrap();
+    post(
+        &emu,
+        "/_emu/latency",
+        json!({"target": "ovopark", "ms": 50}),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let orders = many_orders(40);
+    ingest(&mut open(dir.path()), "a.json", &orders);
+    let text = demo_agent_config(&emu.base_url())
+        .replace(
+            "[ovopark]\n",
+            "[ovopark]\ntimeout_secs = 5\nconcurrency = 4\n",
+        )
+        .replace("secret = \"demo-ovopark-secret\"", "secret = \"wrong\"");
+    let both: Both = toml::from_str(&text).unwrap();
+    let client = Client::Ovopark(
+        OvoparkClient::new(both.ovopark.validate().unwrap(), HashMap::new()).unwrap(),
+    );
+    let cfg = EngineConfig {
+        probe_interval: Duration::from_secs(3600),
+        ..fast()
+    };
+    let running = run(dir.path(), vec![("ovopark", client)], cfg);
+    assert!(
+        common::wait_until(Duration::from_secs(30), || {
+            dest_status(dir.path())["ovopark"].3.is_some()
+        }),
+        "{:?}",
+        dest_status(dir.path())
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    drop(running);
+    // The first refusal stopped the pass: only the requests already in flight went
+    // out, not the 20 claimed; every order still waits, none rejected.
+    let requests = get(&emu, "/_emu/stats")["ovopark"]["requests"]
+        .as_u64()
+        .unwrap();
+    assert!((1..=4).contains(&requests), "{requests}");
+    assert_eq!(dest_status(dir.path())["ovopark"].0, orders.len() as i64);
+    assert_eq!(accepted(&emu).0, 0);
+}

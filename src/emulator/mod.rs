@@ -16,6 +16,10 @@
 //!   processed: a faulted request never changes the store). `DELETE /_emu/fault` clears.
 //! - `POST /_emu/clock` `{"target": …, "skew_secs": S}`: the cloud's clock runs S
 //!   seconds off (its `Date`, `stat.systime` and timestamp windows).
+//! - `POST /_emu/latency` `{"target": …, "ms": N}`: each API request of the target is
+//!   answered N ms after it was handled (a WAN round trip; requests on other
+//!   connections go on meanwhile). `GET /_emu/stats` reports `max_in_flight`, the most
+//!   API requests of a cloud seen between read and answer at once.
 //!
 //! Invariants: state lives in memory only; the server binds where it is told (tests and
 //! `demo` use loopback); a request is handled whole under one lock, so counts are exact.
@@ -180,6 +184,13 @@ struct ClockSpec {
     skew_secs: i64,
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LatencySpec {
+    target: Target,
+    ms: u64,
+}
+
 /// Everything the emulators hold.
 #[derive(Debug, Default)]
 pub(crate) struct State {
@@ -189,6 +200,9 @@ pub(crate) struct State {
     skew: [i64; 2],
     requests: [u64; 2],
     answers: [BTreeMap<String, u64>; 2],
+    latency: [Duration; 2],
+    in_flight: [u64; 2],
+    max_in_flight: [u64; 2],
 }
 
 impl State {
@@ -331,12 +345,7 @@ fn dispatch(shared: &Shared, req: &Request) -> Action {
         Ok(g) => g,
         Err(p) => p.into_inner(),
     };
-    let cloud = match (req.method.as_str(), req.path.as_str()) {
-        ("POST", "/cloud.api") => Some(Cloud::Ovopark),
-        ("POST", "/openapi") => Some(Cloud::Wdt),
-        _ => None,
-    };
-    let Some(cloud) = cloud else {
+    let Some(cloud) = api_cloud(req) else {
         return Action::Respond(control(&mut st, req));
     };
     st.requests[cloud as usize] += 1;
@@ -393,6 +402,8 @@ fn control(st: &mut State, req: &Request) -> Response {
                     "requests": st.requests[c as usize],
                     "answers": st.answers[c as usize],
                     "skew_secs": st.skew[c as usize],
+                    "latency_ms": st.latency[c as usize].as_millis() as u64,
+                    "max_in_flight": st.max_in_flight[c as usize],
                     "fault": st.faults[c as usize].as_ref().map(|f| serde_json::json!({
                         "mode": format!("{:?}", f.mode).to_lowercase(), "remaining": f.remaining})),
                 })
@@ -443,6 +454,18 @@ fn control(st: &mut State, req: &Request) -> Response {
                 Response::json(&serde_json::json!({"ok": true}))
             }
             Err(e) => bad(format!("clock: {e}")),
+        },
+        ("POST", "/_emu/latency") => match serde_json::from_slice::<LatencySpec>(&req.body) {
+            Ok(spec) if spec.ms <= 60_000 => {
+                for cloud in [Cloud::Ovopark, Cloud::Wdt] {
+                    if spec.target.hits(cloud) {
+                        st.latency[cloud as usize] = Duration::from_millis(spec.ms);
+                    }
+                }
+                Response::json(&serde_json::json!({"ok": true}))
+            }
+            Ok(_) => bad("latency: ms must be at most 60000".into()),
+            Err(e) => bad(format!("latency: {e}")),
         },
         (_, p) if p.starts_with("/_emu/") || p == "/cloud.api" || p == "/openapi" => {
             Response::text(405, "method not allowed")
@@ -546,6 +569,45 @@ async fn write_response(
     stream.flush().await
 }
 
+/// Which cloud an API request is for (`None`: a control route or nothing).
+fn api_cloud(req: &Request) -> Option<Cloud> {
+    match (req.method.as_str(), req.path.as_str()) {
+        ("POST", "/cloud.api") => Some(Cloud::Ovopark),
+        ("POST", "/openapi") => Some(Cloud::Wdt),
+        _ => None,
+    }
+}
+
+/// Counts an API request in flight from its reading to its answer (or to the
+/// connection's end), for `max_in_flight`.
+struct InFlight {
+    shared: Arc<Shared>,
+    cloud: Cloud,
+}
+
+impl InFlight {
+    /// Starts counting; returns the guard and the cloud's configured latency.
+    fn start(shared: &Arc<Shared>, cloud: Cloud) -> (InFlight, Duration) {
+        let mut st = shared.state.lock().unwrap_or_else(|e| e.into_inner());
+        let c = cloud as usize;
+        st.in_flight[c] += 1;
+        st.max_in_flight[c] = st.max_in_flight[c].max(st.in_flight[c]);
+        let latency = st.latency[c];
+        let guard = InFlight {
+            shared: shared.clone(),
+            cloud,
+        };
+        (guard, latency)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut st = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.in_flight[self.cloud as usize] -= 1;
+    }
+}
+
 async fn connection(mut stream: TcpStream, shared: Arc<Shared>) {
     let mut buf = Vec::with_capacity(8192);
     loop {
@@ -561,8 +623,16 @@ async fn connection(mut stream: TcpStream, shared: Arc<Shared>) {
         let close = req
             .header("connection")
             .is_some_and(|v| v.eq_ignore_ascii_case("close"));
-        match dispatch(&shared, &req) {
+        let in_flight = api_cloud(&req).map(|c| InFlight::start(&shared, c));
+        let action = dispatch(&shared, &req);
+        if let Some((_, latency)) = &in_flight {
+            if !latency.is_zero() {
+                tokio::time::sleep(*latency).await;
+            }
+        }
+        match action {
             Action::Respond(resp) => {
+                drop(in_flight);
                 if write_response(&mut stream, &resp, close).await.is_err() || close {
                     return;
                 }

@@ -6,7 +6,9 @@
 //! - Destinations are independent: each worker has its own outbox connection, client
 //!   and clock; one cloud down never delays the other.
 //! - Memory is bounded by the batch: rows are claimed `batch` at a time, never the queue.
-//! - Every outcome is persisted before the next request: delivered, retry at a
+//! - Every outcome is persisted as soon as it is known, before any request that
+//!   follows it (Ovopark keeps at most `concurrency` requests in flight, so a crash
+//!   re-sends at most that many; a Wangdiantong batch is one request): delivered, retry at a
 //!   backoff time (exponential, jittered, capped; the server's advice when longer),
 //!   rejected with its reason. A misconfigured destination is paused in the outbox (shown
 //!   by `status`), its rows are left pending and untouched, and one row is tried again
@@ -22,7 +24,8 @@
 //!   [`CLOCK_JUMP_SECS`] differently from the monotonic clock between two passes.
 //! - Shutdown: the batch in hand is finished and persisted, then the worker returns.
 
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use log::{error, info, warn};
@@ -46,17 +49,17 @@ impl Client {
     /// at a time), Wangdiantong its batch size.
     fn batch(&self) -> usize {
         match self {
-            Client::Ovopark(_) => 20,
+            Client::Ovopark(o) => (o.config().concurrency * 5).max(20),
             Client::Wdt(w) => w.batch_size(),
         }
     }
 
     /// Sends the orders and hands each outcome to `each` (with the order's index) as
-    /// soon as it is known, so the caller persists it before the next request: a crash
-    /// then re-sends at most the one request in flight. Orders never handed over were
-    /// not attempted. Ovopark stops at the first outcome that is not about the order
-    /// alone (a misconfiguration or a transient fault would hit the rest the same way,
-    /// each after its own timeout). `tick` is called between requests (the worker's
+    /// soon as it is known, so the caller persists it at once: a crash then re-sends at
+    /// most the requests in flight (Ovopark's `concurrency`, one WDT batch). Orders
+    /// never handed over were not attempted. Ovopark starts no new request after an
+    /// outcome that is not about the order alone (see [`stops_the_batch`]).
+    /// `tick` is called per outcome (the worker's
     /// heartbeat: a batch of slow requests is progress, not a stuck loop). An error
     /// from `each` stops the sending and is returned.
     fn send<E>(
@@ -71,20 +74,65 @@ impl Client {
                     each(i, outcome)?;
                 }
             }
-            Client::Ovopark(o) => {
+            Client::Ovopark(o) if o.config().concurrency <= 1 || orders.len() <= 1 => {
                 for (i, order) in orders.iter().enumerate() {
                     tick();
                     let r = o.send(order);
-                    let stop = matches!(r, Outcome::Misconfigured { .. } | Outcome::Retry { .. });
+                    let stop = stops_the_batch(&r);
                     each(i, r)?;
                     if stop {
                         break;
                     }
                 }
             }
+            Client::Ovopark(o) => {
+                // Up to `concurrency` requests in flight, each outcome handed to `each`
+                // on this thread as it arrives. After an outcome that stops the batch,
+                // no new request starts; the ones in flight are still persisted.
+                let next = AtomicUsize::new(0);
+                let stop = AtomicBool::new(false);
+                let (tx, rx) = mpsc::channel::<(usize, Outcome)>();
+                let senders = o.config().concurrency.min(orders.len());
+                return std::thread::scope(|scope| {
+                    for _ in 0..senders {
+                        let tx = tx.clone();
+                        let (next, stop) = (&next, &stop);
+                        scope.spawn(move || {
+                            while !stop.load(Ordering::SeqCst) {
+                                let i = next.fetch_add(1, Ordering::SeqCst);
+                                let Some(order) = orders.get(i) else { break };
+                                let r = o.send(order);
+                                if stops_the_batch(&r) {
+                                    stop.store(true, Ordering::SeqCst);
+                                }
+                                if tx.send((i, r)).is_err() {
+                                    break;
+                                }
+                            }
+                        });
+                    }
+                    drop(tx);
+                    for (i, r) in rx {
+                        tick();
+                        if let Err(e) = each(i, r) {
+                            // Dropping the receiver ends the senders after their
+                            // request in flight.
+                            stop.store(true, Ordering::SeqCst);
+                            return Err(e);
+                        }
+                    }
+                    Ok(())
+                });
+            }
         }
         Ok(())
     }
+}
+
+/// An outcome not about the order alone: a misconfiguration or a transient fault would
+/// hit the rest of the batch the same way, each after its own timeout.
+fn stops_the_batch(r: &Outcome) -> bool {
+    matches!(r, Outcome::Misconfigured { .. } | Outcome::Retry { .. })
 }
 
 /// Between two passes, a wall clock that moved this much more or less than the
@@ -307,9 +355,10 @@ impl Worker {
         let mut retry_delay = Duration::ZERO;
         let (dest, cfg) = (self.dest.as_str(), &self.cfg);
         let outbox = &mut self.outbox;
-        // Each outcome is persisted before the next request goes out: Ovopark's one by
-        // one; a Wangdiantong batch's together, in one transaction (one fsync for 100
-        // orders), since they come from one request.
+        // Each outcome is persisted as it arrives: Ovopark's one by one (with
+        // `concurrency` requests in flight, the others go on meanwhile); a Wangdiantong
+        // batch's together, in one transaction (one fsync for 100 orders), since they
+        // come from one request.
         let one_by_one = matches!(self.client, Client::Ovopark(_));
         let mut marks: Vec<(i64, Mark)> = Vec::new();
         self.client.send(&refs, &tick, &mut |i, outcome| {

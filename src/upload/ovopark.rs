@@ -113,7 +113,16 @@ pub struct RawOvopark {
     pub connect_timeout_secs: Option<u64>,
     pub timeout_secs: Option<u64>,
     pub ca_file: Option<PathBuf>,
+    /// Requests in flight at once, 1..=[`MAX_CONCURRENCY`]; default
+    /// [`DEFAULT_CONCURRENCY`].
+    pub concurrency: Option<usize>,
 }
+
+/// Ovopark takes one order per request, so over a real network a backlog drains at
+/// one order per round trip unless requests overlap. A few in flight keep the link
+/// busy; each one in flight is a possible resend after a crash (answered 208003).
+pub const DEFAULT_CONCURRENCY: usize = 4;
+pub const MAX_CONCURRENCY: usize = 16;
 
 /// Per-source Ovopark identity, `[source.ovopark]`: a box may serve several shops, and
 /// an agent account may act for several enterprises.
@@ -201,6 +210,8 @@ pub struct Ovopark {
     /// `orderType` for sale, refund, void.
     pub order_types: [String; 3],
     pub http: HttpConfig,
+    /// Requests in flight at once.
+    pub concurrency: usize,
 }
 
 /// Reads `secret` or `secret_file` (exactly one) under `prefix`.
@@ -319,6 +330,12 @@ impl RawOvopark {
             self.timeout_secs,
             self.ca_file,
         )?;
+        let concurrency = self.concurrency.unwrap_or(DEFAULT_CONCURRENCY);
+        if !(1..=MAX_CONCURRENCY).contains(&concurrency) {
+            return Err(format!(
+                "ovopark.concurrency: must be 1..={MAX_CONCURRENCY}, got {concurrency}"
+            ));
+        }
         Ok(Ovopark {
             url,
             aid,
@@ -329,6 +346,7 @@ impl RawOvopark {
             defaults,
             order_types,
             http,
+            concurrency,
         })
     }
 }
@@ -1058,6 +1076,7 @@ mod tests {
         assert_eq!(v.sign_method, SignMethod::Md5);
         assert_eq!(v.zone_secs, 28800);
         assert_eq!(v.defaults.org_id.as_deref(), Some("1"));
+        assert_eq!(v.concurrency, DEFAULT_CONCURRENCY);
         let check = |f: &dyn Fn(&mut RawOvopark), key: &str| {
             let mut r = raw_ok();
             f(&mut r);
@@ -1084,6 +1103,11 @@ mod tests {
             "ovopark.dep_id",
         );
         check(&|r| r.url = Some("ftp://x".into()), "ovopark.url");
+        check(&|r| r.concurrency = Some(0), "ovopark.concurrency");
+        check(
+            &|r| r.concurrency = Some(MAX_CONCURRENCY + 1),
+            "ovopark.concurrency",
+        );
         check(
             &|r| r.timestamp_utc_offset = Some("CST".into()),
             "ovopark.timestamp_utc_offset",
