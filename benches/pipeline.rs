@@ -20,9 +20,12 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn config(dir: &Path) -> Config {
     let text = format!(
-        "[agent]\nstate_dir = {:?}\n[[source]]\nname = \"lane1\"\nkind = \"folder\"\npath = {:?}\nshop = \"D001\"\nmachine_id = \"NVR01-CH03\"\n[ovopark]\n[wdt]\n",
+        "[agent]\nstate_dir = {:?}\n[[source]]\nname = \"lane1\"\nkind = \"folder\"\npath = {:?}\nshop = \"D001\"\nmachine_id = \"NVR01-CH03\"\n{}",
         dir.join("state"),
-        dir.join("inbox")
+        dir.join("inbox"),
+        // Both destinations, so each order gets its two delivery rows as on a box
+        // (nothing listens there: this bench never uploads).
+        tillrelay::emulator::demo_agent_config("http://127.0.0.1:9")
     );
     Config::from_toml(&text, &dir.join("t.toml")).unwrap()
 }
