@@ -44,10 +44,25 @@ pub const DRAIN_DEADLINE: Duration = Duration::from_secs(5);
 /// its period if shorter).
 const IDLE_WAKE: Duration = Duration::from_secs(20);
 
+/// glibc gives each new thread its own malloc arena (up to 8 per core), and each
+/// arena keeps what its thread freed. This daemon's threads mostly wait on I/O, so
+/// they never contend for one arena, while a drain of both destinations (with
+/// Ovopark's senders) left five partly empty arenas: peak RSS 18.5 MB with them,
+/// 15.3 MB with one. Set before any thread starts.
+fn one_malloc_arena() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator parameter (glibc locks around it); no
+    // memory is passed.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
+}
+
 /// How often retention runs.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 pub fn run(cfg: Config) -> anyhow::Result<()> {
+    one_malloc_arena();
     let db = cfg.db_path();
     // Opening once here applies migrations and fails fast on an unusable database.
     let mut main_ob = Outbox::open(&db, &cfg.outbox, &cfg.destinations)
