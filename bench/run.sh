@@ -50,7 +50,7 @@ trap cleanup EXIT
 
 table=()
 # row FIGURE VALUE UNIT TARGET VERDICT
-row() { table+=("$(printf '%-60s %14s %-11s %-30s %s' "$1" "$2" "$3" "$4" "${5:-}")"); }
+row() { table+=("$1"$'\t'"$2"$'\t'"$3"$'\t'"$4"$'\t'"${5:-}"); }
 # judge VALUE OP LIMIT: met / missed (qemu figures are not judged)
 judge() {
   if [ -n "$arm" ]; then echo ""; return; fi
@@ -257,7 +257,7 @@ capture 1 900000 1000 >/dev/null
 stop "$agent"
 start_emulator
 drain small both 4 1000
-row "peak RSS draining 1,000: both at once" "$drain_rss" "MB" "within 2 MB of $backlog" "$([ -n "$arm" ] || judge "$(awk "BEGIN {print $both_rss - $drain_rss}")" "<=" 2)"
+row "peak RSS draining 1,000: both at once" "$drain_rss" "MB" "within 2 MB of $backlog" "$([ -n "$arm" ] || judge "$(awk "BEGIN {d = $both_rss - $drain_rss; print (d < 0) ? -d : d}")" "<=" 2)"
 
 # 2f. Ovopark over a WAN: each request held ${wan_ms} ms by the emulator.
 stop "$emu"
@@ -282,5 +282,10 @@ else
   row "stripped armv7 binary (profile box)" "$(awk "BEGIN {printf \"%.2f\", $v / 1048576}")" "MB" "<= 6 MB" "$(awk -v v="$v" 'BEGIN {print (v <= 6 * 1048576) ? "met" : "MISSED"}')"
 fi
 
-printf '%-60s %14s %-11s %-30s %s\n' "figure ($where)" "value" "unit" "target" ""
-printf '%s\n' "${table[@]}"
+# One table (python pads by characters, printf by bytes: the names hold → and ×).
+printf '%s\n' "figure ($where)"$'\t'"value"$'\t'"unit"$'\t'"target"$'\t'"" "${table[@]}" |
+  python3 -c '
+import sys
+for line in sys.stdin:
+    f = line.rstrip("\n").split("\t")
+    print(f"{f[0]:<64} {f[1]:>9} {f[2]:<11} {f[3]:<30} {f[4]}".rstrip())'
