@@ -562,3 +562,38 @@ fn under_concurrency_a_misconfigured_destination_gets_no_new_requests() {
     assert_eq!(dest_status(dir.path())["ovopark"].0, orders.len() as i64);
     assert_eq!(accepted(&emu).0, 0);
 }
+
+#[test]
+fn wangdiantong_batches_overlap_up_to_the_configured_concurrency_and_arrive_once() {
+    for concurrency in [1, 2] {
+        let emu = Emulator::start("127.0.0.1:0", EmuConfig::default()).unwrap();
+        // Long enough that the two senders, built at once, are surely both in flight.
+        post(&emu, "/_emu/latency", json!({"target": "wdt", "ms": 300}));
+        let dir = tempfile::tempdir().unwrap();
+        let orders = many_orders(230);
+        ingest(&mut open(dir.path()), "a.json", &orders);
+        let text = demo_agent_config(&emu.base_url()).replace(
+            "[wdt]\n",
+            &format!("[wdt]\ntimeout_secs = 5\nbatch_size = 50\nconcurrency = {concurrency}\n"),
+        );
+        let both: Both = toml::from_str(&text).unwrap();
+        let client =
+            Client::Wdt(WdtClient::new(both.wdt.validate().unwrap(), HashMap::new()).unwrap());
+        let running = run(dir.path(), vec![("wdt", client)], fast());
+        assert!(
+            common::wait_until(Duration::from_secs(60), || {
+                dest_status(dir.path())["wdt"] == (0, orders.len() as i64, 0, None)
+            }),
+            "{:?}",
+            dest_status(dir.path())
+        );
+        drop(running);
+        assert_eq!(accepted(&emu).1, orders.len());
+        exactly_once(&emu);
+        let stats = get(&emu, "/_emu/stats");
+        // 230 orders in batches of 50: five requests, whatever the overlap.
+        assert_eq!(stats["wdt"]["requests"], 5, "{stats}");
+        let seen = stats["wdt"]["max_in_flight"].as_u64().unwrap();
+        assert_eq!(seen, concurrency as u64, "{stats}");
+    }
+}

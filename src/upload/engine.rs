@@ -7,8 +7,9 @@
 //!   and clock; one cloud down never delays the other.
 //! - Memory is bounded by the batch: rows are claimed `batch` at a time, never the queue.
 //! - Every outcome is persisted as soon as it is known, before any request that
-//!   follows it (Ovopark keeps at most `concurrency` requests in flight, so a crash
-//!   re-sends at most that many; a Wangdiantong batch is one request): delivered, retry at a
+//!   follows it (each destination keeps at most `concurrency` requests in flight —
+//!   Ovopark orders, Wangdiantong batches — so a crash re-sends at most that many):
+//!   delivered, retry at a
 //!   backoff time (exponential, jittered, capped; the server's advice when longer),
 //!   rejected with its reason. A misconfigured destination is paused in the outbox (shown
 //!   by `status`), its rows are left pending and untouched, and one row is tried again
@@ -45,41 +46,72 @@ pub enum Client {
 }
 
 impl Client {
-    /// Orders per attempt: Ovopark takes one per request (the worker still claims a few
-    /// at a time), Wangdiantong its batch size.
+    /// Orders per pass: Ovopark takes one per request (the worker claims a few per
+    /// sender), Wangdiantong one batch per request in flight.
     fn batch(&self) -> usize {
         match self {
             Client::Ovopark(o) => (o.config().concurrency * 5).max(20),
-            Client::Wdt(w) => w.batch_size(),
+            Client::Wdt(w) => w.batch_size() * w.concurrency(),
         }
     }
 
-    /// Sends the orders and hands each outcome to `each` (with the order's index) as
-    /// soon as it is known, so the caller persists it at once: a crash then re-sends at
-    /// most the requests in flight (Ovopark's `concurrency`, one WDT batch). Orders
-    /// never handed over were not attempted. Ovopark starts no new request after an
-    /// outcome that is not about the order alone (see [`stops_the_batch`]).
-    /// `tick` is called per outcome (the worker's
-    /// heartbeat: a batch of slow requests is progress, not a stuck loop). An error
-    /// from `each` stops the sending and is returned.
+    /// Sends the orders and hands each outcome to `each` (with the order's index, and
+    /// whether it completes its request's outcomes: persist now) as soon as it is known:
+    /// a crash then re-sends at most the requests in flight (Ovopark's `concurrency`
+    /// orders, Wangdiantong's `concurrency` batches). Orders never handed over were not
+    /// attempted. Ovopark starts no new request after an outcome that is not about the
+    /// order alone (see [`stops_the_batch`]). `tick` is called per request's outcomes
+    /// (the worker's heartbeat: a batch of slow requests is progress, not a stuck
+    /// loop). An error from `each` stops the sending and is returned.
     fn send<E>(
         &self,
         orders: &[&Order],
         tick: &dyn Fn(),
-        each: &mut dyn FnMut(usize, Outcome) -> Result<(), E>,
+        each: &mut dyn FnMut(usize, Outcome, bool) -> Result<(), E>,
     ) -> Result<(), E> {
         match self {
             Client::Wdt(w) => {
-                for (i, outcome) in w.send_batch(orders).into_iter().enumerate() {
-                    each(i, outcome)?;
+                let groups: Vec<&[&Order]> = orders.chunks(w.batch_size()).collect();
+                // Two lanes sharing a tenant without tid prefixes can make one tid of
+                // two orders: never push both at once (send_batch orders them).
+                let mut seen = std::collections::HashSet::new();
+                let distinct = orders.iter().all(|o| seen.insert(o.order_no.as_str()));
+                if groups.len() <= 1 || !distinct {
+                    let outcomes = w.send_batch(orders);
+                    let n = outcomes.len();
+                    for (i, outcome) in outcomes.into_iter().enumerate() {
+                        each(i, outcome, i + 1 == n)?;
+                    }
+                    return Ok(());
                 }
+                // One batch per sender; each batch's outcomes are handed over (and
+                // persisted, in one transaction) as its answer arrives.
+                let (tx, rx) = mpsc::channel::<(usize, Vec<Outcome>)>();
+                return std::thread::scope(|scope| {
+                    for (g, group) in groups.iter().enumerate() {
+                        let tx = tx.clone();
+                        scope.spawn(move || {
+                            let _ = tx.send((g, w.send_batch(group)));
+                        });
+                    }
+                    drop(tx);
+                    let size = w.batch_size();
+                    for (g, outcomes) in rx {
+                        tick();
+                        let n = outcomes.len();
+                        for (k, outcome) in outcomes.into_iter().enumerate() {
+                            each(g * size + k, outcome, k + 1 == n)?;
+                        }
+                    }
+                    Ok(())
+                });
             }
             Client::Ovopark(o) if o.config().concurrency <= 1 || orders.len() <= 1 => {
                 for (i, order) in orders.iter().enumerate() {
                     tick();
                     let r = o.send(order);
                     let stop = stops_the_batch(&r);
-                    each(i, r)?;
+                    each(i, r, true)?;
                     if stop {
                         break;
                     }
@@ -114,7 +146,7 @@ impl Client {
                     drop(tx);
                     for (i, r) in rx {
                         tick();
-                        if let Err(e) = each(i, r) {
+                        if let Err(e) = each(i, r, true) {
                             // Dropping the receiver ends the senders after their
                             // request in flight.
                             stop.store(true, Ordering::SeqCst);
@@ -355,54 +387,53 @@ impl Worker {
         let mut retry_delay = Duration::ZERO;
         let (dest, cfg) = (self.dest.as_str(), &self.cfg);
         let outbox = &mut self.outbox;
-        // Each outcome is persisted as it arrives: Ovopark's one by one (with
-        // `concurrency` requests in flight, the others go on meanwhile); a Wangdiantong
-        // batch's together, in one transaction (one fsync for 100 orders), since they
-        // come from one request.
-        let one_by_one = matches!(self.client, Client::Ovopark(_));
+        // Outcomes are persisted as each request's answer arrives: Ovopark's one by
+        // one, a Wangdiantong batch's together in one transaction (one fsync for 100
+        // orders); with requests in flight, the others go on meanwhile.
         let mut marks: Vec<(i64, Mark)> = Vec::new();
-        self.client.send(&refs, &tick, &mut |i, outcome| {
-            let row = &rows[i];
-            match outcome {
-                Outcome::Delivered { note } => {
-                    marks.push((row.delivery_id, Mark::Delivered(Some(note))));
-                    pass.delivered += 1;
+        self.client
+            .send(&refs, &tick, &mut |i, outcome, request_done| {
+                let row = &rows[i];
+                match outcome {
+                    Outcome::Delivered { note } => {
+                        marks.push((row.delivery_id, Mark::Delivered(Some(note))));
+                        pass.delivered += 1;
+                    }
+                    Outcome::Retry { after, reason } => {
+                        let delay = backoff(cfg, row.attempts).max(after.unwrap_or_default());
+                        let next_at = now + delay.as_secs() as i64;
+                        marks.push((
+                            row.delivery_id,
+                            Mark::Retry {
+                                next_at,
+                                error: reason.clone(),
+                            },
+                        ));
+                        log::debug!(
+                            "upload:{dest}: order {}: {reason}; retry in {}s",
+                            row.order.order_no,
+                            delay.as_secs()
+                        );
+                        pass.retry += 1;
+                        retry_delay = retry_delay.max(delay);
+                        last_error.get_or_insert(reason);
+                    }
+                    Outcome::Rejected { reason } => {
+                        warn!("upload:{dest}: rejected: {reason}");
+                        marks.push((row.delivery_id, Mark::Rejected(reason)));
+                        pass.rejected += 1;
+                    }
+                    Outcome::Misconfigured { reason } => {
+                        // The row stays as it was: pending, due, attempts unchanged.
+                        pass.misconfigured.get_or_insert(reason);
+                    }
                 }
-                Outcome::Retry { after, reason } => {
-                    let delay = backoff(cfg, row.attempts).max(after.unwrap_or_default());
-                    let next_at = now + delay.as_secs() as i64;
-                    marks.push((
-                        row.delivery_id,
-                        Mark::Retry {
-                            next_at,
-                            error: reason.clone(),
-                        },
-                    ));
-                    log::debug!(
-                        "upload:{dest}: order {}: {reason}; retry in {}s",
-                        row.order.order_no,
-                        delay.as_secs()
-                    );
-                    pass.retry += 1;
-                    retry_delay = retry_delay.max(delay);
-                    last_error.get_or_insert(reason);
+                if request_done && !marks.is_empty() {
+                    outbox.record_outcomes(&marks)?;
+                    marks.clear();
                 }
-                Outcome::Rejected { reason } => {
-                    warn!("upload:{dest}: rejected: {reason}");
-                    marks.push((row.delivery_id, Mark::Rejected(reason)));
-                    pass.rejected += 1;
-                }
-                Outcome::Misconfigured { reason } => {
-                    // The row stays as it was: pending, due, attempts unchanged.
-                    pass.misconfigured.get_or_insert(reason);
-                }
-            }
-            if one_by_one && !marks.is_empty() {
-                outbox.record_outcomes(&marks)?;
-                marks.clear();
-            }
-            Ok::<(), outbox::OutboxError>(())
-        })?;
+                Ok::<(), outbox::OutboxError>(())
+            })?;
         self.outbox.record_outcomes(&marks)?;
         if let Some(reason) = &last_error {
             // One line per pass, not per order: an outage must not flood the log.

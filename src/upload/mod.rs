@@ -321,6 +321,7 @@ mod tests {
             .collect();
         let both: Both = toml::from_str(&uncommented).unwrap();
         assert_eq!(both.wdt.batch_size, Some(100));
+        assert_eq!(both.wdt.concurrency, Some(wdt::DEFAULT_CONCURRENCY));
         assert_eq!(both.ovopark.sign_method.as_deref(), Some("md5"));
         assert_eq!(both.ovopark.concurrency, Some(ovopark::DEFAULT_CONCURRENCY));
         let per_source = text

@@ -42,6 +42,14 @@ pub const CORE_NOW: &str = "system.Core.now";
 /// WDT timestamps count from 2012-01-01 00:00:00 UTC+8.
 pub const EPOCH_OFFSET: i64 = 1325347200;
 pub const MAX_BATCH: usize = 100;
+
+/// One batch in flight by default: on loopback a second one gained 5–15 % and cost
+/// 4 MB of peak RSS (two batches built at once). Over a WAN, where a batch waits a
+/// round trip and the cloud's work, 2 overlaps building the next batch with that
+/// wait. Each batch in flight is a possible re-push after a crash (an update of the
+/// same trades).
+pub const DEFAULT_CONCURRENCY: usize = 1;
+pub const MAX_CONCURRENCY: usize = 4;
 pub const DEFAULT_BUYER_NICK: &str = "门店顾客";
 /// Max lengths (characters) from the seed.
 pub const MAX_ID: usize = 40;
@@ -199,6 +207,9 @@ pub struct RawWdt {
     pub method: Option<String>,
     /// Trades per request, 1..=100, default 100.
     pub batch_size: Option<usize>,
+    /// Requests in flight at once, 1..=[`MAX_CONCURRENCY`], default
+    /// [`DEFAULT_CONCURRENCY`].
+    pub concurrency: Option<usize>,
     /// Defaults for sources that set none (see [`RawWdtShop`]).
     pub shop_no: Option<String>,
     pub tid_prefix: Option<String>,
@@ -293,6 +304,8 @@ pub struct Wdt {
     pub salt: Secret,
     pub method: PushMethod,
     pub batch_size: usize,
+    /// Requests (batches) in flight at once.
+    pub concurrency: usize,
     pub defaults: WdtShop,
     pub buyer_nick: String,
     pub delivery_term: i64,
@@ -393,6 +406,12 @@ impl RawWdt {
                 "wdt.batch_size: must be 1..={MAX_BATCH}, got {batch_size}"
             ));
         }
+        let concurrency = self.concurrency.unwrap_or(DEFAULT_CONCURRENCY);
+        if !(1..=MAX_CONCURRENCY).contains(&concurrency) {
+            return Err(format!(
+                "wdt.concurrency: must be 1..={MAX_CONCURRENCY}, got {concurrency}"
+            ));
+        }
         let defaults = RawWdtShop {
             shop_no: self.shop_no,
             tid_prefix: self.tid_prefix,
@@ -470,6 +489,7 @@ impl RawWdt {
             salt,
             method,
             batch_size,
+            concurrency,
             defaults,
             buyer_nick,
             delivery_term,
@@ -947,6 +967,11 @@ impl WdtClient {
         self.cfg.batch_size
     }
 
+    /// Batches in flight at once.
+    pub fn concurrency(&self) -> usize {
+        self.cfg.concurrency
+    }
+
     /// Builds the trade of one order (what `send_batch` would send).
     pub fn build(&self, order: &Order) -> Result<BuiltTrade, Outcome> {
         let over = order.source.as_deref().and_then(|s| self.sources.get(s));
@@ -1210,6 +1235,11 @@ mod tests {
         check(&|r| r.method = Some("push".into()), "wdt.method");
         check(&|r| r.batch_size = Some(101), "wdt.batch_size");
         check(&|r| r.batch_size = Some(0), "wdt.batch_size");
+        check(&|r| r.concurrency = Some(0), "wdt.concurrency");
+        check(
+            &|r| r.concurrency = Some(MAX_CONCURRENCY + 1),
+            "wdt.concurrency",
+        );
         check(&|r| r.delivery_term = Some(3), "wdt.delivery_term");
         check(&|r| r.is_auto_wms = Some(true), "wdt.warehouse_no");
         check(&|r| r.shop_no = Some("x".repeat(41)), "wdt.shop_no");
