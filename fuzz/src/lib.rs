@@ -206,8 +206,9 @@ pub fn escpos_decode(data: &[u8]) {
             EventKind::Line(l) => {
                 assert_eq!(l.offsets.len(), l.text.chars().count(), "{l:?}");
                 assert!(l.text.chars().count() <= MAX_LINE_CHARS);
-                assert!(l.offsets.iter().all(|&o| o < e.end), "{e:?}");
-                assert!(l.offsets.windows(2).all(|w| w[0] <= w[1]), "{e:?}");
+                let offsets: Vec<u64> = l.offsets.iter().collect();
+                assert!(offsets.iter().all(|&o| o < e.end), "{e:?}");
+                assert!(offsets.windows(2).all(|w| w[0] <= w[1]), "{e:?}");
             }
             EventKind::Code(c) => {
                 assert!(c.data.len() <= MAX_PAYLOAD);

@@ -39,7 +39,9 @@
 //!   byte (offsets count from the first byte ever fed, 0-based), and every
 //!   character of a line carries the offset of its first byte. That is what lets
 //!   the segmenter cut the raw stream per receipt and the masker blank a card
-//!   number in the raw bytes themselves.
+//!   number in the raw bytes themselves. The per-character offsets are kept as
+//!   runs ([`Offsets`]): one per stretch of equal-width characters, which a
+//!   bulk run appends in one step.
 //! - **Never panics, bounded memory** on arbitrary input: a line is forced out
 //!   after [`MAX_LINE_CHARS`] characters, a code payload longer than
 //!   [`MAX_PAYLOAD`] bytes is skipped, not collected.
@@ -64,6 +66,10 @@
 use encoding_rs::Encoding;
 
 use super::codepages;
+
+mod offsets;
+use offsets::Runs;
+pub use offsets::{Offsets, Run};
 
 /// A line longer than this many characters is emitted as a line of its own;
 /// real receipts are 32–64 columns, so only garbage ever reaches it.
@@ -320,7 +326,7 @@ pub enum EventKind {
 pub struct Line {
     pub text: String,
     /// `offsets.len() == text.chars().count()`.
-    pub offsets: Vec<u64>,
+    pub offsets: Offsets,
 }
 
 /// A barcode or 2D-code payload.
@@ -473,7 +479,10 @@ pub struct Decoder {
     table: [char; 128],
     pos: u64,
     state: State,
-    line: Line,
+    /// The line being decoded: its text and its characters' offsets. Both
+    /// buffers keep their capacity from line to line.
+    text: String,
+    runs: Runs,
     line_chars: usize,
     pending: Pending,
     /// `GS ( k` store-function data per symbology (`cn`), printed by function 81.
@@ -492,7 +501,8 @@ impl Decoder {
             table: config.single().table(),
             pos: 0,
             state: State::Ground,
-            line: Line::default(),
+            text: String::new(),
+            runs: Runs::default(),
             line_chars: 0,
             pending: Pending::default(),
             stored_2d: Vec::new(),
@@ -520,7 +530,7 @@ impl Decoder {
 
     /// Whether a line has text not yet ended by a line feed.
     pub fn has_pending_text(&self) -> bool {
-        !self.line.text.is_empty() || self.pending.len > 0
+        !self.text.is_empty() || self.pending.len > 0
     }
 
     /// Decodes `bytes`, appending events to `out`.
@@ -578,7 +588,7 @@ impl Decoder {
     /// In `Ground` with no character pending: takes the longest prefix of
     /// `bytes` made of whole text characters (printable ASCII, `HT`, and in
     /// the current mode complete multibyte characters or upper-half table
-    /// bytes), appends it to the line with one offset per character, and
+    /// bytes), appends it and its characters' offsets to the line, and
     /// returns its length (0: the first byte is not plain text).
     ///
     /// The run stops before anything the byte-at-a-time path treats specially
@@ -590,10 +600,6 @@ impl Decoder {
         // The line is forced out on reaching the limit, so room > 0.
         let room = MAX_LINE_CHARS - self.line_chars;
         let base = self.pos;
-        let text_before = self.line.text.len();
-        let offsets_before = self.line.offsets.len();
-        let mut i = 0;
-        let mut units = 0;
         let Some(mb) = self.multibyte else {
             // A single-byte table: every byte but the controls is a character.
             let n = bytes
@@ -604,23 +610,26 @@ impl Decoder {
             if n == 0 {
                 return 0;
             }
-            self.line.text.reserve(n);
-            self.line.offsets.reserve(n);
-            for (k, &b) in bytes[..n].iter().enumerate() {
+            self.text.reserve(n);
+            for &b in &bytes[..n] {
                 let c = if b < 0x80 {
                     b as char
                 } else {
                     self.table[(b - 0x80) as usize]
                 };
-                self.line.text.push(c);
-                self.line.offsets.push(base + k as u64);
+                self.text.push(c);
             }
+            self.runs.push_many(base, n, 1);
             self.took_text(n, n, out);
             return n;
         };
         if mb == Multibyte::Gb18030 {
             return self.gb18030_run(bytes, room, out);
         }
+        let text_before = self.text.len();
+        let runs_before = self.runs.mark();
+        let mut i = 0;
+        let mut units = 0;
         let mut ascii = true;
         while i < bytes.len() && units < room {
             let b = bytes[i];
@@ -633,7 +642,7 @@ impl Decoder {
             if n == 0 {
                 break;
             }
-            self.line.offsets.push(base + i as u64);
+            self.runs.push(base + i as u64);
             i += n;
             units += 1;
         }
@@ -644,7 +653,7 @@ impl Decoder {
         if ascii {
             // ASCII is itself in every multibyte encoding here.
             if let Ok(s) = std::str::from_utf8(run) {
-                self.line.text.push_str(s);
+                self.text.push_str(s);
                 self.took_text(i, units, out);
                 return i;
             }
@@ -652,21 +661,21 @@ impl Decoder {
         let decoded = match mb {
             Multibyte::Utf8 => match std::str::from_utf8(run) {
                 Ok(s) => {
-                    self.line.text.push_str(s);
+                    self.text.push_str(s);
                     true
                 }
                 Err(_) => false,
             },
-            Multibyte::Big5 => decode_into(encoding_rs::BIG5, run, &mut self.line.text),
+            Multibyte::Big5 => decode_into(encoding_rs::BIG5, run, &mut self.text),
             Multibyte::Gb18030 => false,
         };
         // One character per unit, as the byte-at-a-time path gives; a Big5
         // sequence that decodes to two characters takes the slow path too.
-        if decoded && self.line.text[text_before..].chars().count() == units {
+        if decoded && self.text[text_before..].chars().count() == units {
             self.took_text(i, units, out);
         } else {
-            self.line.text.truncate(text_before);
-            self.line.offsets.truncate(offsets_before);
+            self.text.truncate(text_before);
+            self.runs.restore(runs_before);
             for &b in run {
                 self.step_one(b, out);
             }
@@ -682,39 +691,52 @@ impl Decoder {
     fn gb18030_run(&mut self, bytes: &[u8], room: usize, out: &mut Vec<Event>) -> usize {
         let pairs = gb18030_pairs();
         let base = self.pos;
-        let line = &mut self.line;
+        let (text, runs) = (&mut self.text, &mut self.runs);
         let mut i = 0;
         let mut units = 0;
         while i < bytes.len() && units < room {
             let b = bytes[i];
             if is_text_ascii(b) {
-                let n = bytes[i..]
+                let limit = (bytes.len() - i).min(room - units);
+                let n = bytes[i..i + limit]
                     .iter()
-                    .take(room - units)
                     .position(|&b| !is_text_ascii(b))
-                    .unwrap_or((bytes.len() - i).min(room - units));
+                    .unwrap_or(limit);
                 let Ok(ascii) = std::str::from_utf8(&bytes[i..i + n]) else {
                     break;
                 };
-                line.text.push_str(ascii);
-                line.offsets.extend(base + i as u64..base + (i + n) as u64);
+                text.push_str(ascii);
+                runs.push_many(base + i as u64, n, 1);
                 i += n;
                 units += n;
                 continue;
             }
-            let c = match (b, bytes.get(i + 1)) {
-                (0x80, _) => Some(('\u{20AC}', 1)),
-                (0x81..=0xfe, Some(&t @ (0x40..=0x7e | 0x80..=0xfe))) => {
-                    let v = pairs[(b - 0x81) as usize * 191 + (t - 0x40) as usize];
-                    char::from_u32(v as u32).filter(|_| v != 0).map(|c| (c, 2))
+            // A stretch of two-byte characters: one run of step 2.
+            let start = i;
+            while i + 1 < bytes.len() && units < room {
+                let (lead, trail) = (bytes[i], bytes[i + 1]);
+                if !matches!((lead, trail), (0x81..=0xfe, 0x40..=0x7e | 0x80..=0xfe)) {
+                    break;
                 }
-                _ => None,
-            };
-            let Some((c, n)) = c else { break };
-            line.text.push(c);
-            line.offsets.push(base + i as u64);
-            i += n;
-            units += 1;
+                let v = pairs[(lead - 0x81) as usize * 191 + (trail - 0x40) as usize];
+                let Some(c) = char::from_u32(v as u32).filter(|_| v != 0) else {
+                    break;
+                };
+                text.push(c);
+                i += 2;
+                units += 1;
+            }
+            if i > start {
+                runs.push_many(base + start as u64, (i - start) / 2, 2);
+            } else if b == 0x80 {
+                // GB18030's one-byte euro sign.
+                text.push('\u{20AC}');
+                runs.push(base + i as u64);
+                i += 1;
+                units += 1;
+            } else {
+                break;
+            }
         }
         if i > 0 {
             self.took_text(i, units, out);
@@ -765,7 +787,7 @@ impl Decoder {
         self.activity += bytes as u64;
         self.line_chars += chars;
         if self.line_chars >= MAX_LINE_CHARS {
-            let last = self.line.offsets.last().copied().unwrap_or(self.pos);
+            let last = self.runs.last().unwrap_or(self.pos);
             self.end_line(last + 1, out, false);
         }
     }
@@ -1145,8 +1167,8 @@ impl Decoder {
     }
 
     fn push_char(&mut self, c: char, off: u64, out: &mut Vec<Event>) {
-        self.line.text.push(c);
-        self.line.offsets.push(off);
+        self.text.push(c);
+        self.runs.push(off);
         self.line_chars += 1;
         if self.line_chars >= MAX_LINE_CHARS {
             self.end_line(off + 1, out, false);
@@ -1155,16 +1177,15 @@ impl Decoder {
 
     /// Emits the current line. `always`: emit even when empty (a line feed).
     fn end_line(&mut self, end: u64, out: &mut Vec<Event>, always: bool) {
-        if always || !self.line.text.is_empty() {
-            // The line is built in a buffer that keeps its capacity and
-            // leaves as an exact-size copy: one allocation per line for the
-            // text and one for the offsets, instead of a growing pair.
+        if always || !self.text.is_empty() {
+            // The line is built in buffers that keep their capacity and leave
+            // as exact-size copies: one allocation per line for the text, and
+            // none for the offsets unless the line has more than INLINE runs.
             let line = Line {
-                text: self.line.text.as_str().to_owned(),
-                offsets: self.line.offsets.as_slice().to_vec(),
+                text: self.text.as_str().to_owned(),
+                offsets: self.runs.take(),
             };
-            self.line.text.clear();
-            self.line.offsets.clear();
+            self.text.clear();
             self.line_chars = 0;
             out.push(Event {
                 end,

@@ -27,7 +27,7 @@
 
 use regex::Regex;
 
-use super::escpos::CodeKind;
+use super::escpos::{CodeKind, Offsets};
 use super::segment::Receipt;
 
 /// Configured masking.
@@ -78,12 +78,15 @@ impl Masker {
                 continue;
             }
             count += n;
-            let offsets = r.line_offsets.get(i);
+            // Walked alongside the chars: a run-length lookup per char would
+            // cost a walk over the runs each.
+            let mut offsets = r.line_offsets.get(i).map(Offsets::iter);
             for (j, c) in chars.iter_mut().enumerate() {
+                let off = offsets.as_mut().and_then(Iterator::next);
                 if !hide[j] || !c.is_ascii_digit() {
                     continue;
                 }
-                if let Some(&off) = offsets.and_then(|o| o.get(j)) {
+                if let Some(off) = off {
                     blank_raw(&mut r.raw, r.stream_offset, off, *c);
                 }
                 *c = '*';

@@ -93,12 +93,21 @@ impl ReceiptRules {
 /// Largest piece of input [`Pipeline::feed`] hands the decoder at once.
 pub const PIECE: usize = 64 * 1024;
 
+/// Event buffer capacity a [`Pipeline`] keeps between pieces (about 100 KB):
+/// a serial read (at most 4 KB) of receipts decodes to a few hundred events.
+/// A bigger buffer (a 64 KB piece of a file, a burst of line feeds) is freed.
+const KEEP_EVENTS: usize = 1024;
+
 /// Live receipt assembly for one serial source: feed it the tap's chunks and
 /// call [`Pipeline::tick`] when [`Pipeline::deadline`] passes.
 pub struct Pipeline {
     decoder: Decoder,
     segmenter: Segmenter,
     masker: Masker,
+    /// The decoder's events of one piece, handed on at once; kept between
+    /// pieces so that it is not grown again (realloc by realloc) every time,
+    /// up to [`KEEP_EVENTS`].
+    events: Vec<Event>,
 }
 
 impl Pipeline {
@@ -107,6 +116,7 @@ impl Pipeline {
             decoder: Decoder::new(rules.encoding),
             segmenter: Segmenter::new(rules.segment.clone()),
             masker: rules.masker.clone(),
+            events: Vec::new(),
         }
     }
 
@@ -124,12 +134,13 @@ impl Pipeline {
 
     fn feed_piece(&mut self, bytes: &[u8], now: Option<Instant>, out: &mut Vec<Receipt>) {
         let before = self.decoder.activity();
-        let mut events = Vec::new();
+        let mut events = std::mem::take(&mut self.events);
         self.decoder.feed(bytes, &mut events);
         let active = self.decoder.activity() != before;
         self.segmenter.push_bytes(bytes, now, active);
         let first = out.len();
-        self.push(events, out);
+        self.push(&mut events, out);
+        self.keep(events);
         if self.segmenter.buffered() > self.segmenter.rules().max_bytes {
             self.close(Boundary::MaxBytes, out);
         }
@@ -162,16 +173,26 @@ impl Pipeline {
         self.segmenter.discarded_bytes()
     }
 
-    fn push(&mut self, events: Vec<Event>, out: &mut Vec<Receipt>) {
-        for e in events {
+    /// Keeps the (empty) event buffer for the next piece unless a burst of
+    /// events grew it past [`KEEP_EVENTS`]: a live pipeline runs for months.
+    fn keep(&mut self, events: Vec<Event>) {
+        if events.capacity() <= KEEP_EVENTS {
+            self.events = events;
+        }
+    }
+
+    /// Hands `events` on to the segmenter, leaving `events` empty.
+    fn push(&mut self, events: &mut Vec<Event>, out: &mut Vec<Receipt>) {
+        for e in events.drain(..) {
             self.segmenter.push_event(e, out);
         }
     }
 
     fn close(&mut self, why: Boundary, out: &mut Vec<Receipt>) {
-        let mut events = Vec::new();
+        let mut events = std::mem::take(&mut self.events);
         self.decoder.flush_line(&mut events);
-        self.push(events, out);
+        self.push(&mut events, out);
+        self.keep(events);
         self.segmenter.close(self.decoder.position(), why, out);
     }
 

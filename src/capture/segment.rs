@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use regex::Regex;
 use serde::Deserialize;
 
-use super::escpos::{Code, Event, EventKind};
+use super::escpos::{Code, Event, EventKind, Offsets};
 
 /// `[source.segment]` as written in the config.
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -175,7 +175,7 @@ pub struct Receipt {
     /// How many card numbers [`super::mask`] blanked.
     pub masked: usize,
     /// Per line, per char: the stream offset of its first byte.
-    pub(crate) line_offsets: Vec<Vec<u64>>,
+    pub(crate) line_offsets: Vec<Offsets>,
 }
 
 impl Receipt {
@@ -235,7 +235,7 @@ impl Receipt {
 #[derive(Default)]
 struct Building {
     lines: Vec<String>,
-    offsets: Vec<Vec<u64>>,
+    offsets: Vec<Offsets>,
     codes: Vec<ReceiptCode>,
     kicks: u32,
 }
