@@ -50,7 +50,7 @@ impl Client {
     /// sender), Wangdiantong one batch per request in flight.
     fn batch(&self) -> usize {
         match self {
-            Client::Ovopark(o) => (o.config().concurrency * 5).max(20),
+            Client::Ovopark(o) => (o.config().concurrency * 10).max(20),
             Client::Wdt(w) => w.batch_size() * w.concurrency(),
         }
     }
@@ -118,13 +118,23 @@ impl Client {
                 }
             }
             Client::Ovopark(o) => {
-                // Up to `concurrency` requests in flight, each outcome handed to `each`
-                // on this thread as it arrives. After an outcome that stops the batch,
-                // no new request starts; the ones in flight are still persisted.
-                let next = AtomicUsize::new(0);
+                // The pass's first request goes alone: if the box's clock is off, it
+                // is the one refused (code 16) and the client learns the server's
+                // clock from it, instead of `concurrency` requests all refused at once.
+                tick();
+                let first = o.send(orders[0]);
+                let stop = stops_the_batch(&first);
+                each(0, first, true)?;
+                if stop {
+                    return Ok(());
+                }
+                // Then up to `concurrency` requests in flight, each outcome handed to
+                // `each` on this thread as it arrives. After an outcome that stops the
+                // batch, no new request starts; the ones in flight are still persisted.
+                let next = AtomicUsize::new(1);
                 let stop = AtomicBool::new(false);
                 let (tx, rx) = mpsc::channel::<(usize, Outcome)>();
-                let senders = o.config().concurrency.min(orders.len());
+                let senders = o.config().concurrency.min(orders.len() - 1);
                 return std::thread::scope(|scope| {
                     for _ in 0..senders {
                         let tx = tx.clone();
