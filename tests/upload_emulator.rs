@@ -2,6 +2,8 @@
 //! answers its documented code, the fixtures reach both clouds exactly once, and each
 //! fault mode ends in delivery without loss or rejection.
 
+mod common;
+
 use std::collections::{BTreeMap, HashMap};
 
 use serde::Deserialize;
@@ -47,62 +49,13 @@ fn start() -> Emulator {
     Emulator::start("127.0.0.1:0", EmuConfig::default()).unwrap()
 }
 
-fn stamp(mut o: Order) -> Order {
-    o.source = Some("lane1".into());
-    o.shop = Some("D001".into());
-    o.machine_id = Some("NVR01-CH03".into());
-    o.video_start = Some(o.order_time - chrono::Duration::seconds(60));
-    o.video_end = Some(o.order_time + chrono::Duration::seconds(30));
-    o
-}
-
-fn fixture_orders() -> Vec<Order> {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-    let mut out = Vec::new();
-    for rel in [
-        "exports/expected.json",
-        "receipts/market.expected.json",
-        "receipts/kiosk.expected.json",
-    ] {
-        let orders: Vec<Order> =
-            serde_json::from_str(&std::fs::read_to_string(dir.join(rel)).unwrap()).unwrap();
-        out.extend(orders.into_iter().map(stamp));
-    }
-    out
-}
-
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .proxy(None)
-        .build()
-        .into()
-}
-
-fn get(emu: &Emulator, path: &str) -> Value {
-    let mut r = agent()
-        .get(format!("{}{path}", emu.base_url()))
-        .call()
-        .unwrap();
-    serde_json::from_slice(&r.body_mut().read_to_vec().unwrap()).unwrap()
-}
-
-fn post(emu: &Emulator, path: &str, body: Value) {
-    let r = agent()
-        .post(format!("{}{path}", emu.base_url()))
-        .header("Content-Type", "application/json")
-        .send(body.to_string().as_bytes())
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 200);
-}
-
 fn fault(emu: &Emulator, spec: Value) {
-    post(emu, "/_emu/fault", spec);
+    common::post_json(&emu.base_url(), "/_emu/fault", spec);
 }
 
 /// orderNo → (accepted, duplicates) at the Ovopark emulator.
 fn ovo_counts(emu: &Emulator) -> BTreeMap<String, (u64, u64)> {
-    get(emu, "/_emu/ovopark/orders")
+    common::get_json(&emu.base_url(), "/_emu/ovopark/orders")
         .as_array()
         .unwrap()
         .iter()
@@ -120,7 +73,7 @@ fn ovo_counts(emu: &Emulator) -> BTreeMap<String, (u64, u64)> {
 
 /// tid → (pushes, updates) at the WDT emulator.
 fn wdt_counts(emu: &Emulator) -> BTreeMap<String, (u64, u64)> {
-    get(emu, "/_emu/wdt/trades")
+    common::get_json(&emu.base_url(), "/_emu/wdt/trades")
         .as_array()
         .unwrap()
         .iter()
@@ -144,7 +97,7 @@ fn delivered(o: &Outcome) -> bool {
 fn fixtures_reach_both_clouds_exactly_once_and_resends_are_idempotent() {
     let emu = start();
     let (ovo, wdt) = clients(&emu);
-    let orders = fixture_orders();
+    let orders = common::fixture_orders();
     for o in &orders {
         let out = ovo.send(o);
         assert!(delivered(&out), "{}: {out:?}", o.order_no);
@@ -169,7 +122,7 @@ fn fixtures_reach_both_clouds_exactly_once_and_resends_are_idempotent() {
     assert_eq!(wdt_counts(&emu)[&orders[0].order_no], (2, 1));
 
     // The stored trade is the order's, with its lines.
-    let trades = get(&emu, "/_emu/wdt/trades");
+    let trades = common::get_json(&emu.base_url(), "/_emu/wdt/trades");
     let t = trades
         .as_array()
         .unwrap()
@@ -188,10 +141,10 @@ fn batches_respect_batch_size() {
     let emu = start();
     let (_, w) = configs(&emu, "", "batch_size = 3");
     let wdt = WdtClient::new(w, HashMap::new()).unwrap();
-    let orders = fixture_orders();
+    let orders = common::fixture_orders();
     let refs: Vec<&Order> = orders.iter().collect();
     assert!(wdt.send_batch(&refs).iter().all(delivered));
-    let stats = get(&emu, "/_emu/stats");
+    let stats = common::get_json(&emu.base_url(), "/_emu/stats");
     let expected = orders.len().div_ceil(3) as u64;
     assert_eq!(stats["wdt"]["requests"], expected);
 }
@@ -204,7 +157,7 @@ fn ovo_code(
     f: &dyn Fn(&mut BTreeMap<String, String>),
     resign: bool,
 ) -> String {
-    let o = &fixture_orders()[0];
+    let o = &common::fixture_orders()[0];
     let target = client.target_for(o).unwrap();
     let ipos = ovopark::build_ipos(o, &target, "销售").unwrap();
     let mut p = client.params(&target, &ipos.json, tillrelay::upload::local_unix());
@@ -219,7 +172,7 @@ fn ovo_code(
         p.remove("_sig");
         p.insert("_sig".into(), ovopark::sign(&p, "demo-ovopark-secret", sm));
     }
-    let mut r = agent()
+    let mut r = common::http()
         .post(format!("{}/cloud.api", emu.base_url()))
         .header("Content-Type", ovopark::CONTENT_TYPE)
         .send(ovopark::form_encode(&p).as_bytes())
@@ -483,7 +436,7 @@ fn ovopark_emulator_answers_each_rule_with_its_documented_code() {
 fn ovopark_replayed_request_is_api_call_repeat() {
     let emu = start();
     let (client, _) = clients(&emu);
-    let o = &fixture_orders()[0];
+    let o = &common::fixture_orders()[0];
     let target = client.target_for(o).unwrap();
     let ipos = ovopark::build_ipos(o, &target, "销售").unwrap();
     let mut p = client.params(&target, &ipos.json, tillrelay::upload::local_unix());
@@ -493,7 +446,7 @@ fn ovopark_replayed_request_is_api_call_repeat() {
     );
     let body = ovopark::form_encode(&p);
     let send = || {
-        let mut r = agent()
+        let mut r = common::http()
             .post(format!("{}/cloud.api", emu.base_url()))
             .header("Content-Type", ovopark::CONTENT_TYPE)
             .send(body.as_bytes())
@@ -511,7 +464,7 @@ type WdtMutation = dyn Fn(&mut Vec<(String, String)>, &mut String, &mut String);
 /// A valid push for the default tenant, mutated by `f` (query pairs, body), then
 /// re-signed unless `resign` is false. Returns the JSON answer.
 fn wdt_answer(emu: &Emulator, client: &WdtClient, f: &WdtMutation, resign: bool) -> Value {
-    let orders = fixture_orders();
+    let orders = common::fixture_orders();
     let t = client.build(&orders[0]).unwrap();
     let mut body = wdt::build_body("SHOP1", &[&t]);
     let url = client.signed_url(wdt::PUSH_SELF2, &body, tillrelay::upload::local_unix());
@@ -537,7 +490,7 @@ fn wdt_answer(emu: &Emulator, client: &WdtClient, f: &WdtMutation, resign: bool)
         q.push(("sign".into(), s));
     }
     let qs: Vec<String> = q.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    let mut r = agent()
+    let mut r = common::http()
         .post(format!("{}/openapi?{}", emu.base_url(), qs.join("&")))
         .header("Content-Type", &ctype)
         .send(body.as_bytes())
@@ -827,7 +780,7 @@ fn one_bad_trade_is_rejected_alone_with_push_self2_and_push_self() {
         let emu = start();
         let (_, w) = configs(&emu, "", &format!("method = \"{method}\""));
         let wdt = WdtClient::new(w, HashMap::new()).unwrap();
-        let mut orders = fixture_orders();
+        let mut orders = common::fixture_orders();
         // An order stamped with a POS clock in the future: the ERP refuses its trade_time.
         orders[2].order_time = chrono::NaiveDate::from_ymd_opt(2099, 1, 1)
             .unwrap()
@@ -862,7 +815,7 @@ fn one_bad_trade_is_rejected_alone_with_push_self2_and_push_self() {
 fn wrong_data_is_rejected_with_its_reason_and_delivered_once_fixed() {
     let emu = start();
     let (ovo, _) = clients(&emu);
-    let mut o = fixture_orders().remove(0);
+    let mut o = common::fixture_orders().remove(0);
     o.lines[0].code = "X".repeat(101);
     let r = ovo.send(&o);
     assert!(matches!(r, Outcome::Rejected { .. }), "{r:?}");
@@ -901,7 +854,7 @@ fn every_fault_mode_ends_in_exactly_one_delivery_and_no_rejection() {
     ];
     let emu = start();
     let (ovo, wdt) = clients(&emu);
-    let orders = fixture_orders();
+    let orders = common::fixture_orders();
     for (i, m) in modes.iter().enumerate() {
         let o = &orders[i];
         let mut spec = m.clone();
@@ -944,7 +897,7 @@ fn every_fault_mode_ends_in_exactly_one_delivery_and_no_rejection() {
 fn timestamp_refusal_costs_one_extra_attempt_only() {
     let emu = start();
     let (ovo, wdt) = clients(&emu);
-    let orders = fixture_orders();
+    let orders = common::fixture_orders();
     fault(
         &emu,
         json!({"target": "ovopark", "mode": "code", "code": "16", "count": 1}),
@@ -961,25 +914,25 @@ fn timestamp_refusal_costs_one_extra_attempt_only() {
         json!({"target": "both", "mode": "code", "code": "16", "count": 2}),
     );
     assert!(matches!(ovo.send(&orders[1]), Outcome::Retry { .. }));
-    let stats = get(&emu, "/_emu/stats");
+    let stats = common::get_json(&emu.base_url(), "/_emu/stats");
     assert_eq!(stats["ovopark"]["requests"], 4, "{stats}");
 }
 
 #[test]
 fn skewed_server_clock_is_learned_and_orders_flow() {
     let emu = start();
-    post(
-        &emu,
+    common::post_json(
+        &emu.base_url(),
         "/_emu/clock",
         json!({"target": "ovopark", "skew_secs": 3 * 3600}),
     );
-    post(
-        &emu,
+    common::post_json(
+        &emu.base_url(),
         "/_emu/clock",
         json!({"target": "wdt", "skew_secs": -900}),
     );
     let (ovo, wdt) = clients(&emu);
-    let orders = fixture_orders();
+    let orders = common::fixture_orders();
     for o in &orders[..3] {
         assert!(delivered(&ovo.send(o)));
     }
@@ -996,7 +949,7 @@ fn skewed_server_clock_is_learned_and_orders_flow() {
         wdt.clock().offset()
     );
     // One refusal per cloud, then none: the offset is applied to later requests.
-    let stats = get(&emu, "/_emu/stats");
+    let stats = common::get_json(&emu.base_url(), "/_emu/stats");
     assert_eq!(stats["ovopark"]["answers"]["16"], 1, "{stats}");
     assert_eq!(stats["wdt"]["answers"]["7"], 1, "{stats}");
     assert_eq!(ovo_counts(&emu).len(), 3);
@@ -1018,7 +971,7 @@ fn bad_secret_is_misconfiguration_and_stores_nothing() {
     let both: Both = toml::from_str(&text).unwrap();
     let ovo = OvoparkClient::new(both.ovopark.validate().unwrap(), HashMap::new()).unwrap();
     let wdt = WdtClient::new(both.wdt.validate().unwrap(), HashMap::new()).unwrap();
-    let o = &fixture_orders()[0];
+    let o = &common::fixture_orders()[0];
     let r = ovo.send(o);
     assert!(matches!(r, Outcome::Misconfigured { .. }), "{r:?}");
     assert!(
@@ -1095,7 +1048,7 @@ fn per_source_identity_reaches_the_right_tenant_and_shop() {
     );
     let ovo = OvoparkClient::new(o, ovo_sources).unwrap();
     let wdt = WdtClient::new(w, wdt_sources).unwrap();
-    let mut a = fixture_orders().remove(0);
+    let mut a = common::fixture_orders().remove(0);
     let mut b = a.clone();
     b.source = Some("lane2".into());
     a.source = Some("lane1".into());
@@ -1103,14 +1056,14 @@ fn per_source_identity_reaches_the_right_tenant_and_shop() {
     // Same order number on another lane: the WDT tid prefix keeps them apart.
     let out = wdt.send_batch(&[&a, &b]);
     assert!(out.iter().all(delivered), "{out:?}");
-    let orders = get(&emu, "/_emu/ovopark/orders");
+    let orders = common::get_json(&emu.base_url(), "/_emu/ovopark/orders");
     assert_eq!(orders[0]["ipos"]["depId"], 123);
     let trades = wdt_counts(&emu);
     assert_eq!(
         trades.keys().cloned().collect::<Vec<_>>(),
         ["L2-W20261122-0001", "W20261122-0001"]
     );
-    let listing = get(&emu, "/_emu/wdt/trades");
+    let listing = common::get_json(&emu.base_url(), "/_emu/wdt/trades");
     assert_eq!(listing[0]["shop_no"], "SHOP2");
     assert_eq!(listing[1]["shop_no"], "SHOP1");
 }

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 use tillrelay::config::{OutboxConfig, Synchronous};
 use tillrelay::emulator::{EmuConfig, Emulator, demo_agent_config};
 use tillrelay::lifecycle::{Heartbeats, Shutdown};
@@ -49,29 +49,6 @@ fn outbox_cfg() -> OutboxConfig {
 fn open(dir: &Path) -> Outbox {
     let dests: Vec<String> = DESTS.iter().map(|d| d.to_string()).collect();
     Outbox::open(&dir.join("queue.db"), &outbox_cfg(), &dests).unwrap()
-}
-
-fn stamp(mut o: Order) -> Order {
-    o.source = Some("lane1".into());
-    o.shop = Some("D001".into());
-    o.machine_id = Some("NVR01-CH03".into());
-    o.video_start = Some(o.order_time - chrono::Duration::seconds(60));
-    o.video_end = Some(o.order_time + chrono::Duration::seconds(30));
-    o
-}
-
-fn fixture_orders() -> Vec<Order> {
-    let mut out = Vec::new();
-    for rel in [
-        "exports/expected.json",
-        "receipts/market.expected.json",
-        "receipts/kiosk.expected.json",
-    ] {
-        let text = std::fs::read_to_string(common::fixture(rel)).unwrap();
-        let orders: Vec<Order> = serde_json::from_str(&text).unwrap();
-        out.extend(orders.into_iter().map(stamp));
-    }
-    out
 }
 
 fn ingest(ob: &mut Outbox, name: &str, orders: &[Order]) {
@@ -145,34 +122,16 @@ fn run(dir: &Path, clients: Vec<(&str, Client)>, cfg: EngineConfig) -> Running {
     }
 }
 
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .proxy(None)
-        .build()
-        .into()
-}
-
-fn get(emu: &Emulator, path: &str) -> Value {
-    let mut r = agent()
-        .get(format!("{}{path}", emu.base_url()))
-        .call()
-        .unwrap();
-    serde_json::from_slice(&r.body_mut().read_to_vec().unwrap()).unwrap()
-}
-
-fn post(emu: &Emulator, path: &str, body: Value) {
-    agent()
-        .post(format!("{}{path}", emu.base_url()))
-        .header("Content-Type", "application/json")
-        .send(body.to_string().as_bytes())
-        .unwrap();
-}
-
 fn accepted(emu: &Emulator) -> (usize, usize) {
     (
-        get(emu, "/_emu/ovopark/orders").as_array().unwrap().len(),
-        get(emu, "/_emu/wdt/trades").as_array().unwrap().len(),
+        common::get_json(&emu.base_url(), "/_emu/ovopark/orders")
+            .as_array()
+            .unwrap()
+            .len(),
+        common::get_json(&emu.base_url(), "/_emu/wdt/trades")
+            .as_array()
+            .unwrap()
+            .len(),
     )
 }
 
@@ -188,14 +147,20 @@ fn dest_status(dir: &Path) -> HashMap<String, (i64, i64, i64, Option<String>)> {
 }
 
 fn exactly_once(emu: &Emulator) {
-    for o in get(emu, "/_emu/ovopark/orders").as_array().unwrap() {
+    for o in common::get_json(&emu.base_url(), "/_emu/ovopark/orders")
+        .as_array()
+        .unwrap()
+    {
         assert_eq!(
             (o["accepted"].as_u64(), o["duplicates"].as_u64()),
             (Some(1), Some(0)),
             "{o}"
         );
     }
-    for t in get(emu, "/_emu/wdt/trades").as_array().unwrap() {
+    for t in common::get_json(&emu.base_url(), "/_emu/wdt/trades")
+        .as_array()
+        .unwrap()
+    {
         assert_eq!(t["pushes"], 1, "{t}");
     }
 }
@@ -204,18 +169,18 @@ fn exactly_once(emu: &Emulator) {
 fn faults_end_in_exactly_once_delivery_with_nothing_rejected() {
     let emu = Emulator::start("127.0.0.1:0", EmuConfig::default()).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let orders = fixture_orders();
+    let orders = common::fixture_orders();
     ingest(&mut open(dir.path()), "a.json", &orders);
     for mode in ["http500", "reset", "garbage"] {
-        post(
-            &emu,
+        common::post_json(
+            &emu.base_url(),
             "/_emu/fault",
             json!({"target": "both", "mode": mode, "count": 1}),
         );
     }
     // The last fault set wins per cloud: make it several in a row.
-    post(
-        &emu,
+    common::post_json(
+        &emu.base_url(),
         "/_emu/fault",
         json!({"target": "both", "mode": "reset", "count": 3}),
     );
@@ -237,7 +202,7 @@ fn faults_end_in_exactly_once_delivery_with_nothing_rejected() {
     );
     drop(running);
     exactly_once(&emu);
-    let stats = get(&emu, "/_emu/stats");
+    let stats = common::get_json(&emu.base_url(), "/_emu/stats");
     assert!(
         stats["wdt"]["answers"]["fault:reset"].as_u64() == Some(3),
         "{stats}"
@@ -248,7 +213,7 @@ fn faults_end_in_exactly_once_delivery_with_nothing_rejected() {
 fn bad_secret_pauses_one_destination_loses_nothing_and_resumes_after_the_fix() {
     let emu = Emulator::start("127.0.0.1:0", EmuConfig::default()).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let orders = fixture_orders();
+    let orders = common::fixture_orders();
     let n = orders.len();
     ingest(&mut open(dir.path()), "a.json", &orders);
     let (ovo, wdt) = clients(&emu, Some("wrong-secret"));
@@ -292,7 +257,7 @@ fn bad_secret_pauses_one_destination_loses_nothing_and_resumes_after_the_fix() {
 fn rejected_order_keeps_its_reason_and_goes_out_after_fix_and_retry() {
     let emu = Emulator::start("127.0.0.1:0", EmuConfig::default()).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let mut orders = fixture_orders();
+    let mut orders = common::fixture_orders();
     orders[1].lines[0].code = "X".repeat(101);
     let n = orders.len();
     ingest(&mut open(dir.path()), "a.json", &orders);
@@ -343,11 +308,11 @@ fn rejected_order_keeps_its_reason_and_goes_out_after_fix_and_retry() {
 fn backlog_drains_at_once_when_the_network_returns() {
     let emu = Emulator::start("127.0.0.1:0", EmuConfig::default()).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let orders = fixture_orders();
+    let orders = common::fixture_orders();
     let mut ob = open(dir.path());
     ingest(&mut ob, "a.json", &orders[..6]);
-    post(
-        &emu,
+    common::post_json(
+        &emu.base_url(),
         "/_emu/fault",
         json!({"target": "wdt", "mode": "reset", "count": 1000}),
     );
@@ -365,12 +330,12 @@ fn backlog_drains_at_once_when_the_network_returns() {
     assert_eq!(worker.pass().unwrap().claimed, 0);
 
     // The network is back; a new order comes in and goes through...
-    post(
-        &emu,
+    common::post_json(
+        &emu.base_url(),
         "/_emu/fault",
         json!({"target": "wdt", "mode": "reset", "count": 0}),
     );
-    agent()
+    common::http()
         .delete(format!("{}/_emu/fault", emu.base_url()))
         .call()
         .unwrap();
@@ -388,10 +353,10 @@ fn backlog_drains_at_once_when_the_network_returns() {
 fn wake_sends_the_backlog_without_waiting_for_backoff() {
     let emu = Emulator::start("127.0.0.1:0", EmuConfig::default()).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let orders = fixture_orders();
+    let orders = common::fixture_orders();
     ingest(&mut open(dir.path()), "a.json", &orders);
-    post(
-        &emu,
+    common::post_json(
+        &emu.base_url(),
         "/_emu/fault",
         json!({"target": "both", "mode": "http500", "count": 1000}),
     );
@@ -403,10 +368,10 @@ fn wake_sends_the_backlog_without_waiting_for_backoff() {
     let (ovo, wdt) = clients(&emu, None);
     let running = run(dir.path(), vec![("ovopark", ovo), ("wdt", wdt)], slow);
     assert!(common::wait_until(Duration::from_secs(10), || {
-        let s = get(&emu, "/_emu/stats");
+        let s = common::get_json(&emu.base_url(), "/_emu/stats");
         s["ovopark"]["requests"].as_u64() >= Some(1) && s["wdt"]["requests"].as_u64() >= Some(1)
     }));
-    agent()
+    common::http()
         .delete(format!("{}/_emu/fault", emu.base_url()))
         .call()
         .unwrap();
@@ -436,7 +401,7 @@ fn ovopark_with(emu: &Emulator, concurrency: usize) -> Client {
 
 /// `n` distinct orders made from the fixtures.
 fn many_orders(n: usize) -> Vec<Order> {
-    let base = fixture_orders();
+    let base = common::fixture_orders();
     (0..n)
         .map(|i| {
             let mut o = base[i % base.len()].clone();
@@ -451,8 +416,8 @@ fn ovopark_requests_overlap_up_to_the_configured_concurrency_and_arrive_once() {
     for concurrency in [1, 3] {
         let emu = Emulator::start("127.0.0.1:0", EmuConfig::default()).unwrap();
         // A WAN round trip: without overlap, each order costs one.
-        post(
-            &emu,
+        common::post_json(
+            &emu.base_url(),
             "/_emu/latency",
             json!({"target": "ovopark", "ms": 100}),
         );
@@ -474,7 +439,7 @@ fn ovopark_requests_overlap_up_to_the_configured_concurrency_and_arrive_once() {
         drop(running);
         assert_eq!(accepted(&emu).0, orders.len());
         exactly_once(&emu);
-        let seen = get(&emu, "/_emu/stats")["ovopark"]["max_in_flight"]
+        let seen = common::get_json(&emu.base_url(), "/_emu/stats")["ovopark"]["max_in_flight"]
             .as_u64()
             .unwrap();
         if concurrency == 1 {
@@ -490,13 +455,13 @@ fn ovopark_requests_overlap_up_to_the_configured_concurrency_and_arrive_once() {
 #[test]
 fn a_fault_under_concurrency_stops_new_requests_and_loses_nothing() {
     let emu = Emulator::start("127.0.0.1:0", EmuConfig::default()).unwrap();
-    post(
-        &emu,
+    common::post_json(
+        &emu.base_url(),
         "/_emu/latency",
         json!({"target": "ovopark", "ms": 20}),
     );
-    post(
-        &emu,
+    common::post_json(
+        &emu.base_url(),
         "/_emu/fault",
         json!({"target": "ovopark", "mode": "http500", "count": 2}),
     );
@@ -514,15 +479,15 @@ fn a_fault_under_concurrency_stops_new_requests_and_loses_nothing() {
     drop(running);
     assert_eq!(accepted(&emu).0, orders.len());
     exactly_once(&emu);
-    let stats = get(&emu, "/_emu/stats");
+    let stats = common::get_json(&emu.base_url(), "/_emu/stats");
     assert_eq!(stats["ovopark"]["answers"]["fault:http500"], 2, "{stats}");
 }
 
 #[test]
 fn under_concurrency_a_misconfigured_destination_gets_no_new_requests() {
     let emu = Emulator::start("127.0.0.1:0", EmuConfig::default()).unwrap();
-    post(
-        &emu,
+    common::post_json(
+        &emu.base_url(),
         "/_emu/latency",
         json!({"target": "ovopark", "ms": 50}),
     );
@@ -555,7 +520,7 @@ fn under_concurrency_a_misconfigured_destination_gets_no_new_requests() {
     drop(running);
     // The first refusal stopped the pass: only the requests already in flight went
     // out, not the 20 claimed; every order still waits, none rejected.
-    let requests = get(&emu, "/_emu/stats")["ovopark"]["requests"]
+    let requests = common::get_json(&emu.base_url(), "/_emu/stats")["ovopark"]["requests"]
         .as_u64()
         .unwrap();
     assert!((1..=4).contains(&requests), "{requests}");
@@ -568,7 +533,11 @@ fn wangdiantong_batches_overlap_up_to_the_configured_concurrency_and_arrive_once
     for concurrency in [1, 2] {
         let emu = Emulator::start("127.0.0.1:0", EmuConfig::default()).unwrap();
         // Long enough that the two senders, built at once, are surely both in flight.
-        post(&emu, "/_emu/latency", json!({"target": "wdt", "ms": 300}));
+        common::post_json(
+            &emu.base_url(),
+            "/_emu/latency",
+            json!({"target": "wdt", "ms": 300}),
+        );
         let dir = tempfile::tempdir().unwrap();
         let orders = many_orders(230);
         ingest(&mut open(dir.path()), "a.json", &orders);
@@ -590,7 +559,7 @@ fn wangdiantong_batches_overlap_up_to_the_configured_concurrency_and_arrive_once
         drop(running);
         assert_eq!(accepted(&emu).1, orders.len());
         exactly_once(&emu);
-        let stats = get(&emu, "/_emu/stats");
+        let stats = common::get_json(&emu.base_url(), "/_emu/stats");
         // 230 orders in batches of 50: five requests, whatever the overlap.
         assert_eq!(stats["wdt"]["requests"], 5, "{stats}");
         let seen = stats["wdt"]["max_in_flight"].as_u64().unwrap();

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::{fixture, tillrelay, wait_until};
+use super::{fixture, http, tillrelay, wait_until};
 
 /// Like [`wait_until`], for conditions that run a command (`status`, `orders`): polls
 /// every 200 ms, so a few tests in parallel do not saturate a small machine.
@@ -49,15 +49,6 @@ fn stop_child(child: &mut Child) -> Option<ExitStatus> {
         let _ = child.wait();
     }
     status
-}
-
-fn http() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .proxy(None)
-        .timeout_global(Some(Duration::from_secs(10)))
-        .build()
-        .into()
 }
 
 /// `tillrelay emulate` on a free loopback port.
@@ -97,18 +88,11 @@ impl Emu {
     }
 
     pub fn get(&self, path: &str) -> Value {
-        let mut r = http().get(format!("{}{path}", self.base)).call().unwrap();
-        assert_eq!(r.status().as_u16(), 200, "GET {path}");
-        serde_json::from_slice(&r.body_mut().read_to_vec().unwrap()).unwrap()
+        super::get_json(&self.base, path)
     }
 
     pub fn post(&self, path: &str, body: Value) {
-        let r = http()
-            .post(format!("{}{path}", self.base))
-            .header("Content-Type", "application/json")
-            .send(body.to_string().as_bytes())
-            .unwrap();
-        assert_eq!(r.status().as_u16(), 200, "POST {path} {body}");
+        super::post_json(&self.base, path, body)
     }
 
     /// Injects a fault (`POST /_emu/fault`).
