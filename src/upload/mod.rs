@@ -243,6 +243,31 @@ pub fn parse_ovopark_systime(s: &str, zone_secs: i32) -> Option<i64> {
     Some(t.and_utc().timestamp() - i64::from(zone_secs))
 }
 
+/// Checks an optional text key of a destination or `[source.*]` section: at most
+/// `max` characters, no control characters. `empty_ok`: "" means something (a prefix:
+/// none) rather than a mistake (an identity left blank).
+pub(crate) fn text_key(
+    prefix: &str,
+    key: &str,
+    v: Option<String>,
+    max: usize,
+    empty_ok: bool,
+) -> Result<Option<String>, String> {
+    match v {
+        Some(s)
+            if (!empty_ok && s.trim().is_empty())
+                || s.chars().count() > max
+                || s.chars().any(char::is_control) =>
+        {
+            let least = if empty_ok { 0 } else { 1 };
+            Err(format!(
+                "{prefix}.{key}: must be {least}..={max} characters without control characters, got {s:?}"
+            ))
+        }
+        other => Ok(other),
+    }
+}
+
 /// Cuts `s` to at most `max` characters at a character boundary; `None` when it fits.
 pub(crate) fn cut_chars(s: &str, max: usize) -> Option<String> {
     s.char_indices().nth(max).map(|(i, _)| s[..i].to_string())
@@ -256,6 +281,34 @@ pub(crate) fn jitter_secs(lo: u64, hi: u64) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn text_keys_allow_empty_prefixes_but_not_blank_identities() {
+        let ok = |v: &str, empty_ok| text_key("p", "k", Some(v.to_string()), 5, empty_ok);
+        assert_eq!(ok("", true), Ok(Some(String::new())));
+        assert_eq!(ok("L2-", true), Ok(Some("L2-".into())));
+        assert_eq!(text_key("p", "k", None, 5, false), Ok(None));
+        for (v, empty_ok) in [
+            ("", false),
+            ("  ", false),
+            ("toolong", true),
+            ("a\tb", true),
+        ] {
+            let e = ok(v, empty_ok).unwrap_err();
+            assert!(e.starts_with("p.k: must be"), "{v:?}: {e}");
+        }
+        // The documented default of both prefixes validates.
+        let wdt = wdt::RawWdtShop {
+            tid_prefix: Some(String::new()),
+            ..Default::default()
+        };
+        assert_eq!(wdt.validate().unwrap().tid_prefix.as_deref(), Some(""));
+        let ovo = ovopark::RawOvoparkShop {
+            order_no_prefix: Some(String::new()),
+            ..Default::default()
+        };
+        assert_eq!(ovo.validate().unwrap().order_no_prefix.as_deref(), Some(""));
+    }
 
     #[test]
     fn server_text_loses_echoed_secrets() {

@@ -162,22 +162,9 @@ impl RawOvoparkShop {
             }
             Ok(Some(s))
         };
-        let shop_id = match self.shop_id {
-            Some(s) if s.trim().is_empty() || s.chars().count() > MAX_STR => {
-                return Err(format!(
-                    "{prefix}.shop_id: must be 1..={MAX_STR} characters, got {s:?}"
-                ));
-            }
-            other => other,
-        };
-        let order_no_prefix = match self.order_no_prefix {
-            Some(p) if p.chars().count() > 20 || p.chars().any(char::is_control) => {
-                return Err(format!(
-                    "{prefix}.order_no_prefix: must be at most 20 characters without control characters"
-                ));
-            }
-            other => other,
-        };
+        let shop_id = super::text_key(prefix, "shop_id", self.shop_id, MAX_STR, false)?;
+        let order_no_prefix =
+            super::text_key(prefix, "order_no_prefix", self.order_no_prefix, 20, true)?;
         let shop = OvoparkShop {
             org_id: int_id("org_id", self.org_id)?,
             enterprise_id: int_id("enterprise_id", self.enterprise_id)?,

@@ -263,23 +263,12 @@ pub struct WdtShop {
 
 impl RawWdtShop {
     pub fn validate_at(self, prefix: &str) -> Result<WdtShop, String> {
-        let check = |key: &str, v: Option<String>, max: usize| -> Result<Option<String>, String> {
-            match v {
-                Some(s)
-                    if s.trim().is_empty()
-                        || s.chars().count() > max
-                        || s.chars().any(char::is_control) =>
-                {
-                    Err(format!(
-                        "{prefix}.{key}: must be 1..={max} characters without control characters, got {s:?}"
-                    ))
-                }
-                other => Ok(other),
-            }
-        };
+        let check =
+            |key: &str, v: Option<String>, max: usize| super::text_key(prefix, key, v, max, false);
         Ok(WdtShop {
             shop_no: check("shop_no", self.shop_no, MAX_ID)?,
-            tid_prefix: check("tid_prefix", self.tid_prefix, 20)?,
+            // "" is no prefix (the documented default), not a blank identity.
+            tid_prefix: super::text_key(prefix, "tid_prefix", self.tid_prefix, 20, true)?,
             receiver_name: check("receiver_name", self.receiver_name, 100)?,
             receiver_area: check("receiver_area", self.receiver_area, 128)?,
             receiver_address: check("receiver_address", self.receiver_address, 256)?,
