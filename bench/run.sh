@@ -59,8 +59,9 @@ judge() {
 
 # 1. In-process figures.
 echo "bench: cargo bench --bench capture, --bench pipeline …" >&2
-cap_out=$("${bench_cmd[@]}" --bench capture 2>/dev/null)
-pipe_out=$("${bench_cmd[@]}" --bench pipeline 2>/dev/null)
+run_bench() { "${bench_cmd[@]}" --bench "$1" 2>"$work/bench.err" || { cat "$work/bench.err" >&2; exit 1; }; }
+cap_out=$(run_bench capture)
+pipe_out=$(run_bench pipeline)
 fig() { # $1: output, $2: figure name prefix → its value
   printf '%s\n' "$1" | awk -v n="$2" 'index($0, n) == 1 { s = substr($0, length(n) + 1); split(s, f, " "); print f[1]; exit }'
 }

@@ -227,7 +227,7 @@ fn ten_item_receipt(i: usize) -> Vec<u8> {
         total += amount;
         text.push_str(&format!(
             "{name}\n69{:011}   {qty:>5} {:>6}.{:02} {:>6}.{:02}\n",
-            (i * 10 + k) * 7919 % 100_000_000_000,
+            ((i * 10 + k) as u64 * 7919) % 100_000_000_000,
             price / 100,
             price % 100,
             amount / 100,
