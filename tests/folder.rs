@@ -354,6 +354,80 @@ fn unreadable_files_are_rejected_with_their_reasons_and_good_orders_kept() {
     agent.stop();
 }
 
+/// A big export is streamed into its transaction order by order: every good order is
+/// stored exactly as written, and one bad order in the middle is refused alone, named
+/// by its line, order and field.
+#[test]
+fn a_big_export_is_stored_exactly_and_a_bad_order_in_its_middle_rejects_only_itself() {
+    let b = Box_::new("");
+    let agent = b.start();
+    let n = 2500;
+    let bad = 1234;
+    let orders: Vec<Value> = (0..n)
+        .map(|i| {
+            let lines: Vec<Value> = (0..4)
+                .map(|l| {
+                    serde_json::json!({"code": format!("690{l:04}"), "name": "可口可乐 500ml",
+                        "qty": if i == bad && l == 2 { "lots" } else { "2" },
+                        "price": "3.50", "amount": "7.00"})
+                })
+                .collect();
+            serde_json::json!({"order_no": format!("B{i:05}"), "order_time": "2026-11-22 09:15:02",
+                "kind": "sale", "cashier": "张三", "payment": "wechat", "total": "28.00",
+                "discount": "0.00", "paid": "28.00", "lines": lines})
+        })
+        .collect();
+    // Pretty-printed: each order spans many lines, the file many read buffers.
+    let text = serde_json::to_string_pretty(&orders).unwrap();
+    assert!(text.len() > 1 << 20, "{} bytes", text.len());
+    // serde_json places a wrong value at its last character.
+    let (bad_line, bad_column) = text
+        .lines()
+        .enumerate()
+        .find_map(|(i, l)| l.find("\"lots\"").map(|c| (i + 1, c + "\"lots\"".len())))
+        .unwrap();
+    b.drop_file("big.json", text.as_bytes());
+    assert!(
+        wait_until(Duration::from_secs(60), || b.files("rejected").len() == 2),
+        "{:?}",
+        b.files("rejected")
+    );
+    let why = fs::read_to_string(b.inbox().join("rejected/big.json.error.txt")).unwrap();
+    assert!(
+        why.contains(&format!(
+            "line {bad_line}, column {bad_column}, order \"B01234\", field lines[2].qty"
+        )),
+        "{why}"
+    );
+    assert!(
+        why.contains("2499 order(s) of this file were stored; 1 could not be read"),
+        "{why}"
+    );
+    let out = b.cli(&["orders", "--json", "--limit", "5000"]);
+    assert!(out.status.success());
+    let stored: Vec<Value> = serde_json::from_slice::<Vec<Value>>(&out.stdout)
+        .unwrap()
+        .iter()
+        .map(canonical)
+        .collect();
+    // What was written, as the canonical order reads it.
+    let expected: Vec<Value> = orders
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != bad)
+        .map(|(_, o)| {
+            let o: tillrelay::order::Order = serde_json::from_value(o.clone()).unwrap();
+            serde_json::to_value(o).unwrap()
+        })
+        .collect();
+    assert_eq!(stored.len(), n - 1);
+    assert_eq!(by_order_no(stored), by_order_no(expected));
+    let st = b.json(&["status", "--json"]);
+    assert_eq!(st["sources"][0]["files_ingested"], 1);
+    assert_eq!(st["sources"][0]["orders"], n - 1);
+    agent.stop();
+}
+
 #[test]
 fn oversized_files_are_rejected_unread() {
     let b = Box_::new("");

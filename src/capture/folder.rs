@@ -3,9 +3,17 @@
 //!
 //! How a file travels: noticed (startup scan, inotify event, or the poll tick on
 //! network shares where inotify sees nothing) → settled (renamed in, or size and mtime
-//! unchanged for `settle`) → read and parsed → its orders committed with the file's
-//! ledger row in one transaction → moved to `done/` (or deleted). A file that cannot be
-//! read moves to `rejected/` with `<name>.error.txt` saying why.
+//! unchanged for `settle`) → identified (size and sha1) and looked up in the ledger →
+//! read and parsed → its orders committed with the file's ledger row in one
+//! transaction → moved to `done/` (or deleted). A file that cannot be read moves to
+//! `rejected/` with `<name>.error.txt` saying why.
+//!
+//! JSON exports are never held whole: a first pass only hashes the file, a second
+//! reads it order by order ([`formats::JsonOrders`]) straight into the file's ingest
+//! transaction ([`Outbox::begin_ingest`]), so a file of any size costs one order and a
+//! 64 KiB read buffer. CSV files (an order's rows may be anywhere in the file) and
+//! receipt files (journalled raw) are read whole, bounded by `max_file_size`, and
+//! their orders are stored one at a time into the same kind of transaction.
 //!
 //! Invariants:
 //! - **Nothing is acknowledged before it is durable**: a file leaves the folder only
@@ -14,6 +22,12 @@
 //!   with the orders, so a crash between the commit and the move only finishes the move
 //!   on restart.
 //! - A file that changes while it is read is not used; it is read again once settled.
+//!   A streamed file's bytes are hashed again as they are parsed and must be the bytes
+//!   identified (same size, sha1 and mtime), checked before the commit and before the
+//!   file is refused as invalid; otherwise the transaction rolls back. So a file cut
+//!   or rewritten under the agent is neither half-stored nor rejected for it.
+//! - A problem with a file as a whole found after some of its orders were read (a
+//!   syntax error near the end) rolls the transaction back: nothing of it is stored.
 //! - Hidden files, `*.tmp`, `*.part`, `~*`, symlinks and anything but regular files are
 //!   ignored (never read, never moved).
 //! - The loop never exits because of the folder: a missing folder is waited for, a
@@ -21,7 +35,7 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::io::{self, Write};
+use std::io::{self, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime};
@@ -31,7 +45,7 @@ use notify::Watcher;
 use sha1::{Digest, Sha1};
 
 use crate::capture::formats;
-use crate::config::{After, FolderSource, Source};
+use crate::config::{After, FolderSource, Format, Source};
 use crate::lifecycle::{Heartbeat, Shutdown};
 use crate::outbox::{Capture, CaptureKind, Outbox, OutboxError};
 use crate::stamp::stamp;
@@ -402,22 +416,38 @@ impl FolderWatch {
             self.reject(path, &name, &msg);
             return Ok(FileOutcome::Rejected);
         }
-        let bytes = match read_regular(path) {
-            Ok(b) => b,
+        let mut file = match open_regular(path) {
+            Ok(f) => f,
+            Err(e) => {
+                debug!("source {src}: {}: {e}; trying later", path.display());
+                return Ok(FileOutcome::NotSettled);
+            }
+        };
+        let format = formats::detect(self.folder.format, &name);
+        // JSON exports are streamed: identified here by a first pass that only hashes,
+        // then read order by order into the transaction. The other formats are read
+        // whole (CSV groups rows from anywhere in the file; receipt files are
+        // journalled raw).
+        let streamed = format == Some(Format::Json);
+        let read = if streamed {
+            hash_to_end(&mut file).map(|(size, hash)| (size, hash, Vec::new()))
+        } else {
+            read_to_end(&mut file).map(|bytes| {
+                let hash = hex(&Sha1::digest(&bytes));
+                (bytes.len() as u64, hash, bytes)
+            })
+        };
+        let (size, hash, bytes) = match read {
+            Ok(r) => r,
             Err(e) => {
                 debug!("source {src}: {}: {e}; trying later", path.display());
                 return Ok(FileOutcome::NotSettled);
             }
         };
         // A writer still at work shows up as a changed size or mtime: use nothing read.
-        match fs::symlink_metadata(path) {
-            Ok(after)
-                if after.len() == bytes.len() as u64
-                    && after.modified().ok() == before.modified().ok() => {}
-            _ => return Ok(FileOutcome::NotSettled),
+        if !unchanged(path, &before, size) {
+            return Ok(FileOutcome::NotSettled);
         }
-        let size = bytes.len() as u64;
-        let hash = hex(&Sha1::digest(&bytes));
         if self.outbox.file_ingested(&src, &name, size, &hash)? {
             info!("source {src}: {name} was committed before; finishing its move");
             self.finish(path, &name);
@@ -433,47 +463,32 @@ impl FolderWatch {
             raw: None,
             error: None,
         };
-        let is_receipt =
-            formats::detect(self.folder.format, &name) == Some(crate::config::Format::Receipt);
-        if is_receipt {
+        if format == Some(Format::Receipt) {
             // Receipt files are journalled raw, so `reparse` can read them again after
             // a template fix.
             unit.raw = Some(&bytes);
         }
-        let parsed = match formats::read(
-            &bytes,
-            self.folder.format,
-            &name,
-            &self.folder.csv,
-            self.folder.receipt.as_ref(),
-        ) {
-            Ok(p) => p,
-            Err(e) => {
-                let msg = e.to_string();
+        let read = if streamed {
+            self.stream_json(&unit, file, path, &before)?
+        } else {
+            self.ingest_whole(&unit, &bytes, &name)?
+        };
+        let (report, errors) = match read {
+            FileRead::Committed { report, errors } => (report, errors),
+            FileRead::Changed => return Ok(FileOutcome::NotSettled),
+            FileRead::Invalid(msg) => {
                 warn!("source {src}: rejected {name}: {msg}");
                 self.outbox.record_rejected(&unit, &msg)?;
                 self.reject(path, &name, &msg);
                 return Ok(FileOutcome::Rejected);
             }
+            FileRead::Empty => {
+                let msg = "the file holds no orders".to_string();
+                self.outbox.record_rejected(&unit, &msg)?;
+                self.reject(path, &name, &msg);
+                return Ok(FileOutcome::Rejected);
+            }
         };
-        for w in &parsed.warnings {
-            warn!("source {src}: {name}: {w}");
-        }
-        if parsed.orders.is_empty() && parsed.errors.is_empty() {
-            let msg = "the file holds no orders".to_string();
-            self.outbox.record_rejected(&unit, &msg)?;
-            self.reject(path, &name, &msg);
-            return Ok(FileOutcome::Rejected);
-        }
-        let errors: Vec<String> = parsed.errors.iter().map(|e| e.to_string()).collect();
-        if !errors.is_empty() {
-            unit.error = Some(errors.join("\n"));
-        }
-        let mut orders = parsed.orders;
-        for o in orders.iter_mut() {
-            stamp(o, &self.source);
-        }
-        let report = self.outbox.ingest(&unit, &orders)?;
         crate::failpoint::hit("folder.after_commit");
         if !report.duplicates.is_empty() {
             info!(
@@ -511,6 +526,91 @@ impl FolderWatch {
                 bad: errors.len(),
             })
         }
+    }
+
+    /// Reads a JSON export order by order straight into one ingest transaction: the
+    /// memory it takes is one order and a read buffer, whatever the file's size. The
+    /// bytes read are hashed again and must be the file identified as `unit` (same
+    /// size and sha1, size and mtime unchanged), or everything rolls back and the file
+    /// is read again once settled; the same check comes before a file is refused as
+    /// invalid, so a file caught half-written is never rejected for it.
+    fn stream_json(
+        &mut self,
+        unit: &Capture<'_>,
+        mut file: fs::File,
+        path: &Path,
+        before: &fs::Metadata,
+    ) -> Result<FileRead, OutboxError> {
+        if file.seek(io::SeekFrom::Start(0)).is_err() {
+            return Ok(FileRead::Changed);
+        }
+        let mut src = Hashing::new(file);
+        let mut ingest = self.outbox.begin_ingest(unit)?;
+        let mut errors = Vec::new();
+        let mut reader = formats::JsonOrders::new(&mut src);
+        let invalid = loop {
+            match reader.next_order() {
+                Ok(Some(Ok(mut order))) => {
+                    stamp(&mut order, &self.source);
+                    ingest.add(&order)?;
+                }
+                Ok(Some(Err(e))) => errors.push(e.to_string()),
+                Ok(None) => break None,
+                Err(formats::StreamError::Invalid(e)) => break Some(e.to_string()),
+                Err(formats::StreamError::Io(_)) => return Ok(FileRead::Changed),
+            }
+        };
+        drop(reader);
+        let Ok((size, hash)) = src.finish() else {
+            return Ok(FileRead::Changed);
+        };
+        if size != unit.size || hash != unit.hash || !unchanged(path, before, size) {
+            return Ok(FileRead::Changed);
+        }
+        if let Some(msg) = invalid {
+            return Ok(FileRead::Invalid(msg));
+        }
+        if ingest.orders() == 0 && errors.is_empty() {
+            return Ok(FileRead::Empty);
+        }
+        let error = (!errors.is_empty()).then(|| errors.join("\n"));
+        let report = ingest.commit(error.as_deref())?;
+        Ok(FileRead::Committed { report, errors })
+    }
+
+    /// CSV and receipt files: parsed from the bytes in hand, then stored one order at a
+    /// time in one transaction.
+    fn ingest_whole(
+        &mut self,
+        unit: &Capture<'_>,
+        bytes: &[u8],
+        name: &str,
+    ) -> Result<FileRead, OutboxError> {
+        let parsed = match formats::read(
+            bytes,
+            self.folder.format,
+            name,
+            &self.folder.csv,
+            self.folder.receipt.as_ref(),
+        ) {
+            Ok(p) => p,
+            Err(e) => return Ok(FileRead::Invalid(e.to_string())),
+        };
+        for w in &parsed.warnings {
+            warn!("source {}: {name}: {w}", self.source.name);
+        }
+        if parsed.orders.is_empty() && parsed.errors.is_empty() {
+            return Ok(FileRead::Empty);
+        }
+        let errors: Vec<String> = parsed.errors.iter().map(|e| e.to_string()).collect();
+        let error = (!errors.is_empty()).then(|| errors.join("\n"));
+        let mut ingest = self.outbox.begin_ingest(unit)?;
+        for mut order in parsed.orders {
+            stamp(&mut order, &self.source);
+            ingest.add(&order)?;
+        }
+        let report = ingest.commit(error.as_deref())?;
+        Ok(FileRead::Committed { report, errors })
     }
 
     /// After a successful commit: move to done, or delete.
@@ -578,11 +678,25 @@ impl FolderWatch {
     }
 }
 
-/// Reads a file without following a symlink swapped in after the scan.
-fn read_regular(path: &Path) -> io::Result<Vec<u8>> {
-    use std::io::Read;
+/// What reading a settled file came to.
+enum FileRead {
+    /// Its orders are committed; `errors` are the orders that could not be read.
+    Committed {
+        report: crate::outbox::IngestReport,
+        errors: Vec<String>,
+    },
+    /// The file as a whole cannot be read: the reason.
+    Invalid(String),
+    /// Readable, but no orders in it.
+    Empty,
+    /// It changed or vanished while read; nothing was stored.
+    Changed,
+}
+
+/// Opens a file for reading without following a symlink swapped in after the scan.
+fn open_regular(path: &Path) -> io::Result<fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
-    let mut f = fs::OpenOptions::new()
+    let f = fs::OpenOptions::new()
         .read(true)
         // O_NOFOLLOW | O_NONBLOCK: a symlink or FIFO swapped in after the scan is
         // refused or does not hang the loop.
@@ -594,9 +708,68 @@ fn read_regular(path: &Path) -> io::Result<Vec<u8>> {
             "not a regular file",
         ));
     }
+    Ok(f)
+}
+
+/// Reads a file without following a symlink swapped in after the scan.
+#[cfg(test)]
+fn read_regular(path: &Path) -> io::Result<Vec<u8>> {
+    read_to_end(&mut open_regular(path)?)
+}
+
+fn read_to_end(f: &mut fs::File) -> io::Result<Vec<u8>> {
     let mut buf = Vec::new();
     f.read_to_end(&mut buf)?;
     Ok(buf)
+}
+
+/// Size and sha1 hex of what is left to read, without holding it.
+fn hash_to_end(f: &mut fs::File) -> io::Result<(u64, String)> {
+    Hashing::new(f).finish()
+}
+
+/// Whether the file still has the size just read and the mtime it had before.
+fn unchanged(path: &Path, before: &fs::Metadata, size: u64) -> bool {
+    matches!(fs::symlink_metadata(path),
+        Ok(after) if after.len() == size && after.modified().ok() == before.modified().ok())
+}
+
+/// A reader that hashes and counts what passes through it.
+struct Hashing<R> {
+    inner: R,
+    sha1: Sha1,
+    len: u64,
+}
+
+impl<R: Read> Hashing<R> {
+    fn new(inner: R) -> Hashing<R> {
+        Hashing {
+            inner,
+            sha1: Sha1::new(),
+            len: 0,
+        }
+    }
+
+    /// Reads the rest, then gives the size and sha1 hex of everything read.
+    fn finish(mut self) -> io::Result<(u64, String)> {
+        let mut buf = vec![0; 64 * 1024];
+        while self.read(&mut buf)? > 0 {}
+        Ok((self.len, hex(&self.sha1.finalize())))
+    }
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = loop {
+            match self.inner.read(buf) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                r => break r?,
+            }
+        };
+        self.sha1.update(&buf[..n]);
+        self.len += n as u64;
+        Ok(n)
+    }
 }
 
 /// Moves `path` into `dir` as `name`, or `name.1`, `name.2`… if taken. Falls back to
@@ -711,5 +884,117 @@ mod tests {
             "a FIFO must not hang or be read"
         );
         assert_eq!(read_regular(&target).unwrap(), b"[]");
+    }
+
+    /// A folder source in `d` with its watcher (done/ and rejected/ made).
+    fn lane(d: &Path) -> FolderWatch {
+        let text = format!(
+            "[agent]\nstate_dir = {:?}\n[[source]]\nname = \"l\"\nkind = \"folder\"\npath = {:?}\nshop = \"D\"\nmachine_id = \"M\"\n",
+            d.join("state"),
+            d.join("inbox")
+        );
+        let cfg = crate::config::Config::from_toml(&text, &d.join("c.toml")).unwrap();
+        let crate::config::SourceKind::Folder(f) = &cfg.sources[0].kind else {
+            panic!("a folder source")
+        };
+        fs::create_dir_all(&f.path).unwrap();
+        let ob = Outbox::open(&cfg.db_path(), &cfg.outbox, &["wdt".to_string()]).unwrap();
+        let w = FolderWatch::new(cfg.sources[0].clone(), f.clone(), ob);
+        w.ensure_dirs().unwrap();
+        w
+    }
+
+    /// `n` orders as a JSON array, one element per line.
+    fn export(n: usize) -> String {
+        let orders: Vec<String> = (0..n)
+            .map(|i| {
+                format!(
+                    r#"{{"order_no": "N{i:05}", "order_time": "2026-11-22 10:00:00", "total": "2.00", "paid": "2.00", "lines": [{{"code": "690", "name": "水", "qty": "1", "price": "2.00", "amount": "2.00"}}]}}"#
+                )
+            })
+            .collect();
+        format!("[\n{}\n]\n", orders.join(",\n"))
+    }
+
+    fn stored(w: &FolderWatch) -> usize {
+        w.outbox.orders(None, None, 100_000).unwrap().len()
+    }
+
+    #[test]
+    fn a_syntax_error_after_thousands_of_streamed_orders_stores_none_of_them() {
+        let d = tempfile::tempdir().unwrap();
+        let mut w = lane(d.path());
+        let path = w.folder.path.join("big.json");
+        // 3,000 orders (several read buffers), then a trailing comma before the `]`.
+        let good = export(3000);
+        let bad = good.replace("}]}\n]", "}]},\n]");
+        assert_ne!(good, bad);
+        fs::write(&path, &bad).unwrap();
+        assert_eq!(w.process_file(&path).unwrap(), FileOutcome::Rejected);
+        assert_eq!(stored(&w), 0, "one transaction: nothing of a refused file");
+        let why = fs::read_to_string(w.folder.rejected_dir.join("big.json.error.txt")).unwrap();
+        assert!(
+            why.contains("line 3002, column 1: not valid JSON: trailing comma"),
+            "{why}"
+        );
+        let st = w.outbox.status(crate::outbox::now()).unwrap();
+        assert_eq!(
+            (st.sources[0].files_rejected, st.sources[0].files_ingested),
+            (1, 0)
+        );
+        // The fixed file: all of it, once.
+        fs::write(&path, &good).unwrap();
+        assert_eq!(
+            w.process_file(&path).unwrap(),
+            FileOutcome::Done {
+                new: 3000,
+                duplicates: 0
+            }
+        );
+        assert_eq!(stored(&w), 3000);
+    }
+
+    /// The orders are streamed from the file after it was identified (size, sha1): a
+    /// file cut or rewritten in between is read again later, never refused or
+    /// half-stored.
+    #[test]
+    fn a_file_cut_or_rewritten_after_it_was_identified_is_read_again_not_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let mut w = lane(d.path());
+        let path = w.folder.path.join("a.json");
+        let text = export(500);
+        fs::write(&path, &text).unwrap();
+        let before = fs::symlink_metadata(&path).unwrap();
+        let (size, hash) = hash_to_end(&mut open_regular(&path).unwrap()).unwrap();
+        let unit = Capture {
+            source: "l",
+            kind: CaptureKind::File,
+            name: Some("a.json"),
+            size,
+            hash: hash.clone(),
+            raw: None,
+            error: None,
+        };
+        // Cut in the middle of an order: a syntax error, but not the file's fault.
+        fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(size / 2)
+            .unwrap();
+        let r = w.stream_json(&unit, open_regular(&path).unwrap(), &path, &before);
+        assert!(matches!(r, Ok(FileRead::Changed)));
+        // Rewritten with other orders of the same size.
+        fs::write(&path, text.replace("N00", "M00")).unwrap();
+        let r = w.stream_json(&unit, open_regular(&path).unwrap(), &path, &before);
+        assert!(matches!(r, Ok(FileRead::Changed)));
+        assert_eq!(stored(&w), 0);
+        assert!(!w.outbox.file_ingested("l", "a.json", size, &hash).unwrap());
+        // Once it holds what was identified, it is read.
+        fs::write(&path, &text).unwrap();
+        let before = fs::symlink_metadata(&path).unwrap();
+        let r = w.stream_json(&unit, open_regular(&path).unwrap(), &path, &before);
+        assert!(matches!(r, Ok(FileRead::Committed { ref report, .. }) if report.new == 500));
+        assert!(w.outbox.file_ingested("l", "a.json", size, &hash).unwrap());
     }
 }

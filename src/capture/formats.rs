@@ -1,12 +1,20 @@
 //! Readers for POS export files: canonical JSON and mapped CSV → canonical orders.
 //!
+//! JSON is read as a stream ([`JsonOrders`]: one order at a time from any reader, the
+//! memory being one element and a fixed buffer); [`read_json`] is the same reader over
+//! bytes in memory. CSV is read from the decoded file in memory, since the rows of one
+//! order may be anywhere in it.
+//!
 //! Invariants:
 //! - A reader never panics and never guesses silently: every problem becomes a
 //!   [`ReadError`] naming the line (and column where known), the order and the field.
 //! - A problem with the file as a whole (not JSON, wrong encoding, a missing column)
 //!   fails the whole file; a problem with one order fails that order only, and the
 //!   other orders of the file are still returned, so one bad row never holds back a
-//!   day's sales.
+//!   day's sales. A streamed JSON file can show a whole-file problem after some of its
+//!   orders came back: the caller must then drop them (the folder rolls back).
+//! - The streamed JSON reader accepts exactly the files that are UTF-8 JSON, and
+//!   reports the same lines and columns, as parsing the whole file at once would.
 //! - Decimals keep the scale they were written with; amounts the reader computes
 //!   (a CSV order's total) take the scale of their inputs.
 
@@ -148,55 +156,411 @@ pub fn read_receipts(bytes: &[u8], rules: &ReceiptRules) -> Parsed {
     parsed
 }
 
-/// Canonical JSON: one order object or an array of them.
+/// Canonical JSON: one order object or an array of them, read whole from memory.
+/// The folder reads files through [`JsonOrders`] instead, one order at a time.
 pub fn read_json(bytes: &[u8]) -> Result<Parsed, ReadError> {
-    let text = utf8(bytes)?;
-    let trimmed = text.trim_start();
-    let elements: Vec<&RawValue> = if trimmed.starts_with('[') {
-        serde_json::from_str(text).map_err(json_error)?
-    } else {
-        vec![serde_json::from_str(text).map_err(json_error)?]
-    };
+    let mut reader = JsonOrders::new(bytes);
     let mut parsed = Parsed::default();
-    let mut cursor = LineCursor::default();
-    for raw in elements {
-        let part = raw.get();
-        // RawValue borrows from `text`, so its offset locates the element in the file.
-        let offset = part.as_ptr() as usize - text.as_ptr() as usize;
-        let (base_line, base_col) = cursor.advance(text, offset);
-        let mut de = serde_json::Deserializer::from_str(part);
-        match serde_path_to_error::deserialize::<_, Order>(&mut de) {
-            Ok(order) => match order.check() {
-                Ok(()) => parsed.orders.push(order),
-                Err(e) => parsed.errors.push(ReadError {
-                    line: Some(base_line),
-                    column: None,
-                    order_no: Some(e.order_no),
-                    field: Some(e.field),
-                    message: e.problem,
-                }),
-            },
-            Err(e) => {
-                let path = e.path().to_string();
-                let inner = e.into_inner();
-                let (l, c) = (inner.line(), inner.column());
-                let line = base_line + l.saturating_sub(1);
-                let column = if l <= 1 {
-                    base_col + c.saturating_sub(1)
-                } else {
-                    c
-                };
-                parsed.errors.push(ReadError {
-                    line: Some(line),
-                    column: Some(column),
-                    order_no: order_no_of(part),
-                    field: (path != ".").then_some(path),
-                    message: strip_position(&inner.to_string()),
-                });
+    loop {
+        match reader.next_order() {
+            Ok(Some(Ok(order))) => parsed.orders.push(order),
+            Ok(Some(Err(e))) => parsed.errors.push(e),
+            Ok(None) => return Ok(parsed),
+            Err(StreamError::Invalid(e)) => return Err(e),
+            // A slice cannot fail to read; kept as a file error rather than a panic.
+            Err(StreamError::Io(e)) => return Err(ReadError::file(e.to_string())),
+        }
+    }
+}
+
+/// Why a JSON export could not be read to its end.
+#[derive(Debug)]
+pub enum StreamError {
+    /// The file as a whole is not what it should be (not JSON, not UTF-8): nothing of
+    /// it may be used.
+    Invalid(ReadError),
+    /// Reading failed (the file vanished or was cut under us): try again later.
+    Io(std::io::Error),
+}
+
+/// A canonical JSON export read incrementally: one order (or one order's error) per
+/// call, holding only the element at hand and a fixed read buffer, never the file.
+///
+/// The file is split into its top-level elements by a small scanner that tracks
+/// strings and bracket depth, and each element is handed to serde_json on its own,
+/// so every error is located by line and column in the file. Everything between the
+/// elements (`[`, `,`, `]`, whitespace) is checked here, and each element is checked
+/// by serde_json in full, so a file whose orders all come back is valid UTF-8 JSON,
+/// exactly as if it had been parsed at once. A syntax error anywhere is
+/// [`StreamError::Invalid`] (the whole file is refused, as before); a well-formed
+/// element that is not a valid order is an `Err` item for that order only.
+pub struct JsonOrders<R> {
+    src: R,
+    buf: Box<[u8]>,
+    pos: usize,
+    end: usize,
+    /// File offset of `buf[pos]`.
+    offset: u64,
+    /// Line (from 1) of `buf[pos]`, and the file offset where that line starts.
+    line: usize,
+    line_start: u64,
+    state: JsonState,
+    /// The element being read (reused: its capacity is the largest element so far).
+    elem: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum JsonState {
+    Start,
+    /// After `[`: an element or `]`.
+    First,
+    /// After an element of the array: `,` or `]`.
+    Next,
+    /// The file is one order object.
+    Single,
+    /// After the array or the single object: only whitespace may follow.
+    End,
+    Done,
+}
+
+/// Read-buffer size: the memory a JSON export costs besides its largest order.
+const JSON_CHUNK: usize = 64 * 1024;
+
+impl<R: std::io::Read> JsonOrders<R> {
+    pub fn new(src: R) -> JsonOrders<R> {
+        JsonOrders {
+            src,
+            buf: vec![0; JSON_CHUNK].into_boxed_slice(),
+            pos: 0,
+            end: 0,
+            offset: 0,
+            line: 1,
+            line_start: 0,
+            state: JsonState::Start,
+            elem: Vec::new(),
+        }
+    }
+
+    /// The next order of the file, `Some(Err)` for an element that is not a valid
+    /// order (that order only), `None` at the end of a well-formed file.
+    pub fn next_order(&mut self) -> Result<Option<Result<Order, ReadError>>, StreamError> {
+        loop {
+            match self.state {
+                JsonState::Start => {
+                    self.skip_bom()?;
+                    self.skip_ws()?;
+                    match self.peek()? {
+                        None => return Err(self.syntax("EOF while parsing a value")),
+                        Some(b'[') => {
+                            self.advance(1);
+                            self.state = JsonState::First;
+                        }
+                        Some(_) => self.state = JsonState::Single,
+                    }
+                }
+                JsonState::First => {
+                    self.skip_ws()?;
+                    match self.peek()? {
+                        None => return Err(self.syntax("EOF while parsing a list")),
+                        Some(b']') => {
+                            self.advance(1);
+                            self.state = JsonState::End;
+                        }
+                        Some(_) => return self.element(JsonState::Next).map(Some),
+                    }
+                }
+                JsonState::Next => {
+                    self.skip_ws()?;
+                    match self.peek()? {
+                        None => return Err(self.syntax("EOF while parsing a list")),
+                        Some(b',') => {
+                            self.advance(1);
+                            self.skip_ws()?;
+                            if self.peek()? == Some(b']') {
+                                return Err(self.syntax("trailing comma"));
+                            }
+                            return self.element(JsonState::Next).map(Some);
+                        }
+                        Some(b']') => {
+                            self.advance(1);
+                            self.state = JsonState::End;
+                        }
+                        Some(b) => return Err(self.unexpected(b, "expected `,` or `]`")),
+                    }
+                }
+                JsonState::Single => return self.element(JsonState::End).map(Some),
+                JsonState::End => {
+                    self.skip_ws()?;
+                    match self.peek()? {
+                        None => self.state = JsonState::Done,
+                        Some(b) => return Err(self.unexpected(b, "trailing characters")),
+                    }
+                }
+                JsonState::Done => return Ok(None),
             }
         }
     }
-    Ok(parsed)
+
+    /// Reads one element (at the current position) and turns it into an order.
+    fn element(&mut self, then: JsonState) -> Result<Result<Order, ReadError>, StreamError> {
+        if let Some(b @ (b',' | b']' | b'}')) = self.peek()? {
+            return Err(self.unexpected(b, "expected value"));
+        }
+        let (base_line, base_col) = (self.line, self.column());
+        self.scan_element()?;
+        self.state = then;
+        // A position inside the element, as a position in the file.
+        let at = |l: usize, c: usize| {
+            (
+                base_line + l.saturating_sub(1),
+                if l <= 1 {
+                    base_col + c.saturating_sub(1)
+                } else {
+                    c
+                },
+            )
+        };
+        let text = match std::str::from_utf8(&self.elem) {
+            Ok(t) => t,
+            Err(e) => {
+                let (l, c) = line_col_bytes(&self.elem, e.valid_up_to());
+                let (line, column) = at(l, c);
+                return Err(StreamError::Invalid(not_utf8(line, column)));
+            }
+        };
+        // The common case first: a good order, without the bookkeeping of a path.
+        let first = match serde_json::from_str::<Order>(text) {
+            Ok(order) => Ok(order),
+            Err(e) if e.is_data() => Err(()),
+            Err(e) => {
+                let (line, column) = at(e.line(), e.column());
+                return Err(StreamError::Invalid(ReadError {
+                    line: Some(line),
+                    column: Some(column),
+                    ..json_error(e)
+                }));
+            }
+        };
+        let order = match first {
+            Ok(order) => order,
+            Err(()) => {
+                // serde_json stopped at the first wrong value: the rest of the element
+                // must still be JSON, or the file is not.
+                if let Err(e) = serde_json::from_str::<&RawValue>(text) {
+                    let (line, column) = at(e.line(), e.column());
+                    return Err(StreamError::Invalid(ReadError {
+                        line: Some(line),
+                        column: Some(column),
+                        ..json_error(e)
+                    }));
+                }
+                let mut de = serde_json::Deserializer::from_str(text);
+                let e = match serde_path_to_error::deserialize::<_, Order>(&mut de) {
+                    Ok(order) => order.check().map(|()| order).err().map_or_else(
+                        || ReadError::file("the order was read only on the second try"),
+                        |e| ReadError {
+                            line: Some(base_line),
+                            column: None,
+                            order_no: Some(e.order_no),
+                            field: Some(e.field),
+                            message: e.problem,
+                        },
+                    ),
+                    Err(e) => {
+                        let path = e.path().to_string();
+                        let inner = e.into_inner();
+                        let (line, column) = at(inner.line(), inner.column());
+                        ReadError {
+                            line: Some(line),
+                            column: Some(column),
+                            order_no: order_no_of(text),
+                            field: (path != ".").then_some(path),
+                            message: strip_position(&inner.to_string()),
+                        }
+                    }
+                };
+                return Ok(Err(e));
+            }
+        };
+        Ok(match order.check() {
+            Ok(()) => Ok(order),
+            Err(e) => Err(ReadError {
+                line: Some(base_line),
+                column: None,
+                order_no: Some(e.order_no),
+                field: Some(e.field),
+                message: e.problem,
+            }),
+        })
+    }
+
+    /// Copies one JSON value's bytes into `elem`: an object or array up to its closing
+    /// bracket, a string up to its closing quote, anything else up to whitespace or
+    /// punctuation. Whether the bytes are valid JSON is serde_json's to say; at the end
+    /// of the file the element simply ends (serde_json reports what is missing).
+    fn scan_element(&mut self) -> Result<(), StreamError> {
+        self.elem.clear();
+        let (mut depth, mut in_str, mut escaped) = (0usize, false, false);
+        loop {
+            if self.pos == self.end && !self.fill()? {
+                return Ok(());
+            }
+            let chunk = &self.buf[self.pos..self.end];
+            let mut done = None;
+            for (i, &b) in chunk.iter().enumerate() {
+                if in_str {
+                    if escaped {
+                        escaped = false;
+                    } else if b == b'\\' {
+                        escaped = true;
+                    } else if b == b'"' {
+                        in_str = false;
+                        if depth == 0 {
+                            done = Some(i + 1);
+                            break;
+                        }
+                    }
+                    continue;
+                }
+                match b {
+                    b'"' => in_str = true,
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' if depth == 0 => {
+                        done = Some(i);
+                        break;
+                    }
+                    b'}' | b']' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            done = Some(i + 1);
+                            break;
+                        }
+                    }
+                    b' ' | b'\t' | b'\n' | b'\r' | b',' if depth == 0 => {
+                        done = Some(i);
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+            let n = done.unwrap_or(chunk.len());
+            self.elem.extend_from_slice(&chunk[..n]);
+            self.advance(n);
+            if done.is_some() {
+                return Ok(());
+            }
+        }
+    }
+
+    fn skip_bom(&mut self) -> Result<(), StreamError> {
+        self.fill_to(3)?;
+        if self.buf[self.pos..self.end].starts_with(b"\xEF\xBB\xBF") {
+            // Not part of the text: columns on line 1 count from after it.
+            self.pos += 3;
+            self.offset += 3;
+            self.line_start = self.offset;
+        }
+        Ok(())
+    }
+
+    fn skip_ws(&mut self) -> Result<(), StreamError> {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.peek()? {
+            self.advance(1);
+        }
+        Ok(())
+    }
+
+    fn peek(&mut self) -> Result<Option<u8>, StreamError> {
+        if self.pos == self.end && !self.fill()? {
+            return Ok(None);
+        }
+        Ok(Some(self.buf[self.pos]))
+    }
+
+    /// Reads more bytes after those in hand; false at the end of the file.
+    fn fill(&mut self) -> Result<bool, StreamError> {
+        if self.pos == self.end {
+            self.pos = 0;
+            self.end = 0;
+        } else if self.pos > 0 {
+            self.buf.copy_within(self.pos..self.end, 0);
+            self.end -= self.pos;
+            self.pos = 0;
+        }
+        loop {
+            match self.src.read(&mut self.buf[self.end..]) {
+                Ok(0) => return Ok(false),
+                Ok(n) => {
+                    self.end += n;
+                    return Ok(true);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(StreamError::Io(e)),
+            }
+        }
+    }
+
+    /// Consumes `n` bytes in hand, keeping the line count.
+    fn advance(&mut self, n: usize) {
+        let taken = &self.buf[self.pos..self.pos + n];
+        if let Some(last) = taken.iter().rposition(|&b| b == b'\n') {
+            self.line += taken.iter().filter(|&&b| b == b'\n').count();
+            self.line_start = self.offset + last as u64 + 1;
+        }
+        self.pos += n;
+        self.offset += n as u64;
+    }
+
+    fn column(&self) -> usize {
+        (self.offset - self.line_start) as usize + 1
+    }
+
+    fn syntax(&self, message: &str) -> StreamError {
+        StreamError::Invalid(ReadError {
+            line: Some(self.line),
+            column: Some(self.column()),
+            order_no: None,
+            field: None,
+            message: format!("not valid JSON: {message}"),
+        })
+    }
+
+    /// An unexpected byte between elements: a syntax error, or the first sign that the
+    /// file is in another encoding.
+    fn unexpected(&mut self, b: u8, message: &str) -> StreamError {
+        if b >= 0x80 {
+            // Up to one character's bytes: enough to tell a stray character from bytes
+            // that are not UTF-8 at all.
+            let _ = self.fill_to(4);
+            let ahead = &self.buf[self.pos..self.end.min(self.pos + 4)];
+            if let Err(e) = std::str::from_utf8(ahead) {
+                if e.valid_up_to() == 0 && e.error_len().is_some() {
+                    return StreamError::Invalid(not_utf8(self.line, self.column()));
+                }
+            }
+        }
+        self.syntax(message)
+    }
+
+    /// Makes at least `n` bytes available at `pos` unless the file ends first.
+    fn fill_to(&mut self, n: usize) -> Result<(), StreamError> {
+        while self.end - self.pos < n {
+            if !self.fill()? {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn not_utf8(line: usize, column: usize) -> ReadError {
+    ReadError {
+        line: Some(line),
+        column: Some(column),
+        order_no: None,
+        field: None,
+        message: "the file is not UTF-8 (is the encoding set right?)".into(),
+    }
 }
 
 fn json_error(e: serde_json::Error) -> ReadError {
@@ -223,29 +587,6 @@ fn order_no_of(part: &str) -> Option<String> {
     v.get("order_no")?.as_str().map(str::to_string)
 }
 
-/// Line and column of increasing offsets, scanning each byte once (a file of 10,000
-/// orders must not be rescanned from the start for each of them).
-#[derive(Default)]
-struct LineCursor {
-    offset: usize,
-    line: usize,
-    line_start: usize,
-}
-
-impl LineCursor {
-    fn advance(&mut self, text: &str, offset: usize) -> (usize, usize) {
-        let bytes = &text.as_bytes()[self.offset..offset];
-        for (i, b) in bytes.iter().enumerate() {
-            if *b == b'\n' {
-                self.line += 1;
-                self.line_start = self.offset + i + 1;
-            }
-        }
-        self.offset = offset;
-        (self.line + 1, offset - self.line_start + 1)
-    }
-}
-
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset];
     let line = before.bytes().filter(|&b| b == b'\n').count() + 1;
@@ -257,13 +598,7 @@ fn utf8(bytes: &[u8]) -> Result<&str, ReadError> {
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
     std::str::from_utf8(bytes).map_err(|e| {
         let (line, column) = line_col_bytes(bytes, e.valid_up_to());
-        ReadError {
-            line: Some(line),
-            column: Some(column),
-            order_no: None,
-            field: None,
-            message: "the file is not UTF-8 (is the encoding set right?)".into(),
-        }
+        not_utf8(line, column)
     })
 }
 
@@ -278,10 +613,11 @@ fn line_col_bytes(bytes: &[u8], offset: usize) -> (usize, usize) {
     (line, col)
 }
 
-/// Decodes a CSV file's text in its configured encoding.
-fn decode(bytes: &[u8], encoding: Encoding) -> Result<String, ReadError> {
+/// Decodes a CSV file's text in its configured encoding (UTF-8 is used in place, not
+/// copied).
+fn decode(bytes: &[u8], encoding: Encoding) -> Result<std::borrow::Cow<'_, str>, ReadError> {
     match encoding {
-        Encoding::Utf8 => utf8(bytes).map(str::to_string),
+        Encoding::Utf8 => utf8(bytes).map(std::borrow::Cow::Borrowed),
         Encoding::Gb18030 => {
             let (text, had_errors) = encoding_rs::GB18030.decode_without_bom_handling(bytes);
             if had_errors {
@@ -295,7 +631,7 @@ fn decode(bytes: &[u8], encoding: Encoding) -> Result<String, ReadError> {
                     message: "bytes that are not GBK/GB18030 (is the encoding set right?)".into(),
                 });
             }
-            Ok(text.into_owned())
+            Ok(text)
         }
     }
 }
@@ -849,5 +1185,189 @@ mod tests {
         assert!(e.starts_with("line 1, column"), "{e}");
         let e = read_json(b"\xff\xfe").unwrap_err().to_string();
         assert!(e.contains("not UTF-8"), "{e}");
+    }
+
+    /// A reader that hands out one byte per read: every chunk boundary falls
+    /// everywhere once.
+    struct Trickle<'a>(&'a [u8]);
+
+    impl std::io::Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            match (self.0.split_first(), buf.first_mut()) {
+                (Some((b, rest)), Some(out)) => {
+                    *out = *b;
+                    self.0 = rest;
+                    Ok(1)
+                }
+                _ => Ok(0),
+            }
+        }
+    }
+
+    /// Orders and error texts, or the file's error text.
+    fn json_outcome(r: impl std::io::Read) -> Result<(Vec<String>, Vec<String>), String> {
+        let mut reader = JsonOrders::new(r);
+        let (mut orders, mut errors) = (Vec::new(), Vec::new());
+        loop {
+            match reader.next_order() {
+                Ok(Some(Ok(o))) => orders.push(serde_json::to_string(&o).unwrap()),
+                Ok(Some(Err(e))) => errors.push(e.to_string()),
+                Ok(None) => return Ok((orders, errors)),
+                Err(StreamError::Invalid(e)) => return Err(e.to_string()),
+                Err(StreamError::Io(e)) => panic!("{e}"),
+            }
+        }
+    }
+
+    /// Data-driven: (input, Ok(orders, error texts) or Err(text the file's error holds)).
+    fn check_json(input: &[u8], expected: Result<(usize, &[&str]), &str>) {
+        let got = json_outcome(input);
+        // One byte at a time reads the same.
+        assert_eq!(json_outcome(Trickle(input)), got, "{input:?} byte by byte");
+        let input = String::from_utf8_lossy(input);
+        match (&got, expected) {
+            (Ok((orders, errors)), Ok((n, want))) => {
+                assert_eq!(orders.len(), n, "orders of {input:?}");
+                assert_eq!(errors.len(), want.len(), "{input:?}: {errors:?}");
+                for (e, w) in errors.iter().zip(want) {
+                    assert!(e.contains(w), "{input:?}: {e:?} lacks {w:?}");
+                }
+            }
+            (Err(e), Err(want)) => assert!(e.contains(want), "{input:?}: {e:?} lacks {want:?}"),
+            _ => panic!("{input:?}: got {got:?}, expected {expected:?}"),
+        }
+    }
+
+    const ORDER: &str = r#"{"order_no": "A", "order_time": "2026-11-22 10:00:00", "total": "1", "paid": "1",
+   "lines": [{"code": "1", "name": "x]}\"[{", "qty": "1", "price": "1", "amount": "1"}]}"#;
+
+    #[test]
+    fn json_files_are_split_into_orders_and_checked_whole() {
+        let two = format!("[{ORDER},\n {}]", ORDER.replace("\"A\"", "\"B\""));
+        check_json(two.as_bytes(), Ok((2, &[])));
+        check_json(ORDER.as_bytes(), Ok((1, &[])));
+        check_json(format!("\u{FEFF}  {two}\n\n").as_bytes(), Ok((2, &[])));
+        check_json(b"[]", Ok((0, &[])));
+        check_json(b" [ ] ", Ok((0, &[])));
+        // Elements that are JSON but not orders fail alone.
+        check_json(
+            b"[{}]",
+            Ok((0, &["line 1, column 3: missing field `order_no`"])),
+        );
+        check_json(
+            format!("[1, \"]\", {ORDER}, null]").as_bytes(),
+            Ok((
+                1,
+                &["line 1, column 2", "line 1, column 7", "line 2, column 94"],
+            )),
+        );
+        // The file as a whole.
+        check_json(b"", Err("line 1, column 1: not valid JSON: EOF"));
+        check_json(
+            b"[",
+            Err("line 1, column 2: not valid JSON: EOF while parsing a list"),
+        );
+        check_json(
+            b"[,]",
+            Err("line 1, column 2: not valid JSON: expected value"),
+        );
+        check_json(
+            b"[{},]",
+            Err("line 1, column 5: not valid JSON: trailing comma"),
+        );
+        check_json(
+            b"[{} {}]",
+            Err("line 1, column 5: not valid JSON: expected `,` or `]`"),
+        );
+        check_json(
+            b"[{}]\n x",
+            Err("line 2, column 2: not valid JSON: trailing characters"),
+        );
+        check_json(
+            b"{} {}",
+            Err("line 1, column 4: not valid JSON: trailing characters"),
+        );
+        check_json(
+            format!("[{ORDER},\n{{\"order_no\": ").as_bytes(),
+            Err("line 3, column 13: not valid JSON: EOF while parsing a value"),
+        );
+        // An element whose first wrong value is data, but which is not JSON after it.
+        check_json(
+            b"[{}, {\"order_no\": 5,\n \"lines\": [}]",
+            Err("line 2, column 12: not valid JSON"),
+        );
+        // Not UTF-8, inside an element or between them; a stray character that is
+        // UTF-8 is a syntax error.
+        check_json(
+            b"[{\"order_no\": \"\xff\"}]",
+            Err("line 1, column 16: the file is not UTF-8"),
+        );
+        check_json(
+            b"[{}\n\xfe]",
+            Err("line 2, column 1: the file is not UTF-8"),
+        );
+        check_json(b"\xff\xfe", Err("line 1, column 1: the file is not UTF-8"));
+        check_json(
+            "[{} 中]".as_bytes(),
+            Err("line 1, column 5: not valid JSON: expected `,`"),
+        );
+    }
+
+    /// The streaming reader accepts exactly the files that are UTF-8 JSON, as parsing
+    /// the whole file at once would: checked on random mutations of a small export.
+    #[test]
+    fn json_files_read_in_a_stream_are_valid_exactly_when_the_whole_file_is() {
+        let base = format!("[{ORDER},\n {ORDER}, [1, {{}}], \"s\"]").into_bytes();
+        let alphabet = b"[]{},:\" \\\n0aeE-.\xff\xc3";
+        let mut rng = fastrand::Rng::with_seed(6);
+        let (mut valid, mut invalid) = (0, 0);
+        for _ in 0..4000 {
+            let mut input = base.clone();
+            for _ in 0..rng.usize(1..4) {
+                let at = rng.usize(..=input.len());
+                match rng.u8(..3) {
+                    0 if at < input.len() => {
+                        input.remove(at);
+                    }
+                    1 if at < input.len() => input[at] = alphabet[rng.usize(..alphabet.len())],
+                    _ => input.insert(at, alphabet[rng.usize(..alphabet.len())]),
+                }
+            }
+            let whole = std::str::from_utf8(&input)
+                .ok()
+                .filter(|t| serde_json::from_str::<&RawValue>(t).is_ok());
+            let got = json_outcome(&input[..]);
+            assert_eq!(
+                got.is_ok(),
+                whole.is_some(),
+                "{:?}: {got:?}",
+                String::from_utf8_lossy(&input)
+            );
+            if whole.is_some() {
+                valid += 1
+            } else {
+                invalid += 1
+            }
+        }
+        assert!(
+            valid > 100 && invalid > 100,
+            "{valid} valid, {invalid} invalid"
+        );
+    }
+
+    /// The shared export, read one byte at a time, gives the orders the fixtures say.
+    #[test]
+    fn the_shared_json_export_streamed_gives_the_expected_orders() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/exports");
+        let bytes = std::fs::read(dir.join("orders-20261122-1005.json")).unwrap();
+        let expected: Vec<serde_json::Value> =
+            serde_json::from_slice(&std::fs::read(dir.join("expected.json")).unwrap()).unwrap();
+        let (orders, errors) = json_outcome(Trickle(&bytes)).unwrap();
+        assert!(errors.is_empty(), "{errors:?}");
+        assert!(!orders.is_empty());
+        for o in orders {
+            let o: serde_json::Value = serde_json::from_str(&o).unwrap();
+            assert!(expected.contains(&o), "{o} is not in expected.json");
+        }
     }
 }

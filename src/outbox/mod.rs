@@ -10,7 +10,10 @@
 //! # Invariants
 //!
 //! - **One captured unit, one transaction**: its journal row, its new orders and their
-//!   delivery rows commit together or not at all ([`Outbox::ingest`]).
+//!   delivery rows commit together or not at all ([`Outbox::ingest`], or order by
+//!   order through [`Outbox::begin_ingest`] for units too big to hold at once; an
+//!   [`Ingest`] dropped before its commit rolls back and leaves no trace). Every order
+//!   is inserted by one function (`insert_order`), for captures and reparse alike.
 //! - **(source, order_no) is unique**: a second copy of an order is counted in the
 //!   journal row as a duplicate, never stored twice. The one exception is a
 //!   *correction*: a copy with different content of an order that some destination
@@ -237,6 +240,87 @@ pub struct Outbox {
     destinations: Vec<String>,
 }
 
+/// One captured unit's open transaction (see [`Outbox::begin_ingest`]). Dropping it
+/// without [`Ingest::commit`] rolls everything back.
+pub struct Ingest<'a> {
+    tx: rusqlite::Transaction<'a>,
+    destinations: &'a [String],
+    source: String,
+    kind: CaptureKind,
+    now: i64,
+    /// Orders handed to `add`, new or not.
+    seen: usize,
+    report: IngestReport,
+}
+
+impl Ingest<'_> {
+    /// Stores one stamped order of the unit (with a delivery row per destination), or
+    /// counts it as a duplicate, or applies it as a correction of a rejected order.
+    pub fn add(&mut self, order: &Order) -> Result<()> {
+        let body = serde_json::to_string(order)
+            .map_err(|e| OutboxError::Encode(order.order_no.clone(), e))?;
+        self.seen += 1;
+        let stored = insert_order(
+            &self.tx,
+            &self.source,
+            self.report.capture_id,
+            order,
+            &body,
+            self.destinations,
+            self.now,
+            Corrections::Apply,
+        )?;
+        match stored {
+            Stored::New => self.report.new += 1,
+            Stored::Duplicate => self.report.duplicates.push(order.order_no.clone()),
+            Stored::Corrected => self.report.corrected.push(order.order_no.clone()),
+        }
+        Ok(())
+    }
+
+    /// How many orders were added so far (new, duplicate or corrections).
+    pub fn orders(&self) -> usize {
+        self.seen
+    }
+
+    /// Commits the unit: its journal row gets its status (`parsed`; `partial` or
+    /// `unparsed` with `error`, as orders were added or not) and counts, in the same
+    /// transaction as its orders.
+    pub fn commit(self, error: Option<&str>) -> Result<IngestReport> {
+        let status = match (error, self.seen) {
+            (None, _) => "parsed",
+            (Some(_), 0) => "unparsed",
+            (Some(_), _) => "partial",
+        };
+        let report = self.report;
+        if !report.corrected.is_empty() {
+            bump(
+                &self.tx,
+                &self.source,
+                "corrected",
+                report.corrected.len() as i64,
+            )?;
+        }
+        self.tx.execute(
+            "UPDATE capture SET status = ?1, error = ?2, orders = ?3, duplicates = ?4 WHERE id = ?5",
+            params![
+                status,
+                error,
+                report.new as i64,
+                report.duplicates.len() as i64,
+                report.capture_id
+            ],
+        )?;
+        let counter = match self.kind {
+            CaptureKind::File => "files_ingested",
+            CaptureKind::Receipt => "receipts",
+        };
+        bump(&self.tx, &self.source, counter, 1)?;
+        self.tx.commit()?;
+        Ok(report)
+    }
+}
+
 impl Outbox {
     /// Opens (creating if needed) the queue for writing, applies migrations and the
     /// size cap. `destinations` are the ones that get a delivery row per new order.
@@ -335,26 +419,27 @@ impl Outbox {
     /// Commits one captured unit with its orders, in one transaction. Orders must be
     /// stamped. Returns what was new and what was a duplicate.
     pub fn ingest(&mut self, unit: &Capture<'_>, orders: &[Order]) -> Result<IngestReport> {
+        let mut ingest = self.begin_ingest(unit)?;
+        for order in orders {
+            ingest.add(order)?;
+        }
+        ingest.commit(unit.error.as_deref())
+    }
+
+    /// Starts the transaction of one captured unit, to be fed its orders one at a time
+    /// ([`Ingest::add`]) and committed with [`Ingest::commit`]; dropped uncommitted, it
+    /// rolls back and leaves no trace. So a unit of any size is one transaction without
+    /// ever holding all its orders. `unit.error` is not used: the error is known only
+    /// at the end, and is given to `commit`.
+    pub fn begin_ingest(&mut self, unit: &Capture<'_>) -> Result<Ingest<'_>> {
         let now = now();
-        let encoded = orders
-            .iter()
-            .map(|o| {
-                serde_json::to_string(o)
-                    .map_err(|e| OutboxError::Encode(o.order_no.clone(), e))
-                    .map(|s| (o, s))
-            })
-            .collect::<Result<Vec<_>>>()?;
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let status = match (&unit.error, orders.is_empty()) {
-            (None, _) => "parsed",
-            (Some(_), false) => "partial",
-            (Some(_), true) => "unparsed",
-        };
+        // The status is provisional; `commit` sets the real one with the counts.
         tx.execute(
             "INSERT INTO capture (source, kind, name, size, hash, raw, captured_at, status, error)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'unparsed', NULL)",
             params![
                 unit.source,
                 unit.kind.as_str(),
@@ -363,66 +448,21 @@ impl Outbox {
                 unit.hash,
                 unit.raw,
                 now,
-                status,
-                unit.error
             ],
         )?;
         let capture_id = tx.last_insert_rowid();
-        let mut report = IngestReport {
-            capture_id,
-            ..Default::default()
-        };
-        {
-            let mut ins_order = tx.prepare_cached(
-                "INSERT INTO orders (source, order_no, order_time, body, capture_id, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (source, order_no) DO NOTHING",
-            )?;
-            let mut ins_delivery = tx.prepare_cached(
-                "INSERT INTO delivery (order_id, dest, state, next_at, updated_at)
-                 VALUES (?1, ?2, 'pending', ?3, ?3)",
-            )?;
-            for (order, body) in &encoded {
-                let n = ins_order.execute(params![
-                    unit.source,
-                    order.order_no,
-                    crate::order::format_time(&order.order_time),
-                    body,
-                    capture_id,
-                    now
-                ])?;
-                if n == 0 {
-                    if correct_rejected(&tx, unit.source, order, body, now)? {
-                        report.corrected.push(order.order_no.clone());
-                    } else {
-                        report.duplicates.push(order.order_no.clone());
-                    }
-                    continue;
-                }
-                let order_id = tx.last_insert_rowid();
-                for dest in &self.destinations {
-                    ins_delivery.execute(params![order_id, dest, now])?;
-                }
-                report.new += 1;
-            }
-        }
-        if !report.corrected.is_empty() {
-            bump(&tx, unit.source, "corrected", report.corrected.len() as i64)?;
-        }
-        tx.execute(
-            "UPDATE capture SET orders = ?1, duplicates = ?2 WHERE id = ?3",
-            params![
-                report.new as i64,
-                report.duplicates.len() as i64,
-                capture_id
-            ],
-        )?;
-        let counter = match unit.kind {
-            CaptureKind::File => "files_ingested",
-            CaptureKind::Receipt => "receipts",
-        };
-        bump(&tx, unit.source, counter, 1)?;
-        tx.commit()?;
-        Ok(report)
+        Ok(Ingest {
+            tx,
+            destinations: &self.destinations,
+            source: unit.source.to_string(),
+            kind: unit.kind,
+            now,
+            seen: 0,
+            report: IngestReport {
+                capture_id,
+                ..Default::default()
+            },
+        })
     }
 
     /// Journals a unit that could not be read at all (it moves to `rejected/`).
@@ -861,13 +901,30 @@ impl Outbox {
         orders: &[Order],
         error: Option<&str>,
     ) -> Result<IngestReport> {
-        let encoded = encode(orders)?;
         let now = now();
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let (new, duplicates) =
-            insert_orders(&tx, source, capture_id, &encoded, &self.destinations, now)?;
+        let (mut new, mut duplicates) = (0, Vec::new());
+        for order in orders {
+            let body = serde_json::to_string(order)
+                .map_err(|e| OutboxError::Encode(order.order_no.clone(), e))?;
+            // A reparse only fills in what a broken template missed: an order already
+            // stored is left as it is.
+            match insert_order(
+                &tx,
+                source,
+                capture_id,
+                order,
+                &body,
+                &self.destinations,
+                now,
+                Corrections::Ignore,
+            )? {
+                Stored::New => new += 1,
+                Stored::Duplicate | Stored::Corrected => duplicates.push(order.order_no.clone()),
+            }
+        }
         let status = match (error, new + duplicates.len()) {
             (None, _) => "parsed",
             (Some(_), 0) => "unparsed",
@@ -894,38 +951,41 @@ impl Outbox {
     }
 }
 
-fn encode(orders: &[Order]) -> Result<Vec<(&Order, String)>> {
-    orders
-        .iter()
-        .map(|o| {
-            serde_json::to_string(o)
-                .map_err(|e| OutboxError::Encode(o.order_no.clone(), e))
-                .map(|s| (o, s))
-        })
-        .collect()
+/// What [`insert_order`] did with one order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stored {
+    New,
+    Duplicate,
+    Corrected,
 }
 
-/// Inserts orders not yet stored, each with one delivery row per destination.
-/// Returns how many were new and the numbers of those already stored.
-fn insert_orders(
+/// Whether a differing copy of a rejected order replaces it (captures) or not (reparse).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Corrections {
+    Apply,
+    Ignore,
+}
+
+/// The one place an order is inserted: a new order with one delivery row per
+/// destination, or a duplicate left alone, or (with `Corrections::Apply`) a correction
+/// of a rejected one.
+#[allow(clippy::too_many_arguments)]
+fn insert_order(
     tx: &rusqlite::Transaction<'_>,
     source: &str,
     capture_id: i64,
-    orders: &[(&Order, String)],
+    order: &Order,
+    body: &str,
     destinations: &[String],
     now: i64,
-) -> Result<(usize, Vec<String>)> {
-    let mut ins_order = tx.prepare_cached(
-        "INSERT INTO orders (source, order_no, order_time, body, capture_id, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (source, order_no) DO NOTHING",
-    )?;
-    let mut ins_delivery = tx.prepare_cached(
-        "INSERT INTO delivery (order_id, dest, state, next_at, updated_at)
-         VALUES (?1, ?2, 'pending', ?3, ?3)",
-    )?;
-    let (mut new, mut dups) = (0, Vec::new());
-    for (order, body) in orders {
-        let n = ins_order.execute(params![
+    corrections: Corrections,
+) -> Result<Stored> {
+    let n = tx
+        .prepare_cached(
+            "INSERT INTO orders (source, order_no, order_time, body, capture_id, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (source, order_no) DO NOTHING",
+        )?
+        .execute(params![
             source,
             order.order_no,
             crate::order::format_time(&order.order_time),
@@ -933,17 +993,21 @@ fn insert_orders(
             capture_id,
             now
         ])?;
-        if n == 0 {
-            dups.push(order.order_no.clone());
-            continue;
+    if n == 0 {
+        if corrections == Corrections::Apply && correct_rejected(tx, source, order, body, now)? {
+            return Ok(Stored::Corrected);
         }
-        let order_id = tx.last_insert_rowid();
-        for dest in destinations {
-            ins_delivery.execute(params![order_id, dest, now])?;
-        }
-        new += 1;
+        return Ok(Stored::Duplicate);
     }
-    Ok((new, dups))
+    let order_id = tx.last_insert_rowid();
+    let mut ins_delivery = tx.prepare_cached(
+        "INSERT INTO delivery (order_id, dest, state, next_at, updated_at)
+         VALUES (?1, ?2, 'pending', ?3, ?3)",
+    )?;
+    for dest in destinations {
+        ins_delivery.execute(params![order_id, dest, now])?;
+    }
+    Ok(Stored::New)
 }
 
 /// A second copy of a stored order: if its content differs and some destination
@@ -1237,5 +1301,37 @@ mod tests {
             Outbox::open_read_only(&dir.path().join("nope.db")),
             Err(OutboxError::Missing(_))
         ));
+    }
+
+    #[test]
+    fn an_ingest_dropped_before_commit_leaves_no_trace() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ob = open(dir.path());
+        let mut ing = ob.begin_ingest(&unit("a.json")).unwrap();
+        ing.add(&order("1")).unwrap();
+        ing.add(&order("2")).unwrap();
+        assert_eq!(ing.orders(), 2);
+        drop(ing);
+        assert!(ob.orders(None, None, 10).unwrap().is_empty());
+        assert!(
+            ob.status(now()).unwrap().sources.is_empty(),
+            "no journal row, no counter"
+        );
+        assert!(!ob.file_ingested("lane1", "a.json", 10, "h-a.json").unwrap());
+        // Committed with an error: the orders it had are kept, the unit is partial.
+        let mut ing = ob.begin_ingest(&unit("a.json")).unwrap();
+        ing.add(&order("1")).unwrap();
+        ing.add(&order("1")).unwrap();
+        let r = ing.commit(Some("line 9: bad")).unwrap();
+        assert_eq!((r.new, r.duplicates.clone()), (1, vec!["1".to_string()]));
+        assert!(ob.file_ingested("lane1", "a.json", 10, "h-a.json").unwrap());
+        let st = ob.status(now()).unwrap();
+        assert_eq!(st.sources[0].last_error.as_deref(), Some("line 9: bad"));
+        assert_eq!((st.sources[0].orders, st.sources[0].duplicates), (1, 1));
+        // Nothing readable: unparsed, and not in the ledger.
+        let ing = ob.begin_ingest(&unit("b.json")).unwrap();
+        ing.commit(Some("line 1: bad")).unwrap();
+        assert!(!ob.file_ingested("lane1", "b.json", 10, "h-b.json").unwrap());
+        assert_eq!(ob.status(now()).unwrap().sources[0].unparsed, 1);
     }
 }
