@@ -389,12 +389,18 @@ fn wake_sends_the_backlog_without_waiting_for_backoff() {
     exactly_once(&emu);
 }
 
-/// An Ovopark client like [`clients`]' with `concurrency` requests in flight.
-fn ovopark_with(emu: &Emulator, concurrency: usize) -> Client {
-    let text = demo_agent_config(&emu.base_url()).replace(
-        "[ovopark]\n",
-        &format!("[ovopark]\ntimeout_secs = 5\nconcurrency = {concurrency}\n"),
-    );
+/// An Ovopark client like [`clients`]' with `concurrency` requests in flight and the
+/// given secret.
+fn ovopark_with(emu: &Emulator, concurrency: usize, secret: &str) -> Client {
+    let text = demo_agent_config(&emu.base_url())
+        .replace(
+            "[ovopark]\n",
+            &format!("[ovopark]\ntimeout_secs = 5\nconcurrency = {concurrency}\n"),
+        )
+        .replace(
+            "secret = \"demo-ovopark-secret\"",
+            &format!("secret = \"{secret}\""),
+        );
     let both: Both = toml::from_str(&text).unwrap();
     Client::Ovopark(OvoparkClient::new(both.ovopark.validate().unwrap(), HashMap::new()).unwrap())
 }
@@ -426,7 +432,10 @@ fn ovopark_requests_overlap_up_to_the_configured_concurrency_and_arrive_once() {
         ingest(&mut open(dir.path()), "a.json", &orders);
         let running = run(
             dir.path(),
-            vec![("ovopark", ovopark_with(&emu, concurrency))],
+            vec![(
+                "ovopark",
+                ovopark_with(&emu, concurrency, "demo-ovopark-secret"),
+            )],
             fast(),
         );
         assert!(
@@ -468,7 +477,11 @@ fn a_fault_under_concurrency_stops_new_requests_and_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let orders = many_orders(40);
     ingest(&mut open(dir.path()), "a.json", &orders);
-    let running = run(dir.path(), vec![("ovopark", ovopark_with(&emu, 4))], fast());
+    let running = run(
+        dir.path(),
+        vec![("ovopark", ovopark_with(&emu, 4, "demo-ovopark-secret"))],
+        fast(),
+    );
     assert!(
         common::wait_until(Duration::from_secs(60), || {
             dest_status(dir.path())["ovopark"] == (0, orders.len() as i64, 0, None)
@@ -494,16 +507,7 @@ fn under_concurrency_a_misconfigured_destination_gets_no_new_requests() {
     let dir = tempfile::tempdir().unwrap();
     let orders = many_orders(40);
     ingest(&mut open(dir.path()), "a.json", &orders);
-    let text = demo_agent_config(&emu.base_url())
-        .replace(
-            "[ovopark]\n",
-            "[ovopark]\ntimeout_secs = 5\nconcurrency = 4\n",
-        )
-        .replace("secret = \"demo-ovopark-secret\"", "secret = \"wrong\"");
-    let both: Both = toml::from_str(&text).unwrap();
-    let client = Client::Ovopark(
-        OvoparkClient::new(both.ovopark.validate().unwrap(), HashMap::new()).unwrap(),
-    );
+    let client = ovopark_with(&emu, 4, "wrong");
     let cfg = EngineConfig {
         probe_interval: Duration::from_secs(3600),
         ..fast()
