@@ -47,7 +47,8 @@ with open(path, "w", newline="") as fh:
 PY
 size=$(stat -c %s "$work/orders.$format")
 
-rates=(); peaks=()
+cpu_ms() { awk '{print ($14 + $15) * 1000 / '"$(getconf CLK_TCK)"'}' "/proc/$1/stat"; }
+rates=(); peaks=(); cpus=()
 for run in $(seq "$runs"); do
   rm -rf "$work/state" "$work/inbox"; mkdir -p "$work/inbox"
   cat > "$work/tillrelay.toml" <<TOML
@@ -88,18 +89,21 @@ TOML
   sleep "$([ -n "$wrap" ] && echo 5 || echo 1)"
   pid=$agent
   [ -n "$wrap" ] && pid=$(pgrep -P "$agent" || echo "$agent")
+  c0=$(cpu_ms "$pid")
   t0=$(date +%s.%N)
   mv "$work/big.$format" "$work/inbox/"
   until [ -e "$work/inbox/done/big.$format" ] || [ -e "$work/inbox/rejected/big.$format" ]; do sleep 0.01; done
   t1=$(date +%s.%N)
   peak=$(awk '/^VmHWM/ {print $2}' "/proc/$pid/status")
+  c1=$(cpu_ms "$pid")
   kill -TERM "$agent"; wait "$agent" 2>/dev/null || true; agent=""
   [ -e "$work/inbox/done/big.$format" ] || { echo "the file was rejected:"; cat "$work/inbox/rejected/"*.error.txt; exit 1; }
   rate=$(awk "BEGIN {printf \"%d\", $orders / ($t1 - $t0)}")
-  rates+=("$rate"); peaks+=("$peak")
-  printf 'run %d: %d orders (%d bytes, %s) → committed: %6d orders/s, peak RSS %.1f MB\n' \
-    "$run" "$orders" "$size" "$format" "$rate" "$(awk "BEGIN {print $peak / 1024}")"
+  cpu=$(awk "BEGIN {print $c1 - $c0}")
+  rates+=("$rate"); peaks+=("$peak"); cpus+=("$cpu")
+  printf 'run %d: %d orders (%d bytes, %s) → committed: %6d orders/s, peak RSS %.1f MB, agent CPU %d ms\n' \
+    "$run" "$orders" "$size" "$format" "$rate" "$(awk "BEGIN {print $peak / 1024}")" "$cpu"
 done
 med() { printf '%s\n' "$@" | sort -n | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
-printf 'median of %d: %d orders/s, peak RSS %.1f MB\n' "$runs" "$(med "${rates[@]}")" \
-  "$(awk "BEGIN {print $(med "${peaks[@]}") / 1024}")"
+printf 'median of %d: %d orders/s, peak RSS %.1f MB, agent CPU %d ms\n' "$runs" "$(med "${rates[@]}")" \
+  "$(awk "BEGIN {print $(med "${peaks[@]}") / 1024}")" "$(med "${cpus[@]}")"

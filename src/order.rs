@@ -235,7 +235,38 @@ pub fn parse_time(s: &str) -> Result<NaiveDateTime, chrono::ParseError> {
 
 /// Formats a canonical time.
 pub fn format_time(t: &NaiveDateTime) -> String {
-    t.format(TIME_FORMAT).to_string()
+    Canonical(t).to_string()
+}
+
+/// A time printed as [`TIME_FORMAT`] prints it, without parsing the format string for
+/// each time (4 times per stored order: it showed in the folder's profile). Years
+/// outside 0..=9999 and leap seconds are left to chrono.
+struct Canonical<'a>(&'a NaiveDateTime);
+
+impl std::fmt::Display for Canonical<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use chrono::{Datelike, Timelike};
+        let t = self.0;
+        if !(0..=9999).contains(&t.year()) || t.nanosecond() >= 1_000_000_000 {
+            return write!(f, "{}", t.format(TIME_FORMAT));
+        }
+        let two = |n: u32| [b'0' + (n / 10) as u8, b'0' + (n % 10) as u8];
+        let y = t.year() as u32;
+        let mut b = [0u8; 19];
+        b[..2].copy_from_slice(&two(y / 100));
+        b[2..4].copy_from_slice(&two(y % 100));
+        b[4] = b'-';
+        b[5..7].copy_from_slice(&two(t.month()));
+        b[7] = b'-';
+        b[8..10].copy_from_slice(&two(t.day()));
+        b[10] = b' ';
+        b[11..13].copy_from_slice(&two(t.hour()));
+        b[13] = b':';
+        b[14..16].copy_from_slice(&two(t.minute()));
+        b[16] = b':';
+        b[17..19].copy_from_slice(&two(t.second()));
+        f.write_str(std::str::from_utf8(&b).map_err(|_| std::fmt::Error)?)
+    }
 }
 
 mod time {
@@ -243,7 +274,7 @@ mod time {
     use serde::{Deserialize, Deserializer, Serializer, de::Error};
 
     pub fn serialize<S: Serializer>(t: &NaiveDateTime, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(&t.format(super::TIME_FORMAT))
+        s.collect_str(&super::Canonical(t))
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<NaiveDateTime, D::Error> {
@@ -347,5 +378,41 @@ mod tests {
             .unwrap()
             .and_hms_opt(12, 0, 0)
             .unwrap()
+    }
+
+    #[test]
+    fn canonical_times_print_as_chrono_prints_them() {
+        let times = [
+            "2026-11-22 09:15:02",
+            "0000-01-01 00:00:00",
+            "0999-12-31 23:59:59",
+            "9999-12-31 23:59:59",
+            "2024-02-29 12:00:00",
+        ];
+        for s in times {
+            let t = parse_time(s).unwrap();
+            assert_eq!(format_time(&t), s);
+            assert_eq!(format_time(&t), t.format(TIME_FORMAT).to_string());
+        }
+        let odd = [
+            chrono::NaiveDate::from_ymd_opt(10000, 1, 1).unwrap(),
+            chrono::NaiveDate::from_ymd_opt(-1, 6, 30).unwrap(),
+            chrono::NaiveDate::from_ymd_opt(1, 1, 1).unwrap(),
+        ];
+        for d in odd {
+            let t = d.and_hms_opt(7, 8, 9).unwrap();
+            assert_eq!(format_time(&t), t.format(TIME_FORMAT).to_string(), "{t:?}");
+        }
+        // A leap second: chrono prints :60.
+        let leap = chrono::NaiveDate::from_ymd_opt(2016, 12, 31)
+            .unwrap()
+            .and_hms_milli_opt(23, 59, 59, 1500)
+            .unwrap();
+        assert_eq!(format_time(&leap), "2016-12-31 23:59:60");
+        // Through serde as well.
+        let mut o: Order = serde_json::from_str(SAMPLE).unwrap();
+        o.order_time = leap;
+        let v = serde_json::to_value(&o).unwrap();
+        assert_eq!(v["order_time"], "2016-12-31 23:59:60");
     }
 }

@@ -407,22 +407,36 @@ impl<R: std::io::Read> JsonOrders<R> {
             }
             let chunk = &self.buf[self.pos..self.end];
             let mut done = None;
-            for (i, &b) in chunk.iter().enumerate() {
+            let mut i = 0;
+            if escaped {
+                // The byte after a backslash that ended the last chunk.
+                escaped = false;
+                i = 1;
+            }
+            while i < chunk.len() {
                 if in_str {
-                    if escaped {
-                        escaped = false;
-                    } else if b == b'\\' {
-                        escaped = true;
-                    } else if b == b'"' {
-                        in_str = false;
-                        if depth == 0 {
-                            done = Some(i + 1);
-                            break;
+                    // Most of an order is string contents: skip to what can end them.
+                    match chunk[i..].iter().position(|&b| b == b'"' || b == b'\\') {
+                        None => i = chunk.len(),
+                        Some(k) if chunk[i + k] == b'\\' => {
+                            i += k + 2;
+                            if i > chunk.len() {
+                                escaped = true;
+                                i = chunk.len();
+                            }
+                        }
+                        Some(k) => {
+                            i += k + 1;
+                            in_str = false;
+                            if depth == 0 {
+                                done = Some(i);
+                                break;
+                            }
                         }
                     }
                     continue;
                 }
-                match b {
+                match chunk[i] {
                     b'"' => in_str = true,
                     b'{' | b'[' => depth += 1,
                     b'}' | b']' if depth == 0 => {
@@ -442,6 +456,7 @@ impl<R: std::io::Read> JsonOrders<R> {
                     }
                     _ => {}
                 }
+                i += 1;
             }
             let n = done.unwrap_or(chunk.len());
             self.elem.extend_from_slice(&chunk[..n]);
@@ -503,8 +518,10 @@ impl<R: std::io::Read> JsonOrders<R> {
     /// Consumes `n` bytes in hand, keeping the line count.
     fn advance(&mut self, n: usize) {
         let taken = &self.buf[self.pos..self.pos + n];
-        if let Some(last) = taken.iter().rposition(|&b| b == b'\n') {
-            self.line += taken.iter().filter(|&&b| b == b'\n').count();
+        let lines = taken.iter().filter(|&&b| b == b'\n').count();
+        if lines > 0 {
+            self.line += lines;
+            let last = taken.iter().rposition(|&b| b == b'\n').unwrap_or(0);
             self.line_start = self.offset + last as u64 + 1;
         }
         self.pos += n;
@@ -1337,6 +1354,7 @@ mod tests {
                 .ok()
                 .filter(|t| serde_json::from_str::<&RawValue>(t).is_ok());
             let got = json_outcome(&input[..]);
+            assert_eq!(json_outcome(Trickle(&input)), got, "byte by byte");
             assert_eq!(
                 got.is_ok(),
                 whole.is_some(),
