@@ -11,6 +11,8 @@
 #   BIN=path/to/tillrelay bench/capture-folder.sh  another build (e.g. one with symbols)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 runs=${1:-5}
 orders=${2:-10000}
 format=${FORMAT:-json}
@@ -51,37 +53,8 @@ cpu_ms() { awk '{print ($14 + $15) * 1000 / '"$(getconf CLK_TCK)"'}' "/proc/$1/s
 rates=(); peaks=(); cpus=()
 for run in $(seq "$runs"); do
   rm -rf "$work/state" "$work/inbox"; mkdir -p "$work/inbox"
-  cat > "$work/tillrelay.toml" <<TOML
-[agent]
-state_dir = "$work/state"
-[outbox]
-max_size = "2GB"
-[[source]]
-name = "lane1"
-kind = "folder"
-path = "$work/inbox"
-shop = "D001"
-machine_id = "NVR01-CH03"
-settle = "200ms"
-[ovopark]
-url = "http://127.0.0.1:9/cloud.api"
-aid = "S107"
-akey = "demo-akey"
-secret = "demo-ovopark-secret"
-org_id = "1001"
-enterprise_id = "2001"
-shop_id = "D001"
-[wdt]
-url = "http://127.0.0.1:9/openapi"
-sid = "demo-sid"
-key = "demo-key"
-secret = "demo-wdt-secret:demo-salt"
-shop_no = "SHOP1"
-receiver_name = "演示门店"
-receiver_area = "上海 上海市 徐汇区"
-receiver_address = "漕溪北路1号"
-receiver_mobile = "13800000000"
-TOML
+  # Both clouds configured but unreachable (nothing listens on port 9), as in run.sh.
+  agent_config "$work/state" "$work/inbox" "http://127.0.0.1:9" > "$work/tillrelay.toml"
   cp "$work/orders.$format" "$work/big.$format"
   # shellcheck disable=SC2086
   $wrap "$bin" run --config "$work/tillrelay.toml" 2>"$work/agent.log" &

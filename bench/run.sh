@@ -10,6 +10,8 @@
 # beyond the crates cargo needs for the first build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 idle_secs=60
 backlog=100000
 arm=""
@@ -81,49 +83,9 @@ port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); pr
 base="http://127.0.0.1:$port"
 mkdir -p "$work/inbox"
 write_config() { # $1: state dir name, $2: destinations (both | ovopark | wdt | none), $3: Ovopark concurrency
-  cat > "$work/tillrelay.toml" <<TOML
-[agent]
-state_dir = "$work/$1"
-[outbox]
-max_size = "2GB"
-[[source]]
-name = "lane1"
-kind = "folder"
-path = "$work/inbox"
-shop = "D001"
-machine_id = "NVR01-CH03"
-settle = "200ms"
-TOML
   local ovo_on=true wdt_on=true
   case "$2" in ovopark) wdt_on=false ;; wdt) ovo_on=false ;; none) ovo_on=false; wdt_on=false ;; esac
-  # the emulator's demo tenant (the configuration `tillrelay emulate` prints)
-  cat >> "$work/tillrelay.toml" <<TOML
-
-[ovopark]
-enabled = $ovo_on
-url = "$base/cloud.api"
-aid = "S107"
-akey = "demo-akey"
-secret = "demo-ovopark-secret"
-org_id = "1001"
-enterprise_id = "2001"
-shop_id = "D001"
-timeout_secs = 5
-concurrency = ${3:-4}
-
-[wdt]
-enabled = $wdt_on
-url = "$base/openapi"
-sid = "demo-sid"
-key = "demo-key"
-secret = "demo-wdt-secret:demo-salt"
-shop_no = "SHOP1"
-receiver_name = "演示门店"
-receiver_area = "上海 上海市 徐汇区"
-receiver_address = "漕溪北路1号"
-receiver_mobile = "13800000000"
-timeout_secs = 5
-TOML
+  agent_config "$work/$1" "$work/inbox" "$base" "$ovo_on" "$wdt_on" "${3:-4}" > "$work/tillrelay.toml"
 }
 
 cpu_ms() { awk '{print ($14 + $15) * 1000 / '"$(getconf CLK_TCK)"'}' "/proc/$1/stat"; }
