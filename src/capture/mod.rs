@@ -8,7 +8,8 @@
 //! - [`serial`]: the serial tap — reads what the POS sends to its receipt printer,
 //!   passes every byte on to the real printer (and the printer's replies back),
 //!   reopens vanished devices, and hands raw chunks to capture.
-//! - [`escpos`]: streaming ESC/POS decoder, raw bytes → text lines, cuts, codes.
+//! - [`escpos`]: streaming ESC/POS decoder, raw bytes → text lines, cuts, codes;
+//!   its command tables and code pages (`escpos/codepages.rs`: the DOS tables).
 //! - [`segment`]: receipt boundaries (cut, end pattern, idle timeout, start
 //!   pattern) over decoder events; yields [`segment::Receipt`]s with their raw bytes.
 //! - [`mask`]: blanks card numbers in a receipt's text and raw bytes before
@@ -17,12 +18,10 @@
 //! - [`receipt`]: the whole chain for one source (decoder → segmenter → masker),
 //!   for live bytes and for files (`parse`, folder `format = "receipt"`, reparse).
 //! - [`workflow`]: `record` and `reparse`, the template workflow at the till.
-//! - `codepages`: data tables for the DOS code pages `ESC t` selects.
 //!
 //! Invariant for every capture path: a unit is acknowledged (file moved, receipt
 //! counted) only after the outbox committed it.
 
-mod codepages;
 pub mod escpos;
 pub mod folder;
 pub mod formats;
