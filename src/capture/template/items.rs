@@ -1,0 +1,158 @@
+//! Item layouts: one-line or multi-line item regexes, the strict item region
+//! (`items.start`/`items.end`/`items.skip`), and derived line amounts.
+//!
+//! Invariant: in a strict region every non-blank line that is not skipped is
+//! part of an item, or the receipt fails naming that line — an item is never
+//! silently dropped.
+
+use super::*;
+
+impl Template {
+    /// The item lines of the receipt.
+    pub(super) fn items(
+        &self,
+        r: &Receipt,
+        kind: Kind,
+        hits: &LineHits,
+    ) -> Result<Vec<Line>, TemplateError> {
+        let lines = &r.lines;
+        let it = &self.items;
+        let mut from = 0;
+        let mut to = lines.len();
+        if let Some(start) = it.start {
+            match hits.first(0, &(start..start + 1)) {
+                Some(i) => from = i + 1,
+                None if kind == Kind::Void => return Ok(Vec::new()),
+                None => return Err(err(None, lines, "items.start", "no line matches")),
+            }
+        }
+        if let Some(end) = it.end {
+            if let Some(i) = hits.first(from, &(end..end + 1)) {
+                to = i;
+            }
+        }
+        let strict = it.start.is_some() || it.end.is_some();
+        let skipped = |i: usize| lines[i].trim().is_empty() || hits.any(i, &it.skip);
+        let layout = it.lines.clone();
+        // One set of capture slots per layout line, reused for every item.
+        let mut locs: Vec<Slots> = layout.clone().map(|re| self.regexes.slots(re)).collect();
+        let mut out = Vec::new();
+        let mut i = from;
+        while i < to {
+            if skipped(i) {
+                i += 1;
+                continue;
+            }
+            // Try the layout at line i: its k-th regex on line i + k (run for
+            // its captures only where the set says it matches).
+            let mut failed = None;
+            for (k, re) in layout.clone().enumerate() {
+                let line = i + k;
+                let matched = line < to
+                    && hits.matches(line, re)
+                    && self.regexes.captures(re, &lines[line], &mut locs[k]);
+                if !matched {
+                    failed = Some(k);
+                    break;
+                }
+            }
+            match failed {
+                None => {
+                    out.push(self.item(i, &locs, lines)?);
+                    i += layout.len();
+                }
+                Some(k) if strict => {
+                    let at = (i + k).min(to.saturating_sub(1));
+                    let problem = if i + k >= to {
+                        format!(
+                            "the item starting at line {} is cut off by the end of the item \
+                             region before items.lines[{k}]",
+                            i + 1
+                        )
+                    } else if k == 0 {
+                        "is in the item region but matches neither items.lines[0] nor \
+                         items.skip"
+                            .to_string()
+                    } else {
+                        format!(
+                            "does not match items.lines[{k}] (the item starting at line {})",
+                            i + 1
+                        )
+                    };
+                    return Err(err(Some(at), lines, "items", problem));
+                }
+                Some(_) => i += 1,
+            }
+        }
+        Ok(out)
+    }
+
+    /// The item whose layout starts at line `first`, from the captures of
+    /// each of its lines.
+    pub(super) fn item(
+        &self,
+        first: usize,
+        locs: &[Slots],
+        lines: &[String],
+    ) -> Result<Line, TemplateError> {
+        let get = |name: &str| -> Option<(usize, &str)> {
+            let g = ITEM_GROUPS.iter().position(|n| *n == name)?;
+            let (k, index) = self.items.groups[g]?;
+            let (a, b) = locs[k].get(index)?;
+            Some((first + k, lines[first + k][a..b].trim()))
+        };
+        let dec = |name: &str| -> Result<Option<Decimal>, TemplateError> {
+            match get(name) {
+                None => Ok(None),
+                Some((i, v)) => decimal(v).map(Some).ok_or_else(|| {
+                    err(
+                        Some(i),
+                        lines,
+                        &format!("items.{name}"),
+                        format!("{v:?} is not a decimal"),
+                    )
+                }),
+            }
+        };
+        let first = Some(first);
+        let code = match get("code") {
+            Some((_, c)) if !c.is_empty() => c.to_string(),
+            _ => return Err(err(first, lines, "items.code", "is empty")),
+        };
+        let qty = dec("qty")?.unwrap_or(Decimal::ONE);
+        let price = dec("price")?;
+        let amount = dec("amount")?;
+        let (price, amount) = match (price, amount) {
+            (Some(p), Some(a)) => (p, a),
+            (Some(p), None) => match qty.checked_mul(p) {
+                Some(a) => (p, a.round_dp(p.scale())),
+                None => return Err(err(first, lines, "items.amount", "qty × price overflows")),
+            },
+            (None, Some(a)) if !qty.is_zero() => match a.checked_div(qty) {
+                Some(p) => (p.round_dp(a.scale()), a),
+                None => return Err(err(first, lines, "items.price", "amount ÷ qty overflows")),
+            },
+            _ => {
+                return Err(err(
+                    first,
+                    lines,
+                    "items.price",
+                    "no price, and no amount and quantity to derive it from",
+                ));
+            }
+        };
+        let text = |name: &str| get(name).map(|(_, v)| v.to_string());
+        Ok(Line {
+            code,
+            name: text("name").unwrap_or_default(),
+            qty,
+            price,
+            amount,
+            discount: dec("discount")?.unwrap_or(Decimal::ZERO),
+            scan_time: None,
+            batch_no: text("batch_no").filter(|v| !v.is_empty()),
+            box_no: text("box_no").filter(|v| !v.is_empty()),
+            attrs: Vec::new(),
+        })
+    }
+}
