@@ -1,0 +1,212 @@
+//! The delivery state machine: claim due rows, record outcomes
+//! (delivered / retry at a time / rejected), pause a destination, re-queue
+//! rejected rows, replace a fixed order.
+//!
+//! Invariants: `pending → delivered | rejected`; `rejected → pending` only by an
+//! explicit retry (or a correction at ingest); every claim is bounded by a
+//! `LIMIT`, and rows scheduled absurdly far ahead (a clock jump) count as due.
+
+use super::*;
+
+/// A delivery row due for an attempt, with its order.
+#[derive(Debug, Clone)]
+pub struct Due {
+    pub delivery_id: i64,
+    pub order_id: i64,
+    pub source: String,
+    pub order: Order,
+    pub attempts: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryState {
+    Pending,
+    Delivered,
+    Rejected,
+}
+
+impl DeliveryState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryState::Pending => "pending",
+            DeliveryState::Delivered => "delivered",
+            DeliveryState::Rejected => "rejected",
+        }
+    }
+
+    pub(super) fn parse(s: &str) -> DeliveryState {
+        match s {
+            "delivered" => DeliveryState::Delivered,
+            "rejected" => DeliveryState::Rejected,
+            _ => DeliveryState::Pending,
+        }
+    }
+}
+
+/// What became of one delivery attempt, as [`Outbox::record_outcomes`] stores it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mark {
+    Delivered(Option<String>),
+    Retry { next_at: i64, error: String },
+    Rejected(String),
+}
+
+impl Outbox {
+    /// Up to `limit` pending deliveries to `dest` that are due at `now`, oldest first.
+    /// Rows scheduled absurdly far ahead (the clock jumped back) count as due.
+    pub fn claim_due(&mut self, dest: &str, now: i64, limit: usize) -> Result<Vec<Due>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT d.id, o.id, o.source, o.body, d.attempts FROM delivery d
+               JOIN orders o ON o.id = d.order_id
+              WHERE d.dest = ?1 AND d.state = 'pending' AND (d.next_at <= ?2 OR d.next_at > ?3)
+              ORDER BY d.next_at, d.id LIMIT ?4",
+        )?;
+        let rows = stmt.query_map(
+            params![dest, now, now + MAX_SCHEDULE_AHEAD, limit as i64],
+            |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, i64>(4)?,
+                ))
+            },
+        )?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (delivery_id, order_id, source, body, attempts) = row?;
+            let order: Order = serde_json::from_str(&body)
+                .map_err(|e| OutboxError::Encode(format!("#{order_id}"), e))?;
+            out.push(Due {
+                delivery_id,
+                order_id,
+                source,
+                order,
+                attempts: attempts as u32,
+            });
+        }
+        Ok(out)
+    }
+
+    /// When the next pending delivery to `dest` is due, if any.
+    pub fn next_due_at(&self, dest: &str) -> Result<Option<i64>> {
+        Ok(self.conn.query_row(
+            "SELECT min(next_at) FROM delivery WHERE dest = ?1 AND state = 'pending'",
+            params![dest],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// Persists the outcomes of one pass in one transaction (one fsync for a batch of
+    /// 100, not 100). A crash before the commit only means the batch is sent again,
+    /// which the clouds deduplicate.
+    pub fn record_outcomes(&mut self, marks: &[(i64, Mark)]) -> Result<()> {
+        let now = now();
+        let tx = self.conn.transaction()?;
+        {
+            let mut delivered = tx.prepare_cached(
+                "UPDATE delivery SET state = 'delivered', attempts = attempts + 1, last_error = ?2,
+                        updated_at = ?3 WHERE id = ?1",
+            )?;
+            let mut retry = tx.prepare_cached(
+                "UPDATE delivery SET attempts = attempts + 1, next_at = ?2, last_error = ?3,
+                        updated_at = ?4 WHERE id = ?1 AND state = 'pending'",
+            )?;
+            let mut rejected = tx.prepare_cached(
+                "UPDATE delivery SET state = 'rejected', attempts = attempts + 1, last_error = ?2,
+                        updated_at = ?3 WHERE id = ?1",
+            )?;
+            for (id, mark) in marks {
+                match mark {
+                    Mark::Delivered(note) => delivered.execute(params![id, note, now])?,
+                    Mark::Retry { next_at, error } => {
+                        retry.execute(params![id, next_at, error, now])?
+                    }
+                    Mark::Rejected(reason) => rejected.execute(params![id, reason, now])?,
+                };
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn mark_delivered(&mut self, delivery_id: i64, note: Option<&str>) -> Result<()> {
+        let now = now();
+        self.conn.execute(
+            "UPDATE delivery SET state = 'delivered', attempts = attempts + 1, last_error = ?2,
+                    updated_at = ?3 WHERE id = ?1",
+            params![delivery_id, note, now],
+        )?;
+        Ok(())
+    }
+
+    pub fn mark_retry(&mut self, delivery_id: i64, next_at: i64, error: &str) -> Result<()> {
+        self.conn.execute(
+            "UPDATE delivery SET attempts = attempts + 1, next_at = ?2, last_error = ?3,
+                    updated_at = ?4 WHERE id = ?1 AND state = 'pending'",
+            params![delivery_id, next_at, error, now()],
+        )?;
+        Ok(())
+    }
+
+    pub fn mark_rejected(&mut self, delivery_id: i64, reason: &str) -> Result<()> {
+        self.conn.execute(
+            "UPDATE delivery SET state = 'rejected', attempts = attempts + 1, last_error = ?2,
+                    updated_at = ?3 WHERE id = ?1",
+            params![delivery_id, reason, now()],
+        )?;
+        Ok(())
+    }
+
+    /// Pauses (`Some(reason)`) or resumes (`None`) a destination found misconfigured.
+    pub fn set_paused(&mut self, dest: &str, reason: Option<&str>) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO dest_state (dest, paused_reason, paused_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (dest) DO UPDATE SET paused_reason = ?2,
+                 paused_at = CASE WHEN ?2 IS NULL THEN NULL ELSE coalesce(paused_at, ?3) END",
+            params![dest, reason, now()],
+        )?;
+        Ok(())
+    }
+
+    /// Records the last error or success of a destination, for `status`.
+    pub fn note_attempt(&mut self, dest: &str, error: Option<&str>) -> Result<()> {
+        let now = now();
+        match error {
+            Some(e) => self.conn.execute(
+                "INSERT INTO dest_state (dest, last_error, last_error_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (dest) DO UPDATE SET last_error = ?2, last_error_at = ?3",
+                params![dest, e, now],
+            )?,
+            None => self.conn.execute(
+                "INSERT INTO dest_state (dest, last_success_at) VALUES (?1, ?2)
+                 ON CONFLICT (dest) DO UPDATE SET last_success_at = ?2",
+                params![dest, now],
+            )?,
+        };
+        Ok(())
+    }
+
+    /// Puts rejected deliveries back to pending (after the data or config was fixed).
+    /// `dest`/`order_no` narrow it down; returns how many rows were re-queued.
+    pub fn retry_rejected(&mut self, dest: Option<&str>, order_no: Option<&str>) -> Result<usize> {
+        Ok(self.conn.execute(
+            "UPDATE delivery SET state = 'pending', next_at = ?3, updated_at = ?3
+              WHERE state = 'rejected' AND (?1 IS NULL OR dest = ?1)
+                AND (?2 IS NULL OR order_id IN (SELECT id FROM orders WHERE order_no = ?2))",
+            params![dest, order_no, now()],
+        )?)
+    }
+
+    /// Replaces a stored order's body (a fixed order re-dropped for `retry`).
+    pub fn replace_order(&mut self, source: &str, order: &Order) -> Result<bool> {
+        let body = serde_json::to_string(order)
+            .map_err(|e| OutboxError::Encode(order.order_no.clone(), e))?;
+        Ok(self.conn.execute(
+            "UPDATE orders SET body = ?3 WHERE source = ?1 AND order_no = ?2",
+            params![source, order.order_no, body],
+        )? > 0)
+    }
+}

@@ -1,0 +1,274 @@
+//! Tests of the outbox: ingest once, the delivery state machine, corrections,
+//! the size cap, retention, read-only access, dropped ingests.
+
+use super::*;
+
+fn cfg(max_size: u64) -> OutboxConfig {
+    OutboxConfig {
+        synchronous: Synchronous::Full,
+        max_size,
+        retention: Duration::from_secs(3600),
+        raw_retention: Duration::from_secs(7200),
+    }
+}
+
+fn order(no: &str) -> Order {
+    serde_json::from_value(serde_json::json!({
+        "order_no": no, "order_time": "2026-11-22 09:15:02", "kind": "sale",
+        "cashier": null, "payment": "cash", "total": "7.00", "discount": "0", "paid": "7.00",
+        "lines": [{"code": "690", "name": "水", "qty": "2", "price": "3.50", "amount": "7.00"}],
+        "source": "lane1", "shop": "D001", "machine_id": "M1",
+        "video_start": "2026-11-22 09:14:02", "video_end": "2026-11-22 09:15:32"
+    }))
+    .unwrap()
+}
+
+fn unit<'a>(name: &'a str) -> Capture<'a> {
+    Capture {
+        source: "lane1",
+        kind: CaptureKind::File,
+        name: Some(name),
+        size: 10,
+        hash: format!("h-{name}"),
+        raw: None,
+        error: None,
+    }
+}
+
+fn open(dir: &Path) -> Outbox {
+    Outbox::open(
+        &dir.join("queue.db"),
+        &cfg(64 << 20),
+        &["ovopark".into(), "wdt".into()],
+    )
+    .unwrap()
+}
+
+#[test]
+fn ingest_stores_orders_once_with_a_delivery_row_per_destination() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ob = open(dir.path());
+    let r = ob
+        .ingest(&unit("a.json"), &[order("1"), order("2")])
+        .unwrap();
+    assert_eq!((r.new, r.duplicates.len()), (2, 0));
+    let r = ob
+        .ingest(&unit("b.json"), &[order("2"), order("3")])
+        .unwrap();
+    assert_eq!(r.new, 1);
+    assert_eq!(r.duplicates, vec!["2".to_string()]);
+    let st = ob.status(now()).unwrap();
+    assert_eq!(st.destinations.len(), 2);
+    assert!(st.destinations.iter().all(|d| d.pending == 3));
+    assert_eq!(st.sources[0].orders, 3);
+    assert_eq!(st.sources[0].duplicates, 1);
+    assert!(ob.file_ingested("lane1", "a.json", 10, "h-a.json").unwrap());
+    assert!(!ob.file_ingested("lane1", "a.json", 11, "h-a.json").unwrap());
+}
+
+#[test]
+fn state_machine_claim_retry_reject_retry_deliver() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ob = open(dir.path());
+    ob.ingest(&unit("a"), &[order("1"), order("2")]).unwrap();
+    let t = now();
+    let due = ob.claim_due("wdt", t, 10).unwrap();
+    assert_eq!(due.len(), 2);
+    assert_eq!(due[0].order.order_no, "1");
+    ob.mark_retry(due[0].delivery_id, t + 60, "HTTP 503")
+        .unwrap();
+    ob.mark_rejected(due[1].delivery_id, "bad qty").unwrap();
+    assert!(ob.claim_due("wdt", t, 10).unwrap().is_empty());
+    assert_eq!(ob.claim_due("wdt", t + 61, 10).unwrap().len(), 1);
+    // a clock that jumped back by a day still sees the retry as due
+    assert_eq!(ob.claim_due("wdt", t - 86400, 10).unwrap().len(), 1);
+    assert_eq!(ob.retry_rejected(Some("wdt"), Some("2")).unwrap(), 1);
+    let due = ob.claim_due("wdt", t + 61, 10).unwrap();
+    assert_eq!(due.len(), 2);
+    for d in &due {
+        ob.mark_delivered(d.delivery_id, None).unwrap();
+    }
+    let st = ob.status(t).unwrap();
+    let wdt = st.destinations.iter().find(|d| d.name == "wdt").unwrap();
+    assert_eq!((wdt.pending, wdt.delivered, wdt.rejected), (0, 2, 0));
+    let ovo = st
+        .destinations
+        .iter()
+        .find(|d| d.name == "ovopark")
+        .unwrap();
+    assert_eq!(ovo.pending, 2, "destinations are independent");
+}
+
+#[test]
+fn a_corrected_copy_of_a_rejected_order_replaces_it_and_requeues_only_the_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ob = open(dir.path());
+    ob.ingest(&unit("a"), &[order("1"), order("2"), order("3")])
+        .unwrap();
+    let t = now();
+    // "1": delivered to ovopark, rejected by wdt. "2": pending everywhere.
+    // "3": rejected by both.
+    let state = |ob: &Outbox, no: &str| -> Vec<(String, DeliveryState)> {
+        let v = ob.orders(None, None, 10).unwrap();
+        let o = v.iter().find(|o| o.order["order_no"] == no).unwrap();
+        o.deliveries
+            .iter()
+            .map(|d| (d.dest.clone(), d.state))
+            .collect()
+    };
+    for dest in ["ovopark", "wdt"] {
+        for d in ob.claim_due(dest, t, 10).unwrap() {
+            match (dest, d.order.order_no.as_str()) {
+                ("ovopark", "1") => ob.mark_delivered(d.delivery_id, None).unwrap(),
+                (_, "1" | "3") => ob.mark_rejected(d.delivery_id, "bad code").unwrap(),
+                _ => {}
+            }
+        }
+    }
+    let fixed = |no: &str| {
+        let mut o = order(no);
+        o.lines[0].code = "691".into();
+        o
+    };
+    // The same content again is a duplicate, whatever the state.
+    let r = ob
+        .ingest(&unit("again"), &[order("1"), order("2")])
+        .unwrap();
+    assert_eq!(r.duplicates, ["1", "2"]);
+    assert!(r.corrected.is_empty());
+    // Changed content: a correction only where a delivery was rejected.
+    let r = ob
+        .ingest(
+            &unit("fixed"),
+            &[fixed("1"), fixed("2"), fixed("3"), order("4")],
+        )
+        .unwrap();
+    assert_eq!((r.new, r.duplicates.clone()), (1, vec!["2".to_string()]));
+    assert_eq!(r.corrected, ["1", "3"]);
+    use DeliveryState::*;
+    let s = |d: &str, st| (d.to_string(), st);
+    assert_eq!(
+        state(&ob, "1"),
+        [s("ovopark", Delivered), s("wdt", Pending)]
+    );
+    assert_eq!(state(&ob, "3"), [s("ovopark", Pending), s("wdt", Pending)]);
+    // The pending one keeps its stored body; the corrected ones carry the fix.
+    let body = |no: &str| {
+        let v = ob.orders(None, None, 10).unwrap();
+        let o = v.iter().find(|o| o.order["order_no"] == no).unwrap();
+        o.order["lines"][0]["code"].as_str().unwrap().to_string()
+    };
+    assert_eq!(body("1"), "691");
+    assert_eq!(body("2"), "690");
+    assert_eq!(body("3"), "691");
+    let due: Vec<String> = ob
+        .claim_due("wdt", t, 10)
+        .unwrap()
+        .into_iter()
+        .map(|d| format!("{}:{}", d.order.order_no, d.order.lines[0].code))
+        .collect();
+    assert_eq!(due, ["1:691", "2:690", "3:691", "4:690"]);
+    let st = ob.status(now()).unwrap();
+    assert_eq!(st.sources[0].corrected, 2);
+    assert_eq!(st.sources[0].orders, 4, "a correction is not a new order");
+}
+
+#[test]
+fn the_size_cap_refuses_new_captures_and_keeps_what_is_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ob =
+        Outbox::open(&dir.path().join("queue.db"), &cfg(1 << 20), &["wdt".into()]).unwrap();
+    let raw = vec![7u8; 16 * 1024];
+    let mut stored = 0;
+    let mut full = false;
+    for i in 0..200 {
+        let name = format!("r{i}");
+        let mut u = unit(&name);
+        u.kind = CaptureKind::Receipt;
+        u.raw = Some(&raw);
+        match ob.ingest(&u, &[order(&name)]) {
+            Ok(_) => stored += 1,
+            Err(OutboxError::Full) => {
+                full = true;
+                break;
+            }
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    assert!(full, "a 1 MiB cap must fill with 16 KiB receipts");
+    assert!(stored > 10);
+    let st = ob.status(now()).unwrap();
+    assert_eq!(st.destinations[0].pending, stored);
+    // pruning raw bytes frees space: capture resumes
+    let mut c = cfg(1 << 20);
+    c.raw_retention = Duration::ZERO;
+    ob.prune(now() + 1, &c).unwrap();
+    let mut u = unit("after");
+    u.kind = CaptureKind::Receipt;
+    ob.ingest(&u, &[order("after")]).unwrap();
+}
+
+#[test]
+fn retention_deletes_only_orders_delivered_everywhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ob = open(dir.path());
+    ob.ingest(&unit("a"), &[order("1"), order("2")]).unwrap();
+    let t = now();
+    for dest in ["wdt", "ovopark"] {
+        let due = ob.claim_due(dest, t, 10).unwrap();
+        ob.mark_delivered(due[0].delivery_id, None).unwrap();
+    }
+    let c = cfg(64 << 20);
+    assert_eq!(ob.prune(t + 10, &c).unwrap().0, 0, "too recent");
+    assert_eq!(ob.prune(t + 3601, &c).unwrap().0, 1);
+    let left = ob.orders(None, None, 10).unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].order["order_no"], "2");
+}
+
+#[test]
+fn read_only_sees_what_the_writer_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ob = open(dir.path());
+    let ro = Outbox::open_read_only(&dir.path().join("queue.db")).unwrap();
+    ob.ingest(&unit("a"), &[order("1")]).unwrap();
+    let v = ro.orders(Some(DeliveryState::Pending), None, 10).unwrap();
+    assert_eq!(v.len(), 1);
+    assert_eq!(v[0].deliveries.len(), 2);
+    assert!(matches!(
+        Outbox::open_read_only(&dir.path().join("nope.db")),
+        Err(OutboxError::Missing(_))
+    ));
+}
+
+#[test]
+fn an_ingest_dropped_before_commit_leaves_no_trace() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ob = open(dir.path());
+    let mut ing = ob.begin_ingest(&unit("a.json")).unwrap();
+    ing.add(&order("1")).unwrap();
+    ing.add(&order("2")).unwrap();
+    assert_eq!(ing.orders(), 2);
+    drop(ing);
+    assert!(ob.orders(None, None, 10).unwrap().is_empty());
+    assert!(
+        ob.status(now()).unwrap().sources.is_empty(),
+        "no journal row, no counter"
+    );
+    assert!(!ob.file_ingested("lane1", "a.json", 10, "h-a.json").unwrap());
+    // Committed with an error: the orders it had are kept, the unit is partial.
+    let mut ing = ob.begin_ingest(&unit("a.json")).unwrap();
+    ing.add(&order("1")).unwrap();
+    ing.add(&order("1")).unwrap();
+    let r = ing.commit(Some("line 9: bad")).unwrap();
+    assert_eq!((r.new, r.duplicates.clone()), (1, vec!["1".to_string()]));
+    assert!(ob.file_ingested("lane1", "a.json", 10, "h-a.json").unwrap());
+    let st = ob.status(now()).unwrap();
+    assert_eq!(st.sources[0].last_error.as_deref(), Some("line 9: bad"));
+    assert_eq!((st.sources[0].orders, st.sources[0].duplicates), (1, 1));
+    // Nothing readable: unparsed, and not in the ledger.
+    let ing = ob.begin_ingest(&unit("b.json")).unwrap();
+    ing.commit(Some("line 1: bad")).unwrap();
+    assert!(!ob.file_ingested("lane1", "b.json", 10, "h-b.json").unwrap());
+    assert_eq!(ob.status(now()).unwrap().sources[0].unparsed, 1);
+}
