@@ -3,7 +3,7 @@
 //!
 //! Invariant: [`SingleByte::table`] always gives 128 chars (U+FFFD where a
 //! table leaves a byte undefined), so a table lookup is total for any byte
-//! >= 0x80; the names in `SINGLE_BYTE` are the ones `CodePage::parse` accepts.
+//! >= 0x80; every name in `SINGLE_BYTE` is one `CodePage::parse` accepts.
 
 use encoding_rs::Encoding;
 

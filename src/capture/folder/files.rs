@@ -2,7 +2,7 @@
 //! `.error.txt`), opening without following symlinks, hashing while reading.
 //!
 //! Invariants: a move never overwrites a file already there; only regular
-//! files are opened; the `.error.txt` is synced before the file moves.
+//! files are opened; a rejected file's `.error.txt` is written beside it, synced.
 
 use super::*;
 

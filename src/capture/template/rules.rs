@@ -3,9 +3,9 @@
 //! one [`LineRegexes`] list, every field and item group checked, the time
 //! format tried on a sample.
 //!
-//! Invariant: a template that validates never fails at parse time for a
-//! reason in its own rules; every error names the key relative to the source
-//! (e.g. `template.items.lines[1]: …`).
+//! Invariant: all checking happens here, once per template, never per receipt;
+//! every error names the key relative to the source (e.g.
+//! `template.items.lines[1]: …`).
 
 use super::*;
 
