@@ -172,20 +172,7 @@ impl Outbox {
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         // The status is provisional; `commit` sets the real one with the counts.
-        tx.execute(
-            "INSERT INTO capture (source, kind, name, size, hash, raw, captured_at, status, error)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'unparsed', NULL)",
-            params![
-                unit.source,
-                unit.kind.as_str(),
-                unit.name,
-                unit.size as i64,
-                unit.hash,
-                unit.raw,
-                now,
-            ],
-        )?;
-        let capture_id = tx.last_insert_rowid();
+        let capture_id = insert_capture(&tx, unit, now, "unparsed", None)?;
         Ok(Ingest {
             tx,
             destinations: &self.destinations,
@@ -203,20 +190,7 @@ impl Outbox {
     /// Journals a unit that could not be read at all (it moves to `rejected/`).
     pub fn record_rejected(&mut self, unit: &Capture<'_>, error: &str) -> Result<()> {
         let tx = self.conn.transaction()?;
-        tx.execute(
-            "INSERT INTO capture (source, kind, name, size, hash, raw, captured_at, status, error)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'rejected', ?8)",
-            params![
-                unit.source,
-                unit.kind.as_str(),
-                unit.name,
-                unit.size as i64,
-                unit.hash,
-                unit.raw,
-                now(),
-                error
-            ],
-        )?;
+        insert_capture(&tx, unit, now(), "rejected", Some(error))?;
         bump(&tx, unit.source, "files_rejected", 1)?;
         tx.commit()?;
         Ok(())
@@ -226,6 +200,32 @@ impl Outbox {
     pub fn count(&mut self, source: &str, name: &str, by: i64) -> Result<()> {
         bump(&self.conn, source, name, by)
     }
+}
+
+/// The unit's journal row; returns its id.
+fn insert_capture(
+    tx: &rusqlite::Transaction<'_>,
+    unit: &Capture<'_>,
+    now: i64,
+    status: &str,
+    error: Option<&str>,
+) -> Result<i64> {
+    tx.execute(
+        "INSERT INTO capture (source, kind, name, size, hash, raw, captured_at, status, error)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        params![
+            unit.source,
+            unit.kind.as_str(),
+            unit.name,
+            unit.size as i64,
+            unit.hash,
+            unit.raw,
+            now,
+            status,
+            error
+        ],
+    )?;
+    Ok(tx.last_insert_rowid())
 }
 
 /// What [`insert_order`] did with one order.

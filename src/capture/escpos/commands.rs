@@ -278,17 +278,14 @@ impl Decoder {
                         .filter(|c| !c.is_control())
                         .collect()
                 };
-                self.end_line(end, out, false);
-                out.push(Event {
-                    end,
-                    kind: EventKind::Code(Code {
-                        kind: CodeKind::Barcode,
-                        symbology,
-                        payload,
-                        data,
-                        data_offset: start,
-                    }),
-                });
+                let code = Code {
+                    kind: CodeKind::Barcode,
+                    symbology,
+                    payload,
+                    data,
+                    data_offset: start,
+                };
+                self.print_code(code, end, out);
             }
             Payload::EscZ => {
                 let (kind, symbology) = match self.esc_z_kind {
@@ -297,17 +294,14 @@ impl Decoder {
                     _ => (CodeKind::Qr, "qr"),
                 };
                 let payload = self.payload_text(&data);
-                self.end_line(end, out, false);
-                out.push(Event {
-                    end,
-                    kind: EventKind::Code(Code {
-                        kind,
-                        symbology,
-                        payload,
-                        data,
-                        data_offset: start,
-                    }),
-                });
+                let code = Code {
+                    kind,
+                    symbology,
+                    payload,
+                    data,
+                    data_offset: start,
+                };
+                self.print_code(code, end, out);
             }
             Payload::TwoD => {
                 if data.len() < 2 {
@@ -337,22 +331,29 @@ impl Decoder {
                             _ => (CodeKind::Other2d, "2d"),
                         };
                         let payload = self.payload_text(&stored);
-                        self.end_line(end, out, false);
-                        out.push(Event {
-                            end,
-                            kind: EventKind::Code(Code {
-                                kind,
-                                symbology,
-                                payload,
-                                data: stored,
-                                data_offset: at,
-                            }),
-                        });
+                        let code = Code {
+                            kind,
+                            symbology,
+                            payload,
+                            data: stored,
+                            data_offset: at,
+                        };
+                        self.print_code(code, end, out);
                     }
                     _ => {}
                 }
             }
         }
+    }
+
+    /// A printed code ends the line in the buffer (if it has text), then is an
+    /// event of its own ending at `end`.
+    fn print_code(&mut self, code: Code, end: u64, out: &mut Vec<Event>) {
+        self.end_line(end, out, false);
+        out.push(Event {
+            end,
+            kind: EventKind::Code(code),
+        });
     }
 
     /// 2D payloads are usually UTF-8 (URLs, JSON); a Chinese POS may encode them

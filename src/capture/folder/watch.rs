@@ -21,20 +21,12 @@ impl FolderWatch {
         let handler = move |ev: notify::Result<notify::Event>| {
             let _ = tx.send(Msg::Fs(ev));
         };
-        let mut w = match notify::recommended_watcher(handler) {
-            Ok(w) => w,
-            Err(e) => {
-                warn!(
-                    "source {}: cannot watch {} ({e}); polling every {:?} instead",
-                    self.source.name,
-                    self.folder.path.display(),
-                    self.folder.poll_interval
-                );
-                return None;
-            }
-        };
-        match w.watch(&self.folder.path, notify::RecursiveMode::NonRecursive) {
-            Ok(()) => Some(w),
+        let watching = notify::recommended_watcher(handler).and_then(|mut w| {
+            w.watch(&self.folder.path, notify::RecursiveMode::NonRecursive)
+                .map(|()| w)
+        });
+        match watching {
+            Ok(w) => Some(w),
             Err(e) => {
                 warn!(
                     "source {}: cannot watch {} ({e}); polling every {:?} instead",
