@@ -27,8 +27,10 @@ use serde_json::value::RawValue;
 
 use crate::capture::receipt::{ReceiptRules, parse_bytes};
 use crate::capture::template::Parsed as ReceiptParsed;
-use crate::config::{CsvConfig, Encoding, Format};
 use crate::order::{Kind, Line, Order, Payment};
+
+mod settings;
+pub use settings::{CSV_LINE_FIELDS, CSV_ORDER_FIELDS, CsvConfig, Encoding, Format, RawCsv};
 
 /// A problem in an input file, located as precisely as the format allows.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -1063,18 +1065,20 @@ fn row(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
     use std::path::Path;
 
+    /// The CSV settings of a source whose table ends with `extra` (`[source.csv]…`
+    /// or nothing), validated as config validates them.
     fn csv_cfg(extra: &str) -> CsvConfig {
-        let text = format!(
-            "[[source]]\nname = \"l\"\nkind = \"folder\"\npath = \"/x\"\nshop = \"D\"\nmachine_id = \"M\"\n{extra}"
-        );
-        let c = Config::from_toml(&text, Path::new("/t.toml")).unwrap();
-        let crate::config::SourceKind::Folder(f) = &c.sources[0].kind else {
-            panic!("a folder source")
+        let file: toml::Table = toml::from_str(extra).unwrap();
+        let raw: RawCsv = match file.get("source").and_then(|s| s.get("csv")) {
+            Some(t) => t.clone().try_into().unwrap(),
+            None => RawCsv::default(),
         };
-        f.csv.clone()
+        let mut p = crate::settings::Problems::new();
+        let csv = raw.validate(&mut p, "source[l].csv");
+        assert!(p.is_empty(), "{:?}", p.into_vec());
+        csv
     }
 
     /// Data-driven: (input, expected orders by order_no, expected error texts).

@@ -37,8 +37,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use serde::Serialize;
 
-use crate::config::{OutboxConfig, Synchronous};
 use crate::order::Order;
+
+mod settings;
+pub use settings::{OutboxConfig, RawOutbox, Synchronous};
 
 const MIGRATIONS: &[(&str, &str)] = &[("0001_init", include_str!("migrations/0001_init.sql"))];
 
