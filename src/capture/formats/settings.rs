@@ -3,7 +3,7 @@
 //! and validated, with their validation.
 //!
 //! Invariant: every CSV column mapping names a canonical field the reader knows, and
-//! the fields an order cannot do without ([`CSV_REQUIRED`]) are mapped, so the reader
+//! the fields an order cannot do without (`CSV_REQUIRED`) are mapped, so the reader
 //! never meets a mapping it cannot honour.
 
 use std::collections::BTreeMap;
