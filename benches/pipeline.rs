@@ -66,7 +66,7 @@ fn capture_commits(dir: &Path, n: usize) -> f64 {
     let mut orders = Vec::new();
     for i in 0..n {
         let mut o: tillrelay::order::Order = serde_json::from_value(order_json(i)).unwrap();
-        tillrelay::stamp::stamp(&mut o, &cfg.sources[0]);
+        tillrelay::stamp::stamp(&mut o, &cfg.sources[0].identity);
         orders.push(o);
     }
     let t = Instant::now();
@@ -97,8 +97,11 @@ fn folder_file(dir: &Path, n: usize) -> f64 {
     let path = folder.path.join("big.json");
     std::fs::write(&path, serde_json::to_vec(&all).unwrap()).unwrap();
     let ob = Outbox::open(&cfg.db_path(), &cfg.outbox, &cfg.destinations).unwrap();
-    let mut watch =
-        tillrelay::capture::folder::FolderWatch::new(cfg.sources[0].clone(), folder.clone(), ob);
+    let mut watch = tillrelay::capture::folder::FolderWatch::new(
+        cfg.sources[0].identity.clone(),
+        folder.clone(),
+        ob,
+    );
     let t = Instant::now();
     let out = watch.process_file(&path).unwrap();
     let secs = t.elapsed().as_secs_f64();

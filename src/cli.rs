@@ -194,14 +194,14 @@ fn run(cli: Cli) -> Result<(), CliError> {
             let cfg = Config::load(&cli.config)?;
             crate::logging::init(log::LevelFilter::Warn);
             let src = source_named(&cfg, &source)?;
-            crate::capture::workflow::record(src, &out, seconds).map_err(CliError::Other)
+            crate::record::record(src, &out, seconds).map_err(CliError::Other)
         }
         Command::Reparse { source, ids } => {
             let cfg = Config::load(&cli.config)?;
             if let Some(s) = &source {
                 source_named(&cfg, s)?;
             }
-            let r = crate::capture::workflow::reparse(&cfg, source.as_deref(), &ids)?;
+            let r = crate::reparse::reparse(&cfg, source.as_deref(), &ids)?;
             println!(
                 "{} journal entr{} read again: {} new order(s), {} already stored, {} still not readable",
                 r.entries,
@@ -279,7 +279,7 @@ fn check_config(path: &std::path::Path, online: bool) -> Result<(), CliError> {
         let shops = cfg
             .sources
             .iter()
-            .map(|s| (s.name.clone(), s.ovopark.clone()))
+            .map(|s| (s.identity.name.clone(), s.ovopark.clone()))
             .collect();
         check(
             "ovopark",
@@ -291,7 +291,7 @@ fn check_config(path: &std::path::Path, online: bool) -> Result<(), CliError> {
         let shops = cfg
             .sources
             .iter()
-            .map(|s| (s.name.clone(), s.wdt.clone()))
+            .map(|s| (s.identity.name.clone(), s.wdt.clone()))
             .collect();
         check(
             "wdt",
@@ -380,14 +380,14 @@ fn status(cfg: &Config, json: bool) -> Result<(), CliError> {
         let c = st
             .sources
             .iter()
-            .find(|x| x.name == s.name)
+            .find(|x| x.name == s.identity.name)
             .cloned()
             .unwrap_or_default();
         let _ = match &s.kind {
             SourceKind::Folder(f) => writeln!(
                 out,
                 "  {} (folder {}): files seen {}, ingested {}, rejected {}; orders {}, duplicates {}",
-                s.name,
+                s.identity.name,
                 f.path.display(),
                 c.files_seen,
                 c.files_ingested,
@@ -398,7 +398,7 @@ fn status(cfg: &Config, json: bool) -> Result<(), CliError> {
             SourceKind::Serial(t) => writeln!(
                 out,
                 "  {} (serial {}): receipts {}, not parsed {}; orders {}, duplicates {}",
-                s.name,
+                s.identity.name,
                 t.serial.pos.device.display(),
                 c.receipts,
                 c.unparsed,
@@ -417,7 +417,7 @@ fn status(cfg: &Config, json: bool) -> Result<(), CliError> {
             let _ = writeln!(
                 out,
                 "    {} receipt(s) kept unparsed: fix the template, then `tillrelay reparse --source {}`",
-                c.unparsed, s.name
+                c.unparsed, s.identity.name
             );
         }
         if let Some(e) = &c.last_error {
@@ -531,7 +531,7 @@ fn parse(
     let (parsed, rules) = match &src.kind {
         SourceKind::Folder(f) => (
             formats::read(&bytes, f.format, name, &f.csv, f.receipt.as_ref()),
-            (formats::detect(f.format, name) == Some(crate::config::Format::Receipt))
+            (formats::detect(f.format, name) == Some(crate::capture::formats::Format::Receipt))
                 .then_some(f.receipt.as_ref())
                 .flatten(),
         ),
@@ -564,7 +564,7 @@ fn parse(
     let mut orders = parsed.orders;
     if stamp {
         for o in orders.iter_mut() {
-            crate::stamp::stamp(o, src);
+            crate::stamp::stamp(o, &src.identity);
         }
     }
     let mut out = std::io::stdout().lock();
@@ -620,7 +620,7 @@ fn source_named<'a>(cfg: &'a Config, name: &str) -> Result<&'a crate::config::So
             cfg.path.display(),
             cfg.sources
                 .iter()
-                .map(|s| s.name.as_str())
+                .map(|s| s.identity.name.as_str())
                 .collect::<Vec<_>>()
                 .join(", ")
         ))

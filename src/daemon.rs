@@ -108,23 +108,31 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
 
     for source in &cfg.sources {
         if !source.enabled {
-            info!("source {}: disabled in the config; not run", source.name);
+            info!(
+                "source {}: disabled in the config; not run",
+                source.identity.name
+            );
             continue;
         }
         let ob = Outbox::open(&db, &cfg.outbox, &cfg.destinations)
             .with_context(|| format!("cannot open the queue at {}", db.display()))?;
         let (name, work): (String, SourceLoop) = match &source.kind {
             SourceKind::Folder(folder) => {
-                let w = FolderWatch::new(source.clone(), folder.clone(), ob);
+                let w = FolderWatch::new(source.identity.clone(), folder.clone(), ob);
                 (
-                    format!("folder:{}", source.name),
+                    format!("folder:{}", source.identity.name),
                     Box::new(move |s, b| w.run(s, b)),
                 )
             }
             SourceKind::Serial(t) => {
-                let w = SerialWatch::new(source.clone(), t.serial.clone(), t.rules.clone(), ob);
+                let w = SerialWatch::new(
+                    source.identity.clone(),
+                    t.serial.clone(),
+                    t.rules.clone(),
+                    ob,
+                );
                 (
-                    format!("serial:{}", source.name),
+                    format!("serial:{}", source.identity.name),
                     Box::new(move |s, b| w.run(s, b)),
                 )
             }
@@ -251,7 +259,7 @@ fn clients(cfg: &Config) -> anyhow::Result<Vec<(&'static str, Client)>> {
         let shops = cfg
             .sources
             .iter()
-            .map(|s| (s.name.clone(), s.ovopark.clone()))
+            .map(|s| (s.identity.name.clone(), s.ovopark.clone()))
             .collect();
         let c = OvoparkClient::new(o.clone(), shops).map_err(anyhow::Error::msg)?;
         out.push(("ovopark", Client::Ovopark(c)));
@@ -260,7 +268,7 @@ fn clients(cfg: &Config) -> anyhow::Result<Vec<(&'static str, Client)>> {
         let shops = cfg
             .sources
             .iter()
-            .map(|s| (s.name.clone(), s.wdt.clone()))
+            .map(|s| (s.identity.name.clone(), s.wdt.clone()))
             .collect();
         let c = WdtClient::new(w.clone(), shops).map_err(anyhow::Error::msg)?;
         out.push(("wdt", Client::Wdt(c)));

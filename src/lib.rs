@@ -3,7 +3,8 @@
 //!
 //! # Layout
 //!
-//! - [`config`]: TOML → validated runtime config, in two stages.
+//! - [`config`]: TOML → validated runtime config, in two stages; it assembles the
+//!   settings each part owns and validates ([`settings`]: their shared vocabulary).
 //! - [`order`]: the canonical order, the one shape an order has outside the code.
 //! - [`stamp`]: source, shop, camera and video window added to each order.
 //! - [`capture`]: where orders come from: the watched folder and its readers, the
@@ -12,6 +13,8 @@
 //! - [`upload`]: the clients of both clouds and what a delivery attempt ends in.
 //! - [`emulator`]: local stand-ins for both clouds, strict to the specs, with fault modes.
 //! - [`daemon`]: `tillrelay run`, the threads and their orderly stop.
+//! - [`record`], [`reparse`]: the template workflow at the till (`record` live
+//!   bytes, `reparse` the journal), commands beside `run` and `demo`.
 //! - [`lifecycle`]: the shutdown value and the heartbeats behind the watchdog.
 //! - [`cli`]: the commands, their output and exit codes; `main` only calls it.
 //! - [`logging`], [`secret`]: log setup; secret values that print as `***`.
@@ -31,7 +34,10 @@ pub mod lifecycle;
 pub mod logging;
 pub mod order;
 pub mod outbox;
+pub mod record;
+pub mod reparse;
 pub mod secret;
+pub mod settings;
 pub mod stamp;
 pub mod systemd;
 pub mod upload;

@@ -1,20 +1,214 @@
 //! Stamping: what an order needs beyond what the POS said, so that loss-prevention
 //! staff can jump from it to its video.
 //!
+//! This module owns the settings stamping needs: a source's [`Identity`] (name, shop,
+//! camera, video window) and the `[video]` window ([`Video`]), raw and validated.
+//!
 //! Invariants:
 //! - Identity fields the input already has (`source`, `shop`, `machine_id`, a video
 //!   window) are kept; only missing ones are filled from the capture source.
 //! - The video window is start = (earliest line scan, else order time) − pre_roll and
 //!   end = order time + post_roll, both shifted by the NVR−POS clock offset, so the
 //!   window is in the camera's clock, not the till's.
+//! - A validated window is bounded ([`MAX_VIDEO_SHIFT`]), so the date arithmetic of
+//!   stamping cannot overflow.
+
+use std::time::Duration;
 
 use chrono::TimeDelta;
+use serde::{Deserialize, Serialize};
 
-use crate::config::Source;
 use crate::order::Order;
+use crate::settings::{Problems, parse_duration, ser_duration};
+
+/// `[video]` (or a source's `[source.video]`) as written in the file.
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawVideo {
+    pub pre_roll: Option<String>,
+    pub post_roll: Option<String>,
+    pub clock_offset: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Video {
+    #[serde(serialize_with = "ser_duration")]
+    pub pre_roll: Duration,
+    #[serde(serialize_with = "ser_duration")]
+    pub post_roll: Duration,
+    /// NVR clock minus POS clock, in seconds (may be negative).
+    pub clock_offset_secs: i64,
+}
+
+impl Default for Video {
+    /// The documented defaults: a minute before the order, half a minute after.
+    fn default() -> Video {
+        Video {
+            pre_roll: Duration::from_secs(60),
+            post_roll: Duration::from_secs(30),
+            clock_offset_secs: 0,
+        }
+    }
+}
+
+/// The largest pre/post roll or NVR clock offset accepted. Beyond it the value is a
+/// typo (a window of days finds no order's video) and, unbounded, the date arithmetic
+/// of stamping could overflow.
+pub const MAX_VIDEO_SHIFT: Duration = Duration::from_secs(24 * 3600);
+
+impl RawVideo {
+    /// Validates a video window under `key` (`video`, `source[lane1].video`); keys
+    /// left out take their value from `base` (the `[video]` defaults for a source).
+    pub fn validate(&self, p: &mut Problems, key: &str, base: &Video) -> Video {
+        let d = base;
+        let clock_offset_secs = match self.clock_offset.as_deref() {
+            None => d.clock_offset_secs,
+            Some(s) => {
+                let (neg, body) = match s.trim().strip_prefix('-') {
+                    Some(rest) => (true, rest),
+                    None => (false, s.trim().trim_start_matches('+')),
+                };
+                match parse_duration(body) {
+                    Ok(v) => {
+                        let secs = v.as_secs() as i64;
+                        if neg { -secs } else { secs }
+                    }
+                    Err(e) => {
+                        p.push(&format!("{key}.clock_offset"), e);
+                        0
+                    }
+                }
+            }
+        };
+        let pre_roll = p.duration(
+            &format!("{key}.pre_roll"),
+            self.pre_roll.as_deref(),
+            d.pre_roll,
+        );
+        let post_roll = p.duration(
+            &format!("{key}.post_roll"),
+            self.post_roll.as_deref(),
+            d.post_roll,
+        );
+        let mut bounded = |name: &str, v: Duration, default: Duration| {
+            if v > MAX_VIDEO_SHIFT {
+                p.push(
+                    &format!("{key}.{name}"),
+                    "must be at most 24h (a video window is minutes around one order)",
+                );
+                default
+            } else {
+                v
+            }
+        };
+        let pre_roll = bounded("pre_roll", pre_roll, d.pre_roll);
+        let post_roll = bounded("post_roll", post_roll, d.post_roll);
+        let clock_offset_secs = if clock_offset_secs.unsigned_abs() > MAX_VIDEO_SHIFT.as_secs() {
+            p.push(
+                &format!("{key}.clock_offset"),
+                "must be within ±24h (set the NVR's clock if it is off by more)",
+            );
+            d.clock_offset_secs
+        } else {
+            clock_offset_secs
+        };
+        Video {
+            pre_roll,
+            post_roll,
+            clock_offset_secs,
+        }
+    }
+}
+
+/// Who captured an order: what stamping fills in from the capture source.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Identity {
+    /// The source's name, unique in the config (also the `source` of its orders).
+    pub name: String,
+    pub shop: String,
+    /// The camera/NVR device id used for video traceback.
+    pub machine_id: String,
+    pub video: Video,
+}
+
+impl Identity {
+    /// The key this source's settings are named by in problems: `source[lane1]`.
+    pub fn key(&self) -> String {
+        source_key(&self.name)
+    }
+}
+
+fn source_key(name: &str) -> String {
+    format!("source[{name}]")
+}
+
+/// A source's identity keys as written in its `[[source]]` table.
+#[derive(Debug, Default, Clone)]
+pub struct RawIdentity {
+    pub name: Option<String>,
+    pub shop: Option<String>,
+    pub machine_id: Option<String>,
+    /// Per-source overrides of `[video]`.
+    pub video: Option<RawVideo>,
+}
+
+impl RawIdentity {
+    /// Validates a source's identity. `key` names the source by its place
+    /// (`source[3]`) until its name is known, then problems are named by the name
+    /// (`source[lane1].shop`). None when the name is missing or unusable: the rest of
+    /// the source cannot be named then.
+    pub fn validate(self, p: &mut Problems, key: &str, video: &Video) -> Option<Identity> {
+        let name = match self.name {
+            Some(n) if valid_name(&n) => n,
+            Some(n) => {
+                p.push(
+                    &format!("{key}.name"),
+                    format!("{n:?} must be 1-64 letters, digits, '-', '_' or '.'"),
+                );
+                return None;
+            }
+            None => {
+                p.push(&format!("{key}.name"), "is required");
+                return None;
+            }
+        };
+        let key = source_key(&name);
+        let shop = self.shop.unwrap_or_default();
+        if shop.trim().is_empty() {
+            p.push(
+                &format!("{key}.shop"),
+                "is required (the shop this lane belongs to)",
+            );
+        }
+        let machine_id = self.machine_id.unwrap_or_default();
+        if machine_id.trim().is_empty() {
+            p.push(
+                &format!("{key}.machine_id"),
+                "is required (the camera/NVR device id used for video traceback)",
+            );
+        }
+        let video = match &self.video {
+            Some(v) => v.validate(p, &format!("{key}.video"), video),
+            None => video.clone(),
+        };
+        Some(Identity {
+            name,
+            shop,
+            machine_id,
+            video,
+        })
+    }
+}
+
+fn valid_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 64
+        && n.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
 
 /// Fills the stamp of `order` from its capture source.
-pub fn stamp(order: &mut Order, source: &Source) {
+pub fn stamp(order: &mut Order, source: &Identity) {
     if order.source.is_none() {
         order.source = Some(source.name.clone());
     }
@@ -42,18 +236,28 @@ pub fn stamp(order: &mut Order, source: &Source) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Config, SourceKind};
     use crate::order::{format_time, parse_time};
-    use std::path::Path;
 
-    fn source(extra: &str) -> Source {
-        let text = format!(
-            "{extra}\n[[source]]\nname = \"lane1\"\nkind = \"folder\"\npath = \"/x\"\nshop = \"D001\"\nmachine_id = \"NVR01-CH03\"\n"
-        );
-        let c = Config::from_toml(&text, Path::new("/t.toml")).unwrap();
-        let s = c.sources[0].clone();
-        assert!(matches!(s.kind, SourceKind::Folder(_)));
-        s
+    /// Source lane1's identity under `extra` (a `[video]` table or nothing), as
+    /// config makes it.
+    fn source(extra: &str) -> Identity {
+        #[derive(Deserialize)]
+        struct File {
+            #[serde(default)]
+            video: RawVideo,
+        }
+        let file: File = toml::from_str(extra).unwrap();
+        let mut p = Problems::new();
+        let video = file.video.validate(&mut p, "video", &Video::default());
+        let raw = RawIdentity {
+            name: Some("lane1".into()),
+            shop: Some("D001".into()),
+            machine_id: Some("NVR01-CH03".into()),
+            video: None,
+        };
+        let id = raw.validate(&mut p, "source[0]", &video).unwrap();
+        assert!(p.is_empty(), "{:?}", p.into_vec());
+        id
     }
 
     fn order(scans: &[Option<&str>]) -> Order {

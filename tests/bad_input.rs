@@ -513,7 +513,7 @@ fn order_of_free_lines_only_is_translated_for_wangdiantong() {
     let wdt = cfg.wdt.as_ref().unwrap();
     let shop = wdt.target(None).unwrap();
     let mut o = p.orders[0].clone();
-    tillrelay::stamp::stamp(&mut o, cfg.source("lane1").unwrap());
+    tillrelay::stamp::stamp(&mut o, &cfg.source("lane1").unwrap().identity);
     let trade = tillrelay::upload::wdt::build_trade(&o, &shop, wdt).unwrap();
     assert_eq!(trade.lines_json().len(), 3);
     // A discount on free lines stays refused with a reason, as before.

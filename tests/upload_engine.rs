@@ -11,11 +11,11 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::json;
-use tillrelay::config::{OutboxConfig, Synchronous};
 use tillrelay::emulator::{EmuConfig, Emulator, demo_agent_config};
 use tillrelay::lifecycle::{Heartbeats, Shutdown};
 use tillrelay::order::Order;
 use tillrelay::outbox::{Capture, CaptureKind, DeliveryState, Outbox};
+use tillrelay::outbox::{OutboxConfig, Synchronous};
 use tillrelay::upload::engine::{Client, EngineConfig, Wake, Worker};
 use tillrelay::upload::ovopark::{OvoparkClient, RawOvopark};
 use tillrelay::upload::wdt::{RawWdt, WdtClient};

@@ -39,11 +39,11 @@ use std::sync::LazyLock;
 use tillrelay::capture::escpos::{
     CodePage, Decoder, Event, EventKind, MAX_LINE_CHARS, MAX_PAYLOAD, SingleByte,
 };
-use tillrelay::capture::formats::{read_csv, read_json};
+use tillrelay::capture::formats::{CsvConfig, Encoding, read_csv, read_json};
 use tillrelay::capture::receipt::{Pipeline, ReceiptRules, parse_one};
 use tillrelay::capture::segment::Receipt;
 use tillrelay::capture::template::Parsed as ReceiptParsed;
-use tillrelay::config::{Config, CsvConfig, Encoding, Source, SourceKind};
+use tillrelay::config::{Config, Source, SourceKind};
 use tillrelay::order::Order;
 use tillrelay::stamp::stamp;
 use tillrelay::upload::http::Reply;
@@ -231,7 +231,7 @@ pub fn check_order(o: &Order, source: &str, what: &str) {
     let cfg = &EXAMPLES.config;
     let src: &Source = cfg.source(source).expect("a configured source");
     let mut o = o.clone();
-    stamp(&mut o, src);
+    stamp(&mut o, &src.identity);
     round_trip(&o, what);
     if let Some(ovo) = &cfg.ovopark {
         if let Ok(target) = ovo.target(Some(&src.ovopark), o.shop.as_deref()) {

@@ -44,15 +44,17 @@ use log::{debug, error, info, warn};
 use notify::Watcher;
 use sha1::{Digest, Sha1};
 
-use crate::capture::formats;
-use crate::config::{After, FolderSource, Format, Source};
+use crate::capture::formats::{self, Format};
 use crate::lifecycle::{Heartbeat, Shutdown};
 use crate::outbox::{Capture, CaptureKind, Outbox, OutboxError};
-use crate::stamp::stamp;
+use crate::stamp::{Identity, stamp};
 
 mod files;
 mod ingest;
+mod settings;
 mod watch;
+
+pub use settings::{After, FolderSource, RawFolder};
 
 /// How often a missing folder is looked for, and a full queue retried.
 const RETRY: Duration = Duration::from_secs(5);
@@ -88,7 +90,7 @@ pub fn is_candidate_name(name: &str) -> bool {
 
 /// Watches one folder source until shutdown.
 pub struct FolderWatch {
-    source: Source,
+    source: Identity,
     folder: FolderSource,
     outbox: Outbox,
     /// Files seen but not yet settled: (size, mtime, stable since, renamed in).
@@ -105,7 +107,7 @@ struct Seen {
 }
 
 impl FolderWatch {
-    pub fn new(source: Source, folder: FolderSource, outbox: Outbox) -> FolderWatch {
+    pub fn new(source: Identity, folder: FolderSource, outbox: Outbox) -> FolderWatch {
         FolderWatch {
             source,
             folder,

@@ -26,14 +26,15 @@ use rust_decimal::Decimal;
 
 use crate::capture::receipt::{ReceiptRules, parse_bytes};
 use crate::capture::template::Parsed as ReceiptParsed;
-use crate::config::{CsvConfig, Encoding, Format};
 use crate::order::{Kind, Line, Order, Payment};
 
 mod csv;
 mod json;
+mod settings;
 
 pub use self::csv::read_csv;
 pub use json::{JsonOrders, StreamError, read_json};
+pub use settings::{CSV_LINE_FIELDS, CSV_ORDER_FIELDS, CsvConfig, Encoding, Format, RawCsv};
 
 /// A problem in an input file, located as precisely as the format allows.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -23,10 +23,9 @@ use crate::capture::receipt::{Pipeline, ReceiptRules};
 use crate::capture::segment::Receipt;
 use crate::capture::serial::{SerialConfig, Tap, TapOptions};
 use crate::capture::template::Parsed;
-use crate::config::Source;
 use crate::lifecycle::{Heartbeat, Shutdown};
 use crate::outbox::{Capture, CaptureKind, Outbox, OutboxError};
-use crate::stamp::stamp;
+use crate::stamp::{Identity, stamp};
 
 /// Receipts held in memory while the queue is full, at most this many bytes; past
 /// it the oldest held receipt is dropped and counted (a full disk for hours).
@@ -35,7 +34,7 @@ pub const MAX_HELD_BYTES: usize = 8 << 20;
 const RETRY_FULL: Duration = Duration::from_secs(5);
 
 pub struct SerialWatch {
-    source: Source,
+    source: Identity,
     serial: SerialConfig,
     rules: ReceiptRules,
     outbox: Outbox,
@@ -45,8 +44,10 @@ pub struct SerialWatch {
 }
 
 impl SerialWatch {
+    /// A loop for the serial source `source` (its identity stamps its orders),
+    /// tapping `serial` and reading receipts by `rules`.
     pub fn new(
-        source: Source,
+        source: Identity,
         serial: SerialConfig,
         rules: ReceiptRules,
         outbox: Outbox,
@@ -202,7 +203,7 @@ impl SerialWatch {
 /// Journals one receipt with what its template made of it, in one transaction.
 pub fn commit_receipt(
     outbox: &mut Outbox,
-    source: &Source,
+    source: &Identity,
     rules: &ReceiptRules,
     r: &Receipt,
 ) -> Result<(), OutboxError> {

@@ -17,7 +17,12 @@
 //! - [`template`]: config-driven receipt text → canonical [`crate::order::Order`].
 //! - [`receipt`]: the whole chain for one source (decoder → segmenter → masker),
 //!   for live bytes and for files (`parse`, folder `format = "receipt"`, reparse).
-//! - [`workflow`]: `record` and `reparse`, the template workflow at the till.
+//! - `codepages`: data tables for the DOS code pages `ESC t` selects.
+//!
+//! Each part owns its settings: the folder's in `folder::settings`, the readers' in
+//! `formats::settings`, the tap's, segmenter's and templates' beside their code.
+//! Nothing here reads the config: the daemon and the commands hand each part its
+//! settings.
 //!
 //! Invariant for every capture path: a unit is acknowledged (file moved, receipt
 //! counted) only after the outbox committed it.
@@ -31,4 +36,3 @@ pub mod receipt;
 pub mod segment;
 pub mod serial;
 pub mod template;
-pub mod workflow;

@@ -37,19 +37,20 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use serde::Serialize;
 
-use crate::config::{OutboxConfig, Synchronous};
 use crate::order::Order;
 
 mod delivery;
 mod ingest;
 mod journal;
 mod retention;
+mod settings;
 mod views;
 
 pub use delivery::{DeliveryState, Due, Mark};
 pub use ingest::{Capture, CaptureKind, Ingest, IngestReport};
 pub use journal::JournalEntry;
 pub use views::{DeliveryView, DestStatus, OrderView, SourceStatus, Status};
+pub use settings::{OutboxConfig, RawOutbox, Synchronous};
 
 const MIGRATIONS: &[(&str, &str)] = &[("0001_init", include_str!("migrations/0001_init.sql"))];
 

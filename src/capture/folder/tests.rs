@@ -5,6 +5,34 @@ use super::files::{hash_to_end, move_into, open_regular, read_regular};
 use super::ingest::FileRead;
 use super::*;
 
+/// The settings of the one folder source of `text` (a config file with an
+/// `[agent]` table and one `[[source]]`), validated as config validates them;
+/// `state` is made for the queue.
+fn settings(text: &str, state: &Path) -> (Identity, FolderSource, crate::outbox::OutboxConfig) {
+    let file: toml::Table = toml::from_str(text).unwrap();
+    let src = &file["source"][0];
+    let s = |k: &str| src.get(k).and_then(|v| v.as_str()).map(String::from);
+    let mut p = crate::settings::Problems::new();
+    let id = crate::stamp::RawIdentity {
+        name: s("name"),
+        shop: s("shop"),
+        machine_id: s("machine_id"),
+        video: None,
+    }
+    .validate(&mut p, "source[0]", &crate::stamp::Video::default())
+    .unwrap();
+    assert_eq!(s("kind").as_deref(), Some("folder"));
+    let raw = RawFolder {
+        path: s("path").map(PathBuf::from),
+        ..RawFolder::default()
+    };
+    let folder = raw.validate(&mut p, &id.key(), &|q| q, |_, _| None);
+    let outbox = crate::outbox::RawOutbox::default().validate(&mut p);
+    assert!(p.is_empty(), "{:?}", p.into_vec());
+    fs::create_dir_all(state).unwrap();
+    (id, folder, outbox)
+}
+
 #[test]
 fn candidate_names() {
     for ok in ["orders.json", "sales_1.csv", "a.b.c"] {
@@ -32,12 +60,9 @@ fn access_events_do_not_trigger_scans() {
         d.path(),
         d.path()
     );
-    let cfg = crate::config::Config::from_toml(&text, &d.path().join("c.toml")).unwrap();
-    let crate::config::SourceKind::Folder(f) = &cfg.sources[0].kind else {
-        panic!("a folder source")
-    };
-    let ob = Outbox::open(&cfg.db_path(), &cfg.outbox, &[]).unwrap();
-    let mut w = FolderWatch::new(cfg.sources[0].clone(), f.clone(), ob);
+    let (id, f, outbox) = settings(&text, d.path());
+    let ob = Outbox::open(&d.path().join("queue.db"), &outbox, &[]).unwrap();
+    let mut w = FolderWatch::new(id, f, ob);
     let ev = |k| Ok(Event::new(k).add_path(d.path().to_path_buf()));
     assert!(!w.note_event(ev(EventKind::Access(AccessKind::Open(AccessMode::Any)))));
     assert!(!w.note_event(ev(EventKind::Access(AccessKind::Close(AccessMode::Read)))));
@@ -90,13 +115,10 @@ fn lane(d: &Path) -> FolderWatch {
         d.join("state"),
         d.join("inbox")
     );
-    let cfg = crate::config::Config::from_toml(&text, &d.join("c.toml")).unwrap();
-    let crate::config::SourceKind::Folder(f) = &cfg.sources[0].kind else {
-        panic!("a folder source")
-    };
+    let (id, f, outbox) = settings(&text, &d.join("state"));
     fs::create_dir_all(&f.path).unwrap();
-    let ob = Outbox::open(&cfg.db_path(), &cfg.outbox, &["wdt".to_string()]).unwrap();
-    let w = FolderWatch::new(cfg.sources[0].clone(), f.clone(), ob);
+    let ob = Outbox::open(&d.join("state/queue.db"), &outbox, &["wdt".to_string()]).unwrap();
+    let w = FolderWatch::new(id, f, ob);
     w.ensure_dirs().unwrap();
     w
 }

@@ -2,19 +2,21 @@
 //! reader against whole-file parsing.
 
 use super::*;
-use crate::config::Config;
 use serde_json::value::RawValue;
 use std::path::Path;
 
+/// The CSV settings of a source whose table ends with `extra` (`[source.csv]…`
+/// or nothing), validated as config validates them.
 fn csv_cfg(extra: &str) -> CsvConfig {
-    let text = format!(
-        "[[source]]\nname = \"l\"\nkind = \"folder\"\npath = \"/x\"\nshop = \"D\"\nmachine_id = \"M\"\n{extra}"
-    );
-    let c = Config::from_toml(&text, Path::new("/t.toml")).unwrap();
-    let crate::config::SourceKind::Folder(f) = &c.sources[0].kind else {
-        panic!("a folder source")
+    let file: toml::Table = toml::from_str(extra).unwrap();
+    let raw: RawCsv = match file.get("source").and_then(|s| s.get("csv")) {
+        Some(t) => t.clone().try_into().unwrap(),
+        None => RawCsv::default(),
     };
-    f.csv.clone()
+    let mut p = crate::settings::Problems::new();
+    let csv = raw.validate(&mut p, "source[l].csv");
+    assert!(p.is_empty(), "{:?}", p.into_vec());
+    csv
 }
 
 /// Data-driven: (input, expected orders by order_no, expected error texts).

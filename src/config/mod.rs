@@ -1,0 +1,355 @@
+//! Configuration, in two stages: the raw TOML shape ([`RawConfig`], serde only, no I/O,
+//! no checks) and the validated runtime [`Config`] that the rest of the agent receives
+//! explicitly (there are no globals).
+//!
+//! Settings flow down: each part owns its settings and their validation (the outbox
+//! [`crate::outbox::OutboxConfig`], stamping [`crate::stamp::Identity`] and
+//! [`crate::stamp::Video`], the folder [`crate::capture::folder::FolderSource`], the
+//! readers [`crate::capture::formats::CsvConfig`], the serial tap, segmenter and
+//! templates, each cloud its own). This module reads the file, hands each part its
+//! raw settings, and assembles [`Config`]; the file level lives here, the source
+//! level in `source`. No part below imports this module.
+//!
+//! Invariants:
+//! - Every problem found is reported with the file and the key (`source[1].csv.columns`),
+//!   and all problems are reported at once, not one per run.
+//! - Unknown keys are errors: a misspelt key must not silently fall back to a default.
+//! - Secrets are [`crate::secret::Secret`]s from the moment they are read; the effective
+//!   config printed by `check-config` shows them as `***`.
+
+use std::path::{Path, PathBuf};
+
+use chrono::FixedOffset;
+use serde::{Deserialize, Serialize};
+
+use crate::outbox::{OutboxConfig, RawOutbox};
+use crate::settings::{Problems, ser_display};
+use crate::stamp::{RawVideo, Video};
+use crate::upload::ovopark::{Ovopark, RawOvopark};
+use crate::upload::wdt::{RawWdt, Wdt};
+
+mod source;
+#[cfg(test)]
+mod tests;
+
+pub use source::{RawSource, SerialSource, Source, SourceKind};
+
+// The settings types a `Config` is made of, owned by their parts, re-exported so that
+// the whole shape can be named from here.
+pub use crate::capture::folder::{After, FolderSource};
+pub use crate::capture::formats::{CsvConfig, Encoding, Format};
+pub use crate::outbox::Synchronous;
+pub use crate::stamp::Identity;
+
+/// Where the daemon looks when neither `--config` nor `TILLRELAY_CONFIG` is given.
+pub const DEFAULT_PATH: &str = "/etc/tillrelay/tillrelay.toml";
+
+/// The database file inside `agent.state_dir`.
+pub const DB_FILE: &str = "queue.db";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("config file {path} is not valid:\n{}", problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    Invalid {
+        path: PathBuf,
+        problems: Vec<String>,
+    },
+}
+
+// ---------------------------------------------------------------------------
+// Stage 1: the raw shape of the file.
+// ---------------------------------------------------------------------------
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub agent: RawAgent,
+    #[serde(default)]
+    pub outbox: RawOutbox,
+    #[serde(default)]
+    pub video: RawVideo,
+    #[serde(default)]
+    pub source: Vec<RawSource>,
+    /// Destination sections; their shape belongs to the uploaders
+    /// ([`crate::upload::ovopark::RawOvopark`], [`crate::upload::wdt::RawWdt`]), which
+    /// validate them and name their keys in errors.
+    #[serde(default)]
+    pub ovopark: Option<toml::Table>,
+    #[serde(default)]
+    pub wdt: Option<toml::Table>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawAgent {
+    pub state_dir: Option<PathBuf>,
+    pub timezone: Option<String>,
+    pub log_level: Option<String>,
+}
+
+// ---------------------------------------------------------------------------
+// Stage 2: the validated runtime configuration.
+// ---------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Config {
+    /// The file this came from (for messages).
+    pub path: PathBuf,
+    pub agent: Agent,
+    pub outbox: OutboxConfig,
+    pub sources: Vec<Source>,
+    /// Destinations that get a delivery row for every new order, in a fixed order.
+    pub destinations: Vec<String>,
+    /// `[ovopark]`, when enabled.
+    pub ovopark: Option<Ovopark>,
+    /// `[wdt]`, when enabled.
+    pub wdt: Option<Wdt>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Agent {
+    pub state_dir: PathBuf,
+    #[serde(serialize_with = "ser_display")]
+    pub timezone: FixedOffset,
+    #[serde(serialize_with = "ser_display")]
+    pub log_level: log::LevelFilter,
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::from_toml(&text, path)
+    }
+
+    /// Parses and validates config text; `path` is used for messages and to resolve
+    /// relative paths (relative to the file's folder, so an example config works
+    /// from wherever it is run).
+    pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: path.to_path_buf(),
+            message: syntax_message(text, &e),
+        })?;
+        raw.validate(path)
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.agent.state_dir.join(DB_FILE)
+    }
+
+    pub fn source(&self, name: &str) -> Option<&Source> {
+        self.sources.iter().find(|s| s.identity.name == name)
+    }
+
+    /// Things that are valid but probably wrong; shown by `check-config` and logged by
+    /// `run`.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        // Order numbers are unique per Ovopark enterprise and per Wangdiantong seller:
+        // two lanes whose POSes both count from 1 would collide, and the second order
+        // would be taken for a repeat of the first.
+        let active: Vec<&Source> = self.sources.iter().filter(|s| s.enabled).collect();
+        for (i, &a) in active.iter().enumerate() {
+            for &b in &active[i + 1..] {
+                if let Some(o) = &self.ovopark {
+                    let ent = |s: &Source| {
+                        s.ovopark
+                            .enterprise_id
+                            .clone()
+                            .or_else(|| o.defaults.enterprise_id.clone())
+                    };
+                    let prefix = |s: &Source| {
+                        s.ovopark
+                            .order_no_prefix
+                            .clone()
+                            .or_else(|| o.defaults.order_no_prefix.clone())
+                    };
+                    if ent(a) == ent(b) && prefix(a) == prefix(b) {
+                        w.push(format!(
+                            "sources {} and {} send to the same Ovopark enterprise with the same order_no_prefix: if their POSes number orders alike, set [source.ovopark] order_no_prefix",
+                            a.identity.name, b.identity.name
+                        ));
+                    }
+                }
+                if let Some(d) = &self.wdt {
+                    let prefix = |s: &Source| {
+                        s.wdt
+                            .tid_prefix
+                            .clone()
+                            .or_else(|| d.defaults.tid_prefix.clone())
+                    };
+                    if prefix(a) == prefix(b) {
+                        w.push(format!(
+                            "sources {} and {} send to the same Wangdiantong seller with the same tid_prefix: if their POSes number orders alike, set [source.wdt] tid_prefix",
+                            a.identity.name, b.identity.name
+                        ));
+                    }
+                }
+            }
+        }
+        w
+    }
+}
+
+/// A TOML syntax error without the file's text: toml's own message quotes the
+/// offending line, which may hold a secret.
+fn syntax_message(text: &str, e: &toml::de::Error) -> String {
+    let mut msg = e.message().trim().to_string();
+    if let Some(span) = e.span() {
+        let start = span.start.min(text.len());
+        let line_no = text[..start].bytes().filter(|&b| b == b'\n').count() + 1;
+        let line = text.lines().nth(line_no - 1).unwrap_or("");
+        // A value error on a secret line may quote the value itself.
+        if line.trim_start().starts_with("secret") {
+            msg = "invalid value (not shown: this line holds a secret)".to_string();
+        }
+        let key = line.split('=').next().unwrap_or("").trim();
+        if key.is_empty() || key.starts_with('[') {
+            return format!("line {line_no}: {msg}");
+        }
+        return format!("line {line_no} ({key}): {msg}");
+    }
+    msg
+}
+
+impl RawConfig {
+    pub fn validate(self, path: &Path) -> Result<Config, ConfigError> {
+        let mut p = Problems::new();
+        let base = path.parent().unwrap_or(Path::new("."));
+        let resolve = |q: PathBuf| if q.is_absolute() { q } else { base.join(q) };
+
+        let timezone = match self.agent.timezone.as_deref() {
+            None => FixedOffset::east_opt(8 * 3600).expect("UTC+8 is in range"),
+            Some(s) => parse_offset(s).unwrap_or_else(|e| {
+                p.push("agent.timezone", e);
+                FixedOffset::east_opt(0).expect("UTC is in range")
+            }),
+        };
+        let log_level = match self.agent.log_level.as_deref() {
+            None => log::LevelFilter::Info,
+            Some(s) => s.parse().unwrap_or_else(|_| {
+                p.push(
+                    "agent.log_level",
+                    format!("must be off, error, warn, info, debug or trace, got {s:?}"),
+                );
+                log::LevelFilter::Info
+            }),
+        };
+        let agent = Agent {
+            state_dir: resolve(
+                self.agent
+                    .state_dir
+                    .unwrap_or_else(|| PathBuf::from("/var/lib/tillrelay")),
+            ),
+            timezone,
+            log_level,
+        };
+
+        let outbox = self.outbox.validate(&mut p);
+
+        let video = self.video.validate(&mut p, "video", &Video::default());
+
+        let mut sources = Vec::new();
+        for (i, raw) in self.source.into_iter().enumerate() {
+            let key = format!("source[{i}]");
+            if let Some(s) = source::validate_source(&mut p, &key, raw, &video, &resolve) {
+                if sources
+                    .iter()
+                    .any(|o: &Source| o.identity.name == s.identity.name)
+                {
+                    p.push(
+                        &format!("{key}.name"),
+                        format!("{:?} is used by another source", s.identity.name),
+                    );
+                }
+                sources.push(s);
+            }
+        }
+
+        let mut destinations = Vec::new();
+        let ovopark = enabled(&mut p, "ovopark", self.ovopark)
+            .and_then(|t| RawOvopark::from_table(t).map_err(|e| p.push_named(e)).ok());
+        let wdt = enabled(&mut p, "wdt", self.wdt)
+            .and_then(|t| RawWdt::from_table(t).map_err(|e| p.push_named(e)).ok());
+        if ovopark.is_some() {
+            destinations.push("ovopark".to_string());
+        }
+        if wdt.is_some() {
+            destinations.push("wdt".to_string());
+        }
+
+        if p.is_empty() {
+            Ok(Config {
+                path: path.to_path_buf(),
+                agent,
+                outbox,
+                sources,
+                destinations,
+                ovopark,
+                wdt,
+            })
+        } else {
+            Err(ConfigError::Invalid {
+                path: path.to_path_buf(),
+                problems: p.into_vec(),
+            })
+        }
+    }
+}
+
+/// A destination table, unless absent or `enabled = false` (then it is not
+/// validated: a disabled destination may be half filled in).
+fn enabled(p: &mut Problems, name: &str, table: Option<toml::Table>) -> Option<toml::Table> {
+    let t = table?;
+    // A secret of the wrong type would be quoted by the deserialiser's message.
+    if t.get("secret").is_some_and(|v| !v.is_str()) {
+        p.push(
+            &format!("{name}.secret"),
+            "must be a string (value not shown)",
+        );
+        return None;
+    }
+    match t.get("enabled") {
+        None | Some(toml::Value::Boolean(true)) => Some(t),
+        Some(toml::Value::Boolean(false)) => None,
+        Some(v) => {
+            p.push(
+                &format!("{name}.enabled"),
+                format!("must be true or false, got {v}"),
+            );
+            None
+        }
+    }
+}
+
+/// `"+08:00"`, `"-05:30"`, `"UTC"`, `"Z"`.
+pub fn parse_offset(s: &str) -> Result<FixedOffset, String> {
+    let t = s.trim();
+    if t.eq_ignore_ascii_case("utc") || t == "Z" {
+        return FixedOffset::east_opt(0).ok_or_else(|| "unreachable".into());
+    }
+    let bad = || format!("{s:?} is not a UTC offset like +08:00");
+    let (sign, rest) = match t.as_bytes().first() {
+        Some(b'+') => (1, &t[1..]),
+        Some(b'-') => (-1, &t[1..]),
+        _ => return Err(bad()),
+    };
+    let (h, m) = rest.split_once(':').unwrap_or((rest, "0"));
+    let h: i32 = h.parse().map_err(|_| bad())?;
+    let m: i32 = m.parse().map_err(|_| bad())?;
+    if h > 14 || m > 59 {
+        return Err(bad());
+    }
+    FixedOffset::east_opt(sign * (h * 3600 + m * 60)).ok_or_else(bad)
+}

@@ -1,0 +1,275 @@
+//! The source level of the config: a `[[source]]` table as written ([`RawSource`],
+//! flat, as integrators write it) and validated ([`Source`]). Each group of keys is
+//! handed to the part that owns it: the identity to [`crate::stamp`], folder keys to
+//! [`crate::capture::folder`], serial keys to [`crate::capture::serial`], the receipt
+//! keys (encoding, segment, template) to [`crate::capture::receipt`], and the
+//! per-source cloud overrides to each cloud.
+//!
+//! Invariants:
+//! - Problems are named `source[<name>].<key>` once the name is known (`source[<i>]`
+//!   before), and come out in the order of the table.
+//! - Keys of the other kind (`path` on a serial source, `device` on a folder source)
+//!   are errors, not silently ignored.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::capture::folder::{FolderSource, RawFolder};
+use crate::capture::formats::{Format, RawCsv};
+use crate::capture::receipt::ReceiptRules;
+use crate::capture::segment::RawSegment;
+use crate::capture::serial::{RawPassthrough, RawSerial, SerialConfig};
+use crate::capture::template::RawTemplate;
+use crate::settings::{Problems, ser_debug};
+use crate::stamp::{Identity, RawIdentity, RawVideo, Video};
+use crate::upload::ovopark::{OvoparkShop, RawOvoparkShop};
+use crate::upload::wdt::{RawWdtShop, WdtShop};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+/// A `[[source]]` table as written: one flat table for every kind, so that a key of
+/// the wrong kind can be named.
+pub struct RawSource {
+    pub name: Option<String>,
+    pub kind: Option<String>,
+    /// false: validated (and usable by `parse`) but not run by the daemon.
+    pub enabled: Option<bool>,
+    pub shop: Option<String>,
+    pub machine_id: Option<String>,
+    /// Per-source overrides of `[video]`.
+    pub video: Option<RawVideo>,
+    // folder sources
+    pub path: Option<PathBuf>,
+    pub format: Option<String>,
+    pub settle: Option<String>,
+    pub poll: Option<bool>,
+    pub poll_interval: Option<String>,
+    pub max_file_size: Option<String>,
+    pub after: Option<String>,
+    pub done_dir: Option<PathBuf>,
+    pub rejected_dir: Option<PathBuf>,
+    pub csv: Option<RawCsv>,
+    // serial sources (the tap), and receipt files of folder sources
+    pub device: Option<String>,
+    pub baud: Option<u32>,
+    pub data_bits: Option<u8>,
+    pub parity: Option<String>,
+    pub stop_bits: Option<u8>,
+    pub flow_control: Option<String>,
+    pub passthrough: Option<RawPassthrough>,
+    /// The printer's code page (receipts).
+    pub encoding: Option<String>,
+    pub segment: Option<RawSegment>,
+    pub template: Option<RawTemplate>,
+    /// Per-source Ovopark identity (org, enterprise, shop, order number prefix).
+    pub ovopark: Option<toml::Table>,
+    /// Per-source Wangdiantong identity (shop_no, tid prefix, receiver).
+    pub wdt: Option<toml::Table>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Source {
+    /// Name, shop, camera and video window: what stamping adds to its orders.
+    pub identity: Identity,
+    /// Run by the daemon (a disabled source is still validated and parseable).
+    pub enabled: bool,
+    pub kind: SourceKind,
+    /// Overrides of the Ovopark identity for this source's orders.
+    pub ovopark: OvoparkShop,
+    /// Overrides of the Wangdiantong identity for this source's orders.
+    pub wdt: WdtShop,
+}
+
+/// `check-config` prints a source flat, as it is written in the file (name, enabled,
+/// shop, machine_id, video, …): the identity is a unit of the code, not of the file.
+impl Serialize for Source {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Flat<'a> {
+            name: &'a str,
+            enabled: bool,
+            shop: &'a str,
+            machine_id: &'a str,
+            video: &'a Video,
+            kind: &'a SourceKind,
+            ovopark: &'a OvoparkShop,
+            wdt: &'a WdtShop,
+        }
+        let id = &self.identity;
+        Flat {
+            name: &id.name,
+            enabled: self.enabled,
+            shop: &id.shop,
+            machine_id: &id.machine_id,
+            video: &id.video,
+            kind: &self.kind,
+            ovopark: &self.ovopark,
+            wdt: &self.wdt,
+        }
+        .serialize(s)
+    }
+}
+
+impl Source {
+    /// The receipt rules this source reads receipts with, if it reads receipts.
+    pub fn receipt_rules(&self) -> Option<&ReceiptRules> {
+        match &self.kind {
+            SourceKind::Serial(t) => Some(&t.rules),
+            SourceKind::Folder(f) => f.receipt.as_ref(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum SourceKind {
+    Folder(FolderSource),
+    Serial(SerialSource),
+}
+
+/// A serial tap between the POS and its receipt printer.
+#[derive(Debug, Clone, Serialize)]
+pub struct SerialSource {
+    #[serde(serialize_with = "ser_debug")]
+    pub serial: SerialConfig,
+    #[serde(serialize_with = "ser_debug")]
+    pub rules: ReceiptRules,
+}
+
+/// Validates one `[[source]]` table; `key` is its place (`source[3]`). None when it
+/// cannot be used at all (no usable name, an unknown kind, a serial source without
+/// its device or rules); every problem is recorded either way.
+pub(super) fn validate_source(
+    p: &mut Problems,
+    key: &str,
+    raw: RawSource,
+    video: &Video,
+    resolve: &dyn Fn(PathBuf) -> PathBuf,
+) -> Option<Source> {
+    let identity = RawIdentity {
+        name: raw.name,
+        shop: raw.shop,
+        machine_id: raw.machine_id,
+        video: raw.video,
+    }
+    .validate(p, key, video)?;
+    let key = identity.key();
+    let kind = match raw.kind.as_deref() {
+        Some("folder") => {
+            let folder = RawFolder {
+                path: raw.path,
+                format: raw.format,
+                settle: raw.settle,
+                poll: raw.poll,
+                poll_interval: raw.poll_interval,
+                max_file_size: raw.max_file_size,
+                after: raw.after,
+                done_dir: raw.done_dir,
+                rejected_dir: raw.rejected_dir,
+                csv: raw.csv,
+            };
+            let (encoding, segment, template) = (raw.encoding, raw.segment, raw.template);
+            let serial_keys = raw.device.is_some() || raw.passthrough.is_some();
+            let folder = folder.validate(p, &key, resolve, |p, format| {
+                let receipt = if template.is_some() || format == Format::Receipt {
+                    receipt_rules(p, &key, encoding, segment, template)
+                } else {
+                    None
+                };
+                if serial_keys {
+                    p.push(
+                        &format!("{key}.device"),
+                        "serial keys belong to kind = \"serial\" sources",
+                    );
+                }
+                receipt
+            });
+            SourceKind::Folder(folder)
+        }
+        Some("serial") => {
+            let raw_serial = RawSerial {
+                device: raw.device,
+                baud: raw.baud,
+                data_bits: raw.data_bits,
+                parity: raw.parity,
+                stop_bits: raw.stop_bits,
+                flow_control: raw.flow_control,
+                passthrough: raw.passthrough,
+            };
+            let serial = raw_serial.validate().map_err(|e| p.push(&key, e)).ok();
+            let rules = receipt_rules(p, &key, raw.encoding, raw.segment, raw.template);
+            if raw.path.is_some() || raw.csv.is_some() {
+                p.push(
+                    &format!("{key}.path"),
+                    "folder keys belong to kind = \"folder\" sources",
+                );
+            }
+            match (serial, rules) {
+                (Some(serial), Some(rules)) => SourceKind::Serial(SerialSource { serial, rules }),
+                _ => return None,
+            }
+        }
+        Some(other) => {
+            p.push(
+                &format!("{key}.kind"),
+                format!("must be \"folder\" or \"serial\", got {other:?}"),
+            );
+            return None;
+        }
+        None => {
+            p.push(
+                &format!("{key}.kind"),
+                "is required (\"folder\" or \"serial\")",
+            );
+            return None;
+        }
+    };
+    let ovo_key = format!("{key}.ovopark");
+    let raw_ovo: RawOvoparkShop = override_table(p, &ovo_key, raw.ovopark);
+    let ovopark = raw_ovo.validate_at(&ovo_key).unwrap_or_else(|e| {
+        p.push_named(e);
+        OvoparkShop::default()
+    });
+    let wdt_key = format!("{key}.wdt");
+    let raw_wdt: RawWdtShop = override_table(p, &wdt_key, raw.wdt);
+    let wdt = raw_wdt.validate_at(&wdt_key).unwrap_or_else(|e| {
+        p.push_named(e);
+        WdtShop::default()
+    });
+    Some(Source {
+        identity,
+        enabled: raw.enabled.unwrap_or(true),
+        kind,
+        ovopark,
+        wdt,
+    })
+}
+
+/// The receipt rules of a source (serial, or a folder reading receipt files).
+fn receipt_rules(
+    p: &mut Problems,
+    key: &str,
+    encoding: Option<String>,
+    segment: Option<RawSegment>,
+    template: Option<RawTemplate>,
+) -> Option<ReceiptRules> {
+    ReceiptRules::from_raw(encoding.as_deref(), segment, template)
+        .map_err(|e| p.push(key, e))
+        .ok()
+}
+
+/// Deserialises a per-source override table, naming the key in errors.
+fn override_table<T: serde::de::DeserializeOwned + Default>(
+    p: &mut Problems,
+    key: &str,
+    table: Option<toml::Table>,
+) -> T {
+    match table {
+        None => T::default(),
+        Some(t) => T::deserialize(toml::Value::Table(t)).unwrap_or_else(|e| {
+            p.push(key, e.to_string().trim());
+            T::default()
+        }),
+    }
+}

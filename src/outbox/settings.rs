@@ -1,0 +1,100 @@
+//! The outbox's settings (`[outbox]`): durability, the size cap and retention, raw
+//! and validated, with their validation.
+//!
+//! Invariant: validation records every problem under its `outbox.*` key and goes on
+//! with the default, so that `check-config` reports all of them at once.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::settings::{Problems, ser_duration};
+
+/// `[outbox]` as written in the file.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawOutbox {
+    pub synchronous: Option<String>,
+    pub max_size: Option<String>,
+    pub retention: Option<String>,
+    pub raw_retention: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Synchronous {
+    /// fsync on every commit: an acknowledged order survives power loss.
+    Full,
+    /// fsync at WAL checkpoints only: faster on slow flash, but the last commits
+    /// before a power cut can be lost (never corrupted).
+    Normal,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct OutboxConfig {
+    pub synchronous: Synchronous,
+    /// Cap on the database file; at the cap new captures wait, nothing stored is dropped.
+    pub max_size: u64,
+    /// Delivered orders are deleted this long after their last delivery.
+    #[serde(serialize_with = "ser_duration")]
+    pub retention: Duration,
+    /// Raw capture bytes (the journal) are kept this long.
+    #[serde(serialize_with = "ser_duration")]
+    pub raw_retention: Duration,
+}
+
+impl RawOutbox {
+    /// Validates `[outbox]`, recording problems under `outbox.*`.
+    pub fn validate(self, p: &mut Problems) -> OutboxConfig {
+        let synchronous = match self.synchronous.as_deref() {
+            None | Some("full") => Synchronous::Full,
+            Some("normal") => Synchronous::Normal,
+            Some(s) => {
+                p.push(
+                    "outbox.synchronous",
+                    format!("must be full or normal, got {s:?}"),
+                );
+                Synchronous::Full
+            }
+        };
+        let outbox = OutboxConfig {
+            synchronous,
+            max_size: p.size("outbox.max_size", self.max_size.as_deref(), 256 << 20),
+            retention: p.duration(
+                "outbox.retention",
+                self.retention.as_deref(),
+                Duration::from_secs(7 * 86400),
+            ),
+            raw_retention: p.duration(
+                "outbox.raw_retention",
+                self.raw_retention.as_deref(),
+                Duration::from_secs(30 * 86400),
+            ),
+        };
+        if outbox.max_size < 1 << 20 {
+            p.push("outbox.max_size", "must be at least 1MiB");
+        }
+        outbox
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_a_too_small_cap() {
+        let mut p = Problems::new();
+        let o = RawOutbox::default().validate(&mut p);
+        assert!(p.is_empty());
+        assert_eq!(o.synchronous, Synchronous::Full);
+        assert_eq!(o.max_size, 256 << 20);
+        assert_eq!(o.retention, Duration::from_secs(7 * 86400));
+        let raw = RawOutbox {
+            max_size: Some("10".into()),
+            ..RawOutbox::default()
+        };
+        raw.validate(&mut p);
+        assert_eq!(p.into_vec(), ["outbox.max_size: must be at least 1MiB"]);
+    }
+}
