@@ -16,10 +16,14 @@
 //! - A transient fault is never `Rejected`: what the specs do not name is retried.
 //! - No secret (`secret`, the WDT `salt`) reaches an `Outcome`, a log line or an error.
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::secret::Secret;
+
 pub mod engine;
+pub(crate) mod form;
 pub mod http;
 mod json;
 pub mod ovopark;
@@ -266,6 +270,33 @@ pub(crate) fn text_key(
         }
         other => Ok(other),
     }
+}
+
+/// Reads `secret` or `secret_file` (exactly one) under `prefix`.
+pub(crate) fn secret_from(
+    prefix: &str,
+    secret: Option<Secret>,
+    file: Option<PathBuf>,
+) -> Result<Secret, String> {
+    match (secret, file) {
+        (Some(_), Some(_)) => Err(format!(
+            "{prefix}.secret: set secret or secret_file, not both"
+        )),
+        (None, None) => Err(format!("{prefix}.secret: missing (or set secret_file)")),
+        (Some(s), None) if s.is_empty() => Err(format!("{prefix}.secret: is empty")),
+        (Some(s), None) => Ok(s),
+        (None, Some(p)) => Secret::from_file(&p).map_err(|e| format!("{prefix}.secret_file: {e}")),
+    }
+}
+
+pub(crate) fn check_url(key: &str, url: &str) -> Result<(), String> {
+    if !(url.starts_with("https://") || url.starts_with("http://")) || url.contains(['?', '#', ' '])
+    {
+        return Err(format!(
+            "{key}: must be an http(s) URL without a query, got {url:?}"
+        ));
+    }
+    Ok(())
 }
 
 /// Cuts `s` to at most `max` characters at a character boundary; `None` when it fits.
