@@ -20,6 +20,7 @@ use crate::capture::receipt::ReceiptRules;
 use crate::capture::segment::RawSegment;
 use crate::capture::serial::{RawPassthrough, RawSerial, SerialConfig};
 use crate::capture::template::RawTemplate;
+use crate::upload::Routes;
 use crate::upload::ovopark::{Ovopark, OvoparkShop, RawOvopark, RawOvoparkShop};
 use crate::upload::wdt::{RawWdt, RawWdtShop, Wdt, WdtShop};
 
@@ -165,6 +166,9 @@ pub struct Config {
     pub ovopark: Option<Ovopark>,
     /// `[wdt]`, when enabled.
     pub wdt: Option<Wdt>,
+    /// Each source's identity per enabled destination, resolved over the defaults.
+    #[serde(skip)]
+    pub routes: Routes,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -549,6 +553,29 @@ impl RawConfig {
             .and_then(|t| RawOvopark::from_table(t).map_err(|e| p.0.push(e)).ok());
         let wdt = enabled(&mut p, "wdt", self.wdt)
             .and_then(|t| RawWdt::from_table(t).map_err(|e| p.0.push(e)).ok());
+        // Each source's overrides over the destination defaults, once, here: an
+        // enabled source that cannot be resolved fails the config (a disabled one's
+        // leftover orders wait, misconfigured).
+        let mut routes = Routes::default();
+        for s in &sources {
+            let key = format!("source[{}]", s.name);
+            if let Some(o) = &ovopark {
+                let r = o.resolve(Some(&s.ovopark), Some(&s.shop));
+                if let (true, Err(e)) = (s.enabled, &r) {
+                    p.push(&format!("{key}.ovopark.{}", e.key), &e.reason);
+                }
+                routes
+                    .ovopark
+                    .insert(s.name.clone(), r.map_err(|e| e.reason));
+            }
+            if let Some(w) = &wdt {
+                let r = w.resolve(Some(&s.wdt));
+                if let (true, Err(e)) = (s.enabled, &r) {
+                    p.push(&format!("{key}.wdt.{}", e.key), &e.reason);
+                }
+                routes.wdt.insert(s.name.clone(), r.map_err(|e| e.reason));
+            }
+        }
         if ovopark.is_some() {
             destinations.push("ovopark".to_string());
         }
@@ -565,6 +592,7 @@ impl RawConfig {
                 destinations,
                 ovopark,
                 wdt,
+                routes,
             })
         } else {
             Err(ConfigError::Invalid {
@@ -1187,6 +1215,41 @@ mod tests {
         // a disabled destination is not validated: it may be half filled in
         let c = load(&format!("{MINIMAL}\n[wdt]\nenabled = false\nsid = 1\n")).unwrap();
         assert!(c.destinations.is_empty());
+    }
+
+    /// A source's identity is resolved over the destination's defaults when the
+    /// config is read: an enabled source that has no WDT shop fails the config with
+    /// its key (it used to pause the worker at the first push); a disabled one does not.
+    #[test]
+    fn an_enabled_source_without_a_wdt_shop_fails_the_config() {
+        let dests = crate::emulator::demo_agent_config("http://127.0.0.1:1");
+        let no_shop: String = dests
+            .lines()
+            .filter(|l| !l.starts_with("shop_no"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert_ne!(no_shop, dests, "the demo config sets wdt.shop_no");
+        let e = load(&format!("{MINIMAL}\n{no_shop}"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("source[lane1].wdt.shop_no: no wdt shop_no"),
+            "{e}"
+        );
+        // Set for the source alone, it resolves.
+        let with = MINIMAL.to_string() + "[source.wdt]\nshop_no = \"SHOP9\"\n";
+        let c = load(&format!("{with}\n{no_shop}")).unwrap();
+        let route = c.routes.wdt["lane1"].as_ref().unwrap();
+        assert_eq!(route.shop_no, "SHOP9");
+        // A disabled source's leftover orders wait instead (the worker is told why).
+        let off = MINIMAL.replace("kind = \"folder\"", "kind = \"folder\"\nenabled = false");
+        let c = load(&format!("{off}\n{no_shop}")).unwrap();
+        assert!(
+            c.routes.wdt["lane1"]
+                .as_ref()
+                .unwrap_err()
+                .contains("no wdt shop_no")
+        );
     }
 
     #[test]

@@ -16,7 +16,11 @@ use tillrelay::emulator::{EmuConfig, Emulator, demo_agent_config};
 use tillrelay::lifecycle::{Heartbeats, Shutdown};
 use tillrelay::order::Order;
 use tillrelay::outbox::{Capture, CaptureKind, DeliveryState, Outbox};
-use tillrelay::upload::engine::{Client, EngineConfig, Wake, Worker};
+use tillrelay::upload::Destination;
+use tillrelay::upload::engine::{EngineConfig, Wake, Worker};
+
+/// A destination as the daemon holds it.
+type Client = Box<dyn Destination>;
 use tillrelay::upload::ovopark::{OvoparkClient, RawOvopark};
 use tillrelay::upload::wdt::{RawWdt, WdtClient};
 
@@ -80,10 +84,9 @@ fn clients(emu: &Emulator, ovo_secret: Option<&str>) -> (Client, Client) {
     }
     let both: Both = toml::from_str(&text).unwrap();
     (
-        Client::Ovopark(
-            OvoparkClient::new(both.ovopark.validate().unwrap(), HashMap::new()).unwrap(),
-        ),
-        Client::Wdt(WdtClient::new(both.wdt.validate().unwrap(), HashMap::new()).unwrap()),
+        (Box::new(OvoparkClient::new(both.ovopark.validate().unwrap(), HashMap::new()).unwrap())
+            as Client),
+        (Box::new(WdtClient::new(both.wdt.validate().unwrap(), HashMap::new()).unwrap()) as Client),
     )
 }
 
@@ -111,7 +114,7 @@ fn run(dir: &Path, clients: Vec<(&str, Client)>, cfg: EngineConfig) -> Running {
     for (dest, client) in clients {
         let wake = Wake::new();
         wakes.push(wake.clone());
-        let worker = Worker::new(dest, client, open(dir), cfg.clone(), wake);
+        let worker = Worker::new(client, open(dir), cfg.clone(), wake);
         let (sd, beat) = (shutdown.clone(), beats.register(dest));
         threads.push(std::thread::spawn(move || worker.run(&sd, &beat)));
     }
@@ -323,7 +326,7 @@ fn backlog_drains_at_once_when_the_network_returns() {
         ..fast()
     };
     let (_, wdt) = clients(&emu, None);
-    let mut worker = Worker::new("wdt", wdt, open(dir.path()), slow, Wake::new());
+    let mut worker = Worker::new(wdt, open(dir.path()), slow, Wake::new());
     let p = worker.pass().unwrap();
     assert_eq!((p.claimed, p.retry, p.delivered), (6, 6, 0));
     // Still offline: the rows wait for their schedule.
@@ -402,7 +405,8 @@ fn ovopark_with(emu: &Emulator, concurrency: usize, secret: &str) -> Client {
             &format!("secret = \"{secret}\""),
         );
     let both: Both = toml::from_str(&text).unwrap();
-    Client::Ovopark(OvoparkClient::new(both.ovopark.validate().unwrap(), HashMap::new()).unwrap())
+    Box::new(OvoparkClient::new(both.ovopark.validate().unwrap(), HashMap::new()).unwrap())
+        as Client
 }
 
 /// `n` distinct orders made from the fixtures.
@@ -550,8 +554,8 @@ fn wangdiantong_batches_overlap_up_to_the_configured_concurrency_and_arrive_once
             &format!("[wdt]\ntimeout_secs = 5\nbatch_size = 50\nconcurrency = {concurrency}\n"),
         );
         let both: Both = toml::from_str(&text).unwrap();
-        let client =
-            Client::Wdt(WdtClient::new(both.wdt.validate().unwrap(), HashMap::new()).unwrap());
+        let client = Box::new(WdtClient::new(both.wdt.validate().unwrap(), HashMap::new()).unwrap())
+            as Client;
         let running = run(dir.path(), vec![("wdt", client)], fast());
         assert!(
             common::wait_until(Duration::from_secs(60), || {

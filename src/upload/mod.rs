@@ -16,18 +16,56 @@
 //! - A transient fault is never `Rejected`: what the specs do not name is retried.
 //! - No secret (`secret`, the WDT `salt`) reaches an `Outcome`, a log line or an error.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::secret::Secret;
 
+mod destination;
 pub mod engine;
 pub(crate) mod form;
 pub mod http;
 mod json;
 pub mod ovopark;
 pub mod wdt;
+
+pub use destination::{Destination, Each};
+
+/// Each source's identity per cloud, resolved over the destination's defaults once,
+/// when the config is read ([`ovopark::Ovopark::resolve`], [`wdt::Wdt::resolve`]). An
+/// `Err` is a disabled source's (an enabled one's fails the config); its leftover
+/// orders wait, misconfigured, as before.
+#[derive(Debug, Clone, Default)]
+pub struct Routes {
+    pub ovopark: HashMap<String, Result<ovopark::Route, String>>,
+    pub wdt: HashMap<String, Result<wdt::ShopTarget, String>>,
+}
+
+/// A destination's client, or why it could not be built.
+pub type Built = Result<Box<dyn Destination>, String>;
+
+/// The client of every enabled destination, by name, in a fixed order (Ovopark, then
+/// Wangdiantong): the one way the daemon, `check-config --online` and the demo build
+/// them. A client that cannot be built (its TLS setup) is an `Err` of its own, so that
+/// `check-config --online` still checks the other.
+pub fn clients(
+    ovopark: Option<&ovopark::Ovopark>,
+    wdt: Option<&wdt::Wdt>,
+    routes: &Routes,
+) -> Vec<(&'static str, Built)> {
+    let mut out: Vec<(&'static str, Built)> = Vec::new();
+    if let Some(o) = ovopark {
+        let c = ovopark::OvoparkClient::new(o.clone(), routes.ovopark.clone());
+        out.push(("ovopark", c.map(|c| Box::new(c) as Box<dyn Destination>)));
+    }
+    if let Some(w) = wdt {
+        let c = wdt::WdtClient::new(w.clone(), routes.wdt.clone());
+        out.push(("wdt", c.map(|c| Box::new(c) as Box<dyn Destination>)));
+    }
+    out
+}
 
 /// What one delivery attempt of one order ended in.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -156,7 +194,7 @@ pub(crate) fn classify_http_status(reply: &http::Reply) -> Option<Outcome> {
 /// Shared by the attempts of one destination (each destination learns its own: the
 /// clouds' clocks need not agree).
 #[derive(Debug, Default)]
-pub struct Clock {
+pub struct ServerOffset {
     offset: AtomicI64,
 }
 
@@ -164,14 +202,14 @@ pub struct Clock {
 /// not skew; learning them would make the offset jitter.
 const SKEW_NOISE_SECS: i64 = 2;
 
-impl Clock {
-    pub fn new() -> Clock {
-        Clock::default()
+impl ServerOffset {
+    pub fn new() -> ServerOffset {
+        ServerOffset::default()
     }
 
     /// A clock that starts with a known offset (tests; a value persisted across restarts).
-    pub fn with_offset(secs: i64) -> Clock {
-        Clock {
+    pub fn with_offset(secs: i64) -> ServerOffset {
+        ServerOffset {
             offset: AtomicI64::new(secs),
         }
     }
@@ -377,7 +415,7 @@ mod tests {
 
     #[test]
     fn clock_learns_only_real_skew() {
-        let c = Clock::new();
+        let c = ServerOffset::new();
         assert_eq!(c.learn_at(1000 + 2, 1000), None, "within noise");
         assert_eq!(c.learn_at(1000 + 3600, 1000), Some(3600));
         assert_eq!(c.offset(), 3600);

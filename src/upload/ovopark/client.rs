@@ -6,16 +6,23 @@ use std::sync::Arc;
 
 use super::*;
 use crate::order::Order;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc;
+
+use crate::upload::Destination;
+use crate::upload::destination::Each;
 use crate::upload::form::form_encode;
 use crate::upload::http::Http;
-use crate::upload::{Clock, Outcome, parse_ovopark_systime};
+use crate::upload::{Outcome, ServerOffset, parse_ovopark_systime};
 
 /// The Ovopark client of one destination. Blocking (ureq); call it from a blocking thread.
 pub struct OvoparkClient {
     cfg: Ovopark,
-    sources: HashMap<String, OvoparkShop>,
+    /// Each source's identity, resolved by the config (an `Err`: a disabled source's).
+    routes: HashMap<String, Result<Route, String>>,
     http: Http,
-    clock: Arc<Clock>,
+    /// The learned server clock offset.
+    offset: Arc<ServerOffset>,
 }
 
 impl std::fmt::Debug for OvoparkClient {
@@ -27,17 +34,18 @@ impl std::fmt::Debug for OvoparkClient {
 }
 
 impl OvoparkClient {
-    /// `sources`: the `[source.ovopark]` overrides by source name.
+    /// `routes`: each source's identity by source name, resolved by
+    /// [`Ovopark::resolve`] (orders of other sources go with `[ovopark]`'s).
     pub fn new(
         cfg: Ovopark,
-        sources: HashMap<String, OvoparkShop>,
+        routes: HashMap<String, Result<Route, String>>,
     ) -> Result<OvoparkClient, String> {
         let http = Http::new(&cfg.http, &cfg.url).map_err(|e| format!("ovopark: {e}"))?;
         Ok(OvoparkClient {
             cfg,
-            sources,
+            routes,
             http,
-            clock: Arc::new(Clock::new()),
+            offset: Arc::new(ServerOffset::new()),
         })
     }
 
@@ -45,15 +53,13 @@ impl OvoparkClient {
         &self.cfg
     }
 
-    /// The learned server clock (share it, persist its offset, show it in `status`).
-    pub fn clock(&self) -> &Arc<Clock> {
-        &self.clock
-    }
-
     /// Where an order of this source goes (configuration errors are `Err`).
     pub fn target_for(&self, order: &Order) -> Result<Target, String> {
-        let over = order.source.as_deref().and_then(|s| self.sources.get(s));
-        self.cfg.target(over, order.shop.as_deref())
+        match order.source.as_deref().and_then(|s| self.routes.get(s)) {
+            Some(Ok(route)) => route.target(order.shop.as_deref()),
+            Some(Err(e)) => Err(e.clone()),
+            None => self.cfg.target(None, order.shop.as_deref()),
+        }
     }
 
     /// The form parameters of one sendOrder attempt at server time `now_unix`.
@@ -91,7 +97,7 @@ impl OvoparkClient {
     fn call(&self, make: &dyn Fn(i64) -> BTreeMap<String, String>) -> (Classified, Vec<u8>) {
         let mut last = None;
         for _ in 0..2 {
-            let mut p = make(self.clock.now_unix());
+            let mut p = make(self.offset.now_unix());
             let sig = sign(&p, self.cfg.secret.expose(), self.cfg.sign_method);
             p.insert("_sig".into(), sig);
             let body = form_encode(&p);
@@ -115,8 +121,8 @@ impl OvoparkClient {
                 .systime
                 .as_deref()
                 .and_then(|s| parse_ovopark_systime(s, self.cfg.zone_secs))
-                .and_then(|t| self.clock.learn(t))
-                .or_else(|| self.clock.learn_from_reply(&reply));
+                .and_then(|t| self.offset.learn(t))
+                .or_else(|| self.offset.learn_from_reply(&reply));
             if let Some(off) = learned {
                 log::info!(
                     "ovopark: server clock differs from ours by {off} s; timestamps follow the server"
@@ -179,13 +185,8 @@ impl OvoparkClient {
             self.cfg.defaults.org_id.as_ref(),
             self.cfg.defaults.enterprise_id.as_ref(),
         );
-        for s in self.sources.values() {
-            push(
-                s.org_id.as_ref().or(self.cfg.defaults.org_id.as_ref()),
-                s.enterprise_id
-                    .as_ref()
-                    .or(self.cfg.defaults.enterprise_id.as_ref()),
-            );
+        for r in self.routes.values().flatten() {
+            push(Some(&r.org_id), Some(&r.enterprise_id));
         }
         if orgs.is_empty() {
             return Err("ovopark: no org_id/enterprise_id configured".into());
@@ -238,7 +239,7 @@ impl OvoparkClient {
         }
         Ok(format!(
             "ovopark: key accepted (clock offset {} s); may act for {}",
-            self.clock.offset(),
+            self.offset.offset(),
             found.join(", ")
         ))
     }
@@ -262,5 +263,92 @@ fn collect_orgs(v: &serde_json::Value, out: &mut Vec<(String, Option<String>)>) 
             m.values().for_each(|i| collect_orgs(i, out));
         }
         _ => {}
+    }
+}
+
+/// An outcome not about the order alone: a misconfiguration or a transient fault would
+/// hit the rest of the batch the same way, each after its own timeout.
+fn stops_the_batch(r: &Outcome) -> bool {
+    matches!(r, Outcome::Misconfigured { .. } | Outcome::Retry { .. })
+}
+
+/// One order per request; up to `concurrency` requests in flight, the pass's first
+/// alone. No new request starts after an outcome that is not about the order alone
+/// (see [`stops_the_batch`]).
+impl Destination for OvoparkClient {
+    fn name(&self) -> &'static str {
+        "ovopark"
+    }
+
+    /// A few orders per sender.
+    fn batch_limit(&self) -> usize {
+        (self.cfg.concurrency * 10).max(20)
+    }
+
+    fn send(&self, orders: &[&Order], tick: &dyn Fn(), each: &mut Each<'_>) {
+        if self.cfg.concurrency <= 1 || orders.len() <= 1 {
+            for (i, order) in orders.iter().enumerate() {
+                tick();
+                let r = OvoparkClient::send(self, order);
+                let stop = stops_the_batch(&r);
+                if each(i, r, true).is_break() || stop {
+                    return;
+                }
+            }
+            return;
+        }
+        // The pass's first request goes alone: if the box's clock is off, it is the
+        // one refused (code 16) and the client learns the server's clock from it,
+        // instead of `concurrency` requests all refused at once.
+        tick();
+        let first = OvoparkClient::send(self, orders[0]);
+        let stop = stops_the_batch(&first);
+        if each(0, first, true).is_break() || stop {
+            return;
+        }
+        // Then up to `concurrency` requests in flight, each outcome handed to `each` on
+        // this thread as it arrives. After an outcome that stops the batch, no new
+        // request starts; the ones in flight are still handed over.
+        let next = AtomicUsize::new(1);
+        let stop = AtomicBool::new(false);
+        let (tx, rx) = mpsc::channel::<(usize, Outcome)>();
+        let senders = self.cfg.concurrency.min(orders.len() - 1);
+        std::thread::scope(|scope| {
+            for _ in 0..senders {
+                let tx = tx.clone();
+                let (next, stop) = (&next, &stop);
+                scope.spawn(move || {
+                    while !stop.load(Ordering::SeqCst) {
+                        let i = next.fetch_add(1, Ordering::SeqCst);
+                        let Some(order) = orders.get(i) else { break };
+                        let r = OvoparkClient::send(self, order);
+                        if stops_the_batch(&r) {
+                            stop.store(true, Ordering::SeqCst);
+                        }
+                        if tx.send((i, r)).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+            drop(tx);
+            for (i, r) in rx {
+                tick();
+                if each(i, r, true).is_break() {
+                    // Dropping the receiver ends the senders after their request in
+                    // flight.
+                    stop.store(true, Ordering::SeqCst);
+                    return;
+                }
+            }
+        })
+    }
+
+    fn server_offset(&self) -> &Arc<ServerOffset> {
+        &self.offset
+    }
+
+    fn check_online(&self) -> Result<String, String> {
+        OvoparkClient::check_online(self)
     }
 }

@@ -12,7 +12,8 @@
 //!   immediate extra attempt.
 //! - Codes are classified by the spec's table; a code the spec does not name is retried
 //!   (never rejected), except `208xxx` codes besides 208003, which the spec's family of
-//!   order codes makes about this order's data (an assumption, named in the docs).//!
+//!   order codes makes about this order's data (an assumption, named in the docs).
+//!
 //! Layout: [`settings`] (the `[ovopark]` / `[source.ovopark]` tables, their validation,
 //! and the resolution of a source's identity), [`request`] (`iposJson`), [`sign`]
 //! (`_sig`, `_timestamp`), [`classify`] (the reply's code table), [`client`] (the

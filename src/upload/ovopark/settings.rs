@@ -294,51 +294,113 @@ pub struct Target {
     pub order_no_prefix: String,
 }
 
+/// A source's Ovopark identity resolved over `[ovopark]`, once, when the config is
+/// read; only the shop may still come from the order (its stamped shop).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub org_id: String,
+    pub enterprise_id: String,
+    /// `[source.ovopark]` shop_id/dep_id, when set (they win over the order's shop).
+    pub shop: Option<(Option<String>, Option<String>)>,
+    /// `[ovopark]` shop_id/dep_id, for orders stamped without a shop.
+    pub default_shop: Option<(Option<String>, Option<String>)>,
+    pub order_no_prefix: String,
+}
+
+/// Why a source's identity cannot be resolved: the key (under the source's
+/// `ovopark`/`wdt` table) and the reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unresolved {
+    pub key: &'static str,
+    pub reason: String,
+}
+
+impl Route {
+    /// The tenant/shop for an order stamped with `order_shop`.
+    pub fn target(&self, order_shop: Option<&str>) -> Result<Target, String> {
+        let (shop_id, dep_id) = if let Some(s) = &self.shop {
+            s.clone()
+        } else if let Some(s) = order_shop.filter(|s| !s.is_empty()) {
+            (Some(s.to_string()), None)
+        } else if let Some(s) = &self.default_shop {
+            s.clone()
+        } else {
+            return Err("no ovopark shop: set the source's shop, [source.ovopark] shop_id/dep_id or ovopark.shop_id".into());
+        };
+        Ok(Target {
+            org_id: self.org_id.clone(),
+            enterprise_id: self.enterprise_id.clone(),
+            shop_id,
+            dep_id,
+            order_no_prefix: self.order_no_prefix.clone(),
+        })
+    }
+}
+
 impl Ovopark {
-    /// The tenant/shop for an order of `source`. Precedence: `[source.ovopark]`, then the
-    /// order's stamped `shop` (as `shopId`), then `[ovopark]`. An error here is
-    /// configuration (the same for every order of that source).
-    pub fn target(
+    /// Resolves a source's `[source.ovopark]` over `[ovopark]` (the one place this is
+    /// done; the config calls it for every source). `shop`: the source's stamped shop.
+    /// Precedence: `[source.ovopark]`, then the order's stamped `shop` (as `shopId`),
+    /// then `[ovopark]`. An error here is configuration (the same for every order of
+    /// that source).
+    pub fn resolve(
         &self,
         over: Option<&OvoparkShop>,
-        order_shop: Option<&str>,
-    ) -> Result<Target, String> {
+        shop: Option<&str>,
+    ) -> Result<Route, Unresolved> {
         let empty = OvoparkShop::default();
         let over = over.unwrap_or(&empty);
-        let src = order_shop.unwrap_or("?");
+        let src = shop.unwrap_or("?");
         let org_id = over
             .org_id
             .clone()
             .or_else(|| self.defaults.org_id.clone())
-            .ok_or_else(|| {
-                format!("no ovopark org_id for the source of shop {src} (set ovopark.org_id)")
+            .ok_or_else(|| Unresolved {
+                key: "org_id",
+                reason: format!(
+                    "no ovopark org_id for the source of shop {src} (set ovopark.org_id)"
+                ),
             })?;
         let enterprise_id = over
             .enterprise_id
             .clone()
             .or_else(|| self.defaults.enterprise_id.clone())
-            .ok_or_else(|| "no ovopark enterprise_id (set ovopark.enterprise_id)".to_string())?;
-        let (shop_id, dep_id) = if over.shop_id.is_some() || over.dep_id.is_some() {
-            (over.shop_id.clone(), over.dep_id.clone())
-        } else if let Some(s) = order_shop.filter(|s| !s.is_empty()) {
-            (Some(s.to_string()), None)
-        } else if self.defaults.shop_id.is_some() || self.defaults.dep_id.is_some() {
-            (self.defaults.shop_id.clone(), self.defaults.dep_id.clone())
-        } else {
-            return Err("no ovopark shop: set the source's shop, [source.ovopark] shop_id/dep_id or ovopark.shop_id".into());
+            .ok_or_else(|| Unresolved {
+                key: "enterprise_id",
+                reason: "no ovopark enterprise_id (set ovopark.enterprise_id)".to_string(),
+            })?;
+        let pair = |s: &OvoparkShop| {
+            (s.shop_id.is_some() || s.dep_id.is_some())
+                .then(|| (s.shop_id.clone(), s.dep_id.clone()))
         };
-        let order_no_prefix = over
-            .order_no_prefix
-            .clone()
-            .or_else(|| self.defaults.order_no_prefix.clone())
-            .unwrap_or_default();
-        Ok(Target {
+        let route = Route {
             org_id,
             enterprise_id,
-            shop_id,
-            dep_id,
-            order_no_prefix,
-        })
+            shop: pair(over),
+            default_shop: pair(&self.defaults),
+            order_no_prefix: over
+                .order_no_prefix
+                .clone()
+                .or_else(|| self.defaults.order_no_prefix.clone())
+                .unwrap_or_default(),
+        };
+        route.target(shop).map_err(|reason| Unresolved {
+            key: "shop_id",
+            reason,
+        })?;
+        Ok(route)
+    }
+
+    /// The tenant/shop for an order of a source with overrides `over`, stamped with
+    /// `order_shop` (see [`Ovopark::resolve`]).
+    pub fn target(
+        &self,
+        over: Option<&OvoparkShop>,
+        order_shop: Option<&str>,
+    ) -> Result<Target, String> {
+        self.resolve(over, order_shop)
+            .map_err(|e| e.reason)?
+            .target(order_shop)
     }
 
     pub(super) fn order_type(&self, kind: Kind) -> &str {

@@ -6,16 +6,22 @@ use std::sync::Arc;
 
 use super::*;
 use crate::order::Order;
+use std::sync::mpsc;
+
+use crate::upload::Destination;
+use crate::upload::destination::Each;
 use crate::upload::form::percent_encode;
 use crate::upload::http::Http;
-use crate::upload::{Clock, Outcome};
+use crate::upload::{Outcome, ServerOffset};
 
 /// The Wangdiantong client of one destination. Blocking (ureq).
 pub struct WdtClient {
     cfg: Wdt,
-    sources: HashMap<String, WdtShop>,
+    /// Each source's shop, resolved by the config (an `Err`: a disabled source's).
+    routes: HashMap<String, Result<ShopTarget, String>>,
     http: Http,
-    clock: Arc<Clock>,
+    /// The learned server clock offset.
+    offset: Arc<ServerOffset>,
 }
 
 impl std::fmt::Debug for WdtClient {
@@ -27,23 +33,23 @@ impl std::fmt::Debug for WdtClient {
 }
 
 impl WdtClient {
-    /// `sources`: the `[source.wdt]` overrides by source name.
-    pub fn new(cfg: Wdt, sources: HashMap<String, WdtShop>) -> Result<WdtClient, String> {
+    /// `routes`: each source's shop by source name, resolved by [`Wdt::resolve`]
+    /// (orders of other sources go with `[wdt]`'s).
+    pub fn new(
+        cfg: Wdt,
+        routes: HashMap<String, Result<ShopTarget, String>>,
+    ) -> Result<WdtClient, String> {
         let http = Http::new(&cfg.http, &cfg.url).map_err(|e| format!("wdt: {e}"))?;
         Ok(WdtClient {
             cfg,
-            sources,
+            routes,
             http,
-            clock: Arc::new(Clock::new()),
+            offset: Arc::new(ServerOffset::new()),
         })
     }
 
     pub fn config(&self) -> &Wdt {
         &self.cfg
-    }
-
-    pub fn clock(&self) -> &Arc<Clock> {
-        &self.clock
     }
 
     /// How many orders one [`WdtClient::send_batch`] call sends per request.
@@ -58,9 +64,16 @@ impl WdtClient {
 
     /// Builds the trade of one order (what `send_batch` would send).
     pub fn build(&self, order: &Order) -> Result<BuiltTrade, Outcome> {
-        let over = order.source.as_deref().and_then(|s| self.sources.get(s));
-        let shop = self.cfg.target(over).map_err(Outcome::misconfigured)?;
-        build_trade(order, &shop, &self.cfg)
+        let fallback;
+        let shop = match order.source.as_deref().and_then(|s| self.routes.get(s)) {
+            Some(Ok(shop)) => shop,
+            Some(Err(e)) => return Err(Outcome::misconfigured(e.clone())),
+            None => {
+                fallback = self.cfg.target(None).map_err(Outcome::misconfigured)?;
+                &fallback
+            }
+        };
+        build_trade(order, shop, &self.cfg)
             .map_err(|r| Outcome::rejected(format!("order {}: {r}", order.order_no)))
     }
 
@@ -94,7 +107,7 @@ impl WdtClient {
     fn call(&self, method: &str, body: &str) -> Classified {
         let mut last = None;
         for _ in 0..2 {
-            let url = self.signed_url(method, body, self.clock.now_unix());
+            let url = self.signed_url(method, body, self.offset.now_unix());
             let reply = match self.http.post(&url, "application/json", body.as_bytes()) {
                 Ok(r) => r,
                 Err(e) => {
@@ -102,7 +115,7 @@ impl WdtClient {
                     return Classified::All(e.into_outcome());
                 }
             };
-            if let Some(off) = self.clock.learn_from_reply(&reply) {
+            if let Some(off) = self.offset.learn_from_reply(&reply) {
                 log::info!(
                     "wdt: server clock differs from ours by {off} s; timestamps follow the server"
                 );
@@ -228,7 +241,7 @@ impl WdtClient {
             Classified::Accepted { .. } => Ok(format!(
                 "wdt: account {} and key accepted (clock offset {} s); shop_no is checked by the first push",
                 self.cfg.sid,
-                self.clock.offset()
+                self.offset.offset()
             )),
             Classified::All(Outcome::Misconfigured { reason }) => Err(format!(
                 "wdt: the account, key or secret is refused: {reason}"
@@ -236,5 +249,66 @@ impl WdtClient {
             Classified::All(o) => Err(format!("wdt: unreachable or failing: {}", o.text())),
             Classified::DataError(w) | Classified::TimestampRefused(w) => Err(format!("wdt: {w}")),
         }
+    }
+}
+
+/// Batches of up to `batch_size` trades of distinct tids, `concurrency` batches in
+/// flight; a batch's outcomes are handed over together (one transaction).
+impl Destination for WdtClient {
+    fn name(&self) -> &'static str {
+        "wdt"
+    }
+
+    /// One batch per request in flight.
+    fn batch_limit(&self) -> usize {
+        self.cfg.batch_size * self.cfg.concurrency
+    }
+
+    fn send(&self, orders: &[&Order], tick: &dyn Fn(), each: &mut Each<'_>) {
+        let groups: Vec<&[&Order]> = orders.chunks(self.cfg.batch_size).collect();
+        // Two lanes sharing a tenant without tid prefixes can make one tid of two
+        // orders: never push both at once (send_batch orders them).
+        let mut seen = std::collections::HashSet::new();
+        let distinct = orders.iter().all(|o| seen.insert(o.order_no.as_str()));
+        if groups.len() <= 1 || !distinct {
+            let outcomes = self.send_batch(orders);
+            let n = outcomes.len();
+            for (i, outcome) in outcomes.into_iter().enumerate() {
+                if each(i, outcome, i + 1 == n).is_break() {
+                    return;
+                }
+            }
+            return;
+        }
+        // One batch per sender; each batch's outcomes are handed over (and persisted,
+        // in one transaction) as its answer arrives.
+        let (tx, rx) = mpsc::channel::<(usize, Vec<Outcome>)>();
+        std::thread::scope(|scope| {
+            for (g, group) in groups.iter().enumerate() {
+                let tx = tx.clone();
+                scope.spawn(move || {
+                    let _ = tx.send((g, self.send_batch(group)));
+                });
+            }
+            drop(tx);
+            let size = self.cfg.batch_size;
+            for (g, outcomes) in rx {
+                tick();
+                let n = outcomes.len();
+                for (k, outcome) in outcomes.into_iter().enumerate() {
+                    if each(g * size + k, outcome, k + 1 == n).is_break() {
+                        return;
+                    }
+                }
+            }
+        })
+    }
+
+    fn server_offset(&self) -> &Arc<ServerOffset> {
+        &self.offset
+    }
+
+    fn check_online(&self) -> Result<String, String> {
+        WdtClient::check_online(self)
     }
 }

@@ -17,7 +17,8 @@
 //!   `tid`s. Trades named in `error_list` are rejected alone; a batch refused for one
 //!   trade's data is resent trade by trade so that only the bad one is rejected.
 //! - The secret (before the `:`) is never sent; the salt is sent in the query as the spec
-//!   wants, so the query string is never logged.//!
+//!   wants, so the query string is never logged.
+//!
 //! Layout: [`settings`] (the `[wdt]` / `[source.wdt]` tables, their validation,
 //! and the resolution of a source's identity), [`request`] (raw trades and the request body), [`sign`]
 //! (`sign`, `timestamp`), [`classify`] (status and messages of a reply), [`client`] (the

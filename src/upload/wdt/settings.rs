@@ -9,6 +9,7 @@ use super::*;
 use crate::order::{Kind, Payment};
 use crate::secret::Secret;
 use crate::upload::http::HttpConfig;
+pub use crate::upload::ovopark::Unresolved;
 use crate::upload::{check_url, secret_from, text_key};
 
 /// Which push method.
@@ -436,14 +437,19 @@ pub struct ShopTarget {
 }
 
 impl Wdt {
-    /// Resolves `[source.wdt]` over `[wdt]`; an error is configuration.
-    pub fn target(&self, over: Option<&WdtShop>) -> Result<ShopTarget, String> {
+    /// Resolves a source's `[source.wdt]` over `[wdt]` (the one place this is done;
+    /// the config calls it for every source). An error is configuration.
+    pub fn resolve(&self, over: Option<&WdtShop>) -> Result<ShopTarget, Unresolved> {
         let empty = WdtShop::default();
         let o = over.unwrap_or(&empty);
         let d = &self.defaults;
-        let pick = |key: &str, a: &Option<String>, b: &Option<String>| -> Result<String, String> {
-            a.clone().or_else(|| b.clone()).ok_or_else(|| {
-                format!("no wdt {key}: set wdt.{key} or the source's [source.wdt] {key}")
+        let pick = |key: &'static str,
+                    a: &Option<String>,
+                    b: &Option<String>|
+         -> Result<String, Unresolved> {
+            a.clone().or_else(|| b.clone()).ok_or_else(|| Unresolved {
+                key,
+                reason: format!("no wdt {key}: set wdt.{key} or the source's [source.wdt] {key}"),
             })
         };
         Ok(ShopTarget {
@@ -458,6 +464,11 @@ impl Wdt {
             receiver_address: pick("receiver_address", &o.receiver_address, &d.receiver_address)?,
             receiver_mobile: pick("receiver_mobile", &o.receiver_mobile, &d.receiver_mobile)?,
         })
+    }
+
+    /// [`Wdt::resolve`], with only the reason.
+    pub fn target(&self, over: Option<&WdtShop>) -> Result<ShopTarget, String> {
+        self.resolve(over).map_err(|e| e.reason)
     }
 
     pub(super) fn status(&self, kind: Kind) -> KindStatus {
