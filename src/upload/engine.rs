@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 use log::{error, info, warn};
 
 use super::{Destination, Outcome};
+use crate::clock::{Clock, SystemClock};
 use crate::lifecycle::{Heartbeat, Shutdown};
 use crate::order::Order;
 use crate::outbox::{self, Mark, Outbox};
@@ -132,6 +133,8 @@ pub struct Worker<D: Destination> {
     beat: Option<Heartbeat>,
     /// The wall clock (seconds) and the monotonic clock at the last pass.
     clock_seen: Option<(i64, Instant)>,
+    /// Where time comes from (backoff, due times, clock jumps).
+    clock: Arc<dyn Clock>,
 }
 
 impl<D: Destination> Worker<D> {
@@ -150,7 +153,14 @@ impl<D: Destination> Worker<D> {
             clear_stale_pause: true,
             beat: None,
             clock_seen: None,
+            clock: Arc::new(SystemClock),
         }
+    }
+
+    /// The worker on another clock (tests: simulated time).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Worker<D> {
+        self.clock = clock;
+        self
     }
 
     /// Runs until shutdown.
@@ -163,7 +173,7 @@ impl<D: Destination> Worker<D> {
         while !shutdown.is_triggered() {
             beat.beat();
             if let Some(t) = hold_until {
-                let left = t.saturating_duration_since(Instant::now());
+                let left = t.saturating_duration_since(self.clock.now_mono());
                 if !left.is_zero() {
                     if self.wake.wait(left.min(beat.max_sleep())) && !shutdown.is_triggered() {
                         hold_until = None;
@@ -172,7 +182,7 @@ impl<D: Destination> Worker<D> {
                     continue;
                 }
             }
-            hold_until = self.after_pass().map(|d| Instant::now() + d);
+            hold_until = self.after_pass().map(|d| self.clock.now_mono() + d);
         }
         info!("upload:{}: stopped", self.dest);
     }
@@ -199,18 +209,19 @@ impl<D: Destination> Worker<D> {
     /// at most `poll` (new orders arrive without telling the worker).
     fn idle_wait(&self) -> Duration {
         match self.outbox.next_due_at(&self.dest) {
-            Ok(Some(t)) => Duration::from_secs((t - outbox::now()).clamp(0, 3600) as u64).clamp(
-                Duration::from_millis(100),
-                self.cfg.poll.max(Duration::from_millis(100)),
-            ),
+            Ok(Some(t)) => Duration::from_secs((t - self.clock.now_unix()).clamp(0, 3600) as u64)
+                .clamp(
+                    Duration::from_millis(100),
+                    self.cfg.poll.max(Duration::from_millis(100)),
+                ),
             _ => self.cfg.poll,
         }
     }
 
     /// One pass: claim due rows (one row while paused: the probe), send, persist.
     pub fn pass(&mut self) -> outbox::Result<Pass> {
-        let now = outbox::now();
-        self.notice_clock_jump(now, Instant::now());
+        let now = self.clock.now_unix();
+        self.notice_clock_jump(now, self.clock.now_mono());
         let limit = if self.paused.is_some() {
             1
         } else {

@@ -19,7 +19,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use crate::secret::Secret;
 
@@ -247,13 +247,9 @@ impl ServerOffset {
     }
 }
 
-/// Local unix time in seconds (what the box believes).
+/// Local unix time in seconds (what the box believes; [`crate::clock::unix_now`]).
 pub fn local_unix() -> i64 {
-    match SystemTime::now().duration_since(UNIX_EPOCH) {
-        Ok(d) => d.as_secs() as i64,
-        // A clock before 1970 is a box that booted with no clock at all.
-        Err(e) => -(e.duration().as_secs() as i64),
-    }
+    crate::clock::unix_now()
 }
 
 /// Parses an HTTP `Date` header (IMF-fixdate, `Sun, 06 Nov 1994 08:49:37 GMT`) into unix
