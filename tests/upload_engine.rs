@@ -7,10 +7,12 @@ mod common;
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::json;
+use tillrelay::clock::ManualClock;
 use tillrelay::config::{OutboxConfig, Synchronous};
 use tillrelay::emulator::{EmuConfig, Emulator, demo_agent_config};
 use tillrelay::lifecycle::{Heartbeats, Shutdown};
@@ -516,16 +518,16 @@ fn under_concurrency_a_misconfigured_destination_gets_no_new_requests() {
         probe_interval: Duration::from_secs(3600),
         ..fast()
     };
-    let running = run(dir.path(), vec![("ovopark", client)], cfg);
+    // One pass, driven here: it returns once every request in flight is answered (no
+    // sleeping for them to settle).
+    let mut worker = Worker::new(client, open(dir.path()), cfg, Wake::new());
+    let p = worker.pass().unwrap();
+    assert!(p.misconfigured.is_some(), "{p:?}");
     assert!(
-        common::wait_until(Duration::from_secs(30), || {
-            dest_status(dir.path())["ovopark"].3.is_some()
-        }),
+        dest_status(dir.path())["ovopark"].3.is_some(),
         "{:?}",
         dest_status(dir.path())
     );
-    std::thread::sleep(Duration::from_millis(300));
-    drop(running);
     // The first refusal stopped the pass: only the requests already in flight went
     // out, not the 20 claimed; every order still waits, none rejected.
     let requests = common::get_json(&emu.base_url(), "/_emu/stats")["ovopark"]["requests"]
@@ -534,6 +536,73 @@ fn under_concurrency_a_misconfigured_destination_gets_no_new_requests() {
     assert!((1..=4).contains(&requests), "{requests}");
     assert_eq!(dest_status(dir.path())["ovopark"].0, orders.len() as i64);
     assert_eq!(accepted(&emu).0, 0);
+    // Paused, the next pass is a probe: one order, one request.
+    let p = worker.pass().unwrap();
+    assert_eq!(p.claimed, 1, "{p:?}");
+    let after = common::get_json(&emu.base_url(), "/_emu/stats")["ovopark"]["requests"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(after, requests + 1);
+    assert_eq!(worker.paused().map(|r| r.contains("code")), Some(true));
+}
+
+/// Backoff and the clock-jump rule on simulated time: the worker reads the engine's
+/// clock, so an hour of backoff passes in no time and nothing sleeps.
+#[test]
+fn retries_wait_for_their_backoff_on_the_engine_clock() {
+    let emu = Emulator::start("127.0.0.1:0", EmuConfig::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let orders = common::fixture_orders();
+    ingest(&mut open(dir.path()), "a.json", &orders[..6]);
+    common::post_json(
+        &emu.base_url(),
+        "/_emu/fault",
+        json!({"target": "wdt", "mode": "http500", "count": 1000}),
+    );
+    // Backoff of the first retry: jittered in [1800, 3600] s.
+    let hour = EngineConfig {
+        retry_base: Duration::from_secs(3600),
+        retry_max: Duration::from_secs(3600),
+        ..fast()
+    };
+    let clock = Arc::new(ManualClock::new(tillrelay::clock::unix_now()));
+    let (_, wdt) = clients(&emu, None);
+    let mut worker =
+        Worker::new(wdt, open(dir.path()), hour, Wake::new()).with_clock(clock.clone());
+    let p = worker.pass().unwrap();
+    assert_eq!((p.claimed, p.retry), (6, 6));
+    common::http()
+        .delete(format!("{}/_emu/fault", emu.base_url()))
+        .call()
+        .unwrap();
+    // Within the backoff, nothing is due...
+    clock.advance(Duration::from_secs(1799));
+    assert_eq!(worker.pass().unwrap().claimed, 0);
+    // ...after it, everything is.
+    clock.advance(Duration::from_secs(1802));
+    let p = worker.pass().unwrap();
+    assert_eq!((p.claimed, p.delivered), (6, 6));
+    exactly_once(&emu);
+
+    // A wall clock set back three hours makes every schedule look hours ahead: the
+    // jump alone (the monotonic clock did not move) switches the worker to draining.
+    ingest(&mut open(dir.path()), "b.json", &orders[6..9]);
+    common::post_json(
+        &emu.base_url(),
+        "/_emu/fault",
+        json!({"target": "wdt", "mode": "http500", "count": 1000}),
+    );
+    let p = worker.pass().unwrap();
+    assert_eq!((p.claimed, p.retry), (3, 3));
+    common::http()
+        .delete(format!("{}/_emu/fault", emu.base_url()))
+        .call()
+        .unwrap();
+    assert_eq!(worker.pass().unwrap().claimed, 0, "not due yet");
+    clock.jump(-3 * 3600);
+    let p = worker.pass().unwrap();
+    assert_eq!((p.claimed, p.delivered), (3, 3));
+    exactly_once(&emu);
 }
 
 #[test]
