@@ -7,8 +7,8 @@
 //!   and clock; one cloud down never delays the other.
 //! - Memory is bounded by the batch: rows are claimed `batch` at a time, never the queue.
 //! - Every outcome is persisted as soon as it is known, before any request that
-//!   follows it (each destination keeps at most `concurrency` requests in flight —
-//!   Ovopark orders, Wangdiantong batches — so a crash re-sends at most that many):
+//!   follows it (each destination keeps at most `concurrency` requests in flight,
+//!   its own way — see [`Destination`] — so a crash re-sends at most that many):
 //!   delivered, retry at a
 //!   backoff time (exponential, jittered, capped; the server's advice when longer),
 //!   rejected with its reason. A misconfigured destination is paused in the outbox (shown
@@ -24,6 +24,9 @@
 //!   (not due) until the clock caught up. A jump is the wall clock moving more than
 //!   [`CLOCK_JUMP_SECS`] differently from the monotonic clock between two passes.
 //! - Shutdown: the batch in hand is finished and persisted, then the worker returns.
+//! - The engine holds no cloud's rules: it is generic over [`Destination`] (batch
+//!   limit, requests in flight, which orders may share a request), and reads time
+//!   from its [`Clock`] (backoff, due times, clock jumps), so tests can simulate it.
 
 use std::ops::ControlFlow;
 use std::sync::{Arc, Condvar, Mutex};
@@ -261,8 +264,8 @@ impl<D: Destination> Worker<D> {
         let mut retry_delay = Duration::ZERO;
         let (dest, cfg) = (self.dest.as_str(), &self.cfg);
         let outbox = &mut self.outbox;
-        // Outcomes are persisted as each request's answer arrives: Ovopark's one by
-        // one, a Wangdiantong batch's together in one transaction (one fsync for 100
+        // Outcomes are persisted as each request's answer arrives: a single order's
+        // alone, a batch's together in one transaction (one fsync for 100
         // orders); with requests in flight, the others go on meanwhile.
         let mut marks: Vec<(i64, Mark)> = Vec::new();
         let mut failed: Option<outbox::OutboxError> = None;

@@ -3,7 +3,11 @@
 //!
 //! - [`ovopark`]: `open.ovopark.storehouse.sendOrder`, one order per request.
 //! - [`wdt`]: Wangdiantong `sales.RawTrade.pushSelf2` / `pushSelf`, up to 100 trades per request.
+//! - [`Destination`]: the one contract the engine drives a cloud through; [`clients`]
+//!   builds every enabled one (daemon, `check-config --online`), from each source's
+//!   identity resolved once by the config ([`Routes`]).
 //! - [`engine`]: one worker per destination: claim due rows, send, persist, back off.
+//! - `form`: the percent/form encoding both clouds use.
 //! - [`http`]: the one HTTPS agent configuration both use (rustls + bundled roots, timeouts
 //!   always set, proxy from the environment).
 //!
