@@ -47,6 +47,14 @@ pub struct Routes {
     pub wdt: HashMap<String, Result<wdt::ShopTarget, String>>,
 }
 
+/// Why a source's identity cannot be resolved: the key (under the source's
+/// `ovopark`/`wdt` table) and the reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unresolved {
+    pub key: &'static str,
+    pub reason: String,
+}
+
 /// A destination's client, or why it could not be built.
 pub type Built = Result<Box<dyn Destination>, String>;
 

@@ -8,6 +8,7 @@ use serde::Deserialize;
 use super::*;
 use crate::order::Kind;
 use crate::secret::Secret;
+pub use crate::upload::Unresolved;
 use crate::upload::http::HttpConfig;
 use crate::upload::{check_url, secret_from, text_key};
 
@@ -305,14 +306,6 @@ pub struct Route {
     /// `[ovopark]` shop_id/dep_id, for orders stamped without a shop.
     pub default_shop: Option<(Option<String>, Option<String>)>,
     pub order_no_prefix: String,
-}
-
-/// Why a source's identity cannot be resolved: the key (under the source's
-/// `ovopark`/`wdt` table) and the reason.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Unresolved {
-    pub key: &'static str,
-    pub reason: String,
 }
 
 impl Route {

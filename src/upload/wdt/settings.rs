@@ -8,8 +8,8 @@ use serde::Deserialize;
 use super::*;
 use crate::order::{Kind, Payment};
 use crate::secret::Secret;
+pub use crate::upload::Unresolved;
 use crate::upload::http::HttpConfig;
-pub use crate::upload::ovopark::Unresolved;
 use crate::upload::{check_url, secret_from, text_key};
 
 /// Which push method.
