@@ -275,28 +275,8 @@ fn check_config(path: &std::path::Path, online: bool) -> Result<(), CliError> {
             failed.push(name.to_string());
         }
     };
-    if let Some(o) = &cfg.ovopark {
-        let shops = cfg
-            .sources
-            .iter()
-            .map(|s| (s.identity.name.clone(), s.ovopark.clone()))
-            .collect();
-        check(
-            "ovopark",
-            crate::upload::ovopark::OvoparkClient::new(o.clone(), shops)
-                .and_then(|c| c.check_online()),
-        );
-    }
-    if let Some(w) = &cfg.wdt {
-        let shops = cfg
-            .sources
-            .iter()
-            .map(|s| (s.identity.name.clone(), s.wdt.clone()))
-            .collect();
-        check(
-            "wdt",
-            crate::upload::wdt::WdtClient::new(w.clone(), shops).and_then(|c| c.check_online()),
-        );
+    for (name, c) in crate::upload::clients(cfg.ovopark.as_ref(), cfg.wdt.as_ref(), &cfg.routes) {
+        check(name, c.and_then(|c| c.check_online()));
     }
     if cfg.ovopark.is_none() && cfg.wdt.is_none() {
         let _ = writeln!(out, "  no destination is enabled");

@@ -27,9 +27,8 @@ use crate::config::{Config, SourceKind};
 use crate::lifecycle::{Heartbeat, Heartbeats, Shutdown};
 use crate::outbox::{self, Outbox};
 use crate::systemd::Notifier;
-use crate::upload::engine::{Client, EngineConfig, Wake, Worker};
-use crate::upload::ovopark::OvoparkClient;
-use crate::upload::wdt::WdtClient;
+use crate::upload::Destination;
+use crate::upload::engine::{EngineConfig, Wake, Worker};
 
 /// A source's loop, ready to run on its own thread.
 type SourceLoop = Box<dyn FnOnce(&Shutdown, &Heartbeat) + Send>;
@@ -186,7 +185,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
             .with_context(|| format!("cannot open the queue at {}", db.display()))?;
         let wake = Wake::new();
         wakes.push(wake.clone());
-        let worker = Worker::new(dest, client, ob, EngineConfig::default(), wake);
+        let worker = Worker::new(client, ob, EngineConfig::default(), wake);
         let (sd, beat, done) = (shutdown.clone(), beats.register(&name), done_tx.clone());
         let tname = name.clone();
         let h = std::thread::Builder::new()
@@ -252,28 +251,12 @@ struct Signals {
     usr1: tokio::signal::unix::Signal,
 }
 
-/// One client per enabled destination.
-fn clients(cfg: &Config) -> anyhow::Result<Vec<(&'static str, Client)>> {
-    let mut out = Vec::new();
-    if let Some(o) = &cfg.ovopark {
-        let shops = cfg
-            .sources
-            .iter()
-            .map(|s| (s.identity.name.clone(), s.ovopark.clone()))
-            .collect();
-        let c = OvoparkClient::new(o.clone(), shops).map_err(anyhow::Error::msg)?;
-        out.push(("ovopark", Client::Ovopark(c)));
-    }
-    if let Some(w) = &cfg.wdt {
-        let shops = cfg
-            .sources
-            .iter()
-            .map(|s| (s.identity.name.clone(), s.wdt.clone()))
-            .collect();
-        let c = WdtClient::new(w.clone(), shops).map_err(anyhow::Error::msg)?;
-        out.push(("wdt", Client::Wdt(c)));
-    }
-    Ok(out)
+/// One client per enabled destination (built as `check-config --online` builds them).
+fn clients(cfg: &Config) -> anyhow::Result<Vec<(&'static str, Box<dyn Destination>)>> {
+    crate::upload::clients(cfg.ovopark.as_ref(), cfg.wdt.as_ref(), &cfg.routes)
+        .into_iter()
+        .map(|(name, c)| c.map(|c| (name, c)).map_err(anyhow::Error::msg))
+        .collect()
 }
 
 /// Blocks until SIGTERM or SIGINT, pinging the systemd watchdog meanwhile; SIGUSR1

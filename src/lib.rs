@@ -25,6 +25,7 @@
 
 pub mod capture;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod demo;

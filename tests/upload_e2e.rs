@@ -755,3 +755,42 @@ fn demo_runs_the_whole_product_and_shows_both_clouds() {
         "{text}"
     );
 }
+
+/// A source's WDT identity is resolved when the config is read: an enabled source
+/// with no `shop_no` (neither its own nor `[wdt]`'s) fails `check-config` with exit
+/// code 3 (docs/CLI.md) and the source's key, instead of pausing the worker at the
+/// first push.
+#[test]
+fn check_config_refuses_an_enabled_wdt_source_without_shop_no() {
+    let dir = tempfile::tempdir().unwrap();
+    let dests: String = tillrelay::emulator::demo_agent_config("http://127.0.0.1:1")
+        .lines()
+        .filter(|l| !l.starts_with("shop_no"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let source = "[[source]]\nname = \"lane1\"\nkind = \"folder\"\npath = \"/x\"\nshop = \"D1\"\nmachine_id = \"M\"\n";
+    let cfg = dir.path().join("noshop.toml");
+    fs::write(&cfg, format!("{source}\n{dests}")).unwrap();
+    let out = tillrelay()
+        .args(["check-config", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("source[lane1].wdt.shop_no"), "{err}");
+
+    // The source's own shop_no is enough.
+    let fixed = source.to_string() + "[source.wdt]\nshop_no = \"SHOP1\"\n";
+    fs::write(&cfg, format!("{fixed}\n{dests}")).unwrap();
+    let out = tillrelay()
+        .args(["check-config", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -10,9 +10,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tillrelay::emulator::{EmuConfig, Emulator, demo_agent_config};
 use tillrelay::order::Order;
-use tillrelay::upload::Outcome;
 use tillrelay::upload::ovopark::{self, OvoparkClient, OvoparkShop, RawOvopark};
 use tillrelay::upload::wdt::{self, RawWdt, WdtClient};
+use tillrelay::upload::{Destination, Outcome};
 
 #[derive(Deserialize)]
 struct Both {
@@ -939,14 +939,14 @@ fn skewed_server_clock_is_learned_and_orders_flow() {
     let refs: Vec<&Order> = orders[..3].iter().collect();
     assert!(wdt.send_batch(&refs).iter().all(delivered));
     assert!(
-        (ovo.clock().offset() - 3 * 3600).abs() <= 2,
+        (ovo.server_offset().offset() - 3 * 3600).abs() <= 2,
         "{}",
-        ovo.clock().offset()
+        ovo.server_offset().offset()
     );
     assert!(
-        (wdt.clock().offset() + 900).abs() <= 2,
+        (wdt.server_offset().offset() + 900).abs() <= 2,
         "{}",
-        wdt.clock().offset()
+        wdt.server_offset().offset()
     );
     // One refusal per cloud, then none: the offset is applied to later requests.
     let stats = common::get_json(&emu.base_url(), "/_emu/stats");
@@ -1005,7 +1005,8 @@ fn check_online_tells_what_is_wrong() {
             ..Default::default()
         },
     );
-    let agent = OvoparkClient::new(o, sources).unwrap();
+    let routes = resolve_ovopark(&o, sources);
+    let agent = OvoparkClient::new(o, routes).unwrap();
     let e = agent.check_online().unwrap_err();
     assert!(e.contains("may not act for orgId 1002"), "{e}");
 
@@ -1023,6 +1024,20 @@ fn check_online_tells_what_is_wrong() {
         !e.contains("salt") && !e.contains("sign="),
         "no query in errors: {e}"
     );
+}
+
+/// Each source's overrides resolved over `[ovopark]`, as the config does.
+fn resolve_ovopark(
+    o: &tillrelay::upload::ovopark::Ovopark,
+    sources: HashMap<String, OvoparkShop>,
+) -> HashMap<String, Result<ovopark::Route, String>> {
+    sources
+        .into_iter()
+        .map(|(name, shop)| {
+            let r = o.resolve(Some(&shop), None).map_err(|e| e.reason);
+            (name, r)
+        })
+        .collect()
 }
 
 #[test]
@@ -1046,8 +1061,13 @@ fn per_source_identity_reaches_the_right_tenant_and_shop() {
             ..Default::default()
         },
     );
-    let ovo = OvoparkClient::new(o, ovo_sources).unwrap();
-    let wdt = WdtClient::new(w, wdt_sources).unwrap();
+    let ovo_routes = resolve_ovopark(&o, ovo_sources);
+    let wdt_routes = wdt_sources
+        .into_iter()
+        .map(|(name, shop)| (name, w.target(Some(&shop))))
+        .collect();
+    let ovo = OvoparkClient::new(o, ovo_routes).unwrap();
+    let wdt = WdtClient::new(w, wdt_routes).unwrap();
     let mut a = common::fixture_orders().remove(0);
     let mut b = a.clone();
     b.source = Some("lane2".into());

@@ -7,16 +7,22 @@ mod common;
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::json;
+use tillrelay::clock::ManualClock;
 use tillrelay::emulator::{EmuConfig, Emulator, demo_agent_config};
 use tillrelay::lifecycle::{Heartbeats, Shutdown};
 use tillrelay::order::Order;
 use tillrelay::outbox::{Capture, CaptureKind, DeliveryState, Outbox};
 use tillrelay::outbox::{OutboxConfig, Synchronous};
-use tillrelay::upload::engine::{Client, EngineConfig, Wake, Worker};
+use tillrelay::upload::Destination;
+use tillrelay::upload::engine::{EngineConfig, Wake, Worker};
+
+/// A destination as the daemon holds it.
+type Client = Box<dyn Destination>;
 use tillrelay::upload::ovopark::{OvoparkClient, RawOvopark};
 use tillrelay::upload::wdt::{RawWdt, WdtClient};
 
@@ -80,10 +86,9 @@ fn clients(emu: &Emulator, ovo_secret: Option<&str>) -> (Client, Client) {
     }
     let both: Both = toml::from_str(&text).unwrap();
     (
-        Client::Ovopark(
-            OvoparkClient::new(both.ovopark.validate().unwrap(), HashMap::new()).unwrap(),
-        ),
-        Client::Wdt(WdtClient::new(both.wdt.validate().unwrap(), HashMap::new()).unwrap()),
+        (Box::new(OvoparkClient::new(both.ovopark.validate().unwrap(), HashMap::new()).unwrap())
+            as Client),
+        (Box::new(WdtClient::new(both.wdt.validate().unwrap(), HashMap::new()).unwrap()) as Client),
     )
 }
 
@@ -111,7 +116,7 @@ fn run(dir: &Path, clients: Vec<(&str, Client)>, cfg: EngineConfig) -> Running {
     for (dest, client) in clients {
         let wake = Wake::new();
         wakes.push(wake.clone());
-        let worker = Worker::new(dest, client, open(dir), cfg.clone(), wake);
+        let worker = Worker::new(client, open(dir), cfg.clone(), wake);
         let (sd, beat) = (shutdown.clone(), beats.register(dest));
         threads.push(std::thread::spawn(move || worker.run(&sd, &beat)));
     }
@@ -323,7 +328,7 @@ fn backlog_drains_at_once_when_the_network_returns() {
         ..fast()
     };
     let (_, wdt) = clients(&emu, None);
-    let mut worker = Worker::new("wdt", wdt, open(dir.path()), slow, Wake::new());
+    let mut worker = Worker::new(wdt, open(dir.path()), slow, Wake::new());
     let p = worker.pass().unwrap();
     assert_eq!((p.claimed, p.retry, p.delivered), (6, 6, 0));
     // Still offline: the rows wait for their schedule.
@@ -402,7 +407,8 @@ fn ovopark_with(emu: &Emulator, concurrency: usize, secret: &str) -> Client {
             &format!("secret = \"{secret}\""),
         );
     let both: Both = toml::from_str(&text).unwrap();
-    Client::Ovopark(OvoparkClient::new(both.ovopark.validate().unwrap(), HashMap::new()).unwrap())
+    Box::new(OvoparkClient::new(both.ovopark.validate().unwrap(), HashMap::new()).unwrap())
+        as Client
 }
 
 /// `n` distinct orders made from the fixtures.
@@ -512,16 +518,16 @@ fn under_concurrency_a_misconfigured_destination_gets_no_new_requests() {
         probe_interval: Duration::from_secs(3600),
         ..fast()
     };
-    let running = run(dir.path(), vec![("ovopark", client)], cfg);
+    // One pass, driven here: it returns once every request in flight is answered (no
+    // sleeping for them to settle).
+    let mut worker = Worker::new(client, open(dir.path()), cfg, Wake::new());
+    let p = worker.pass().unwrap();
+    assert!(p.misconfigured.is_some(), "{p:?}");
     assert!(
-        common::wait_until(Duration::from_secs(30), || {
-            dest_status(dir.path())["ovopark"].3.is_some()
-        }),
+        dest_status(dir.path())["ovopark"].3.is_some(),
         "{:?}",
         dest_status(dir.path())
     );
-    std::thread::sleep(Duration::from_millis(300));
-    drop(running);
     // The first refusal stopped the pass: only the requests already in flight went
     // out, not the 20 claimed; every order still waits, none rejected.
     let requests = common::get_json(&emu.base_url(), "/_emu/stats")["ovopark"]["requests"]
@@ -530,6 +536,73 @@ fn under_concurrency_a_misconfigured_destination_gets_no_new_requests() {
     assert!((1..=4).contains(&requests), "{requests}");
     assert_eq!(dest_status(dir.path())["ovopark"].0, orders.len() as i64);
     assert_eq!(accepted(&emu).0, 0);
+    // Paused, the next pass is a probe: one order, one request.
+    let p = worker.pass().unwrap();
+    assert_eq!(p.claimed, 1, "{p:?}");
+    let after = common::get_json(&emu.base_url(), "/_emu/stats")["ovopark"]["requests"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(after, requests + 1);
+    assert_eq!(worker.paused().map(|r| r.contains("code")), Some(true));
+}
+
+/// Backoff and the clock-jump rule on simulated time: the worker reads the engine's
+/// clock, so an hour of backoff passes in no time and nothing sleeps.
+#[test]
+fn retries_wait_for_their_backoff_on_the_engine_clock() {
+    let emu = Emulator::start("127.0.0.1:0", EmuConfig::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let orders = common::fixture_orders();
+    ingest(&mut open(dir.path()), "a.json", &orders[..6]);
+    common::post_json(
+        &emu.base_url(),
+        "/_emu/fault",
+        json!({"target": "wdt", "mode": "http500", "count": 1000}),
+    );
+    // Backoff of the first retry: jittered in [1800, 3600] s.
+    let hour = EngineConfig {
+        retry_base: Duration::from_secs(3600),
+        retry_max: Duration::from_secs(3600),
+        ..fast()
+    };
+    let clock = Arc::new(ManualClock::new(tillrelay::clock::unix_now()));
+    let (_, wdt) = clients(&emu, None);
+    let mut worker =
+        Worker::new(wdt, open(dir.path()), hour, Wake::new()).with_clock(clock.clone());
+    let p = worker.pass().unwrap();
+    assert_eq!((p.claimed, p.retry), (6, 6));
+    common::http()
+        .delete(format!("{}/_emu/fault", emu.base_url()))
+        .call()
+        .unwrap();
+    // Within the backoff, nothing is due...
+    clock.advance(Duration::from_secs(1799));
+    assert_eq!(worker.pass().unwrap().claimed, 0);
+    // ...after it, everything is.
+    clock.advance(Duration::from_secs(1802));
+    let p = worker.pass().unwrap();
+    assert_eq!((p.claimed, p.delivered), (6, 6));
+    exactly_once(&emu);
+
+    // A wall clock set back three hours makes every schedule look hours ahead: the
+    // jump alone (the monotonic clock did not move) switches the worker to draining.
+    ingest(&mut open(dir.path()), "b.json", &orders[6..9]);
+    common::post_json(
+        &emu.base_url(),
+        "/_emu/fault",
+        json!({"target": "wdt", "mode": "http500", "count": 1000}),
+    );
+    let p = worker.pass().unwrap();
+    assert_eq!((p.claimed, p.retry), (3, 3));
+    common::http()
+        .delete(format!("{}/_emu/fault", emu.base_url()))
+        .call()
+        .unwrap();
+    assert_eq!(worker.pass().unwrap().claimed, 0, "not due yet");
+    clock.jump(-3 * 3600);
+    let p = worker.pass().unwrap();
+    assert_eq!((p.claimed, p.delivered), (3, 3));
+    exactly_once(&emu);
 }
 
 #[test]
@@ -550,8 +623,8 @@ fn wangdiantong_batches_overlap_up_to_the_configured_concurrency_and_arrive_once
             &format!("[wdt]\ntimeout_secs = 5\nbatch_size = 50\nconcurrency = {concurrency}\n"),
         );
         let both: Both = toml::from_str(&text).unwrap();
-        let client =
-            Client::Wdt(WdtClient::new(both.wdt.validate().unwrap(), HashMap::new()).unwrap());
+        let client = Box::new(WdtClient::new(both.wdt.validate().unwrap(), HashMap::new()).unwrap())
+            as Client;
         let running = run(dir.path(), vec![("wdt", client)], fast());
         assert!(
             common::wait_until(Duration::from_secs(60), || {

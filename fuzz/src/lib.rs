@@ -47,7 +47,7 @@ use tillrelay::config::{Config, Source, SourceKind};
 use tillrelay::order::Order;
 use tillrelay::stamp::stamp;
 use tillrelay::upload::http::Reply;
-use tillrelay::upload::{Clock, Outcome, ovopark, parse_ovopark_systime, wdt};
+use tillrelay::upload::{Outcome, ServerOffset, ovopark, parse_ovopark_systime, wdt};
 
 /// The example config shipped with the agent (config/tillrelay.toml).
 const EXAMPLE_CONFIG: &str = include_str!("../../config/tillrelay.toml");
@@ -460,7 +460,7 @@ pub fn ovopark_response(data: &[u8]) {
     assert_eq!(c.timestamp_refused, code == Some(16));
     // As the client does after each reply: learn the server clock, then stamp the
     // next request with it.
-    let clock = Clock::new();
+    let clock = ServerOffset::new();
     let _ = c
         .systime
         .as_deref()
@@ -492,7 +492,7 @@ pub fn wdt_response(data: &[u8]) {
             check_outcome(&o, &reply, (2 * wait).max(3600));
         }
     }
-    let clock = Clock::new();
+    let clock = ServerOffset::new();
     let _ = clock.learn_from_reply(&reply);
     let _ = wdt::timestamp(clock.now_unix());
 }

@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use crate::outbox::{OutboxConfig, RawOutbox};
 use crate::settings::{Problems, ser_display};
 use crate::stamp::{RawVideo, Video};
+use crate::upload::Routes;
 use crate::upload::ovopark::{Ovopark, RawOvopark};
 use crate::upload::wdt::{RawWdt, Wdt};
 
@@ -112,6 +113,9 @@ pub struct Config {
     pub ovopark: Option<Ovopark>,
     /// `[wdt]`, when enabled.
     pub wdt: Option<Wdt>,
+    /// Each source's identity per enabled destination, resolved over the defaults.
+    #[serde(skip)]
+    pub routes: Routes,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -282,6 +286,28 @@ impl RawConfig {
             .and_then(|t| RawOvopark::from_table(t).map_err(|e| p.push_named(e)).ok());
         let wdt = enabled(&mut p, "wdt", self.wdt)
             .and_then(|t| RawWdt::from_table(t).map_err(|e| p.push_named(e)).ok());
+        // Each source's overrides over the destination defaults, once, here: an
+        // enabled source that cannot be resolved fails the config (a disabled one's
+        // leftover orders wait, misconfigured).
+        let mut routes = Routes::default();
+        for s in &sources {
+            let name = &s.identity.name;
+            let key = format!("source[{name}]");
+            if let Some(o) = &ovopark {
+                let r = o.resolve(Some(&s.ovopark), Some(&s.identity.shop));
+                if let (true, Err(e)) = (s.enabled, &r) {
+                    p.push(&format!("{key}.ovopark.{}", e.key), &e.reason);
+                }
+                routes.ovopark.insert(name.clone(), r.map_err(|e| e.reason));
+            }
+            if let Some(w) = &wdt {
+                let r = w.resolve(Some(&s.wdt));
+                if let (true, Err(e)) = (s.enabled, &r) {
+                    p.push(&format!("{key}.wdt.{}", e.key), &e.reason);
+                }
+                routes.wdt.insert(name.clone(), r.map_err(|e| e.reason));
+            }
+        }
         if ovopark.is_some() {
             destinations.push("ovopark".to_string());
         }
@@ -298,6 +324,7 @@ impl RawConfig {
                 destinations,
                 ovopark,
                 wdt,
+                routes,
             })
         } else {
             Err(ConfigError::Invalid {

@@ -139,6 +139,41 @@ fn destinations_follow_sections_and_enabled() {
     assert!(c.destinations.is_empty());
 }
 
+/// A source's identity is resolved over the destination's defaults when the
+/// config is read: an enabled source that has no WDT shop fails the config with
+/// its key (it used to pause the worker at the first push); a disabled one does not.
+#[test]
+fn an_enabled_source_without_a_wdt_shop_fails_the_config() {
+    let dests = crate::emulator::demo_agent_config("http://127.0.0.1:1");
+    let no_shop: String = dests
+        .lines()
+        .filter(|l| !l.starts_with("shop_no"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_ne!(no_shop, dests, "the demo config sets wdt.shop_no");
+    let e = load(&format!("{MINIMAL}\n{no_shop}"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("source[lane1].wdt.shop_no: no wdt shop_no"),
+        "{e}"
+    );
+    // Set for the source alone, it resolves.
+    let with = MINIMAL.to_string() + "[source.wdt]\nshop_no = \"SHOP9\"\n";
+    let c = load(&format!("{with}\n{no_shop}")).unwrap();
+    let route = c.routes.wdt["lane1"].as_ref().unwrap();
+    assert_eq!(route.shop_no, "SHOP9");
+    // A disabled source's leftover orders wait instead (the worker is told why).
+    let off = MINIMAL.replace("kind = \"folder\"", "kind = \"folder\"\nenabled = false");
+    let c = load(&format!("{off}\n{no_shop}")).unwrap();
+    assert!(
+        c.routes.wdt["lane1"]
+            .as_ref()
+            .unwrap_err()
+            .contains("no wdt shop_no")
+    );
+}
+
 #[test]
 fn secrets_never_appear_in_config_errors() {
     let dests = crate::emulator::demo_agent_config("http://127.0.0.1:1");

@@ -35,13 +35,19 @@ use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::upload::format_http_date;
-
+mod control;
+mod http;
 pub mod ovopark;
+mod spec;
+
+use control::*;
+pub use control::{FaultMode, FaultSpec};
+pub use http::serve;
+use http::*;
 pub mod wdt;
 
-const MAX_HEAD: usize = 64 * 1024;
-const MAX_BODY: usize = 8 * 1024 * 1024;
+pub(crate) const MAX_HEAD: usize = 64 * 1024;
+pub(crate) const MAX_BODY: usize = 8 * 1024 * 1024;
 
 /// The emulators' tenants and credentials. `Default` is the demo tenant, matching
 /// [`demo_agent_config`].
@@ -116,7 +122,7 @@ pub enum Target {
 }
 
 impl Target {
-    fn hits(self, cloud: Cloud) -> bool {
+    pub(crate) fn hits(self, cloud: Cloud) -> bool {
         matches!(
             (self, cloud),
             (Target::Both, _) | (Target::Ovopark, Cloud::Ovopark) | (Target::Wdt, Cloud::Wdt)
@@ -130,87 +136,26 @@ pub(crate) enum Cloud {
     Wdt = 1,
 }
 
-/// A fault mode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FaultMode {
-    /// HTTP 500.
-    Http500,
-    /// Read the request, answer nothing until the client gives up (or `hang_secs`).
-    Hang,
-    /// Read the request, then reset the connection (RST).
-    Reset,
-    /// HTTP 200 with a body that is not JSON.
-    Garbage,
-    /// The cloud's own error answer with `code` (Ovopark `stat.code`, WDT `status`).
-    Code,
-    /// Rate limited: WDT status 100 超过每分钟最大调用频率限制; Ovopark HTTP 429.
-    RateLimit,
-}
-
-/// `POST /_emu/fault` body.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FaultSpec {
-    pub target: Target,
-    pub mode: FaultMode,
-    #[serde(default = "one")]
-    pub count: u32,
-    #[serde(default)]
-    pub code: Option<serde_json::Value>,
-    #[serde(default)]
-    pub message: Option<String>,
-    #[serde(default)]
-    pub hang_secs: Option<u64>,
-}
-
-fn one() -> u32 {
-    1
-}
-
-#[derive(Debug, Clone)]
-pub(crate) struct Fault {
-    mode: FaultMode,
-    remaining: u32,
-    code: String,
-    message: String,
-    hang: Duration,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ClockSpec {
-    target: Target,
-    skew_secs: i64,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LatencySpec {
-    target: Target,
-    ms: u64,
-}
-
 /// Everything the emulators hold.
 #[derive(Debug, Default)]
 pub(crate) struct State {
     pub(crate) ovo: ovopark::OvoState,
     pub(crate) wdt: wdt::WdtState,
-    faults: [Option<Fault>; 2],
-    skew: [i64; 2],
-    requests: [u64; 2],
-    answers: [BTreeMap<String, u64>; 2],
-    latency: [Duration; 2],
-    in_flight: [u64; 2],
-    max_in_flight: [u64; 2],
+    pub(crate) faults: [Option<Fault>; 2],
+    pub(crate) skew: [i64; 2],
+    pub(crate) requests: [u64; 2],
+    pub(crate) answers: [BTreeMap<String, u64>; 2],
+    pub(crate) latency: [Duration; 2],
+    pub(crate) in_flight: [u64; 2],
+    pub(crate) max_in_flight: [u64; 2],
 }
 
 impl State {
     pub(crate) fn now(&self, cloud: Cloud) -> i64 {
-        crate::upload::local_unix() + self.skew[cloud as usize]
+        crate::clock::unix_now() + self.skew[cloud as usize]
     }
 
-    fn take_fault(&mut self, cloud: Cloud) -> Option<Fault> {
+    pub(crate) fn take_fault(&mut self, cloud: Cloud) -> Option<Fault> {
         let slot = &mut self.faults[cloud as usize];
         let f = slot.as_mut()?;
         if f.remaining == 0 {
@@ -232,467 +177,17 @@ impl State {
     }
 }
 
-struct Shared {
-    cfg: EmuConfig,
-    state: Mutex<State>,
-}
-
-/// One parsed request.
-#[derive(Debug)]
-pub(crate) struct Request {
-    pub method: String,
-    pub path: String,
-    pub query: String,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-}
-
-impl Request {
-    pub(crate) fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-/// What to do with a request.
-pub(crate) enum Action {
-    Respond(Response),
-    Hang(Duration),
-    Reset,
-}
-
-#[derive(Debug)]
-pub(crate) struct Response {
-    pub status: u16,
-    pub content_type: &'static str,
-    pub body: Vec<u8>,
-    pub headers: Vec<(&'static str, String)>,
-}
-
-impl Response {
-    pub(crate) fn json(v: &serde_json::Value) -> Response {
-        Response {
-            status: 200,
-            content_type: "application/json;charset=utf-8",
-            body: v.to_string().into_bytes(),
-            headers: Vec::new(),
-        }
-    }
-
-    fn text(status: u16, body: &str) -> Response {
-        Response {
-            status,
-            content_type: "text/plain;charset=utf-8",
-            body: body.as_bytes().to_vec(),
-            headers: Vec::new(),
-        }
-    }
-}
-
-fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        400 => "Bad Request",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        411 => "Length Required",
-        413 => "Payload Too Large",
-        429 => "Too Many Requests",
-        500 => "Internal Server Error",
-        _ => "Status",
-    }
-}
-
-/// Decodes `application/x-www-form-urlencoded` (or a query string) into pairs.
-pub(crate) fn parse_form(s: &str) -> Vec<(String, String)> {
-    s.split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (percent_decode(k), percent_decode(v))
-        })
-        .collect()
-}
-
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < b.len() => {
-                let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok();
-                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                    Some(v) => {
-                        out.push(v);
-                        i += 2;
-                    }
-                    None => out.push(b'%'),
-                }
-            }
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn dispatch(shared: &Shared, req: &Request) -> Action {
-    let mut st = match shared.state.lock() {
-        Ok(g) => g,
-        Err(p) => p.into_inner(),
-    };
-    let Some(cloud) = api_cloud(req) else {
-        return Action::Respond(control(&mut st, req));
-    };
-    st.requests[cloud as usize] += 1;
-    let now = st.now(cloud);
-    let date = format_http_date(now);
-    if let Some(f) = st.take_fault(cloud) {
-        st.count_answer(cloud, &format!("fault:{:?}", f.mode).to_lowercase());
-        let mut resp = match f.mode {
-            FaultMode::Hang => return Action::Hang(f.hang),
-            FaultMode::Reset => return Action::Reset,
-            FaultMode::Http500 => Response::text(500, "Internal Server Error"),
-            FaultMode::Garbage => Response {
-                status: 200,
-                content_type: "text/html",
-                body: b"<html><body>502 gateway says hello \x00\xff</body></html>".to_vec(),
-                headers: Vec::new(),
-            },
-            FaultMode::Code => match cloud {
-                Cloud::Ovopark => {
-                    Response::json(&ovopark::answer(&f.code, "FAULT", &f.message, now, None))
-                }
-                Cloud::Wdt => Response::json(&wdt::answer_error(&f.code, &f.message)),
-            },
-            FaultMode::RateLimit => match cloud {
-                Cloud::Ovopark => {
-                    let mut r = Response::text(429, "Too Many Requests");
-                    r.headers.push(("Retry-After", "1".into()));
-                    r
-                }
-                Cloud::Wdt => Response::json(&wdt::answer_error("100", wdt::RATE_LIMIT_MESSAGE)),
-            },
-        };
-        resp.headers.push(("Date", date));
-        return Action::Respond(resp);
-    }
-    let mut resp = match cloud {
-        Cloud::Ovopark => ovopark::handle(&shared.cfg.ovopark, &mut st, req, now),
-        Cloud::Wdt => wdt::handle(&shared.cfg.wdt, &mut st, req, now),
-    };
-    resp.headers.push(("Date", date));
-    Action::Respond(resp)
-}
-
-/// The `/_emu/…` control and listing endpoints.
-fn control(st: &mut State, req: &Request) -> Response {
-    let bad = |m: String| Response::text(400, &m);
-    match (req.method.as_str(), req.path.as_str()) {
-        ("GET", "/_emu/health") => Response::text(200, "ok"),
-        ("GET", "/_emu/ovopark/orders") => Response::json(&st.ovo.listing()),
-        ("GET", "/_emu/wdt/trades") => Response::json(&st.wdt.listing()),
-        ("GET", "/_emu/stats") => {
-            let side = |c: Cloud| {
-                serde_json::json!({
-                    "requests": st.requests[c as usize],
-                    "answers": st.answers[c as usize],
-                    "skew_secs": st.skew[c as usize],
-                    "latency_ms": st.latency[c as usize].as_millis() as u64,
-                    "max_in_flight": st.max_in_flight[c as usize],
-                    "fault": st.faults[c as usize].as_ref().map(|f| serde_json::json!({
-                        "mode": format!("{:?}", f.mode).to_lowercase(), "remaining": f.remaining})),
-                })
-            };
-            Response::json(
-                &serde_json::json!({"ovopark": side(Cloud::Ovopark), "wdt": side(Cloud::Wdt)}),
-            )
-        }
-        ("POST", "/_emu/fault") => match serde_json::from_slice::<FaultSpec>(&req.body) {
-            Ok(spec) => {
-                for cloud in [Cloud::Ovopark, Cloud::Wdt] {
-                    if spec.target.hits(cloud) {
-                        let code = match &spec.code {
-                            Some(serde_json::Value::String(s)) => s.clone(),
-                            Some(v) => v.to_string(),
-                            None => match cloud {
-                                Cloud::Ovopark => "-500".into(),
-                                Cloud::Wdt => "99".into(),
-                            },
-                        };
-                        st.faults[cloud as usize] = Some(Fault {
-                            mode: spec.mode,
-                            remaining: spec.count,
-                            code,
-                            message: spec
-                                .message
-                                .clone()
-                                .unwrap_or_else(|| "injected fault".into()),
-                            hang: Duration::from_secs(spec.hang_secs.unwrap_or(3600)),
-                        });
-                    }
-                }
-                Response::json(&serde_json::json!({"ok": true}))
-            }
-            Err(e) => bad(format!("fault: {e}")),
-        },
-        ("DELETE", "/_emu/fault") => {
-            st.faults = [None, None];
-            Response::json(&serde_json::json!({"ok": true}))
-        }
-        ("POST", "/_emu/clock") => match serde_json::from_slice::<ClockSpec>(&req.body) {
-            Ok(spec) => {
-                for cloud in [Cloud::Ovopark, Cloud::Wdt] {
-                    if spec.target.hits(cloud) {
-                        st.skew[cloud as usize] = spec.skew_secs;
-                    }
-                }
-                Response::json(&serde_json::json!({"ok": true}))
-            }
-            Err(e) => bad(format!("clock: {e}")),
-        },
-        ("POST", "/_emu/latency") => match serde_json::from_slice::<LatencySpec>(&req.body) {
-            Ok(spec) if spec.ms <= 60_000 => {
-                for cloud in [Cloud::Ovopark, Cloud::Wdt] {
-                    if spec.target.hits(cloud) {
-                        st.latency[cloud as usize] = Duration::from_millis(spec.ms);
-                    }
-                }
-                Response::json(&serde_json::json!({"ok": true}))
-            }
-            Ok(_) => bad("latency: ms must be at most 60000".into()),
-            Err(e) => bad(format!("latency: {e}")),
-        },
-        (_, p) if p.starts_with("/_emu/") || p == "/cloud.api" || p == "/openapi" => {
-            Response::text(405, "method not allowed")
-        }
-        _ => Response::text(404, "not found"),
-    }
-}
-
-/// Reads one request from the connection; `Ok(None)` when the peer closed cleanly.
-async fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<Option<Request>, u16> {
-    loop {
-        let mut headers = [httparse::EMPTY_HEADER; 64];
-        let mut parsed = httparse::Request::new(&mut headers);
-        match parsed.parse(buf) {
-            Ok(httparse::Status::Complete(head_len)) => {
-                let method = parsed.method.unwrap_or("").to_string();
-                let target = parsed.path.unwrap_or("/");
-                let (path, query) = target.split_once('?').unwrap_or((target, ""));
-                let (path, query) = (path.to_string(), query.to_string());
-                let headers: Vec<(String, String)> = parsed
-                    .headers
-                    .iter()
-                    .map(|h| {
-                        (
-                            h.name.to_string(),
-                            String::from_utf8_lossy(h.value).into_owned(),
-                        )
-                    })
-                    .collect();
-                let find = |n: &str| {
-                    headers
-                        .iter()
-                        .find(|(k, _)| k.eq_ignore_ascii_case(n))
-                        .map(|(_, v)| v.trim().to_string())
-                };
-                if find("transfer-encoding").is_some() {
-                    return Err(411);
-                }
-                let len: usize = match find("content-length") {
-                    Some(v) => v.parse().map_err(|_| 400u16)?,
-                    None => 0,
-                };
-                if len > MAX_BODY {
-                    return Err(413);
-                }
-                buf.drain(..head_len);
-                while buf.len() < len {
-                    let mut chunk = [0u8; 8192];
-                    let n = stream.read(&mut chunk).await.map_err(|_| 400u16)?;
-                    if n == 0 {
-                        return Err(400);
-                    }
-                    buf.extend_from_slice(&chunk[..n]);
-                }
-                let body: Vec<u8> = buf.drain(..len).collect();
-                return Ok(Some(Request {
-                    method,
-                    path,
-                    query,
-                    headers,
-                    body,
-                }));
-            }
-            Ok(httparse::Status::Partial) => {
-                if buf.len() > MAX_HEAD {
-                    return Err(413);
-                }
-                let mut chunk = [0u8; 8192];
-                let n = stream.read(&mut chunk).await.map_err(|_| 400u16)?;
-                if n == 0 {
-                    return if buf.is_empty() { Ok(None) } else { Err(400) };
-                }
-                buf.extend_from_slice(&chunk[..n]);
-            }
-            Err(_) => return Err(400),
-        }
-    }
-}
-
-async fn write_response(
-    stream: &mut TcpStream,
-    resp: &Response,
-    close: bool,
-) -> std::io::Result<()> {
-    let mut head = format!(
-        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n",
-        resp.status,
-        reason(resp.status),
-        resp.content_type,
-        resp.body.len()
-    );
-    for (k, v) in &resp.headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    if close {
-        head.push_str("Connection: close\r\n");
-    }
-    head.push_str("\r\n");
-    stream.write_all(head.as_bytes()).await?;
-    stream.write_all(&resp.body).await?;
-    stream.flush().await
-}
-
-/// Which cloud an API request is for (`None`: a control route or nothing).
-fn api_cloud(req: &Request) -> Option<Cloud> {
-    match (req.method.as_str(), req.path.as_str()) {
-        ("POST", "/cloud.api") => Some(Cloud::Ovopark),
-        ("POST", "/openapi") => Some(Cloud::Wdt),
-        _ => None,
-    }
-}
-
-/// Counts an API request in flight from its reading to its answer (or to the
-/// connection's end), for `max_in_flight`.
-struct InFlight {
-    shared: Arc<Shared>,
-    cloud: Cloud,
-}
-
-impl InFlight {
-    /// Starts counting; returns the guard and the cloud's configured latency.
-    fn start(shared: &Arc<Shared>, cloud: Cloud) -> (InFlight, Duration) {
-        let mut st = shared.state.lock().unwrap_or_else(|e| e.into_inner());
-        let c = cloud as usize;
-        st.in_flight[c] += 1;
-        st.max_in_flight[c] = st.max_in_flight[c].max(st.in_flight[c]);
-        let latency = st.latency[c];
-        let guard = InFlight {
-            shared: shared.clone(),
-            cloud,
-        };
-        (guard, latency)
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        let mut st = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
-        st.in_flight[self.cloud as usize] -= 1;
-    }
-}
-
-async fn connection(mut stream: TcpStream, shared: Arc<Shared>) {
-    let mut buf = Vec::with_capacity(8192);
-    loop {
-        let req = match read_request(&mut stream, &mut buf).await {
-            Ok(Some(r)) => r,
-            Ok(None) => return,
-            Err(status) => {
-                let _ =
-                    write_response(&mut stream, &Response::text(status, "bad request"), true).await;
-                return;
-            }
-        };
-        let close = req
-            .header("connection")
-            .is_some_and(|v| v.eq_ignore_ascii_case("close"));
-        let in_flight = api_cloud(&req).map(|c| InFlight::start(&shared, c));
-        let action = dispatch(&shared, &req);
-        if let Some((_, latency)) = &in_flight {
-            if !latency.is_zero() {
-                tokio::time::sleep(*latency).await;
-            }
-        }
-        match action {
-            Action::Respond(resp) => {
-                drop(in_flight);
-                if write_response(&mut stream, &resp, close).await.is_err() || close {
-                    return;
-                }
-            }
-            Action::Hang(d) => {
-                // Hold the connection until the client gives up or the time passes.
-                let mut sink = [0u8; 1024];
-                let _ = tokio::time::timeout(d, async {
-                    loop {
-                        match stream.read(&mut sink).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(_) => {}
-                        }
-                    }
-                })
-                .await;
-                return;
-            }
-            Action::Reset => {
-                let _ = stream.set_zero_linger();
-                return;
-            }
-        }
-    }
-}
-
-/// Serves both emulators on `listener` until `shutdown` completes; open connections
-/// are dropped then.
-pub async fn serve(listener: TcpListener, cfg: EmuConfig, shutdown: impl Future<Output = ()>) {
-    let shared = Arc::new(Shared {
-        cfg,
-        state: Mutex::new(State::default()),
-    });
-    let mut tasks = tokio::task::JoinSet::new();
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    let _ = stream.set_nodelay(true);
-                    tasks.spawn(connection(stream, shared.clone()));
-                }
-                Err(e) => {
-                    log::warn!("emulator: accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
-            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
-        }
-    }
-    tasks.abort_all();
+pub(crate) struct Shared {
+    pub(crate) cfg: EmuConfig,
+    pub(crate) state: Mutex<State>,
 }
 
 /// An emulator running on its own thread (for `demo` and in-process tests). Dropping
 /// it stops the server.
 pub struct Emulator {
-    addr: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    pub(crate) addr: SocketAddr,
+    pub(crate) stop: Option<tokio::sync::oneshot::Sender<()>>,
+    pub(crate) thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Emulator {
@@ -802,7 +297,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn form_decoding() {
+    pub(crate) fn form_decoding() {
         let check = |s: &str, expected: &[(&str, &str)]| {
             let got = parse_form(s);
             let exp: Vec<(String, String)> = expected
@@ -818,7 +313,7 @@ mod tests {
 
     /// The emulator section of docs/config-upload.toml parses and matches the defaults.
     #[test]
-    fn documented_emulator_config_is_the_default() {
+    pub(crate) fn documented_emulator_config_is_the_default() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/config-upload.toml");
         let text = std::fs::read_to_string(path).unwrap();
         let section = text.split("# ──").last().unwrap();
@@ -835,7 +330,7 @@ mod tests {
     }
 
     #[test]
-    fn faults_count_down() {
+    pub(crate) fn faults_count_down() {
         let mut st = State::default();
         st.faults[0] = Some(Fault {
             mode: FaultMode::Http500,

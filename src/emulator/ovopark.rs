@@ -23,8 +23,9 @@ use std::collections::{BTreeMap, HashMap};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::spec::ovopark::{GET_BUSINESS_ORG, MAX_NUM, MAX_STR, SEND_ORDER, Sm, expected_sig};
+use super::spec::utc_offset_secs;
 use super::{Cloud, Request, Response, State, parse_form};
-use crate::upload::ovopark::{GET_BUSINESS_ORG, MAX_NUM, MAX_STR, SEND_ORDER, SignMethod, sign};
 
 /// The emulated tenant: one developer key and the enterprises it knows.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -198,7 +199,7 @@ fn gateway(
     if sm.is_empty() {
         return Err(refuse("4", "The _sm parameter cannot be empty"));
     }
-    let Some(method) = SignMethod::parse(sm) else {
+    let Some(method) = Sm::parse(sm) else {
         return Err(refuse("5", "_sm type does not exist"));
     };
     let sig = get("_sig");
@@ -227,7 +228,7 @@ fn gateway(
     if ts.is_empty() {
         return Err(refuse("14", "_timestamp timestamp cannot be empty"));
     }
-    let zone = crate::upload::ovopark::parse_utc_offset(&cfg.utc_offset).unwrap_or(8 * 3600);
+    let zone = utc_offset_secs(&cfg.utc_offset).unwrap_or(8 * 3600);
     let ts_unix = match chrono::NaiveDateTime::parse_from_str(ts, "%Y%m%d%H%M%S") {
         Ok(t) if ts.len() == 14 => t.and_utc().timestamp() - i64::from(zone),
         _ => return Err(refuse("15", "_timestamp timestamp format error")),
@@ -244,7 +245,7 @@ fn gateway(
             "The method name corresponding to _mt does not exist or is not registered in the service",
         ));
     }
-    if !sign(p, &cfg.secret, method).eq_ignore_ascii_case(sig) {
+    if !expected_sig(p, &cfg.secret, method).eq_ignore_ascii_case(sig) {
         return Err(refuse(
             "7",
             "Invalid signature, please check the parameters and signature format",

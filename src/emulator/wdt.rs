@@ -29,11 +29,13 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
-use super::{Cloud, Request, Response, State, parse_form};
-use crate::upload::wdt::{
+use super::spec::utc_offset_secs;
+use super::spec::wdt::{
     CORE_NOW, DELIVERY_TERMS, EPOCH_OFFSET, LINE_REFUND_STATUSES, MAX_BATCH, PAY_METHODS,
-    PAY_STATUSES, PROCESS_STATUSES, PUSH_SELF, PUSH_SELF2, REFUND_STATUSES, TRADE_STATUSES, sign,
+    PAY_STATUSES, PROCESS_STATUSES, PUSH_SELF, PUSH_SELF2, REFUND_STATUSES, TRADE_STATUSES,
+    expected_sign,
 };
+use super::{Cloud, Request, Response, State, parse_form};
 
 pub const RATE_LIMIT_MESSAGE: &str = "超过每分钟最大调用频率限制";
 
@@ -166,7 +168,7 @@ fn public(cfg: &WdtTenant, req: &Request, now: i64) -> Result<String, Refusal> {
         "body".into(),
         String::from_utf8_lossy(&req.body).into_owned(),
     );
-    if p["salt"] != cfg.salt || sign(&signed, &cfg.secret) != p["sign"] {
+    if p["salt"] != cfg.salt || expected_sign(&signed, &cfg.secret) != p["sign"] {
         return Err((1, "验证失败".into()));
     }
     if (ts + EPOCH_OFFSET - now).abs() > cfg.timestamp_tolerance_secs {
@@ -240,7 +242,7 @@ fn push(
             "rawTradeOrderList tid {orphan} has no rawTradeList entry"
         )));
     }
-    let zone = crate::upload::ovopark::parse_utc_offset(&cfg.utc_offset).unwrap_or(8 * 3600);
+    let zone = utc_offset_secs(&cfg.utc_offset).unwrap_or(8 * 3600);
     let server_local = chrono::DateTime::from_timestamp(now + i64::from(zone), 0)
         .unwrap_or_default()
         .naive_utc();

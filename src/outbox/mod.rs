@@ -32,7 +32,7 @@
 //!   by a `LIMIT`.
 
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use serde::Serialize;
@@ -99,12 +99,10 @@ impl From<rusqlite::Error> for OutboxError {
 
 pub type Result<T> = std::result::Result<T, OutboxError>;
 
-/// Seconds since the epoch by the box's clock.
+/// Seconds since the epoch by the box's clock (negative before 1970: the one wall
+/// clock, [`crate::clock::unix_now`], the upload engine's too).
 pub fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    crate::clock::unix_now()
 }
 
 pub struct Outbox {

@@ -7,8 +7,8 @@
 //!   and clock; one cloud down never delays the other.
 //! - Memory is bounded by the batch: rows are claimed `batch` at a time, never the queue.
 //! - Every outcome is persisted as soon as it is known, before any request that
-//!   follows it (each destination keeps at most `concurrency` requests in flight —
-//!   Ovopark orders, Wangdiantong batches — so a crash re-sends at most that many):
+//!   follows it (each destination keeps at most `concurrency` requests in flight,
+//!   its own way — see [`Destination`] — so a crash re-sends at most that many):
 //!   delivered, retry at a
 //!   backoff time (exponential, jittered, capped; the server's advice when longer),
 //!   rejected with its reason. A misconfigured destination is paused in the outbox (shown
@@ -24,158 +24,21 @@
 //!   (not due) until the clock caught up. A jump is the wall clock moving more than
 //!   [`CLOCK_JUMP_SECS`] differently from the monotonic clock between two passes.
 //! - Shutdown: the batch in hand is finished and persisted, then the worker returns.
+//! - The engine holds no cloud's rules: it is generic over [`Destination`] (batch
+//!   limit, requests in flight, which orders may share a request), and reads time
+//!   from its [`Clock`] (backoff, due times, clock jumps), so tests can simulate it.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, mpsc};
+use std::ops::ControlFlow;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use log::{error, info, warn};
 
-use super::Outcome;
-use super::ovopark::OvoparkClient;
-use super::wdt::WdtClient;
+use super::{Destination, Outcome};
+use crate::clock::{Clock, SystemClock};
 use crate::lifecycle::{Heartbeat, Shutdown};
 use crate::order::Order;
 use crate::outbox::{self, Mark, Outbox};
-
-/// One destination's client (one per worker, so the size difference does not matter).
-#[allow(clippy::large_enum_variant)]
-pub enum Client {
-    Ovopark(OvoparkClient),
-    Wdt(WdtClient),
-}
-
-impl Client {
-    /// Orders per pass: Ovopark takes one per request (the worker claims a few per
-    /// sender), Wangdiantong one batch per request in flight.
-    fn batch(&self) -> usize {
-        match self {
-            Client::Ovopark(o) => (o.config().concurrency * 10).max(20),
-            Client::Wdt(w) => w.batch_size() * w.concurrency(),
-        }
-    }
-
-    /// Sends the orders and hands each outcome to `each` (with the order's index, and
-    /// whether it completes its request's outcomes: persist now) as soon as it is known:
-    /// a crash then re-sends at most the requests in flight (Ovopark's `concurrency`
-    /// orders, Wangdiantong's `concurrency` batches). Orders never handed over were not
-    /// attempted. Ovopark starts no new request after an outcome that is not about the
-    /// order alone (see [`stops_the_batch`]). `tick` is called per request's outcomes
-    /// (the worker's heartbeat: a batch of slow requests is progress, not a stuck
-    /// loop). An error from `each` stops the sending and is returned.
-    fn send<E>(
-        &self,
-        orders: &[&Order],
-        tick: &dyn Fn(),
-        each: &mut dyn FnMut(usize, Outcome, bool) -> Result<(), E>,
-    ) -> Result<(), E> {
-        match self {
-            Client::Wdt(w) => {
-                let groups: Vec<&[&Order]> = orders.chunks(w.batch_size()).collect();
-                // Two lanes sharing a tenant without tid prefixes can make one tid of
-                // two orders: never push both at once (send_batch orders them).
-                let mut seen = std::collections::HashSet::new();
-                let distinct = orders.iter().all(|o| seen.insert(o.order_no.as_str()));
-                if groups.len() <= 1 || !distinct {
-                    let outcomes = w.send_batch(orders);
-                    let n = outcomes.len();
-                    for (i, outcome) in outcomes.into_iter().enumerate() {
-                        each(i, outcome, i + 1 == n)?;
-                    }
-                    return Ok(());
-                }
-                // One batch per sender; each batch's outcomes are handed over (and
-                // persisted, in one transaction) as its answer arrives.
-                let (tx, rx) = mpsc::channel::<(usize, Vec<Outcome>)>();
-                return std::thread::scope(|scope| {
-                    for (g, group) in groups.iter().enumerate() {
-                        let tx = tx.clone();
-                        scope.spawn(move || {
-                            let _ = tx.send((g, w.send_batch(group)));
-                        });
-                    }
-                    drop(tx);
-                    let size = w.batch_size();
-                    for (g, outcomes) in rx {
-                        tick();
-                        let n = outcomes.len();
-                        for (k, outcome) in outcomes.into_iter().enumerate() {
-                            each(g * size + k, outcome, k + 1 == n)?;
-                        }
-                    }
-                    Ok(())
-                });
-            }
-            Client::Ovopark(o) if o.config().concurrency <= 1 || orders.len() <= 1 => {
-                for (i, order) in orders.iter().enumerate() {
-                    tick();
-                    let r = o.send(order);
-                    let stop = stops_the_batch(&r);
-                    each(i, r, true)?;
-                    if stop {
-                        break;
-                    }
-                }
-            }
-            Client::Ovopark(o) => {
-                // The pass's first request goes alone: if the box's clock is off, it
-                // is the one refused (code 16) and the client learns the server's
-                // clock from it, instead of `concurrency` requests all refused at once.
-                tick();
-                let first = o.send(orders[0]);
-                let stop = stops_the_batch(&first);
-                each(0, first, true)?;
-                if stop {
-                    return Ok(());
-                }
-                // Then up to `concurrency` requests in flight, each outcome handed to
-                // `each` on this thread as it arrives. After an outcome that stops the
-                // batch, no new request starts; the ones in flight are still persisted.
-                let next = AtomicUsize::new(1);
-                let stop = AtomicBool::new(false);
-                let (tx, rx) = mpsc::channel::<(usize, Outcome)>();
-                let senders = o.config().concurrency.min(orders.len() - 1);
-                return std::thread::scope(|scope| {
-                    for _ in 0..senders {
-                        let tx = tx.clone();
-                        let (next, stop) = (&next, &stop);
-                        scope.spawn(move || {
-                            while !stop.load(Ordering::SeqCst) {
-                                let i = next.fetch_add(1, Ordering::SeqCst);
-                                let Some(order) = orders.get(i) else { break };
-                                let r = o.send(order);
-                                if stops_the_batch(&r) {
-                                    stop.store(true, Ordering::SeqCst);
-                                }
-                                if tx.send((i, r)).is_err() {
-                                    break;
-                                }
-                            }
-                        });
-                    }
-                    drop(tx);
-                    for (i, r) in rx {
-                        tick();
-                        if let Err(e) = each(i, r, true) {
-                            // Dropping the receiver ends the senders after their
-                            // request in flight.
-                            stop.store(true, Ordering::SeqCst);
-                            return Err(e);
-                        }
-                    }
-                    Ok(())
-                });
-            }
-        }
-        Ok(())
-    }
-}
-
-/// An outcome not about the order alone: a misconfiguration or a transient fault would
-/// hit the rest of the batch the same way, each after its own timeout.
-fn stops_the_batch(r: &Outcome) -> bool {
-    matches!(r, Outcome::Misconfigured { .. } | Outcome::Retry { .. })
-}
 
 /// Between two passes, a wall clock that moved this much more or less than the
 /// monotonic clock has jumped (see the module invariants).
@@ -255,10 +118,10 @@ pub struct Pass {
     pub misconfigured: Option<String>,
 }
 
-/// One destination's worker.
-pub struct Worker {
+/// One destination's worker, generic over the cloud it drives.
+pub struct Worker<D: Destination> {
     dest: String,
-    client: Client,
+    client: D,
     outbox: Outbox,
     cfg: EngineConfig,
     wake: Wake,
@@ -273,19 +136,15 @@ pub struct Worker {
     beat: Option<Heartbeat>,
     /// The wall clock (seconds) and the monotonic clock at the last pass.
     clock_seen: Option<(i64, Instant)>,
+    /// Where time comes from (backoff, due times, clock jumps).
+    clock: Arc<dyn Clock>,
 }
 
-impl Worker {
+impl<D: Destination> Worker<D> {
     /// `outbox`: this worker's own connection. `wake`: the handle others use to wake it.
-    pub fn new(
-        dest: &str,
-        client: Client,
-        outbox: Outbox,
-        cfg: EngineConfig,
-        wake: Wake,
-    ) -> Worker {
+    pub fn new(client: D, outbox: Outbox, cfg: EngineConfig, wake: Wake) -> Worker<D> {
         Worker {
-            dest: dest.to_string(),
+            dest: client.name().to_string(),
             client,
             outbox,
             cfg,
@@ -297,7 +156,14 @@ impl Worker {
             clear_stale_pause: true,
             beat: None,
             clock_seen: None,
+            clock: Arc::new(SystemClock),
         }
+    }
+
+    /// The worker on another clock (tests: simulated time).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Worker<D> {
+        self.clock = clock;
+        self
     }
 
     /// Runs until shutdown.
@@ -310,7 +176,7 @@ impl Worker {
         while !shutdown.is_triggered() {
             beat.beat();
             if let Some(t) = hold_until {
-                let left = t.saturating_duration_since(Instant::now());
+                let left = t.saturating_duration_since(self.clock.now_mono());
                 if !left.is_zero() {
                     if self.wake.wait(left.min(beat.max_sleep())) && !shutdown.is_triggered() {
                         hold_until = None;
@@ -319,7 +185,7 @@ impl Worker {
                     continue;
                 }
             }
-            hold_until = self.after_pass().map(|d| Instant::now() + d);
+            hold_until = self.after_pass().map(|d| self.clock.now_mono() + d);
         }
         info!("upload:{}: stopped", self.dest);
     }
@@ -346,22 +212,23 @@ impl Worker {
     /// at most `poll` (new orders arrive without telling the worker).
     fn idle_wait(&self) -> Duration {
         match self.outbox.next_due_at(&self.dest) {
-            Ok(Some(t)) => Duration::from_secs((t - outbox::now()).clamp(0, 3600) as u64).clamp(
-                Duration::from_millis(100),
-                self.cfg.poll.max(Duration::from_millis(100)),
-            ),
+            Ok(Some(t)) => Duration::from_secs((t - self.clock.now_unix()).clamp(0, 3600) as u64)
+                .clamp(
+                    Duration::from_millis(100),
+                    self.cfg.poll.max(Duration::from_millis(100)),
+                ),
             _ => self.cfg.poll,
         }
     }
 
     /// One pass: claim due rows (one row while paused: the probe), send, persist.
     pub fn pass(&mut self) -> outbox::Result<Pass> {
-        let now = outbox::now();
-        self.notice_clock_jump(now, Instant::now());
+        let now = self.clock.now_unix();
+        self.notice_clock_jump(now, self.clock.now_mono());
         let limit = if self.paused.is_some() {
             1
         } else {
-            self.client.batch()
+            self.client.batch_limit()
         };
         // Draining or probing ignores the backoff schedule: claiming "as of far ahead"
         // takes every pending row, oldest schedule first.
@@ -397,10 +264,11 @@ impl Worker {
         let mut retry_delay = Duration::ZERO;
         let (dest, cfg) = (self.dest.as_str(), &self.cfg);
         let outbox = &mut self.outbox;
-        // Outcomes are persisted as each request's answer arrives: Ovopark's one by
-        // one, a Wangdiantong batch's together in one transaction (one fsync for 100
+        // Outcomes are persisted as each request's answer arrives: a single order's
+        // alone, a batch's together in one transaction (one fsync for 100
         // orders); with requests in flight, the others go on meanwhile.
         let mut marks: Vec<(i64, Mark)> = Vec::new();
+        let mut failed: Option<outbox::OutboxError> = None;
         self.client
             .send(&refs, &tick, &mut |i, outcome, request_done| {
                 let row = &rows[i];
@@ -439,11 +307,17 @@ impl Worker {
                     }
                 }
                 if request_done && !marks.is_empty() {
-                    outbox.record_outcomes(&marks)?;
+                    if let Err(e) = outbox.record_outcomes(&marks) {
+                        failed = Some(e);
+                        return ControlFlow::Break(());
+                    }
                     marks.clear();
                 }
-                Ok::<(), outbox::OutboxError>(())
-            })?;
+                ControlFlow::Continue(())
+            });
+        if let Some(e) = failed {
+            return Err(e);
+        }
         self.outbox.record_outcomes(&marks)?;
         if let Some(reason) = &last_error {
             // One line per pass, not per order: an outage must not flood the log.

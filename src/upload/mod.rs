@@ -3,7 +3,11 @@
 //!
 //! - [`ovopark`]: `open.ovopark.storehouse.sendOrder`, one order per request.
 //! - [`wdt`]: Wangdiantong `sales.RawTrade.pushSelf2` / `pushSelf`, up to 100 trades per request.
+//! - [`Destination`]: the one contract the engine drives a cloud through; [`clients`]
+//!   builds every enabled one (daemon, `check-config --online`), from each source's
+//!   identity resolved once by the config ([`Routes`]).
 //! - [`engine`]: one worker per destination: claim due rows, send, persist, back off.
+//! - `form`: the percent/form encoding both clouds use.
 //! - [`http`]: the one HTTPS agent configuration both use (rustls + bundled roots, timeouts
 //!   always set, proxy from the environment).
 //!
@@ -16,14 +20,64 @@
 //! - A transient fault is never `Rejected`: what the specs do not name is retried.
 //! - No secret (`secret`, the WDT `salt`) reaches an `Outcome`, a log line or an error.
 
+use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
+use crate::secret::Secret;
+
+mod destination;
 pub mod engine;
+pub(crate) mod form;
 pub mod http;
 mod json;
 pub mod ovopark;
 pub mod wdt;
+
+pub use destination::{Destination, Each};
+
+/// Each source's identity per cloud, resolved over the destination's defaults once,
+/// when the config is read ([`ovopark::Ovopark::resolve`], [`wdt::Wdt::resolve`]). An
+/// `Err` is a disabled source's (an enabled one's fails the config); its leftover
+/// orders wait, misconfigured, as before.
+#[derive(Debug, Clone, Default)]
+pub struct Routes {
+    pub ovopark: HashMap<String, Result<ovopark::Route, String>>,
+    pub wdt: HashMap<String, Result<wdt::ShopTarget, String>>,
+}
+
+/// Why a source's identity cannot be resolved: the key (under the source's
+/// `ovopark`/`wdt` table) and the reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unresolved {
+    pub key: &'static str,
+    pub reason: String,
+}
+
+/// A destination's client, or why it could not be built.
+pub type Built = Result<Box<dyn Destination>, String>;
+
+/// The client of every enabled destination, by name, in a fixed order (Ovopark, then
+/// Wangdiantong): the one way the daemon, `check-config --online` and the demo build
+/// them. A client that cannot be built (its TLS setup) is an `Err` of its own, so that
+/// `check-config --online` still checks the other.
+pub fn clients(
+    ovopark: Option<&ovopark::Ovopark>,
+    wdt: Option<&wdt::Wdt>,
+    routes: &Routes,
+) -> Vec<(&'static str, Built)> {
+    let mut out: Vec<(&'static str, Built)> = Vec::new();
+    if let Some(o) = ovopark {
+        let c = ovopark::OvoparkClient::new(o.clone(), routes.ovopark.clone());
+        out.push(("ovopark", c.map(|c| Box::new(c) as Box<dyn Destination>)));
+    }
+    if let Some(w) = wdt {
+        let c = wdt::WdtClient::new(w.clone(), routes.wdt.clone());
+        out.push(("wdt", c.map(|c| Box::new(c) as Box<dyn Destination>)));
+    }
+    out
+}
 
 /// What one delivery attempt of one order ended in.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -152,7 +206,7 @@ pub(crate) fn classify_http_status(reply: &http::Reply) -> Option<Outcome> {
 /// Shared by the attempts of one destination (each destination learns its own: the
 /// clouds' clocks need not agree).
 #[derive(Debug, Default)]
-pub struct Clock {
+pub struct ServerOffset {
     offset: AtomicI64,
 }
 
@@ -160,14 +214,14 @@ pub struct Clock {
 /// not skew; learning them would make the offset jitter.
 const SKEW_NOISE_SECS: i64 = 2;
 
-impl Clock {
-    pub fn new() -> Clock {
-        Clock::default()
+impl ServerOffset {
+    pub fn new() -> ServerOffset {
+        ServerOffset::default()
     }
 
     /// A clock that starts with a known offset (tests; a value persisted across restarts).
-    pub fn with_offset(secs: i64) -> Clock {
-        Clock {
+    pub fn with_offset(secs: i64) -> ServerOffset {
+        ServerOffset {
             offset: AtomicI64::new(secs),
         }
     }
@@ -205,13 +259,9 @@ impl Clock {
     }
 }
 
-/// Local unix time in seconds (what the box believes).
+/// Local unix time in seconds (what the box believes; [`crate::clock::unix_now`]).
 pub fn local_unix() -> i64 {
-    match SystemTime::now().duration_since(UNIX_EPOCH) {
-        Ok(d) => d.as_secs() as i64,
-        // A clock before 1970 is a box that booted with no clock at all.
-        Err(e) => -(e.duration().as_secs() as i64),
-    }
+    crate::clock::unix_now()
 }
 
 /// Parses an HTTP `Date` header (IMF-fixdate, `Sun, 06 Nov 1994 08:49:37 GMT`) into unix
@@ -266,6 +316,33 @@ pub(crate) fn text_key(
         }
         other => Ok(other),
     }
+}
+
+/// Reads `secret` or `secret_file` (exactly one) under `prefix`.
+pub(crate) fn secret_from(
+    prefix: &str,
+    secret: Option<Secret>,
+    file: Option<PathBuf>,
+) -> Result<Secret, String> {
+    match (secret, file) {
+        (Some(_), Some(_)) => Err(format!(
+            "{prefix}.secret: set secret or secret_file, not both"
+        )),
+        (None, None) => Err(format!("{prefix}.secret: missing (or set secret_file)")),
+        (Some(s), None) if s.is_empty() => Err(format!("{prefix}.secret: is empty")),
+        (Some(s), None) => Ok(s),
+        (None, Some(p)) => Secret::from_file(&p).map_err(|e| format!("{prefix}.secret_file: {e}")),
+    }
+}
+
+pub(crate) fn check_url(key: &str, url: &str) -> Result<(), String> {
+    if !(url.starts_with("https://") || url.starts_with("http://")) || url.contains(['?', '#', ' '])
+    {
+        return Err(format!(
+            "{key}: must be an http(s) URL without a query, got {url:?}"
+        ));
+    }
+    Ok(())
 }
 
 /// Cuts `s` to at most `max` characters at a character boundary; `None` when it fits.
@@ -346,7 +423,7 @@ mod tests {
 
     #[test]
     fn clock_learns_only_real_skew() {
-        let c = Clock::new();
+        let c = ServerOffset::new();
         assert_eq!(c.learn_at(1000 + 2, 1000), None, "within noise");
         assert_eq!(c.learn_at(1000 + 3600, 1000), Some(3600));
         assert_eq!(c.offset(), 3600);

@@ -1,0 +1,354 @@
+//! The Ovopark client of one destination: signed requests, clock learning, the
+//! `getBusinessOrg` check, and the engine's contract (one order per request).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use super::*;
+use crate::order::Order;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc;
+
+use crate::upload::Destination;
+use crate::upload::destination::Each;
+use crate::upload::form::form_encode;
+use crate::upload::http::Http;
+use crate::upload::{Outcome, ServerOffset, parse_ovopark_systime};
+
+/// The Ovopark client of one destination. Blocking (ureq); call it from a blocking thread.
+pub struct OvoparkClient {
+    cfg: Ovopark,
+    /// Each source's identity, resolved by the config (an `Err`: a disabled source's).
+    routes: HashMap<String, Result<Route, String>>,
+    http: Http,
+    /// The learned server clock offset.
+    offset: Arc<ServerOffset>,
+}
+
+impl std::fmt::Debug for OvoparkClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OvoparkClient")
+            .field("url", &self.cfg.url)
+            .finish()
+    }
+}
+
+impl OvoparkClient {
+    /// `routes`: each source's identity by source name, resolved by
+    /// [`Ovopark::resolve`] (orders of other sources go with `[ovopark]`'s).
+    pub fn new(
+        cfg: Ovopark,
+        routes: HashMap<String, Result<Route, String>>,
+    ) -> Result<OvoparkClient, String> {
+        let http = Http::new(&cfg.http, &cfg.url).map_err(|e| format!("ovopark: {e}"))?;
+        Ok(OvoparkClient {
+            cfg,
+            routes,
+            http,
+            offset: Arc::new(ServerOffset::new()),
+        })
+    }
+
+    pub fn config(&self) -> &Ovopark {
+        &self.cfg
+    }
+
+    /// Where an order of this source goes (configuration errors are `Err`).
+    pub fn target_for(&self, order: &Order) -> Result<Target, String> {
+        match order.source.as_deref().and_then(|s| self.routes.get(s)) {
+            Some(Ok(route)) => route.target(order.shop.as_deref()),
+            Some(Err(e)) => Err(e.clone()),
+            None => self.cfg.target(None, order.shop.as_deref()),
+        }
+    }
+
+    /// The form parameters of one sendOrder attempt at server time `now_unix`.
+    pub fn params(&self, target: &Target, ipos: &str, now_unix: i64) -> BTreeMap<String, String> {
+        let mut p = self.gateway_params(SEND_ORDER, "v2", now_unix);
+        p.insert("orgId".into(), target.org_id.clone());
+        p.insert("enterpriseId".into(), target.enterprise_id.clone());
+        p.insert("iposJson".into(), ipos.to_string());
+        p
+    }
+
+    fn gateway_params(&self, mt: &str, version: &str, now_unix: i64) -> BTreeMap<String, String> {
+        let mut p = BTreeMap::new();
+        p.insert("_aid".into(), self.cfg.aid.clone());
+        p.insert("_akey".into(), self.cfg.akey.clone());
+        p.insert("_mt".into(), mt.to_string());
+        p.insert("_sm".into(), self.cfg.sign_method.as_str().to_string());
+        p.insert("_requestMode".into(), "post".into());
+        p.insert("_version".into(), version.to_string());
+        p.insert("_format".into(), "json".into());
+        // The vendor's newer gateway SDK signs a fresh `_nonce` into every request; it
+        // keeps a quick resend of the same order (same second, same body) from being
+        // taken for a replay (-100).
+        p.insert("_nonce".into(), nonce());
+        p.insert(
+            "_timestamp".into(),
+            format_timestamp(now_unix, self.cfg.zone_secs),
+        );
+        p
+    }
+
+    /// Signs and POSTs `params`; a timestamp refusal is answered by learning the server
+    /// clock and sending once more with a fresh timestamp. Returns the classification and
+    /// the reply body (empty when there was no reply).
+    fn call(&self, make: &dyn Fn(i64) -> BTreeMap<String, String>) -> (Classified, Vec<u8>) {
+        let mut last = None;
+        for _ in 0..2 {
+            let mut p = make(self.offset.now_unix());
+            let sig = sign(&p, self.cfg.secret.expose(), self.cfg.sign_method);
+            p.insert("_sig".into(), sig);
+            let body = form_encode(&p);
+            let reply = match self.http.post(&self.cfg.url, CONTENT_TYPE, body.as_bytes()) {
+                Ok(r) => r,
+                Err(e) => {
+                    log::warn!("ovopark: {e}");
+                    let c = Classified {
+                        outcome: e.into_outcome(),
+                        code: None,
+                        timestamp_refused: false,
+                        systime: None,
+                    };
+                    return (c, Vec::new());
+                }
+            };
+            let mut c = classify(&reply);
+            // The reply's text is logged and stored: never with our secret in it.
+            c.outcome = c.outcome.redacted(&[self.cfg.secret.expose()]);
+            let learned = c
+                .systime
+                .as_deref()
+                .and_then(|s| parse_ovopark_systime(s, self.cfg.zone_secs))
+                .and_then(|t| self.offset.learn(t))
+                .or_else(|| self.offset.learn_from_reply(&reply));
+            if let Some(off) = learned {
+                log::info!(
+                    "ovopark: server clock differs from ours by {off} s; timestamps follow the server"
+                );
+            }
+            if !c.timestamp_refused {
+                return (c, reply.body);
+            }
+            last = Some((c, reply.body));
+        }
+        last.unwrap_or_else(|| {
+            let c = Classified {
+                outcome: Outcome::retry("timestamp refused"),
+                code: None,
+                timestamp_refused: true,
+                systime: None,
+            };
+            (c, Vec::new())
+        })
+    }
+
+    /// Delivers one stamped order; never panics, never blocks past the timeouts.
+    pub fn send(&self, order: &Order) -> Outcome {
+        let target = match self.target_for(order) {
+            Ok(t) => t,
+            Err(e) => return Outcome::misconfigured(e),
+        };
+        let ipos = match build_ipos(order, &target, self.cfg.order_type(order.kind)) {
+            Ok(i) => i,
+            Err(reason) => return Outcome::rejected(format!("order {}: {reason}", order.order_no)),
+        };
+        for w in &ipos.warnings {
+            log::warn!("ovopark: {w}");
+        }
+        let (c, _) = self.call(&|now| self.params(&target, &ipos.json, now));
+        match &c.outcome {
+            Outcome::Delivered { .. } => {}
+            o => log::debug!(
+                "ovopark: order {}: {}: {}",
+                order.order_no,
+                o.kind(),
+                o.text()
+            ),
+        }
+        c.outcome
+    }
+
+    /// `check-config --online`: a harmless `getBusinessOrg` call that shows whether the
+    /// key works and may act for the configured enterprise. `Ok` says what was found.
+    pub fn check_online(&self) -> Result<String, String> {
+        let mut orgs: Vec<(String, String)> = Vec::new();
+        let mut push = |o: Option<&String>, e: Option<&String>| {
+            if let (Some(o), Some(e)) = (o, e) {
+                if !orgs.contains(&(o.clone(), e.clone())) {
+                    orgs.push((o.clone(), e.clone()));
+                }
+            }
+        };
+        push(
+            self.cfg.defaults.org_id.as_ref(),
+            self.cfg.defaults.enterprise_id.as_ref(),
+        );
+        for r in self.routes.values().flatten() {
+            push(Some(&r.org_id), Some(&r.enterprise_id));
+        }
+        if orgs.is_empty() {
+            return Err("ovopark: no org_id/enterprise_id configured".into());
+        }
+        let mut found = Vec::new();
+        for (org, ent) in &orgs {
+            let (c, body) = self.call(&|now| {
+                let mut p = self.gateway_params(GET_BUSINESS_ORG, "v1", now);
+                p.insert("orgid".into(), org.clone());
+                p.insert("pageNumber".into(), "1".into());
+                p.insert("pageSize".into(), "100".into());
+                p
+            });
+            match c.outcome {
+                Outcome::Delivered { .. } => {}
+                Outcome::Misconfigured { reason } => {
+                    return Err(format!(
+                        "ovopark: the key or signature is refused: {reason}"
+                    ));
+                }
+                other => {
+                    return Err(format!("ovopark: unreachable or failing: {}", other.text()));
+                }
+            }
+            let data = serde_json::from_slice::<serde_json::Value>(&body)
+                .map(|v| v["data"].clone())
+                .unwrap_or_default();
+            let mut listed = Vec::new();
+            collect_orgs(&data, &mut listed);
+            if listed.is_empty() {
+                found.push(format!(
+                    "orgId {org}/enterpriseId {ent} (getBusinessOrg listed no enterprise to compare)"
+                ));
+            } else if listed
+                .iter()
+                .any(|(o, e)| o == org && e.as_ref().is_none_or(|e| e == ent))
+            {
+                found.push(format!("orgId {org}/enterpriseId {ent}"));
+            } else if listed.iter().any(|(o, _)| o == org) {
+                return Err(format!(
+                    "ovopark: orgId {org} is listed with another enterpriseId than {ent}: fix enterprise_id"
+                ));
+            } else {
+                let names: Vec<String> = listed.iter().map(|(o, _)| o.clone()).collect();
+                return Err(format!(
+                    "ovopark: the key may not act for orgId {org} (agent permission): getBusinessOrg lists orgIds {}",
+                    names.join(", ")
+                ));
+            }
+        }
+        Ok(format!(
+            "ovopark: key accepted (clock offset {} s); may act for {}",
+            self.offset.offset(),
+            found.join(", ")
+        ))
+    }
+}
+
+/// Collects `(orgId, enterpriseId)` from any objects in a getBusinessOrg answer (the
+/// spec does not give its shape, so look for the ids wherever they are).
+fn collect_orgs(v: &serde_json::Value, out: &mut Vec<(String, Option<String>)>) {
+    match v {
+        serde_json::Value::Array(items) => items.iter().for_each(|i| collect_orgs(i, out)),
+        serde_json::Value::Object(m) => {
+            let org = ["orgId", "orgid", "org_id"]
+                .iter()
+                .find_map(|k| m.get(*k).and_then(code_text));
+            if let Some(org) = org {
+                let ent = ["enterpriseId", "enterpriseid", "enterprise_id"]
+                    .iter()
+                    .find_map(|k| m.get(*k).and_then(code_text));
+                out.push((org, ent));
+            }
+            m.values().for_each(|i| collect_orgs(i, out));
+        }
+        _ => {}
+    }
+}
+
+/// An outcome not about the order alone: a misconfiguration or a transient fault would
+/// hit the rest of the batch the same way, each after its own timeout.
+fn stops_the_batch(r: &Outcome) -> bool {
+    matches!(r, Outcome::Misconfigured { .. } | Outcome::Retry { .. })
+}
+
+/// One order per request; up to `concurrency` requests in flight, the pass's first
+/// alone. No new request starts after an outcome that is not about the order alone
+/// (see [`stops_the_batch`]).
+impl Destination for OvoparkClient {
+    fn name(&self) -> &'static str {
+        "ovopark"
+    }
+
+    /// A few orders per sender.
+    fn batch_limit(&self) -> usize {
+        (self.cfg.concurrency * 10).max(20)
+    }
+
+    fn send(&self, orders: &[&Order], tick: &dyn Fn(), each: &mut Each<'_>) {
+        if self.cfg.concurrency <= 1 || orders.len() <= 1 {
+            for (i, order) in orders.iter().enumerate() {
+                tick();
+                let r = OvoparkClient::send(self, order);
+                let stop = stops_the_batch(&r);
+                if each(i, r, true).is_break() || stop {
+                    return;
+                }
+            }
+            return;
+        }
+        // The pass's first request goes alone: if the box's clock is off, it is the
+        // one refused (code 16) and the client learns the server's clock from it,
+        // instead of `concurrency` requests all refused at once.
+        tick();
+        let first = OvoparkClient::send(self, orders[0]);
+        let stop = stops_the_batch(&first);
+        if each(0, first, true).is_break() || stop {
+            return;
+        }
+        // Then up to `concurrency` requests in flight, each outcome handed to `each` on
+        // this thread as it arrives. After an outcome that stops the batch, no new
+        // request starts; the ones in flight are still handed over.
+        let next = AtomicUsize::new(1);
+        let stop = AtomicBool::new(false);
+        let (tx, rx) = mpsc::channel::<(usize, Outcome)>();
+        let senders = self.cfg.concurrency.min(orders.len() - 1);
+        std::thread::scope(|scope| {
+            for _ in 0..senders {
+                let tx = tx.clone();
+                let (next, stop) = (&next, &stop);
+                scope.spawn(move || {
+                    while !stop.load(Ordering::SeqCst) {
+                        let i = next.fetch_add(1, Ordering::SeqCst);
+                        let Some(order) = orders.get(i) else { break };
+                        let r = OvoparkClient::send(self, order);
+                        if stops_the_batch(&r) {
+                            stop.store(true, Ordering::SeqCst);
+                        }
+                        if tx.send((i, r)).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+            drop(tx);
+            for (i, r) in rx {
+                tick();
+                if each(i, r, true).is_break() {
+                    // Dropping the receiver ends the senders after their request in
+                    // flight.
+                    stop.store(true, Ordering::SeqCst);
+                    return;
+                }
+            }
+        })
+    }
+
+    fn server_offset(&self) -> &Arc<ServerOffset> {
+        &self.offset
+    }
+
+    fn check_online(&self) -> Result<String, String> {
+        OvoparkClient::check_online(self)
+    }
+}

@@ -1,0 +1,314 @@
+//! The Wangdiantong client of one destination: batching, signed requests, clock
+//! learning, and the engine's contract (batches of distinct tids).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use super::*;
+use crate::order::Order;
+use std::sync::mpsc;
+
+use crate::upload::Destination;
+use crate::upload::destination::Each;
+use crate::upload::form::percent_encode;
+use crate::upload::http::Http;
+use crate::upload::{Outcome, ServerOffset};
+
+/// The Wangdiantong client of one destination. Blocking (ureq).
+pub struct WdtClient {
+    cfg: Wdt,
+    /// Each source's shop, resolved by the config (an `Err`: a disabled source's).
+    routes: HashMap<String, Result<ShopTarget, String>>,
+    http: Http,
+    /// The learned server clock offset.
+    offset: Arc<ServerOffset>,
+}
+
+impl std::fmt::Debug for WdtClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WdtClient")
+            .field("url", &self.cfg.url)
+            .finish()
+    }
+}
+
+impl WdtClient {
+    /// `routes`: each source's shop by source name, resolved by [`Wdt::resolve`]
+    /// (orders of other sources go with `[wdt]`'s).
+    pub fn new(
+        cfg: Wdt,
+        routes: HashMap<String, Result<ShopTarget, String>>,
+    ) -> Result<WdtClient, String> {
+        let http = Http::new(&cfg.http, &cfg.url).map_err(|e| format!("wdt: {e}"))?;
+        Ok(WdtClient {
+            cfg,
+            routes,
+            http,
+            offset: Arc::new(ServerOffset::new()),
+        })
+    }
+
+    pub fn config(&self) -> &Wdt {
+        &self.cfg
+    }
+
+    /// How many orders one [`WdtClient::send_batch`] call sends per request.
+    pub fn batch_size(&self) -> usize {
+        self.cfg.batch_size
+    }
+
+    /// Batches in flight at once.
+    pub fn concurrency(&self) -> usize {
+        self.cfg.concurrency
+    }
+
+    /// Builds the trade of one order (what `send_batch` would send).
+    pub fn build(&self, order: &Order) -> Result<BuiltTrade, Outcome> {
+        let fallback;
+        let shop = match order.source.as_deref().and_then(|s| self.routes.get(s)) {
+            Some(Ok(shop)) => shop,
+            Some(Err(e)) => return Err(Outcome::misconfigured(e.clone())),
+            None => {
+                fallback = self.cfg.target(None).map_err(Outcome::misconfigured)?;
+                &fallback
+            }
+        };
+        build_trade(order, shop, &self.cfg)
+            .map_err(|r| Outcome::rejected(format!("order {}: {r}", order.order_no)))
+    }
+
+    /// The signed URL (query) for `method` and `body` at server time `now_unix`.
+    pub fn signed_url(&self, method: &str, body: &str, now_unix: i64) -> String {
+        let mut p = BTreeMap::new();
+        p.insert("sid".to_string(), self.cfg.sid.clone());
+        p.insert("key".to_string(), self.cfg.key.clone());
+        p.insert("salt".to_string(), self.cfg.salt.expose().to_string());
+        p.insert("method".to_string(), method.to_string());
+        p.insert("v".to_string(), "1.0".to_string());
+        p.insert("timestamp".to_string(), timestamp(now_unix).to_string());
+        p.insert("body".to_string(), body.to_string());
+        let sign = sign(&p, self.cfg.secret.expose());
+        p.remove("body");
+        let mut url = self.cfg.url.clone();
+        url.push('?');
+        for (k, v) in &p {
+            url.push_str(k);
+            url.push('=');
+            url.push_str(&percent_encode(v));
+            url.push('&');
+        }
+        url.push_str("sign=");
+        url.push_str(&sign);
+        url
+    }
+
+    /// POSTs one call; a timestamp refusal is answered by learning the server clock from
+    /// `Date` and sending once more.
+    fn call(&self, method: &str, body: &str) -> Classified {
+        let mut last = None;
+        for _ in 0..2 {
+            let url = self.signed_url(method, body, self.offset.now_unix());
+            let reply = match self.http.post(&url, "application/json", body.as_bytes()) {
+                Ok(r) => r,
+                Err(e) => {
+                    log::warn!("wdt: {e}");
+                    return Classified::All(e.into_outcome());
+                }
+            };
+            if let Some(off) = self.offset.learn_from_reply(&reply) {
+                log::info!(
+                    "wdt: server clock differs from ours by {off} s; timestamps follow the server"
+                );
+            }
+            // The reply's text is logged and stored: never with our secret or salt in it.
+            let secrets = [self.cfg.secret.expose(), self.cfg.salt.expose()];
+            match classify_with(&reply, self.cfg.rate_limit_wait_secs).redacted(&secrets) {
+                Classified::TimestampRefused(what) => last = Some(what),
+                c => return c,
+            }
+        }
+        Classified::All(Outcome::retry(format!(
+            "{} (timestamp refused twice: clock skew)",
+            last.unwrap_or_default()
+        )))
+    }
+
+    /// Sends one request of trades and maps the reply onto them, splitting a batch
+    /// refused for one trade's data into single requests.
+    fn send_chunk(&self, chunk: &[&BuiltTrade], out: &mut HashMap<String, Outcome>) {
+        let Some(first) = chunk.first() else { return };
+        let body = build_body(&first.shop_no, chunk);
+        match self.call(self.cfg.method.method(), &body) {
+            Classified::Accepted {
+                failed,
+                new_count,
+                chg_count,
+            } => {
+                for t in chunk {
+                    let outcome = match failed.iter().find(|(no, _)| *no == t.tid) {
+                        Some((_, err)) => Outcome::rejected(format!(
+                            "Wangdiantong refused trade {}: {err}",
+                            t.tid
+                        )),
+                        None => Outcome::Delivered {
+                            note: format!(
+                                "accepted (batch of {}: {new_count} new, {chg_count} updated)",
+                                chunk.len()
+                            ),
+                        },
+                    };
+                    out.insert(t.tid.clone(), outcome);
+                }
+            }
+            Classified::DataError(what) if chunk.len() > 1 => {
+                log::info!(
+                    "wdt: a batch of {} was refused ({what}); resending one by one",
+                    chunk.len()
+                );
+                for t in chunk {
+                    self.send_chunk(&[t], out);
+                }
+            }
+            Classified::DataError(what) => {
+                out.insert(first.tid.clone(), Outcome::rejected(what));
+            }
+            Classified::TimestampRefused(what) => {
+                for t in chunk {
+                    out.insert(t.tid.clone(), Outcome::retry(what.clone()));
+                }
+            }
+            Classified::All(o) => {
+                for t in chunk {
+                    out.insert(t.tid.clone(), o.clone());
+                }
+            }
+        }
+    }
+
+    /// Delivers stamped orders, `batch_size` per request; returns one outcome per
+    /// order, in the order given.
+    pub fn send_batch(&self, orders: &[&Order]) -> Vec<Outcome> {
+        let mut results: Vec<Option<Outcome>> = vec![None; orders.len()];
+        let mut built: Vec<(usize, BuiltTrade)> = Vec::new();
+        for (i, order) in orders.iter().enumerate() {
+            match self.build(order) {
+                Ok(t) => {
+                    for w in &t.warnings {
+                        log::warn!("wdt: {w}");
+                    }
+                    built.push((i, t));
+                }
+                Err(o) => results[i] = Some(o),
+            }
+        }
+        // Requests hold one shop_no and distinct tids; otherwise order is kept.
+        let mut pending: Vec<&(usize, BuiltTrade)> = built.iter().collect();
+        while !pending.is_empty() {
+            let shop_no = pending[0].1.shop_no.clone();
+            let mut chunk: Vec<&(usize, BuiltTrade)> = Vec::new();
+            let mut rest = Vec::new();
+            for item in pending {
+                let fits = chunk.len() < self.cfg.batch_size
+                    && item.1.shop_no == shop_no
+                    && !chunk.iter().any(|c| c.1.tid == item.1.tid);
+                if fits {
+                    chunk.push(item);
+                } else {
+                    rest.push(item);
+                }
+            }
+            pending = rest;
+            let trades: Vec<&BuiltTrade> = chunk.iter().map(|(_, t)| t).collect();
+            let mut out = HashMap::new();
+            self.send_chunk(&trades, &mut out);
+            for (i, t) in &chunk {
+                results[*i] = Some(
+                    out.remove(&t.tid)
+                        .unwrap_or_else(|| Outcome::retry("no outcome for this trade")),
+                );
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Outcome::retry("not sent")))
+            .collect()
+    }
+
+    /// `check-config --online`: a signed `system.Core.now` shows whether the account,
+    /// key and secret are accepted (it cannot show whether `shop_no` exists).
+    pub fn check_online(&self) -> Result<String, String> {
+        match self.call(CORE_NOW, "[]") {
+            Classified::Accepted { .. } => Ok(format!(
+                "wdt: account {} and key accepted (clock offset {} s); shop_no is checked by the first push",
+                self.cfg.sid,
+                self.offset.offset()
+            )),
+            Classified::All(Outcome::Misconfigured { reason }) => Err(format!(
+                "wdt: the account, key or secret is refused: {reason}"
+            )),
+            Classified::All(o) => Err(format!("wdt: unreachable or failing: {}", o.text())),
+            Classified::DataError(w) | Classified::TimestampRefused(w) => Err(format!("wdt: {w}")),
+        }
+    }
+}
+
+/// Batches of up to `batch_size` trades of distinct tids, `concurrency` batches in
+/// flight; a batch's outcomes are handed over together (one transaction).
+impl Destination for WdtClient {
+    fn name(&self) -> &'static str {
+        "wdt"
+    }
+
+    /// One batch per request in flight.
+    fn batch_limit(&self) -> usize {
+        self.cfg.batch_size * self.cfg.concurrency
+    }
+
+    fn send(&self, orders: &[&Order], tick: &dyn Fn(), each: &mut Each<'_>) {
+        let groups: Vec<&[&Order]> = orders.chunks(self.cfg.batch_size).collect();
+        // Two lanes sharing a tenant without tid prefixes can make one tid of two
+        // orders: never push both at once (send_batch orders them).
+        let mut seen = std::collections::HashSet::new();
+        let distinct = orders.iter().all(|o| seen.insert(o.order_no.as_str()));
+        if groups.len() <= 1 || !distinct {
+            let outcomes = self.send_batch(orders);
+            let n = outcomes.len();
+            for (i, outcome) in outcomes.into_iter().enumerate() {
+                if each(i, outcome, i + 1 == n).is_break() {
+                    return;
+                }
+            }
+            return;
+        }
+        // One batch per sender; each batch's outcomes are handed over (and persisted,
+        // in one transaction) as its answer arrives.
+        let (tx, rx) = mpsc::channel::<(usize, Vec<Outcome>)>();
+        std::thread::scope(|scope| {
+            for (g, group) in groups.iter().enumerate() {
+                let tx = tx.clone();
+                scope.spawn(move || {
+                    let _ = tx.send((g, self.send_batch(group)));
+                });
+            }
+            drop(tx);
+            let size = self.cfg.batch_size;
+            for (g, outcomes) in rx {
+                tick();
+                let n = outcomes.len();
+                for (k, outcome) in outcomes.into_iter().enumerate() {
+                    if each(g * size + k, outcome, k + 1 == n).is_break() {
+                        return;
+                    }
+                }
+            }
+        })
+    }
+
+    fn server_offset(&self) -> &Arc<ServerOffset> {
+        &self.offset
+    }
+
+    fn check_online(&self) -> Result<String, String> {
+        WdtClient::check_online(self)
+    }
+}
