@@ -24,8 +24,6 @@
 //! renderings of the loaded configuration (what a panic message or a log line would
 //! print); and the errors of configs broken on the secret line.
 
-#[path = "common/chaos.rs"]
-mod chaos;
 mod common;
 
 use std::fs;
@@ -33,10 +31,12 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
 
-use chaos::{
-    Agent, Emu, Layout, TlsProxy, cli, delivery_state, example_config, expect_within, orders_file,
-    stored_orders, test_pki,
-};
+use common::agent::{Agent, cli, stored_orders};
+use common::emu::Emu;
+use common::expect_within;
+use common::orders::delivery_state;
+use common::till::{Layout, example_config, orders_file};
+use common::tls::{TlsProxy, test_pki};
 use serde_json::{Value, json};
 use tillrelay::emulator::{EmuConfig, demo_agent_config};
 
@@ -170,7 +170,7 @@ fn emu_with_secrets() -> Emu {
 }
 
 fn dest(l: &Layout, name: &str) -> Value {
-    chaos::cli_json(&l.config, &["status", "--json"])
+    common::agent::cli_json(&l.config, &["status", "--json"])
         .and_then(|s| {
             s["destinations"]
                 .as_array()
@@ -210,6 +210,7 @@ fn a_full_run_through_every_failure_leaves_no_secret_in_any_output_or_file() {
     // ── 1. Good secrets (Ovopark inline, WDT from a file): deliveries and faults.
     let good = example_config(
         &l,
+        "200ms",
         None,
         &destinations(
             &emu.base(),
@@ -362,6 +363,7 @@ fn a_full_run_through_every_failure_leaves_no_secret_in_any_output_or_file() {
         &l.config,
         example_config(
             &l,
+            "200ms",
             None,
             &destinations(
                 &emu.base(),
@@ -400,11 +402,12 @@ fn a_full_run_through_every_failure_leaves_no_secret_in_any_output_or_file() {
 
     // ── 3. TLS failure: a server whose certificate nobody trusts.
     let pki = test_pki(&["127.0.0.1"], false);
-    let proxy = TlsProxy::start(&pki, emu.emu.addr());
+    let proxy = TlsProxy::start(&pki, emu.addr());
     fs::write(
         &l.config,
         example_config(
             &l,
+            "200ms",
             None,
             &destinations(
                 &proxy.base(),
@@ -449,6 +452,7 @@ fn a_full_run_through_every_failure_leaves_no_secret_in_any_output_or_file() {
         &l.config,
         example_config(
             &l,
+            "200ms",
             None,
             &destinations(
                 &closed_base,
@@ -636,7 +640,7 @@ fn config_errors_never_quote_a_secret() {
     let mut hay = Haystack::default();
     let mut wrong = Vec::new();
     for (what, ovo, wdt, word) in &cases {
-        let text = example_config(&l, None, &destinations(base, ovo, wdt));
+        let text = example_config(&l, "200ms", None, &destinations(base, ovo, wdt));
         fs::write(&l.config, &text).unwrap();
         let mut control = Haystack::default();
         control.add("config", text);
