@@ -209,33 +209,49 @@ impl Emu {
         }
     }
 
-    /// The `[ovopark]`/`[wdt]` sections of an agent config for the default tenant
-    /// here, with `ovo_extra` / `wdt_extra` keys added to each section.
+    /// [`dest_config`] for this emulator.
     pub fn dest_config(&self, ovo_extra: &str, wdt_extra: &str) -> String {
-        demo_agent_config(&self.base)
-            .replace("[ovopark]\n", &format!("[ovopark]\n{ovo_extra}\n"))
-            .replace("[wdt]\n", &format!("[wdt]\n{wdt_extra}\n"))
+        dest_config(&self.base, ovo_extra, wdt_extra)
     }
 
-    /// Both clients' validated settings for the default tenant here, from
-    /// [`Emu::dest_config`] with `edit` applied to its text.
+    /// [`dest_settings`] for this emulator.
     pub fn dest_settings(
         &self,
         ovo_extra: &str,
         wdt_extra: &str,
         edit: impl FnOnce(String) -> String,
     ) -> (Ovopark, Wdt) {
-        #[derive(Deserialize)]
-        struct Both {
-            ovopark: RawOvopark,
-            wdt: RawWdt,
-        }
-        let both: Both = toml::from_str(&edit(self.dest_config(ovo_extra, wdt_extra))).unwrap();
-        (
-            both.ovopark.validate().unwrap(),
-            both.wdt.validate().unwrap(),
-        )
+        dest_settings(&self.base, ovo_extra, wdt_extra, edit)
     }
+}
+
+/// The `[ovopark]`/`[wdt]` sections of an agent config for the emulators' default
+/// tenant at `base`, with `ovo_extra` / `wdt_extra` keys added to each section.
+pub fn dest_config(base: &str, ovo_extra: &str, wdt_extra: &str) -> String {
+    demo_agent_config(base)
+        .replace("[ovopark]\n", &format!("[ovopark]\n{ovo_extra}\n"))
+        .replace("[wdt]\n", &format!("[wdt]\n{wdt_extra}\n"))
+}
+
+/// Both clients' validated settings, read from [`dest_config`]'s text with `edit`
+/// applied, the way the agent's config reads them.
+pub fn dest_settings(
+    base: &str,
+    ovo_extra: &str,
+    wdt_extra: &str,
+    edit: impl FnOnce(String) -> String,
+) -> (Ovopark, Wdt) {
+    #[derive(Deserialize)]
+    struct Both {
+        ovopark: RawOvopark,
+        wdt: RawWdt,
+    }
+    let text = edit(dest_config(base, ovo_extra, wdt_extra));
+    let both: Both = toml::from_str(&text).unwrap();
+    (
+        both.ovopark.validate().unwrap(),
+        both.wdt.validate().unwrap(),
+    )
 }
 
 impl Drop for Emu {
