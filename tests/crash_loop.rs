@@ -467,14 +467,11 @@ fn every_acknowledged_order_reaches_both_clouds_exactly_once_across_random_kills
             )
         })
         .collect();
-    let ovo = emu.ovopark_orders();
-    let ovo_nos: BTreeSet<String> = ovo
-        .iter()
-        .map(|o| o["order_no"].as_str().unwrap().to_string())
-        .collect();
+    let ovo = emu.ovopark();
+    let ovo_nos: BTreeSet<String> = ovo.keys().cloned().collect();
     assert_eq!(ovo_nos, expected, "Ovopark has exactly the stored orders");
     let mut resends = 0;
-    for o in &ovo {
+    for o in ovo.values() {
         assert_eq!(o["accepted"], 1, "{o}");
         resends += o["duplicates"].as_u64().unwrap();
         let no = o["order_no"].as_str().unwrap();
@@ -492,14 +489,11 @@ fn every_acknowledged_order_reaches_both_clouds_exactly_once_across_random_kills
         resends <= in_flight * all_kills as u64,
         "{resends} Ovopark orders were sent again after {all_kills} kills"
     );
-    let wdt = emu.wdt_trades();
-    let tids: BTreeSet<String> = wdt
-        .iter()
-        .map(|t| t["tid"].as_str().unwrap().to_string())
-        .collect();
+    let wdt = emu.wdt();
+    let tids: BTreeSet<String> = wdt.keys().cloned().collect();
     assert_eq!(tids, expected, "Wangdiantong has exactly the stored orders");
     let mut updates = 0;
-    for t in &wdt {
+    for t in wdt.values() {
         updates += t["updates"].as_u64().unwrap_or(0);
         let tid = t["tid"].as_str().unwrap();
         assert_eq!(t["orders"].as_array().unwrap().len(), lines[tid], "{t}");

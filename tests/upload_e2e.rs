@@ -72,9 +72,9 @@ fn delivery_field(order: &Value, dest: &str, field: &str) -> Value {
         .unwrap_or(Value::Null)
 }
 
-#[test]
-fn shared_fixtures_reach_both_clouds_exactly_once_with_their_stamp() {
-    let emu = Emu::process();
+/// A till on `emu` whose running agent has delivered the shared fixtures to both
+/// clouds.
+fn fixtures_delivered(emu: &Emu) -> Till {
     let mut till = Till::new(&emu.dest_config("", ""));
     till.start();
     till.drop_fixtures();
@@ -84,6 +84,13 @@ fn shared_fixtures_reach_both_clouds_exactly_once_with_their_stamp() {
         "{}",
         till.explain()
     );
+    till
+}
+
+#[test]
+fn shared_fixtures_reach_both_clouds_exactly_once_with_their_stamp() {
+    let emu = Emu::process();
+    let mut till = fixtures_delivered(&emu);
     emu.assert_sent_once(&FIXTURE_ORDERS);
     assert!(till.orders_in("rejected").is_empty());
 
@@ -432,14 +439,7 @@ fn skewed_server_clocks_are_learned_with_one_refused_request() {
 #[test]
 fn an_order_ovopark_already_has_208003_counts_as_delivered() {
     let emu = Emu::process();
-    let mut till = Till::new(&emu.dest_config("", ""));
-    till.start();
-    till.drop_fixtures();
-    assert!(
-        till.wait_delivered(&DESTS, 4, WAIT, false),
-        "{}",
-        till.explain()
-    );
+    let mut till = fixtures_delivered(&emu);
     till.stop();
 
     // The box loses its queue (a new SD card) and the POS exports the same files again.
