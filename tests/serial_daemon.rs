@@ -20,8 +20,7 @@ use serialport::TTYPort;
 const WAIT: Duration = Duration::from_secs(30);
 
 fn pty() -> (TTYPort, TTYPort, String) {
-    let p = Pty::new();
-    (p.master, p.slave, p.path)
+    Pty::new().into_parts()
 }
 
 /// The example config with the market lane enabled on the given devices (a short

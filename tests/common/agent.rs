@@ -6,7 +6,7 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ExitStatus, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -25,6 +25,16 @@ impl Agent {
     /// Starts `tillrelay run --config config` with `env` added, stderr appended to
     /// `log`. Does not wait for anything: see [`Agent::wait_ready`].
     pub fn start(config: &Path, log: &Path, env: &[(&str, &str)]) -> Agent {
+        Agent::start_cmd(config, log, |cmd| {
+            for (k, v) in env {
+                cmd.env(k, v);
+            }
+        })
+    }
+
+    /// Like [`Agent::start`], with `adjust` applied to the command (e.g. to remove
+    /// variables from the environment it inherits).
+    pub fn start_cmd(config: &Path, log: &Path, adjust: impl FnOnce(&mut Command)) -> Agent {
         let file = fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -36,9 +46,7 @@ impl Agent {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(file);
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
+        adjust(&mut cmd);
         Agent {
             child: Some(cmd.spawn().unwrap()),
             log: log.to_path_buf(),
@@ -81,9 +89,14 @@ impl Agent {
 
     /// SIGTERM and the exit status (the agent must stop within 15 s).
     pub fn stop(&mut self) -> ExitStatus {
+        self.stop_within(Duration::from_secs(15))
+    }
+
+    /// SIGTERM and the exit status; the agent must stop within `patience`.
+    pub fn stop_within(&mut self, patience: Duration) -> ExitStatus {
         let mut c = self.child.take().expect("agent already stopped");
         signal(c.id(), libc::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(15);
+        let deadline = Instant::now() + patience;
         loop {
             if let Some(st) = c.try_wait().unwrap() {
                 return st;
@@ -92,7 +105,7 @@ impl Agent {
                 let _ = c.kill();
                 let _ = c.wait();
                 panic!(
-                    "the agent did not stop within 15 s of SIGTERM:\n{}",
+                    "the agent did not stop within {patience:?} of SIGTERM:\n{}",
                     self.log_text()
                 );
             }

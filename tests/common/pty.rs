@@ -64,17 +64,29 @@ pub struct Pty {
 }
 
 impl Pty {
+    /// A pair whose wire end reads with a 50 ms timeout.
     pub fn new() -> Pty {
-        let (mut master, slave) = serialport::TTYPort::pair().expect("openpty");
-        master
+        let mut p = Pty::with_default_timeout();
+        p.master
             .set_timeout(Duration::from_millis(50))
             .expect("pty timeout");
+        p
+    }
+
+    /// A pair with the serialport crate's own read timeout on both ends.
+    pub fn with_default_timeout() -> Pty {
+        let (master, slave) = serialport::TTYPort::pair().expect("openpty");
         let path = slave.name().expect("pty name");
         Pty {
             master,
             slave,
             path,
         }
+    }
+
+    /// (wire end, device end, device path), for tests that hold them apart.
+    pub fn into_parts(self) -> (serialport::TTYPort, serialport::TTYPort, String) {
+        (self.master, self.slave, self.path)
     }
 }
 
