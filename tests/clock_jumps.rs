@@ -26,8 +26,6 @@
 //! and nothing else arrived. The clouds refusing the agent's timestamps (Ovopark code
 //! 16, WDT status 7) and the agent following the servers' clocks is part of the run.
 
-#[path = "common/chaos.rs"]
-mod chaos;
 mod common;
 
 use std::collections::BTreeSet;
@@ -37,9 +35,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use chaos::{
-    Agent, Emu, Layout, delivery_state, example_config, expect_within, orders_file, stored_orders,
-};
+use common::agent::{Agent, stored_orders};
+use common::emu::Emu;
+use common::expect_within;
+use common::orders::delivery_state;
+use common::till::{Layout, example_config, orders_file};
 use serde_json::{Value, json};
 use tillrelay::emulator::{EmuConfig, demo_agent_config};
 
@@ -158,13 +158,23 @@ impl Drop for Flipper {
 }
 
 fn dest(l: &Layout, name: &str) -> Value {
-    chaos::cli_json(&l.config, &["status", "--json"])
-        .and_then(|s| {
-            s["destinations"]
-                .as_array()
-                .and_then(|a| a.iter().find(|d| d["name"] == name).cloned())
-        })
-        .unwrap_or(Value::Null)
+    common::agent::status_entry(&l.config, "destinations", name)
+}
+
+/// Waits until the `n` orders are delivered everywhere, failing with `what`, the
+/// Ovopark destination's status and the agent's last log lines.
+fn expect_drained(l: &Layout, n: usize, agent: &Agent, what: &str) {
+    expect_within(
+        WAIT,
+        || delivered_everywhere(l, n),
+        || {
+            format!(
+                "{what}: {}\n{}",
+                dest(l, "ovopark"),
+                common::tail(&agent.log_text(), 30)
+            )
+        },
+    );
 }
 
 fn delivered_everywhere(l: &Layout, n: usize) -> bool {
@@ -217,7 +227,7 @@ fn backlogs_drain_exactly_once_while_the_clock_jumps_by_hours() {
     let tail = demo_agent_config(&emu.base())
         .replace("[ovopark]\n", "[ovopark]\ntimeout_secs = 5\n")
         .replace("[wdt]\n", "[wdt]\ntimeout_secs = 5\n");
-    fs::write(&l.config, example_config(&l, None, &tail)).unwrap();
+    fs::write(&l.config, example_config(&l, "200ms", None, &tail)).unwrap();
     let lib_s = lib.to_string_lossy().into_owned();
     let time_s = time_file.to_string_lossy().into_owned();
     let env = [
@@ -244,16 +254,11 @@ fn backlogs_drain_exactly_once_while_the_clock_jumps_by_hours() {
     backlog_behind_outage(&l, all.len(), &agent);
     clock.set(&l, "-3h", -3 * 3600 - 120..=-3 * 3600 + 120);
     emu.clear_faults();
-    expect_within(
-        WAIT,
-        || delivered_everywhere(&l, all.len()),
-        || {
-            format!(
-                "phase 1: the backlog did not drain after the clock jumped back 3 h: {}\n{}",
-                dest(&l, "ovopark"),
-                chaos::tail(&agent.log_text(), 30)
-            )
-        },
+    expect_drained(
+        &l,
+        all.len(),
+        &agent,
+        "phase 1: the backlog did not drain after the clock jumped back 3 h",
     );
 
     // Phase 2: forward 8 h (to real + 5 h), a new backlog behind an outage, then back
@@ -264,17 +269,7 @@ fn backlogs_drain_exactly_once_while_the_clock_jumps_by_hours() {
     backlog_behind_outage(&l, all.len(), &agent);
     clock.set(&l, "-2h", -2 * 3600 - 120..=-2 * 3600 + 120);
     emu.clear_faults();
-    expect_within(
-        WAIT,
-        || delivered_everywhere(&l, all.len()),
-        || {
-            format!(
-                "phase 2: {}\n{}",
-                dest(&l, "ovopark"),
-                chaos::tail(&agent.log_text(), 30)
-            )
-        },
-    );
+    expect_drained(&l, all.len(), &agent, "phase 2");
 
     // Phase 3: a backlog drains while the clock keeps jumping by hours.
     outage();
@@ -285,7 +280,7 @@ fn backlogs_drain_exactly_once_while_the_clock_jumps_by_hours() {
     expect_within(
         WAIT,
         || delivered_everywhere(&l, all.len()),
-        || format!("phase 3: {}", chaos::tail(&agent.log_text(), 30)),
+        || format!("phase 3: {}", common::tail(&agent.log_text(), 30)),
     );
     let flips = flipper.stop();
     assert!(

@@ -49,8 +49,6 @@
 //! a failpoint kill every sixth round; `TILLRELAY_CRASH_SEED` repeats a run. The
 //! figures are printed at the end (`cargo test --test crash_loop -- --nocapture`).
 
-#[path = "common/chaos.rs"]
-mod chaos;
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -60,10 +58,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use chaos::{
-    Agent, Emu, Layout, PrinterSink, Pty, canonical, clear_exclusive, delivery_state,
-    example_config, expect_within, market_order, market_receipt, orders_file, stored_orders,
-};
+use common::agent::{Agent, stored_orders};
+use common::emu::Emu;
+use common::expect_within;
+use common::orders::{canonical, delivery_state};
+use common::pty::{PrinterSink, Pty, clear_exclusive, market_order, market_receipt};
+use common::till::{Layout, example_config, orders_file};
 use serde_json::json;
 use serialport::SerialPort;
 use tillrelay::emulator::{EmuConfig, demo_agent_config};
@@ -304,7 +304,7 @@ fn every_acknowledged_order_reaches_both_clouds_exactly_once_across_random_kills
         );
     fs::write(
         &l.config,
-        example_config(&l, Some((&pos_path, &printer_path)), &tail),
+        example_config(&l, "200ms", Some((&pos_path, &printer_path)), &tail),
     )
     .unwrap();
 
@@ -350,7 +350,7 @@ fn every_acknowledged_order_reaches_both_clouds_exactly_once_across_random_kills
             let st = agent.wait_exit(WAIT).unwrap_or_else(|| {
                 panic!(
                     "round {round}: the {point} failpoint never fired:\n{}",
-                    chaos::tail(&agent.log_text(), 20)
+                    common::tail(&agent.log_text(), 20)
                 )
             });
             assert!(!st.success(), "round {round}: {st:?}");
@@ -376,7 +376,7 @@ fn every_acknowledged_order_reaches_both_clouds_exactly_once_across_random_kills
                 || {
                     format!(
                         "round {round}: printed receipts {settled:?} were not captured by a running agent:\n{}",
-                        chaos::tail(&agent.log_text(), 30)
+                        common::tail(&agent.log_text(), 30)
                     )
                 },
             );
@@ -397,7 +397,7 @@ fn every_acknowledged_order_reaches_both_clouds_exactly_once_across_random_kills
         assert!(
             agent.alive(),
             "round {round}: the agent exited by itself:\n{}",
-            chaos::tail(&agent.log_text(), 30)
+            common::tail(&agent.log_text(), 30)
         );
         agent.kill9();
         random_kills += 1;
@@ -431,7 +431,7 @@ fn every_acknowledged_order_reaches_both_clouds_exactly_once_across_random_kills
                 "the last run did not capture and deliver everything: {} of {} files done\n{}",
                 Layout::files_in(&l.done()).len(),
                 all_files.len(),
-                chaos::tail(&agent.log_text(), 30)
+                common::tail(&agent.log_text(), 30)
             )
         },
     );
@@ -467,14 +467,11 @@ fn every_acknowledged_order_reaches_both_clouds_exactly_once_across_random_kills
             )
         })
         .collect();
-    let ovo = emu.ovopark_orders();
-    let ovo_nos: BTreeSet<String> = ovo
-        .iter()
-        .map(|o| o["order_no"].as_str().unwrap().to_string())
-        .collect();
+    let ovo = emu.ovopark();
+    let ovo_nos: BTreeSet<String> = ovo.keys().cloned().collect();
     assert_eq!(ovo_nos, expected, "Ovopark has exactly the stored orders");
     let mut resends = 0;
-    for o in &ovo {
+    for o in ovo.values() {
         assert_eq!(o["accepted"], 1, "{o}");
         resends += o["duplicates"].as_u64().unwrap();
         let no = o["order_no"].as_str().unwrap();
@@ -492,14 +489,11 @@ fn every_acknowledged_order_reaches_both_clouds_exactly_once_across_random_kills
         resends <= in_flight * all_kills as u64,
         "{resends} Ovopark orders were sent again after {all_kills} kills"
     );
-    let wdt = emu.wdt_trades();
-    let tids: BTreeSet<String> = wdt
-        .iter()
-        .map(|t| t["tid"].as_str().unwrap().to_string())
-        .collect();
+    let wdt = emu.wdt();
+    let tids: BTreeSet<String> = wdt.keys().cloned().collect();
     assert_eq!(tids, expected, "Wangdiantong has exactly the stored orders");
     let mut updates = 0;
-    for t in &wdt {
+    for t in wdt.values() {
         updates += t["updates"].as_u64().unwrap_or(0);
         let tid = t["tid"].as_str().unwrap();
         assert_eq!(t["orders"].as_array().unwrap().len(), lines[tid], "{t}");
@@ -520,7 +514,7 @@ fn every_acknowledged_order_reaches_both_clouds_exactly_once_across_random_kills
     for s in &last {
         assert!(!lost.contains(s));
     }
-    let status = chaos::cli_json(&l.config, &["status", "--json"]).unwrap();
+    let status = common::agent::cli_json(&l.config, &["status", "--json"]).unwrap();
     let market = status["sources"]
         .as_array()
         .unwrap()

@@ -9,10 +9,12 @@ mod common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{tillrelay, wait_until};
+use common::agent::{Agent, stored_orders};
+use common::till::Layout;
+use common::wait_until;
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -47,26 +49,13 @@ impl Drop for Mount {
     }
 }
 
-/// The agent, killed if the test fails half way (a leaked agent would hold the
-/// test's pipes and a mounted filesystem).
-struct Agent(Child);
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start(config: &Path) -> Agent {
-    Agent(
-        tillrelay()
-            .args(["run", "--config"])
-            .arg(config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
+/// The agent, with its own log per run (killed by its Drop if the test fails half way:
+/// a leaked agent would hold a mounted filesystem).
+fn start(config: &Path, run: usize) -> Agent {
+    Agent::start(
+        config,
+        &config.with_file_name(format!("agent-{run}.log")),
+        &[],
     )
 }
 
@@ -85,21 +74,11 @@ fn orders_file(file: usize) -> Vec<u8> {
 }
 
 fn stored(config: &Path) -> usize {
-    let out = tillrelay()
-        .args(["orders", "--json", "--limit", "100000", "--config"])
-        .arg(config)
-        .output()
-        .unwrap();
-    serde_json::from_slice::<Value>(&out.stdout)
-        .ok()
-        .and_then(|v| v.as_array().map(|a| a.len()))
-        .unwrap_or(0)
+    stored_orders(config).len()
 }
 
 fn count(dir: &Path) -> usize {
-    fs::read_dir(dir)
-        .map(|d| d.filter(|e| e.as_ref().unwrap().path().is_file()).count())
-        .unwrap_or(0)
+    Layout::files_in(dir).len()
 }
 
 #[test]
@@ -121,7 +100,7 @@ fn a_full_queue_stops_acknowledging_keeps_everything_and_resumes_when_space_retu
         ),
     )
     .unwrap();
-    let mut agent = start(&config);
+    let mut agent = start(&config, 1);
 
     // ~8 KiB of orders per file; 1 MiB fills after well under 120 files.
     let files = 120;
@@ -152,10 +131,7 @@ fn a_full_queue_stops_acknowledging_keeps_everything_and_resumes_when_space_retu
         0,
         "nothing is rejected for a full disk"
     );
-    assert!(
-        agent.0.try_wait().unwrap().is_none(),
-        "the agent keeps running"
-    );
+    assert!(agent.alive(), "the agent keeps running");
     assert_eq!(
         stored(&config),
         acknowledged * 20,
@@ -171,7 +147,7 @@ fn a_full_queue_stops_acknowledging_keeps_everything_and_resumes_when_space_retu
                 .replace("\"1MB\"", "\"256MB\"");
             fs::write(&config, text).unwrap();
             drop(agent);
-            agent = start(&config);
+            agent = start(&config, 2);
         }
     }
     assert!(
@@ -180,13 +156,6 @@ fn a_full_queue_stops_acknowledging_keeps_everything_and_resumes_when_space_retu
         count(&done)
     );
     assert_eq!(stored(&config), files * 20);
-    // SAFETY: kill(2) on our own child.
-    unsafe {
-        libc::kill(agent.0.id() as i32, libc::SIGTERM);
-    }
-    let child = std::mem::replace(&mut agent.0, Command::new("true").spawn().unwrap());
-    let out = child.wait_with_output().unwrap();
-    let log = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{log}");
+    let log = agent.stop_clean();
     assert!(log.contains("queue is full"), "{log}");
 }

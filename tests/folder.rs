@@ -4,195 +4,18 @@ mod common;
 
 use std::fs;
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Output, Stdio};
+use std::path::Path;
 use std::time::Duration;
 
+use common::orders::{by_order_no, canonical};
+use common::till::Till;
 use common::{fixture, tillrelay, wait_until};
 use serde_json::Value;
 
-/// A temp dir with an inbox, a state dir and a config made from the example config
-/// (so the example's CSV mapping is what is tested), with short settle times.
-struct Box_ {
-    dir: tempfile::TempDir,
-    config: PathBuf,
-}
-
-impl Box_ {
-    fn new(extra: &str) -> Box_ {
-        let dir = tempfile::tempdir().unwrap();
-        let inbox = dir.path().join("inbox");
-        fs::create_dir(&inbox).unwrap();
-        let example =
-            fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/tillrelay.toml"))
-                .unwrap();
-        let mut text = String::new();
-        for line in example.lines() {
-            let l = if line.starts_with("state_dir =") {
-                format!("state_dir = {:?}", dir.path().join("state"))
-            } else if line.starts_with("path =") {
-                format!("path = {inbox:?}")
-            } else if line.starts_with("settle =") {
-                "settle = \"300ms\"".to_string()
-            } else {
-                line.to_string()
-            };
-            text.push_str(&l);
-            text.push('\n');
-        }
-        text.push_str(extra);
-        let config = dir.path().join("tillrelay.toml");
-        fs::write(&config, text).unwrap();
-        Box_ { dir, config }
-    }
-
-    fn inbox(&self) -> PathBuf {
-        self.dir.path().join("inbox")
-    }
-
-    fn start(&self) -> Agent {
-        self.start_env(&[])
-    }
-
-    fn start_env(&self, env: &[(&str, &str)]) -> Agent {
-        let mut cmd = tillrelay();
-        cmd.args(["run", "--config"])
-            .arg(&self.config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        Agent(cmd.spawn().unwrap())
-    }
-
-    fn cli(&self, args: &[&str]) -> Output {
-        tillrelay()
-            .args(args)
-            .arg("--config")
-            .arg(&self.config)
-            .output()
-            .unwrap()
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        let out = self.cli(args);
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
-    }
-
-    /// Stored orders, or none while the database does not exist yet.
-    fn orders(&self) -> Vec<Value> {
-        let out = self.cli(&["orders", "--json", "--limit", "1000"]);
-        if !out.status.success() {
-            return Vec::new();
-        }
-        serde_json::from_slice::<Value>(&out.stdout)
-            .unwrap()
-            .as_array()
-            .unwrap()
-            .clone()
-    }
-
-    fn files(&self, sub: &str) -> Vec<String> {
-        let mut v: Vec<String> = fs::read_dir(self.inbox().join(sub))
-            .map(|rd| {
-                rd.map(|e| e.unwrap().file_name().into_string().unwrap())
-                    .collect()
-            })
-            .unwrap_or_default();
-        v.sort();
-        v
-    }
-
-    /// Drops a file the way most POS do: written elsewhere, then renamed in.
-    fn drop_file(&self, name: &str, bytes: &[u8]) {
-        let tmp = self.dir.path().join(format!("{name}.staging"));
-        fs::write(&tmp, bytes).unwrap();
-        fs::rename(&tmp, self.inbox().join(name)).unwrap();
-    }
-}
-
-struct Agent(Child);
-
-impl Agent {
-    /// SIGTERM, then the exit status and stderr.
-    fn stop(mut self) -> (std::process::ExitStatus, String) {
-        unsafe_kill(self.0.id(), 15);
-        let ok = wait_until(Duration::from_secs(10), || {
-            self.0.try_wait().unwrap().is_some()
-        });
-        assert!(ok, "the agent did not stop within 10 s of SIGTERM");
-        let out = std::mem::replace(&mut self.0, dummy())
-            .wait_with_output()
-            .unwrap();
-        (
-            out.status,
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    }
-
-    fn wait_exit(mut self) -> (std::process::ExitStatus, String) {
-        let out = std::mem::replace(&mut self.0, dummy())
-            .wait_with_output()
-            .unwrap();
-        (
-            out.status,
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn dummy() -> Child {
-    std::process::Command::new("true").spawn().unwrap()
-}
-
-fn unsafe_kill(pid: u32, sig: i32) {
-    let st = std::process::Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(pid.to_string())
-        .status()
-        .unwrap();
-    assert!(st.success());
-}
-
-/// The canonical fields of a stored order (stamp and delivery states removed).
-fn canonical(o: &Value) -> Value {
-    let mut o = o.clone();
-    let m = o.as_object_mut().unwrap();
-    for k in [
-        "source",
-        "shop",
-        "machine_id",
-        "video_start",
-        "video_end",
-        "deliveries",
-    ] {
-        m.remove(k);
-    }
-    o
-}
-
-fn by_order_no(mut v: Vec<Value>) -> Vec<Value> {
-    v.sort_by(|a, b| a["order_no"].as_str().cmp(&b["order_no"].as_str()));
-    v
-}
-
 #[test]
 fn shared_export_fixtures_reach_the_outbox_exactly_as_expected() {
-    let b = Box_::new("");
-    let agent = b.start();
+    let b = Till::new("");
+    let mut agent = b.spawn(&[]);
     for f in ["orders-20261122-1005.json", "sales_20261122_1122.csv"] {
         // plain copy (not a rename): the settle time must cover it
         fs::copy(fixture(&format!("exports/{f}")), b.inbox().join(f)).unwrap();
@@ -221,12 +44,15 @@ fn shared_export_fixtures_reach_the_outbox_exactly_as_expected() {
     assert_eq!(w1["video_end"], "2026-11-22 10:01:42");
 
     // both files moved to done once committed
-    assert!(wait_until(Duration::from_secs(5), || b.files("done").len() == 2));
+    assert!(wait_until(Duration::from_secs(5), || b
+        .entries("done")
+        .len()
+        == 2));
     assert_eq!(
-        b.files("done"),
+        b.entries("done"),
         ["orders-20261122-1005.json", "sales_20261122_1122.csv"]
     );
-    assert!(b.files("").iter().all(|f| f == "done" || f == "rejected"));
+    assert!(b.entries("").iter().all(|f| f == "done" || f == "rejected"));
 
     // status while the daemon runs
     let st = b.json(&["status", "--json"]);
@@ -239,19 +65,20 @@ fn shared_export_fixtures_reach_the_outbox_exactly_as_expected() {
     assert!(human.contains("lane1"), "{human}");
     assert!(human.contains("ingested 2"), "{human}");
 
-    let (status, log) = agent.stop();
+    let status = agent.stop();
+    let log = agent.log_text();
     assert!(status.success(), "exit {status:?}\n{log}");
     assert!(log.contains("stopped"), "{log}");
 }
 
 #[test]
 fn a_file_dropped_twice_or_reprinted_does_not_make_second_orders() {
-    let b = Box_::new("");
-    let agent = b.start();
+    let b = Till::new("");
+    let mut agent = b.spawn(&[]);
     let json = fs::read(fixture("exports/orders-20261122-1005.json")).unwrap();
     b.drop_file("a.json", &json);
     assert!(wait_until(Duration::from_secs(20), || b
-        .files("done")
+        .entries("done")
         .len()
         == 1));
     // the same file again, same name (lands as done/a.json.1) and another name
@@ -261,9 +88,9 @@ fn a_file_dropped_twice_or_reprinted_does_not_make_second_orders() {
     let all: Vec<Value> = serde_json::from_slice(&json).unwrap();
     b.drop_file("reprint.json", &serde_json::to_vec(&all[1]).unwrap());
     assert!(
-        wait_until(Duration::from_secs(20), || b.files("done").len() == 4),
+        wait_until(Duration::from_secs(20), || b.entries("done").len() == 4),
         "{:?}",
-        b.files("done")
+        b.entries("done")
     );
     assert_eq!(b.orders().len(), 2);
     let st = b.json(&["status", "--json"]);
@@ -271,14 +98,14 @@ fn a_file_dropped_twice_or_reprinted_does_not_make_second_orders() {
     // b.json (2) and the reprint (1); a.json again is the same file (name, size,
     // hash), which the ledger recognises before any order is looked at.
     assert_eq!(st["sources"][0]["duplicates"], 3);
-    let (status, _) = agent.stop();
+    let status = agent.stop();
     assert!(status.success());
 }
 
 #[test]
 fn a_file_written_slowly_in_pieces_is_read_once_whole() {
-    let b = Box_::new("");
-    let agent = b.start();
+    let b = Till::new("");
+    let mut agent = b.spawn(&[]);
     let json = fs::read(fixture("exports/orders-20261122-1005.json")).unwrap();
     let path = b.inbox().join("slow.json");
     let mut f = fs::File::create(&path).unwrap();
@@ -289,9 +116,14 @@ fn a_file_written_slowly_in_pieces_is_read_once_whole() {
         std::thread::sleep(Duration::from_millis(100));
     }
     drop(f);
-    assert!(wait_until(Duration::from_secs(20), || b.files("done") == ["slow.json"]));
+    assert!(wait_until(Duration::from_secs(20), || b.entries("done")
+        == ["slow.json"]));
     assert_eq!(b.orders().len(), 2);
-    assert!(b.files("rejected").is_empty(), "{:?}", b.files("rejected"));
+    assert!(
+        b.entries("rejected").is_empty(),
+        "{:?}",
+        b.entries("rejected")
+    );
     let st = b.json(&["status", "--json"]);
     assert_eq!(st["sources"][0]["files_seen"], 1);
     agent.stop();
@@ -299,8 +131,8 @@ fn a_file_written_slowly_in_pieces_is_read_once_whole() {
 
 #[test]
 fn unreadable_files_are_rejected_with_their_reasons_and_good_orders_kept() {
-    let b = Box_::new("");
-    let agent = b.start();
+    let b = Till::new("");
+    let mut agent = b.spawn(&[]);
     b.drop_file(
         "broken.json",
         b"[{\"order_no\": \"X1\",\n  \"order_time\": }]",
@@ -323,9 +155,9 @@ fn unreadable_files_are_rejected_with_their_reasons_and_good_orders_kept() {
     .unwrap();
 
     assert!(
-        wait_until(Duration::from_secs(20), || b.files("rejected").len() == 6),
+        wait_until(Duration::from_secs(20), || b.entries("rejected").len() == 6),
         "{:?}",
-        b.files("rejected")
+        b.entries("rejected")
     );
     let reason = |n: &str| {
         fs::read_to_string(b.inbox().join("rejected").join(format!("{n}.error.txt"))).unwrap()
@@ -345,7 +177,7 @@ fn unreadable_files_are_rejected_with_their_reasons_and_good_orders_kept() {
         .collect();
     assert_eq!(by_order_no(b.orders()).len(), 2, "{nos:?}");
     // ignored files were neither read nor moved
-    let mut left = b.files("");
+    let mut left = b.entries("");
     left.retain(|f| f != "done" && f != "rejected");
     assert_eq!(left, [".hidden.json", "link.json", "x.json.part"]);
     let st = b.json(&["status", "--json"]);
@@ -359,8 +191,8 @@ fn unreadable_files_are_rejected_with_their_reasons_and_good_orders_kept() {
 /// by its line, order and field.
 #[test]
 fn a_big_export_is_stored_exactly_and_a_bad_order_in_its_middle_rejects_only_itself() {
-    let b = Box_::new("");
-    let agent = b.start();
+    let b = Till::new("");
+    let mut agent = b.spawn(&[]);
     let n = 2500;
     let bad = 1234;
     let orders: Vec<Value> = (0..n)
@@ -388,9 +220,9 @@ fn a_big_export_is_stored_exactly_and_a_bad_order_in_its_middle_rejects_only_its
         .unwrap();
     b.drop_file("big.json", text.as_bytes());
     assert!(
-        wait_until(Duration::from_secs(60), || b.files("rejected").len() == 2),
+        wait_until(Duration::from_secs(60), || b.entries("rejected").len() == 2),
         "{:?}",
-        b.files("rejected")
+        b.entries("rejected")
     );
     let why = fs::read_to_string(b.inbox().join("rejected/big.json.error.txt")).unwrap();
     assert!(
@@ -430,15 +262,15 @@ fn a_big_export_is_stored_exactly_and_a_bad_order_in_its_middle_rejects_only_its
 
 #[test]
 fn oversized_files_are_rejected_unread() {
-    let b = Box_::new("");
+    let b = Till::new("");
     let text = fs::read_to_string(&b.config)
         .unwrap()
         .replace("max_file_size = \"16MB\"", "max_file_size = \"1KB\"");
     fs::write(&b.config, text).unwrap();
-    let agent = b.start();
+    let mut agent = b.spawn(&[]);
     b.drop_file("big.json", &vec![b' '; 4096]);
     assert!(wait_until(Duration::from_secs(20), || b
-        .files("rejected")
+        .entries("rejected")
         .len()
         == 2));
     let r = fs::read_to_string(b.inbox().join("rejected/big.json.error.txt")).unwrap();
@@ -448,19 +280,26 @@ fn oversized_files_are_rejected_unread() {
 
 #[test]
 fn sigkill_between_commit_and_move_ingests_nothing_twice() {
-    let b = Box_::new("");
+    let b = Till::new("");
     let json = fs::read(fixture("exports/orders-20261122-1005.json")).unwrap();
     b.drop_file("a.json", &json);
     // The agent is killed (SIGKILL) right after the commit, before the move.
-    let agent = b.start_env(&[("TILLRELAY_FAILPOINT", "folder.after_commit")]);
-    let (status, log) = agent.wait_exit();
+    let mut agent = b.spawn(&[("TILLRELAY_FAILPOINT", "folder.after_commit")]);
+    let status = agent
+        .wait_exit(Duration::from_secs(60))
+        .expect("the failpoint kills the agent");
+    let log = agent.log_text();
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(status.signal(), Some(9), "killed by the failpoint: {log}");
-    assert_eq!(b.files(""), ["a.json", "done", "rejected"], "not moved yet");
+    assert_eq!(
+        b.entries(""),
+        ["a.json", "done", "rejected"],
+        "not moved yet"
+    );
     assert_eq!(b.orders().len(), 2, "committed before the kill");
 
-    let agent = b.start();
-    assert!(wait_until(Duration::from_secs(20), || b.files("done") == ["a.json"]));
+    let mut agent = b.spawn(&[]);
+    assert!(wait_until(Duration::from_secs(20), || b.entries("done") == ["a.json"]));
     assert_eq!(b.orders().len(), 2);
     let st = b.json(&["status", "--json"]);
     assert_eq!(
@@ -468,54 +307,40 @@ fn sigkill_between_commit_and_move_ingests_nothing_twice() {
         "the ledger, not the duplicate check, caught it"
     );
     assert_eq!(st["sources"][0]["files_ingested"], 1);
-    let (_, log) = agent.stop();
+    agent.stop();
+    let log = agent.log_text();
     assert!(log.contains("committed before"), "{log}");
 }
 
 #[test]
 fn a_missing_folder_is_waited_for() {
-    let b = Box_::new("");
+    let b = Till::new("");
     fs::remove_dir(b.inbox()).unwrap();
-    let mut agent = b.start();
+    let mut agent = b.spawn(&[]);
     // Create the folder only once the agent has seen it missing: a fixed sleep was
     // too short for the agent's start-up under qemu (cross/test-armv7.sh).
-    let stderr = agent.0.stderr.take().unwrap();
-    let (seen_tx, seen_rx) = std::sync::mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        use std::io::BufRead;
-        let mut log = String::new();
-        for line in std::io::BufReader::new(stderr).lines() {
-            let line = line.unwrap();
-            if line.contains("does not exist") {
-                let _ = seen_tx.send(());
-            }
-            log.push_str(&line);
-            log.push('\n');
-        }
-        log
-    });
-    let seen = seen_rx.recv_timeout(Duration::from_secs(30)).is_ok();
+    let seen = agent.wait_log(Duration::from_secs(30), "does not exist");
     fs::create_dir(b.inbox()).unwrap();
     b.drop_file(
         "a.json",
         &fs::read(fixture("exports/orders-20261122-1005.json")).unwrap(),
     );
     assert!(wait_until(Duration::from_secs(30), || b.orders().len() == 2));
-    let (status, _) = agent.stop();
-    let log = reader.join().unwrap();
+    let status = agent.stop();
+    let log = agent.log_text();
     assert!(seen, "the missing folder was not reported:\n{log}");
     assert!(status.success(), "{log}");
 }
 
 #[test]
 fn poll_mode_finds_files_without_inotify() {
-    let b = Box_::new("");
+    let b = Till::new("");
     let text = fs::read_to_string(&b.config)
         .unwrap()
         .replace("poll = false", "poll = true")
         .replace("poll_interval = \"5s\"", "poll_interval = \"200ms\"");
     fs::write(&b.config, text).unwrap();
-    let agent = b.start();
+    let mut agent = b.spawn(&[]);
     b.drop_file(
         "a.json",
         &fs::read(fixture("exports/orders-20261122-1005.json")).unwrap(),
@@ -526,7 +351,7 @@ fn poll_mode_finds_files_without_inotify() {
 
 #[test]
 fn parse_shows_orders_without_storing_and_exits_4_on_bad_input() {
-    let b = Box_::new("");
+    let b = Till::new("");
     let out = b.cli(&[
         "parse",
         "--source",

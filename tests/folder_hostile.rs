@@ -7,111 +7,32 @@ mod common;
 use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use common::{fixture, tillrelay, wait_until};
+use common::agent::Agent;
+use common::till::Till;
+use common::{fixture, wait_until};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(30);
 
-struct Lane {
-    dir: tempfile::TempDir,
-    config: PathBuf,
-}
-
-struct Agent(Child);
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Agent {
-    fn stop(mut self) -> String {
-        // SAFETY: kill(2) on our own child.
-        unsafe {
-            libc::kill(self.0.id() as i32, libc::SIGTERM);
-        }
-        let child = std::mem::replace(&mut self.0, Command::new("true").spawn().unwrap());
-        let out = child.wait_with_output().unwrap();
-        let log = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert!(out.status.success(), "exit {:?}: {log}", out.status);
-        log
-    }
-}
-
-impl Lane {
-    fn new(extra: &str) -> Lane {
-        let dir = tempfile::tempdir().unwrap();
-        let inbox = dir.path().join("inbox");
-        fs::create_dir(&inbox).unwrap();
-        let config = dir.path().join("tillrelay.toml");
-        fs::write(
-            &config,
-            format!(
-                "[agent]\nstate_dir = {:?}\n[[source]]\nname = \"lane1\"\nkind = \"folder\"\n\
-                 path = {inbox:?}\nshop = \"D001\"\nmachine_id = \"M1\"\nsettle = \"300ms\"\n{extra}",
-                dir.path().join("state")
-            ),
+/// A till with one folder lane (`extra` keys added to it), and its agent started once
+/// the queue exists.
+fn lane(extra: &str) -> (Till, Agent) {
+    let lane = Till::with_config(|l| {
+        format!(
+            "[agent]\nstate_dir = {:?}\n[[source]]\nname = \"lane1\"\nkind = \"folder\"\n\
+             path = {:?}\nshop = \"D001\"\nmachine_id = \"M1\"\nsettle = \"300ms\"\n{extra}",
+            l.state, l.inbox
         )
-        .unwrap();
-        Lane { dir, config }
-    }
-
-    fn inbox(&self) -> PathBuf {
-        self.dir.path().join("inbox")
-    }
-
-    fn start(&self) -> Agent {
-        let a = Agent(
-            tillrelay()
-                .args(["run", "--config"])
-                .arg(&self.config)
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap(),
-        );
-        assert!(wait_until(WAIT, || self
-            .dir
-            .path()
-            .join("state/queue.db")
-            .exists()));
-        a
-    }
-
-    fn orders(&self) -> usize {
-        let out = tillrelay()
-            .args(["orders", "--json", "--limit", "1000", "--config"])
-            .arg(&self.config)
-            .output()
-            .unwrap();
-        serde_json::from_slice::<Value>(&out.stdout)
-            .ok()
-            .and_then(|v| v.as_array().map(|a| a.len()))
-            .unwrap_or(0)
-    }
-
-    fn names(&self, sub: &str) -> Vec<String> {
-        let mut v: Vec<String> = fs::read_dir(self.inbox().join(sub))
-            .map(|d| {
-                d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                    .collect()
-            })
-            .unwrap_or_default();
-        v.sort();
-        v
-    }
-
-    fn drop_in(&self, name: &str, bytes: &[u8]) {
-        let tmp = self.dir.path().join("staging");
-        fs::write(&tmp, bytes).unwrap();
-        fs::rename(&tmp, self.inbox().join(name)).unwrap();
-    }
+    });
+    let agent = lane.spawn(&[]);
+    assert!(wait_until(WAIT, || lane
+        .state_dir()
+        .join("queue.db")
+        .exists()));
+    (lane, agent)
 }
 
 fn sample() -> Vec<u8> {
@@ -120,8 +41,7 @@ fn sample() -> Vec<u8> {
 
 #[test]
 fn fifos_symlinks_and_odd_names_neither_hang_nor_get_lost() {
-    let lane = Lane::new("");
-    let agent = lane.start();
+    let (lane, mut agent) = lane("");
     let fifo = lane.inbox().join("pipe.json");
     assert!(
         Command::new("mkfifo")
@@ -136,24 +56,24 @@ fn fifos_symlinks_and_odd_names_neither_hang_nor_get_lost() {
     let odd = lane.inbox().join(OsStr::from_bytes(b"caf\xe9.json"));
     fs::write(&odd, sample()).unwrap();
     // and a good file after all of them: the loop was not stuck on the FIFO
-    lane.drop_in("good.json", &sample());
+    lane.drop_file("good.json", &sample());
     assert!(
-        wait_until(WAIT, || lane.names("done") == ["good.json"]),
+        wait_until(WAIT, || lane.entries("done") == ["good.json"]),
         "{:?}",
-        lane.names("done")
+        lane.entries("done")
     );
-    assert_eq!(lane.orders(), 2);
+    assert_eq!(lane.orders().len(), 2);
     assert!(
         wait_until(WAIT, || lane
-            .names("rejected")
+            .entries("rejected")
             .iter()
             .any(|n| n.starts_with("odd-name-caf"))),
         "{:?}",
-        lane.names("rejected")
+        lane.entries("rejected")
     );
     let why = fs::read_to_string(lane.inbox().join("rejected").join(format!(
             "{}.error.txt",
-            lane.names("rejected")
+            lane.entries("rejected")
                 .iter()
                 .find(|n| !n.ends_with(".txt"))
                 .unwrap()
@@ -168,13 +88,12 @@ fn fifos_symlinks_and_odd_names_neither_hang_nor_get_lost() {
             .file_type()
             .is_symlink()
     );
-    agent.stop();
+    agent.stop_clean();
 }
 
 #[test]
 fn files_deleted_or_rewritten_under_the_agent_are_read_once_when_settled() {
-    let lane = Lane::new("");
-    let agent = lane.start();
+    let (lane, mut agent) = lane("");
     // written in place (no rename), then deleted before it settles: nothing happens
     fs::write(lane.inbox().join("gone.json"), sample()).unwrap();
     fs::remove_file(lane.inbox().join("gone.json")).unwrap();
@@ -184,25 +103,24 @@ fn files_deleted_or_rewritten_under_the_agent_are_read_once_when_settled() {
     std::thread::sleep(Duration::from_millis(100));
     fs::write(lane.inbox().join("twice.json"), sample()).unwrap();
     assert!(
-        wait_until(WAIT, || lane.names("done") == ["twice.json"]),
+        wait_until(WAIT, || lane.entries("done") == ["twice.json"]),
         "{:?}",
-        lane.names("done")
+        lane.entries("done")
     );
-    assert_eq!(lane.orders(), 2);
+    assert_eq!(lane.orders().len(), 2);
     assert!(
-        lane.names("rejected").is_empty(),
+        lane.entries("rejected").is_empty(),
         "{:?}",
-        lane.names("rejected")
+        lane.entries("rejected")
     );
-    agent.stop();
+    agent.stop_clean();
 }
 
 #[test]
 fn a_folder_that_vanishes_and_returns_is_watched_again() {
-    let lane = Lane::new("");
-    let agent = lane.start();
-    lane.drop_in("a.json", &sample());
-    assert!(wait_until(WAIT, || lane.orders() == 2));
+    let (lane, mut agent) = lane("");
+    lane.drop_file("a.json", &sample());
+    assert!(wait_until(WAIT, || lane.orders().len() == 2));
     // the share is unmounted (the folder vanishes at once), then it comes back empty
     fs::rename(lane.inbox(), lane.dir.path().join("unmounted")).unwrap();
     std::thread::sleep(Duration::from_millis(500));
@@ -213,31 +131,30 @@ fn a_folder_that_vanishes_and_returns_is_watched_again() {
         o["order_no"] = Value::String(format!("{no}-B"));
     }
     // the folder may be seen again only after the agent's retry interval
-    lane.drop_in("b.json", &serde_json::to_vec(&second).unwrap());
+    lane.drop_file("b.json", &serde_json::to_vec(&second).unwrap());
     assert!(
-        wait_until(WAIT, || lane.orders() == 4),
+        wait_until(WAIT, || lane.orders().len() == 4),
         "orders: {}",
-        lane.orders()
+        lane.orders().len()
     );
-    assert!(wait_until(WAIT, || lane.names("done") == ["b.json"]));
-    agent.stop();
+    assert!(wait_until(WAIT, || lane.entries("done") == ["b.json"]));
+    agent.stop_clean();
 }
 
 #[test]
 fn a_huge_file_is_rejected_unread_and_the_rest_goes_on() {
-    let lane = Lane::new("max_file_size = \"64KB\"\n");
-    let agent = lane.start();
+    let (lane, mut agent) = lane("max_file_size = \"64KB\"\n");
     let big = lane.inbox().join("huge.json");
     let f = fs::File::create(&big).unwrap();
     // sparse: 8 GiB apparent size, no disk used
     f.set_len(8 << 30).unwrap();
     drop(f);
-    lane.drop_in("small.json", &sample());
-    assert!(wait_until(WAIT, || lane.names("done") == ["small.json"]));
-    assert!(wait_until(WAIT, || lane.names("rejected")
+    lane.drop_file("small.json", &sample());
+    assert!(wait_until(WAIT, || lane.entries("done") == ["small.json"]));
+    assert!(wait_until(WAIT, || lane.entries("rejected")
         == ["huge.json", "huge.json.error.txt"]));
     let why = fs::read_to_string(lane.inbox().join("rejected/huge.json.error.txt")).unwrap();
     assert!(why.contains("over max_file_size"), "{why}");
-    assert_eq!(lane.orders(), 2);
-    agent.stop();
+    assert_eq!(lane.orders().len(), 2);
+    agent.stop_clean();
 }

@@ -24,8 +24,6 @@
 //! renderings of the loaded configuration (what a panic message or a log line would
 //! print); and the errors of configs broken on the secret line.
 
-#[path = "common/chaos.rs"]
-mod chaos;
 mod common;
 
 use std::fs;
@@ -33,10 +31,12 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
 
-use chaos::{
-    Agent, Emu, Layout, TlsProxy, cli, delivery_state, example_config, expect_within, orders_file,
-    stored_orders, test_pki,
-};
+use common::agent::{Agent, cli, stored_orders};
+use common::emu::Emu;
+use common::expect_within;
+use common::orders::delivery_state;
+use common::till::{Layout, example_config, orders_file};
+use common::tls::{TlsProxy, test_pki};
 use serde_json::{Value, json};
 use tillrelay::emulator::{EmuConfig, demo_agent_config};
 
@@ -161,6 +161,18 @@ fn destinations(base: &str, ovo_secret_line: &str, wdt_secret_line: &str) -> Str
         )
 }
 
+/// Writes the example config with [`destinations`] at `base`; returns its text.
+fn write_config(l: &Layout, base: &str, ovo_secret_line: &str, wdt_secret_line: &str) -> String {
+    let text = example_config(
+        l,
+        "200ms",
+        None,
+        &destinations(base, ovo_secret_line, wdt_secret_line),
+    );
+    fs::write(&l.config, &text).unwrap();
+    text
+}
+
 fn emu_with_secrets() -> Emu {
     let mut cfg = EmuConfig::default();
     cfg.ovopark.secret = OVO_SECRET.into();
@@ -170,13 +182,24 @@ fn emu_with_secrets() -> Emu {
 }
 
 fn dest(l: &Layout, name: &str) -> Value {
-    chaos::cli_json(&l.config, &["status", "--json"])
-        .and_then(|s| {
-            s["destinations"]
-                .as_array()
-                .and_then(|a| a.iter().find(|d| d["name"] == name).cloned())
-        })
-        .unwrap_or(Value::Null)
+    common::agent::status_entry(&l.config, "destinations", name)
+}
+
+/// Waits until the `n` stored orders are settled everywhere, asking the agent to flush
+/// meanwhile; fails with `what` and the agent's log.
+fn expect_settled(l: &Layout, n: usize, agent: &Agent, what: &str) {
+    expect_within(
+        WAIT,
+        || {
+            if !all_settled(l, n) {
+                cli(&l.config, &["flush"]);
+                std::thread::sleep(Duration::from_millis(300));
+                return false;
+            }
+            true
+        },
+        || format!("{what}: {}", agent.log_text()),
+    );
 }
 
 fn all_settled(l: &Layout, n: usize) -> bool {
@@ -208,16 +231,12 @@ fn a_full_run_through_every_failure_leaves_no_secret_in_any_output_or_file() {
     let trace = [("TILLRELAY_LOG", "trace")];
 
     // ── 1. Good secrets (Ovopark inline, WDT from a file): deliveries and faults.
-    let good = example_config(
+    let good = write_config(
         &l,
-        None,
-        &destinations(
-            &emu.base(),
-            &format!("secret = \"{OVO_SECRET}\""),
-            &format!("secret_file = {wdt_file:?}"),
-        ),
+        &emu.base(),
+        &format!("secret = \"{OVO_SECRET}\""),
+        &format!("secret_file = {wdt_file:?}"),
     );
-    fs::write(&l.config, &good).unwrap();
     // The control: the search finds what is there (the config holds the secrets).
     let mut control = Haystack::default();
     control.add("config", good.clone());
@@ -258,17 +277,11 @@ fn a_full_run_through_every_failure_leaves_no_secret_in_any_output_or_file() {
         expect_within(WAIT, || no_fault_left(&emu), || agent.log_text());
         // the retry is minutes away by the backoff: ask for it now
         hay.output("flush", &cli(&l.config, &["flush"]));
-        expect_within(
-            WAIT,
-            || {
-                if !all_settled(&l, expected) {
-                    cli(&l.config, &["flush"]);
-                    std::thread::sleep(Duration::from_millis(300));
-                    return false;
-                }
-                true
-            },
-            || format!("round {ovo_mode}/{wdt_mode}: {}", agent.log_text()),
+        expect_settled(
+            &l,
+            expected,
+            &agent,
+            &format!("round {ovo_mode}/{wdt_mode}"),
         );
     }
     // A server (or a gateway in front of it) that echoes the request's secret values
@@ -282,18 +295,7 @@ fn a_full_run_through_every_failure_leaves_no_secret_in_any_output_or_file() {
     l.drop_file("s-echo.json", &orders_file("SEC-ECHO", 2));
     expected += 2;
     expect_within(WAIT, || no_fault_left(&emu), || agent.log_text());
-    expect_within(
-        WAIT,
-        || {
-            if !all_settled(&l, expected) {
-                cli(&l.config, &["flush"]);
-                std::thread::sleep(Duration::from_millis(300));
-                return false;
-            }
-            true
-        },
-        || format!("echo round: {}", agent.log_text()),
-    );
+    expect_settled(&l, expected, &agent, "echo round");
     // An order the cloud cannot take (a goods code over Ovopark's 100 characters)
     // is rejected; a file that is not JSON is moved to rejected/ with a note.
     let mut bad: Value = serde_json::from_slice(&orders_file("SEC-BAD", 1)).unwrap();
@@ -358,19 +360,12 @@ fn a_full_run_through_every_failure_leaves_no_secret_in_any_output_or_file() {
     hay.add("Config as JSON", serde_json::to_string(&cfg).unwrap());
 
     // ── 2. Wrong secrets (Ovopark from a file, WDT inline): refused, paused.
-    fs::write(
-        &l.config,
-        example_config(
-            &l,
-            None,
-            &destinations(
-                &emu.base(),
-                &format!("secret_file = {ovo_wrong_file:?}"),
-                &format!("secret = \"{WDT_WRONG}\""),
-            ),
-        ),
-    )
-    .unwrap();
+    write_config(
+        &l,
+        &emu.base(),
+        &format!("secret_file = {ovo_wrong_file:?}"),
+        &format!("secret = \"{WDT_WRONG}\""),
+    );
     let mut agent = Agent::start(&l.config, &log, &trace);
     l.drop_file("s-wrong.json", &orders_file("SEC-W", 2));
     expect_within(
@@ -400,20 +395,13 @@ fn a_full_run_through_every_failure_leaves_no_secret_in_any_output_or_file() {
 
     // ── 3. TLS failure: a server whose certificate nobody trusts.
     let pki = test_pki(&["127.0.0.1"], false);
-    let proxy = TlsProxy::start(&pki, emu.emu.addr());
-    fs::write(
-        &l.config,
-        example_config(
-            &l,
-            None,
-            &destinations(
-                &proxy.base(),
-                &format!("secret = \"{OVO_SECRET}\""),
-                &format!("secret_file = {wdt_file:?}"),
-            ),
-        ),
-    )
-    .unwrap();
+    let proxy = TlsProxy::start(&pki, emu.addr());
+    write_config(
+        &l,
+        &proxy.base(),
+        &format!("secret = \"{OVO_SECRET}\""),
+        &format!("secret_file = {wdt_file:?}"),
+    );
     let mut agent = Agent::start(&l.config, &log, &trace);
     l.drop_file("s-tls.json", &orders_file("SEC-T", 1));
     expect_within(
@@ -445,19 +433,12 @@ fn a_full_run_through_every_failure_leaves_no_secret_in_any_output_or_file() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let closed_base = format!("http://{}", closed.local_addr().unwrap());
     drop(closed);
-    fs::write(
-        &l.config,
-        example_config(
-            &l,
-            None,
-            &destinations(
-                &closed_base,
-                &format!("secret = \"{OVO_SECRET}\""),
-                &format!("secret = \"{WDT_SECRET}:{WDT_SALT}\""),
-            ),
-        ),
-    )
-    .unwrap();
+    write_config(
+        &l,
+        &closed_base,
+        &format!("secret = \"{OVO_SECRET}\""),
+        &format!("secret = \"{WDT_SECRET}:{WDT_SALT}\""),
+    );
     let o = cli(&l.config, &["check-config", "--online"]);
     assert_eq!(o.status.code(), Some(1));
     hay.output("unreachable: check-config --online", &o);
@@ -636,7 +617,7 @@ fn config_errors_never_quote_a_secret() {
     let mut hay = Haystack::default();
     let mut wrong = Vec::new();
     for (what, ovo, wdt, word) in &cases {
-        let text = example_config(&l, None, &destinations(base, ovo, wdt));
+        let text = example_config(&l, "200ms", None, &destinations(base, ovo, wdt));
         fs::write(&l.config, &text).unwrap();
         let mut control = Haystack::default();
         control.add("config", text);

@@ -7,143 +7,50 @@ mod common;
 use std::fs;
 use std::io::{ErrorKind, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
 use std::time::Duration;
 
+use common::agent::{Agent, cli_json, orders_where};
+use common::orders::{by_order_no, canonical};
+use common::pty::Pty;
+use common::till::{Layout, example_config};
 use common::{fixture, tillrelay, wait_until};
 use serde_json::Value;
-use serialport::{SerialPort, TTYPort};
+use serialport::TTYPort;
 
 const WAIT: Duration = Duration::from_secs(30);
 
 fn pty() -> (TTYPort, TTYPort, String) {
-    let (mut master, slave) = TTYPort::pair().expect("openpty");
-    master.set_timeout(Duration::from_millis(50)).unwrap();
-    let path = slave.name().expect("pty name");
-    (master, slave, path)
+    Pty::new().into_parts()
 }
 
-/// The example config with the market lane enabled on the given devices, and the
-/// folder lane pointed at a temp dir. `template_edit` rewrites the template text.
+/// The example config with the market lane enabled on the given devices (a short
+/// quiet time ending a receipt), and the folder lane pointed at a temp dir.
+/// `template_edit` rewrites the config text.
 fn config(
     dir: &Path,
     pos: &str,
     printer: &str,
     template_edit: &dyn Fn(String) -> String,
 ) -> PathBuf {
-    let example =
-        fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/tillrelay.toml"))
-            .unwrap();
-    let inbox = dir.join("inbox");
-    fs::create_dir_all(&inbox).unwrap();
-    let mut text = String::new();
-    let mut in_market = false;
-    for line in example.lines() {
-        if line.starts_with("name = ") {
-            in_market = line == "name = \"market\"";
-        }
-        let l = if line.starts_with("state_dir =") {
-            format!("state_dir = {:?}", dir.join("state"))
-        } else if line.starts_with("path =") {
-            format!("path = {inbox:?}")
-        } else if in_market && line.starts_with("enabled =") {
-            "enabled = true".into()
-        } else if in_market && line.starts_with("device =") {
-            format!("device = {pos:?}")
-        } else if in_market && line.starts_with("passthrough =") {
-            format!("passthrough = {printer:?}")
-        } else if in_market && line.starts_with("flow_control =") {
-            // a pty has no RTS/CTS lines
-            "flow_control = \"none\"".into()
-        } else if in_market && line.starts_with("idle_timeout_ms =") {
-            "idle_timeout_ms = 500".into()
-        } else {
-            line.to_string()
-        };
-        text.push_str(&l);
-        text.push('\n');
-    }
-    let path = dir.join("tillrelay.toml");
-    fs::write(&path, template_edit(text)).unwrap();
-    path
+    let l = Layout::new(dir);
+    let text = example_config(&l, "2s", Some((pos, printer)), "");
+    // the market lane's quiet time (the kiosk's is 3000)
+    assert!(text.contains("idle_timeout_ms = 5000"));
+    let text = text.replacen("idle_timeout_ms = 5000", "idle_timeout_ms = 500", 1);
+    fs::write(&l.config, template_edit(text)).unwrap();
+    l.config
 }
 
-struct Agent(Child);
-
-impl Agent {
-    fn start(config: &Path) -> Agent {
-        Agent(
-            tillrelay()
-                .args(["run", "--config"])
-                .arg(config)
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap(),
-        )
-    }
-
-    fn stop(mut self) -> String {
-        // SAFETY: kill(2) on our own child.
-        unsafe {
-            libc::kill(self.0.id() as i32, libc::SIGTERM);
-        }
-        let child = std::mem::replace(
-            &mut self.0,
-            std::process::Command::new("true").spawn().unwrap(),
-        );
-        let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "exit {:?}", out.status);
-        String::from_utf8_lossy(&out.stderr).into_owned()
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+fn start(config: &Path) -> Agent {
+    Agent::start(config, &config.with_file_name("agent.log"), &[])
 }
 
 fn json(config: &Path, args: &[&str]) -> Value {
-    let out = tillrelay()
-        .args(args)
-        .arg("--config")
-        .arg(config)
-        .output()
-        .unwrap();
-    if !out.status.success() {
-        return Value::Null;
-    }
-    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+    cli_json(config, args).unwrap_or(Value::Null)
 }
 
 fn orders(config: &Path) -> Vec<Value> {
-    json(config, &["orders", "--json", "--source", "market"])
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-}
-
-fn canonical(o: &Value) -> Value {
-    let mut o = o.clone();
-    let m = o.as_object_mut().unwrap();
-    for k in [
-        "source",
-        "shop",
-        "machine_id",
-        "video_start",
-        "video_end",
-        "deliveries",
-    ] {
-        m.remove(k);
-    }
-    o
-}
-
-fn sorted(mut v: Vec<Value>) -> Vec<Value> {
-    v.sort_by(|a, b| a["order_no"].as_str().cmp(&b["order_no"].as_str()));
-    v
+    orders_where(config, &["--source", "market"])
 }
 
 /// Writes `bytes` as the POS would (in pieces), reading the printer side meanwhile;
@@ -176,7 +83,7 @@ fn printed_receipts_reach_the_printer_unchanged_and_become_orders() {
     let (mut pos, _pos_dev, pos_path) = pty();
     let (mut printer, _prn_dev, prn_path) = pty();
     let cfg = config(dir.path(), &pos_path, &prn_path, &|t| t);
-    let agent = Agent::start(&cfg);
+    let mut agent = start(&cfg);
     // the tap opens the devices asynchronously: wait for READY-equivalent (the db)
     assert!(wait_until(WAIT, || dir
         .path()
@@ -202,7 +109,7 @@ fn printed_receipts_reach_the_printer_unchanged_and_become_orders() {
         serde_json::from_slice(&fs::read(fixture("receipts/market.expected.json")).unwrap())
             .unwrap();
     let got: Vec<Value> = orders(&cfg).iter().map(canonical).collect();
-    assert_eq!(sorted(got), sorted(expected));
+    assert_eq!(by_order_no(got), by_order_no(expected));
     let o = &orders(&cfg)[0];
     assert_eq!(o["machine_id"], "NVR01-CH03");
     assert_eq!(o["source"], "market");
@@ -231,7 +138,7 @@ fn printed_receipts_reach_the_printer_unchanged_and_become_orders() {
         })
     }));
     assert_eq!(orders(&cfg).len(), 3);
-    let log = agent.stop();
+    let log = agent.stop_clean();
     assert!(log.contains("reprint"), "{log}");
 }
 
@@ -243,7 +150,7 @@ fn receipts_a_broken_template_cannot_read_are_kept_and_reparsed_after_the_fix() 
     // A template whose order number pattern does not match this POS's receipts.
     let broken = |t: String| t.replacen("order_no = '^单号:", "order_no = '^订单号:", 1);
     let cfg = config(dir.path(), &pos_path, &prn_path, &broken);
-    let agent = Agent::start(&cfg);
+    let mut agent = start(&cfg);
     assert!(wait_until(WAIT, || dir
         .path()
         .join("state/queue.db")
@@ -276,7 +183,7 @@ fn receipts_a_broken_template_cannot_read_are_kept_and_reparsed_after_the_fix() 
         .unwrap();
     let human = String::from_utf8_lossy(&human.stdout);
     assert!(human.contains("reparse --source market"), "{human}");
-    agent.stop();
+    agent.stop_clean();
 
     // fix the template (the example's own), reparse the journal
     let fixed = config(dir.path(), &pos_path, &prn_path, &|t| t);
@@ -297,7 +204,7 @@ fn receipts_a_broken_template_cannot_read_are_kept_and_reparsed_after_the_fix() 
         serde_json::from_slice(&fs::read(fixture("receipts/market.expected.json")).unwrap())
             .unwrap();
     let got: Vec<Value> = orders(&cfg).iter().map(canonical).collect();
-    assert_eq!(sorted(got), sorted(expected));
+    assert_eq!(by_order_no(got), by_order_no(expected));
     assert_eq!(unparsed(), 0);
     // a second reparse finds nothing left to do
     let out = tillrelay()

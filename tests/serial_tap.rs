@@ -9,8 +9,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use common::pty::Pty;
 use common::{fixture, wait_until};
-use serialport::{DataBits, FlowControl, Parity, SerialPort, StopBits, TTYPort};
+use serialport::{DataBits, FlowControl, Parity, StopBits, TTYPort};
 use tillrelay::capture::receipt::{Pipeline, ReceiptRules};
 use tillrelay::capture::segment::{Boundary, RawSegment, Receipt};
 use tillrelay::capture::serial::{Chunk, PortSettings, SerialConfig, Tap, TapOptions, TapStats};
@@ -21,9 +22,7 @@ const WAIT: Duration = Duration::from_secs(20);
 
 /// A pty pair: (wire end held by the test, device end kept open, device path).
 fn pty() -> (TTYPort, TTYPort, String) {
-    let (master, slave) = TTYPort::pair().expect("openpty");
-    let path = slave.name().expect("pty name");
-    (master, slave, path)
+    Pty::with_default_timeout().into_parts()
 }
 
 fn port(path: &str) -> PortSettings {

@@ -9,36 +9,37 @@ mod common;
 use std::fs;
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
-use std::process::{Child, ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::time::Duration;
 
-use common::{fixture, tillrelay, wait_until};
+use common::agent::Agent;
+use common::till::Till;
+use common::{fixture, wait_until};
 
 /// Generous: only so a broken daemon fails the test instead of hanging it (qemu is slow).
 const PATIENCE: Duration = Duration::from_secs(60);
 
-/// A temp dir with a config (one folder source), and the service manager's socket.
+/// A till with a config (one folder source), and the service manager's socket.
 struct Manager {
-    dir: tempfile::TempDir,
+    till: Till,
     socket_path: PathBuf,
     messages: Receiver<String>,
 }
 
 impl Manager {
     fn new() -> Manager {
-        let dir = tempfile::tempdir().unwrap();
-        fs::create_dir(dir.path().join("inbox")).unwrap();
-        let config = format!(
-            "[agent]\nstate_dir = {state:?}\n\n\
-             [[source]]\nname = \"lane1\"\nkind = \"folder\"\npath = {inbox:?}\n\
-             shop = \"D001\"\nmachine_id = \"NVR01-CH03\"\nsettle = \"300ms\"\n",
-            state = dir.path().join("state"),
-            inbox = dir.path().join("inbox"),
-        );
-        fs::write(dir.path().join("tillrelay.toml"), config).unwrap();
+        let till = Till::with_config(|l| {
+            format!(
+                "[agent]\nstate_dir = {state:?}\n\n\
+                 [[source]]\nname = \"lane1\"\nkind = \"folder\"\npath = {inbox:?}\n\
+                 shop = \"D001\"\nmachine_id = \"NVR01-CH03\"\nsettle = \"300ms\"\n",
+                state = l.state,
+                inbox = l.inbox,
+            )
+        });
 
-        let socket_path = dir.path().join("notify");
+        let socket_path = till.dir.path().join("notify");
         let socket = UnixDatagram::bind(&socket_path).unwrap();
         // Every assignment of every datagram, in order, as systemd would parse them.
         let (tx, messages) = channel();
@@ -54,29 +55,30 @@ impl Manager {
             }
         });
         Manager {
-            dir,
+            till,
             socket_path,
             messages,
         }
     }
 
-    fn log_path(&self) -> PathBuf {
-        self.dir.path().join("agent.log")
+    /// The agent under this manager (`NOTIFY_SOCKET` set unless `notify` is false),
+    /// with no watchdog variables but those in `env`.
+    fn start(&self, notify: bool, env: &[(&str, &str)]) -> Agent {
+        Agent::start_cmd(&self.till.config, &self.log_path(), |cmd| {
+            cmd.env_remove("NOTIFY_SOCKET")
+                .env_remove("WATCHDOG_USEC")
+                .env_remove("WATCHDOG_PID");
+            if notify {
+                cmd.env("NOTIFY_SOCKET", &self.socket_path);
+            }
+            for (k, v) in env {
+                cmd.env(k, v);
+            }
+        })
     }
 
-    fn start(&self, env: &[(&str, &str)]) -> Child {
-        let mut cmd = tillrelay();
-        cmd.args(["run", "--config"])
-            .arg(self.dir.path().join("tillrelay.toml"))
-            .env("NOTIFY_SOCKET", &self.socket_path)
-            .env_remove("WATCHDOG_USEC")
-            .env_remove("WATCHDOG_PID")
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(self.log_path()).unwrap());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        cmd.spawn().unwrap()
+    fn log_path(&self) -> PathBuf {
+        self.till.dir.path().join("agent.log")
     }
 
     fn log(&self) -> String {
@@ -111,27 +113,20 @@ impl Manager {
     }
 
     fn drop_export(&self) {
-        let tmp = self.dir.path().join("a.json.staging");
-        fs::copy(fixture("exports/orders-20261122-1005.json"), &tmp).unwrap();
-        fs::rename(&tmp, self.dir.path().join("inbox/a.json")).unwrap();
+        self.till.drop_file(
+            "a.json",
+            &fs::read(fixture("exports/orders-20261122-1005.json")).unwrap(),
+        );
     }
 
     fn done_files(&self) -> usize {
-        fs::read_dir(self.dir.path().join("inbox/done"))
-            .map(|rd| rd.count())
-            .unwrap_or(0)
+        self.till.entries("done").len()
     }
 }
 
-fn sigterm_and_wait(child: &mut Child, log: impl Fn() -> String) -> ExitStatus {
-    let st = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(st.success());
-    let exited = wait_until(PATIENCE, || child.try_wait().unwrap().is_some());
-    assert!(exited, "no exit within {PATIENCE:?} of SIGTERM\n{}", log());
-    child.wait().unwrap()
+/// SIGTERM; the exit status (a broken daemon fails the test instead of hanging it).
+fn sigterm_and_wait(agent: &mut Agent) -> ExitStatus {
+    agent.stop_within(PATIENCE)
 }
 
 fn count(messages: &[String], wanted: &str) -> usize {
@@ -141,7 +136,7 @@ fn count(messages: &[String], wanted: &str) -> usize {
 #[test]
 fn ready_then_watchdog_pings_then_stopping_on_sigterm() {
     let m = Manager::new();
-    let mut agent = m.start(&[("WATCHDOG_USEC", "500000")]);
+    let mut agent = m.start(true, &[("WATCHDOG_USEC", "500000")]);
 
     let before_ready = m.until("READY=1");
     assert_eq!(count(&before_ready, "WATCHDOG=1"), 0, "{before_ready:?}");
@@ -155,14 +150,14 @@ fn ready_then_watchdog_pings_then_stopping_on_sigterm() {
     assert!(
         wait_until(PATIENCE, || m.done_files() == 1),
         "the export was not ingested\n{}",
-        m.log()
+        agent.log_text()
     );
     m.until("WATCHDOG=1");
     m.until("WATCHDOG=1");
 
-    let status = sigterm_and_wait(&mut agent, || m.log());
+    let status = sigterm_and_wait(&mut agent);
     m.until("STOPPING=1");
-    assert!(status.success(), "exit {status:?}\n{}", m.log());
+    assert!(status.success(), "exit {status:?}\n{}", agent.log_text());
     assert_eq!(count(&m.rest(), "READY=1"), 0, "READY twice");
 }
 
@@ -171,10 +166,10 @@ fn a_watchdog_for_another_process_is_not_pinged() {
     let m = Manager::new();
     // systemd sets WATCHDOG_PID when the variables may reach a child: only that
     // process owes the pings. pid 1 is never the agent.
-    let mut agent = m.start(&[("WATCHDOG_USEC", "500000"), ("WATCHDOG_PID", "1")]);
+    let mut agent = m.start(true, &[("WATCHDOG_USEC", "500000"), ("WATCHDOG_PID", "1")]);
     let before_ready = m.until("READY=1");
-    let status = sigterm_and_wait(&mut agent, || m.log());
-    assert!(status.success(), "exit {status:?}\n{}", m.log());
+    let status = sigterm_and_wait(&mut agent);
+    assert!(status.success(), "exit {status:?}\n{}", agent.log_text());
     let after_ready = m.rest();
     assert!(
         after_ready.iter().any(|x| x == "STOPPING=1"),
@@ -187,22 +182,15 @@ fn a_watchdog_for_another_process_is_not_pinged() {
 #[test]
 fn without_notify_socket_the_daemon_runs_and_stops_the_same() {
     let m = Manager::new();
-    let mut cmd = tillrelay();
-    cmd.args(["run", "--config"])
-        .arg(m.dir.path().join("tillrelay.toml"))
-        .env_remove("NOTIFY_SOCKET")
-        .env_remove("WATCHDOG_USEC")
-        .stdout(Stdio::null())
-        .stderr(fs::File::create(m.log_path()).unwrap());
-    let mut agent = cmd.spawn().unwrap();
+    let mut agent = m.start(false, &[]);
     m.drop_export();
     assert!(
         wait_until(PATIENCE, || m.done_files() == 1),
         "the export was not ingested\n{}",
-        m.log()
+        agent.log_text()
     );
-    let status = sigterm_and_wait(&mut agent, || m.log());
-    assert!(status.success(), "exit {status:?}\n{}", m.log());
+    let status = sigterm_and_wait(&mut agent);
+    assert!(status.success(), "exit {status:?}\n{}", agent.log_text());
     let sent = m.rest();
     assert!(sent.is_empty(), "sent without NOTIFY_SOCKET: {sent:?}");
 }

@@ -15,18 +15,18 @@
 //!   SSL_CERT_FILE, CURL_CA_BUNDLE, NODE_TLS_REJECT_UNAUTHORIZED=0, …) turns
 //!   verification off or changes the trusted roots.
 
-#[path = "common/chaos.rs"]
-mod chaos;
 mod common;
 
 use std::fs;
 use std::path::Path;
 use std::time::Duration;
 
-use chaos::{
-    Agent, Emu, Layout, TlsProxy, cli, delivery_state, example_config, expect_within, orders_file,
-    stored_orders, test_pki,
-};
+use common::agent::{Agent, cli, stored_orders};
+use common::emu::Emu;
+use common::expect_within;
+use common::orders::delivery_state;
+use common::till::{Layout, example_config, orders_file};
+use common::tls::{TlsProxy, test_pki};
 use serde_json::Value;
 use tillrelay::emulator::{EmuConfig, demo_agent_config};
 
@@ -43,11 +43,11 @@ fn write_config(l: &Layout, base: &str, ca_file: Option<&Path>, extra: &str) {
     let tail = demo_agent_config(base)
         .replace("[ovopark]\n", &format!("[ovopark]\n{dest}"))
         .replace("[wdt]\n", &format!("[wdt]\n{dest}"));
-    fs::write(&l.config, example_config(l, None, &tail)).unwrap();
+    fs::write(&l.config, example_config(l, "200ms", None, &tail)).unwrap();
 }
 
 fn status(l: &Layout) -> Value {
-    chaos::cli_json(&l.config, &["status", "--json"]).unwrap_or(Value::Null)
+    common::agent::cli_json(&l.config, &["status", "--json"]).unwrap_or(Value::Null)
 }
 
 fn dest_status(l: &Layout, dest: &str) -> Value {
@@ -69,7 +69,7 @@ fn text(o: &std::process::Output) -> String {
 fn an_unknown_ca_is_refused_and_the_orders_go_out_once_ca_file_trusts_it() {
     let emu = Emu::start(EmuConfig::default());
     let pki = test_pki(&["127.0.0.1", "localhost"], false);
-    let proxy = TlsProxy::start(&pki, emu.emu.addr());
+    let proxy = TlsProxy::start(&pki, emu.addr());
     let dir = tempfile::tempdir().unwrap();
     let l = Layout::new(dir.path());
     let ca = dir.path().join("test-ca.pem");
@@ -182,7 +182,7 @@ fn a_trusted_ca_does_not_excuse_a_wrong_name_or_an_expired_certificate() {
     ] {
         let before = emu.requests();
         let pki = test_pki(names, expired);
-        let proxy = TlsProxy::start(&pki, emu.emu.addr());
+        let proxy = TlsProxy::start(&pki, emu.addr());
         fs::write(&ca, &pki.ca_pem).unwrap();
         write_config(&l, &proxy.base(), Some(&ca), "");
         let online = cli(&l.config, &["check-config", "--online"]);
@@ -197,7 +197,7 @@ fn a_trusted_ca_does_not_excuse_a_wrong_name_or_an_expired_certificate() {
         // The control: the same kind of CA with a right certificate passes, so the
         // refusal above is about the name or the date, not about the setup.
         let good = test_pki(&["127.0.0.1"], false);
-        let proxy = TlsProxy::start(&good, emu.emu.addr());
+        let proxy = TlsProxy::start(&good, emu.addr());
         fs::write(&ca, &good.ca_pem).unwrap();
         write_config(&l, &proxy.base(), Some(&ca), "");
         let online = cli(&l.config, &["check-config", "--online"]);
@@ -212,7 +212,7 @@ fn a_trusted_ca_does_not_excuse_a_wrong_name_or_an_expired_certificate() {
 fn no_setting_or_environment_variable_turns_verification_off() {
     let emu = Emu::start(EmuConfig::default());
     let pki = test_pki(&["127.0.0.1"], false);
-    let proxy = TlsProxy::start(&pki, emu.emu.addr());
+    let proxy = TlsProxy::start(&pki, emu.addr());
     let dir = tempfile::tempdir().unwrap();
     let l = Layout::new(dir.path());
     let ca = dir.path().join("ca.pem");

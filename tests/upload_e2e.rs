@@ -14,7 +14,9 @@ use std::fs;
 use std::path::Path;
 use std::time::Duration;
 
-use common::agent::{Emu, FIXTURE_ORDERS, Till, dest_config, poll};
+use common::emu::Emu;
+use common::poll;
+use common::till::{FIXTURE_ORDERS, Till};
 use common::tillrelay;
 use serde_json::{Value, json};
 
@@ -70,10 +72,10 @@ fn delivery_field(order: &Value, dest: &str, field: &str) -> Value {
         .unwrap_or(Value::Null)
 }
 
-#[test]
-fn shared_fixtures_reach_both_clouds_exactly_once_with_their_stamp() {
-    let emu = Emu::start();
-    let mut till = Till::new(&dest_config(&emu, "", ""));
+/// A till on `emu` whose running agent has delivered the shared fixtures to both
+/// clouds.
+fn fixtures_delivered(emu: &Emu) -> Till {
+    let mut till = Till::new(&emu.dest_config("", ""));
     till.start();
     till.drop_fixtures();
     // No flush: a healthy agent sends by itself.
@@ -82,8 +84,15 @@ fn shared_fixtures_reach_both_clouds_exactly_once_with_their_stamp() {
         "{}",
         till.explain()
     );
+    till
+}
+
+#[test]
+fn shared_fixtures_reach_both_clouds_exactly_once_with_their_stamp() {
+    let emu = Emu::process();
+    let mut till = fixtures_delivered(&emu);
     emu.assert_sent_once(&FIXTURE_ORDERS);
-    assert!(till.orders(Some("rejected")).is_empty());
+    assert!(till.orders_in("rejected").is_empty());
 
     let st = till.json(&["status", "--json"]);
     for d in st["destinations"].as_array().unwrap() {
@@ -180,11 +189,11 @@ struct FaultCase {
 }
 
 fn run_fault_case(c: FaultCase) {
-    let emu = Emu::start();
+    let emu = Emu::process();
     for f in &c.faults {
         emu.fault(f.clone());
     }
-    let mut till = Till::new(&dest_config(&emu, c.ovo_extra, c.wdt_extra));
+    let mut till = Till::new(&emu.dest_config(c.ovo_extra, c.wdt_extra));
     till.start();
     till.drop_fixtures();
     assert!(
@@ -198,7 +207,7 @@ fn run_fault_case(c: FaultCase) {
     assert_eq!(emu.answers("ovopark", c.answer), c.count, "{}", c.name);
     assert_eq!(emu.answers("wdt", c.answer), c.count, "{}", c.name);
     emu.assert_exactly_once(&FIXTURE_ORDERS);
-    assert!(till.orders(Some("rejected")).is_empty(), "{}", c.name);
+    assert!(till.orders_in("rejected").is_empty(), "{}", c.name);
     for (dest, want) in [("ovopark", c.ovo_error), ("wdt", c.wdt_error)] {
         let d = till.dest(dest);
         let err = d["last_error"].as_str().unwrap_or_default();
@@ -302,9 +311,9 @@ fn each_fault_mode_ends_in_exactly_once_delivery_with_nothing_rejected() {
 /// Both clouds down for as long as it takes: the agent keeps every order pending,
 /// rejects nothing, and once the clouds are back `flush` sends the backlog.
 fn run_outage_then_flush() {
-    let emu = Emu::start();
+    let emu = Emu::process();
     emu.fault(json!({"target": "both", "mode": "http500", "count": 1_000_000}));
-    let mut till = Till::new(&dest_config(&emu, "", ""));
+    let mut till = Till::new(&emu.dest_config("", ""));
     till.start();
     till.drop_fixtures();
     assert!(
@@ -325,16 +334,16 @@ fn run_outage_then_flush() {
     assert!(emu.answers("ovopark", "fault:http500") >= 1);
     assert!(emu.answers("wdt", "fault:http500") >= 1);
     emu.assert_exactly_once(&FIXTURE_ORDERS);
-    assert!(till.orders(Some("rejected")).is_empty());
+    assert!(till.orders_in("rejected").is_empty());
     till.stop();
 }
 
 /// Wangdiantong asks to wait (rate limit) for an hour: the orders are scheduled that
 /// far ahead, and only `tillrelay flush` sends them now.
 fn run_long_rate_limit_then_flush() {
-    let emu = Emu::start();
+    let emu = Emu::process();
     emu.fault(json!({"target": "wdt", "mode": "rate_limit", "count": 1}));
-    let mut till = Till::new(&dest_config(&emu, "", "rate_limit_wait_secs = 3600"));
+    let mut till = Till::new(&emu.dest_config("", "rate_limit_wait_secs = 3600"));
     till.start();
     // One file, one transaction: both orders are in the first (refused) request.
     let name = "orders-20261122-1005.json";
@@ -384,10 +393,10 @@ fn learned_offsets(log: &str, cloud: &str) -> Vec<i64> {
 }
 
 fn run_skew_case(ovo_skew: i64, wdt_skew: i64) {
-    let emu = Emu::start();
+    let emu = Emu::process();
     emu.skew("ovopark", ovo_skew);
     emu.skew("wdt", wdt_skew);
-    let mut till = Till::new(&dest_config(&emu, "", ""));
+    let mut till = Till::new(&emu.dest_config("", ""));
     till.start();
     till.drop_fixtures();
     // No flush: learning the clock is part of one attempt, not a retry.
@@ -400,7 +409,7 @@ fn run_skew_case(ovo_skew: i64, wdt_skew: i64) {
     // One refused request per cloud, then the agent follows the server's clock.
     assert_eq!(emu.answers("ovopark", "16"), 1, "{}", emu.stats());
     assert_eq!(emu.answers("wdt", "7"), 1, "{}", emu.stats());
-    for o in till.orders(None) {
+    for o in till.orders() {
         for dest in DESTS {
             assert_eq!(
                 delivery_field(&o, dest, "attempts"),
@@ -429,15 +438,8 @@ fn skewed_server_clocks_are_learned_with_one_refused_request() {
 
 #[test]
 fn an_order_ovopark_already_has_208003_counts_as_delivered() {
-    let emu = Emu::start();
-    let mut till = Till::new(&dest_config(&emu, "", ""));
-    till.start();
-    till.drop_fixtures();
-    assert!(
-        till.wait_delivered(&DESTS, 4, WAIT, false),
-        "{}",
-        till.explain()
-    );
+    let emu = Emu::process();
+    let mut till = fixtures_delivered(&emu);
     till.stop();
 
     // The box loses its queue (a new SD card) and the POS exports the same files again.
@@ -449,7 +451,7 @@ fn an_order_ovopark_already_has_208003_counts_as_delivered() {
         "{}",
         till.explain()
     );
-    assert!(till.orders(Some("rejected")).is_empty());
+    assert!(till.orders_in("rejected").is_empty());
     assert_eq!(emu.answers("ovopark", "208003"), 4);
     // Ovopark holds each order once and refused the second copy; Wangdiantong took the
     // second push as an update of the same trade.
@@ -463,7 +465,7 @@ fn an_order_ovopark_already_has_208003_counts_as_delivered() {
         .map(|o| (o.to_string(), (2, 1)))
         .collect();
     assert_eq!(emu.wdt_counts().into_iter().collect::<Vec<_>>(), pushed);
-    for o in till.orders(None) {
+    for o in till.orders() {
         assert_eq!(delivery_field(&o, "ovopark", "state"), "delivered");
         let note = delivery_field(&o, "ovopark", "last_error");
         assert!(note.as_str().unwrap_or_default().contains("208003"), "{o}");
@@ -510,8 +512,8 @@ fn all_output(till: &Till, args: &[&str]) -> String {
 fn a_bad_secret_pauses_ovopark_loses_nothing_and_leaks_nowhere() {
     const WRONG: &str = "WRONG-e2e-ovopark-secret-9f1c";
     const GOOD: &str = "demo-ovopark-secret";
-    let emu = Emu::start();
-    let good_cfg = dest_config(&emu, "", "");
+    let emu = Emu::process();
+    let good_cfg = emu.dest_config("", "");
     assert!(good_cfg.contains(&format!("secret = \"{GOOD}\"")));
     let mut till = Till::new(&good_cfg.replace(GOOD, WRONG));
     // Debug logging: not even the most verbose log may carry a secret.
@@ -583,8 +585,8 @@ fn export_order(no: &str, time: &str, code: &str) -> Value {
 
 #[test]
 fn wrong_data_is_rejected_with_its_reason_and_delivered_once_fixed() {
-    let emu = Emu::start();
-    let mut till = Till::new(&dest_config(&emu, "", ""));
+    let emu = Emu::process();
+    let mut till = Till::new(&emu.dest_config("", ""));
     till.start();
     let long_code = "C".repeat(120);
     let ok_time = "2026-11-22 12:00:00";
@@ -610,7 +612,7 @@ fn wrong_data_is_rejected_with_its_reason_and_delivered_once_fixed() {
         "{}",
         till.explain()
     );
-    let rejected = till.orders(Some("rejected"));
+    let rejected = till.orders_in("rejected");
     let reason = |no: &str, dest: &str| -> String {
         let o = rejected
             .iter()
@@ -688,7 +690,7 @@ fn wrong_data_is_rejected_with_its_reason_and_delivered_once_fixed() {
         "{}",
         till.explain()
     );
-    let rejected = till.orders(Some("rejected"));
+    let rejected = till.orders_in("rejected");
     assert_eq!(rejected.len(), 1);
     let r = delivery_field(&rejected[0], "ovopark", "last_error");
     assert!(r.as_str().unwrap().contains("Ovopark code 208001"), "{r}");

@@ -6,38 +6,23 @@ mod common;
 
 use std::collections::{BTreeMap, HashMap};
 
-use serde::Deserialize;
+use common::emu::{Emu, dest_settings};
 use serde_json::{Value, json};
-use tillrelay::emulator::{EmuConfig, Emulator, demo_agent_config};
+use tillrelay::emulator::EmuConfig;
 use tillrelay::order::Order;
-use tillrelay::upload::ovopark::{self, OvoparkClient, OvoparkShop, RawOvopark};
-use tillrelay::upload::wdt::{self, RawWdt, WdtClient};
+use tillrelay::upload::ovopark::{self, OvoparkClient, OvoparkShop};
+use tillrelay::upload::wdt::{self, WdtClient};
 use tillrelay::upload::{Destination, Outcome};
 
-#[derive(Deserialize)]
-struct Both {
-    ovopark: RawOvopark,
-    wdt: RawWdt,
-}
-
-fn configs(emu: &Emulator, extra_ovo: &str, extra_wdt: &str) -> (ovopark::Ovopark, wdt::Wdt) {
-    let text = demo_agent_config(&emu.base_url())
-        .replace(
-            "[ovopark]\n",
-            &format!("[ovopark]\ntimeout_secs = 2\n{extra_ovo}\n"),
-        )
-        .replace(
-            "[wdt]\n",
-            &format!("[wdt]\ntimeout_secs = 2\nrate_limit_wait_secs = 1\n{extra_wdt}\n"),
-        );
-    let both: Both = toml::from_str(&text).unwrap();
-    (
-        both.ovopark.validate().unwrap(),
-        both.wdt.validate().unwrap(),
+fn configs(emu: &Emu, extra_ovo: &str, extra_wdt: &str) -> (ovopark::Ovopark, wdt::Wdt) {
+    emu.dest_settings(
+        &format!("timeout_secs = 2\n{extra_ovo}"),
+        &format!("timeout_secs = 2\nrate_limit_wait_secs = 1\n{extra_wdt}"),
+        |t| t,
     )
 }
 
-fn clients(emu: &Emulator) -> (OvoparkClient, WdtClient) {
+fn clients(emu: &Emu) -> (OvoparkClient, WdtClient) {
     let (o, w) = configs(emu, "", "");
     (
         OvoparkClient::new(o, HashMap::new()).unwrap(),
@@ -45,48 +30,8 @@ fn clients(emu: &Emulator) -> (OvoparkClient, WdtClient) {
     )
 }
 
-fn start() -> Emulator {
-    Emulator::start("127.0.0.1:0", EmuConfig::default()).unwrap()
-}
-
-fn fault(emu: &Emulator, spec: Value) {
-    common::post_json(&emu.base_url(), "/_emu/fault", spec);
-}
-
-/// orderNo → (accepted, duplicates) at the Ovopark emulator.
-fn ovo_counts(emu: &Emulator) -> BTreeMap<String, (u64, u64)> {
-    common::get_json(&emu.base_url(), "/_emu/ovopark/orders")
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|o| {
-            (
-                o["order_no"].as_str().unwrap().to_string(),
-                (
-                    o["accepted"].as_u64().unwrap(),
-                    o["duplicates"].as_u64().unwrap(),
-                ),
-            )
-        })
-        .collect()
-}
-
-/// tid → (pushes, updates) at the WDT emulator.
-fn wdt_counts(emu: &Emulator) -> BTreeMap<String, (u64, u64)> {
-    common::get_json(&emu.base_url(), "/_emu/wdt/trades")
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| {
-            (
-                t["tid"].as_str().unwrap().to_string(),
-                (
-                    t["pushes"].as_u64().unwrap(),
-                    t["updates"].as_u64().unwrap(),
-                ),
-            )
-        })
-        .collect()
+fn start() -> Emu {
+    Emu::start(EmuConfig::default())
 }
 
 fn delivered(o: &Outcome) -> bool {
@@ -106,8 +51,8 @@ fn fixtures_reach_both_clouds_exactly_once_and_resends_are_idempotent() {
     for (o, out) in orders.iter().zip(wdt.send_batch(&refs)) {
         assert!(delivered(&out), "{}: {out:?}", o.order_no);
     }
-    let ovo_seen = ovo_counts(&emu);
-    let wdt_seen = wdt_counts(&emu);
+    let ovo_seen = emu.ovopark_counts();
+    let wdt_seen = emu.wdt_counts();
     assert_eq!(ovo_seen.len(), orders.len());
     assert_eq!(wdt_seen.len(), orders.len());
     assert!(ovo_seen.values().all(|c| *c == (1, 0)), "{ovo_seen:?}");
@@ -118,11 +63,11 @@ fn fixtures_reach_both_clouds_exactly_once_and_resends_are_idempotent() {
     assert!(again.text().contains("208003"), "{again:?}");
     assert!(delivered(&again));
     assert!(delivered(&wdt.send_batch(&[&orders[0]])[0]));
-    assert_eq!(ovo_counts(&emu)[&orders[0].order_no], (1, 1));
-    assert_eq!(wdt_counts(&emu)[&orders[0].order_no], (2, 1));
+    assert_eq!(emu.ovopark_counts()[&orders[0].order_no], (1, 1));
+    assert_eq!(emu.wdt_counts()[&orders[0].order_no], (2, 1));
 
     // The stored trade is the order's, with its lines.
-    let trades = common::get_json(&emu.base_url(), "/_emu/wdt/trades");
+    let trades = emu.get("/_emu/wdt/trades");
     let t = trades
         .as_array()
         .unwrap()
@@ -144,7 +89,7 @@ fn batches_respect_batch_size() {
     let orders = common::fixture_orders();
     let refs: Vec<&Order> = orders.iter().collect();
     assert!(wdt.send_batch(&refs).iter().all(delivered));
-    let stats = common::get_json(&emu.base_url(), "/_emu/stats");
+    let stats = emu.get("/_emu/stats");
     let expected = orders.len().div_ceil(3) as u64;
     assert_eq!(stats["wdt"]["requests"], expected);
 }
@@ -152,7 +97,7 @@ fn batches_respect_batch_size() {
 /// A signed, valid sendOrder form for the default tenant, then mutated by `f`; `resign`
 /// recomputes `_sig` after the mutation so that only the mutated rule can fail.
 fn ovo_code(
-    emu: &Emulator,
+    emu: &Emu,
     client: &OvoparkClient,
     f: &dyn Fn(&mut BTreeMap<String, String>),
     resign: bool,
@@ -173,7 +118,7 @@ fn ovo_code(
         p.insert("_sig".into(), ovopark::sign(&p, "demo-ovopark-secret", sm));
     }
     let mut r = common::http()
-        .post(format!("{}/cloud.api", emu.base_url()))
+        .post(format!("{}/cloud.api", emu.base()))
         .header("Content-Type", ovopark::CONTENT_TYPE)
         .send(ovopark::form_encode(&p).as_bytes())
         .unwrap();
@@ -416,7 +361,10 @@ fn ovopark_emulator_answers_each_rule_with_its_documented_code() {
     for (what, f, resign, code) in cases {
         assert_eq!(ovo_code(&emu, &client, &f, resign), code, "{what}");
     }
-    assert!(ovo_counts(&emu).is_empty(), "nothing refused was stored");
+    assert!(
+        emu.ovopark_counts().is_empty(),
+        "nothing refused was stored"
+    );
     // A correct request is accepted; the same orderNo again is 208003; sha1 works too.
     assert_eq!(ovo_code(&emu, &client, &|_| {}, false), "0");
     assert_eq!(
@@ -447,7 +395,7 @@ fn ovopark_replayed_request_is_api_call_repeat() {
     let body = ovopark::form_encode(&p);
     let send = || {
         let mut r = common::http()
-            .post(format!("{}/cloud.api", emu.base_url()))
+            .post(format!("{}/cloud.api", emu.base()))
             .header("Content-Type", ovopark::CONTENT_TYPE)
             .send(body.as_bytes())
             .unwrap();
@@ -463,7 +411,7 @@ type WdtMutation = dyn Fn(&mut Vec<(String, String)>, &mut String, &mut String);
 
 /// A valid push for the default tenant, mutated by `f` (query pairs, body), then
 /// re-signed unless `resign` is false. Returns the JSON answer.
-fn wdt_answer(emu: &Emulator, client: &WdtClient, f: &WdtMutation, resign: bool) -> Value {
+fn wdt_answer(emu: &Emu, client: &WdtClient, f: &WdtMutation, resign: bool) -> Value {
     let orders = common::fixture_orders();
     let t = client.build(&orders[0]).unwrap();
     let mut body = wdt::build_body("SHOP1", &[&t]);
@@ -491,7 +439,7 @@ fn wdt_answer(emu: &Emulator, client: &WdtClient, f: &WdtMutation, resign: bool)
     }
     let qs: Vec<String> = q.iter().map(|(k, v)| format!("{k}={v}")).collect();
     let mut r = common::http()
-        .post(format!("{}/openapi?{}", emu.base_url(), qs.join("&")))
+        .post(format!("{}/openapi?{}", emu.base(), qs.join("&")))
         .header("Content-Type", &ctype)
         .send(body.as_bytes())
         .unwrap();
@@ -601,7 +549,7 @@ fn wdt_emulator_answers_each_rule_with_its_documented_status() {
     }
     let stale = wdt_answer(&emu, &client, &|q, _, _| set_q(q, "timestamp", "100"), true);
     assert_eq!(stale["status"], 7, "{stale}");
-    assert!(wdt_counts(&emu).is_empty(), "nothing refused was stored");
+    assert!(emu.wdt_counts().is_empty(), "nothing refused was stored");
 
     // Per-trade rules come back in error_list (pushSelf2), naming the trade.
     let trade_cases: Vec<(&str, Mutate, &str)> = vec![
@@ -716,7 +664,7 @@ fn wdt_emulator_answers_each_rule_with_its_documented_status() {
         );
         assert_eq!(v["data"]["new_count"], 0, "{what}");
     }
-    assert!(wdt_counts(&emu).is_empty());
+    assert!(emu.wdt_counts().is_empty());
     let ok = wdt_answer(&emu, &client, &|_, _, _| {}, true);
     assert_eq!(
         ok,
@@ -769,7 +717,7 @@ fn wdt_emulator_answers_each_rule_with_its_documented_status() {
         "{stolen}"
     );
     assert_eq!(
-        wdt_counts(&emu).keys().collect::<Vec<_>>(),
+        emu.wdt_counts().keys().collect::<Vec<_>>(),
         ["W20261122-0001"]
     );
 }
@@ -802,7 +750,7 @@ fn one_bad_trade_is_rejected_alone_with_push_self2_and_push_self() {
             .and_hms_opt(11, 20, 5)
             .unwrap();
         assert!(delivered(&wdt.send_batch(&[&orders[2]])[0]), "{method}");
-        let counts = wdt_counts(&emu);
+        let counts = emu.wdt_counts();
         assert_eq!(counts.len(), orders.len());
         assert!(
             counts.values().all(|c| *c == (1, 0)),
@@ -825,7 +773,7 @@ fn wrong_data_is_rejected_with_its_reason_and_delivered_once_fixed() {
     );
     o.lines[0].code = "SKU-10001".into();
     assert!(delivered(&ovo.send(&o)));
-    assert_eq!(ovo_counts(&emu)["W20261122-0001"], (1, 0));
+    assert_eq!(emu.ovopark_counts()["W20261122-0001"], (1, 0));
 }
 
 /// Sends until delivered (at most 5 attempts); returns the outcomes in order.
@@ -859,7 +807,7 @@ fn every_fault_mode_ends_in_exactly_one_delivery_and_no_rejection() {
         let o = &orders[i];
         let mut spec = m.clone();
         spec["target"] = json!("both");
-        fault(&emu, spec);
+        emu.fault(spec);
         let ovo_tries = attempts(|| ovo.send(o));
         let wdt_tries = attempts(|| wdt.send_batch(&[o]).remove(0));
         for tries in [&ovo_tries, &wdt_tries] {
@@ -886,8 +834,8 @@ fn every_fault_mode_ends_in_exactly_one_delivery_and_no_rejection() {
             assert_eq!(after.map(|d| d.as_secs()), Some(1), "Retry-After honoured");
         }
     }
-    let ovo_seen = ovo_counts(&emu);
-    let wdt_seen = wdt_counts(&emu);
+    let ovo_seen = emu.ovopark_counts();
+    let wdt_seen = emu.wdt_counts();
     assert_eq!(ovo_seen.len(), modes.len());
     assert!(ovo_seen.values().all(|c| *c == (1, 0)), "{ovo_seen:?}");
     assert!(wdt_seen.values().all(|c| *c == (1, 0)), "{wdt_seen:?}");
@@ -898,39 +846,25 @@ fn timestamp_refusal_costs_one_extra_attempt_only() {
     let emu = start();
     let (ovo, wdt) = clients(&emu);
     let orders = common::fixture_orders();
-    fault(
-        &emu,
-        json!({"target": "ovopark", "mode": "code", "code": "16", "count": 1}),
-    );
-    fault(
-        &emu,
-        json!({"target": "wdt", "mode": "code", "code": 7, "count": 1}),
-    );
+    emu.fault(json!({"target": "ovopark", "mode": "code", "code": "16", "count": 1}));
+    emu.fault(json!({"target": "wdt", "mode": "code", "code": 7, "count": 1}));
     assert!(delivered(&ovo.send(&orders[0])));
     assert!(delivered(&wdt.send_batch(&[&orders[0]])[0]));
     // Twice in a row: no endless loop, a retry-later.
-    fault(
-        &emu,
-        json!({"target": "both", "mode": "code", "code": "16", "count": 2}),
-    );
+    emu.fault(json!({"target": "both", "mode": "code", "code": "16", "count": 2}));
     assert!(matches!(ovo.send(&orders[1]), Outcome::Retry { .. }));
-    let stats = common::get_json(&emu.base_url(), "/_emu/stats");
+    let stats = emu.get("/_emu/stats");
     assert_eq!(stats["ovopark"]["requests"], 4, "{stats}");
 }
 
 #[test]
 fn skewed_server_clock_is_learned_and_orders_flow() {
     let emu = start();
-    common::post_json(
-        &emu.base_url(),
+    emu.post(
         "/_emu/clock",
         json!({"target": "ovopark", "skew_secs": 3 * 3600}),
     );
-    common::post_json(
-        &emu.base_url(),
-        "/_emu/clock",
-        json!({"target": "wdt", "skew_secs": -900}),
-    );
+    emu.post("/_emu/clock", json!({"target": "wdt", "skew_secs": -900}));
     let (ovo, wdt) = clients(&emu);
     let orders = common::fixture_orders();
     for o in &orders[..3] {
@@ -949,28 +883,28 @@ fn skewed_server_clock_is_learned_and_orders_flow() {
         wdt.server_offset().offset()
     );
     // One refusal per cloud, then none: the offset is applied to later requests.
-    let stats = common::get_json(&emu.base_url(), "/_emu/stats");
+    let stats = emu.get("/_emu/stats");
     assert_eq!(stats["ovopark"]["answers"]["16"], 1, "{stats}");
     assert_eq!(stats["wdt"]["answers"]["7"], 1, "{stats}");
-    assert_eq!(ovo_counts(&emu).len(), 3);
-    assert_eq!(wdt_counts(&emu).len(), 3);
+    assert_eq!(emu.ovopark_counts().len(), 3);
+    assert_eq!(emu.wdt_counts().len(), 3);
 }
 
 #[test]
 fn bad_secret_is_misconfiguration_and_stores_nothing() {
     let emu = start();
-    let text = demo_agent_config(&emu.base_url())
-        .replace(
+    let (ovo, wdt) = emu.dest_settings("", "", |t| {
+        t.replace(
             "secret = \"demo-ovopark-secret\"",
             "secret = \"wrong-secret\"",
         )
         .replace(
             "secret = \"demo-wdt-secret:demo-salt\"",
             "secret = \"wrong-secret:demo-salt\"",
-        );
-    let both: Both = toml::from_str(&text).unwrap();
-    let ovo = OvoparkClient::new(both.ovopark.validate().unwrap(), HashMap::new()).unwrap();
-    let wdt = WdtClient::new(both.wdt.validate().unwrap(), HashMap::new()).unwrap();
+        )
+    });
+    let ovo = OvoparkClient::new(ovo, HashMap::new()).unwrap();
+    let wdt = WdtClient::new(wdt, HashMap::new()).unwrap();
     let o = &common::fixture_orders()[0];
     let r = ovo.send(o);
     assert!(matches!(r, Outcome::Misconfigured { .. }), "{r:?}");
@@ -983,7 +917,7 @@ fn bad_secret_is_misconfiguration_and_stores_nothing() {
     assert!(!r.text().contains("wrong-secret"), "{r:?}");
     assert!(ovo.check_online().unwrap_err().contains("refused"));
     assert!(wdt.check_online().unwrap_err().contains("refused"));
-    assert!(ovo_counts(&emu).is_empty() && wdt_counts(&emu).is_empty());
+    assert!(emu.ovopark_counts().is_empty() && emu.wdt_counts().is_empty());
 }
 
 #[test]
@@ -1015,9 +949,8 @@ fn check_online_tells_what_is_wrong() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap()
     };
-    let text = demo_agent_config(&format!("http://{dead}"));
-    let both: Both = toml::from_str(&text).unwrap();
-    let w = WdtClient::new(both.wdt.validate().unwrap(), HashMap::new()).unwrap();
+    let (_, w) = dest_settings(&format!("http://{dead}"), "", "", |t| t);
+    let w = WdtClient::new(w, HashMap::new()).unwrap();
     let e = w.check_online().unwrap_err();
     assert!(e.contains("unreachable"), "{e}");
     assert!(
@@ -1076,14 +1009,14 @@ fn per_source_identity_reaches_the_right_tenant_and_shop() {
     // Same order number on another lane: the WDT tid prefix keeps them apart.
     let out = wdt.send_batch(&[&a, &b]);
     assert!(out.iter().all(delivered), "{out:?}");
-    let orders = common::get_json(&emu.base_url(), "/_emu/ovopark/orders");
+    let orders = emu.get("/_emu/ovopark/orders");
     assert_eq!(orders[0]["ipos"]["depId"], 123);
-    let trades = wdt_counts(&emu);
+    let trades = emu.wdt_counts();
     assert_eq!(
         trades.keys().cloned().collect::<Vec<_>>(),
         ["L2-W20261122-0001", "W20261122-0001"]
     );
-    let listing = common::get_json(&emu.base_url(), "/_emu/wdt/trades");
+    let listing = emu.get("/_emu/wdt/trades");
     assert_eq!(listing[0]["shop_no"], "SHOP2");
     assert_eq!(listing[1]["shop_no"], "SHOP1");
 }

@@ -10,27 +10,21 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Deserialize;
+use common::emu::Emu;
 use serde_json::json;
 use tillrelay::clock::ManualClock;
-use tillrelay::emulator::{EmuConfig, Emulator, demo_agent_config};
+use tillrelay::emulator::EmuConfig;
 use tillrelay::lifecycle::{Heartbeats, Shutdown};
 use tillrelay::order::Order;
 use tillrelay::outbox::{Capture, CaptureKind, DeliveryState, Outbox};
 use tillrelay::outbox::{OutboxConfig, Synchronous};
 use tillrelay::upload::Destination;
 use tillrelay::upload::engine::{EngineConfig, Wake, Worker};
+use tillrelay::upload::ovopark::OvoparkClient;
+use tillrelay::upload::wdt::WdtClient;
 
 /// A destination as the daemon holds it.
 type Client = Box<dyn Destination>;
-use tillrelay::upload::ovopark::{OvoparkClient, RawOvopark};
-use tillrelay::upload::wdt::{RawWdt, WdtClient};
-
-#[derive(Deserialize)]
-struct Both {
-    ovopark: RawOvopark,
-    wdt: RawWdt,
-}
 
 const DESTS: [&str; 2] = ["ovopark", "wdt"];
 
@@ -71,24 +65,21 @@ fn ingest(ob: &mut Outbox, name: &str, orders: &[Order]) {
     assert_eq!(r.new, orders.len());
 }
 
-fn clients(emu: &Emulator, ovo_secret: Option<&str>) -> (Client, Client) {
-    let mut text = demo_agent_config(&emu.base_url())
-        .replace("[ovopark]\n", "[ovopark]\ntimeout_secs = 2\n")
-        .replace(
-            "[wdt]\n",
-            "[wdt]\ntimeout_secs = 2\nrate_limit_wait_secs = 1\n",
-        );
-    if let Some(s) = ovo_secret {
-        text = text.replace(
-            "secret = \"demo-ovopark-secret\"",
-            &format!("secret = \"{s}\""),
-        );
-    }
-    let both: Both = toml::from_str(&text).unwrap();
+fn clients(emu: &Emu, ovo_secret: Option<&str>) -> (Client, Client) {
+    let (o, w) = emu.dest_settings(
+        "timeout_secs = 2",
+        "timeout_secs = 2\nrate_limit_wait_secs = 1",
+        |text| match ovo_secret {
+            Some(s) => text.replace(
+                "secret = \"demo-ovopark-secret\"",
+                &format!("secret = \"{s}\""),
+            ),
+            None => text,
+        },
+    );
     (
-        (Box::new(OvoparkClient::new(both.ovopark.validate().unwrap(), HashMap::new()).unwrap())
-            as Client),
-        (Box::new(WdtClient::new(both.wdt.validate().unwrap(), HashMap::new()).unwrap()) as Client),
+        Box::new(OvoparkClient::new(o, HashMap::new()).unwrap()) as Client,
+        Box::new(WdtClient::new(w, HashMap::new()).unwrap()) as Client,
     )
 }
 
@@ -127,17 +118,8 @@ fn run(dir: &Path, clients: Vec<(&str, Client)>, cfg: EngineConfig) -> Running {
     }
 }
 
-fn accepted(emu: &Emulator) -> (usize, usize) {
-    (
-        common::get_json(&emu.base_url(), "/_emu/ovopark/orders")
-            .as_array()
-            .unwrap()
-            .len(),
-        common::get_json(&emu.base_url(), "/_emu/wdt/trades")
-            .as_array()
-            .unwrap()
-            .len(),
-    )
+fn accepted(emu: &Emu) -> (usize, usize) {
+    emu.held()
 }
 
 /// (pending, delivered, rejected, paused) per destination, from the outbox.
@@ -151,44 +133,21 @@ fn dest_status(dir: &Path) -> HashMap<String, (i64, i64, i64, Option<String>)> {
         .collect()
 }
 
-fn exactly_once(emu: &Emulator) {
-    for o in common::get_json(&emu.base_url(), "/_emu/ovopark/orders")
-        .as_array()
-        .unwrap()
-    {
-        assert_eq!(
-            (o["accepted"].as_u64(), o["duplicates"].as_u64()),
-            (Some(1), Some(0)),
-            "{o}"
-        );
-    }
-    for t in common::get_json(&emu.base_url(), "/_emu/wdt/trades")
-        .as_array()
-        .unwrap()
-    {
-        assert_eq!(t["pushes"], 1, "{t}");
-    }
+fn exactly_once(emu: &Emu) {
+    emu.assert_each_sent_once();
 }
 
 #[test]
 fn faults_end_in_exactly_once_delivery_with_nothing_rejected() {
-    let emu = Emulator::start("127.0.0.1:0", EmuConfig::default()).unwrap();
+    let emu = Emu::start(EmuConfig::default());
     let dir = tempfile::tempdir().unwrap();
     let orders = common::fixture_orders();
     ingest(&mut open(dir.path()), "a.json", &orders);
     for mode in ["http500", "reset", "garbage"] {
-        common::post_json(
-            &emu.base_url(),
-            "/_emu/fault",
-            json!({"target": "both", "mode": mode, "count": 1}),
-        );
+        emu.fault(json!({"target": "both", "mode": mode, "count": 1}));
     }
     // The last fault set wins per cloud: make it several in a row.
-    common::post_json(
-        &emu.base_url(),
-        "/_emu/fault",
-        json!({"target": "both", "mode": "reset", "count": 3}),
-    );
+    emu.fault(json!({"target": "both", "mode": "reset", "count": 3}));
     let (ovo, wdt) = clients(&emu, None);
     let running = run(dir.path(), vec![("ovopark", ovo), ("wdt", wdt)], fast());
     let n = orders.len();
@@ -207,7 +166,7 @@ fn faults_end_in_exactly_once_delivery_with_nothing_rejected() {
     );
     drop(running);
     exactly_once(&emu);
-    let stats = common::get_json(&emu.base_url(), "/_emu/stats");
+    let stats = emu.get("/_emu/stats");
     assert!(
         stats["wdt"]["answers"]["fault:reset"].as_u64() == Some(3),
         "{stats}"
@@ -216,7 +175,7 @@ fn faults_end_in_exactly_once_delivery_with_nothing_rejected() {
 
 #[test]
 fn bad_secret_pauses_one_destination_loses_nothing_and_resumes_after_the_fix() {
-    let emu = Emulator::start("127.0.0.1:0", EmuConfig::default()).unwrap();
+    let emu = Emu::start(EmuConfig::default());
     let dir = tempfile::tempdir().unwrap();
     let orders = common::fixture_orders();
     let n = orders.len();
@@ -260,7 +219,7 @@ fn bad_secret_pauses_one_destination_loses_nothing_and_resumes_after_the_fix() {
 
 #[test]
 fn rejected_order_keeps_its_reason_and_goes_out_after_fix_and_retry() {
-    let emu = Emulator::start("127.0.0.1:0", EmuConfig::default()).unwrap();
+    let emu = Emu::start(EmuConfig::default());
     let dir = tempfile::tempdir().unwrap();
     let mut orders = common::fixture_orders();
     orders[1].lines[0].code = "X".repeat(101);
@@ -311,16 +270,12 @@ fn rejected_order_keeps_its_reason_and_goes_out_after_fix_and_retry() {
 
 #[test]
 fn backlog_drains_at_once_when_the_network_returns() {
-    let emu = Emulator::start("127.0.0.1:0", EmuConfig::default()).unwrap();
+    let emu = Emu::start(EmuConfig::default());
     let dir = tempfile::tempdir().unwrap();
     let orders = common::fixture_orders();
     let mut ob = open(dir.path());
     ingest(&mut ob, "a.json", &orders[..6]);
-    common::post_json(
-        &emu.base_url(),
-        "/_emu/fault",
-        json!({"target": "wdt", "mode": "reset", "count": 1000}),
-    );
+    emu.fault(json!({"target": "wdt", "mode": "reset", "count": 1000}));
     // Backoff far longer than this test may take: only draining can deliver in time.
     let slow = EngineConfig {
         retry_base: Duration::from_secs(3600),
@@ -335,15 +290,8 @@ fn backlog_drains_at_once_when_the_network_returns() {
     assert_eq!(worker.pass().unwrap().claimed, 0);
 
     // The network is back; a new order comes in and goes through...
-    common::post_json(
-        &emu.base_url(),
-        "/_emu/fault",
-        json!({"target": "wdt", "mode": "reset", "count": 0}),
-    );
-    common::http()
-        .delete(format!("{}/_emu/fault", emu.base_url()))
-        .call()
-        .unwrap();
+    emu.fault(json!({"target": "wdt", "mode": "reset", "count": 0}));
+    emu.clear_faults();
     ingest(&mut ob, "b.json", &orders[6..7]);
     let p = worker.pass().unwrap();
     assert_eq!((p.claimed, p.delivered), (1, 1));
@@ -356,15 +304,11 @@ fn backlog_drains_at_once_when_the_network_returns() {
 
 #[test]
 fn wake_sends_the_backlog_without_waiting_for_backoff() {
-    let emu = Emulator::start("127.0.0.1:0", EmuConfig::default()).unwrap();
+    let emu = Emu::start(EmuConfig::default());
     let dir = tempfile::tempdir().unwrap();
     let orders = common::fixture_orders();
     ingest(&mut open(dir.path()), "a.json", &orders);
-    common::post_json(
-        &emu.base_url(),
-        "/_emu/fault",
-        json!({"target": "both", "mode": "http500", "count": 1000}),
-    );
+    emu.fault(json!({"target": "both", "mode": "http500", "count": 1000}));
     let slow = EngineConfig {
         retry_base: Duration::from_secs(3600),
         retry_max: Duration::from_secs(3600),
@@ -373,13 +317,10 @@ fn wake_sends_the_backlog_without_waiting_for_backoff() {
     let (ovo, wdt) = clients(&emu, None);
     let running = run(dir.path(), vec![("ovopark", ovo), ("wdt", wdt)], slow);
     assert!(common::wait_until(Duration::from_secs(10), || {
-        let s = common::get_json(&emu.base_url(), "/_emu/stats");
+        let s = emu.get("/_emu/stats");
         s["ovopark"]["requests"].as_u64() >= Some(1) && s["wdt"]["requests"].as_u64() >= Some(1)
     }));
-    common::http()
-        .delete(format!("{}/_emu/fault", emu.base_url()))
-        .call()
-        .unwrap();
+    emu.clear_faults();
     // `tillrelay flush` / SIGUSR1.
     for w in &running.wakes {
         w.wake();
@@ -396,19 +337,34 @@ fn wake_sends_the_backlog_without_waiting_for_backoff() {
 
 /// An Ovopark client like [`clients`]' with `concurrency` requests in flight and the
 /// given secret.
-fn ovopark_with(emu: &Emulator, concurrency: usize, secret: &str) -> Client {
-    let text = demo_agent_config(&emu.base_url())
-        .replace(
-            "[ovopark]\n",
-            &format!("[ovopark]\ntimeout_secs = 5\nconcurrency = {concurrency}\n"),
-        )
-        .replace(
-            "secret = \"demo-ovopark-secret\"",
-            &format!("secret = \"{secret}\""),
-        );
-    let both: Both = toml::from_str(&text).unwrap();
-    Box::new(OvoparkClient::new(both.ovopark.validate().unwrap(), HashMap::new()).unwrap())
-        as Client
+fn ovopark_with(emu: &Emu, concurrency: usize, secret: &str) -> Client {
+    let (o, _) = emu.dest_settings(
+        &format!("timeout_secs = 5\nconcurrency = {concurrency}"),
+        "",
+        |text| {
+            text.replace(
+                "secret = \"demo-ovopark-secret\"",
+                &format!("secret = \"{secret}\""),
+            )
+        },
+    );
+    Box::new(OvoparkClient::new(o, HashMap::new()).unwrap()) as Client
+}
+
+/// Ingests `orders` into a fresh outbox and runs `client`'s worker for `dest` until
+/// it has delivered them all.
+fn deliver_all(dest: &str, client: Client, orders: &[Order]) {
+    let dir = tempfile::tempdir().unwrap();
+    ingest(&mut open(dir.path()), "a.json", orders);
+    let running = run(dir.path(), vec![(dest, client)], fast());
+    assert!(
+        common::wait_until(Duration::from_secs(60), || {
+            dest_status(dir.path())[dest] == (0, orders.len() as i64, 0, None)
+        }),
+        "{:?}",
+        dest_status(dir.path())
+    );
+    drop(running);
 }
 
 /// `n` distinct orders made from the fixtures.
@@ -426,13 +382,9 @@ fn many_orders(n: usize) -> Vec<Order> {
 #[test]
 fn ovopark_requests_overlap_up_to_the_configured_concurrency_and_arrive_once() {
     for concurrency in [1, 3] {
-        let emu = Emulator::start("127.0.0.1:0", EmuConfig::default()).unwrap();
+        let emu = Emu::start(EmuConfig::default());
         // A WAN round trip: without overlap, each order costs one.
-        common::post_json(
-            &emu.base_url(),
-            "/_emu/latency",
-            json!({"target": "ovopark", "ms": 100}),
-        );
+        emu.post("/_emu/latency", json!({"target": "ovopark", "ms": 100}));
         let dir = tempfile::tempdir().unwrap();
         let orders = many_orders(24);
         ingest(&mut open(dir.path()), "a.json", &orders);
@@ -454,7 +406,7 @@ fn ovopark_requests_overlap_up_to_the_configured_concurrency_and_arrive_once() {
         drop(running);
         assert_eq!(accepted(&emu).0, orders.len());
         exactly_once(&emu);
-        let seen = common::get_json(&emu.base_url(), "/_emu/stats")["ovopark"]["max_in_flight"]
+        let seen = emu.get("/_emu/stats")["ovopark"]["max_in_flight"]
             .as_u64()
             .unwrap();
         if concurrency == 1 {
@@ -469,47 +421,25 @@ fn ovopark_requests_overlap_up_to_the_configured_concurrency_and_arrive_once() {
 
 #[test]
 fn a_fault_under_concurrency_stops_new_requests_and_loses_nothing() {
-    let emu = Emulator::start("127.0.0.1:0", EmuConfig::default()).unwrap();
-    common::post_json(
-        &emu.base_url(),
-        "/_emu/latency",
-        json!({"target": "ovopark", "ms": 20}),
-    );
-    common::post_json(
-        &emu.base_url(),
-        "/_emu/fault",
-        json!({"target": "ovopark", "mode": "http500", "count": 2}),
-    );
-    let dir = tempfile::tempdir().unwrap();
+    let emu = Emu::start(EmuConfig::default());
+    emu.post("/_emu/latency", json!({"target": "ovopark", "ms": 20}));
+    emu.fault(json!({"target": "ovopark", "mode": "http500", "count": 2}));
     let orders = many_orders(40);
-    ingest(&mut open(dir.path()), "a.json", &orders);
-    let running = run(
-        dir.path(),
-        vec![("ovopark", ovopark_with(&emu, 4, "demo-ovopark-secret"))],
-        fast(),
+    deliver_all(
+        "ovopark",
+        ovopark_with(&emu, 4, "demo-ovopark-secret"),
+        &orders,
     );
-    assert!(
-        common::wait_until(Duration::from_secs(60), || {
-            dest_status(dir.path())["ovopark"] == (0, orders.len() as i64, 0, None)
-        }),
-        "{:?}",
-        dest_status(dir.path())
-    );
-    drop(running);
     assert_eq!(accepted(&emu).0, orders.len());
     exactly_once(&emu);
-    let stats = common::get_json(&emu.base_url(), "/_emu/stats");
+    let stats = emu.get("/_emu/stats");
     assert_eq!(stats["ovopark"]["answers"]["fault:http500"], 2, "{stats}");
 }
 
 #[test]
 fn under_concurrency_a_misconfigured_destination_gets_no_new_requests() {
-    let emu = Emulator::start("127.0.0.1:0", EmuConfig::default()).unwrap();
-    common::post_json(
-        &emu.base_url(),
-        "/_emu/latency",
-        json!({"target": "ovopark", "ms": 50}),
-    );
+    let emu = Emu::start(EmuConfig::default());
+    emu.post("/_emu/latency", json!({"target": "ovopark", "ms": 50}));
     let dir = tempfile::tempdir().unwrap();
     let orders = many_orders(40);
     ingest(&mut open(dir.path()), "a.json", &orders);
@@ -530,7 +460,7 @@ fn under_concurrency_a_misconfigured_destination_gets_no_new_requests() {
     );
     // The first refusal stopped the pass: only the requests already in flight went
     // out, not the 20 claimed; every order still waits, none rejected.
-    let requests = common::get_json(&emu.base_url(), "/_emu/stats")["ovopark"]["requests"]
+    let requests = emu.get("/_emu/stats")["ovopark"]["requests"]
         .as_u64()
         .unwrap();
     assert!((1..=4).contains(&requests), "{requests}");
@@ -608,35 +538,20 @@ fn retries_wait_for_their_backoff_on_the_engine_clock() {
 #[test]
 fn wangdiantong_batches_overlap_up_to_the_configured_concurrency_and_arrive_once() {
     for concurrency in [1, 2] {
-        let emu = Emulator::start("127.0.0.1:0", EmuConfig::default()).unwrap();
+        let emu = Emu::start(EmuConfig::default());
         // Long enough that the two senders, built at once, are surely both in flight.
-        common::post_json(
-            &emu.base_url(),
-            "/_emu/latency",
-            json!({"target": "wdt", "ms": 300}),
-        );
-        let dir = tempfile::tempdir().unwrap();
+        emu.post("/_emu/latency", json!({"target": "wdt", "ms": 300}));
         let orders = many_orders(230);
-        ingest(&mut open(dir.path()), "a.json", &orders);
-        let text = demo_agent_config(&emu.base_url()).replace(
-            "[wdt]\n",
-            &format!("[wdt]\ntimeout_secs = 5\nbatch_size = 50\nconcurrency = {concurrency}\n"),
+        let (_, w) = emu.dest_settings(
+            "",
+            &format!("timeout_secs = 5\nbatch_size = 50\nconcurrency = {concurrency}"),
+            |t| t,
         );
-        let both: Both = toml::from_str(&text).unwrap();
-        let client = Box::new(WdtClient::new(both.wdt.validate().unwrap(), HashMap::new()).unwrap())
-            as Client;
-        let running = run(dir.path(), vec![("wdt", client)], fast());
-        assert!(
-            common::wait_until(Duration::from_secs(60), || {
-                dest_status(dir.path())["wdt"] == (0, orders.len() as i64, 0, None)
-            }),
-            "{:?}",
-            dest_status(dir.path())
-        );
-        drop(running);
+        let client = Client::Wdt(WdtClient::new(w, HashMap::new()).unwrap());
+        deliver_all("wdt", client, &orders);
         assert_eq!(accepted(&emu).1, orders.len());
         exactly_once(&emu);
-        let stats = common::get_json(&emu.base_url(), "/_emu/stats");
+        let stats = emu.get("/_emu/stats");
         // 230 orders in batches of 50: five requests, whatever the overlap.
         assert_eq!(stats["wdt"]["requests"], 5, "{stats}");
         let seen = stats["wdt"]["max_in_flight"].as_u64().unwrap();

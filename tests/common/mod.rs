@@ -1,7 +1,32 @@
-//! Helpers shared by the integration tests: the real binary, temp dirs, waiting.
+//! The one test harness of the integration tests: every test binary compiles it as
+//! `mod common;` and takes what it needs.
+//!
+//! - this module: the built binary (run through `TILLRELAY_TEST_RUNNER` when
+//!   cross-testing under qemu), waiting ([`wait_until`], [`poll`], [`expect_within`]),
+//!   fixtures, an HTTP client for the emulators' routes, signals, log tails;
+//! - [`agent`]: `tillrelay run` as a child ([`agent::Agent`]) whose stderr goes to a
+//!   file (never a pipe nobody reads), and the CLI against a config;
+//! - [`till`]: a till in a temp dir ([`till::Till`]): inbox, state dir, a config made
+//!   from the shipped example config, files dropped the way a POS drops them;
+//! - [`emu`]: both clouds' emulators, in this process or as `tillrelay emulate`, and
+//!   their control and listing routes ([`emu::Emu`]); the clients' settings for them;
+//! - [`orders`]: order comparison (canonical fields, sorting, delivery states);
+//! - [`pty`]: pseudo-terminal pairs, a reading printer, receipts to print;
+//! - [`tls`]: a throwaway CA and a TLS-terminating proxy in front of the emulators.
+//!
+//! Invariants: nothing leaves 127.0.0.1; every child process and thread started here is
+//! stopped by a `Drop`, so a failing test leaves no agent behind holding ptys or ports.
+// Each test binary compiles this module and uses only some of its helpers; the rest
+// is dead code in that binary. Only that lint is allowed: unused imports, variables
+// and results, and every clippy lint, still fail `clippy --all-targets -D warnings`.
 #![allow(dead_code)]
 
 pub mod agent;
+pub mod emu;
+pub mod orders;
+pub mod pty;
+pub mod till;
+pub mod tls;
 
 use std::path::Path;
 use std::process::Command;
@@ -41,6 +66,39 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// Like [`wait_until`], for conditions that run a command (`status`, `orders`): polls
+/// every 200 ms, so a few tests in parallel do not saturate a small machine.
+pub fn poll(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    wait_until(timeout, || {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(175));
+        false
+    })
+}
+
+/// Waits until `cond` holds, panicking with `what()` if it does not within `timeout`.
+pub fn expect_within(timeout: Duration, cond: impl FnMut() -> bool, what: impl FnOnce() -> String) {
+    if !wait_until(timeout, cond) {
+        panic!("{}", what());
+    }
+}
+
+/// Sends `sig` to `pid` (a process this test started).
+pub fn signal(pid: u32, sig: i32) {
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    unsafe {
+        libc::kill(pid as i32, sig);
+    }
+}
+
+/// The last `n` lines of a log, for failure messages.
+pub fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
 /// The project's own copy of a fixture file.
 pub fn fixture(rel: &str) -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -54,7 +112,7 @@ pub fn http() -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
         .proxy(None)
-        .timeout_global(Some(Duration::from_secs(10)))
+        .timeout_global(Some(Duration::from_secs(30)))
         .build()
         .into()
 }
@@ -63,7 +121,14 @@ pub fn http() -> ureq::Agent {
 pub fn get_json(base: &str, path: &str) -> Value {
     let mut r = http().get(format!("{base}{path}")).call().unwrap();
     assert_eq!(r.status().as_u16(), 200, "GET {path}");
-    serde_json::from_slice(&r.body_mut().read_to_vec().unwrap()).unwrap()
+    // A long crash loop's listings pass ureq's default 10 MB cap.
+    let body = r
+        .body_mut()
+        .with_config()
+        .limit(1 << 30)
+        .read_to_vec()
+        .unwrap();
+    serde_json::from_slice(&body).unwrap()
 }
 
 /// `POST base+path` with a JSON body to an emulator, which must answer 200.
