@@ -152,9 +152,9 @@ pub(crate) fn serve(
     max_connections: usize,
     opts: &NetOptions,
     shutdown: &Shutdown,
-    stats: Arc<SourceStats>,
     handler: Handler,
 ) -> std::io::Result<NetSource> {
+    let stats = gate.stats.clone();
     let listener = TcpListener::bind(listen)?;
     listener.set_nonblocking(true)?;
     let local = listener.local_addr()?;

@@ -46,7 +46,6 @@ pub fn start(
                 cfg.max_connections,
                 &opts,
                 shutdown,
-                stats,
                 Arc::new(move |s, peer, id| tcp_stream(&st, &capture, &o, &sd, s, peer, id)),
             )?
         }

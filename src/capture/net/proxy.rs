@@ -72,7 +72,6 @@ pub fn start(
         cfg.max_connections,
         &opts,
         shutdown,
-        stats,
         Arc::new(move |pos, peer, id| connection(&ctx, pos, peer, id)),
     )?;
     Ok((source, rx))
