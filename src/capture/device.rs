@@ -32,7 +32,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -109,10 +109,18 @@ impl Default for DeviceOptions {
 }
 
 /// The write side of a device, shared with the thread that (re)opens it.
-type Slot = Arc<Mutex<Option<File>>>;
+/// `failed` tells that thread a write failed without taking the lock, which
+/// a write blocked on a busy printer may hold for long.
+#[derive(Default)]
+struct Dev {
+    file: Mutex<Option<File>>,
+    failed: AtomicBool,
+}
+
+type Slot = Arc<Dev>;
 
 fn lock(slot: &Slot) -> MutexGuard<'_, Option<File>> {
-    slot.lock().unwrap_or_else(|p| p.into_inner())
+    slot.file.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// A running device source. Trigger shutdown, then [`DeviceTap::join`].
@@ -218,6 +226,7 @@ fn forward(slot: &Slot, bytes: &[u8], opts: &DeviceOptions, shutdown: &Shutdown)
         true
     } else {
         *g = None;
+        slot.failed.store(true, Ordering::Relaxed);
         false
     }
 }
@@ -287,6 +296,7 @@ impl Link {
                 }
             };
             let (mut reader, writer) = file;
+            slot.failed.store(false, Ordering::Relaxed);
             *lock(slot) = Some(writer);
             *stream += 1;
             let id = *stream;
@@ -325,7 +335,7 @@ impl Link {
             }
             if !readable {
                 // A printer with no status channel: it is lost when a write fails.
-                if lock(slot).is_none() {
+                if slot.failed.load(Ordering::Relaxed) {
                     return Lost::Gone("write failed".into());
                 }
                 self.shutdown.wait(self.opts.poll);
@@ -334,7 +344,7 @@ impl Link {
             match poll_fd(f.as_raw_fd(), libc::POLLIN, self.opts.poll) {
                 Ok(true) => {}
                 Ok(false) => {
-                    if lock(slot).is_none() {
+                    if slot.failed.load(Ordering::Relaxed) {
                         return Lost::Gone("write failed".into());
                     }
                     continue;
