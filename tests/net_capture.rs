@@ -221,6 +221,10 @@ struct Running {
 
 impl Running {
     fn proxy(printer: SocketAddr, allow: &str) -> Running {
+        Running::proxy_with(printer, allow, opts())
+    }
+
+    fn proxy_with(printer: SocketAddr, allow: &str, opts: NetOptions) -> Running {
         let cfg = toml::from_str::<RawNet>(&format!(
             "listen = \"127.0.0.1:0\"\nprinter = \"{printer}\"\nallow = [{allow}]\nconnect_timeout = \"1s\""
         ))
@@ -228,7 +232,7 @@ impl Running {
         .validate_tcp()
         .unwrap();
         let shutdown = Shutdown::new();
-        let (source, rx) = proxy::start("till", &cfg, opts(), &shutdown).unwrap();
+        let (source, rx) = proxy::start("till", &cfg, opts, &shutdown).unwrap();
         Running::new(source, rx, shutdown)
     }
 
@@ -441,6 +445,32 @@ fn concurrent_connections_keep_their_streams_and_receipts_apart() {
         assert!(!got.is_empty());
         assert_eq!(got, want, "receipts of stream {id}");
     }
+}
+
+#[test]
+fn a_stalled_capture_drops_from_capture_never_from_printing() {
+    let printer = Printer::start(Mode::Normal);
+    let small = NetOptions {
+        capture_capacity: 2,
+        buffer: 512,
+        ..opts()
+    };
+    // Nobody drains the capture channel while the job prints.
+    let p = Running::proxy_with(printer.addr, "\"127.0.0.1\"", small);
+    let job = payload("market", 30);
+    let (sent, back) = pos_print(p.addr(), &job, 11, true);
+    assert!(wait_until(WAIT, || printer
+        .received()
+        .first()
+        .map(Vec::len)
+        == Some(sent.len())));
+    assert_eq!(printer.received(), vec![sent.clone()], "every byte printed");
+    assert_eq!(back, status_replies(&sent));
+    let dropped = get(&p.stats.capture_dropped_bytes);
+    assert!(
+        dropped > 0 && dropped < sent.len() as u64,
+        "{dropped} dropped"
+    );
 }
 
 #[test]
