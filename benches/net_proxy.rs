@@ -122,6 +122,11 @@ fn vm_hwm_kb() -> u64 {
 }
 
 fn main() {
+    // As the daemon does at start (one malloc arena: per-thread arenas cost RSS).
+    // SAFETY: mallopt only tunes glibc's allocator.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let shutdown = Shutdown::new();
     let n = 20_000;

@@ -701,3 +701,52 @@ fn the_gadget_stream_reaches_the_printer_and_comes_back_after_an_unplug() {
         "one stream per plug-in, each ended"
     );
 }
+
+#[test]
+fn with_the_printer_absent_the_pos_is_still_captured_and_printing_resumes_when_it_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let printer_link = dir.path().join("lp0");
+    let (mut pos, _pos_dev, pos_path) = pty();
+    let cfg = RawDevice {
+        device: Some(pos_path),
+        passthrough: Some(printer_link.display().to_string()),
+    }
+    .validate()
+    .unwrap();
+    let shutdown = Shutdown::new();
+    let opts = DeviceOptions {
+        poll: Duration::from_millis(20),
+        reopen_min: Duration::from_millis(10),
+        reopen_max: Duration::from_millis(50),
+        ..DeviceOptions::default()
+    };
+    let (tap, mut rx) = device::start("usb", &cfg, opts, &shutdown).unwrap();
+    let stats = tap.stats();
+    assert!(wait_until(WAIT, || get(&stats.connected_peers) == 1
+        && get(&stats.printer_failures) > 0));
+    let job = payload("kiosk", 1);
+    pos.write_all(&job).unwrap();
+    assert!(wait_until(WAIT, || get(&stats.printer_dropped_bytes)
+        == job.len() as u64));
+    let mut captured = Vec::new();
+    assert!(wait_until(WAIT, || {
+        while let Ok(ev) = rx.try_recv() {
+            if let StreamKind::Data(b) = ev.kind {
+                captured.extend_from_slice(&b);
+            }
+        }
+        captured.len() >= job.len()
+    }));
+    assert_eq!(captured, job, "captured while the printer was away");
+
+    let (mut prn, _prn_dev, prn_path) = pty();
+    std::os::unix::fs::symlink(&prn_path, &printer_link).unwrap();
+    assert!(wait_until(WAIT, || stats
+        .printer_reachable
+        .load(Ordering::Relaxed)));
+    let job2 = payload("market", 1);
+    pos.write_all(&job2).unwrap();
+    assert_eq!(receive(&mut prn, job2.len()), job2, "printing resumed");
+    shutdown.trigger();
+    tap.join();
+}

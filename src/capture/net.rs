@@ -47,7 +47,9 @@ use allow::AllowList;
 pub struct NetOptions {
     /// The longest any blocking call waits before looking at shutdown.
     pub poll: Duration,
-    /// Events the capture channel holds before capture drops (forwarding never does).
+    /// Events the capture channel holds before capture drops (forwarding never
+    /// does): with reads of at most `buffer` bytes, at most 4 MiB of receipts
+    /// per source by default, as on the serial tap.
     pub capture_capacity: usize,
     /// Bytes read (and forwarded) at a time, per direction and connection:
     /// with the kernel's socket buffers, all a connection ever holds.
@@ -63,7 +65,7 @@ impl Default for NetOptions {
     fn default() -> Self {
         NetOptions {
             poll: Duration::from_millis(200),
-            capture_capacity: 1024,
+            capture_capacity: 256,
             buffer: 16 * 1024,
             close_wait: Duration::from_secs(30),
             udp_peer_idle: Duration::from_secs(60),
