@@ -469,7 +469,7 @@ fn under_concurrency_a_misconfigured_destination_gets_no_new_requests() {
     // Paused, the next pass is a probe: one order, one request.
     let p = worker.pass().unwrap();
     assert_eq!(p.claimed, 1, "{p:?}");
-    let after = common::get_json(&emu.base_url(), "/_emu/stats")["ovopark"]["requests"]
+    let after = emu.get("/_emu/stats")["ovopark"]["requests"]
         .as_u64()
         .unwrap();
     assert_eq!(after, requests + 1);
@@ -480,15 +480,11 @@ fn under_concurrency_a_misconfigured_destination_gets_no_new_requests() {
 /// clock, so an hour of backoff passes in no time and nothing sleeps.
 #[test]
 fn retries_wait_for_their_backoff_on_the_engine_clock() {
-    let emu = Emulator::start("127.0.0.1:0", EmuConfig::default()).unwrap();
+    let emu = Emu::start(EmuConfig::default());
     let dir = tempfile::tempdir().unwrap();
     let orders = common::fixture_orders();
     ingest(&mut open(dir.path()), "a.json", &orders[..6]);
-    common::post_json(
-        &emu.base_url(),
-        "/_emu/fault",
-        json!({"target": "wdt", "mode": "http500", "count": 1000}),
-    );
+    emu.fault(json!({"target": "wdt", "mode": "http500", "count": 1000}));
     // Backoff of the first retry: jittered in [1800, 3600] s.
     let hour = EngineConfig {
         retry_base: Duration::from_secs(3600),
@@ -501,10 +497,7 @@ fn retries_wait_for_their_backoff_on_the_engine_clock() {
         Worker::new(wdt, open(dir.path()), hour, Wake::new()).with_clock(clock.clone());
     let p = worker.pass().unwrap();
     assert_eq!((p.claimed, p.retry), (6, 6));
-    common::http()
-        .delete(format!("{}/_emu/fault", emu.base_url()))
-        .call()
-        .unwrap();
+    emu.clear_faults();
     // Within the backoff, nothing is due...
     clock.advance(Duration::from_secs(1799));
     assert_eq!(worker.pass().unwrap().claimed, 0);
@@ -517,17 +510,10 @@ fn retries_wait_for_their_backoff_on_the_engine_clock() {
     // A wall clock set back three hours makes every schedule look hours ahead: the
     // jump alone (the monotonic clock did not move) switches the worker to draining.
     ingest(&mut open(dir.path()), "b.json", &orders[6..9]);
-    common::post_json(
-        &emu.base_url(),
-        "/_emu/fault",
-        json!({"target": "wdt", "mode": "http500", "count": 1000}),
-    );
+    emu.fault(json!({"target": "wdt", "mode": "http500", "count": 1000}));
     let p = worker.pass().unwrap();
     assert_eq!((p.claimed, p.retry), (3, 3));
-    common::http()
-        .delete(format!("{}/_emu/fault", emu.base_url()))
-        .call()
-        .unwrap();
+    emu.clear_faults();
     assert_eq!(worker.pass().unwrap().claimed, 0, "not due yet");
     clock.jump(-3 * 3600);
     let p = worker.pass().unwrap();
@@ -547,7 +533,7 @@ fn wangdiantong_batches_overlap_up_to_the_configured_concurrency_and_arrive_once
             &format!("timeout_secs = 5\nbatch_size = 50\nconcurrency = {concurrency}"),
             |t| t,
         );
-        let client = Client::Wdt(WdtClient::new(w, HashMap::new()).unwrap());
+        let client = Box::new(WdtClient::new(w, HashMap::new()).unwrap()) as Client;
         deliver_all("wdt", client, &orders);
         assert_eq!(accepted(&emu).1, orders.len());
         exactly_once(&emu);

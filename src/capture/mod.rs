@@ -17,7 +17,12 @@
 //! - [`template`]: config-driven receipt text → canonical [`crate::order::Order`].
 //! - [`receipt`]: the whole chain for one source (decoder → segmenter → masker),
 //!   for live bytes and for files (`parse`, folder `format = "receipt"`, reparse).
-//! - `codepages`: data tables for the DOS code pages `ESC t` selects.
+//! - [`net`]: network sources — the TCP print proxy (`kind = "tcp"`) and
+//!   receipts pushed over TCP/UDP (`kind = "listen"`), with their `allow` lists.
+//! - [`device`]: a character device stream (the USB printer gadget), forwarded
+//!   to a printer device, reopened when unplugged.
+//! - [`stream`]: what network and device sources share: per-connection capture
+//!   events on a bounded channel, counters, and the per-stream receipt chains.
 //!
 //! Each part owns its settings: the folder's in `folder::settings`, the readers' in
 //! `formats::settings`, the tap's, segmenter's and templates' beside their code.
@@ -27,12 +32,15 @@
 //! Invariant for every capture path: a unit is acknowledged (file moved, receipt
 //! counted) only after the outbox committed it.
 
+pub mod device;
 pub mod escpos;
 pub mod folder;
 pub mod formats;
 pub mod live;
 pub mod mask;
+pub mod net;
 pub mod receipt;
 pub mod segment;
 pub mod serial;
+pub mod stream;
 pub mod template;

@@ -1,0 +1,282 @@
+//! The TCP print proxy (`kind = "tcp"`): the POS prints to the box
+//! (`listen`), the box prints to the real printer (`printer`), and a copy of
+//! what reached the printer goes to capture.
+//!
+//! ```text
+//!  POS ──▶ [conn thread] read ─▶ write_all(printer) ─▶ capture.data (try_send)
+//!  POS ◀── [reply thread] write_all(POS) ◀─ read(printer)      (DLE EOT, GS r, ASB)
+//! ```
+//!
+//! # Invariants
+//!
+//! - **One POS connection, one printer connection.** The printer is
+//!   connected (within `connect_timeout`) before a byte is read from the POS;
+//!   if it cannot be reached the POS connection is closed at once, so the POS
+//!   reports "printer offline" as it would without the box, and nothing is
+//!   captured: the box never takes a job it cannot print.
+//! - **Byte-identical, in order, both ways at once.** Each direction is one
+//!   thread doing read → write-all; the printer gets exactly the POS's bytes,
+//!   the POS exactly the printer's replies.
+//! - **Bounded memory, back-pressure to the POS.** A connection holds at most
+//!   one [`NetOptions::buffer`] per direction besides the kernel's socket
+//!   buffers: a slow or stuck printer stops the conn thread in its write, the
+//!   POS's TCP window fills, and the POS waits, exactly as it would at the
+//!   printer itself.
+//! - **Capture sees what reached the printer, never holds it back.** The copy
+//!   is offered after the write, with `try_send` (overflow dropped and counted).
+//!   When the POS is done (or either side fails) the stream's end is sent,
+//!   which ends its receipt.
+//! - **A failing side ends the connection.** Printer reset mid-job → the POS
+//!   connection is closed (its job failed, as without the box); POS gone →
+//!   the printer connection is half-closed so what was sent still prints.
+
+use std::io::Read;
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc::Receiver;
+
+use super::settings::ProxyConfig;
+use super::{CaptureTx, Gate, NetOptions, NetSource, SourceStats, StreamEvent};
+use super::{serve, spawn, timed_out, tune, write_all};
+use crate::capture::stream::Gauge;
+use crate::lifecycle::Shutdown;
+
+/// Starts the proxy for source `name`. Capture events come out of the
+/// returned receiver; it closes when the proxy has stopped.
+pub fn start(
+    name: &str,
+    cfg: &ProxyConfig,
+    opts: NetOptions,
+    shutdown: &Shutdown,
+) -> std::io::Result<(NetSource, Receiver<StreamEvent>)> {
+    let stats = Arc::new(SourceStats::default());
+    let (capture, rx) = CaptureTx::channel(name, opts.capture_capacity, stats.clone());
+    let ctx = Arc::new(Ctx {
+        name: name.to_string(),
+        printer: cfg.printer.clone(),
+        connect_timeout: cfg.connect_timeout,
+        opts: opts.clone(),
+        shutdown: shutdown.clone(),
+        stats: stats.clone(),
+        capture,
+        outage_logged: AtomicBool::new(false),
+    });
+    let gate = Gate::new(name, cfg.allow.clone(), stats.clone());
+    let source = serve(
+        name,
+        cfg.listen,
+        gate,
+        cfg.max_connections,
+        &opts,
+        shutdown,
+        Arc::new(move |pos, peer, id| connection(&ctx, pos, peer, id)),
+    )?;
+    Ok((source, rx))
+}
+
+struct Ctx {
+    name: String,
+    printer: String,
+    connect_timeout: Duration,
+    opts: NetOptions,
+    shutdown: Shutdown,
+    stats: Arc<SourceStats>,
+    capture: CaptureTx,
+    /// An unreachable printer is logged when it goes, and when it comes back.
+    outage_logged: AtomicBool,
+}
+
+/// How the POS → printer direction ended.
+enum Ended {
+    PosDone,
+    PosFailed,
+    PrinterFailed,
+    Shutdown,
+}
+
+fn connect(ctx: &Ctx) -> std::io::Result<TcpStream> {
+    let mut last = std::io::Error::other("the printer's name resolves to no address");
+    for addr in ctx.printer.to_socket_addrs()? {
+        match TcpStream::connect_timeout(&addr, ctx.connect_timeout) {
+            Ok(s) => return Ok(s),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+fn connection(ctx: &Ctx, pos: TcpStream, peer: SocketAddr, id: u64) {
+    let stats = &ctx.stats;
+    let _connected = Gauge::up(&stats.connected_peers);
+    let printer = match connect(ctx).and_then(|p| tune(&p, ctx.opts.poll).map(|()| p)) {
+        Ok(p) => {
+            stats.printer_reachable.store(true, Ordering::Relaxed);
+            if ctx.outage_logged.swap(false, Ordering::Relaxed) {
+                log::info!(
+                    "source {}: printer {} reachable again",
+                    ctx.name,
+                    ctx.printer
+                );
+            }
+            p
+        }
+        Err(e) => {
+            stats.printer_reachable.store(false, Ordering::Relaxed);
+            stats.printer_failures.fetch_add(1, Ordering::Relaxed);
+            if !ctx.outage_logged.swap(true, Ordering::Relaxed) {
+                log::warn!(
+                    "source {}: printer {} unreachable ({e}); POS connections are closed \
+                     until it is back",
+                    ctx.name,
+                    ctx.printer
+                );
+            }
+            // Closing unread: the POS sees the connection fail, as at a dead printer.
+            let _ = pos.shutdown(std::net::Shutdown::Both);
+            return;
+        }
+    };
+    if let Err(e) = tune(&pos, ctx.opts.poll) {
+        log::warn!("source {}: connection from {peer}: {e}", ctx.name);
+        return;
+    }
+    let pos_done = Arc::new(AtomicBool::new(false));
+    let replies = match (pos.try_clone(), printer.try_clone()) {
+        (Ok(pos), Ok(printer)) => {
+            let (ctx_name, done) = (format!("net-{}-{id}-r", ctx.name), pos_done.clone());
+            // The reply thread borrows nothing from this one: it gets its own
+            // handles and a snapshot of what it needs.
+            let r = Replies {
+                stats: ctx.stats.clone(),
+                shutdown: ctx.shutdown.clone(),
+                buffer: ctx.opts.buffer,
+                close_wait: ctx.opts.close_wait,
+            };
+            spawn(ctx_name, move || r.run(&pos, &printer, &done)).ok()
+        }
+        _ => None,
+    };
+    if replies.is_none() {
+        log::warn!(
+            "source {}: connection from {peer}: no reply path; closing",
+            ctx.name
+        );
+        let _ = pos.shutdown(std::net::Shutdown::Both);
+        let _ = printer.shutdown(std::net::Shutdown::Both);
+        return;
+    }
+    let ended = forward(ctx, &pos, &printer, peer, id);
+    match ended {
+        Ended::PosDone | Ended::PosFailed => {
+            // What was sent still prints; the printer's last replies may come.
+            let _ = printer.shutdown(std::net::Shutdown::Write);
+        }
+        Ended::PrinterFailed | Ended::Shutdown => {
+            let _ = pos.shutdown(std::net::Shutdown::Both);
+            let _ = printer.shutdown(std::net::Shutdown::Both);
+        }
+    }
+    if let Ended::PrinterFailed = ended {
+        log::warn!(
+            "source {}: printer {} failed during a job from {peer}; closed the POS connection",
+            ctx.name,
+            ctx.printer
+        );
+    }
+    pos_done.store(true, Ordering::Relaxed);
+    ctx.capture.end(id, Some(peer), &ctx.shutdown);
+    if let Some(t) = replies {
+        let _ = t.join();
+    }
+}
+
+/// POS → printer, then capture: until the POS is done, a side fails, or shutdown.
+fn forward(ctx: &Ctx, pos: &TcpStream, printer: &TcpStream, peer: SocketAddr, id: u64) -> Ended {
+    let stats = &ctx.stats;
+    let mut buf = vec![0u8; ctx.opts.buffer.max(1)];
+    let mut pos_r = pos;
+    loop {
+        match pos_r.read(&mut buf) {
+            Ok(0) => return Ended::PosDone,
+            Ok(n) => {
+                SourceStats::add(&stats.bytes_from_pos, n);
+                let (sent, failed) = match write_all(printer, &buf[..n], &ctx.shutdown) {
+                    Ok(()) => (n, false),
+                    Err((k, _)) => (k, true),
+                };
+                SourceStats::add(&stats.bytes_to_printer, sent);
+                ctx.capture.data(id, Some(peer), &buf[..sent]);
+                if failed {
+                    return if ctx.shutdown.is_triggered() {
+                        Ended::Shutdown
+                    } else {
+                        Ended::PrinterFailed
+                    };
+                }
+            }
+            Err(e) if timed_out(&e) => {
+                if ctx.shutdown.is_triggered() {
+                    return Ended::Shutdown;
+                }
+            }
+            Err(_) => return Ended::PosFailed,
+        }
+    }
+}
+
+/// The printer → POS direction of one connection.
+struct Replies {
+    stats: Arc<SourceStats>,
+    shutdown: Shutdown,
+    buffer: usize,
+    close_wait: Duration,
+}
+
+impl Replies {
+    fn run(&self, pos: &TcpStream, printer: &TcpStream, pos_done: &AtomicBool) {
+        let mut buf = vec![0u8; self.buffer.max(1)];
+        let mut pos_open = true;
+        let mut quiet_since: Option<Instant> = None;
+        let mut printer_r = printer;
+        let printer_closed = loop {
+            match printer_r.read(&mut buf) {
+                Ok(0) => break true,
+                Ok(n) => {
+                    quiet_since = None;
+                    SourceStats::add(&self.stats.bytes_from_printer, n);
+                    if pos_open {
+                        match write_all(pos, &buf[..n], &self.shutdown) {
+                            Ok(()) => SourceStats::add(&self.stats.bytes_to_pos, n),
+                            // The POS left: keep reading so the printer is never
+                            // closed on unread replies (that would reset the job).
+                            Err(_) => pos_open = false,
+                        }
+                    }
+                }
+                Err(e) if timed_out(&e) => {
+                    if self.shutdown.is_triggered() {
+                        break false;
+                    }
+                    if pos_done.load(Ordering::Relaxed) {
+                        let since = *quiet_since.get_or_insert_with(Instant::now);
+                        if since.elapsed() >= self.close_wait {
+                            break false;
+                        }
+                    }
+                }
+                Err(_) => break false,
+            }
+        };
+        if printer_closed {
+            // The printer finished: so does the POS's side, cleanly.
+            let _ = pos.shutdown(std::net::Shutdown::Write);
+        } else {
+            // Printer reset, shutdown, or close_wait passed: end both at once.
+            let _ = pos.shutdown(std::net::Shutdown::Both);
+            let _ = printer.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
