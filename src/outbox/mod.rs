@@ -49,8 +49,8 @@ mod views;
 pub use delivery::{DeliveryState, Due, Mark};
 pub use ingest::{Capture, CaptureKind, Ingest, IngestReport};
 pub use journal::JournalEntry;
-pub use views::{DeliveryView, DestStatus, OrderView, SourceStatus, Status};
 pub use settings::{OutboxConfig, RawOutbox, Synchronous};
+pub use views::{DeliveryView, DestStatus, OrderView, SourceStatus, Status};
 
 const MIGRATIONS: &[(&str, &str)] = &[("0001_init", include_str!("migrations/0001_init.sql"))];
 
