@@ -18,7 +18,8 @@ triples=("$@")
 [ "${#triples[@]}" -gt 0 ] || triples=(armv7-unknown-linux-gnueabihf aarch64-unknown-linux-gnu)
 
 if ! cargo deb --version >/dev/null 2>&1; then
-    cargo install cargo-deb --locked
+    # The version the metadata in Cargo.toml was written and checked against.
+    cargo install cargo-deb@3.8.0 --locked
 fi
 if ! command -v lintian >/dev/null; then
     apt-get update -qq || true
