@@ -22,7 +22,8 @@ use crate::outbox::{self, DeliveryState, Outbox, OutboxError};
 #[derive(Parser, Debug)]
 #[command(
     name = "tillrelay",
-    version,
+    // The version and the commit it was built from (build.rs).
+    version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("TILLRELAY_COMMIT"), ")"),
     about = "Captures every sale at the till and delivers it to Ovopark and Wangdiantong"
 )]
 pub struct Cli {
@@ -125,6 +126,14 @@ pub enum Command {
         #[arg(long)]
         text: bool,
     },
+    /// Write the manual pages or shell completions (for packaging: cross/deb.sh).
+    #[command(hide = true)]
+    Generate {
+        #[arg(value_parser = ["man", "completions"])]
+        what: String,
+        /// Directory to write into (created).
+        dir: PathBuf,
+    },
 }
 
 /// An error at the edge, with the exit code it maps to.
@@ -180,6 +189,11 @@ fn run(cli: Cli) -> Result<(), CliError> {
             crate::daemon::run(cfg).map_err(CliError::Other)
         }
         Command::CheckConfig { online } => check_config(&cli.config, online),
+        Command::Generate { what, dir } => match what.as_str() {
+            "man" => crate::generate::man_pages(&dir),
+            _ => crate::generate::completions(&dir),
+        }
+        .map_err(CliError::Other),
         Command::Retry { dest, order } => retry(
             &Config::load(&cli.config)?,
             dest.as_deref(),

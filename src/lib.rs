@@ -31,6 +31,7 @@ pub mod daemon;
 pub mod demo;
 pub mod emulator;
 pub mod failpoint;
+pub mod generate;
 pub mod lifecycle;
 pub mod logging;
 pub mod order;
