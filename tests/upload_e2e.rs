@@ -796,3 +796,109 @@ fn check_config_refuses_an_enabled_wdt_source_without_shop_no() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The lines `status` prints under one destination (its own line and the indented
+/// ones after it).
+fn status_block(till: &Till, dest: &str) -> Vec<String> {
+    let out = till.cli(&["status"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut block = Vec::new();
+    let mut inside = false;
+    for line in text.lines() {
+        if line.starts_with(&format!("  {dest}: pending")) {
+            inside = true;
+        } else if inside && !line.starts_with("    ") {
+            break;
+        }
+        if inside {
+            block.push(line.to_string());
+        }
+    }
+    assert!(!block.is_empty(), "no {dest} in status:\n{text}");
+    block
+}
+
+/// Issue #15.7 and #15.10 through the real binary, both clouds down: the log and
+/// `status` give the real next attempt (a probe within `recheck`, 30 s, however long
+/// the rows' own backoff), `status` shows when the last error happened, the backlog
+/// drains without a flush once the clouds answer, and the error is no longer shown once
+/// they deliver again (`status --json` keeps it, with its time, as history).
+#[test]
+fn an_outage_shows_the_real_next_attempt_and_its_error_clears_after_recovery() {
+    let emu = Emu::process();
+    emu.fault(json!({"target": "both", "mode": "reset", "count": 100_000}));
+    let mut till = Till::new(&emu.dest_config("", ""));
+    till.start();
+    till.drop_fixtures();
+    assert!(
+        common::wait_until(WAIT, || {
+            let (o, w) = emu.requests();
+            o >= 2 && w >= 2
+        }),
+        "two failed attempts per cloud\n{}",
+        till.explain()
+    );
+    for dest in DESTS {
+        let block = status_block(&till, dest);
+        let next = block
+            .iter()
+            .find_map(|l| l.trim().strip_prefix("next attempt: "))
+            .unwrap_or_else(|| panic!("{dest}: no next attempt in {block:?}"));
+        let secs: u64 = match next {
+            "now" => 0,
+            n => n
+                .strip_prefix("in ")
+                .and_then(|n| n.strip_suffix('s'))
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("{dest}: next attempt {next:?}")),
+        };
+        assert!(secs <= 30, "{dest}: next attempt in {secs}s: {block:?}");
+        assert!(
+            block
+                .iter()
+                .any(|l| l.contains("last error (") && l.contains(" ago): ")),
+            "{dest}: {block:?}"
+        );
+        let d = till.dest(dest);
+        assert!(d["last_success_at"].is_null(), "{d}");
+        assert!(d["next_attempt_at"].as_i64().is_some(), "{d}");
+    }
+    // The log names each next attempt, a probe within 30 s, never "retrying within".
+    let log = till.log();
+    let waits: Vec<u64> = log
+        .lines()
+        .filter_map(|l| l.split("next attempt (one order) in ").nth(1))
+        .filter_map(|t| t.trim_end_matches('s').parse().ok())
+        .collect();
+    assert!(waits.len() >= 4, "{log}");
+    assert!(waits.iter().all(|&s| s <= 30), "{waits:?}");
+    assert!(!log.contains("retrying within"), "{log}");
+
+    // The clouds return: no flush, the probe finds them and the backlog drains.
+    emu.clear_faults();
+    assert!(
+        till.wait_delivered(&DESTS, 4, WAIT, false),
+        "{}\nemulator: {}",
+        till.explain(),
+        emu.stats()
+    );
+    emu.assert_exactly_once(&FIXTURE_ORDERS);
+    for dest in DESTS {
+        let block = status_block(&till, dest);
+        assert!(
+            !block
+                .iter()
+                .any(|l| l.contains("last error") || l.contains("next attempt")),
+            "{dest}: healthy, nothing pending: {block:?}"
+        );
+        let d = till.dest(dest);
+        assert!(d["last_error"].as_str().is_some(), "history kept: {d}");
+        assert!(d["last_success_at"].as_i64().is_some(), "{d}");
+    }
+    till.stop();
+}

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use common::emu::Emu;
 use serde_json::json;
-use tillrelay::clock::ManualClock;
+use tillrelay::clock::{Clock, ManualClock};
 use tillrelay::emulator::EmuConfig;
 use tillrelay::lifecycle::{Heartbeats, Shutdown};
 use tillrelay::order::Order;
@@ -33,6 +33,7 @@ fn fast() -> EngineConfig {
         retry_base: Duration::from_secs(1),
         retry_max: Duration::from_secs(2),
         probe_interval: Duration::from_secs(1),
+        recheck: Duration::from_secs(1),
         poll: Duration::from_millis(100),
     }
 }
@@ -543,4 +544,59 @@ fn wangdiantong_batches_overlap_up_to_the_configured_concurrency_and_arrive_once
         let seen = stats["wdt"]["max_in_flight"].as_u64().unwrap();
         assert_eq!(seen, concurrency as u64, "{stats}");
     }
+}
+
+/// Issue #15.7 on simulated time: rows backed off for an hour do not leave the backlog
+/// idle once the cloud answers again. After a pass that got nothing through the worker
+/// holds off at most `recheck`, then sends one order as a probe (an outage costs one
+/// request per hold); the probe's success brings every row forward and drains them.
+#[test]
+fn a_backlog_backed_off_for_an_hour_drains_within_recheck_of_the_clouds_return() {
+    let emu = Emu::start(EmuConfig::default());
+    let dir = tempfile::tempdir().unwrap();
+    let orders = common::fixture_orders();
+    ingest(&mut open(dir.path()), "a.json", &orders[..6]);
+    emu.fault(json!({"target": "wdt", "mode": "http500", "count": 1000}));
+    let cfg = EngineConfig {
+        retry_base: Duration::from_secs(3600),
+        retry_max: Duration::from_secs(3600),
+        recheck: Duration::from_secs(30),
+        ..fast()
+    };
+    let clock = Arc::new(ManualClock::new(tillrelay::clock::unix_now()));
+    let (_, wdt) = clients(&emu, None);
+    let mut worker = Worker::new(wdt, open(dir.path()), cfg, Wake::new()).with_clock(clock.clone());
+    let requests = || emu.get("/_emu/stats")["wdt"]["requests"].as_u64().unwrap();
+    let next_due = || {
+        open(dir.path())
+            .status(clock.now_unix())
+            .unwrap()
+            .destinations
+            .iter()
+            .find(|d| d.name == "wdt")
+            .and_then(|d| d.next_due_at)
+            .unwrap()
+    };
+    // The first pass fails: every row is scheduled 30-60 minutes ahead, but the worker
+    // holds off only `recheck` (the old engine held the backoff: 30-60 minutes).
+    assert_eq!(worker.step(), Some(Duration::from_secs(30)));
+    assert_eq!(requests(), 1);
+    assert!(next_due() >= clock.now_unix() + 1800);
+    // While the outage lasts: one probe (one order, one request) per hold.
+    for i in 0..3 {
+        clock.advance(Duration::from_secs(30));
+        assert_eq!(worker.step(), Some(Duration::from_secs(30)), "probe {i}");
+        assert_eq!(requests(), 2 + i);
+    }
+    assert_eq!(accepted(&emu).1, 0);
+    // The cloud is back; the next probe gets through and brings the backlog forward...
+    emu.clear_faults();
+    clock.advance(Duration::from_secs(30));
+    assert_eq!(worker.step(), None, "a delivery: go on at once");
+    assert_eq!(accepted(&emu).1, 1);
+    assert!(next_due() <= clock.now_unix(), "the backlog is due now");
+    // ...and the next pass, at the same instant, sends all of it.
+    assert_eq!(worker.step(), None);
+    assert_eq!(accepted(&emu).1, 6);
+    exactly_once(&emu);
 }
