@@ -902,3 +902,92 @@ fn an_outage_shows_the_real_next_attempt_and_its_error_clears_after_recovery() {
     }
     till.stop();
 }
+
+/// Issue #15.5 through the real binary: a deposit return reaches Wangdiantong as the
+/// POS printed it (receivable 9.50, the returned deposit 1 × −0.50), a "sale" whose
+/// only line is negative is refused for Wangdiantong with the reason instead of
+/// going out as a positive sale (Ovopark, which carries goods and not amounts, takes
+/// it as printed), and an order whose total (100.00) is not its lines' sum (3.00) is
+/// refused at capture, named in the file's error note, while the file's other orders
+/// are stored.
+#[test]
+fn amounts_reach_the_clouds_as_printed_and_self_contradicting_orders_are_refused() {
+    let emu = Emu::process();
+    let mut till = Till::new(&emu.dest_config("", ""));
+    till.start();
+    let order = |no: &str, lines: Value, total: &str, paid: &str| {
+        json!({"order_no": no, "order_time": "2026-11-22 10:00:00", "kind": "sale",
+               "total": total, "discount": "0", "paid": paid, "lines": lines})
+    };
+    let line = |code: &str, qty: &str, price: &str, amount: &str| json!({"code": code, "name": code, "qty": qty, "price": price, "amount": amount});
+    let export = json!([
+        order(
+            "DEP-1",
+            json!([
+                line("BEER", "1", "10.00", "10.00"),
+                line("DEPOSIT", "-1", "0.50", "-0.50")
+            ]),
+            "9.50",
+            "9.50"
+        ),
+        order(
+            "NEG-1",
+            json!([line("BEER", "-1", "10.00", "-10.00")]),
+            "-10.00",
+            "-10.00"
+        ),
+        order(
+            "LIE-1",
+            json!([line("A", "1", "3.00", "3.00")]),
+            "100.00",
+            "100.00"
+        ),
+    ]);
+    till.drop_file("amounts.json", export.to_string().as_bytes());
+    assert!(
+        poll(WAIT, || {
+            till.counts("ovopark") == (0, 2, 0) && till.counts("wdt") == (0, 1, 1)
+        }),
+        "{}\nemulator: {}",
+        till.explain(),
+        emu.stats()
+    );
+    let wdt = emu.wdt();
+    let dep = &wdt["DEP-1"];
+    assert_eq!(
+        dec(&dep["trade"]["receivable"]),
+        dec(&json!("9.50")),
+        "{dep}"
+    );
+    let deposit_line = &dep["orders"][1];
+    assert_eq!(dec(&deposit_line["num"]), dec(&json!("1")), "{dep}");
+    assert_eq!(dec(&deposit_line["price"]), dec(&json!("-0.50")), "{dep}");
+    assert_eq!(
+        dec(&deposit_line["total_amount"]),
+        dec(&json!("-0.50")),
+        "{dep}"
+    );
+    assert!(!wdt.contains_key("NEG-1"), "{wdt:?}");
+    assert!(!wdt.contains_key("LIE-1"), "{wdt:?}");
+    let rejected = till.orders_in("rejected");
+    assert_eq!(rejected.len(), 1, "{rejected:?}");
+    assert_eq!(rejected[0]["order_no"], "NEG-1");
+    let why = rejected[0]["deliveries"].to_string();
+    assert!(why.contains("kind = \\\"refund\\\""), "{why}");
+    // Ovopark holds the goods as printed; the self-contradicting order is nowhere.
+    let ovo = emu.ovopark();
+    assert!(
+        ovo.contains_key("DEP-1") && ovo.contains_key("NEG-1"),
+        "{ovo:?}"
+    );
+    assert!(!ovo.contains_key("LIE-1"));
+    assert!(till.orders().iter().all(|o| o["order_no"] != "LIE-1"));
+    let note = fs::read_to_string(till.inbox().join("rejected/amounts.json.error.txt")).unwrap();
+    assert!(
+        note.contains(
+            "order \"LIE-1\", field total: is 100.00, but the 1 line amount(s) add up to 3.00"
+        ),
+        "{note}"
+    );
+    till.stop();
+}
