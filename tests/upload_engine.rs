@@ -18,10 +18,10 @@ use tillrelay::lifecycle::{Heartbeats, Shutdown};
 use tillrelay::order::Order;
 use tillrelay::outbox::{Capture, CaptureKind, DeliveryState, Outbox};
 use tillrelay::outbox::{OutboxConfig, Synchronous};
-use tillrelay::upload::Destination;
 use tillrelay::upload::engine::{EngineConfig, Wake, Worker};
 use tillrelay::upload::ovopark::OvoparkClient;
 use tillrelay::upload::wdt::WdtClient;
+use tillrelay::upload::{Destination, Outcome};
 
 /// A destination as the daemon holds it.
 type Client = Box<dyn Destination>;
@@ -599,4 +599,39 @@ fn a_backlog_backed_off_for_an_hour_drains_within_recheck_of_the_clouds_return()
     assert_eq!(worker.step(), None);
     assert_eq!(accepted(&emu).1, 6);
     exactly_once(&emu);
+}
+
+/// Issue #15.9: the resend bound. A kill re-sends what was sent but not yet recorded;
+/// with a slow commit (an SD card's fsync), Ovopark's senders used to go on sending
+/// while the engine's thread committed, so up to a whole batch (20) plus the requests in
+/// flight were answered and not yet recorded (25 resends measured in a single kill).
+/// Each sender now waits until its previous outcome is recorded: at every moment at
+/// most `concurrency` requests are sent and not yet recorded.
+#[test]
+fn a_slow_commit_holds_new_requests_back_so_a_kill_resends_at_most_concurrency() {
+    let emu = Emu::start(EmuConfig::default());
+    let orders = many_orders(20);
+    let refs: Vec<&Order> = orders.iter().collect();
+    let client = ovopark_with(&emu, 4, "demo-ovopark-secret");
+    let requests = || {
+        emu.get("/_emu/stats")["ovopark"]["requests"]
+            .as_u64()
+            .unwrap()
+    };
+    let (mut recorded, mut worst) = (0u64, 0u64);
+    client.send(&refs, &|| {}, &mut |_, outcome, _| {
+        assert!(matches!(outcome, Outcome::Delivered { .. }), "{outcome:?}");
+        // Sent and not yet recorded, this one included: what a kill now re-sends.
+        worst = worst.max(requests() - recorded);
+        // A slow commit.
+        std::thread::sleep(Duration::from_millis(60));
+        recorded += 1;
+        std::ops::ControlFlow::Continue(())
+    });
+    assert_eq!(recorded, 20);
+    assert_eq!(requests(), 20);
+    assert!(
+        worst <= 4,
+        "{worst} requests were answered or in flight and not yet recorded"
+    );
 }

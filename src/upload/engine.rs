@@ -7,8 +7,9 @@
 //!   and clock; one cloud down never delays the other.
 //! - Memory is bounded by the batch: rows are claimed `batch` at a time, never the queue.
 //! - Every outcome is persisted as soon as it is known, before any request that
-//!   follows it (each destination keeps at most `concurrency` requests in flight,
-//!   its own way — see [`Destination`] — so a crash re-sends at most that many):
+//!   follows it (each destination keeps at most `concurrency` requests sent and not
+//!   yet recorded, its own way — see [`Destination`] — so a crash re-sends at most
+//!   that many):
 //!   delivered, retry at a
 //!   backoff time (exponential, jittered, capped; the server's advice when longer),
 //!   rejected with its reason. A misconfigured destination is paused in the outbox (shown
