@@ -353,7 +353,21 @@ fn flush(cfg: &Config) -> Result<bool, CliError> {
 
 fn status(cfg: &Config, json: bool) -> Result<(), CliError> {
     let ob = Outbox::open_read_only(&cfg.db_path())?;
-    let st = ob.status(outbox::now())?;
+    let now = outbox::now();
+    let mut st = ob.status(now)?;
+    // The worker's real next attempt: the next scheduled row, or the probe it sends
+    // `recheck` after a failed attempt while a backlog waits (upload::engine).
+    let recheck = crate::upload::engine::EngineConfig::default()
+        .recheck
+        .as_secs() as i64;
+    for d in &mut st.destinations {
+        let failing_since = d.last_error_at.filter(|_| d.last_success_at.is_none());
+        d.next_attempt_at = match (d.pending, d.next_due_at, failing_since) {
+            (0, _, _) | (_, None, _) => None,
+            (_, Some(due), Some(err)) => Some(due.min(err + recheck).max(now)),
+            (_, Some(due), None) => Some(due.max(now)),
+        };
+    }
     let mut out = std::io::stdout().lock();
     if json {
         let _ = writeln!(
@@ -448,8 +462,20 @@ fn status(cfg: &Config, json: bool) -> Result<(), CliError> {
             "  {}: pending {}{}, delivered {}, rejected {}{}",
             d.name, d.pending, oldest, d.delivered, d.rejected, state
         );
-        if let Some(e) = &d.last_error {
-            let _ = writeln!(out, "    last error: {e}");
+        if let (Some(at), None) = (d.next_attempt_at, &d.paused) {
+            let when = match at - now {
+                s if s <= 0 => "now".to_string(),
+                s => format!("in {}", human_age(s)),
+            };
+            let _ = writeln!(out, "    next attempt: {when}");
+        }
+        // An error followed by a success is over: not shown (kept in --json).
+        if let (Some(e), None) = (&d.last_error, d.last_success_at) {
+            let ago = d
+                .last_error_at
+                .map(|t| format!(" ({} ago)", human_age((now - t).max(0))))
+                .unwrap_or_default();
+            let _ = writeln!(out, "    last error{ago}: {e}");
         }
     }
     Ok(())

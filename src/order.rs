@@ -212,6 +212,70 @@ impl Order {
         Ok(())
     }
 
+    /// What every reader checks before it accepts an order: [`Order::check`], then
+    /// [`Order::check_consistency`].
+    pub fn check_captured(&self) -> Result<(), OrderError> {
+        self.check()?;
+        self.check_consistency()
+    }
+
+    /// Checks that the order's own numbers agree, as the JSON and CSV readers do
+    /// before they accept an order (the receipt template does the same, naming the
+    /// printed line, unless its `check_totals = false`): an order that disagrees with
+    /// itself is rejected at capture with the reason, never rewritten, so that what
+    /// reaches a cloud is what the POS said.
+    /// - The line amounts add up to `total` (a void without lines aside).
+    /// - `|total| − |discount| = |paid|`, and `paid` has the sign of `total`: a
+    ///   discount lowers what is paid, or what is paid back on a refund printed
+    ///   negative (total −9.00, discount 0.50, paid −8.50).
+    ///
+    /// Exact at the printed scale: all are printed numbers, and decimal equality
+    /// ignores trailing zeros (`7.00 = 7`). A line's own `qty × price − discount` is
+    /// not held to its `amount` (the POS rounds weights and prices its own way; the
+    /// amount as printed is what is sent; Wangdiantong gets the difference as
+    /// `adjust_amount`). Call after [`Order::check`] (which bounds the magnitudes, so
+    /// these sums cannot overflow).
+    pub fn check_consistency(&self) -> Result<(), OrderError> {
+        let err = |field: &str, problem: String| OrderError {
+            order_no: self.order_no.clone(),
+            field: field.to_string(),
+            problem,
+        };
+        let sum: Decimal = self.lines.iter().map(|l| l.amount).sum();
+        let void_without_lines = self.lines.is_empty() && self.kind == Kind::Void;
+        if sum != self.total && !void_without_lines {
+            return Err(err(
+                "total",
+                format!(
+                    "is {}, but the {} line amount(s) add up to {sum}",
+                    self.total,
+                    self.lines.len()
+                ),
+            ));
+        }
+        let opposite = self.paid.is_sign_negative() != self.total.is_sign_negative()
+            && !self.paid.is_zero()
+            && !self.total.is_zero();
+        if self.total.abs() - self.discount.abs() != self.paid.abs() || opposite {
+            return Err(err(
+                "paid",
+                format!(
+                    "is {}, but total {} less discount {} is {}",
+                    self.paid,
+                    self.total,
+                    self.discount,
+                    (self.total.abs() - self.discount.abs())
+                        * if self.total.is_sign_negative() {
+                            Decimal::NEGATIVE_ONE
+                        } else {
+                            Decimal::ONE
+                        }
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// Earliest scan time of any line, the natural start of the video window.
     pub fn first_scan(&self) -> Option<NaiveDateTime> {
         self.lines.iter().filter_map(|l| l.scan_time).min()
@@ -371,6 +435,58 @@ mod tests {
             "lines[0].scan_time",
         );
         check(&|o| o.video_end = Some(year(-5)), "video_end");
+    }
+
+    #[test]
+    fn check_consistency_names_the_field_whose_number_disagrees() {
+        let mut o: Order = serde_json::from_str(SAMPLE).unwrap();
+        // SAMPLE's total is not its one line's amount.
+        let e = o.check_consistency().unwrap_err();
+        assert_eq!(
+            (e.order_no.as_str(), e.field.as_str()),
+            ("2026112200013", "total")
+        );
+        assert!(
+            e.problem.contains("19.96") && e.problem.contains("7.00"),
+            "{e}"
+        );
+        o.total = "7".parse().unwrap();
+        let e = o.check_consistency().unwrap_err();
+        assert_eq!(e.field, "paid");
+        assert!(e.problem.contains("is 6.04"), "{e}");
+        // A refund printed negative: the discount lowers what is paid back.
+        let mut r = o.clone();
+        r.kind = Kind::Refund;
+        r.lines[0].amount = -r.lines[0].amount;
+        r.total = "-7".parse().unwrap();
+        r.paid = "-6.04".parse().unwrap();
+        assert!(r.check_consistency().is_ok());
+        r.paid = "6.04".parse().unwrap();
+        assert_eq!(r.check_consistency().unwrap_err().field, "paid");
+        o.discount = "0.00".parse().unwrap();
+        o.paid = "7.000".parse().unwrap();
+        assert!(o.check_consistency().is_ok(), "exact at any printed scale");
+        // A deposit return: +10.00 and −1 × 0.50, paid 9.50.
+        let mut back = o.lines[0].clone();
+        o.lines[0].amount = "10.00".parse().unwrap();
+        back.qty = "-1".parse().unwrap();
+        back.price = "0.50".parse().unwrap();
+        back.amount = "-0.50".parse().unwrap();
+        o.lines.push(back);
+        o.total = "9.50".parse().unwrap();
+        o.paid = "9.50".parse().unwrap();
+        assert!(o.check_consistency().is_ok());
+        // The case: total 100.00 over lines of 3.00.
+        o.lines.truncate(1);
+        o.lines[0].amount = "3.00".parse().unwrap();
+        o.total = "100.00".parse().unwrap();
+        o.paid = "100.00".parse().unwrap();
+        let e = o.check_consistency().unwrap_err();
+        assert_eq!(e.field, "total");
+        assert!(
+            e.problem.contains("100.00") && e.problem.contains("3.00"),
+            "{e}"
+        );
     }
 
     fn o_time(year: i32) -> NaiveDateTime {

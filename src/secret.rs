@@ -30,9 +30,61 @@ impl Secret {
     /// Reads a secret from a file (e.g. a systemd credential under
     /// `$CREDENTIALS_DIRECTORY`), trimming the trailing newline editors add.
     /// The error names the file, never its content.
+    ///
+    /// Only a regular file of at most [`MAX_SECRET_FILE`] bytes is read: the file is
+    /// opened non-blocking (a FIFO with no writer would otherwise hang `run`,
+    /// `status` and `check-config` at open) and its type is checked on the open
+    /// descriptor, after symlinks were followed (a link to a file in `/etc` is fine;
+    /// what it finally names must be a regular file). The read is capped as well, so
+    /// a file that grows meanwhile cannot make it read without end.
     pub fn from_file(path: &Path) -> Result<Secret, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read secret file {}: {e}", path.display()))?;
+        use std::io::Read;
+        use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+        let cannot =
+            |e: &dyn fmt::Display| format!("cannot read secret file {}: {e}", path.display());
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open(path)
+            .map_err(|e| cannot(&e))?;
+        let meta = file.metadata().map_err(|e| cannot(&e))?;
+        let ft = meta.file_type();
+        if !ft.is_file() {
+            let what = if ft.is_dir() {
+                "a directory"
+            } else if ft.is_fifo() {
+                "a FIFO"
+            } else if ft.is_char_device() || ft.is_block_device() {
+                "a device"
+            } else if ft.is_socket() {
+                "a socket"
+            } else {
+                "not a regular file"
+            };
+            return Err(format!(
+                "secret file {} is {what}, not a regular file",
+                path.display()
+            ));
+        }
+        if meta.len() > MAX_SECRET_FILE {
+            return Err(format!(
+                "secret file {} is {} bytes, at most {MAX_SECRET_FILE} are allowed",
+                path.display(),
+                meta.len()
+            ));
+        }
+        let mut bytes = Vec::new();
+        file.take(MAX_SECRET_FILE + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| cannot(&e))?;
+        if bytes.len() as u64 > MAX_SECRET_FILE {
+            return Err(format!(
+                "secret file {} is over {MAX_SECRET_FILE} bytes",
+                path.display()
+            ));
+        }
+        let text = String::from_utf8(bytes)
+            .map_err(|_| format!("secret file {} is not UTF-8 text", path.display()))?;
         let value = text.trim_end_matches(['\n', '\r']);
         if value.is_empty() {
             return Err(format!("secret file {} is empty", path.display()));
@@ -40,6 +92,10 @@ impl Secret {
         Ok(Secret(value.to_string()))
     }
 }
+
+/// The largest secret file read (64 KiB): a secret is a few dozen bytes; anything
+/// much larger is the wrong file.
+pub const MAX_SECRET_FILE: u64 = 64 * 1024;
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -87,5 +143,35 @@ mod tests {
         std::fs::write(&p, "\n").unwrap();
         let e = Secret::from_file(&p).unwrap_err();
         assert!(e.contains("is empty"), "{e}");
+    }
+
+    #[test]
+    fn only_small_regular_files_are_read_and_never_block() {
+        let dir = tempfile::tempdir().unwrap();
+        let fine = dir.path().join("fine");
+        std::fs::write(&fine, "k:salt\n").unwrap();
+        // A symlink to a regular file is followed (a credential linked from /etc).
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&fine, &link).unwrap();
+        assert_eq!(Secret::from_file(&link).unwrap().expose(), "k:salt");
+
+        let fifo = dir.path().join("fifo");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let e = Secret::from_file(&fifo).unwrap_err();
+        assert!(e.contains("a FIFO") && e.contains("fifo"), "{e}");
+
+        let e = Secret::from_file(Path::new("/dev/zero")).unwrap_err();
+        assert!(e.contains("/dev/zero is a device"), "{e}");
+
+        let e = Secret::from_file(dir.path()).unwrap_err();
+        assert!(e.contains("a directory"), "{e}");
+
+        let big = dir.path().join("big");
+        std::fs::write(&big, vec![b'a'; MAX_SECRET_FILE as usize + 1]).unwrap();
+        let e = Secret::from_file(&big).unwrap_err();
+        assert!(e.contains("65537 bytes") && !e.contains("aaaa"), "{e}");
+        std::fs::write(&big, vec![b'a'; MAX_SECRET_FILE as usize]).unwrap();
+        assert_eq!(Secret::from_file(&big).unwrap().expose().len(), 65536);
     }
 }

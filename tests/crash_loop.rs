@@ -320,6 +320,27 @@ fn every_acknowledged_order_reaches_both_clouds_exactly_once_across_random_kills
         receipts_captured: BTreeSet::new(),
     };
     let faults = ["http500", "reset", "garbage", "hang", "rate_limit", "code"];
+    // The resend bound, per kill: what the run after a kill re-sends is what that kill
+    // interrupted — at most `concurrency` requests sent and not yet recorded (the
+    // emulators fault a request before processing it, so nothing else re-sends).
+    let in_flight = tillrelay::upload::ovopark::DEFAULT_CONCURRENCY as u64;
+    let ovo_resends = |emu: &Emu| -> u64 {
+        emu.ovopark()
+            .values()
+            .map(|o| o["duplicates"].as_u64().unwrap())
+            .sum()
+    };
+    let (mut resends_seen, mut worst_run) = (0u64, 0u64);
+    let mut per_kill = |emu: &Emu, round: usize| {
+        let now = ovo_resends(emu);
+        let run = now - resends_seen;
+        resends_seen = now;
+        worst_run = worst_run.max(run);
+        assert!(
+            run <= in_flight,
+            "round {round}: the run after a kill re-sent {run} Ovopark orders, more than the {in_flight} a kill can interrupt"
+        );
+    };
     let (mut random_kills, mut failpoint_kills, mut early_kills, mut faults_set) = (0, 0, 0, 0);
     let mut round = 0;
     while random_kills < kills {
@@ -356,6 +377,7 @@ fn every_acknowledged_order_reaches_both_clouds_exactly_once_across_random_kills
             assert!(!st.success(), "round {round}: {st:?}");
             failpoint_kills += 1;
             ledger.check(&l, &emu, &folder, &serial, round);
+            per_kill(&emu, round);
             continue;
         }
         let mut agent = Agent::start(&l.config, &log, &[]);
@@ -402,6 +424,7 @@ fn every_acknowledged_order_reaches_both_clouds_exactly_once_across_random_kills
         agent.kill9();
         random_kills += 1;
         ledger.check(&l, &emu, &folder, &serial, round);
+        per_kill(&emu, round);
     }
 
     // The last run: the network is fine, the POS stops exporting, prints a few more
@@ -484,7 +507,7 @@ fn every_acknowledged_order_reaches_both_clouds_exactly_once_across_random_kills
     // Each outcome is committed as it arrives: a kill re-sends at most the requests it
     // interrupted, `concurrency` of them (the example config keeps the default).
     let all_kills = random_kills + failpoint_kills;
-    let in_flight = tillrelay::upload::ovopark::DEFAULT_CONCURRENCY as u64;
+    per_kill(&emu, round + 1);
     assert!(
         resends <= in_flight * all_kills as u64,
         "{resends} Ovopark orders were sent again after {all_kills} kills"
@@ -526,7 +549,7 @@ fn every_acknowledged_order_reaches_both_clouds_exactly_once_across_random_kills
         "crash loop figures: {random_kills} random SIGKILLs ({early_kills} early), {failpoint_kills} failpoint kills, \
          {faults_set} injected cloud faults, {} files ({} orders) all acknowledged, {} receipts printed, {} captured, \
          {} lost to kills in {} runs, {} partial receipts journalled as unreadable, {} orders checked in each cloud, \
-         {resends} Ovopark resends answered 208003, {updates} WDT re-pushes, printer got {} bytes, {:.1} s",
+         {resends} Ovopark resends answered 208003 (at most {worst_run} after one kill), {updates} WDT re-pushes, printer got {} bytes, {:.1} s",
         files.len(),
         folder_orders.len(),
         serial.written.len(),

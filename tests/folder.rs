@@ -455,3 +455,62 @@ fn examples_local_config_is_the_example_config_with_local_paths() {
     };
     assert_eq!(keys("config/tillrelay.toml"), keys("examples/local.toml"));
 }
+
+/// Issue #15.10: two enabled sources on one folder would split its files between them
+/// at random (half stamped with the wrong camera): `check-config` and `run` refuse it,
+/// naming both sources; a symlink to the folder is the same folder.
+#[test]
+fn two_sources_on_one_folder_are_refused_naming_both() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::create_dir(dir.path().join("export")).unwrap();
+    std::os::unix::fs::symlink(dir.path().join("export"), dir.path().join("alias")).unwrap();
+    let source = |name: &str, path: &str, camera: &str| {
+        format!(
+            "[[source]]\nname = \"{name}\"\nkind = \"folder\"\npath = \"{path}\"\nshop = \"D1\"\nmachine_id = \"{camera}\"\n"
+        )
+    };
+    let cfg = dir.path().join("t.toml");
+    fs::write(
+        &cfg,
+        format!(
+            "[agent]\nstate_dir = \"state\"\n{}{}",
+            source("lane1", "export", "CAM1"),
+            source("lane2", "alias", "CAM2")
+        ),
+    )
+    .unwrap();
+    for cmd in ["check-config", "run"] {
+        let out = tillrelay()
+            .args([cmd, "--config"])
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(3), "{cmd}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("source[lane2].path") && err.contains("also watched by source \"lane1\""),
+            "{cmd}: {err}"
+        );
+    }
+    // Each its own folder: fine.
+    fs::create_dir(dir.path().join("export2")).unwrap();
+    fs::write(
+        &cfg,
+        format!(
+            "[agent]\nstate_dir = \"state\"\n{}{}",
+            source("lane1", "export", "CAM1"),
+            source("lane2", "export2", "CAM2")
+        ),
+    )
+    .unwrap();
+    let out = tillrelay()
+        .args(["check-config", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

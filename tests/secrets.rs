@@ -495,6 +495,12 @@ fn config_errors_never_quote_a_secret() {
     fs::create_dir(&a_dir).unwrap();
     let nosalt = dir.path().join("nosalt.secret");
     fs::write(&nosalt, "wdtsecretABCsaltDEF\n").unwrap();
+    // A FIFO with no writer hung every command at open; /dev/zero read until memory ran out.
+    let fifo = dir.path().join("secret.fifo");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let huge = dir.path().join("huge.secret");
+    fs::write(&huge, vec![b'x'; 200 * 1024]).unwrap();
     let wdt_ok = format!("secret = \"{WDT_SECRET}:{WDT_SALT}\"");
     let ovo_ok = format!("secret = \"{OVO_SECRET}\"");
     // (what, ovopark secret line, wdt secret line, a word the error must contain)
@@ -582,6 +588,30 @@ fn config_errors_never_quote_a_secret() {
             format!("secret_file = {a_dir:?}"),
             wdt_ok.clone(),
             "secret_file",
+        ),
+        (
+            "a secret_file that is a FIFO",
+            format!("secret_file = {fifo:?}"),
+            wdt_ok.clone(),
+            "secret.fifo is a FIFO",
+        ),
+        (
+            "a secret_file that is /dev/zero",
+            "secret_file = \"/dev/zero\"".to_string(),
+            wdt_ok.clone(),
+            "/dev/zero is a device",
+        ),
+        (
+            "a secret_file of 200 KiB",
+            format!("secret_file = {huge:?}"),
+            wdt_ok.clone(),
+            "at most 65536",
+        ),
+        (
+            "wdt: a secret_file that is a FIFO",
+            ovo_ok.clone(),
+            format!("secret_file = {fifo:?}"),
+            "wdt.secret_file",
         ),
         (
             "wdt: unterminated string",

@@ -796,3 +796,198 @@ fn check_config_refuses_an_enabled_wdt_source_without_shop_no() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The lines `status` prints under one destination (its own line and the indented
+/// ones after it).
+fn status_block(till: &Till, dest: &str) -> Vec<String> {
+    let out = till.cli(&["status"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut block = Vec::new();
+    let mut inside = false;
+    for line in text.lines() {
+        if line.starts_with(&format!("  {dest}: pending")) {
+            inside = true;
+        } else if inside && !line.starts_with("    ") {
+            break;
+        }
+        if inside {
+            block.push(line.to_string());
+        }
+    }
+    assert!(!block.is_empty(), "no {dest} in status:\n{text}");
+    block
+}
+
+/// Issue #15.7 and #15.10 through the real binary, both clouds down: the log and
+/// `status` give the real next attempt (a probe within `recheck`, 30 s, however long
+/// the rows' own backoff), `status` shows when the last error happened, the backlog
+/// drains without a flush once the clouds answer, and the error is no longer shown once
+/// they deliver again (`status --json` keeps it, with its time, as history).
+#[test]
+fn an_outage_shows_the_real_next_attempt_and_its_error_clears_after_recovery() {
+    let emu = Emu::process();
+    emu.fault(json!({"target": "both", "mode": "reset", "count": 100_000}));
+    let mut till = Till::new(&emu.dest_config("", ""));
+    till.start();
+    till.drop_fixtures();
+    assert!(
+        common::wait_until(WAIT, || {
+            let (o, w) = emu.requests();
+            o >= 2 && w >= 2
+        }),
+        "two failed attempts per cloud\n{}",
+        till.explain()
+    );
+    for dest in DESTS {
+        let block = status_block(&till, dest);
+        let next = block
+            .iter()
+            .find_map(|l| l.trim().strip_prefix("next attempt: "))
+            .unwrap_or_else(|| panic!("{dest}: no next attempt in {block:?}"));
+        let secs: u64 = match next {
+            "now" => 0,
+            n => n
+                .strip_prefix("in ")
+                .and_then(|n| n.strip_suffix('s'))
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("{dest}: next attempt {next:?}")),
+        };
+        assert!(secs <= 30, "{dest}: next attempt in {secs}s: {block:?}");
+        assert!(
+            block
+                .iter()
+                .any(|l| l.contains("last error (") && l.contains(" ago): ")),
+            "{dest}: {block:?}"
+        );
+        let d = till.dest(dest);
+        assert!(d["last_success_at"].is_null(), "{d}");
+        assert!(d["next_attempt_at"].as_i64().is_some(), "{d}");
+    }
+    // The log names each next attempt, a probe within 30 s, never "retrying within".
+    let log = till.log();
+    let waits: Vec<u64> = log
+        .lines()
+        .filter_map(|l| l.split("next attempt (one order) in ").nth(1))
+        .filter_map(|t| t.trim_end_matches('s').parse().ok())
+        .collect();
+    assert!(waits.len() >= 4, "{log}");
+    assert!(waits.iter().all(|&s| s <= 30), "{waits:?}");
+    assert!(!log.contains("retrying within"), "{log}");
+
+    // The clouds return: no flush, the probe finds them and the backlog drains.
+    emu.clear_faults();
+    assert!(
+        till.wait_delivered(&DESTS, 4, WAIT, false),
+        "{}\nemulator: {}",
+        till.explain(),
+        emu.stats()
+    );
+    emu.assert_exactly_once(&FIXTURE_ORDERS);
+    for dest in DESTS {
+        let block = status_block(&till, dest);
+        assert!(
+            !block
+                .iter()
+                .any(|l| l.contains("last error") || l.contains("next attempt")),
+            "{dest}: healthy, nothing pending: {block:?}"
+        );
+        let d = till.dest(dest);
+        assert!(d["last_error"].as_str().is_some(), "history kept: {d}");
+        assert!(d["last_success_at"].as_i64().is_some(), "{d}");
+    }
+    till.stop();
+}
+
+/// Issue #15.5 through the real binary: a deposit return reaches Wangdiantong as the
+/// POS printed it (receivable 9.50, the returned deposit 1 × −0.50), a "sale" whose
+/// only line is negative is refused for Wangdiantong with the reason instead of
+/// going out as a positive sale (Ovopark, which carries goods and not amounts, takes
+/// it as printed), and an order whose total (100.00) is not its lines' sum (3.00) is
+/// refused at capture, named in the file's error note, while the file's other orders
+/// are stored.
+#[test]
+fn amounts_reach_the_clouds_as_printed_and_self_contradicting_orders_are_refused() {
+    let emu = Emu::process();
+    let mut till = Till::new(&emu.dest_config("", ""));
+    till.start();
+    let order = |no: &str, lines: Value, total: &str, paid: &str| {
+        json!({"order_no": no, "order_time": "2026-11-22 10:00:00", "kind": "sale",
+               "total": total, "discount": "0", "paid": paid, "lines": lines})
+    };
+    let line = |code: &str, qty: &str, price: &str, amount: &str| json!({"code": code, "name": code, "qty": qty, "price": price, "amount": amount});
+    let export = json!([
+        order(
+            "DEP-1",
+            json!([
+                line("BEER", "1", "10.00", "10.00"),
+                line("DEPOSIT", "-1", "0.50", "-0.50")
+            ]),
+            "9.50",
+            "9.50"
+        ),
+        order(
+            "NEG-1",
+            json!([line("BEER", "-1", "10.00", "-10.00")]),
+            "-10.00",
+            "-10.00"
+        ),
+        order(
+            "LIE-1",
+            json!([line("A", "1", "3.00", "3.00")]),
+            "100.00",
+            "100.00"
+        ),
+    ]);
+    till.drop_file("amounts.json", export.to_string().as_bytes());
+    assert!(
+        poll(WAIT, || {
+            till.counts("ovopark") == (0, 2, 0) && till.counts("wdt") == (0, 1, 1)
+        }),
+        "{}\nemulator: {}",
+        till.explain(),
+        emu.stats()
+    );
+    let wdt = emu.wdt();
+    let dep = &wdt["DEP-1"];
+    assert_eq!(
+        dec(&dep["trade"]["receivable"]),
+        dec(&json!("9.50")),
+        "{dep}"
+    );
+    let deposit_line = &dep["orders"][1];
+    assert_eq!(dec(&deposit_line["num"]), dec(&json!("1")), "{dep}");
+    assert_eq!(dec(&deposit_line["price"]), dec(&json!("-0.50")), "{dep}");
+    assert_eq!(
+        dec(&deposit_line["total_amount"]),
+        dec(&json!("-0.50")),
+        "{dep}"
+    );
+    assert!(!wdt.contains_key("NEG-1"), "{wdt:?}");
+    assert!(!wdt.contains_key("LIE-1"), "{wdt:?}");
+    let rejected = till.orders_in("rejected");
+    assert_eq!(rejected.len(), 1, "{rejected:?}");
+    assert_eq!(rejected[0]["order_no"], "NEG-1");
+    let why = rejected[0]["deliveries"].to_string();
+    assert!(why.contains("kind = \\\"refund\\\""), "{why}");
+    // Ovopark holds the goods as printed; the self-contradicting order is nowhere.
+    let ovo = emu.ovopark();
+    assert!(
+        ovo.contains_key("DEP-1") && ovo.contains_key("NEG-1"),
+        "{ovo:?}"
+    );
+    assert!(!ovo.contains_key("LIE-1"));
+    assert!(till.orders().iter().all(|o| o["order_no"] != "LIE-1"));
+    let note = fs::read_to_string(till.inbox().join("rejected/amounts.json.error.txt")).unwrap();
+    assert!(
+        note.contains(
+            "order \"LIE-1\", field total: is 100.00, but the 1 line amount(s) add up to 3.00"
+        ),
+        "{note}"
+    );
+    till.stop();
+}

@@ -12,16 +12,16 @@ use std::time::Duration;
 
 use common::emu::Emu;
 use serde_json::json;
-use tillrelay::clock::ManualClock;
+use tillrelay::clock::{Clock, ManualClock};
 use tillrelay::emulator::EmuConfig;
 use tillrelay::lifecycle::{Heartbeats, Shutdown};
 use tillrelay::order::Order;
 use tillrelay::outbox::{Capture, CaptureKind, DeliveryState, Outbox};
 use tillrelay::outbox::{OutboxConfig, Synchronous};
-use tillrelay::upload::Destination;
 use tillrelay::upload::engine::{EngineConfig, Wake, Worker};
 use tillrelay::upload::ovopark::OvoparkClient;
 use tillrelay::upload::wdt::WdtClient;
+use tillrelay::upload::{Destination, Outcome};
 
 /// A destination as the daemon holds it.
 type Client = Box<dyn Destination>;
@@ -33,6 +33,7 @@ fn fast() -> EngineConfig {
         retry_base: Duration::from_secs(1),
         retry_max: Duration::from_secs(2),
         probe_interval: Duration::from_secs(1),
+        recheck: Duration::from_secs(1),
         poll: Duration::from_millis(100),
     }
 }
@@ -543,4 +544,94 @@ fn wangdiantong_batches_overlap_up_to_the_configured_concurrency_and_arrive_once
         let seen = stats["wdt"]["max_in_flight"].as_u64().unwrap();
         assert_eq!(seen, concurrency as u64, "{stats}");
     }
+}
+
+/// Issue #15.7 on simulated time: rows backed off for an hour do not leave the backlog
+/// idle once the cloud answers again. After a pass that got nothing through the worker
+/// holds off at most `recheck`, then sends one order as a probe (an outage costs one
+/// request per hold); the probe's success brings every row forward and drains them.
+#[test]
+fn a_backlog_backed_off_for_an_hour_drains_within_recheck_of_the_clouds_return() {
+    let emu = Emu::start(EmuConfig::default());
+    let dir = tempfile::tempdir().unwrap();
+    let orders = common::fixture_orders();
+    ingest(&mut open(dir.path()), "a.json", &orders[..6]);
+    emu.fault(json!({"target": "wdt", "mode": "http500", "count": 1000}));
+    let cfg = EngineConfig {
+        retry_base: Duration::from_secs(3600),
+        retry_max: Duration::from_secs(3600),
+        recheck: Duration::from_secs(30),
+        ..fast()
+    };
+    let clock = Arc::new(ManualClock::new(tillrelay::clock::unix_now()));
+    let (_, wdt) = clients(&emu, None);
+    let mut worker = Worker::new(wdt, open(dir.path()), cfg, Wake::new()).with_clock(clock.clone());
+    let requests = || emu.get("/_emu/stats")["wdt"]["requests"].as_u64().unwrap();
+    let next_due = || {
+        open(dir.path())
+            .status(clock.now_unix())
+            .unwrap()
+            .destinations
+            .iter()
+            .find(|d| d.name == "wdt")
+            .and_then(|d| d.next_due_at)
+            .unwrap()
+    };
+    // The first pass fails: every row is scheduled 30-60 minutes ahead, but the worker
+    // holds off only `recheck` (the old engine held the backoff: 30-60 minutes).
+    assert_eq!(worker.step(), Some(Duration::from_secs(30)));
+    assert_eq!(requests(), 1);
+    assert!(next_due() >= clock.now_unix() + 1800);
+    // While the outage lasts: one probe (one order, one request) per hold.
+    for i in 0..3 {
+        clock.advance(Duration::from_secs(30));
+        assert_eq!(worker.step(), Some(Duration::from_secs(30)), "probe {i}");
+        assert_eq!(requests(), 2 + i);
+    }
+    assert_eq!(accepted(&emu).1, 0);
+    // The cloud is back; the next probe gets through and brings the backlog forward...
+    emu.clear_faults();
+    clock.advance(Duration::from_secs(30));
+    assert_eq!(worker.step(), None, "a delivery: go on at once");
+    assert_eq!(accepted(&emu).1, 1);
+    assert!(next_due() <= clock.now_unix(), "the backlog is due now");
+    // ...and the next pass, at the same instant, sends all of it.
+    assert_eq!(worker.step(), None);
+    assert_eq!(accepted(&emu).1, 6);
+    exactly_once(&emu);
+}
+
+/// Issue #15.9: the resend bound. A kill re-sends what was sent but not yet recorded;
+/// with a slow commit (an SD card's fsync), Ovopark's senders used to go on sending
+/// while the engine's thread committed, so up to a whole batch (20) plus the requests in
+/// flight were answered and not yet recorded (25 resends measured in a single kill).
+/// Each sender now waits until its previous outcome is recorded: at every moment at
+/// most `concurrency` requests are sent and not yet recorded.
+#[test]
+fn a_slow_commit_holds_new_requests_back_so_a_kill_resends_at_most_concurrency() {
+    let emu = Emu::start(EmuConfig::default());
+    let orders = many_orders(20);
+    let refs: Vec<&Order> = orders.iter().collect();
+    let client = ovopark_with(&emu, 4, "demo-ovopark-secret");
+    let requests = || {
+        emu.get("/_emu/stats")["ovopark"]["requests"]
+            .as_u64()
+            .unwrap()
+    };
+    let (mut recorded, mut worst) = (0u64, 0u64);
+    client.send(&refs, &|| {}, &mut |_, outcome, _| {
+        assert!(matches!(outcome, Outcome::Delivered { .. }), "{outcome:?}");
+        // Sent and not yet recorded, this one included: what a kill now re-sends.
+        worst = worst.max(requests() - recorded);
+        // A slow commit.
+        std::thread::sleep(Duration::from_millis(60));
+        recorded += 1;
+        std::ops::ControlFlow::Continue(())
+    });
+    assert_eq!(recorded, 20);
+    assert_eq!(requests(), 20);
+    assert!(
+        worst <= 4,
+        "{worst} requests were answered or in flight and not yet recorded"
+    );
 }

@@ -411,6 +411,8 @@ impl Template {
             video_start: None,
             video_end: None,
         };
+        // (Its totals were checked above, naming the printed line, unless the
+        // template's `check_totals = false` carries them as printed.)
         order
             .check()
             .map_err(|e| err(None, lines, &e.field, e.problem))?;

@@ -281,6 +281,8 @@ impl RawConfig {
             }
         }
 
+        same_folder(&mut p, &sources);
+
         let mut destinations = Vec::new();
         let ovopark = enabled(&mut p, "ovopark", self.ovopark)
             .and_then(|t| RawOvopark::from_table(t).map_err(|e| p.push_named(e)).ok());
@@ -331,6 +333,32 @@ impl RawConfig {
                 path: path.to_path_buf(),
                 problems: p.into_vec(),
             })
+        }
+    }
+}
+
+/// Two enabled folder sources watching one folder would split its files between
+/// them at random, half stamped with the wrong shop and camera: refused, naming both.
+/// Paths are compared canonicalized (symlinks, `..`) where the folder exists, as
+/// written (`.` and trailing slashes aside) where it does not yet.
+fn same_folder(p: &mut Problems, sources: &[Source]) {
+    let mut seen: Vec<(PathBuf, &str)> = Vec::new();
+    for s in sources.iter().filter(|s| s.enabled) {
+        let SourceKind::Folder(f) = &s.kind else {
+            continue;
+        };
+        let path = std::fs::canonicalize(&f.path)
+            .unwrap_or_else(|_| f.path.components().collect::<PathBuf>());
+        let name = s.identity.name.as_str();
+        match seen.iter().find(|(q, _)| *q == path) {
+            Some((_, other)) => p.push(
+                &format!("source[{name}].path"),
+                format!(
+                    "{} is also watched by source {other:?}: two sources cannot share a folder (their files would be split between them at random)",
+                    f.path.display()
+                ),
+            ),
+            None => seen.push((path, name)),
         }
     }
 }

@@ -89,6 +89,37 @@ fn duplicate_source_names_are_refused() {
 }
 
 #[test]
+fn two_enabled_sources_on_one_folder_are_refused_naming_both() {
+    let second = |path: &str, enabled: bool| {
+        format!(
+            "{MINIMAL}\n[[source]]\nname = \"lane2\"\nkind = \"folder\"\npath = {path:?}\nenabled = {enabled}\nshop = \"D001\"\nmachine_id = \"NVR01-CH04\"\n"
+        )
+    };
+    for same in ["export", "./export/", "/etc/tillrelay/export"] {
+        let e = load(&second(same, true)).unwrap_err().to_string();
+        assert!(
+            e.contains("source[lane2].path") && e.contains("also watched by source \"lane1\""),
+            "{same}: {e}"
+        );
+    }
+    load(&second("export2", true)).unwrap();
+    // a disabled source does not watch anything
+    load(&second("export", false)).unwrap();
+    // a symlink to the same folder is the same folder
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("real")).unwrap();
+    std::os::unix::fs::symlink(dir.path().join("real"), dir.path().join("link")).unwrap();
+    let text = format!(
+        "{}\n[[source]]\nname = \"lane2\"\nkind = \"folder\"\npath = \"link\"\nshop = \"D001\"\nmachine_id = \"NVR01-CH04\"\n",
+        MINIMAL.replace("\"export\"", "\"real\"")
+    );
+    let e = Config::from_toml(&text, &dir.path().join("t.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("also watched by source"), "{e}");
+}
+
+#[test]
 fn absurd_video_durations_are_refused_with_their_key() {
     // Unbounded, these overflowed the date arithmetic of stamping (a panic).
     for (extra, key) in [
@@ -194,7 +225,11 @@ fn secrets_never_appear_in_config_errors() {
 #[test]
 fn lanes_sharing_a_tenant_without_prefixes_are_warned_about() {
     let dests = crate::emulator::demo_agent_config("http://127.0.0.1:1");
-    let two = format!("{MINIMAL}\n{}\n{dests}", MINIMAL.replace("lane1", "lane2"));
+    // (each lane its own folder: two sources on one folder are refused)
+    let lane2 = MINIMAL
+        .replace("lane1", "lane2")
+        .replace("\"export\"", "\"export2\"");
+    let two = format!("{MINIMAL}\n{lane2}\n{dests}");
     let c = load(&two).unwrap();
     assert_eq!(c.warnings().len(), 2, "{:?}", c.warnings());
     let fixed = two.replacen(

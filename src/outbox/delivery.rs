@@ -171,13 +171,17 @@ impl Outbox {
         Ok(())
     }
 
-    /// Records the last error or success of a destination, for `status`.
+    /// Records the last error or success of a destination, for `status`. An error
+    /// clears the success time, so `last_success_at` set means "a request succeeded
+    /// after the last error" (the destination is healthy again) even within one
+    /// second; the error itself is kept, with its time, as history.
     pub fn note_attempt(&mut self, dest: &str, error: Option<&str>) -> Result<()> {
         let now = now();
         match error {
             Some(e) => self.conn.execute(
                 "INSERT INTO dest_state (dest, last_error, last_error_at) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (dest) DO UPDATE SET last_error = ?2, last_error_at = ?3",
+                 ON CONFLICT (dest) DO UPDATE SET last_error = ?2, last_error_at = ?3,
+                     last_success_at = NULL",
                 params![dest, e, now],
             )?,
             None => self.conn.execute(
@@ -187,6 +191,16 @@ impl Outbox {
             )?,
         };
         Ok(())
+    }
+
+    /// Brings every pending row of `dest` scheduled after `now` forward to `now` (the
+    /// cloud answers again: its backlog is due at once, and `status` says so).
+    /// Returns how many rows moved.
+    pub fn reset_due(&mut self, dest: &str, now: i64) -> Result<usize> {
+        Ok(self.conn.execute(
+            "UPDATE delivery SET next_at = ?2 WHERE dest = ?1 AND state = 'pending' AND next_at > ?2",
+            params![dest, now],
+        )?)
     }
 
     /// Puts rejected deliveries back to pending (after the data or config was fixed).

@@ -37,7 +37,21 @@ pub struct DestStatus {
     /// Seconds since the oldest pending order was stored.
     pub oldest_pending_age: Option<i64>,
     pub paused: Option<String>,
+    /// The last failed attempt's reason (kept as history once requests succeed again).
     pub last_error: Option<String>,
+    /// When that error happened (unix seconds).
+    pub last_error_at: Option<i64>,
+    /// The last successful attempt after the last error (unix seconds); `None` while
+    /// the last attempt failed. Set: the error is over (`status` no longer shows it).
+    pub last_success_at: Option<i64>,
+    /// The earliest scheduled attempt of a pending row (unix seconds); the worker
+    /// may try earlier (a probe, a wake).
+    pub next_due_at: Option<i64>,
+    /// When the worker will try next, as far as the queue tells (unix seconds): the
+    /// next scheduled row, or sooner the probe that follows a failed attempt. Filled
+    /// by the caller that knows the engine's timing (`status`), `None` when nothing
+    /// is pending.
+    pub next_attempt_at: Option<i64>,
 }
 
 /// One order as `orders` lists it: the stamped canonical order plus its deliveries.
@@ -137,7 +151,10 @@ impl Outbox {
             )?;
             let mut state = self
                 .conn
-                .prepare("SELECT paused_reason, last_error FROM dest_state WHERE dest = ?1")?;
+                .prepare("SELECT paused_reason, last_error, last_error_at, last_success_at FROM dest_state WHERE dest = ?1")?;
+            let mut next_due = self.conn.prepare(
+                "SELECT min(next_at) FROM delivery WHERE dest = ?1 AND state = 'pending'",
+            )?;
             for name in names {
                 let mut d = DestStatus {
                     name: name.clone(),
@@ -156,17 +173,22 @@ impl Outbox {
                 }
                 let oldest_at: Option<i64> = oldest.query_row(params![name], |r| r.get(0))?;
                 d.oldest_pending_age = oldest_at.map(|t| (now - t).max(0));
-                if let Some((paused, err)) = state
+                d.next_due_at = next_due.query_row(params![name], |r| r.get(0))?;
+                if let Some((paused, err, err_at, ok_at)) = state
                     .query_row(params![name], |r| {
                         Ok((
                             r.get::<_, Option<String>>(0)?,
                             r.get::<_, Option<String>>(1)?,
+                            r.get::<_, Option<i64>>(2)?,
+                            r.get::<_, Option<i64>>(3)?,
                         ))
                     })
                     .optional()?
                 {
                     d.paused = paused;
                     d.last_error = err;
+                    d.last_error_at = err_at;
+                    d.last_success_at = ok_at;
                 }
                 destinations.push(d);
             }

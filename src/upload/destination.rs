@@ -8,8 +8,10 @@
 //!   not attempted.
 //! - How many requests are in flight, and which orders may share one, is the
 //!   destination's business (Ovopark: `concurrency` single-order requests, the first of
-//!   a pass alone; Wangdiantong: `concurrency` batches of distinct tids). Each request in
-//!   flight is at most one re-send after a crash.
+//!   a pass alone; Wangdiantong: `concurrency` batches of distinct tids). A request is
+//!   not started while the sender's previous outcome is still being recorded (the
+//!   callback returns once it is), so sent-and-unrecorded requests never exceed
+//!   `concurrency`: each is at most one re-send after a crash.
 //! - [`ControlFlow::Break`] from the callback (the outbox failed) stops new requests;
 //!   the ones in flight finish and are dropped, never half persisted.
 

@@ -7,8 +7,9 @@
 //!   and clock; one cloud down never delays the other.
 //! - Memory is bounded by the batch: rows are claimed `batch` at a time, never the queue.
 //! - Every outcome is persisted as soon as it is known, before any request that
-//!   follows it (each destination keeps at most `concurrency` requests in flight,
-//!   its own way — see [`Destination`] — so a crash re-sends at most that many):
+//!   follows it (each destination keeps at most `concurrency` requests sent and not
+//!   yet recorded, its own way — see [`Destination`] — so a crash re-sends at most
+//!   that many):
 //!   delivered, retry at a
 //!   backoff time (exponential, jittered, capped; the server's advice when longer),
 //!   rejected with its reason. A misconfigured destination is paused in the outbox (shown
@@ -17,7 +18,15 @@
 //! - A backlog drains at once when the network returns: a delivery after failures, and
 //!   every [`Wake::wake`] (SIGUSR1, `tillrelay flush`), switch the worker to draining,
 //!   where it takes pending rows whatever their scheduled time until a pass delivers
-//!   nothing.
+//!   nothing; the rows' due times are brought forward to now as well (so `status`
+//!   tells the truth).
+//! - The cloud's return is noticed within [`EngineConfig::recheck`]: after a pass that
+//!   got nothing through, the worker holds off for the backoff of its failures, never
+//!   longer than `recheck`, and then sends ONE order (the earliest scheduled, due or
+//!   not) as a probe. An outage therefore costs one request per hold, and a backlog
+//!   starts draining at most `recheck` (plus a request in flight) after the cloud
+//!   answers again, however long each row's own backoff has grown (up to
+//!   `retry_max`). The log names the real next attempt.
 //! - A jump of the wall clock (NTP correcting a box that booted without an RTC, a
 //!   manual change) also switches the worker to draining: the rows' schedules were
 //!   written by the old clock, and after a jump back they would all look hours ahead
@@ -53,6 +62,9 @@ pub struct EngineConfig {
     pub retry_max: Duration,
     /// How often a paused (misconfigured) destination is probed.
     pub probe_interval: Duration,
+    /// The longest hold after a pass that got nothing through: then one order is
+    /// sent as a probe of the network (see the module invariants).
+    pub recheck: Duration,
     /// How often an idle worker looks for new rows.
     pub poll: Duration,
 }
@@ -63,6 +75,7 @@ impl Default for EngineConfig {
             retry_base: Duration::from_secs(10),
             retry_max: Duration::from_secs(30 * 60),
             probe_interval: Duration::from_secs(10 * 60),
+            recheck: Duration::from_secs(30),
             poll: Duration::from_secs(2),
         }
     }
@@ -130,6 +143,11 @@ pub struct Worker<D: Destination> {
     draining: bool,
     /// Passes in a row that got nothing through.
     failures: u32,
+    /// The last pass got nothing through: the next is a probe (one order).
+    probe_next: bool,
+    /// The hold after the last pass that got nothing through: the backoff of the
+    /// failures in a row, at most `recheck` (drawn when the pass logs it).
+    hold: Duration,
     /// The outbox may still show a pause from an earlier run (fixed since): clear it
     /// at the first request the server judges.
     clear_stale_pause: bool,
@@ -153,6 +171,8 @@ impl<D: Destination> Worker<D> {
             // A start (or restart after a fix) sends what is pending at once.
             draining: true,
             failures: 0,
+            probe_next: false,
+            hold: Duration::ZERO,
             clear_stale_pause: true,
             beat: None,
             clock_seen: None,
@@ -181,18 +201,22 @@ impl<D: Destination> Worker<D> {
                     if self.wake.wait(left.min(beat.max_sleep())) && !shutdown.is_triggered() {
                         hold_until = None;
                         self.draining = true;
+                        self.probe_next = false;
                     }
                     continue;
                 }
             }
-            hold_until = self.after_pass().map(|d| self.clock.now_mono() + d);
+            hold_until = self.step().map(|d| self.clock.now_mono() + d);
         }
         info!("upload:{}: stopped", self.dest);
     }
 
-    /// Runs one pass and says how long to hold off before the next (`None`: go on now).
-    fn after_pass(&mut self) -> Option<Duration> {
-        match self.pass() {
+    /// Runs one pass as [`Worker::run`] does (a probe of one order after a pass that
+    /// got nothing through) and says how long to hold off before the next (`None`:
+    /// go on now). Public for tests driving the worker on simulated time.
+    pub fn step(&mut self) -> Option<Duration> {
+        let probe = std::mem::take(&mut self.probe_next);
+        match self.pass_as(probe) {
             Err(e) => {
                 error!("upload:{}: queue error (will retry): {e}", self.dest);
                 Some(self.cfg.poll.max(Duration::from_secs(5)))
@@ -200,8 +224,10 @@ impl<D: Destination> Worker<D> {
             Ok(_) if self.paused.is_some() => Some(self.cfg.probe_interval),
             Ok(p) if p.delivered == 0 && p.retry > 0 => {
                 // Nothing got through: hold the whole destination off (each row also
-                // has its own schedule), so an outage costs one request per backoff.
-                Some(backoff(&self.cfg, self.failures.saturating_sub(1)))
+                // has its own schedule), then probe with one order, so an outage
+                // costs one request per hold and its end is noticed within `recheck`.
+                self.probe_next = true;
+                Some(self.hold)
             }
             Ok(p) if p.claimed > 0 => None,
             Ok(_) => Some(self.idle_wait()),
@@ -223,16 +249,23 @@ impl<D: Destination> Worker<D> {
 
     /// One pass: claim due rows (one row while paused: the probe), send, persist.
     pub fn pass(&mut self) -> outbox::Result<Pass> {
+        self.pass_as(false)
+    }
+
+    /// One pass; `probe`: the pass after one that got nothing through, which sends
+    /// one order, due or not, to see whether the cloud answers again.
+    fn pass_as(&mut self, probe: bool) -> outbox::Result<Pass> {
         let now = self.clock.now_unix();
         self.notice_clock_jump(now, self.clock.now_mono());
-        let limit = if self.paused.is_some() {
+        let probe = probe && !self.draining;
+        let limit = if self.paused.is_some() || probe {
             1
         } else {
             self.client.batch_limit()
         };
         // Draining or probing ignores the backoff schedule: claiming "as of far ahead"
         // takes every pending row, oldest schedule first.
-        let as_of = if self.draining || self.paused.is_some() {
+        let as_of = if self.draining || probe || self.paused.is_some() {
             i64::MAX / 4
         } else {
             now
@@ -261,7 +294,7 @@ impl<D: Destination> Worker<D> {
             }
         };
         let mut last_error: Option<String> = None;
-        let mut retry_delay = Duration::ZERO;
+        let mut retry_delay: Option<Duration> = None;
         let (dest, cfg) = (self.dest.as_str(), &self.cfg);
         let outbox = &mut self.outbox;
         // Outcomes are persisted as each request's answer arrives: a single order's
@@ -293,7 +326,7 @@ impl<D: Destination> Worker<D> {
                             delay.as_secs()
                         );
                         pass.retry += 1;
-                        retry_delay = retry_delay.max(delay);
+                        retry_delay = Some(retry_delay.map_or(delay, |d| d.min(delay)));
                         last_error.get_or_insert(reason);
                     }
                     Outcome::Rejected { reason } => {
@@ -321,11 +354,22 @@ impl<D: Destination> Worker<D> {
         self.outbox.record_outcomes(&marks)?;
         if let Some(reason) = &last_error {
             // One line per pass, not per order: an outage must not flood the log.
+            // It names the real next attempt: the probe after a hold when nothing
+            // got through, else the earliest of these orders' own schedules.
+            let next = if pass.delivered == 0 && pass.misconfigured.is_none() {
+                // Drawn once here (jitter) and held by `step`: the log says what happens.
+                let hold = backoff(&self.cfg, self.failures).min(self.cfg.recheck);
+                self.hold = hold;
+                format!("next attempt (one order) in {}s", hold.as_secs())
+            } else {
+                format!(
+                    "next attempt for them in {}s",
+                    retry_delay.unwrap_or_default().as_secs()
+                )
+            };
             warn!(
-                "upload:{}: {} order(s) not delivered: {reason}; retrying within {}s",
-                self.dest,
-                pass.retry,
-                retry_delay.as_secs()
+                "upload:{}: {} order(s) not delivered: {reason}; {next}",
+                self.dest, pass.retry
             );
         }
         if let Some(reason) = &pass.misconfigured {
@@ -357,8 +401,9 @@ impl<D: Destination> Worker<D> {
         if pass.delivered > 0 {
             // Delivering again after failures: the network is back, send the backlog now.
             if self.failures > 0 {
+                let moved = self.outbox.reset_due(&self.dest, now)?;
                 info!(
-                    "upload:{}: delivering again: sending the backlog now",
+                    "upload:{}: delivering again: sending the backlog now ({moved} order(s) brought forward)",
                     self.dest
                 );
                 self.draining = true;

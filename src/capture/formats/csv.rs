@@ -206,7 +206,7 @@ pub fn read_csv(bytes: &[u8], cfg: &CsvConfig) -> Result<Parsed, ReadError> {
                 continue;
             }
         };
-        match order.check() {
+        match order.check_captured() {
             Ok(()) => parsed.orders.push(order),
             Err(e) => parsed.errors.push(ReadError {
                 line: Some(g.first_line),
@@ -304,8 +304,13 @@ impl Head {
         let discount = self
             .discount
             .unwrap_or_else(|| Decimal::new(0, total.scale()));
+        // Without a paid column: the discount lowers what is paid, or what is paid
+        // back on a refund printed negative (as `Order::check_consistency` holds it).
         let paid = match self.paid {
             Some(p) => p,
+            None if total.is_sign_negative() && !total.is_zero() => total
+                .checked_add(discount.abs())
+                .ok_or_else(|| overflow("paid"))?,
             None => total
                 .checked_sub(discount)
                 .ok_or_else(|| overflow("paid"))?,

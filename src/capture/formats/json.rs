@@ -212,7 +212,7 @@ impl<R: std::io::Read> JsonOrders<R> {
                 }
                 let mut de = serde_json::Deserializer::from_str(text);
                 let e = match serde_path_to_error::deserialize::<_, Order>(&mut de) {
-                    Ok(order) => order.check().map(|()| order).err().map_or_else(
+                    Ok(order) => order.check_captured().map(|()| order).err().map_or_else(
                         || ReadError::file("the order was read only on the second try"),
                         |e| ReadError {
                             line: Some(base_line),
@@ -238,7 +238,7 @@ impl<R: std::io::Read> JsonOrders<R> {
                 return Ok(Err(e));
             }
         };
-        Ok(match order.check() {
+        Ok(match order.check_captured() {
             Ok(()) => Ok(order),
             Err(e) => Err(ReadError {
                 line: Some(base_line),

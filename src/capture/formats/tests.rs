@@ -102,6 +102,40 @@ fn csv_totals_are_computed_with_the_inputs_scale() {
     );
 }
 
+/// Issue #15.5: an order whose own numbers disagree (total vs its lines, paid vs
+/// total less discount) is rejected with the reason naming order and field; the
+/// others in the file are kept.
+#[test]
+fn orders_whose_numbers_disagree_are_rejected_alone_naming_the_field() {
+    let cfg = csv_cfg("");
+    let head = "order_no,order_time,code,name,qty,price,amount,total,order_discount,paid\n";
+    check_csv(
+        &cfg,
+        &format!(
+            "{head}A,2026-11-22 10:00:00,1,x,1,3.00,3.00,100.00,0,100.00\n\
+             B,2026-11-22 10:01:00,1,x,1,10.00,10.00,9.50,0,9.50\n\
+             B,2026-11-22 10:01:00,2,deposit,-1,0.50,-0.50,9.50,0,9.50\n\
+             C,2026-11-22 10:02:00,1,x,1,5.00,5.00,5.00,1.00,5.00\n"
+        ),
+        &["B"],
+        &[
+            "line 2, order \"A\", field total: is 100.00, but the 1 line amount(s) add up to 3.00",
+            "line 5, order \"C\", field paid: is 5.00, but total 5.00 less discount 1.00 is 4.00",
+        ],
+    );
+    let bad_total = ORDER.replace(
+        "\"total\": \"1\", \"paid\": \"1\"",
+        "\"total\": \"100.00\", \"paid\": \"100.00\"",
+    );
+    check_json(
+        format!("[{ORDER},\n{}]", bad_total.replace("\"A\"", "\"B\"")).as_bytes(),
+        Ok((
+            1,
+            &["line 3, order \"B\", field total: is 100.00, but the 1 line amount(s) add up to 1"],
+        )),
+    );
+}
+
 #[test]
 fn missing_columns_fail_the_file_naming_them() {
     let cfg = csv_cfg("[source.csv.columns]\norder_no = \"单号\"");

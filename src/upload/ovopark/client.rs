@@ -307,17 +307,23 @@ impl Destination for OvoparkClient {
             return;
         }
         // Then up to `concurrency` requests in flight, each outcome handed to `each` on
-        // this thread as it arrives. After an outcome that stops the batch, no new
-        // request starts; the ones in flight are still handed over.
+        // this thread as it arrives. A sender starts its next request only once its
+        // previous outcome was handed over (and so recorded: `each` persists it), so
+        // at any moment at most `concurrency` requests are sent and not recorded —
+        // what a kill re-sends. (Without the wait, senders went on while this thread
+        // committed, and a slow fsync let a whole batch pile up answered and not
+        // recorded: 25 resends in one kill.) After an outcome that stops the batch, no
+        // new request starts; the ones in flight are still handed over.
         let next = AtomicUsize::new(1);
         let stop = AtomicBool::new(false);
-        let (tx, rx) = mpsc::channel::<(usize, Outcome)>();
+        let (tx, rx) = mpsc::channel::<(usize, Outcome, mpsc::SyncSender<()>)>();
         let senders = self.cfg.concurrency.min(orders.len() - 1);
         std::thread::scope(|scope| {
             for _ in 0..senders {
                 let tx = tx.clone();
                 let (next, stop) = (&next, &stop);
                 scope.spawn(move || {
+                    let (recorded_tx, recorded) = mpsc::sync_channel::<()>(1);
                     while !stop.load(Ordering::SeqCst) {
                         let i = next.fetch_add(1, Ordering::SeqCst);
                         let Some(order) = orders.get(i) else { break };
@@ -325,21 +331,26 @@ impl Destination for OvoparkClient {
                         if stops_the_batch(&r) {
                             stop.store(true, Ordering::SeqCst);
                         }
-                        if tx.send((i, r)).is_err() {
+                        if tx.send((i, r, recorded_tx.clone())).is_err() {
+                            break;
+                        }
+                        // Err: the receiver is gone (the pass stopped).
+                        if recorded.recv().is_err() {
                             break;
                         }
                     }
                 });
             }
             drop(tx);
-            for (i, r) in rx {
+            for (i, r, recorded) in rx {
                 tick();
                 if each(i, r, true).is_break() {
-                    // Dropping the receiver ends the senders after their request in
-                    // flight.
+                    // Dropping the receiver (and the acknowledgements) ends the
+                    // senders after their request in flight.
                     stop.store(true, Ordering::SeqCst);
                     return;
                 }
+                let _ = recorded.send(());
             }
         })
     }

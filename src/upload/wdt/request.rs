@@ -76,28 +76,53 @@ pub fn build_trade(order: &Order, shop: &ShopTarget, cfg: &Wdt) -> Result<BuiltT
     let tid = ident("tid", &format!("{}{}", shop.tid_prefix, order.order_no))?;
     let status = cfg.status(order.kind);
     let refund = order.kind == Kind::Refund;
-    // Order-level discount spread over the lines in proportion to their amounts; the
-    // last line takes the remainder so the shares add up exactly.
+    // The amounts say what the POS said. Wangdiantong has no negative quantity (its
+    // `num` must be positive: 数量不合法), so a line's sign travels in its price: a
+    // deposit return printed −1 × 0.50 goes as 1 × −0.50 with total_amount −0.50,
+    // and the trade's receivable is what the customer paid. A refund printed negative
+    // (the usual) is sent with every amount negated — its kind is told by the refund
+    // status, and Wangdiantong's refund amounts are positive. Nothing is rounded to
+    // make numbers agree: an order that disagrees with itself is refused here (the
+    // readers refuse it at capture; a template with `check_totals = false` or an
+    // order stored before that check may still hold one).
+    let sign = if refund && order.total.is_sign_negative() && !order.total.is_zero() {
+        Decimal::NEGATIVE_ONE
+    } else {
+        Decimal::ONE
+    };
     let totals: Vec<Decimal> = order
         .lines
         .iter()
-        .map(|l| l.amount.abs().round_dp(4))
+        .map(|l| (sign * l.amount).round_dp(4))
         .collect();
-    let sum_total: Decimal = totals.iter().sum();
     let order_discount = order.discount.abs().round_dp(4);
+    // Order-level discount spread over the lines that cost something, in proportion
+    // to their amounts (a returned deposit takes none); the last of them takes the
+    // remainder so the shares add up exactly.
+    let sum_total: Decimal = totals.iter().filter(|t| t.is_sign_positive()).sum();
     if sum_total.is_zero() && !order_discount.is_zero() {
         return Err(format!(
             "discount {} on lines that add up to 0",
             order.discount
         ));
     }
+    if let Err(e) = order.check_consistency() {
+        return Err(format!(
+            "{}: {}; Wangdiantong's receivable is the sum of the lines, so the order cannot be sent as printed",
+            e.field, e.problem
+        ));
+    }
+    let last_paying = totals
+        .iter()
+        .rposition(|t| t.is_sign_positive() && !t.is_zero());
     let mut shares = Vec::with_capacity(totals.len());
     let mut shared = Decimal::ZERO;
     for (i, t) in totals.iter().enumerate() {
-        let s = if i + 1 == totals.len() {
+        let s = if Some(i) == last_paying {
             order_discount - shared
-        } else if sum_total.is_zero() {
-            // Free lines only (gifts): nothing to spread, and nothing to divide by.
+        } else if sum_total.is_zero() || !t.is_sign_positive() {
+            // Free or negative lines take no share (and with free lines only there
+            // is nothing to divide by).
             Decimal::ZERO
         } else {
             (order_discount * t / sum_total).round_dp(4)
@@ -113,12 +138,26 @@ pub fn build_trade(order: &Order, shop: &ShopTarget, cfg: &Wdt) -> Result<BuiltT
     for (i, l) in order.lines.iter().enumerate() {
         let f = |n: &str| format!("lines[{i}].{n}");
         let code = ident(&f("code"), &l.code)?;
-        let num = l.qty.abs().round_dp(4);
-        if num.is_zero() {
+        let qty = (sign * l.qty).round_dp(4);
+        if qty.is_zero() {
             return Err(format!("{} is 0", f("qty")));
         }
-        let price = l.price.abs().round_dp(4);
-        let discount = l.discount.abs().round_dp(4);
+        let num = qty.abs();
+        // qty × price keeps its sign in price × num.
+        let price = if qty.is_sign_negative() {
+            -l.price
+        } else {
+            l.price
+        }
+        .round_dp(4);
+        let discount = l.discount.round_dp(4);
+        if discount.is_sign_negative() && !discount.is_zero() {
+            return Err(format!(
+                "{} is {} (negative): Wangdiantong has no surcharge on a line",
+                f("discount"),
+                l.discount
+            ));
+        }
         let total = totals[i];
         let adjust = (total - (price * num - discount)).round_dp(4);
         let share = shares[i];
@@ -171,6 +210,13 @@ pub fn build_trade(order: &Order, shop: &ShopTarget, cfg: &Wdt) -> Result<BuiltT
             ("json", J::str("")),
         ]);
         lines.push(J::Obj(obj));
+    }
+    if receivable.is_sign_negative() && !receivable.is_zero() {
+        return Err(format!(
+            "a {} of {} (less than nothing): goods handed back must be sent as kind = \"refund\"",
+            order.kind.as_str(),
+            order.paid
+        ));
     }
     let time = format_time(&order.order_time);
     let cod = if cfg.delivery_term == 2 {

@@ -419,3 +419,123 @@ fn body_is_a_positional_array() {
     assert_eq!(v[1].as_array().unwrap().len(), 2);
     assert_eq!(v[2].as_array().unwrap().len(), 2 * o.lines.len());
 }
+
+/// A sale as JSON lines `(code, qty, price, amount)`, its total, discount and paid.
+fn sale(
+    kind: &str,
+    lines: &[(&str, &str, &str, &str)],
+    total: &str,
+    discount: &str,
+    paid: &str,
+) -> Order {
+    let lines: Vec<serde_json::Value> = lines
+        .iter()
+        .map(|(code, qty, price, amount)| {
+            serde_json::json!({"code": code, "name": code, "qty": qty, "price": price, "amount": amount})
+        })
+        .collect();
+    serde_json::from_value(serde_json::json!({
+        "order_no": "D1", "order_time": "2026-11-22 10:00:00", "kind": kind,
+        "total": total, "discount": discount, "paid": paid, "lines": lines,
+    }))
+    .unwrap()
+}
+
+/// Builds the trade and runs the emulator's own checks of the spec's relations on it.
+fn built(o: &Order) -> Result<(serde_json::Value, Vec<serde_json::Value>), String> {
+    let t = build_trade(o, &shop(), &cfg())?;
+    let (trade, lines) = parts(&t);
+    let refs: Vec<&serde_json::Value> = lines.iter().collect();
+    crate::emulator::wdt::check_trade(&trade, &refs, future())
+        .unwrap_or_else(|e| panic!("the emulator refuses it: {e}\n{trade}\n{lines:?}"));
+    Ok((trade, lines))
+}
+
+/// Issue #15.5: amounts reach Wangdiantong as the POS printed them, never made
+/// positive by `abs()`; what cannot be said truthfully is refused with the reason.
+#[test]
+fn amounts_say_what_the_pos_said_or_the_order_is_refused() {
+    // A deposit return: +10.00 and −1 × 0.50, paid 9.50.
+    let deposit = sale(
+        "sale",
+        &[
+            ("BEER", "1", "10.00", "10.00"),
+            ("DEPOSIT", "-1", "0.50", "-0.50"),
+        ],
+        "9.50",
+        "0",
+        "9.50",
+    );
+    let (trade, lines) = built(&deposit).unwrap();
+    assert_eq!(d(&trade["receivable"]), "9.50".parse().unwrap());
+    assert_eq!(lines[1]["num"], "1", "Wangdiantong's num is positive");
+    assert_eq!(lines[1]["price"], "-0.50", "the sign travels in the price");
+    assert_eq!(lines[1]["total_amount"], "-0.50");
+    assert_eq!(d(&lines[1]["share_discount"]), Decimal::ZERO);
+    assert_eq!(trade["goods_count"], "2");
+
+    // With an order discount: the returned deposit takes no share of it.
+    let mut disc = deposit.clone();
+    disc.discount = "1.00".parse().unwrap();
+    disc.paid = "8.50".parse().unwrap();
+    let (trade, lines) = built(&disc).unwrap();
+    assert_eq!(d(&trade["receivable"]), "8.50".parse().unwrap());
+    assert_eq!(d(&lines[0]["share_discount"]), "1.00".parse().unwrap());
+
+    // A sale whose only line is negative is not a positive sale: refused.
+    let back = sale(
+        "sale",
+        &[("BEER", "-1", "10.00", "-10.00")],
+        "-10.00",
+        "0",
+        "-10.00",
+    );
+    let e = built(&back).unwrap_err();
+    assert!(
+        e.contains("a sale of -10.00") && e.contains("kind = \"refund\""),
+        "{e}"
+    );
+
+    // A total that is not its lines' sum: refused, not sent as the lines' 3.00.
+    let lying = sale(
+        "sale",
+        &[("A", "1", "3.00", "3.00")],
+        "100.00",
+        "0",
+        "100.00",
+    );
+    let e = built(&lying).unwrap_err();
+    assert!(e.contains("total: is 100.00") && e.contains("3.00"), "{e}");
+
+    // A refund printed negative goes out positive under the refund status, with its
+    // discount lowering what is paid back; one printed positive is sent as it is.
+    let refund = sale(
+        "refund",
+        &[("A", "-2", "3.50", "-7.00"), ("B", "-1", "2.00", "-2.00")],
+        "-9.00",
+        "0.50",
+        "-8.50",
+    );
+    let (trade, lines) = built(&refund).unwrap();
+    assert_eq!(d(&trade["receivable"]), "8.50".parse().unwrap());
+    assert_eq!(lines[0]["num"], "2");
+    assert_eq!(lines[0]["price"], "3.50");
+    assert_eq!(
+        d(&lines[0]["refund_amount"]) + d(&lines[1]["refund_amount"]),
+        "8.50".parse().unwrap()
+    );
+    let positive = sale("refund", &[("A", "2", "3.50", "7.00")], "7.00", "0", "7.00");
+    let (trade, _) = built(&positive).unwrap();
+    assert_eq!(d(&trade["receivable"]), "7.00".parse().unwrap());
+    // A refund that also hands out a bag (a positive line among negative ones).
+    let mixed = sale(
+        "refund",
+        &[("A", "-2", "3.50", "-7.00"), ("BAG", "1", "0.20", "0.20")],
+        "-6.80",
+        "0",
+        "-6.80",
+    );
+    let (trade, lines) = built(&mixed).unwrap();
+    assert_eq!(d(&trade["receivable"]), "6.80".parse().unwrap());
+    assert_eq!(lines[1]["price"], "-0.20");
+}
