@@ -31,8 +31,8 @@ use serde_json::{Map, Value, json};
 
 use super::spec::utc_offset_secs;
 use super::spec::wdt::{
-    CORE_NOW, DELIVERY_TERMS, EPOCH_OFFSET, LINE_REFUND_STATUSES, MAX_BATCH, PAY_METHODS,
-    PAGE_PARAMS, PAY_STATUSES, PROCESS_STATUSES, PUSH_SELF, PUSH_SELF2, REFUND_STATUSES,
+    CORE_NOW, DELIVERY_TERMS, EPOCH_OFFSET, LINE_REFUND_STATUSES, MAX_BATCH, PAGE_PARAMS,
+    PAY_METHODS, PAY_STATUSES, PROCESS_STATUSES, PUSH_SELF, PUSH_SELF2, REFUND_STATUSES,
     SEARCH_SELF_ORDER, TRADE_STATUSES, expected_sign,
 };
 use super::{Cloud, Request, Response, State, parse_form};
@@ -427,7 +427,8 @@ fn search(st: &WdtState, req: &Request) -> Result<Value, Refusal> {
         .ok_or_else(|| bad("body must be [{shop_no, tid, start_time, end_time}]"))?;
     let text = |k: &str| p.get(k).and_then(Value::as_str).unwrap_or_default();
     let time = |k: &str| {
-        crate::order::parse_time(text(k)).map_err(|_| bad(&format!("{k} must be yyyy-MM-dd HH:mm:ss")))
+        crate::order::parse_time(text(k))
+            .map_err(|_| bad(&format!("{k} must be yyyy-MM-dd HH:mm:ss")))
     };
     let (start, end) = (time("start_time")?, time("end_time")?);
     let (tid, shop_no) = (text("tid"), text("shop_no"));
@@ -444,7 +445,11 @@ fn search(st: &WdtState, req: &Request) -> Result<Value, Refusal> {
         .into_iter()
         .collect();
     let total = found.len();
-    let page: Vec<Value> = found.into_iter().skip(page_no * page_size).take(page_size).collect();
+    let page: Vec<Value> = found
+        .into_iter()
+        .skip(page_no * page_size)
+        .take(page_size)
+        .collect();
     let mut data = json!({"order": page});
     if q.get("calc_total").map(String::as_str) == Some("1") {
         data["total_count"] = json!(total);

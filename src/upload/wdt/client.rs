@@ -88,7 +88,22 @@ impl WdtClient {
 
     /// The signed URL (query) for `method` and `body` at server time `now_unix`.
     pub fn signed_url(&self, method: &str, body: &str, now_unix: i64) -> String {
+        self.signed_url_with(method, body, now_unix, &[])
+    }
+
+    /// [`WdtClient::signed_url`] with more query parameters (a query's pager), signed
+    /// like the rest.
+    pub fn signed_url_with(
+        &self,
+        method: &str,
+        body: &str,
+        now_unix: i64,
+        extra: &[(&str, &str)],
+    ) -> String {
         let mut p = BTreeMap::new();
+        for (k, v) in extra {
+            p.insert(k.to_string(), v.to_string());
+        }
         p.insert("sid".to_string(), self.cfg.sid.clone());
         p.insert("key".to_string(), self.cfg.key.clone());
         p.insert("salt".to_string(), self.cfg.salt.expose().to_string());
@@ -151,7 +166,10 @@ impl WdtClient {
     fn send_chunk(&self, chunk: &[&BuiltTrade], ctx: &Ctx, out: &mut HashMap<String, Outcome>) {
         let Some(first) = chunk.first() else { return };
         let body = build_body(&first.shop_no, chunk);
-        match self.call(self.cfg.method.method(), &body) {
+        let reply = self.call(self.cfg.method.method(), &body);
+        // A crash after the cloud answered, before the outcome is kept (tests).
+        crate::failpoint::hit("wdt.after_push");
+        match reply {
             Classified::Accepted {
                 failed,
                 new_count,
@@ -228,6 +246,15 @@ impl WdtClient {
         if DATA_MESSAGES.iter().any(|m| what.contains(m)) {
             return Outcome::rejected(format!("Wangdiantong refused trade {}: {what}", t.tid));
         }
+        // A re-push (after a crash or a lost reply) of a trade the ERP already holds
+        // may be refused as such: it is delivered, not refused.
+        if self.holds(t, ctx) {
+            return Outcome::Delivered {
+                note: format!(
+                    "held by the ERP (confirmed by {SEARCH_SELF_ORDER} after the push was refused: {what})"
+                ),
+            };
+        }
         let refused_for = self.first_failures.refused(&t.tid, local_unix());
         let limit = self.cfg.give_up_after;
         if refused_for >= limit {
@@ -243,6 +270,46 @@ impl WdtClient {
             t.tid,
             humantime::format_duration(limit)
         ))
+    }
+
+    /// Whether the ERP holds trade `t` (`searchSelfOrder` by tid, shop and a day
+    /// either side of its trade time). Any failure of the query is "not known to".
+    fn holds(&self, t: &BuiltTrade, ctx: &Ctx) -> bool {
+        let Some(at) = ctx.trade_unix.get(&t.tid) else {
+            return false;
+        };
+        let fmt = |unix: i64| {
+            chrono::DateTime::from_timestamp(unix + SERVER_ZONE_SECS, 0)
+                .map(|d| d.naive_utc().format(crate::order::TIME_FORMAT).to_string())
+                .unwrap_or_default()
+        };
+        let body = serde_json::json!([{
+            "shop_no": t.shop_no,
+            "tid": t.tid,
+            "start_time": fmt(at - 86_400),
+            "end_time": fmt(at + 86_400),
+        }])
+        .to_string();
+        let pager = [("page_size", "10"), ("page_no", "0"), ("calc_total", "1")];
+        let url = self.signed_url_with(SEARCH_SELF_ORDER, &body, self.offset.now_unix(), &pager);
+        let Ok(reply) = self.http.post(&url, CONTENT_TYPE, body.as_bytes()) else {
+            return false;
+        };
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(&reply.body) else {
+            return false;
+        };
+        let ok = v["status"] == 0 || v["status"] == "0";
+        let held = ok
+            && v["data"]["order"]
+                .as_array()
+                .is_some_and(|l| l.iter().any(|o| o["tid"] == t.tid.as_str()));
+        if held {
+            log::info!(
+                "wdt: trade {} was refused on a re-push, but {SEARCH_SELF_ORDER} finds it held: delivered",
+                t.tid
+            );
+        }
+        held
     }
 
     /// `下单时间非法`: the trade time is ahead of the server's clock. A POS clock a

@@ -48,6 +48,8 @@ pub use sign::*;
 pub const DEFAULT_URL: &str = "http://wdt.wangdian.cn/openapi";
 pub const PUSH_SELF2: &str = "sales.RawTrade.pushSelf2";
 pub const PUSH_SELF: &str = "sales.RawTrade.pushSelf";
+/// Raw trades the ERP holds, by tid, shop and time window (confirms a refused re-push).
+pub const SEARCH_SELF_ORDER: &str = "sales.RawTrade.searchSelfOrder";
 /// The harmless call of `check-config --online` (the spec's signature vector uses it).
 pub const CORE_NOW: &str = "system.Core.now";
 /// WDT timestamps count from 2012-01-01 00:00:00 UTC+8.

@@ -380,8 +380,9 @@ impl RawWdt {
         }
         let give_up_after = match self.give_up_after.as_deref() {
             None => DEFAULT_GIVE_UP_AFTER,
-            Some(v) => crate::settings::parse_duration(v)
-                .map_err(|e| format!("wdt.give_up_after: {e}"))?,
+            Some(v) => {
+                crate::settings::parse_duration(v).map_err(|e| format!("wdt.give_up_after: {e}"))?
+            }
         };
         if give_up_after.is_zero() {
             return Err("wdt.give_up_after: must be more than 0".into());

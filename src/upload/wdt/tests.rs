@@ -235,7 +235,12 @@ fn classification_table() {
         check(200, &msg(m), "data");
     }
     check(200, &msg("系统繁忙"), "retry");
-    for m in ["权限不足", "传入店铺编号全部错误", "无仓库访问权限", "新建订单权限不足"] {
+    for m in [
+        "权限不足",
+        "传入店铺编号全部错误",
+        "无仓库访问权限",
+        "新建订单权限不足",
+    ] {
         check(200, &msg(m), "misconfigured");
     }
     for m in [
