@@ -16,6 +16,9 @@ pub mod ovopark {
     use super::*;
 
     pub const SEND_ORDER: &str = "open.ovopark.storehouse.sendOrder";
+    /// The same payload under the name some tenants' platforms register (public
+    /// integration notes); `ovopark.method` selects it.
+    pub const POS_SEND_ORDER: &str = "open.ovopark.pos.sendOrder";
     pub const GET_BUSINESS_ORG: &str = "open.gateway.getBusinessOrg";
     /// The seed's length of the `String` fields of `iposJson`.
     pub const MAX_STR: usize = 100;

@@ -5,14 +5,9 @@
 //! Invariants:
 //! - A tid is "named" by a message only as a whole token (`K015` is not named by
 //!   `…原始单号为：K0150`), and only when exactly one trade of the request is named.
-//! - The first-failure book holds only trades refused right now (an entry leaves at
-//!   the trade's first other outcome), so it is bounded by the batch, not the queue. It
-//!   lives in memory: after a restart a trade's clock starts again, which only ever
-//!   delays a rejection, never loses an order.
+//! - The first-failure book is [`crate::upload::FirstFailures`] (shared with Ovopark).
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::Duration;
+pub use crate::upload::FirstFailures;
 
 /// The one tid of `tids` that `message` names as a whole token, if exactly one is.
 pub fn named_tid<'a>(message: &str, tids: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
@@ -46,28 +41,6 @@ fn names(message: &str, tid: &str) -> bool {
     false
 }
 
-/// Since when each lone trade has been refused with a message nobody recognises.
-#[derive(Debug, Default)]
-pub struct FirstFailures {
-    since: Mutex<HashMap<String, i64>>,
-}
-
-impl FirstFailures {
-    /// Notes a refusal of `tid` at `now` (unix seconds); returns how long it has been
-    /// refused (0 at the first).
-    pub fn refused(&self, tid: &str, now: i64) -> Duration {
-        let mut m = self.since.lock().unwrap_or_else(|e| e.into_inner());
-        let first = *m.entry(tid.to_string()).or_insert(now);
-        Duration::from_secs(now.saturating_sub(first).max(0) as u64)
-    }
-
-    /// The trade had another outcome: its clock stops.
-    pub fn clear(&self, tid: &str) {
-        let mut m = self.since.lock().unwrap_or_else(|e| e.into_inner());
-        m.remove(tid);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,6 +57,7 @@ mod tests {
 
     #[test]
     fn the_refusal_clock_runs_from_the_first_refusal_until_cleared() {
+        use std::time::Duration;
         let f = FirstFailures::default();
         assert_eq!(f.refused("T1", 100), Duration::ZERO);
         assert_eq!(f.refused("T1", 160), Duration::from_secs(60));

@@ -439,3 +439,23 @@ fn body_is_a_positional_array() {
     assert_eq!(v[1].as_array().unwrap().len(), 2);
     assert_eq!(v[2].as_array().unwrap().len(), 2 * o.lines.len());
 }
+
+/// Issue #16: the configured WDT strings are held to pushSelf2's lengths, and
+/// `give_up_after` is read as a duration.
+#[test]
+fn receiver_area_and_give_up_after() {
+    let mut r = raw_ok();
+    r.receiver_area = Some("省".repeat(41));
+    let e = r.validate().unwrap_err();
+    assert!(e.contains("wdt.receiver_area") && e.contains("40"), "{e}");
+    let mut r = raw_ok();
+    r.receiver_area = Some("省".repeat(40));
+    assert!(r.validate().is_ok());
+    assert_eq!(cfg().give_up_after, DEFAULT_GIVE_UP_AFTER);
+    let mut r = raw_ok();
+    r.give_up_after = Some("90m".into());
+    assert_eq!(r.validate().unwrap().give_up_after.as_secs(), 5400);
+    let mut r = raw_ok();
+    r.give_up_after = Some("never".into());
+    assert!(r.validate().unwrap_err().contains("wdt.give_up_after"));
+}
