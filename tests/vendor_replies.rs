@@ -17,8 +17,11 @@ use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(60);
 
+/// A named scenario that runs on its own thread.
+type Scenario = (&'static str, Box<dyn FnOnce() + Send>);
+
 /// Runs named scenarios in parallel threads; fails naming every scenario that failed.
-fn in_parallel(scenarios: Vec<(&'static str, Box<dyn FnOnce() + Send>)>) {
+fn in_parallel(scenarios: Vec<Scenario>) {
     let handles: Vec<_> = scenarios
         .into_iter()
         .map(|(name, f)| {
@@ -36,7 +39,7 @@ fn in_parallel(scenarios: Vec<(&'static str, Box<dyn FnOnce() + Send>)>) {
     assert!(failed.is_empty(), "failed scenarios: {failed:?}");
 }
 
-fn wdt_delivery<'a>(order: &'a Value) -> &'a Value {
+fn wdt_delivery(order: &Value) -> &Value {
     order["deliveries"]
         .as_array()
         .and_then(|d| d.iter().find(|d| d["dest"] == "wdt"))

@@ -33,4 +33,3 @@ impl FirstFailures {
         m.remove(tid);
     }
 }
-

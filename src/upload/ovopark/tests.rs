@@ -431,7 +431,10 @@ fn replies_with_numeric_or_text_codes_and_either_systime() {
         let t = crate::upload::parse_ovopark_systime(c.systime.as_deref().unwrap(), 8 * 3600);
         assert_eq!(t, Some(1574921780), "{body}");
     }
-    for body in [r#"{"stat":{"code":123456}}"#, r#"{"stat":{"code":"123456"}}"#] {
+    for body in [
+        r#"{"stat":{"code":123456}}"#,
+        r#"{"stat":{"code":"123456"}}"#,
+    ] {
         let c = classify(&reply(200, body));
         assert_eq!(c.outcome.kind(), "retry", "{body}");
         assert!(c.unrecognised, "{body}");

@@ -213,7 +213,7 @@ pub fn build_trade(order: &Order, shop: &ShopTarget, cfg: &Wdt) -> Result<BuiltT
         (
             "remark",
             J::str(
-                &order
+                order
                     .cashier
                     .as_deref()
                     .map(|c| name("cashier", &format!("收银员 {c}"), 1024, &mut warnings))
