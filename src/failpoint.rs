@@ -6,6 +6,7 @@
 //! cached value. Points:
 //! - `folder.after_commit`: a file's orders are committed, the file is not yet moved.
 //! - `serial.after_commit`: a receipt is journalled, the next one is not.
+//! - `wdt.after_push`: Wangdiantong answered a push, its outcome is not yet kept.
 
 use std::sync::OnceLock;
 

@@ -480,7 +480,9 @@ pub fn wdt_response(data: &[u8]) {
             assert!(ok, "HTTP {} accepted", reply.status);
             assert!(failed.iter().all(|(_, why)| !why.is_empty()));
         }
-        wdt::Classified::DataError(what) | wdt::Classified::TimestampRefused(what) => {
+        wdt::Classified::DataError(what)
+        | wdt::Classified::TimestampRefused(what)
+        | wdt::Classified::Unrecognised(what) => {
             assert!(ok, "HTTP {} read as a business status", reply.status);
             assert!(!what.is_empty());
         }

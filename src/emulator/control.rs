@@ -165,6 +165,25 @@ pub(crate) fn control(st: &mut State, req: &Request) -> Response {
             }
             Err(e) => bad(format!("fault: {e}")),
         },
+        ("POST", "/_emu/wdt/refuse") => {
+            match serde_json::from_slice::<wdt::RefuseSpec>(&req.body) {
+                Ok(spec) => {
+                    st.wdt.refusals.retain(|r| r.tid != spec.tid);
+                    st.wdt.refusals.push(spec);
+                    Response::json(&serde_json::json!({"ok": true}))
+                }
+                Err(e) => bad(format!("refuse: {e}")),
+            }
+        }
+        ("DELETE", "/_emu/wdt/refuse") => {
+            st.wdt.refusals.clear();
+            st.wdt.refuse_held = false;
+            Response::json(&serde_json::json!({"ok": true}))
+        }
+        ("POST", "/_emu/wdt/held") => {
+            st.wdt.refuse_held = true;
+            Response::json(&serde_json::json!({"ok": true}))
+        }
         ("DELETE", "/_emu/fault") => {
             st.faults = [None, None];
             Response::json(&serde_json::json!({"ok": true}))

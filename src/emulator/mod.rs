@@ -5,7 +5,7 @@
 //! - `POST /cloud.api`: Ovopark (`_mt` = `open.ovopark.storehouse.sendOrder` or
 //!   `open.gateway.getBusinessOrg`), see [`ovopark`].
 //! - `POST /openapi?…`: Wangdiantong (`sales.RawTrade.pushSelf2`, `pushSelf`,
-//!   `system.Core.now`), see [`wdt`].
+//!   `searchSelfOrder`, `system.Core.now`), see [`wdt`].
 //! - `GET /_emu/ovopark/orders`, `GET /_emu/wdt/trades`: what was accepted, with a
 //!   per-key count (`accepted`, `duplicates` / `pushes`, `updates`) so tests can assert
 //!   exactly-once.
@@ -14,6 +14,14 @@
 //!   "reset"|"garbage"|"code"|"rate_limit", "count": N, "code": "16", "message": "…",
 //!   "hang_secs": S}`: the next N API requests of the target fail so (before they are
 //!   processed: a faulted request never changes the store). `DELETE /_emu/fault` clears.
+//! - `POST /_emu/wdt/refuse` `{"tid": "K0150", "message": "商家编码和货品编号不匹配",
+//!   "whole_call": true, "names_tid": true}`: Wangdiantong refuses every push holding
+//!   that trade, failing the whole call with status 100 (or, `whole_call: false`, as an
+//!   `error_list` entry), the message ending `,原始单号为：K0150` when `names_tid`.
+//!   `POST /_emu/wdt/held`: a push of a trade already held fails the whole call
+//!   (`订单已递交,不能修改,原始单号为：…`), as after a submitted trade.
+//!   `DELETE /_emu/wdt/refuse` clears both. `sales.RawTrade.searchSelfOrder` answers
+//!   what is held (by tid, shop and time window).
 //! - `POST /_emu/clock` `{"target": …, "skew_secs": S}`: the cloud's clock runs S
 //!   seconds off (its `Date`, `stat.systime` and timestamp windows).
 //! - `POST /_emu/latency` `{"target": …, "ms": N}`: each API request of the target is

@@ -23,7 +23,9 @@ use std::collections::{BTreeMap, HashMap};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::spec::ovopark::{GET_BUSINESS_ORG, MAX_NUM, MAX_STR, SEND_ORDER, Sm, expected_sig};
+use super::spec::ovopark::{
+    GET_BUSINESS_ORG, MAX_NUM, MAX_STR, POS_SEND_ORDER, SEND_ORDER, Sm, expected_sig,
+};
 use super::spec::utc_offset_secs;
 use super::{Cloud, Request, Response, State, parse_form};
 
@@ -238,7 +240,10 @@ fn gateway(
             return Err(refuse("17", "_format type does not exist"));
         }
     }
-    let known = matches!((mt, version), (SEND_ORDER, "v2") | (GET_BUSINESS_ORG, "v1"));
+    let known = matches!(
+        (mt, version),
+        (SEND_ORDER | POS_SEND_ORDER, "v2") | (GET_BUSINESS_ORG, "v1")
+    );
     if !known {
         return Err(refuse(
             "9",

@@ -16,6 +16,9 @@ pub mod ovopark {
     use super::*;
 
     pub const SEND_ORDER: &str = "open.ovopark.storehouse.sendOrder";
+    /// The same payload under the name some tenants' platforms register (public
+    /// integration notes); `ovopark.method` selects it.
+    pub const POS_SEND_ORDER: &str = "open.ovopark.pos.sendOrder";
     pub const GET_BUSINESS_ORG: &str = "open.gateway.getBusinessOrg";
     /// The seed's length of the `String` fields of `iposJson`.
     pub const MAX_STR: usize = 100;
@@ -58,6 +61,10 @@ pub mod ovopark {
 
 /// Wangdiantong (`spec/wangdiantong.md`, `seeds/wangdiantong-sales-RawTrade-pushSelf.txt`).
 pub mod wdt {
+    /// Looks up raw trades by tid, shop and a time window; its pager (`page_size`,
+    /// `page_no`, `calc_total`) travels in the query and is signed like the rest.
+    pub const SEARCH_SELF_ORDER: &str = "sales.RawTrade.searchSelfOrder";
+    pub const PAGE_PARAMS: [&str; 3] = ["page_size", "page_no", "calc_total"];
     use super::*;
 
     pub const PUSH_SELF2: &str = "sales.RawTrade.pushSelf2";
@@ -77,12 +84,14 @@ pub mod wdt {
     pub const DELIVERY_TERMS: &[i64] = &[1, 2];
     pub const LINE_REFUND_STATUSES: &[i64] = &[0, 1, 2, 3, 4, 5, 6];
 
-    /// `sign`: secret + the public parameters but `sign` and the paging ones, and
-    /// `body`, as key+value in byte order of the keys + secret; lower-case hex md5.
+    /// `sign`: secret + every query parameter but `sign`, and `body`, as key+value in
+    /// byte order of the keys + secret; lower-case hex md5. The spec's table leaves the
+    /// pager out, but every published SDK (php-3.0, Go) signs `page_size`, `page_no`
+    /// and `calc_total` like the rest, and the gateway checks what the SDKs send.
     pub fn expected_sign(params: &BTreeMap<String, String>, secret: &str) -> String {
         let mut plain = secret.to_string();
         for (k, v) in params {
-            if !matches!(k.as_str(), "sign" | "page_size" | "page_no" | "calc_total") {
+            if k != "sign" {
                 plain.push_str(k);
                 plain.push_str(v);
             }
@@ -196,10 +205,16 @@ mod tests {
             wdt::expected_sign(&p, "aa"),
             "b5745bf1f4721a0d16e9a68cb7513032"
         );
-        // Neither `sign` nor the paging parameters are signed.
+        // `sign` is not signed.
         p.insert("sign".into(), "x".into());
-        p.insert("page_no".into(), "2".into());
         assert_eq!(
+            wdt::expected_sign(&p, "aa"),
+            "b5745bf1f4721a0d16e9a68cb7513032"
+        );
+        // The pager is, as every vendor SDK signs it (issue #16; the spec's line 57
+        // leaves it out).
+        p.insert("page_no".into(), "2".into());
+        assert_ne!(
             wdt::expected_sign(&p, "aa"),
             "b5745bf1f4721a0d16e9a68cb7513032"
         );

@@ -31,9 +31,9 @@ use serde_json::{Map, Value, json};
 
 use super::spec::utc_offset_secs;
 use super::spec::wdt::{
-    CORE_NOW, DELIVERY_TERMS, EPOCH_OFFSET, LINE_REFUND_STATUSES, MAX_BATCH, PAY_METHODS,
-    PAY_STATUSES, PROCESS_STATUSES, PUSH_SELF, PUSH_SELF2, REFUND_STATUSES, TRADE_STATUSES,
-    expected_sign,
+    CORE_NOW, DELIVERY_TERMS, EPOCH_OFFSET, LINE_REFUND_STATUSES, MAX_BATCH, PAGE_PARAMS,
+    PAY_METHODS, PAY_STATUSES, PROCESS_STATUSES, PUSH_SELF, PUSH_SELF2, REFUND_STATUSES,
+    SEARCH_SELF_ORDER, TRADE_STATUSES, expected_sign,
 };
 use super::{Cloud, Request, Response, State, parse_form};
 
@@ -87,6 +87,40 @@ pub(crate) struct WdtState {
     trades: BTreeMap<String, WdtRecord>,
     /// oid → tid.
     oids: HashMap<String, String>,
+    /// Trades the ERP refuses whatever their data (`POST /_emu/wdt/refuse`).
+    pub(crate) refusals: Vec<RefuseSpec>,
+    /// A push of a trade the ERP already holds fails the whole call, naming it (the
+    /// trade was submitted and may no longer change): `POST /_emu/wdt/held`.
+    pub(crate) refuse_held: bool,
+}
+
+/// `POST /_emu/wdt/refuse` body: pushes holding `tid` are refused with `message`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RefuseSpec {
+    pub tid: String,
+    pub message: String,
+    /// The whole call fails with status 100 (the real server's usual way; nothing of
+    /// the request is stored) rather than an `error_list` entry.
+    #[serde(default = "yes")]
+    pub whole_call: bool,
+    /// The message ends with `,原始单号为：{tid}` (as many of the ERP's do).
+    #[serde(default = "yes")]
+    pub names_tid: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl RefuseSpec {
+    fn text(&self) -> String {
+        if self.names_tid {
+            format!("{},原始单号为：{}", self.message, self.tid)
+        } else {
+            self.message.clone()
+        }
+    }
 }
 
 impl WdtState {
@@ -118,6 +152,10 @@ pub(crate) fn handle(cfg: &WdtTenant, st: &mut State, req: &Request, now: i64) -
         Ok(method) if method == CORE_NOW => {
             (0, json!({"status": 0, "data": {"now": now - EPOCH_OFFSET}}))
         }
+        Ok(method) if method == SEARCH_SELF_ORDER => match search(&st.wdt, req) {
+            Ok(v) => (0, v),
+            Err((status, msg)) => (status, answer_error(&status.to_string(), &msg)),
+        },
         Ok(method) => match push(cfg, &mut st.wdt, method == PUSH_SELF2, &req.body, now) {
             Ok(v) => (0, v),
             Err((status, msg)) => (status, answer_error(&status.to_string(), &msg)),
@@ -134,7 +172,8 @@ type Parsed<'a> = (Value, &'a RawValue);
 
 fn public(cfg: &WdtTenant, req: &Request, now: i64) -> Result<String, Refusal> {
     let q = parse_form(&req.query);
-    if let Some((k, _)) = q.iter().find(|(k, _)| !PUBLIC.contains(&k.as_str())) {
+    let known = |k: &str| PUBLIC.contains(&k) || PAGE_PARAMS.contains(&k);
+    if let Some((k, _)) = q.iter().find(|(k, _)| !known(k)) {
         return Err((2, format!("unknown parameter {k}")));
     }
     let p: BTreeMap<String, String> = q.into_iter().collect();
@@ -178,7 +217,7 @@ fn public(cfg: &WdtTenant, req: &Request, now: i64) -> Result<String, Refusal> {
         ));
     }
     let method = p["method"].clone();
-    if ![CORE_NOW, PUSH_SELF, PUSH_SELF2].contains(&method.as_str()) {
+    if ![CORE_NOW, PUSH_SELF, PUSH_SELF2, SEARCH_SELF_ORDER].contains(&method.as_str()) {
         return Err((1, format!("参数错误: method {method} not exists")));
     }
     Ok(method)
@@ -285,6 +324,22 @@ fn push(
             Err(m) => errors.push((tid, m)),
         }
     }
+    // The ERP's own refusals (fault switches): most fail the whole call.
+    let mut i = 0;
+    while i < ok.len() {
+        let tid = ok[i].0.clone();
+        if st.refuse_held && st.trades.contains_key(&tid) {
+            return Err((100, format!("订单已递交,不能修改,原始单号为：{tid}")));
+        }
+        match st.refusals.iter().find(|r| r.tid == tid) {
+            Some(r) if r.whole_call => return Err((100, r.text())),
+            Some(r) => {
+                errors.push((tid, r.text()));
+                ok.remove(i);
+            }
+            None => i += 1,
+        }
+    }
     if !self2 {
         if let Some((_, m)) = errors.first() {
             return Err((100, m.clone()));
@@ -344,6 +399,60 @@ fn push(
                 .map(|(no, error)| json!({"no": no, "error": error}))
                 .collect(),
         );
+    }
+    Ok(json!({"status": 0, "data": data}))
+}
+
+/// `sales.RawTrade.searchSelfOrder`: body `[{"shop_no", "tid", "start_time",
+/// "end_time"}]` (times `yyyy-MM-dd HH:mm:ss`, UTC+8, compared with `trade_time`);
+/// answers `{"total_count", "order": [{"tid", "shop_no", "trade_time"}]}` (the count
+/// only with `calc_total=1`). The pager is required: `page_size` 1..=100, `page_no` ≥ 0.
+fn search(st: &WdtState, req: &Request) -> Result<Value, Refusal> {
+    let bad = |m: &str| (1, format!("参数错误: {m}"));
+    let q: BTreeMap<String, String> = parse_form(&req.query).into_iter().collect();
+    let page_size: usize = q
+        .get("page_size")
+        .and_then(|v| v.parse().ok())
+        .filter(|n| (1..=100).contains(n))
+        .ok_or_else(|| bad("page_size must be 1..=100"))?;
+    let page_no: usize = q
+        .get("page_no")
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| bad("page_no"))?;
+    let args: Vec<Value> =
+        serde_json::from_slice(&req.body).map_err(|_| bad("body must be a JSON array"))?;
+    let p = args
+        .first()
+        .and_then(Value::as_object)
+        .ok_or_else(|| bad("body must be [{shop_no, tid, start_time, end_time}]"))?;
+    let text = |k: &str| p.get(k).and_then(Value::as_str).unwrap_or_default();
+    let time = |k: &str| {
+        crate::order::parse_time(text(k))
+            .map_err(|_| bad(&format!("{k} must be yyyy-MM-dd HH:mm:ss")))
+    };
+    let (start, end) = (time("start_time")?, time("end_time")?);
+    let (tid, shop_no) = (text("tid"), text("shop_no"));
+    let found: Vec<Value> = st
+        .trades
+        .get(tid)
+        .filter(|r| shop_no.is_empty() || r.shop_no == shop_no)
+        .and_then(|r| {
+            let t: Value = serde_json::from_str(r.trade.get()).ok()?;
+            let at = crate::order::parse_time(t["trade_time"].as_str()?).ok()?;
+            (start <= at && at <= end)
+                .then(|| json!({"tid": tid, "shop_no": r.shop_no, "trade_time": t["trade_time"]}))
+        })
+        .into_iter()
+        .collect();
+    let total = found.len();
+    let page: Vec<Value> = found
+        .into_iter()
+        .skip(page_no * page_size)
+        .take(page_size)
+        .collect();
+    let mut data = json!({"order": page});
+    if q.get("calc_total").map(String::as_str) == Some("1") {
+        data["total_count"] = json!(total);
     }
     Ok(json!({"status": 0, "data": data}))
 }

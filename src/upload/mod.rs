@@ -29,6 +29,7 @@ use crate::secret::Secret;
 
 mod destination;
 pub mod engine;
+mod first_failures;
 pub(crate) mod form;
 pub mod http;
 mod json;
@@ -36,6 +37,7 @@ pub mod ovopark;
 pub mod wdt;
 
 pub use destination::{Destination, Each};
+pub use first_failures::FirstFailures;
 
 /// Each source's identity per cloud, resolved over the destination's defaults once,
 /// when the config is read ([`ovopark::Ovopark::resolve`], [`wdt::Wdt::resolve`]). An

@@ -13,6 +13,9 @@ pub struct Classified {
     pub timestamp_refused: bool,
     /// `stat.systime`, for clock learning.
     pub systime: Option<String>,
+    /// A code the spec does not name: retried, but about this order only (one order's
+    /// unknown refusal must not stop the others), and given up after `give_up_after`.
+    pub unrecognised: bool,
 }
 
 pub(super) fn code_text(v: &serde_json::Value) -> Option<String> {
@@ -30,6 +33,7 @@ pub fn classify(reply: &Reply) -> Classified {
         code: None,
         timestamp_refused: false,
         systime: None,
+        unrecognised: false,
     };
     if let Some(o) = classify_http_status(reply) {
         return plain(o);
@@ -85,10 +89,34 @@ pub fn classify(reply: &Reply) -> Classified {
         Some(208000..=208999) => Outcome::rejected(what.clone()),
         _ => Outcome::retry(format!("{what} (a code the spec does not name)")),
     };
+    let unrecognised = !known_code(n);
     Classified {
         outcome,
+        unrecognised,
         timestamp_refused: n == Some(16),
         code: Some(code),
         systime,
     }
+}
+
+/// Whether the spec's code table names `n` (see [`classify`]).
+fn known_code(n: Option<i64>) -> bool {
+    matches!(
+        n,
+        Some(
+            0
+            | 208003
+            | 16
+            | -100
+            | -500
+            | -999
+            | 206999
+            | 999999
+            | 1..=15
+            | 17
+            | 206001
+            | 206003..=206006
+            | 208000..=208999,
+        )
+    )
 }

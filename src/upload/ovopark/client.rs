@@ -13,7 +13,7 @@ use crate::upload::Destination;
 use crate::upload::destination::Each;
 use crate::upload::form::form_encode;
 use crate::upload::http::Http;
-use crate::upload::{Outcome, ServerOffset, parse_ovopark_systime};
+use crate::upload::{FirstFailures, Outcome, ServerOffset, local_unix, parse_ovopark_systime};
 
 /// The Ovopark client of one destination. Blocking (ureq); call it from a blocking thread.
 pub struct OvoparkClient {
@@ -23,6 +23,8 @@ pub struct OvoparkClient {
     http: Http,
     /// The learned server clock offset.
     offset: Arc<ServerOffset>,
+    /// Since when each order has been refused with an unrecognised code.
+    first_failures: FirstFailures,
 }
 
 impl std::fmt::Debug for OvoparkClient {
@@ -46,6 +48,7 @@ impl OvoparkClient {
             routes,
             http,
             offset: Arc::new(ServerOffset::new()),
+            first_failures: FirstFailures::default(),
         })
     }
 
@@ -64,7 +67,7 @@ impl OvoparkClient {
 
     /// The form parameters of one sendOrder attempt at server time `now_unix`.
     pub fn params(&self, target: &Target, ipos: &str, now_unix: i64) -> BTreeMap<String, String> {
-        let mut p = self.gateway_params(SEND_ORDER, "v2", now_unix);
+        let mut p = self.gateway_params(&self.cfg.method, "v2", now_unix);
         p.insert("orgId".into(), target.org_id.clone());
         p.insert("enterpriseId".into(), target.enterprise_id.clone());
         p.insert("iposJson".into(), ipos.to_string());
@@ -110,6 +113,7 @@ impl OvoparkClient {
                         code: None,
                         timestamp_refused: false,
                         systime: None,
+                        unrecognised: false,
                     };
                     return (c, Vec::new());
                 }
@@ -139,6 +143,7 @@ impl OvoparkClient {
                 code: None,
                 timestamp_refused: true,
                 systime: None,
+                unrecognised: false,
             };
             (c, Vec::new())
         })
@@ -146,13 +151,56 @@ impl OvoparkClient {
 
     /// Delivers one stamped order; never panics, never blocks past the timeouts.
     pub fn send(&self, order: &Order) -> Outcome {
+        self.send_one(order).0
+    }
+
+    /// [`OvoparkClient::send`], and whether the outcome stops the batch (see
+    /// [`stops_the_batch`]): a code nobody recognises is this order's alone, retried
+    /// until `give_up_after` has passed since its first refusal, then rejected.
+    fn send_one(&self, order: &Order) -> (Outcome, bool) {
+        let outcome = self.attempt(order);
+        let (outcome, alone) = match outcome {
+            (Outcome::Retry { reason, .. }, true) => {
+                let limit = self.cfg.give_up_after;
+                let refused_for = self.first_failures.refused(&order.order_no, local_unix());
+                if refused_for >= limit {
+                    self.first_failures.clear(&order.order_no);
+                    let r = format!(
+                        "order {}: refused for {} (ovopark.give_up_after): {reason}",
+                        order.order_no,
+                        humantime::format_duration(limit)
+                    );
+                    (Outcome::rejected(r), true)
+                } else {
+                    let r = format!(
+                        "order {}: {reason} (only this order waits; rejected after {} of refusals)",
+                        order.order_no,
+                        humantime::format_duration(limit)
+                    );
+                    (Outcome::retry(r), true)
+                }
+            }
+            (o, alone) => {
+                self.first_failures.clear(&order.order_no);
+                (o, alone)
+            }
+        };
+        let stop = !alone && stops_the_batch(&outcome);
+        (outcome, stop)
+    }
+
+    /// One attempt; `true` with an outcome about this order alone (an unrecognised code).
+    fn attempt(&self, order: &Order) -> (Outcome, bool) {
         let target = match self.target_for(order) {
             Ok(t) => t,
-            Err(e) => return Outcome::misconfigured(e),
+            Err(e) => return (Outcome::misconfigured(e), false),
         };
         let ipos = match build_ipos(order, &target, self.cfg.order_type(order.kind)) {
             Ok(i) => i,
-            Err(reason) => return Outcome::rejected(format!("order {}: {reason}", order.order_no)),
+            Err(reason) => {
+                let r = format!("order {}: {reason}", order.order_no);
+                return (Outcome::rejected(r), true);
+            }
         };
         for w in &ipos.warnings {
             log::warn!("ovopark: {w}");
@@ -167,7 +215,7 @@ impl OvoparkClient {
                 o.text()
             ),
         }
-        c.outcome
+        (c.outcome, c.unrecognised)
     }
 
     /// `check-config --online`: a harmless `getBusinessOrg` call that shows whether the
@@ -289,8 +337,7 @@ impl Destination for OvoparkClient {
         if self.cfg.concurrency <= 1 || orders.len() <= 1 {
             for (i, order) in orders.iter().enumerate() {
                 tick();
-                let r = OvoparkClient::send(self, order);
-                let stop = stops_the_batch(&r);
+                let (r, stop) = self.send_one(order);
                 if each(i, r, true).is_break() || stop {
                     return;
                 }
@@ -301,8 +348,7 @@ impl Destination for OvoparkClient {
         // one refused (code 16) and the client learns the server's clock from it,
         // instead of `concurrency` requests all refused at once.
         tick();
-        let first = OvoparkClient::send(self, orders[0]);
-        let stop = stops_the_batch(&first);
+        let (first, stop) = self.send_one(orders[0]);
         if each(0, first, true).is_break() || stop {
             return;
         }
@@ -327,8 +373,8 @@ impl Destination for OvoparkClient {
                     while !stop.load(Ordering::SeqCst) {
                         let i = next.fetch_add(1, Ordering::SeqCst);
                         let Some(order) = orders.get(i) else { break };
-                        let r = OvoparkClient::send(self, order);
-                        if stops_the_batch(&r) {
+                        let (r, stops) = self.send_one(order);
+                        if stops {
                             stop.store(true, Ordering::SeqCst);
                         }
                         if tx.send((i, r, recorded_tx.clone())).is_err() {

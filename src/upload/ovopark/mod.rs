@@ -35,6 +35,9 @@ pub use settings::*;
 pub use sign::*;
 
 pub const SEND_ORDER: &str = "open.ovopark.storehouse.sendOrder";
+/// `ovopark.give_up_after` default: an order refused with a code nobody recognises
+/// is retried (capped backoff) this long before it is rejected.
+pub const DEFAULT_GIVE_UP_AFTER: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 pub const GET_BUSINESS_ORG: &str = "open.gateway.getBusinessOrg";
 pub const DEFAULT_URL: &str = "https://openapi.opretail.com/cloud.api";
 pub const DEFAULT_AID: &str = "S107";

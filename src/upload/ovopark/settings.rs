@@ -89,6 +89,13 @@ pub struct RawOvopark {
     /// Requests in flight at once, 1..=[`MAX_CONCURRENCY`]; default
     /// [`DEFAULT_CONCURRENCY`].
     pub concurrency: Option<usize>,
+    /// The sendOrder method name (`_mt`), default [`SEND_ORDER`]: a tenant whose
+    /// platform registers the same payload under another name
+    /// (`open.ovopark.pos.sendOrder`) sets it.
+    pub method: Option<String>,
+    /// How long an order refused with a code nobody recognises is retried before it
+    /// is rejected (`"24h"`, [`DEFAULT_GIVE_UP_AFTER`]).
+    pub give_up_after: Option<String>,
 }
 
 /// Ovopark takes one order per request, so over a real network a backlog drains at
@@ -171,6 +178,10 @@ pub struct Ovopark {
     pub http: HttpConfig,
     /// Requests in flight at once.
     pub concurrency: usize,
+    /// `_mt` of the push.
+    pub method: String,
+    #[serde(serialize_with = "crate::settings::ser_duration")]
+    pub give_up_after: std::time::Duration,
 }
 
 /// Parses `+08:00` / `-05:30` / `Z` into seconds east of UTC.
@@ -268,7 +279,28 @@ impl RawOvopark {
                 "ovopark.concurrency: must be 1..={MAX_CONCURRENCY}, got {concurrency}"
             ));
         }
+        let method = self.method.unwrap_or_else(|| SEND_ORDER.to_string());
+        let method_ok = method.len() <= 100
+            && method.contains('.')
+            && method
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '_');
+        if !method_ok {
+            return Err(format!(
+                "ovopark.method: must be a method name like {SEND_ORDER}, got {method:?}"
+            ));
+        }
+        let give_up_after = match self.give_up_after.as_deref() {
+            None => DEFAULT_GIVE_UP_AFTER,
+            Some(v) => crate::settings::parse_duration(v)
+                .map_err(|e| format!("ovopark.give_up_after: {e}"))?,
+        };
+        if give_up_after.is_zero() {
+            return Err("ovopark.give_up_after: must be more than 0".into());
+        }
         Ok(Ovopark {
+            method,
+            give_up_after,
             url,
             aid,
             akey,

@@ -39,7 +39,18 @@ pub fn format_timestamp(unix: i64, zone_secs: i32) -> String {
     t.naive_utc().format("%Y%m%d%H%M%S").to_string()
 }
 
-/// 32 random hex digits (a UUID's worth of randomness; not a secret).
+/// A random UUID (version 4) in its 8-4-4-4-12 form; not a secret.
 pub(super) fn nonce() -> String {
-    format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))
+    // The UUID form (version 4, 8-4-4-4-12) the gateway SDK sends.
+    let (a, b) = (fastrand::u64(..), fastrand::u64(..));
+    let a = (a & !0xf000) | 0x4000;
+    let b = (b & !(0xc << 60)) | (0x8 << 60);
+    format!(
+        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+        a >> 32,
+        (a >> 16) & 0xffff,
+        a & 0xffff,
+        b >> 48,
+        b & 0xffff_ffff_ffff
+    )
 }

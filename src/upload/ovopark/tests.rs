@@ -415,3 +415,61 @@ fn dep_id_goes_out_as_an_integer() {
     let json = build_ipos(&o, &t, "销售").unwrap().json;
     assert!(json.starts_with(r#"{"depId":123,"orderNo""#), "{json}");
 }
+
+/// Issue #16: `stat.code` as int or string, `stat.systime` as epoch milliseconds or
+/// `yyyy-MM-dd HH:mm:ss`, and an unknown code marked as this order's alone.
+#[test]
+fn replies_with_numeric_or_text_codes_and_either_systime() {
+    for body in [
+        r#"{"stat":{"code":208003,"systime":1574921780123}}"#,
+        r#"{"stat":{"code":"208003","systime":"2019-11-28 14:16:20"}}"#,
+    ] {
+        let c = classify(&reply(200, body));
+        assert_eq!(c.outcome.kind(), "delivered", "{body}");
+        assert_eq!(c.code.as_deref(), Some("208003"), "{body}");
+        assert!(!c.unrecognised, "{body}");
+        let t = crate::upload::parse_ovopark_systime(c.systime.as_deref().unwrap(), 8 * 3600);
+        assert_eq!(t, Some(1574921780), "{body}");
+    }
+    for body in [
+        r#"{"stat":{"code":123456}}"#,
+        r#"{"stat":{"code":"123456"}}"#,
+    ] {
+        let c = classify(&reply(200, body));
+        assert_eq!(c.outcome.kind(), "retry", "{body}");
+        assert!(c.unrecognised, "{body}");
+    }
+    for known in ["-500", "16", "208001", "3"] {
+        assert!(!classify(&reply(200, &stat(known))).unrecognised, "{known}");
+    }
+}
+
+#[test]
+fn nonce_is_a_uuid() {
+    let n = super::sign::nonce();
+    let parts: Vec<&str> = n.split('-').collect();
+    let lens: Vec<usize> = parts.iter().map(|p| p.len()).collect();
+    assert_eq!(lens, [8, 4, 4, 4, 12], "{n}");
+    assert!(n.chars().all(|c| c == '-' || c.is_ascii_hexdigit()), "{n}");
+    assert!(parts[2].starts_with('4'), "{n}");
+    assert_ne!(n, super::sign::nonce());
+}
+
+#[test]
+fn method_and_give_up_after_are_configurable() {
+    let v = raw_ok().validate().unwrap();
+    assert_eq!(v.method, SEND_ORDER);
+    assert_eq!(v.give_up_after, DEFAULT_GIVE_UP_AFTER);
+    let mut r = raw_ok();
+    r.method = Some("open.ovopark.pos.sendOrder".into());
+    r.give_up_after = Some("2h".into());
+    let v = r.validate().unwrap();
+    assert_eq!(v.method, "open.ovopark.pos.sendOrder");
+    assert_eq!(v.give_up_after.as_secs(), 7200);
+    let mut r = raw_ok();
+    r.method = Some("send order".into());
+    assert!(r.validate().unwrap_err().contains("ovopark.method"));
+    let mut r = raw_ok();
+    r.give_up_after = Some("soon".into());
+    assert!(r.validate().unwrap_err().contains("ovopark.give_up_after"));
+}

@@ -17,6 +17,10 @@ pub enum Classified {
     DataError(String),
     /// Status 7: timestamp outside ±120 s.
     TimestampRefused(String),
+    /// Status 100 with a message that is neither a known transient fault nor a known
+    /// configuration fault: most often one trade's data the ERP refuses for the whole
+    /// call (`…原始单号为：K0150`). Isolated: the trade it names, or halves of the batch.
+    Unrecognised(String),
     /// Anything else: the same outcome for every trade of the request.
     All(Outcome),
 }
@@ -39,6 +43,7 @@ impl Classified {
             },
             Classified::DataError(w) => Classified::DataError(redact(&w, secrets)),
             Classified::TimestampRefused(w) => Classified::TimestampRefused(redact(&w, secrets)),
+            Classified::Unrecognised(w) => Classified::Unrecognised(redact(&w, secrets)),
             Classified::All(o) => Classified::All(o.redacted(secrets)),
         }
     }
@@ -111,6 +116,10 @@ pub fn classify_with(reply: &Reply, rate_limit_wait_secs: u64) -> Classified {
             Classified::All(Outcome::misconfigured(what))
         }
         100 if DATA_MESSAGES.iter().any(|m| message.contains(m)) => Classified::DataError(what),
+        100 if TRANSIENT_MESSAGES.iter().any(|m| message.contains(m)) => {
+            Classified::All(Outcome::retry(what))
+        }
+        100 => Classified::Unrecognised(what),
         _ => Classified::All(Outcome::retry(format!(
             "{what} (not a status the spec names)"
         ))),

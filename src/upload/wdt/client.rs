@@ -12,7 +12,7 @@ use crate::upload::Destination;
 use crate::upload::destination::Each;
 use crate::upload::form::percent_encode;
 use crate::upload::http::Http;
-use crate::upload::{Outcome, ServerOffset};
+use crate::upload::{Outcome, ServerOffset, local_unix};
 
 /// The Wangdiantong client of one destination. Blocking (ureq).
 pub struct WdtClient {
@@ -22,6 +22,14 @@ pub struct WdtClient {
     http: Http,
     /// The learned server clock offset.
     offset: Arc<ServerOffset>,
+    /// Since when each lone trade has been refused (see [`FirstFailures`]).
+    first_failures: FirstFailures,
+}
+
+/// What the requests of one `send_batch` share: each trade's time as unix seconds.
+#[derive(Debug, Default)]
+struct Ctx {
+    trade_unix: HashMap<String, i64>,
 }
 
 impl std::fmt::Debug for WdtClient {
@@ -45,6 +53,7 @@ impl WdtClient {
             routes,
             http,
             offset: Arc::new(ServerOffset::new()),
+            first_failures: FirstFailures::default(),
         })
     }
 
@@ -79,7 +88,22 @@ impl WdtClient {
 
     /// The signed URL (query) for `method` and `body` at server time `now_unix`.
     pub fn signed_url(&self, method: &str, body: &str, now_unix: i64) -> String {
+        self.signed_url_with(method, body, now_unix, &[])
+    }
+
+    /// [`WdtClient::signed_url`] with more query parameters (a query's pager), signed
+    /// like the rest.
+    pub fn signed_url_with(
+        &self,
+        method: &str,
+        body: &str,
+        now_unix: i64,
+        extra: &[(&str, &str)],
+    ) -> String {
         let mut p = BTreeMap::new();
+        for (k, v) in extra {
+            p.insert(k.to_string(), v.to_string());
+        }
         p.insert("sid".to_string(), self.cfg.sid.clone());
         p.insert("key".to_string(), self.cfg.key.clone());
         p.insert("salt".to_string(), self.cfg.salt.expose().to_string());
@@ -108,7 +132,7 @@ impl WdtClient {
         let mut last = None;
         for _ in 0..2 {
             let url = self.signed_url(method, body, self.offset.now_unix());
-            let reply = match self.http.post(&url, "application/json", body.as_bytes()) {
+            let reply = match self.http.post(&url, CONTENT_TYPE, body.as_bytes()) {
                 Ok(r) => r,
                 Err(e) => {
                     log::warn!("wdt: {e}");
@@ -133,12 +157,19 @@ impl WdtClient {
         )))
     }
 
-    /// Sends one request of trades and maps the reply onto them, splitting a batch
-    /// refused for one trade's data into single requests.
-    fn send_chunk(&self, chunk: &[&BuiltTrade], out: &mut HashMap<String, Outcome>) {
+    /// Sends one request of trades and maps the reply onto them. A refusal of the
+    /// whole call that is about one trade is isolated: the trade it names is set
+    /// aside and the rest sent again at once; a message naming none splits the
+    /// batch in halves until the trade is alone (about 2·log2(n) more requests for
+    /// one bad trade among n). Known transient and configuration faults stay the
+    /// batch's.
+    fn send_chunk(&self, chunk: &[&BuiltTrade], ctx: &Ctx, out: &mut HashMap<String, Outcome>) {
         let Some(first) = chunk.first() else { return };
         let body = build_body(&first.shop_no, chunk);
-        match self.call(self.cfg.method.method(), &body) {
+        let reply = self.call(self.cfg.method.method(), &body);
+        // A crash after the cloud answered, before the outcome is kept (tests).
+        crate::failpoint::hit("wdt.after_push");
+        match reply {
             Classified::Accepted {
                 failed,
                 new_count,
@@ -146,6 +177,9 @@ impl WdtClient {
             } => {
                 for t in chunk {
                     let outcome = match failed.iter().find(|(no, _)| *no == t.tid) {
+                        Some((_, err)) if err.contains(TRADE_TIME_AHEAD) => {
+                            self.trade_ahead(t, ctx, err)
+                        }
                         Some((_, err)) => Outcome::rejected(format!(
                             "Wangdiantong refused trade {}: {err}",
                             t.tid
@@ -160,17 +194,32 @@ impl WdtClient {
                     out.insert(t.tid.clone(), outcome);
                 }
             }
-            Classified::DataError(what) if chunk.len() > 1 => {
-                log::info!(
-                    "wdt: a batch of {} was refused ({what}); resending one by one",
-                    chunk.len()
-                );
-                for t in chunk {
-                    self.send_chunk(&[t], out);
+            Classified::DataError(what) | Classified::Unrecognised(what) if chunk.len() > 1 => {
+                if let Some(tid) = named_tid(&what, chunk.iter().map(|t| t.tid.as_str())) {
+                    log::info!(
+                        "wdt: a batch of {} was refused for trade {tid} ({what}); sending the others without it",
+                        chunk.len()
+                    );
+                    let (named, rest): (Vec<&BuiltTrade>, Vec<&BuiltTrade>) =
+                        chunk.iter().partition(|t| t.tid == tid);
+                    for t in named {
+                        let o = self.lone_refusal(t, ctx, &what);
+                        out.insert(t.tid.clone(), o);
+                    }
+                    self.send_chunk(&rest, ctx, out);
+                } else {
+                    log::info!(
+                        "wdt: a batch of {} was refused ({what}); splitting it to find the trade",
+                        chunk.len()
+                    );
+                    let (a, b) = chunk.split_at(chunk.len() / 2);
+                    self.send_chunk(a, ctx, out);
+                    self.send_chunk(b, ctx, out);
                 }
             }
-            Classified::DataError(what) => {
-                out.insert(first.tid.clone(), Outcome::rejected(what));
+            Classified::DataError(what) | Classified::Unrecognised(what) => {
+                let o = self.lone_refusal(first, ctx, &what);
+                out.insert(first.tid.clone(), o);
             }
             Classified::TimestampRefused(what) => {
                 for t in chunk {
@@ -185,14 +234,129 @@ impl WdtClient {
         }
     }
 
+    /// The outcome of one trade refused alone. A known data fault rejects it; a trade
+    /// time ahead of the server waits for the server's clock; a message nobody
+    /// recognises may be the server's fault, so the trade is retried (the engine's
+    /// capped backoff) until `give_up_after` has passed since its first refusal, and
+    /// only then rejected (kept, shown, re-sendable with `retry`).
+    fn lone_refusal(&self, t: &BuiltTrade, ctx: &Ctx, what: &str) -> Outcome {
+        if what.contains(TRADE_TIME_AHEAD) {
+            return self.trade_ahead(t, ctx, what);
+        }
+        if DATA_MESSAGES.iter().any(|m| what.contains(m)) {
+            return Outcome::rejected(format!("Wangdiantong refused trade {}: {what}", t.tid));
+        }
+        // A re-push (after a crash or a lost reply) of a trade the ERP already holds
+        // may be refused as such: it is delivered, not refused.
+        if self.holds(t, ctx) {
+            return Outcome::Delivered {
+                note: format!(
+                    "held by the ERP (confirmed by {SEARCH_SELF_ORDER} after the push was refused: {what})"
+                ),
+            };
+        }
+        let refused_for = self.first_failures.refused(&t.tid, local_unix());
+        let limit = self.cfg.give_up_after;
+        if refused_for >= limit {
+            self.first_failures.clear(&t.tid);
+            return Outcome::rejected(format!(
+                "Wangdiantong refused trade {} for {} (wdt.give_up_after): {what}",
+                t.tid,
+                humantime::format_duration(limit)
+            ));
+        }
+        Outcome::retry(format!(
+            "Wangdiantong refused trade {} (only this trade waits; rejected after {} of refusals): {what}",
+            t.tid,
+            humantime::format_duration(limit)
+        ))
+    }
+
+    /// Whether the ERP holds trade `t` (`searchSelfOrder` by tid, shop and a day
+    /// either side of its trade time). Any failure of the query is "not known to".
+    fn holds(&self, t: &BuiltTrade, ctx: &Ctx) -> bool {
+        let Some(at) = ctx.trade_unix.get(&t.tid) else {
+            return false;
+        };
+        let fmt = |unix: i64| {
+            chrono::DateTime::from_timestamp(unix + SERVER_ZONE_SECS, 0)
+                .map(|d| d.naive_utc().format(crate::order::TIME_FORMAT).to_string())
+                .unwrap_or_default()
+        };
+        let body = serde_json::json!([{
+            "shop_no": t.shop_no,
+            "tid": t.tid,
+            "start_time": fmt(at - 86_400),
+            "end_time": fmt(at + 86_400),
+        }])
+        .to_string();
+        let pager = [("page_size", "10"), ("page_no", "0"), ("calc_total", "1")];
+        let url = self.signed_url_with(SEARCH_SELF_ORDER, &body, self.offset.now_unix(), &pager);
+        let Ok(reply) = self.http.post(&url, CONTENT_TYPE, body.as_bytes()) else {
+            return false;
+        };
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(&reply.body) else {
+            return false;
+        };
+        let ok = v["status"] == 0 || v["status"] == "0";
+        let held = ok
+            && v["data"]["order"]
+                .as_array()
+                .is_some_and(|l| l.iter().any(|o| o["tid"] == t.tid.as_str()));
+        if held {
+            log::info!(
+                "wdt: trade {} was refused on a re-push, but {SEARCH_SELF_ORDER} finds it held: delivered",
+                t.tid
+            );
+        }
+        held
+    }
+
+    /// `下单时间非法`: the trade time is ahead of the server's clock. A POS clock a
+    /// little fast waits until the server's time has passed the trade's; one further
+    /// ahead than [`MAX_TRADE_AHEAD_SECS`] is a wrong clock or zone, and the trade is
+    /// rejected saying by how much (only this trade: the others go on).
+    fn trade_ahead(&self, t: &BuiltTrade, ctx: &Ctx, what: &str) -> Outcome {
+        let ahead = ctx
+            .trade_unix
+            .get(&t.tid)
+            .map(|at| at - self.offset.now_unix());
+        match ahead {
+            Some(a) if a > MAX_TRADE_AHEAD_SECS => Outcome::rejected(format!(
+                "Wangdiantong refused trade {}: {what}: its trade_time is {a} s ahead of the server's clock (UTC+8): the POS clock or zone is wrong",
+                t.tid
+            )),
+            Some(a) => Outcome::Retry {
+                after: Some(std::time::Duration::from_secs(a.max(0) as u64 + 2)),
+                reason: format!(
+                    "Wangdiantong refused trade {}: {what}: its trade_time is {a} s ahead of the server's clock; sending it once the server's time has passed it",
+                    t.tid
+                ),
+            },
+            None => Outcome::retry(format!("Wangdiantong refused trade {}: {what}", t.tid)),
+        }
+    }
+
     /// Delivers stamped orders, `batch_size` per request; returns one outcome per
     /// order, in the order given.
     pub fn send_batch(&self, orders: &[&Order]) -> Vec<Outcome> {
         let mut results: Vec<Option<Outcome>> = vec![None; orders.len()];
         let mut built: Vec<(usize, BuiltTrade)> = Vec::new();
+        let mut ctx = Ctx::default();
+        let server_now = self.offset.now_unix();
         for (i, order) in orders.iter().enumerate() {
             match self.build(order) {
                 Ok(t) => {
+                    // Trade times are the server's local time (UTC+8).
+                    let at = order.order_time.and_utc().timestamp() - SERVER_ZONE_SECS;
+                    ctx.trade_unix.insert(t.tid.clone(), at);
+                    // Known to be ahead of the server's clock: not sent before the
+                    // server's time has passed it (the server would refuse it).
+                    if at > server_now {
+                        let what = format!("{TRADE_TIME_AHEAD} (not sent)");
+                        results[i] = Some(self.trade_ahead(&t, &ctx, &what));
+                        continue;
+                    }
                     for w in &t.warnings {
                         log::warn!("wdt: {w}");
                     }
@@ -220,12 +384,15 @@ impl WdtClient {
             pending = rest;
             let trades: Vec<&BuiltTrade> = chunk.iter().map(|(_, t)| t).collect();
             let mut out = HashMap::new();
-            self.send_chunk(&trades, &mut out);
+            self.send_chunk(&trades, &ctx, &mut out);
             for (i, t) in &chunk {
-                results[*i] = Some(
-                    out.remove(&t.tid)
-                        .unwrap_or_else(|| Outcome::retry("no outcome for this trade")),
-                );
+                let o = out
+                    .remove(&t.tid)
+                    .unwrap_or_else(|| Outcome::retry("no outcome for this trade"));
+                if !matches!(o, Outcome::Retry { .. }) {
+                    self.first_failures.clear(&t.tid);
+                }
+                results[*i] = Some(o);
             }
         }
         results
@@ -247,7 +414,9 @@ impl WdtClient {
                 "wdt: the account, key or secret is refused: {reason}"
             )),
             Classified::All(o) => Err(format!("wdt: unreachable or failing: {}", o.text())),
-            Classified::DataError(w) | Classified::TimestampRefused(w) => Err(format!("wdt: {w}")),
+            Classified::DataError(w)
+            | Classified::TimestampRefused(w)
+            | Classified::Unrecognised(w) => Err(format!("wdt: {w}")),
         }
     }
 }

@@ -14,8 +14,13 @@
 //! - Every field the seed marks required is present, from the order or from the
 //!   documented, configurable defaults (an in-store sale's receiver is the shop itself).
 //! - A request holds at most `batch_size` (≤ 100) trades of one `shop_no`, with distinct
-//!   `tid`s. Trades named in `error_list` are rejected alone; a batch refused for one
-//!   trade's data is resent trade by trade so that only the bad one is rejected.
+//!   `tid`s. Trades named in `error_list` are rejected alone. A whole call refused
+//!   with a data message or one nobody recognises (status 100) is isolated: the trade
+//!   the message names is set aside and the others sent again at once, else the batch
+//!   is split in halves until the trade is alone; one refused trade never holds back
+//!   the others. A lone trade refused with an unrecognised message is retried until
+//!   `give_up_after` has passed, then rejected; a trade time ahead of the server's
+//!   clock (`下单时间非法`) waits for it (rejected when over an hour ahead).
 //! - The secret (before the `:`) is never sent; the salt is sent in the query as the spec
 //!   wants, so the query string is never logged.
 //!
@@ -26,6 +31,7 @@
 
 mod classify;
 mod client;
+mod isolate;
 mod request;
 mod settings;
 mod sign;
@@ -34,6 +40,7 @@ mod tests;
 
 pub use classify::*;
 pub use client::*;
+pub use isolate::*;
 pub use request::*;
 pub use settings::*;
 pub use sign::*;
@@ -41,11 +48,15 @@ pub use sign::*;
 pub const DEFAULT_URL: &str = "http://wdt.wangdian.cn/openapi";
 pub const PUSH_SELF2: &str = "sales.RawTrade.pushSelf2";
 pub const PUSH_SELF: &str = "sales.RawTrade.pushSelf";
+/// Raw trades the ERP holds, by tid, shop and time window (confirms a refused re-push).
+pub const SEARCH_SELF_ORDER: &str = "sales.RawTrade.searchSelfOrder";
 /// The harmless call of `check-config --online` (the spec's signature vector uses it).
 pub const CORE_NOW: &str = "system.Core.now";
 /// WDT timestamps count from 2012-01-01 00:00:00 UTC+8.
 pub const EPOCH_OFFSET: i64 = 1325347200;
 pub const MAX_BATCH: usize = 100;
+/// The body is raw UTF-8 JSON; the signature covers these exact bytes.
+pub const CONTENT_TYPE: &str = "application/json; charset=utf-8";
 
 /// One batch in flight by default: on loopback a second one gained 5–15 % and cost
 /// 4 MB of peak RSS (two batches built at once). Over a WAN, where a batch waits a
@@ -59,6 +70,8 @@ pub const DEFAULT_BUYER_NICK: &str = "门店顾客";
 pub const MAX_ID: usize = 40;
 pub const MAX_GOODS_NAME: usize = 255;
 pub const MAX_SPEC_NAME: usize = 100;
+/// `receiver_area` of pushSelf2 (the stricter of the two methods).
+pub const MAX_RECEIVER_AREA: usize = 40;
 
 /// The vendor's advice after a rate-limit message: wait 5–10 minutes (the wait is
 /// jittered between this and twice this).
@@ -67,11 +80,37 @@ pub const DEFAULT_RATE_LIMIT_WAIT_SECS: u64 = 300;
 /// Messages of status 100 (substrings), by what they mean.
 pub const RATE_LIMIT_MESSAGES: [&str; 2] =
     ["超过每分钟最大调用频率限制", "超过每分钟最大并发次数限制"];
-pub const CONFIG_MESSAGES: [&str; 3] = [
+/// The key lacks an API's permission (`权限不足`, also inside `新建订单权限不足`), no
+/// shop of the request exists, the key may not use the warehouse: the same for every
+/// trade (the vendor's 旗舰版 error list and the SDKs' retry lists).
+pub const CONFIG_MESSAGES: [&str; 5] = [
     "店铺编号不存在或已停用",
     "店铺平台不是自有平台",
-    "新建订单权限不足",
+    "权限不足",
+    "传入店铺编号全部错误",
+    "无仓库访问权限",
 ];
+/// Status-100 messages of a passing fault on the server's side (the SDKs retry them):
+/// the same for every trade, retried with backoff.
+pub const TRANSIENT_MESSAGES: [&str; 6] = [
+    "系统繁忙",
+    "服务器繁忙",
+    "请稍后",
+    "稍后再试",
+    "超时",
+    "timeout",
+];
+/// A trade time ahead of the server's clock (UTC+8): retried once the server's time
+/// has passed it, unless it is further ahead than [`MAX_TRADE_AHEAD_SECS`].
+pub const TRADE_TIME_AHEAD: &str = "下单时间非法";
+/// A trade time further ahead of the server's clock than this is not a POS clock a
+/// little fast but a wrong clock or zone: the trade is rejected saying by how much.
+pub const MAX_TRADE_AHEAD_SECS: i64 = 3600;
+/// The server's zone (trade times are its local time).
+pub const SERVER_ZONE_SECS: i64 = 8 * 3600;
+/// `wdt.give_up_after` default: a lone trade refused with a message nobody recognises
+/// is retried (capped backoff) this long before it is rejected.
+pub const DEFAULT_GIVE_UP_AFTER: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 /// About one trade's data. `金额不合法` is the emulator's message for a broken amount
 /// relation (the spec names no message for it).
 pub const DATA_MESSAGES: [&str; 5] = [

@@ -255,13 +255,15 @@ pub fn build_trade(order: &Order, shop: &ShopTarget, cfg: &Wdt) -> Result<BuiltT
         ("cod_amount", dec(cod)),
         ("is_auto_wms", J::Bool(cfg.is_auto_wms)),
         ("warehouse_no", J::str(&cfg.warehouse_no)),
+        // "" rather than null without a cashier: the seed's optional strings are "".
         (
             "remark",
-            J::opt_str(
+            J::str(
                 order
                     .cashier
                     .as_deref()
-                    .map(|c| name("cashier", &format!("收银员 {c}"), 1024, &mut warnings)),
+                    .map(|c| name("cashier", &format!("收银员 {c}"), 1024, &mut warnings))
+                    .unwrap_or_default(),
             ),
         ),
     ]);

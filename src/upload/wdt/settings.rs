@@ -162,6 +162,9 @@ pub struct RawWdt {
     /// After a rate-limit answer, wait this long (jittered up to twice it). Default 300,
     /// the vendor's "5–10 minutes".
     pub rate_limit_wait_secs: Option<u64>,
+    /// How long a lone trade refused with a message nobody recognises is retried
+    /// before it is rejected (`"24h"`, [`DEFAULT_GIVE_UP_AFTER`]).
+    pub give_up_after: Option<String>,
     pub status: Option<RawStatuses>,
     pub pay_method: Option<RawPayMethods>,
     pub connect_timeout_secs: Option<u64>,
@@ -203,7 +206,9 @@ impl RawWdtShop {
             // "" is no prefix (the documented default), not a blank identity.
             tid_prefix: text_key(prefix, "tid_prefix", self.tid_prefix, 20, true)?,
             receiver_name: check("receiver_name", self.receiver_name, 100)?,
-            receiver_area: check("receiver_area", self.receiver_area, 128)?,
+            // pushSelf2 takes at most 40 characters here (pushSelf's table says 128):
+            // refused now rather than every order rejected one by one.
+            receiver_area: check("receiver_area", self.receiver_area, MAX_RECEIVER_AREA)?,
             receiver_address: check("receiver_address", self.receiver_address, 256)?,
             receiver_mobile: check("receiver_mobile", self.receiver_mobile, 40)?,
         })
@@ -237,6 +242,8 @@ pub struct Wdt {
     pub statuses: [KindStatus; 3],
     pub pay_methods: PayMethods,
     pub rate_limit_wait_secs: u64,
+    #[serde(serialize_with = "crate::settings::ser_duration")]
+    pub give_up_after: std::time::Duration,
     pub http: HttpConfig,
 }
 
@@ -371,6 +378,15 @@ impl RawWdt {
                 "wdt.rate_limit_wait_secs: must be 1..=3600, got {rate_limit_wait_secs}"
             ));
         }
+        let give_up_after = match self.give_up_after.as_deref() {
+            None => DEFAULT_GIVE_UP_AFTER,
+            Some(v) => {
+                crate::settings::parse_duration(v).map_err(|e| format!("wdt.give_up_after: {e}"))?
+            }
+        };
+        if give_up_after.is_zero() {
+            return Err("wdt.give_up_after: must be more than 0".into());
+        }
         let st = self.status.unwrap_or_default();
         let statuses = [
             status_of("wdt.status.sale", st.sale, DEFAULT_SALE)?,
@@ -420,6 +436,7 @@ impl RawWdt {
             statuses,
             pay_methods,
             rate_limit_wait_secs,
+            give_up_after,
             http,
         })
     }

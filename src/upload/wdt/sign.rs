@@ -12,11 +12,12 @@ pub fn timestamp(unix: i64) -> i64 {
 }
 
 /// The signing string: secret + concat(key + value, keys in byte order) + secret, over
-/// the public parameters and `body`, without `sign` and the paging parameters.
+/// every query parameter but `sign` (the pager `page_size`/`page_no`/`calc_total`
+/// included, as every vendor SDK signs it) and `body`.
 pub fn signing_string(params: &BTreeMap<String, String>, secret: &str) -> String {
     let mut plain = String::from(secret);
     for (k, v) in params {
-        if matches!(k.as_str(), "sign" | "page_size" | "page_no" | "calc_total") {
+        if k == "sign" {
             continue;
         }
         plain.push_str(k);

@@ -38,13 +38,17 @@ fn published_vector() {
 }
 
 #[test]
-fn sign_and_paging_params_are_not_signed() {
+fn sign_is_not_signed_but_the_pager_is() {
     let mut p = params(&[("a", "1")]);
     let base = signing_string(&p, "s");
-    for k in ["sign", "page_size", "page_no", "calc_total"] {
-        p.insert(k.into(), "9".into());
-    }
+    p.insert("sign".into(), "9".into());
     assert_eq!(signing_string(&p, "s"), base);
+    // As every vendor SDK does (issue #16): the pager is signed like the rest.
+    for k in ["page_size", "page_no", "calc_total"] {
+        let mut q = p.clone();
+        q.insert(k.into(), "9".into());
+        assert_eq!(signing_string(&q, "s"), format!("sa1{k}9s"), "{k}");
+    }
 }
 
 #[test]
@@ -175,6 +179,7 @@ fn kind_of(c: &Classified) -> String {
         Classified::Accepted { failed, .. } => format!("accepted/{}", failed.len()),
         Classified::DataError(_) => "data".into(),
         Classified::TimestampRefused(_) => "timestamp".into(),
+        Classified::Unrecognised(_) => "unrecognised".into(),
         Classified::All(o) => o.kind().into(),
     }
 }
@@ -230,6 +235,21 @@ fn classification_table() {
         check(200, &msg(m), "data");
     }
     check(200, &msg("系统繁忙"), "retry");
+    for m in [
+        "权限不足",
+        "传入店铺编号全部错误",
+        "无仓库访问权限",
+        "新建订单权限不足",
+    ] {
+        check(200, &msg(m), "misconfigured");
+    }
+    for m in [
+        "商家编码和货品编号不匹配,原始单号为：K0150",
+        "pay_method must be less than or equal to 7",
+        "Unparseable date: \\\"x\\\"",
+    ] {
+        check(200, &msg(m), "unrecognised");
+    }
     check(
         200,
         r#"{"status":"1","message":"验证失败"}"#,
@@ -538,4 +558,24 @@ fn amounts_say_what_the_pos_said_or_the_order_is_refused() {
     let (trade, lines) = built(&mixed).unwrap();
     assert_eq!(d(&trade["receivable"]), "6.80".parse().unwrap());
     assert_eq!(lines[1]["price"], "-0.20");
+}
+
+/// Issue #16: the configured WDT strings are held to pushSelf2's lengths, and
+/// `give_up_after` is read as a duration.
+#[test]
+fn receiver_area_and_give_up_after() {
+    let mut r = raw_ok();
+    r.receiver_area = Some("省".repeat(41));
+    let e = r.validate().unwrap_err();
+    assert!(e.contains("wdt.receiver_area") && e.contains("40"), "{e}");
+    let mut r = raw_ok();
+    r.receiver_area = Some("省".repeat(40));
+    assert!(r.validate().is_ok());
+    assert_eq!(cfg().give_up_after, DEFAULT_GIVE_UP_AFTER);
+    let mut r = raw_ok();
+    r.give_up_after = Some("90m".into());
+    assert_eq!(r.validate().unwrap().give_up_after.as_secs(), 5400);
+    let mut r = raw_ok();
+    r.give_up_after = Some("never".into());
+    assert!(r.validate().unwrap_err().contains("wdt.give_up_after"));
 }
