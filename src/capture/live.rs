@@ -256,6 +256,13 @@ pub fn commit_receipt(
                 .map(|o| o.order_no.as_str())
                 .unwrap_or_default()
         );
+    } else if !report.conflicts.is_empty() {
+        warn!(
+            "source {}: order {} was already stored with other content: a conflict, kept aside \
+             (the stored order is unchanged; see `tillrelay status`)",
+            source.name,
+            report.conflicts.join(", ")
+        );
     } else if !report.duplicates.is_empty() {
         info!(
             "source {}: order {} was already stored (reprinted?), not stored again",
