@@ -375,3 +375,98 @@ fn a_full_queue_delivers_everything_once_the_clouds_return_and_capture_resumes()
     );
     till.stop();
 }
+
+/// libfaketime's multi-threaded build (as tests/clock_jumps.rs finds it).
+fn libfaketime() -> PathBuf {
+    if let Ok(p) = std::env::var("TILLRELAY_LIBFAKETIME") {
+        return PathBuf::from(p);
+    }
+    let mut candidates = vec![
+        PathBuf::from("/usr/lib/faketime/libfaketimeMT.so.1"),
+        PathBuf::from("/usr/local/lib/faketime/libfaketimeMT.so.1"),
+    ];
+    if let Ok(rd) = fs::read_dir("/usr/lib") {
+        for e in rd.flatten() {
+            candidates.push(e.path().join("faketime/libfaketimeMT.so.1"));
+        }
+    }
+    candidates
+        .into_iter()
+        .find(|p| p.is_file())
+        .expect("libfaketime is not installed: `apt-get install faketime` (the CI script does)")
+}
+
+/// Issue #15 item 4: receipts a box journalled with its clock in 1970 (no RTC, no
+/// network time yet) survive the first retention run once the clock is right.
+#[test]
+fn receipts_stamped_by_a_1970_clock_survive_retention_once_the_clock_is_set() {
+    let lib = libfaketime();
+    let dir = tempfile::tempdir().unwrap();
+    let (mut pos, _pos_dev, pos_path) = Pty::new().into_parts();
+    let (mut printer, _prn_dev, prn_path) = Pty::new().into_parts();
+    // A template that cannot read these receipts: they are kept unparsed, raw.
+    let broken = |t: String| t.replacen("order_no = '^单号:", "order_no = '^订单号:", 1);
+    let cfg = serial_config(dir.path(), &pos_path, &prn_path, &broken);
+    let db = dir.path().join("state/queue.db");
+    let lib_s = lib.to_string_lossy().into_owned();
+    let mut agent = Agent::start(
+        &cfg,
+        &dir.path().join("agent-1970.log"),
+        &[
+            ("LD_PRELOAD", lib_s.as_str()),
+            ("FAKETIME", "@1970-01-02 00:00:02"),
+            ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+        ],
+    );
+    assert!(wait_until(WAIT, || db.exists()));
+    std::thread::sleep(Duration::from_millis(300));
+    let bin = fs::read(fixture("receipts/market.bin")).unwrap();
+    assert!(print(&mut pos, &mut printer, &bin) == bin);
+    let journal = || -> Vec<(i64, bool)> {
+        let Ok(c) = rusqlite::Connection::open(&db) else {
+            return Vec::new();
+        };
+        let Ok(mut s) =
+            c.prepare("SELECT captured_at, raw IS NOT NULL FROM capture WHERE status = 'unparsed'")
+        else {
+            return Vec::new();
+        };
+        s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+    assert!(wait_until(WAIT, || journal().len() == 3), "{:?}", journal());
+    assert!(
+        journal().iter().all(|(at, _)| *at < 7 * 86400),
+        "stamped in 1970: {:?}",
+        journal()
+    );
+    agent.stop_clean();
+
+    // The clock is right now: retention runs at start, and keeps them.
+    let mut agent = Agent::start(&cfg, &dir.path().join("agent-now.log"), &[]);
+    assert!(
+        wait_until(WAIT, || {
+            let j = journal();
+            j.len() == 3 && j.iter().all(|(at, _)| *at >= 1_577_836_800)
+        }),
+        "retention did not keep and re-stamp the 1970 receipts: {:?}\n{}",
+        journal(),
+        agent.log_text()
+    );
+    assert!(
+        journal().iter().all(|(_, raw)| *raw),
+        "raw bytes kept for reparse"
+    );
+    agent.stop_clean();
+    let st = cli_json(&cfg, &["status", "--json"]).unwrap();
+    let market = st["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "market")
+        .unwrap()
+        .clone();
+    assert_eq!(market["unparsed"], 3, "{market}");
+}

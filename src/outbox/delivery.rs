@@ -92,7 +92,7 @@ impl Outbox {
         dest: &str,
         now: i64,
         limit: usize,
-    ) -> Result<(Vec<Due>, Vec<(i64, String)>)> {
+    ) -> Result<(Vec<Due>, Vec<Damaged>)> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT d.id, o.id, o.source, o.body, d.attempts FROM delivery d
                JOIN orders o ON o.id = d.order_id
@@ -251,6 +251,9 @@ impl Outbox {
         )? > 0)
     }
 }
+
+/// An order id whose row cannot be read, with why.
+type Damaged = (i64, String);
 
 /// A text column as a `String`, or why it cannot be one (a damaged row).
 fn text(v: rusqlite::types::ValueRef<'_>) -> std::result::Result<String, String> {

@@ -329,7 +329,8 @@ pub(super) fn insert_order(
 }
 
 /// A second copy of a stored order. The same body is a quiet duplicate. A different
-/// body is either the POS's correction of an order some destination rejected (with
+/// body is either the POS's correction of an order some destination rejected, or
+/// the repair of a quarantined (damaged) one (with
 /// `Corrections::Apply`: the body is replaced and the rejected deliveries are
 /// pending again, due now; delivered ones stay delivered, pending ones go out with
 /// the new body), or the same content under another stamp (a config change: a quiet
@@ -362,7 +363,8 @@ fn second_copy(
     if corrections == Corrections::Apply {
         let rejected: i64 = tx
             .prepare_cached(
-                "SELECT count(*) FROM delivery WHERE order_id = ?1 AND state = 'rejected'",
+                "SELECT count(*) FROM delivery WHERE order_id = ?1
+                    AND state IN ('rejected', 'quarantined')",
             )?
             .query_row(params![order_id], |r| r.get(0))?;
         if rejected > 0 {
@@ -372,7 +374,7 @@ fn second_copy(
             )?;
             tx.execute(
                 "UPDATE delivery SET state = 'pending', next_at = ?2, updated_at = ?2
-                  WHERE order_id = ?1 AND state = 'rejected'",
+                  WHERE order_id = ?1 AND state IN ('rejected', 'quarantined')",
                 params![order_id, now],
             )?;
             return Ok(Stored::Corrected);
