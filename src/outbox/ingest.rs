@@ -88,7 +88,13 @@ impl Ingest<'_> {
             self.destinations,
             self.now,
             Corrections::Apply,
-        )?;
+        )
+        .inspect_err(|e| {
+            // A full disk (or the hard limit): the next capture makes room first.
+            if matches!(e, OutboxError::Full) {
+                self.room_wanted.set(true);
+            }
+        })?;
         match stored {
             Stored::New => self.report.new += 1,
             Stored::Duplicate => self.report.duplicates.push(order.order_no.clone()),
@@ -149,7 +155,13 @@ impl Ingest<'_> {
             "DELETE FROM counter WHERE source = ?1 AND name = ?2",
             params![self.source, super::room::FULL_SINCE],
         )?;
-        self.tx.commit()?;
+        let room_wanted = self.room_wanted;
+        if let Err(e) = self.tx.commit() {
+            let e = OutboxError::from(e);
+            room_wanted.set(matches!(e, OutboxError::Full));
+            return Err(e);
+        }
+        room_wanted.set(false);
         Ok(report)
     }
 }
