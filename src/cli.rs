@@ -49,7 +49,7 @@ pub enum Command {
         #[arg(long)]
         json: bool,
         /// Only orders with a delivery in this state.
-        #[arg(long, value_parser = ["pending", "delivered", "rejected"])]
+        #[arg(long, value_parser = ["pending", "delivered", "rejected", "quarantined"])]
         state: Option<String>,
         /// Only orders of this source.
         #[arg(long)]
@@ -149,6 +149,9 @@ pub enum CliError {
     Outbox(#[from] OutboxError),
     #[error("{0:#}")]
     Other(#[from] anyhow::Error),
+    /// `status`: the queue was read, but needs a person (a damaged queue set aside).
+    #[error("{0}")]
+    Attention(String),
 }
 
 impl CliError {
@@ -158,6 +161,7 @@ impl CliError {
             CliError::Usage(_) => 2,
             CliError::BadInput(_) => 4,
             CliError::Outbox(_) | CliError::Other(_) => 1,
+            CliError::Attention(_) => 5,
         }
     }
 }
@@ -245,6 +249,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             let state = state.as_deref().map(|s| match s {
                 "delivered" => DeliveryState::Delivered,
                 "rejected" => DeliveryState::Rejected,
+                "quarantined" => DeliveryState::Quarantined,
                 _ => DeliveryState::Pending,
             });
             orders(&cfg, json, state, source.as_deref(), limit)
@@ -352,9 +357,28 @@ fn flush(cfg: &Config) -> Result<bool, CliError> {
 }
 
 fn status(cfg: &Config, json: bool) -> Result<(), CliError> {
-    let ob = Outbox::open_read_only(&cfg.db_path())?;
+    let db = cfg.db_path();
+    let ob = match Outbox::open_read_only(&db) {
+        Err(OutboxError::Missing(_)) => return Err(CliError::Other(no_queue(cfg))),
+        r => r?,
+    };
     let now = outbox::now();
     let mut st = ob.status(now)?;
+    let damaged = db
+        .parent()
+        .zip(db.file_name())
+        .map(|(dir, name)| outbox::damaged_files(dir, &name.to_string_lossy()))
+        .unwrap_or_default();
+    let attention = (!damaged.is_empty()).then(|| {
+        format!(
+            "a damaged queue was moved aside: {} (its orders can be recovered: see docs/INSTALL.md)",
+            damaged
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    });
     // The worker's real next attempt: the next scheduled row, or the probe it sends
     // `recheck` after a failed attempt while a backlog waits (upload::engine).
     let recheck = crate::upload::engine::EngineConfig::default()
@@ -370,12 +394,14 @@ fn status(cfg: &Config, json: bool) -> Result<(), CliError> {
     }
     let mut out = std::io::stdout().lock();
     if json {
+        let mut v = serde_json::to_value(&st).map_err(anyhow::Error::from)?;
+        v["damaged_queues"] = serde_json::json!(damaged);
         let _ = writeln!(
             out,
             "{}",
-            serde_json::to_string_pretty(&st).map_err(anyhow::Error::from)?
+            serde_json::to_string_pretty(&v).map_err(anyhow::Error::from)?
         );
-        return Ok(());
+        return attention.map_or(Ok(()), |a| Err(CliError::Attention(a)));
     }
     let _ = writeln!(
         out,
@@ -383,6 +409,15 @@ fn status(cfg: &Config, json: bool) -> Result<(), CliError> {
         cfg.db_path().display(),
         human_bytes(st.db_bytes)
     );
+    if let Some(since) = st.queue_full_since {
+        let _ = writeln!(
+            out,
+            "  QUEUE FULL for {} (outbox.max_size {} or the disk): new captures wait; delivered \
+             orders are deleted as they go out to make room",
+            human_age((outbox::now() - since).max(0)),
+            human_bytes(cfg.outbox.max_size)
+        );
+    }
     let _ = writeln!(out, "\nsources");
     for s in &cfg.sources {
         let c = st
@@ -428,6 +463,14 @@ fn status(cfg: &Config, json: bool) -> Result<(), CliError> {
                 c.unparsed, s.identity.name
             );
         }
+        if c.conflicts > 0 {
+            let _ = writeln!(
+                out,
+                "    {} order number(s) seen again with other content (conflicts kept aside: \
+                 sqlite3 queue.db 'SELECT order_no, body FROM conflict')",
+                c.conflicts
+            );
+        }
         if let Some(e) = &c.last_error {
             let _ = writeln!(out, "    last error: {}", e.replace('\n', "; "));
         }
@@ -469,6 +512,13 @@ fn status(cfg: &Config, json: bool) -> Result<(), CliError> {
             };
             let _ = writeln!(out, "    next attempt: {when}");
         }
+        if d.quarantined > 0 {
+            let _ = writeln!(
+                out,
+                "    {} order(s) QUARANTINED: their stored row is damaged (`tillrelay orders --state quarantined`)",
+                d.quarantined
+            );
+        }
         // An error followed by a success is over: not shown (kept in --json).
         if let (Some(e), None) = (&d.last_error, d.last_success_at) {
             let ago = d
@@ -478,7 +528,40 @@ fn status(cfg: &Config, json: bool) -> Result<(), CliError> {
             let _ = writeln!(out, "    last error{ago}: {e}");
         }
     }
+    if let Some(a) = attention {
+        return Err(CliError::Attention(a));
+    }
     Ok(())
+}
+
+/// Why there is no queue to read: a state dir that cannot be written (a read-only
+/// disk: the daemon forwards to the printer but cannot capture), or no daemon yet.
+fn no_queue(cfg: &Config) -> anyhow::Error {
+    let db = cfg.db_path();
+    let dir = &cfg.agent.state_dir;
+    let why = if dir.exists() && !dir.is_dir() {
+        format!(
+            "{} is not a directory: no queue can be created there; printing goes on, capture waits",
+            dir.display()
+        )
+    } else if dir.is_dir() && !writable(dir) {
+        format!(
+            "{} cannot be written (a read-only disk?): no queue can be created there; printing goes on, capture waits",
+            dir.display()
+        )
+    } else {
+        "has the daemon run yet?".to_string()
+    };
+    anyhow::anyhow!("no queue database at {}: {why}", db.display())
+}
+
+fn writable(dir: &std::path::Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: access(2) reads a NUL-terminated path and touches no other memory.
+    unsafe { libc::access(c.as_ptr(), libc::W_OK) == 0 }
 }
 
 fn orders(
@@ -529,6 +612,9 @@ fn orders(
             o.order["lines"].as_array().map_or(0, |l| l.len()),
             deliveries.join(", ")
         );
+        if let Some(d) = o.order["damaged"].as_str() {
+            let _ = writeln!(out, "    {d}");
+        }
     }
     Ok(())
 }

@@ -9,10 +9,13 @@
 //! - Shutdown: signal → [`Shutdown::trigger`] → each loop finishes the unit in hand
 //!   (a transaction is never cut) and returns → joined within [`DRAIN_DEADLINE`]. A loop
 //!   still busy at the deadline is abandoned; SQLite rolls its open transaction back.
-//! - READY=1 is sent only once the database is open and every source loop is running.
+//! - READY=1 is sent once every source loop is running (with or without a database).
 //! - WATCHDOG=1 is sent only while every loop's heartbeat is fresh.
-//! - No input, network or device error ends the process; only a database that
-//!   cannot be opened at start does (systemd restarts it).
+//! - No input, network, device or database error ends the process. **Printing never
+//!   depends on the queue**: a queue file that cannot be opened is moved aside and a
+//!   fresh one started; where none can be written (a read-only disk), serial taps
+//!   forward all the same and every loop that needs the queue waits for it, trying
+//!   to open it every [`REOPEN_EVERY`] (no restart loop).
 
 use std::sync::mpsc;
 use std::thread::JoinHandle;
@@ -22,10 +25,10 @@ use anyhow::Context;
 use log::{error, info, warn};
 
 use crate::capture::folder::FolderWatch;
-use crate::capture::live::SerialWatch;
+use crate::capture::live::{Queue, REOPEN_EVERY, SerialWatch};
 use crate::config::{Config, SourceKind};
 use crate::lifecycle::{Heartbeat, Heartbeats, Shutdown};
-use crate::outbox::{self, Outbox};
+use crate::outbox::{self, Opened, Opener, Outbox};
 use crate::systemd::Notifier;
 use crate::upload::Destination;
 use crate::upload::engine::{EngineConfig, Wake, Worker};
@@ -63,9 +66,38 @@ const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 pub fn run(cfg: Config) -> anyhow::Result<()> {
     one_malloc_arena();
     let db = cfg.db_path();
-    // Opening once here applies migrations and fails fast on an unusable database.
-    let mut main_ob = Outbox::open(&db, &cfg.outbox, &cfg.destinations)
-        .with_context(|| format!("cannot open the queue at {}", db.display()))?;
+    let opener = Opener {
+        path: db.clone(),
+        cfg: cfg.outbox.clone(),
+        destinations: cfg.destinations.clone(),
+    };
+    // Opening once here applies migrations and sets a damaged file aside; a queue that
+    // cannot be opened at all stops capture and uploads, never the process.
+    let main_ob: Option<Outbox> = match outbox::open_or_set_aside(&opener) {
+        Ok(Opened::Fine(ob)) => Some(ob),
+        Ok(Opened::Fresh {
+            outbox,
+            aside,
+            reason,
+        }) => {
+            error!(
+                "the queue at {} could not be used ({reason}): it was moved aside to {} (kept, \
+                 see docs/INSTALL.md to recover its orders) and a fresh queue started",
+                db.display(),
+                aside.display()
+            );
+            Some(outbox)
+        }
+        Err(e) => {
+            error!(
+                "cannot open the queue at {}: {e}. Printing goes on; capture and uploads wait \
+                 and the queue is tried again every {}s",
+                db.display(),
+                REOPEN_EVERY.as_secs()
+            );
+            None
+        }
+    };
     info!(
         "tillrelay {} started: queue {}, {} source(s), destinations: {}",
         env!("CARGO_PKG_VERSION"),
@@ -113,22 +145,37 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
             );
             continue;
         }
-        let ob = Outbox::open(&db, &cfg.outbox, &cfg.destinations)
-            .with_context(|| format!("cannot open the queue at {}", db.display()))?;
+        let ob = main_ob.as_ref().map(|_| opener.open());
         let (name, work): (String, SourceLoop) = match &source.kind {
             SourceKind::Folder(folder) => {
-                let w = FolderWatch::new(source.identity.clone(), folder.clone(), ob);
+                let (identity, folder, opener) =
+                    (source.identity.clone(), folder.clone(), opener.clone());
                 (
                     format!("folder:{}", source.identity.name),
-                    Box::new(move |s, b| w.run(s, b)),
+                    Box::new(move |s, b| {
+                        // Files wait in the folder until the queue can be opened.
+                        let ob = match ob {
+                            Some(Ok(ob)) => ob,
+                            _ => match wait_for_queue(&opener, s, b) {
+                                Some(ob) => ob,
+                                None => return,
+                            },
+                        };
+                        FolderWatch::new(identity, folder, ob).run(s, b)
+                    }),
                 )
             }
             SourceKind::Serial(t) => {
+                let queue = match ob {
+                    Some(Ok(ob)) => Queue::Open(ob),
+                    Some(Err(e)) => Queue::waiting(opener.clone(), e.to_string()),
+                    None => Queue::waiting(opener.clone(), "not opened at start".into()),
+                };
                 let w = SerialWatch::new(
                     source.identity.clone(),
                     t.serial.clone(),
                     t.rules.clone(),
-                    ob,
+                    queue,
                 );
                 (
                     format!("serial:{}", source.identity.name),
@@ -153,9 +200,20 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         let (sd, beat, done) = (shutdown.clone(), beats.register(&name), done_tx.clone());
         let outbox_cfg = cfg.outbox.clone();
         let tname = name.clone();
+        let opener = opener.clone();
         let h = std::thread::Builder::new()
             .name(name.clone())
             .spawn(move || {
+                let mut main_ob = match main_ob {
+                    Some(ob) => ob,
+                    None => match wait_for_queue(&opener, &sd, &beat) {
+                        Some(ob) => ob,
+                        None => {
+                            let _ = done.send(tname);
+                            return;
+                        }
+                    },
+                };
                 let mut last_prune: Option<Instant> = None;
                 loop {
                     beat.beat();
@@ -181,17 +239,22 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     let mut wakes = Vec::new();
     for (dest, client) in clients(&cfg)? {
         let name = format!("upload:{dest}");
-        let ob = Outbox::open(&db, &cfg.outbox, &cfg.destinations)
-            .with_context(|| format!("cannot open the queue at {}", db.display()))?;
+        let ob = opener.open();
         let wake = Wake::new();
         wakes.push(wake.clone());
-        let worker = Worker::new(client, ob, EngineConfig::default(), wake);
         let (sd, beat, done) = (shutdown.clone(), beats.register(&name), done_tx.clone());
         let tname = name.clone();
+        let opener = opener.clone();
         let h = std::thread::Builder::new()
             .name(name.clone())
             .spawn(move || {
-                worker.run(&sd, &beat);
+                let ob = match ob {
+                    Ok(ob) => Some(ob),
+                    Err(_) => wait_for_queue(&opener, &sd, &beat),
+                };
+                if let Some(ob) = ob {
+                    Worker::new(client, ob, EngineConfig::default(), wake).run(&sd, &beat);
+                }
                 let _ = done.send(tname);
             })
             .context("cannot start a thread")?;
@@ -243,6 +306,35 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Opens the queue for a loop that cannot work without it, trying every
+/// [`REOPEN_EVERY`] and beating meanwhile; `None` once shutdown was asked.
+fn wait_for_queue(opener: &Opener, sd: &Shutdown, beat: &Heartbeat) -> Option<Outbox> {
+    let mut last_error = String::new();
+    loop {
+        beat.beat();
+        match opener.open() {
+            Ok(ob) => {
+                info!(
+                    "the queue at {} is open: {}",
+                    opener.path.display(),
+                    "resuming"
+                );
+                return Some(ob);
+            }
+            Err(e) => {
+                let e = e.to_string();
+                if e != last_error {
+                    warn!("waiting for the queue at {}: {e}", opener.path.display());
+                    last_error = e;
+                }
+            }
+        }
+        if sd.wait(REOPEN_EVERY.min(beat.max_sleep())) {
+            return None;
+        }
+    }
 }
 
 struct Signals {

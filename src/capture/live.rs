@@ -10,6 +10,9 @@
 //! - A full queue (size cap or disk) keeps receipts in memory, bounded by
 //!   [`MAX_HELD_BYTES`], and retries; the loop never exits because of the device,
 //!   the input or the database.
+//! - **Printing never depends on the queue**: the loop starts (and so does the tap)
+//!   even when no database can be opened (a read-only or damaged disk); receipts are
+//!   then held the same way while the queue is opened again every [`REOPEN_EVERY`].
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -24,7 +27,7 @@ use crate::capture::segment::Receipt;
 use crate::capture::serial::{SerialConfig, Tap, TapOptions};
 use crate::capture::template::Parsed;
 use crate::lifecycle::{Heartbeat, Shutdown};
-use crate::outbox::{Capture, CaptureKind, Outbox, OutboxError};
+use crate::outbox::{Capture, CaptureKind, Opener, Outbox, OutboxError};
 use crate::stamp::{Identity, stamp};
 
 /// Receipts held in memory while the queue is full, at most this many bytes; past
@@ -33,11 +36,69 @@ pub const MAX_HELD_BYTES: usize = 8 << 20;
 
 const RETRY_FULL: Duration = Duration::from_secs(5);
 
+/// How often a loop without a database tries to open it again.
+pub const REOPEN_EVERY: Duration = Duration::from_secs(10);
+
+/// The queue of a capture loop: open, or to be opened again (issue #15: a database
+/// that cannot be opened must not stop the printer).
+pub enum Queue {
+    Open(Outbox),
+    Waiting {
+        opener: Opener,
+        next_try: Instant,
+        why: String,
+    },
+}
+
+impl Queue {
+    /// A queue that could not be opened at start, for `why`.
+    pub fn waiting(opener: Opener, why: String) -> Queue {
+        Queue::Waiting {
+            opener,
+            next_try: Instant::now() + REOPEN_EVERY,
+            why,
+        }
+    }
+
+    /// The open queue, trying to open it when due; `None` while none can be opened.
+    pub fn get(&mut self, source: &str) -> Option<&mut Outbox> {
+        if let Queue::Waiting {
+            opener,
+            next_try,
+            why,
+        } = self
+        {
+            if Instant::now() < *next_try {
+                return None;
+            }
+            match opener.open() {
+                Ok(ob) => {
+                    info!("source {source}: the queue could be opened again; capture resumes");
+                    *self = Queue::Open(ob);
+                }
+                Err(e) => {
+                    let e = e.to_string();
+                    if e != *why {
+                        error!("source {source}: the queue still cannot be opened: {e}");
+                        *why = e;
+                    }
+                    *next_try = Instant::now() + REOPEN_EVERY;
+                    return None;
+                }
+            }
+        }
+        match self {
+            Queue::Open(ob) => Some(ob),
+            Queue::Waiting { .. } => None,
+        }
+    }
+}
+
 pub struct SerialWatch {
     source: Identity,
     serial: SerialConfig,
     rules: ReceiptRules,
-    outbox: Outbox,
+    outbox: Queue,
     held: VecDeque<Receipt>,
     held_bytes: usize,
     dropped: u64,
@@ -45,12 +106,13 @@ pub struct SerialWatch {
 
 impl SerialWatch {
     /// A loop for the serial source `source` (its identity stamps its orders),
-    /// tapping `serial` and reading receipts by `rules`.
+    /// tapping `serial` and reading receipts by `rules`, into `outbox` (or waiting
+    /// for one: the tap forwards all the same).
     pub fn new(
         source: Identity,
         serial: SerialConfig,
         rules: ReceiptRules,
-        outbox: Outbox,
+        outbox: Queue,
     ) -> SerialWatch {
         SerialWatch {
             source,
@@ -173,8 +235,19 @@ impl SerialWatch {
     }
 
     fn commit_held(&mut self) {
+        if self.held.is_empty() {
+            return;
+        }
+        let Some(outbox) = self.outbox.get(&self.source.name) else {
+            debug!(
+                "source {}: no queue database; {} receipt(s) held in memory (printing goes on)",
+                self.source.name,
+                self.held.len()
+            );
+            return;
+        };
         while let Some(r) = self.held.front() {
-            match commit_receipt(&mut self.outbox, &self.source, &self.rules, r) {
+            match commit_receipt(outbox, &self.source, &self.rules, r) {
                 Ok(()) => {
                     if let Some(r) = self.held.pop_front() {
                         self.held_bytes -= r.raw.len();
@@ -255,6 +328,13 @@ pub fn commit_receipt(
                 .first()
                 .map(|o| o.order_no.as_str())
                 .unwrap_or_default()
+        );
+    } else if !report.conflicts.is_empty() {
+        warn!(
+            "source {}: order {} was already stored with other content: a conflict, kept aside \
+             (the stored order is unchanged; see `tillrelay status`)",
+            source.name,
+            report.conflicts.join(", ")
         );
     } else if !report.duplicates.is_empty() {
         info!(

@@ -24,6 +24,9 @@ pub enum DeliveryState {
     Pending,
     Delivered,
     Rejected,
+    /// The order's stored body cannot be read (a damaged row): kept with the reason,
+    /// never claimed; `retry` puts it back to pending.
+    Quarantined,
 }
 
 impl DeliveryState {
@@ -32,6 +35,7 @@ impl DeliveryState {
             DeliveryState::Pending => "pending",
             DeliveryState::Delivered => "delivered",
             DeliveryState::Rejected => "rejected",
+            DeliveryState::Quarantined => "quarantined",
         }
     }
 
@@ -39,6 +43,7 @@ impl DeliveryState {
         match s {
             "delivered" => DeliveryState::Delivered,
             "rejected" => DeliveryState::Rejected,
+            "quarantined" => DeliveryState::Quarantined,
             _ => DeliveryState::Pending,
         }
     }
@@ -54,40 +59,75 @@ pub enum Mark {
 
 impl Outbox {
     /// Up to `limit` pending deliveries to `dest` that are due at `now`, oldest first.
-    /// Rows scheduled absurdly far ahead (the clock jumped back) count as due.
+    /// Rows scheduled absurdly far ahead (the clock jumped back) count as due. A row
+    /// whose order cannot be read (a damaged body) is quarantined for every
+    /// destination, with the reason, and the claim goes on without it.
     pub fn claim_due(&mut self, dest: &str, now: i64, limit: usize) -> Result<Vec<Due>> {
+        loop {
+            let (out, damaged) = self.claim_readable(dest, now, limit)?;
+            if damaged.is_empty() {
+                return Ok(out);
+            }
+            for (order_id, reason) in &damaged {
+                log::error!(
+                    "queue: order #{order_id} cannot be read and is quarantined (kept; every \
+                     other order goes on): {reason}"
+                );
+                self.conn.execute(
+                    "UPDATE delivery SET state = 'quarantined', last_error = ?2, updated_at = ?3
+                      WHERE order_id = ?1 AND state = 'pending'",
+                    params![order_id, format!("damaged row: {reason}"), now],
+                )?;
+            }
+            if !out.is_empty() {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// One claim: the readable due rows, and the order ids (with why) of those that
+    /// could not be read.
+    fn claim_readable(
+        &mut self,
+        dest: &str,
+        now: i64,
+        limit: usize,
+    ) -> Result<(Vec<Due>, Vec<Damaged>)> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT d.id, o.id, o.source, o.body, d.attempts FROM delivery d
                JOIN orders o ON o.id = d.order_id
               WHERE d.dest = ?1 AND d.state = 'pending' AND (d.next_at <= ?2 OR d.next_at > ?3)
               ORDER BY d.next_at, d.id LIMIT ?4",
         )?;
-        let rows = stmt.query_map(
-            params![dest, now, now + MAX_SCHEDULE_AHEAD, limit as i64],
-            |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, i64>(4)?,
-                ))
-            },
-        )?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (delivery_id, order_id, source, body, attempts) = row?;
-            let order: Order = serde_json::from_str(&body)
-                .map_err(|e| OutboxError::Encode(format!("#{order_id}"), e))?;
-            out.push(Due {
-                delivery_id,
-                order_id,
-                source,
-                order,
-                attempts: attempts as u32,
+        let mut rows = stmt.query(params![dest, now, now + MAX_SCHEDULE_AHEAD, limit as i64])?;
+        let (mut out, mut damaged) = (Vec::new(), Vec::new());
+        while let Some(r) = rows.next()? {
+            let delivery_id: i64 = r.get(0)?;
+            let order_id: i64 = r.get(1)?;
+            let attempts: i64 = r.get(4)?;
+            let body = r.get_ref(3)?;
+            let read = text(r.get_ref(2)?).and_then(|source| {
+                let order: Order = match body {
+                    rusqlite::types::ValueRef::Text(b) | rusqlite::types::ValueRef::Blob(b) => {
+                        serde_json::from_slice(b)
+                            .map_err(|e| format!("the body is not an order: {e}"))?
+                    }
+                    _ => return Err("the body is not text".to_string()),
+                };
+                Ok((source, order))
             });
+            match read {
+                Ok((source, order)) => out.push(Due {
+                    delivery_id,
+                    order_id,
+                    source,
+                    order,
+                    attempts: attempts as u32,
+                }),
+                Err(reason) => damaged.push((order_id, reason)),
+            }
         }
-        Ok(out)
+        Ok((out, damaged))
     }
 
     /// When the next pending delivery to `dest` is due, if any.
@@ -203,12 +243,13 @@ impl Outbox {
         )?)
     }
 
-    /// Puts rejected deliveries back to pending (after the data or config was fixed).
+    /// Puts rejected (and quarantined) deliveries back to pending (after the data,
+    /// config or damaged row was fixed).
     /// `dest`/`order_no` narrow it down; returns how many rows were re-queued.
     pub fn retry_rejected(&mut self, dest: Option<&str>, order_no: Option<&str>) -> Result<usize> {
         Ok(self.conn.execute(
             "UPDATE delivery SET state = 'pending', next_at = ?3, updated_at = ?3
-              WHERE state = 'rejected' AND (?1 IS NULL OR dest = ?1)
+              WHERE state IN ('rejected', 'quarantined') AND (?1 IS NULL OR dest = ?1)
                 AND (?2 IS NULL OR order_id IN (SELECT id FROM orders WHERE order_no = ?2))",
             params![dest, order_no, now()],
         )?)
@@ -222,5 +263,18 @@ impl Outbox {
             "UPDATE orders SET body = ?3 WHERE source = ?1 AND order_no = ?2",
             params![source, order.order_no, body],
         )? > 0)
+    }
+}
+
+/// An order id whose row cannot be read, with why.
+type Damaged = (i64, String);
+
+/// A text column as a `String`, or why it cannot be one (a damaged row).
+fn text(v: rusqlite::types::ValueRef<'_>) -> std::result::Result<String, String> {
+    match v {
+        rusqlite::types::ValueRef::Text(b) => std::str::from_utf8(b)
+            .map(str::to_string)
+            .map_err(|e| format!("the source is not UTF-8: {e}")),
+        _ => Err("the source is not text".to_string()),
     }
 }

@@ -52,12 +52,17 @@ pub struct IngestReport {
     /// Orders of this unit that corrected a stored order some destination had
     /// rejected: the body was replaced and the rejected deliveries are pending again.
     pub corrected: Vec<String>,
+    /// Those of `duplicates` whose number was already stored with other content: the
+    /// stored order is untouched and this version is kept in `conflict`.
+    pub conflicts: Vec<String>,
 }
 
 /// One captured unit's open transaction (see [`Outbox::begin_ingest`]). Dropping it
 /// without [`Ingest::commit`] rolls everything back.
 pub struct Ingest<'a> {
     tx: rusqlite::Transaction<'a>,
+    cap_pages: i64,
+    room_wanted: &'a std::cell::Cell<bool>,
     destinations: &'a [String],
     source: String,
     kind: CaptureKind,
@@ -83,11 +88,21 @@ impl Ingest<'_> {
             self.destinations,
             self.now,
             Corrections::Apply,
-        )?;
+        )
+        .inspect_err(|e| {
+            // A full disk (or the hard limit): the next capture makes room first.
+            if matches!(e, OutboxError::Full) {
+                self.room_wanted.set(true);
+            }
+        })?;
         match stored {
             Stored::New => self.report.new += 1,
             Stored::Duplicate => self.report.duplicates.push(order.order_no.clone()),
             Stored::Corrected => self.report.corrected.push(order.order_no.clone()),
+            Stored::Conflict => {
+                self.report.duplicates.push(order.order_no.clone());
+                self.report.conflicts.push(order.order_no.clone());
+            }
         }
         Ok(())
     }
@@ -101,6 +116,12 @@ impl Ingest<'_> {
     /// `unparsed` with `error`, as orders were added or not) and counts, in the same
     /// transaction as its orders.
     pub fn commit(self, error: Option<&str>) -> Result<IngestReport> {
+        // Captures stop at the cap; the pages past it are the delivery reserve. Dropping
+        // the transaction rolls the unit back.
+        if self.cap_pages > 0 && used_pages(&self.tx)? > self.cap_pages {
+            self.room_wanted.set(true);
+            return Err(OutboxError::Full);
+        }
         let status = match (error, self.seen) {
             (None, _) => "parsed",
             (Some(_), 0) => "unparsed",
@@ -130,7 +151,17 @@ impl Ingest<'_> {
             CaptureKind::Receipt => "receipts",
         };
         bump(&self.tx, &self.source, counter, 1)?;
-        self.tx.commit()?;
+        self.tx.execute(
+            "DELETE FROM counter WHERE source = ?1 AND name = ?2",
+            params![self.source, super::room::FULL_SINCE],
+        )?;
+        let room_wanted = self.room_wanted;
+        if let Err(e) = self.tx.commit() {
+            let e = OutboxError::from(e);
+            room_wanted.set(matches!(e, OutboxError::Full));
+            return Err(e);
+        }
+        room_wanted.set(false);
         Ok(report)
     }
 }
@@ -154,11 +185,18 @@ impl Outbox {
     /// Commits one captured unit with its orders, in one transaction. Orders must be
     /// stamped. Returns what was new and what was a duplicate.
     pub fn ingest(&mut self, unit: &Capture<'_>, orders: &[Order]) -> Result<IngestReport> {
-        let mut ingest = self.begin_ingest(unit)?;
-        for order in orders {
-            ingest.add(order)?;
+        let result = (|| {
+            let mut ingest = self.begin_ingest(unit)?;
+            for order in orders {
+                ingest.add(order)?;
+            }
+            ingest.commit(unit.error.as_deref())
+        })();
+        if let Err(OutboxError::Full) = result {
+            // Best effort: the mark lives in the reserve, but a full disk may refuse it.
+            let _ = self.note_full(unit.source, now());
         }
-        ingest.commit(unit.error.as_deref())
+        result
     }
 
     /// Starts the transaction of one captured unit, to be fed its orders one at a time
@@ -168,6 +206,21 @@ impl Outbox {
     /// at the end, and is given to `commit`.
     pub fn begin_ingest(&mut self, unit: &Capture<'_>) -> Result<Ingest<'_>> {
         let now = now();
+        if self.room_wanted.get() || self.at_cap()? {
+            // At the cap, delivered orders go first, whatever their retention age, so
+            // capture resumes as soon as deliveries go out.
+            let deleted = self.make_room()?;
+            self.room_wanted.set(deleted == 0);
+            if deleted > 0 {
+                log::info!(
+                    "queue at its size cap: deleted {deleted} delivered order(s) to make room"
+                );
+            }
+            if self.at_cap()? {
+                self.note_full(unit.source, now)?;
+                return Err(OutboxError::Full);
+            }
+        }
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -175,6 +228,8 @@ impl Outbox {
         let capture_id = insert_capture(&tx, unit, now, "unparsed", None)?;
         Ok(Ingest {
             tx,
+            cap_pages: self.cap_pages,
+            room_wanted: &self.room_wanted,
             destinations: &self.destinations,
             source: unit.source.to_string(),
             kind: unit.kind,
@@ -234,6 +289,7 @@ pub(super) enum Stored {
     New,
     Duplicate,
     Corrected,
+    Conflict,
 }
 
 /// Whether a differing copy of a rejected order replaces it (captures) or not (reparse).
@@ -271,10 +327,7 @@ pub(super) fn insert_order(
             now
         ])?;
     if n == 0 {
-        if corrections == Corrections::Apply && correct_rejected(tx, source, order, body, now)? {
-            return Ok(Stored::Corrected);
-        }
-        return Ok(Stored::Duplicate);
+        return second_copy(tx, source, capture_id, order, body, now, corrections);
     }
     let order_id = tx.last_insert_rowid();
     let mut ins_delivery = tx.prepare_cached(
@@ -287,46 +340,107 @@ pub(super) fn insert_order(
     Ok(Stored::New)
 }
 
-/// A second copy of a stored order: if its content differs and some destination
-/// rejected the stored one, the copy is the POS's correction. Replaces the body and
-/// puts the rejected deliveries back to pending, due now; returns whether it did.
-/// Delivered deliveries stay delivered (the cloud has the order; resending would be a
-/// duplicate there) and pending ones simply go out with the new body.
-pub(super) fn correct_rejected(
+/// A second copy of a stored order. The same body is a quiet duplicate. A different
+/// body is either the POS's correction of an order some destination rejected, or
+/// the repair of a quarantined (damaged) one (with
+/// `Corrections::Apply`: the body is replaced and the rejected deliveries are
+/// pending again, due now; delivered ones stay delivered, pending ones go out with
+/// the new body), or the same content under another stamp (a config change: a quiet
+/// duplicate), or a real conflict: the stored order is left alone and this version
+/// is kept in `conflict` (once per distinct body).
+fn second_copy(
     tx: &rusqlite::Transaction<'_>,
     source: &str,
+    capture_id: i64,
     order: &Order,
     body: &str,
     now: i64,
-) -> Result<bool> {
-    let stored: Option<(i64, String)> = tx
-        .prepare_cached("SELECT id, body FROM orders WHERE source = ?1 AND order_no = ?2")?
+    corrections: Corrections,
+) -> Result<Stored> {
+    let stored: Option<(i64, Option<String>)> = tx
+        .prepare_cached(
+            "SELECT id, CAST(body AS TEXT) FROM orders WHERE source = ?1 AND order_no = ?2",
+        )?
         .query_row(params![source, order.order_no], |r| {
-            Ok((r.get(0)?, r.get(1)?))
+            // A damaged body (not UTF-8) reads as None: it differs from any copy.
+            Ok((r.get(0)?, r.get::<_, String>(1).ok()))
         })
         .optional()?;
     let Some((order_id, old_body)) = stored else {
-        return Ok(false);
+        return Ok(Stored::Duplicate);
     };
-    if old_body == body {
-        return Ok(false);
+    if old_body.as_deref() == Some(body) {
+        return Ok(Stored::Duplicate);
     }
-    let rejected: i64 = tx
-        .prepare_cached("SELECT count(*) FROM delivery WHERE order_id = ?1 AND state = 'rejected'")?
-        .query_row(params![order_id], |r| r.get(0))?;
-    if rejected == 0 {
-        return Ok(false);
+    if corrections == Corrections::Apply {
+        let rejected: i64 = tx
+            .prepare_cached(
+                "SELECT count(*) FROM delivery WHERE order_id = ?1
+                    AND state IN ('rejected', 'quarantined')",
+            )?
+            .query_row(params![order_id], |r| r.get(0))?;
+        if rejected > 0 {
+            tx.execute(
+                "UPDATE orders SET body = ?2, order_time = ?3 WHERE id = ?1",
+                params![order_id, body, crate::order::format_time(&order.order_time)],
+            )?;
+            tx.execute(
+                "UPDATE delivery SET state = 'pending', next_at = ?2, updated_at = ?2
+                  WHERE order_id = ?1 AND state IN ('rejected', 'quarantined')",
+                params![order_id, now],
+            )?;
+            return Ok(Stored::Corrected);
+        }
     }
-    tx.execute(
-        "UPDATE orders SET body = ?2, order_time = ?3 WHERE id = ?1",
-        params![order_id, body, crate::order::format_time(&order.order_time)],
-    )?;
-    tx.execute(
-        "UPDATE delivery SET state = 'pending', next_at = ?2, updated_at = ?2
-          WHERE order_id = ?1 AND state = 'rejected'",
-        params![order_id, now],
-    )?;
-    Ok(true)
+    if old_body
+        .as_deref()
+        .is_some_and(|old| same_content(old, body))
+    {
+        return Ok(Stored::Duplicate);
+    }
+    tx.prepare_cached(
+        "INSERT INTO conflict (source, order_no, order_id, body, capture_id, seen_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (source, order_no, body) DO NOTHING",
+    )?
+    .execute(params![
+        source,
+        order.order_no,
+        order_id,
+        body,
+        capture_id,
+        now
+    ])?;
+    Ok(Stored::Conflict)
+}
+
+/// The stamp fields, filled from the config at capture: not the POS's content.
+const STAMP_FIELDS: [&str; 5] = ["source", "shop", "machine_id", "video_start", "video_end"];
+
+/// Whether two stored bodies say the same order, the stamp aside (a re-export after a
+/// camera or shop change is still the same order).
+pub(super) fn same_content(a: &str, b: &str) -> bool {
+    if a == b {
+        return true;
+    }
+    let parse = |s: &str| -> Option<serde_json::Value> {
+        let mut v: serde_json::Value = serde_json::from_str(s).ok()?;
+        let map = v.as_object_mut()?;
+        for k in STAMP_FIELDS {
+            map.remove(k);
+        }
+        Some(v)
+    };
+    match (parse(a), parse(b)) {
+        (Some(x), Some(y)) => x == y,
+        _ => false,
+    }
+}
+
+/// Pages in use inside a transaction (file pages less the free list).
+fn used_pages(conn: &Connection) -> Result<i64> {
+    let pages: i64 = conn.pragma_query_value(None, "page_count", |r| r.get(0))?;
+    let free: i64 = conn.pragma_query_value(None, "freelist_count", |r| r.get(0))?;
+    Ok(pages - free)
 }
 
 pub(super) fn bump(conn: &Connection, source: &str, name: &str, by: i64) -> Result<()> {

@@ -81,7 +81,9 @@ impl Outbox {
                 Corrections::Ignore,
             )? {
                 Stored::New => new += 1,
-                Stored::Duplicate | Stored::Corrected => duplicates.push(order.order_no.clone()),
+                Stored::Duplicate | Stored::Corrected | Stored::Conflict => {
+                    duplicates.push(order.order_no.clone())
+                }
             }
         }
         let status = match (error, new + duplicates.len()) {
@@ -106,6 +108,7 @@ impl Outbox {
             new,
             duplicates,
             corrected: Vec::new(),
+            conflicts: Vec::new(),
         })
     }
 }

@@ -22,9 +22,17 @@
 //! - **Durable before acknowledged**: with `synchronous = full` (the default) a commit
 //!   has been fsynced when `ingest` returns; `normal` trades the last commits before a
 //!   power cut for speed on slow flash (documented in the example config).
-//! - **Bounded**: `max_page_count` caps the file at `outbox.max_size`. At the cap an
-//!   ingest fails with [`OutboxError::Full`] and rolls back; nothing stored is dropped,
-//!   and the caller keeps the unit (the file stays in the folder) to try again.
+//! - **Bounded, never deadlocked**: captures stop at `outbox.max_size`; SQLite's
+//!   `max_page_count` is the cap plus a reserve that only delivery bookkeeping can
+//!   use, so a delivery can always be recorded. At the cap an ingest first deletes
+//!   orders delivered everywhere, oldest first, whatever their retention age
+//!   (`room.rs`); if that frees nothing it fails with [`OutboxError::Full`] and rolls
+//!   back, the source is marked "queue full" for `status`, and the caller keeps the
+//!   unit to try again. Nothing pending, rejected or quarantined is ever dropped.
+//! - **A damaged row never stops the others**: a delivery whose order cannot be read
+//!   is quarantined (kept, with the reason) and the claim goes on with the next rows.
+//! - **A conflict is kept aside**: a second copy of an order whose content differs is
+//!   stored in `conflict` with the stored order untouched, and reported.
 //! - **Delivery state machine**: `pending → delivered | rejected`, `rejected → pending`
 //!   only by an explicit `retry` or a correction (above). Attempts, next attempt time
 //!   and last error are kept.
@@ -42,17 +50,33 @@ use crate::order::Order;
 mod delivery;
 mod ingest;
 mod journal;
+mod recover;
 mod retention;
+mod room;
 mod settings;
 mod views;
 
 pub use delivery::{DeliveryState, Due, Mark};
 pub use ingest::{Capture, CaptureKind, Ingest, IngestReport};
 pub use journal::JournalEntry;
+pub use recover::{DAMAGED_SUFFIX, Opened, Opener, damaged_files, open_or_set_aside};
 pub use settings::{OutboxConfig, RawOutbox, Synchronous};
 pub use views::{DeliveryView, DestStatus, OrderView, SourceStatus, Status};
 
-const MIGRATIONS: &[(&str, &str)] = &[("0001_init", include_str!("migrations/0001_init.sql"))];
+const MIGRATIONS: &[(&str, &str)] = &[
+    ("0001_init", include_str!("migrations/0001_init.sql")),
+    ("0002_faults", include_str!("migrations/0002_faults.sql")),
+];
+
+/// Pages SQLite may use beyond `outbox.max_size`, for delivery bookkeeping only: the
+/// cap is checked by captures ([`Outbox::begin_ingest`] and [`Ingest::commit`]),
+/// while `max_page_count` is the cap plus this reserve. So recording that an order
+/// was delivered, and deleting delivered orders to make room, always has pages, and
+/// a full queue can never deadlock (issue #15). An eighth of the cap, at least 64
+/// pages.
+fn reserve_pages(cap_pages: i64) -> i64 {
+    (cap_pages / 8).max(64)
+}
 
 /// A retry scheduled further ahead than this is taken to mean that the box's clock
 /// jumped back (boxes boot without an RTC) and is treated as due now.
@@ -108,6 +132,10 @@ pub fn now() -> i64 {
 pub struct Outbox {
     conn: Connection,
     destinations: Vec<String>,
+    /// Pages captures may fill (`outbox.max_size`); 0 for a read-only outbox.
+    cap_pages: i64,
+    /// Set when a capture's commit found the cap: the next one makes room first.
+    room_wanted: std::cell::Cell<bool>,
 }
 
 impl Outbox {
@@ -136,13 +164,20 @@ impl Outbox {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.pragma_update(None, "cache_size", CACHE_KIB)?;
         let page_size: i64 = conn.pragma_query_value(None, "page_size", |r| r.get(0))?;
-        let max_pages = (cfg.max_size as i64 / page_size).max(64);
-        // The cap is enforced by SQLite itself: an insert past it fails with SQLITE_FULL
-        // and its transaction rolls back, exactly as on a full disk.
-        conn.pragma_update(None, "max_page_count", max_pages)?;
+        let cap_pages = (cfg.max_size as i64 / page_size).max(64);
+        // SQLite itself enforces the hard limit (cap + reserve): an insert past it fails
+        // with SQLITE_FULL and its transaction rolls back, exactly as on a full disk.
+        // Captures stop at the cap itself (see `reserve_pages`).
+        conn.pragma_update(None, "max_page_count", cap_pages + reserve_pages(cap_pages))?;
+        // Keeps the WAL file from staying large after a checkpoint (a WAL as big as a
+        // small disk stopped everything, issue #15). Minimal on purpose: checkpoint
+        // tuning for flash wear is issue #14's.
+        conn.pragma_update(None, "journal_size_limit", 4i64 << 20)?;
         let mut ob = Outbox {
             conn,
             destinations: destinations.to_vec(),
+            cap_pages,
+            room_wanted: Default::default(),
         };
         ob.migrate(path)?;
         Ok(ob)
@@ -161,6 +196,8 @@ impl Outbox {
         Ok(Outbox {
             conn,
             destinations: Vec::new(),
+            cap_pages: 0,
+            room_wanted: Default::default(),
         })
     }
 

@@ -272,3 +272,162 @@ fn an_ingest_dropped_before_commit_leaves_no_trace() {
     assert!(!ob.file_ingested("lane1", "b.json", 10, "h-b.json").unwrap());
     assert_eq!(ob.status(now()).unwrap().sources[0].unparsed, 1);
 }
+
+/// Issue #15 item 1: at the cap, marking deliveries still works (the reserve), and
+/// the next capture deletes orders delivered everywhere, whatever their age.
+#[test]
+fn a_full_queue_records_deliveries_and_makes_room_from_delivered_orders() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ob =
+        Outbox::open(&dir.path().join("queue.db"), &cfg(1 << 20), &["wdt".into()]).unwrap();
+    let raw = vec![7u8; 16 * 1024];
+    let mut stored = Vec::new();
+    for i in 0..400 {
+        let name = format!("r{i}");
+        let mut u = unit(&name);
+        u.kind = CaptureKind::Receipt;
+        u.raw = Some(&raw);
+        match ob.ingest(&u, &[order(&name)]) {
+            Ok(_) => stored.push(name),
+            Err(OutboxError::Full) => break,
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    assert!(stored.len() > 10 && stored.len() < 400, "{}", stored.len());
+    // Full: a second attempt marks the source, for status.
+    let mut u = unit("wait");
+    u.kind = CaptureKind::Receipt;
+    u.raw = Some(&raw);
+    assert!(matches!(
+        ob.ingest(&u, &[order("wait")]),
+        Err(OutboxError::Full)
+    ));
+    assert!(ob.status(now()).unwrap().queue_full_since.is_some());
+    // Every delivery can still be recorded at the cap.
+    let mut delivered = 0;
+    loop {
+        let due = ob.claim_due("wdt", now(), 50).unwrap();
+        if due.is_empty() {
+            break;
+        }
+        let marks: Vec<_> = due
+            .iter()
+            .map(|d| (d.delivery_id, Mark::Delivered(Some("ok".into()))))
+            .collect();
+        ob.record_outcomes(&marks).unwrap();
+        delivered += due.len();
+    }
+    assert_eq!(delivered, stored.len());
+    // Retention (a week) would keep them all; the cap makes room all the same.
+    ob.ingest(&u, &[order("wait")]).unwrap();
+    let st = ob.status(now()).unwrap();
+    assert_eq!(
+        st.queue_full_since, None,
+        "cleared once a capture is stored"
+    );
+    assert_eq!(st.destinations[0].pending, 1);
+    assert!(st.destinations[0].delivered < stored.len() as i64);
+}
+
+/// Issue #15 item 2: a damaged body is quarantined, the others flow, `orders` lists it.
+#[test]
+fn a_damaged_body_is_quarantined_and_the_others_flow() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ob = open(dir.path());
+    ob.ingest(&unit("a"), &[order("1"), order("2"), order("3")])
+        .unwrap();
+    ob.conn
+        .execute(
+            "UPDATE orders SET body = replace(body, '\"lines\"', '\"li\u{1}es\"') WHERE order_no = '2'",
+            [],
+        )
+        .unwrap();
+    ob.conn
+        .execute(
+            "UPDATE orders SET body = CAST(x'7b22ff' AS TEXT) WHERE order_no = '3'",
+            [],
+        )
+        .unwrap();
+    let due: Vec<String> = ob
+        .claim_due("wdt", now(), 10)
+        .unwrap()
+        .into_iter()
+        .map(|d| d.order.order_no)
+        .collect();
+    assert_eq!(due, ["1"]);
+    let st = ob.status(now()).unwrap();
+    let wdt = st.destinations.iter().find(|d| d.name == "wdt").unwrap();
+    assert_eq!((wdt.pending, wdt.quarantined), (1, 2));
+    let list = ob
+        .orders(Some(DeliveryState::Quarantined), None, 10)
+        .unwrap();
+    assert_eq!(list.len(), 2);
+    assert_eq!(list[0].order["order_no"], "3");
+    assert!(
+        list[0].order["damaged"]
+            .as_str()
+            .unwrap()
+            .contains("damaged row")
+    );
+    assert!(
+        list[1].deliveries[0]
+            .last_error
+            .as_deref()
+            .unwrap()
+            .contains("damaged row")
+    );
+    // Retention never deletes them.
+    assert_eq!(ob.prune(now() + 86400 * 365, &cfg(64 << 20)).unwrap().0, 0);
+}
+
+/// Issue #15 item 6: a different order under a stored number is kept aside.
+#[test]
+fn a_conflicting_copy_is_kept_aside_and_an_identical_one_is_a_duplicate() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ob = open(dir.path());
+    ob.ingest(&unit("a"), &[order("1")]).unwrap();
+    let mut other = order("1");
+    other.paid = "99.00".parse().unwrap();
+    let mut restamped = order("1");
+    restamped.machine_id = Some("M2".into());
+    let r = ob.ingest(&unit("b"), &[order("1"), restamped]).unwrap();
+    assert!(r.conflicts.is_empty(), "{r:?}");
+    let r = ob.ingest(&unit("c"), &[other.clone()]).unwrap();
+    assert_eq!(r.conflicts, ["1"]);
+    ob.ingest(&unit("d"), &[other]).unwrap();
+    let st = ob.status(now()).unwrap();
+    assert_eq!(st.sources[0].conflicts, 1, "once per distinct version");
+    assert_eq!(st.sources[0].orders, 1);
+    let v = ob.orders(None, None, 10).unwrap();
+    assert_eq!(v[0].order["paid"], "7.00", "the stored order is untouched");
+}
+
+/// Issue #15 item 4: a clock that was not set never makes retention delete.
+#[test]
+fn retention_never_deletes_what_an_unset_clock_stamped() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ob = open(dir.path());
+    let mut u = unit("r");
+    u.kind = CaptureKind::Receipt;
+    u.raw = Some(b"raw receipt");
+    u.error = Some("template".into());
+    ob.ingest(&u, &[]).unwrap();
+    ob.conn
+        .execute("UPDATE capture SET captured_at = 86402", [])
+        .unwrap();
+    let c = cfg(64 << 20);
+    assert_eq!(
+        ob.prune(86402 + 10 * 86400, &c).unwrap(),
+        (0, 0),
+        "clock not set"
+    );
+    let good = now();
+    assert_eq!(
+        ob.prune(good, &c).unwrap(),
+        (0, 0),
+        "re-stamped, not deleted"
+    );
+    assert_eq!(ob.journal_entries(None, &[], 0, 10).unwrap().len(), 1);
+    // It ages from the first good time: raw_retention (2 h) later it goes.
+    assert_eq!(ob.prune(good + 7201, &c).unwrap().1, 1);
+}

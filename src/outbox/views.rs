@@ -11,6 +11,10 @@ pub struct Status {
     pub sources: Vec<SourceStatus>,
     pub destinations: Vec<DestStatus>,
     pub db_bytes: u64,
+    /// Since when (unix seconds) some capture waits because the queue is full (at
+    /// `outbox.max_size`, or the disk): nothing new is stored until deliveries free
+    /// room. `None` while captures are stored.
+    pub queue_full_since: Option<i64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -25,6 +29,10 @@ pub struct SourceStatus {
     pub duplicates: i64,
     /// Rejected orders replaced by a corrected copy (and re-queued).
     pub corrected: i64,
+    /// Order numbers seen again with other content (kept aside in the `conflict` table).
+    pub conflicts: i64,
+    /// Since when this source's captures wait for room (the queue is full).
+    pub queue_full_since: Option<i64>,
     pub last_error: Option<String>,
 }
 
@@ -34,6 +42,8 @@ pub struct DestStatus {
     pub pending: i64,
     pub delivered: i64,
     pub rejected: i64,
+    /// Orders whose stored row is damaged (cannot be read): kept, not sent.
+    pub quarantined: i64,
     /// Seconds since the oldest pending order was stored.
     pub oldest_pending_age: Option<i64>,
     pub paused: Option<String>,
@@ -104,6 +114,7 @@ impl Outbox {
                     "files_rejected" => s.files_rejected = value,
                     "receipts" => s.receipts = value,
                     "corrected" => s.corrected = value,
+                    super::room::FULL_SINCE => s.queue_full_since = Some(value),
                     _ => {}
                 }
             }
@@ -132,6 +143,14 @@ impl Outbox {
             )?;
             for s in sources.iter_mut() {
                 s.last_error = stmt.query_row(params![s.name], |r| r.get(0)).optional()?;
+            }
+            let mut stmt = self
+                .conn
+                .prepare("SELECT source, count(*) FROM conflict GROUP BY source")?;
+            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+            for row in rows {
+                let (source, n) = row?;
+                entry(&mut sources, &source).conflicts = n;
             }
         }
         let mut destinations = Vec::new();
@@ -169,6 +188,7 @@ impl Outbox {
                         DeliveryState::Pending => d.pending = n,
                         DeliveryState::Delivered => d.delivered = n,
                         DeliveryState::Rejected => d.rejected = n,
+                        DeliveryState::Quarantined => d.quarantined = n,
                     }
                 }
                 let oldest_at: Option<i64> = oldest.query_row(params![name], |r| r.get(0))?;
@@ -199,10 +219,12 @@ impl Outbox {
         let page_size: i64 = self
             .conn
             .pragma_query_value(None, "page_size", |r| r.get(0))?;
+        let queue_full_since = sources.iter().filter_map(|s| s.queue_full_since).min();
         Ok(Status {
             sources,
             destinations,
             db_bytes: (page_count * page_size) as u64,
+            queue_full_since,
         })
     }
 
@@ -215,7 +237,7 @@ impl Outbox {
         limit: usize,
     ) -> Result<Vec<OrderView>> {
         let mut stmt = self.conn.prepare(
-            "SELECT o.id, o.body FROM orders o
+            "SELECT o.id, o.body, o.source, o.order_no, o.order_time FROM orders o
               WHERE (?1 IS NULL OR EXISTS (SELECT 1 FROM delivery d
                                              WHERE d.order_id = o.id AND d.state = ?1))
                 AND (?2 IS NULL OR o.source = ?2)
@@ -226,13 +248,35 @@ impl Outbox {
         )?;
         let rows = stmt.query_map(
             params![state.map(|s| s.as_str()), source, limit as i64],
-            |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)),
+            |r| {
+                // A damaged body is shown with what the row's own columns say, and
+                // why it cannot be read, instead of failing the whole listing.
+                let body = match r.get_ref(1)? {
+                    rusqlite::types::ValueRef::Text(b) | rusqlite::types::ValueRef::Blob(b) => {
+                        serde_json::from_slice::<serde_json::Value>(b)
+                            .map_err(|e| format!("damaged row: the body is not an order: {e}"))
+                    }
+                    _ => Err("damaged row: the body is not text".to_string()),
+                };
+                let lossy = |i: usize| -> rusqlite::Result<String> {
+                    Ok(match r.get_ref(i)? {
+                        rusqlite::types::ValueRef::Text(b) => String::from_utf8_lossy(b).into(),
+                        _ => String::new(),
+                    })
+                };
+                Ok((r.get::<_, i64>(0)?, body, lossy(2)?, lossy(3)?, lossy(4)?))
+            },
         )?;
         let mut out = Vec::new();
         for row in rows {
-            let (id, body) = row?;
-            let order: serde_json::Value = serde_json::from_str(&body)
-                .map_err(|e| OutboxError::Encode(format!("#{id}"), e))?;
+            let (id, body, source, order_no, order_time) = row?;
+            let order = match body {
+                Ok(v) if v.is_object() => v,
+                Ok(_) => serde_json::json!({"source": source, "order_no": order_no,
+                    "order_time": order_time, "damaged": "damaged row: the body is not an order"}),
+                Err(reason) => serde_json::json!({"source": source, "order_no": order_no,
+                    "order_time": order_time, "damaged": reason}),
+            };
             let ds = deliveries
                 .query_map(params![id], |r| {
                     Ok(DeliveryView {

@@ -118,11 +118,19 @@ impl FolderWatch {
             }
         };
         crate::failpoint::hit("folder.after_commit");
-        if !report.duplicates.is_empty() {
+        let same: Vec<&String> = report
+            .duplicates
+            .iter()
+            .filter(|n| !report.conflicts.contains(n))
+            .collect();
+        if !same.is_empty() {
             info!(
                 "source {src}: {name}: {} order(s) already stored, not stored again: {}",
-                report.duplicates.len(),
-                report.duplicates.join(", ")
+                same.len(),
+                same.iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
         }
         if !report.corrected.is_empty() {
@@ -130,6 +138,15 @@ impl FolderWatch {
                 "source {src}: {name}: {} rejected order(s) corrected, sending them again: {}",
                 report.corrected.len(),
                 report.corrected.join(", ")
+            );
+        }
+        if !report.conflicts.is_empty() {
+            warn!(
+                "source {src}: {name}: {} order number(s) already stored with other content \
+                 (a conflict: the stored order is kept as it was, this version is kept aside, \
+                 see `tillrelay status`): {}",
+                report.conflicts.len(),
+                report.conflicts.join(", ")
             );
         }
         if errors.is_empty() {

@@ -161,6 +161,10 @@ impl FolderWatch {
                     self.full_logged = false;
                 }
                 Err(OutboxError::Full) => {
+                    // For `status` ("queue full"); best effort on a full disk.
+                    let _ = self
+                        .outbox
+                        .note_full(&self.source.name, crate::outbox::now());
                     if !self.full_logged {
                         error!(
                             "source {}: the queue is full; {} waits in the folder until space returns",
