@@ -14,7 +14,7 @@
 //! - No input, network or device error ends the process; only a database that
 //!   cannot be opened at start does (systemd restarts it).
 
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -25,7 +25,7 @@ use crate::capture::folder::FolderWatch;
 use crate::capture::live::SerialWatch;
 use crate::config::{Config, SourceKind};
 use crate::lifecycle::{Heartbeat, Heartbeats, Shutdown};
-use crate::outbox::{self, Outbox};
+use crate::outbox::{self, OnCommit, Outbox, Synchronous};
 use crate::systemd::Notifier;
 use crate::upload::Destination;
 use crate::upload::engine::{EngineConfig, Wake, Worker};
@@ -55,6 +55,21 @@ fn one_malloc_arena() {
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 1);
     }
+}
+
+/// Test and bench hook: the upload workers' idle `poll` in milliseconds (default
+/// 2 s). The tests set it to an hour, so only a capture's wake can deliver an order.
+pub const POLL_ENV: &str = "TILLRELAY_UPLOAD_POLL_MS";
+
+fn engine_config() -> EngineConfig {
+    let mut cfg = EngineConfig::default();
+    if let Some(ms) = std::env::var(POLL_ENV)
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        cfg.poll = Duration::from_millis(ms);
+    }
+    cfg
 }
 
 /// How often retention runs.
@@ -105,6 +120,19 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     let (done_tx, done_rx) = mpsc::channel::<String>();
     let mut threads: Vec<(String, JoinHandle<()>)> = Vec::new();
 
+    // The workers' wake handles exist before the sources start, so every capture
+    // commit can wake them (capture knows nothing of upload: it gets a callback).
+    let clients = clients(&cfg)?;
+    let wakes: Vec<Wake> = clients.iter().map(|_| Wake::new()).collect();
+    let on_commit: OnCommit = {
+        let wakes = wakes.clone();
+        Arc::new(move || {
+            for w in &wakes {
+                w.new_orders();
+            }
+        })
+    };
+
     for source in &cfg.sources {
         if !source.enabled {
             info!(
@@ -113,8 +141,9 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
             );
             continue;
         }
-        let ob = Outbox::open(&db, &cfg.outbox, &cfg.destinations)
+        let mut ob = Outbox::open(&db, &cfg.outbox, &cfg.destinations)
             .with_context(|| format!("cannot open the queue at {}", db.display()))?;
+        ob.on_commit(on_commit.clone());
         let (name, work): (String, SourceLoop) = match &source.kind {
             SourceKind::Folder(folder) => {
                 let w = FolderWatch::new(source.identity.clone(), folder.clone(), ob);
@@ -178,14 +207,17 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
             .context("cannot start a thread")?;
         threads.push((name, h));
     }
-    let mut wakes = Vec::new();
-    for (dest, client) in clients(&cfg)? {
+    let engine = engine_config();
+    for ((dest, client), wake) in clients.into_iter().zip(wakes.iter().cloned()) {
         let name = format!("upload:{dest}");
-        let ob = Outbox::open(&db, &cfg.outbox, &cfg.destinations)
+        let mut ob = Outbox::open(&db, &cfg.outbox, &cfg.destinations)
             .with_context(|| format!("cannot open the queue at {}", db.display()))?;
-        let wake = Wake::new();
-        wakes.push(wake.clone());
-        let worker = Worker::new(client, ob, EngineConfig::default(), wake);
+        // A delivery outcome is committed without its own fsync: lost in a power cut,
+        // it only re-sends orders the clouds deduplicate (docs/GUARANTEES.md). On
+        // flash this halves what each order costs the card (docs/BENCHMARKS.md).
+        ob.set_synchronous(Synchronous::Normal)
+            .with_context(|| format!("cannot set up the queue at {}", db.display()))?;
+        let worker = Worker::new(client, ob, engine.clone(), wake);
         let (sd, beat, done) = (shutdown.clone(), beats.register(&name), done_tx.clone());
         let tname = name.clone();
         let h = std::thread::Builder::new()

@@ -59,6 +59,7 @@ pub struct IngestReport {
 pub struct Ingest<'a> {
     tx: rusqlite::Transaction<'a>,
     destinations: &'a [String],
+    on_commit: Option<&'a OnCommit>,
     source: String,
     kind: CaptureKind,
     now: i64,
@@ -131,6 +132,11 @@ impl Ingest<'_> {
         };
         bump(&self.tx, &self.source, counter, 1)?;
         self.tx.commit()?;
+        if report.new > 0 || !report.corrected.is_empty() {
+            if let Some(f) = self.on_commit {
+                f();
+            }
+        }
         Ok(report)
     }
 }
@@ -176,6 +182,7 @@ impl Outbox {
         Ok(Ingest {
             tx,
             destinations: &self.destinations,
+            on_commit: self.on_commit.as_ref(),
             source: unit.source.to_string(),
             kind: unit.kind,
             now,

@@ -99,15 +99,29 @@ impl From<rusqlite::Error> for OutboxError {
 
 pub type Result<T> = std::result::Result<T, OutboxError>;
 
+impl Synchronous {
+    /// The value of SQLite's `PRAGMA synchronous`.
+    fn pragma(self) -> &'static str {
+        match self {
+            Synchronous::Full => "FULL",
+            Synchronous::Normal => "NORMAL",
+        }
+    }
+}
+
 /// Seconds since the epoch by the box's clock (negative before 1970: the one wall
 /// clock, [`crate::clock::unix_now`], the upload engine's too).
 pub fn now() -> i64 {
     crate::clock::unix_now()
 }
 
+/// Called after a capture committed new orders (see [`Outbox::on_commit`]).
+pub type OnCommit = std::sync::Arc<dyn Fn() + Send + Sync>;
+
 pub struct Outbox {
     conn: Connection,
     destinations: Vec<String>,
+    on_commit: Option<OnCommit>,
 }
 
 impl Outbox {
@@ -125,14 +139,7 @@ impl Outbox {
         let conn = Connection::open(path)?;
         conn.busy_timeout(Duration::from_secs(10))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(
-            None,
-            "synchronous",
-            match cfg.synchronous {
-                Synchronous::Full => "FULL",
-                Synchronous::Normal => "NORMAL",
-            },
-        )?;
+        conn.pragma_update(None, "synchronous", cfg.synchronous.pragma())?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.pragma_update(None, "cache_size", CACHE_KIB)?;
         let page_size: i64 = conn.pragma_query_value(None, "page_size", |r| r.get(0))?;
@@ -143,6 +150,7 @@ impl Outbox {
         let mut ob = Outbox {
             conn,
             destinations: destinations.to_vec(),
+            on_commit: None,
         };
         ob.migrate(path)?;
         Ok(ob)
@@ -161,6 +169,7 @@ impl Outbox {
         Ok(Outbox {
             conn,
             destinations: Vec::new(),
+            on_commit: None,
         })
     }
 
@@ -182,6 +191,21 @@ impl Outbox {
             tx.pragma_update(None, "user_version", (i + 1) as i64)?;
             tx.commit()?;
         }
+        Ok(())
+    }
+
+    /// Calls `f` after every ingest that committed new (or corrected) orders, once the
+    /// commit returned: the daemon wakes the upload workers with it, so an order leaves
+    /// in milliseconds. Capture knows nothing of upload; this is its only signal.
+    pub fn on_commit(&mut self, f: OnCommit) {
+        self.on_commit = Some(f);
+    }
+
+    /// Sets this connection's `synchronous` (the daemon runs the upload workers'
+    /// connections at `normal`: a delivery outcome is not fsynced on its own, see
+    /// docs/GUARANTEES.md).
+    pub fn set_synchronous(&mut self, s: Synchronous) -> Result<()> {
+        self.conn.pragma_update(None, "synchronous", s.pragma())?;
         Ok(())
     }
 
