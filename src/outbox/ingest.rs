@@ -203,9 +203,17 @@ impl Outbox {
         Ok(())
     }
 
-    /// Adds to a per-source counter (e.g. `files_seen`).
+    /// Adds to a per-source counter (e.g. `files_seen`). Not fsynced on its own (a
+    /// counter is a statistic, not a capture): the next durable commit on the queue
+    /// carries it to the disk, in the same flash pages, instead of a sync of its own.
     pub fn count(&mut self, source: &str, name: &str, by: i64) -> Result<()> {
-        bump(&self.conn, source, name, by)
+        let sync: i64 = self
+            .conn
+            .pragma_query_value(None, "synchronous", |r| r.get(0))?;
+        self.conn.pragma_update(None, "synchronous", "NORMAL")?;
+        let bumped = bump(&self.conn, source, name, by);
+        self.conn.pragma_update(None, "synchronous", sync)?;
+        bumped
     }
 }
 
