@@ -17,7 +17,7 @@
 //!   forward all the same and every loop that needs the queue waits for it, trying
 //!   to open it every [`REOPEN_EVERY`] (no restart loop).
 
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -28,7 +28,7 @@ use crate::capture::folder::FolderWatch;
 use crate::capture::live::{Queue, REOPEN_EVERY, SerialWatch};
 use crate::config::{Config, SourceKind};
 use crate::lifecycle::{Heartbeat, Heartbeats, Shutdown};
-use crate::outbox::{self, Opened, Opener, Outbox};
+use crate::outbox::{self, OnCommit, Opened, Opener, Outbox, Synchronous};
 use crate::systemd::Notifier;
 use crate::upload::Destination;
 use crate::upload::engine::{EngineConfig, Wake, Worker};
@@ -60,6 +60,21 @@ fn one_malloc_arena() {
     }
 }
 
+/// Test and bench hook: the upload workers' idle `poll` in milliseconds (default
+/// 2 s). The tests set it to an hour, so only a capture's wake can deliver an order.
+pub const POLL_ENV: &str = "TILLRELAY_UPLOAD_POLL_MS";
+
+fn engine_config() -> EngineConfig {
+    let mut cfg = EngineConfig::default();
+    if let Some(ms) = std::env::var(POLL_ENV)
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        cfg.poll = Duration::from_millis(ms);
+    }
+    cfg
+}
+
 /// How often retention runs.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
@@ -70,6 +85,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         path: db.clone(),
         cfg: cfg.outbox.clone(),
         destinations: cfg.destinations.clone(),
+        on_commit: None,
     };
     // Opening once here applies migrations and sets a damaged file aside; a queue that
     // cannot be opened at all stops capture and uploads, never the process.
@@ -137,6 +153,24 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     let (done_tx, done_rx) = mpsc::channel::<String>();
     let mut threads: Vec<(String, JoinHandle<()>)> = Vec::new();
 
+    // The workers' wake handles exist before the sources start, so every capture
+    // commit can wake them (capture knows nothing of upload: it gets a callback).
+    let clients = clients(&cfg)?;
+    let wakes: Vec<Wake> = clients.iter().map(|_| Wake::new()).collect();
+    let on_commit: OnCommit = {
+        let wakes = wakes.clone();
+        Arc::new(move || {
+            for w in &wakes {
+                w.new_orders();
+            }
+        })
+    };
+
+    // Captures' queues (opened now or later) wake the workers on each commit.
+    let capture_opener = Opener {
+        on_commit: Some(on_commit),
+        ..opener.clone()
+    };
     for source in &cfg.sources {
         if !source.enabled {
             info!(
@@ -145,11 +179,11 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
             );
             continue;
         }
-        let ob = main_ob.as_ref().map(|_| opener.open());
+        let ob = main_ob.as_ref().map(|_| capture_opener.open());
         let (name, work): (String, SourceLoop) = match &source.kind {
             SourceKind::Folder(folder) => {
                 let (identity, folder, opener) =
-                    (source.identity.clone(), folder.clone(), opener.clone());
+                    (source.identity.clone(), folder.clone(), capture_opener.clone());
                 (
                     format!("folder:{}", source.identity.name),
                     Box::new(move |s, b| {
@@ -168,8 +202,8 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
             SourceKind::Serial(t) => {
                 let queue = match ob {
                     Some(Ok(ob)) => Queue::Open(ob),
-                    Some(Err(e)) => Queue::waiting(opener.clone(), e.to_string()),
-                    None => Queue::waiting(opener.clone(), "not opened at start".into()),
+                    Some(Err(e)) => Queue::waiting(capture_opener.clone(), e.to_string()),
+                    None => Queue::waiting(capture_opener.clone(), "not opened at start".into()),
                 };
                 let w = SerialWatch::new(
                     source.identity.clone(),
@@ -236,15 +270,13 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
             .context("cannot start a thread")?;
         threads.push((name, h));
     }
-    let mut wakes = Vec::new();
-    for (dest, client) in clients(&cfg)? {
+    let engine = engine_config();
+    for ((dest, client), wake) in clients.into_iter().zip(wakes.iter().cloned()) {
         let name = format!("upload:{dest}");
         let ob = opener.open();
-        let wake = Wake::new();
-        wakes.push(wake.clone());
         let (sd, beat, done) = (shutdown.clone(), beats.register(&name), done_tx.clone());
         let tname = name.clone();
-        let opener = opener.clone();
+        let (opener, engine) = (opener.clone(), engine.clone());
         let h = std::thread::Builder::new()
             .name(name.clone())
             .spawn(move || {
@@ -252,8 +284,15 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
                     Ok(ob) => Some(ob),
                     Err(_) => wait_for_queue(&opener, &sd, &beat),
                 };
-                if let Some(ob) = ob {
-                    Worker::new(client, ob, EngineConfig::default(), wake).run(&sd, &beat);
+                if let Some(mut ob) = ob {
+                    // A delivery outcome is committed without its own fsync: lost in a
+                    // power cut, it only re-sends orders the clouds deduplicate
+                    // (docs/GUARANTEES.md). On flash this halves what each order costs
+                    // the card (docs/BENCHMARKS.md).
+                    if let Err(e) = ob.set_synchronous(Synchronous::Normal) {
+                        warn!("upload:{tname}: cannot relax the queue's sync (kept FULL): {e}");
+                    }
+                    Worker::new(client, ob, engine, wake).run(&sd, &beat);
                 }
                 let _ = done.send(tname);
             })

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use common::emu::Emu;
 use common::poll;
-use common::till::{FIXTURE_ORDERS, Till};
+use common::till::{FIXTURE_ORDERS, Till, orders_file};
 use common::tillrelay;
 use serde_json::{Value, json};
 
@@ -85,6 +85,31 @@ fn fixtures_delivered(emu: &Emu) -> Till {
         till.explain()
     );
     till
+}
+
+/// A capture's commit wakes the upload workers (issue #14): with their idle look for
+/// new rows set to once an hour, only that wake can send a new order, and it goes to
+/// both clouds. The first file may leave with the workers' start-up pass; the second
+/// is committed while both workers sit in their hour-long idle wait.
+#[test]
+fn a_committed_capture_wakes_the_uploaders_without_waiting_for_their_poll() {
+    let emu = Emu::process();
+    let mut till = Till::new(&emu.dest_config("", ""));
+    till.start_env(&[("TILLRELAY_UPLOAD_POLL_MS", "3600000")]);
+    till.drop_file("first.json", &orders_file("WAKE1", 1));
+    assert!(
+        till.wait_delivered(&DESTS, 1, WAIT, false),
+        "{}",
+        till.explain()
+    );
+    till.drop_file("second.json", &orders_file("WAKE2", 1));
+    assert!(
+        till.wait_delivered(&DESTS, 2, WAIT, false),
+        "the second order waited for the hour-long poll: {}",
+        till.explain()
+    );
+    emu.assert_sent_once(&["WAKE1-00", "WAKE2-00"]);
+    till.stop();
 }
 
 #[test]

@@ -64,6 +64,7 @@ pub struct Ingest<'a> {
     cap_pages: i64,
     room_wanted: &'a std::cell::Cell<bool>,
     destinations: &'a [String],
+    on_commit: Option<&'a OnCommit>,
     source: String,
     kind: CaptureKind,
     now: i64,
@@ -162,6 +163,11 @@ impl Ingest<'_> {
             return Err(e);
         }
         room_wanted.set(false);
+        if report.new > 0 || !report.corrected.is_empty() {
+            if let Some(f) = self.on_commit {
+                f();
+            }
+        }
         Ok(report)
     }
 }
@@ -231,6 +237,7 @@ impl Outbox {
             cap_pages: self.cap_pages,
             room_wanted: &self.room_wanted,
             destinations: &self.destinations,
+            on_commit: self.on_commit.as_ref(),
             source: unit.source.to_string(),
             kind: unit.kind,
             now,
@@ -251,9 +258,17 @@ impl Outbox {
         Ok(())
     }
 
-    /// Adds to a per-source counter (e.g. `files_seen`).
+    /// Adds to a per-source counter (e.g. `files_seen`). Not fsynced on its own (a
+    /// counter is a statistic, not a capture): the next durable commit on the queue
+    /// carries it to the disk, in the same flash pages, instead of a sync of its own.
     pub fn count(&mut self, source: &str, name: &str, by: i64) -> Result<()> {
-        bump(&self.conn, source, name, by)
+        let sync: i64 = self
+            .conn
+            .pragma_query_value(None, "synchronous", |r| r.get(0))?;
+        self.conn.pragma_update(None, "synchronous", "NORMAL")?;
+        let bumped = bump(&self.conn, source, name, by);
+        self.conn.pragma_update(None, "synchronous", sync)?;
+        bumped
     }
 }
 

@@ -12,16 +12,22 @@ use super::*;
 
 /// What is needed to open the queue again later (a capture waiting for a database
 /// that could not be opened at start).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Opener {
     pub path: PathBuf,
     pub cfg: OutboxConfig,
     pub destinations: Vec<String>,
+    /// Called after each capture commit of the opened queue (see [`Outbox::on_commit`]).
+    pub on_commit: Option<OnCommit>,
 }
 
 impl Opener {
     pub fn open(&self) -> Result<Outbox> {
-        Outbox::open(&self.path, &self.cfg, &self.destinations)
+        let mut ob = Outbox::open(&self.path, &self.cfg, &self.destinations)?;
+        if let Some(f) = &self.on_commit {
+            ob.on_commit(f.clone());
+        }
+        Ok(ob)
     }
 }
 
@@ -164,6 +170,7 @@ mod tests {
             path: dir.join("queue.db"),
             cfg: RawOutbox::default().validate(&mut p),
             destinations: vec!["wdt".into()],
+            on_commit: None,
         }
     }
 

@@ -15,6 +15,9 @@
 //!   rejected with its reason. A misconfigured destination is paused in the outbox (shown
 //!   by `status`), its rows are left pending and untouched, and one row is tried again
 //!   every `probe_interval` (or at once when woken).
+//! - New orders leave at once: a capture's commit ends an idle wait
+//!   ([`Wake::new_orders`]); `poll` is only the fallback. It never cuts a backoff or a
+//!   pause short, and idle stays idle (no wake without a commit).
 //! - A backlog drains at once when the network returns: a delivery after failures, and
 //!   every [`Wake::wake`] (SIGUSR1, `tillrelay flush`), switch the worker to draining,
 //!   where it takes pending rows whatever their scheduled time until a pass delivers
@@ -91,11 +94,25 @@ pub fn backoff(cfg: &EngineConfig, attempts: u32) -> Duration {
     Duration::from_secs(fastrand::u64(full.div_ceil(2)..=full))
 }
 
-/// A handle that wakes a worker (SIGUSR1, `tillrelay flush`, new orders): it stops
-/// waiting and drains its queue at once.
+/// A handle that wakes a worker. Two kinds of news:
+/// - [`Wake::wake`] (SIGUSR1, `tillrelay flush`, shutdown): stop waiting, whatever the
+///   wait, and drain the queue at once (rows in backoff included).
+/// - [`Wake::new_orders`] (a capture just committed orders): end an idle wait and run a
+///   normal pass at once, so a new order leaves in milliseconds instead of at the next
+///   `poll`. It does not cut a backoff or a pause short: during an outage a till's
+///   orders must not each cost a request (the next backoff pass takes them along).
 #[derive(Clone, Default)]
 pub struct Wake {
-    inner: Arc<(Mutex<bool>, Condvar)>,
+    inner: Arc<(Mutex<Woken>, Condvar)>,
+}
+
+/// What a wait ended with (the strongest news wins).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+enum Woken {
+    #[default]
+    No,
+    NewOrders,
+    Flush,
 }
 
 impl Wake {
@@ -103,21 +120,41 @@ impl Wake {
         Wake::default()
     }
 
+    /// Drain now (see the type's doc).
     pub fn wake(&self) {
+        self.notify(Woken::Flush);
+    }
+
+    /// New orders were committed: end an idle wait (see the type's doc).
+    pub fn new_orders(&self) {
+        self.notify(Woken::NewOrders);
+    }
+
+    fn notify(&self, news: Woken) {
         let (flag, cond) = &*self.inner;
-        *flag.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        let mut g = flag.lock().unwrap_or_else(|e| e.into_inner());
+        *g = (*g).max(news);
         cond.notify_all();
     }
 
-    /// Waits up to `d` or until woken; returns whether it was woken (and clears that).
-    fn wait(&self, d: Duration) -> bool {
+    /// Waits up to `d` or until woken; returns what woke it (and clears that).
+    fn wait(&self, d: Duration) -> Woken {
         let (flag, cond) = &*self.inner;
         let g = flag.lock().unwrap_or_else(|e| e.into_inner());
         let (mut g, _) = cond
-            .wait_timeout_while(g, d, |woken| !*woken)
+            .wait_timeout_while(g, d, |woken| *woken == Woken::No)
             .unwrap_or_else(|e| e.into_inner());
-        std::mem::replace(&mut *g, false)
+        std::mem::take(&mut *g)
     }
+}
+
+/// Why a worker holds off between passes (which news may end the hold early).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hold {
+    /// Nothing to do: new orders end it.
+    Idle,
+    /// Backoff after failures, a pause (probing), a queue error: only a flush ends it.
+    Backoff,
 }
 
 /// What one pass did (for logs and tests).
@@ -192,21 +229,25 @@ impl<D: Destination> Worker<D> {
         shutdown.on_trigger(move || wake.wake());
         self.beat = Some(beat.clone());
         info!("upload:{}: started", self.dest);
-        let mut hold_until: Option<Instant> = None;
+        let mut hold: Option<(Instant, Hold)> = None;
         while !shutdown.is_triggered() {
             beat.beat();
-            if let Some(t) = hold_until {
+            if let Some((t, why)) = hold {
                 let left = t.saturating_duration_since(self.clock.now_mono());
                 if !left.is_zero() {
-                    if self.wake.wait(left.min(beat.max_sleep())) && !shutdown.is_triggered() {
-                        hold_until = None;
-                        self.draining = true;
-                        self.probe_next = false;
+                    match self.wake.wait(left.min(beat.max_sleep())) {
+                        Woken::Flush if !shutdown.is_triggered() => {
+                            hold = None;
+                            self.draining = true;
+                            self.probe_next = false;
+                        }
+                        Woken::NewOrders if why == Hold::Idle => hold = None,
+                        _ => {}
                     }
                     continue;
                 }
             }
-            hold_until = self.step().map(|d| self.clock.now_mono() + d);
+            hold = self.step_why().map(|(d, why)| (self.clock.now_mono() + d, why));
         }
         info!("upload:{}: stopped", self.dest);
     }
@@ -215,27 +256,35 @@ impl<D: Destination> Worker<D> {
     /// got nothing through) and says how long to hold off before the next (`None`:
     /// go on now). Public for tests driving the worker on simulated time.
     pub fn step(&mut self) -> Option<Duration> {
+        self.step_why().map(|(d, _)| d)
+    }
+
+    /// [`Worker::step`], also saying why it holds off (new orders end an idle wait
+    /// only).
+    fn step_why(&mut self) -> Option<(Duration, Hold)> {
         let probe = std::mem::take(&mut self.probe_next);
         match self.pass_as(probe) {
             Err(e) => {
                 error!("upload:{}: queue error (will retry): {e}", self.dest);
-                Some(self.cfg.poll.max(Duration::from_secs(5)))
+                Some((self.cfg.poll.max(Duration::from_secs(5)), Hold::Backoff))
             }
-            Ok(_) if self.paused.is_some() => Some(self.cfg.probe_interval),
+            Ok(_) if self.paused.is_some() => Some((self.cfg.probe_interval, Hold::Backoff)),
             Ok(p) if p.delivered == 0 && p.retry > 0 => {
                 // Nothing got through: hold the whole destination off (each row also
                 // has its own schedule), then probe with one order, so an outage
                 // costs one request per hold and its end is noticed within `recheck`.
                 self.probe_next = true;
-                Some(self.hold)
+                Some((self.hold, Hold::Backoff))
             }
             Ok(p) if p.claimed > 0 => None,
-            Ok(_) => Some(self.idle_wait()),
+            Ok(_) => Some((self.idle_wait(), Hold::Idle)),
         }
     }
 
     /// How long to sleep when there was nothing to do: until the next scheduled row,
-    /// at most `poll` (new orders arrive without telling the worker).
+    /// at most `poll`. The daemon's captures wake the worker when they commit
+    /// ([`Wake::new_orders`]); `poll` finds what other processes queued (`reparse`,
+    /// `retry`) and is the fallback should a wake be missed.
     fn idle_wait(&self) -> Duration {
         match self.outbox.next_due_at(&self.dest) {
             Ok(Some(t)) => Duration::from_secs((t - self.clock.now_unix()).clamp(0, 3600) as u64)
@@ -500,12 +549,24 @@ mod tests {
     #[test]
     fn wake_is_remembered_until_waited_for() {
         let w = Wake::new();
-        assert!(!w.wait(Duration::from_millis(1)));
+        assert_eq!(w.wait(Duration::from_millis(1)), Woken::No);
         w.wake();
-        assert!(
+        assert_eq!(
             w.wait(Duration::from_secs(60)),
+            Woken::Flush,
             "a wake before the wait is not lost"
         );
-        assert!(!w.wait(Duration::from_millis(1)), "and it is consumed");
+        assert_eq!(
+            w.wait(Duration::from_millis(1)),
+            Woken::No,
+            "and it is consumed"
+        );
+        w.new_orders();
+        assert_eq!(w.wait(Duration::from_secs(60)), Woken::NewOrders);
+        // A flush is not weakened by new orders arriving after it.
+        w.wake();
+        w.new_orders();
+        assert_eq!(w.wait(Duration::from_secs(60)), Woken::Flush);
+        assert_eq!(w.wait(Duration::from_millis(1)), Woken::No);
     }
 }
