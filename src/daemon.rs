@@ -14,6 +14,7 @@
 //! - No input, network or device error ends the process; only a database that
 //!   cannot be opened at start does (systemd restarts it).
 
+use std::sync::Arc;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -23,6 +24,8 @@ use log::{error, info, warn};
 
 use crate::capture::folder::FolderWatch;
 use crate::capture::live::SerialWatch;
+use crate::capture::stream::SourceStats;
+use crate::capture::stream_source::StreamWatch;
 use crate::config::{Config, SourceKind};
 use crate::lifecycle::{Heartbeat, Heartbeats, Shutdown};
 use crate::outbox::{self, Outbox};
@@ -104,6 +107,9 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     let beats = Heartbeats::new(watchdog.map_or(IDLE_WAKE, |w| (w / 4).min(IDLE_WAKE)));
     let (done_tx, done_rx) = mpsc::channel::<String>();
     let mut threads: Vec<(String, JoinHandle<()>)> = Vec::new();
+    // One set of counters per network/device source, kept here for the stats
+    // file `status` reads (and for metrics).
+    let mut stream_stats: Vec<(String, Arc<SourceStats>)> = Vec::new();
 
     for source in &cfg.sources {
         if !source.enabled {
@@ -132,6 +138,18 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
                 );
                 (
                     format!("serial:{}", source.identity.name),
+                    Box::new(move |s, b| w.run(s, b)),
+                )
+            }
+            SourceKind::Tcp(_) | SourceKind::Listen(_) | SourceKind::Device(_) => {
+                let Some((spec, rules)) = source.stream_spec() else {
+                    continue;
+                };
+                let stats = Arc::new(SourceStats::default());
+                stream_stats.push((source.identity.name.clone(), stats.clone()));
+                let w = StreamWatch::new(source.identity.clone(), spec, rules.clone(), ob, stats);
+                (
+                    format!("stream:{}", source.identity.name),
                     Box::new(move |s, b| w.run(s, b)),
                 )
             }
@@ -173,6 +191,20 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
                         break;
                     }
                 }
+                let _ = done.send(tname);
+            })
+            .context("cannot start a thread")?;
+        threads.push((name, h));
+    }
+    if !stream_stats.is_empty() {
+        let name = "source-stats".to_string();
+        let (sd, beat, done) = (shutdown.clone(), beats.register(&name), done_tx.clone());
+        let state_dir = cfg.agent.state_dir.clone();
+        let tname = name.clone();
+        let h = std::thread::Builder::new()
+            .name(name.clone())
+            .spawn(move || {
+                crate::source_stats::run(&state_dir, &stream_stats, &sd, &beat);
                 let _ = done.send(tname);
             })
             .context("cannot start a thread")?;

@@ -39,6 +39,7 @@ pub mod record;
 pub mod reparse;
 pub mod secret;
 pub mod settings;
+pub mod source_stats;
 pub mod stamp;
 pub mod systemd;
 pub mod upload;

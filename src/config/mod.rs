@@ -281,6 +281,8 @@ impl RawConfig {
             }
         }
 
+        source::check_addresses(&mut p, &sources);
+
         let mut destinations = Vec::new();
         let ovopark = enabled(&mut p, "ovopark", self.ovopark)
             .and_then(|t| RawOvopark::from_table(t).map_err(|e| p.push_named(e)).ok());
