@@ -144,7 +144,6 @@ fn record_stream(source: &Source, out: &Path, seconds: u64) -> anyhow::Result<()
     while let Ok(ev) = rx.try_recv() {
         take(ev, &mut bytes);
     }
-    drop(take);
     for (_, b) in std::mem::take(&mut streams) {
         bytes.extend_from_slice(&b);
     }

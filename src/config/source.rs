@@ -406,13 +406,11 @@ pub(super) fn check_addresses(p: &mut Problems, sources: &[Source]) {
             host.parse().ok()
         };
         let Some(ip) = ip else { continue };
-        let own = |l: SocketAddr| {
-            l.port() == port
-                && (l.ip() == ip
-                    || l.ip().is_unspecified()
-                    || ip.is_loopback()
-                    || ip.is_unspecified())
-        };
+        // 0.0.0.0 listens on every address of the box, but which those are is not
+        // known here: a LAN printer address is taken as another host, loopback as this one.
+        let local = |a: IpAddr| a.is_loopback() || a.is_unspecified();
+        let own =
+            |l: SocketAddr| l.port() == port && (l.ip() == ip || (local(ip) && local(l.ip())));
         if let Some(o) = enabled.iter().find(|o| o.listen_addr().is_some_and(own)) {
             p.push(
                 &format!("{}.printer", s.identity.key()),
