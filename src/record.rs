@@ -94,6 +94,16 @@ fn record_stream(source: &Source, out: &Path, seconds: u64) -> anyhow::Result<()
     let (spec, rules) = source
         .stream_spec()
         .context("not a network or device source")?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    // Ctrl-C is caught from before the source listens: whoever sees it listening may
+    // end the recording with SIGINT at once.
+    let mut interrupt = {
+        let _guard = rt.enter();
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+            .context("cannot handle SIGINT")?
+    };
     let shutdown = Shutdown::new();
     let stats = Arc::new(SourceStats::default());
     let (running, mut rx) =
@@ -113,9 +123,6 @@ fn record_stream(source: &Source, out: &Path, seconds: u64) -> anyhow::Result<()
             .map(|a| format!(" (bound {a})"))
             .unwrap_or_default()
     );
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
     let mut streams: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
     let mut bytes = Vec::new();
     let mut take = |ev: StreamEvent, bytes: &mut Vec<u8>| match ev.kind {
@@ -135,7 +142,7 @@ fn record_stream(source: &Source, out: &Path, seconds: u64) -> anyhow::Result<()
                     None => break,
                 },
                 _ = tokio::time::sleep_until(deadline) => break,
-                _ = tokio::signal::ctrl_c() => break,
+                _ = interrupt.recv() => break,
             }
         }
     });

@@ -486,3 +486,54 @@ fn check_config_names_shared_addresses_and_a_printer_pointing_back() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn record_on_a_listen_source_writes_what_arrives_and_parse_reads_it() {
+    let port = free_port();
+    let till = market_as(
+        "listen",
+        &format!("listen = \"127.0.0.1:{port}\"\nallow = [\"127.0.0.1\"]"),
+        "",
+    );
+    let out_file = till.dir.path().join("capture.bin");
+    // no agent runs: record holds the address itself
+    let mut rec = common::tillrelay()
+        .args(["record", "--source", "market", "--seconds", "600", "--out"])
+        .arg(&out_file)
+        .arg("--config")
+        .arg(&till.config)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let bin = market_bin();
+    let mut pos = pos_send(format!("127.0.0.1:{port}").parse().unwrap(), &bin);
+    // the source closes its side once it has read everything we sent
+    let mut buf = [0u8; 16];
+    pos.set_read_timeout(Some(WAIT)).unwrap();
+    assert!(matches!(pos.read(&mut buf), Ok(0)));
+    common::signal(rec.id(), libc::SIGINT);
+    let done = rec.wait_with_output().unwrap();
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    let said = String::from_utf8_lossy(&done.stdout);
+    assert!(
+        said.contains(&format!("recorded {} bytes", bin.len())),
+        "{said}"
+    );
+    assert_eq!(fs::read(&out_file).unwrap(), bin);
+    let parsed = till.cli(&[
+        "parse",
+        out_file.to_str().unwrap(),
+        "--source",
+        "market",
+        "--json",
+    ]);
+    assert!(parsed.status.success());
+    let got: Vec<Value> = serde_json::from_slice(&parsed.stdout).unwrap();
+    assert_eq!(by_order_no(got), by_order_no(expected()));
+}
