@@ -497,7 +497,7 @@ fn record_on_a_listen_source_writes_what_arrives_and_parse_reads_it() {
     );
     let out_file = till.dir.path().join("capture.bin");
     // no agent runs: record holds the address itself
-    let mut rec = common::tillrelay()
+    let rec = common::tillrelay()
         .args(["record", "--source", "market", "--seconds", "600", "--out"])
         .arg(&out_file)
         .arg("--config")
