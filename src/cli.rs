@@ -393,9 +393,17 @@ fn status(cfg: &Config, json: bool) -> Result<(), CliError> {
         };
     }
     let mut out = std::io::stdout().lock();
+    // Live counters of network/device sources: the daemon's stats file.
+    let live = crate::source_stats::read(&cfg.agent.state_dir);
     if json {
         let mut v = serde_json::to_value(&st).map_err(anyhow::Error::from)?;
         v["damaged_queues"] = serde_json::json!(damaged);
+        if let serde_json::Value::Object(m) = &mut v {
+            m.insert(
+                "live".into(),
+                serde_json::to_value(&live).map_err(anyhow::Error::from)?,
+            );
+        }
         let _ = writeln!(
             out,
             "{}",
@@ -448,6 +456,18 @@ fn status(cfg: &Config, json: bool) -> Result<(), CliError> {
                 c.orders,
                 c.duplicates
             ),
+            SourceKind::Tcp(_) | SourceKind::Listen(_) | SourceKind::Device(_) => {
+                let what = s
+                    .stream_spec()
+                    .map(|(x, _)| x.describe())
+                    .unwrap_or_default();
+                let _ = writeln!(
+                    out,
+                    "  {} ({what}): receipts {}, not parsed {}; orders {}, duplicates {}",
+                    s.identity.name, c.receipts, c.unparsed, c.orders, c.duplicates
+                );
+                live_line(&mut out, &s.kind, live.as_ref(), &s.identity.name)
+            }
         };
         if c.corrected > 0 {
             let _ = writeln!(
@@ -642,6 +662,11 @@ fn parse(
                 .flatten(),
         ),
         SourceKind::Serial(t) => (Ok(formats::read_receipts(&bytes, &t.rules)), Some(&t.rules)),
+        // A capture file of a network or device source is its raw stream, as for serial.
+        SourceKind::Tcp(_) | SourceKind::Listen(_) | SourceKind::Device(_) => {
+            let rules = src.receipt_rules().expect("stream sources read receipts");
+            (Ok(formats::read_receipts(&bytes, rules)), Some(rules))
+        }
     };
     let parsed = parsed.map_err(|e| CliError::BadInput(format!("{}: {e}", file.display())))?;
     if text {
@@ -731,6 +756,60 @@ fn source_named<'a>(cfg: &'a Config, name: &str) -> Result<&'a crate::config::So
                 .join(", ")
         ))
     })
+}
+
+/// The live counters of a network/device source, from the daemon's stats file.
+fn live_line(
+    out: &mut impl Write,
+    kind: &SourceKind,
+    live: Option<&crate::source_stats::Snapshot>,
+    name: &str,
+) -> std::io::Result<()> {
+    let Some((snap, c)) = live.and_then(|l| l.sources.get(name).map(|c| (l, c))) else {
+        return writeln!(
+            out,
+            "    live counters: none (the agent has not run this source)"
+        );
+    };
+    let age = (crate::outbox::now() - (snap.written_ms / 1000) as i64).max(0);
+    let printer = match kind {
+        SourceKind::Tcp(_) => format!(
+            ", printer {}",
+            if c.printer_reachable {
+                "reachable"
+            } else if c.printer_failures > 0 {
+                "UNREACHABLE"
+            } else {
+                "not tried yet"
+            }
+        ),
+        _ => String::new(),
+    };
+    let last = if c.last_receipt_ms == 0 {
+        "none yet".to_string()
+    } else {
+        let secs = (crate::outbox::now() - (c.last_receipt_ms / 1000) as i64).max(0);
+        format!("{} ago", human_age(secs))
+    };
+    writeln!(
+        out,
+        "    peers connected {} (of {} so far){printer}; bytes POS→printer {}, printer→POS {}; \
+         refused peers {}; last receipt {last} (as of {} ago)",
+        c.connected_peers,
+        c.connections,
+        human_bytes(c.bytes_to_printer.max(c.bytes_from_pos)),
+        human_bytes(c.bytes_to_pos),
+        c.refused_peers,
+        human_age(age)
+    )?;
+    if c.capture_dropped_bytes > 0 {
+        writeln!(
+            out,
+            "    {} forwarded but NOT captured (capture fell behind)",
+            human_bytes(c.capture_dropped_bytes)
+        )?;
+    }
+    Ok(())
 }
 
 fn human_bytes(n: u64) -> String {

@@ -26,6 +26,8 @@ use log::{error, info, warn};
 
 use crate::capture::folder::FolderWatch;
 use crate::capture::live::{Queue, REOPEN_EVERY, SerialWatch};
+use crate::capture::stream::SourceStats;
+use crate::capture::stream_source::StreamWatch;
 use crate::config::{Config, SourceKind};
 use crate::lifecycle::{Heartbeat, Heartbeats, Shutdown};
 use crate::outbox::{self, OnCommit, Opened, Opener, Outbox, Synchronous};
@@ -152,6 +154,9 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     let beats = Heartbeats::new(watchdog.map_or(IDLE_WAKE, |w| (w / 4).min(IDLE_WAKE)));
     let (done_tx, done_rx) = mpsc::channel::<String>();
     let mut threads: Vec<(String, JoinHandle<()>)> = Vec::new();
+    // One set of counters per network/device source, kept here for the stats
+    // file `status` reads (and for metrics).
+    let mut stream_stats: Vec<(String, Arc<SourceStats>)> = Vec::new();
 
     // The workers' wake handles exist before the sources start, so every capture
     // commit can wake them (capture knows nothing of upload: it gets a callback).
@@ -200,11 +205,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
                 )
             }
             SourceKind::Serial(t) => {
-                let queue = match ob {
-                    Some(Ok(ob)) => Queue::Open(ob),
-                    Some(Err(e)) => Queue::waiting(capture_opener.clone(), e.to_string()),
-                    None => Queue::waiting(capture_opener.clone(), "not opened at start".into()),
-                };
+                let queue = live_queue(ob, &capture_opener);
                 let w = SerialWatch::new(
                     source.identity.clone(),
                     t.serial.clone(),
@@ -213,6 +214,19 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
                 );
                 (
                     format!("serial:{}", source.identity.name),
+                    Box::new(move |s, b| w.run(s, b)),
+                )
+            }
+            SourceKind::Tcp(_) | SourceKind::Listen(_) | SourceKind::Device(_) => {
+                let Some((spec, rules)) = source.stream_spec() else {
+                    continue;
+                };
+                let stats = Arc::new(SourceStats::default());
+                stream_stats.push((source.identity.name.clone(), stats.clone()));
+                let queue = live_queue(ob, &capture_opener);
+                let w = StreamWatch::new(source.identity.clone(), spec, rules.clone(), queue, stats);
+                (
+                    format!("stream:{}", source.identity.name),
                     Box::new(move |s, b| w.run(s, b)),
                 )
             }
@@ -265,6 +279,20 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
                         break;
                     }
                 }
+                let _ = done.send(tname);
+            })
+            .context("cannot start a thread")?;
+        threads.push((name, h));
+    }
+    if !stream_stats.is_empty() {
+        let name = "source-stats".to_string();
+        let (sd, beat, done) = (shutdown.clone(), beats.register(&name), done_tx.clone());
+        let state_dir = cfg.agent.state_dir.clone();
+        let tname = name.clone();
+        let h = std::thread::Builder::new()
+            .name(name.clone())
+            .spawn(move || {
+                crate::source_stats::run(&state_dir, &stream_stats, &sd, &beat);
                 let _ = done.send(tname);
             })
             .context("cannot start a thread")?;
@@ -349,6 +377,15 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
 
 /// Opens the queue for a loop that cannot work without it, trying every
 /// [`REOPEN_EVERY`] and beating meanwhile; `None` once shutdown was asked.
+/// A receipt source's queue: open, or to be opened again while printing goes on.
+fn live_queue(ob: Option<outbox::Result<Outbox>>, opener: &Opener) -> Queue {
+    match ob {
+        Some(Ok(ob)) => Queue::Open(ob),
+        Some(Err(e)) => Queue::waiting(opener.clone(), e.to_string()),
+        None => Queue::waiting(opener.clone(), "not opened at start".into()),
+    }
+}
+
 fn wait_for_queue(opener: &Opener, sd: &Shutdown, beat: &Heartbeat) -> Option<Outbox> {
     let mut last_error = String::new();
     loop {

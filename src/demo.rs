@@ -1,19 +1,28 @@
 //! `tillrelay demo`: the whole product in one command, on loopback only. Starts both
 //! cloud emulators in-process, runs the real agent (this same binary, `run`) in a temp
-//! dir with the documented example configuration, drops the sample exports into its
-//! folder, shows the orders flowing, and ends with what each cloud accepted.
+//! dir with the documented example configuration, and feeds every capture path at
+//! once: the sample exports dropped into its folder, receipts printed through the
+//! serial tap (a pair of pseudo-terminals standing in for the cables, market lane) and
+//! through the network print proxy (kiosk lane turned into `kind = "tcp"`) to a
+//! stand-in printer on loopback. It shows the orders flowing, that each stand-in
+//! printer received every byte, and ends with what each cloud accepted.
 //!
 //! Invariants: nothing leaves 127.0.0.1; nothing outside the temp dir is written; the
 //! temp dir is removed at the end; the sample files are built into the binary, so the
 //! demo needs no checkout.
 
-use std::io::Write;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use serde_json::Value;
+use serialport::SerialPort;
 
 use crate::emulator::{EmuConfig, Emulator, demo_agent_config};
 use crate::outbox::Outbox;
@@ -29,6 +38,11 @@ const SAMPLES: &[(&str, &[u8])] = &[
         include_bytes!("../examples/samples/sales_20261122_1122.csv"),
     ),
 ];
+
+/// Printed through the serial tap (market lane: 3 orders and a reprint).
+const MARKET_BIN: &[u8] = include_bytes!("../tests/fixtures/receipts/market.bin");
+/// Printed through the network print proxy (kiosk lane: 2 orders).
+const KIOSK_BIN: &[u8] = include_bytes!("../tests/fixtures/receipts/kiosk.bin");
 
 /// How long the demo waits for every order to reach both clouds.
 const DEADLINE: Duration = Duration::from_secs(25);
@@ -80,8 +94,32 @@ pub fn run() -> anyhow::Result<()> {
         emu.base_url()
     )?;
 
+    // The serial lane's cables: the POS writes to one pty, the printer reads another;
+    // the agent opens their device ends by path, as /dev/ttyUSB0 in a shop.
+    let (mut pos_tty, pos_dev) = serialport::TTYPort::pair().context("cannot open a pty")?;
+    let (printer_tty, printer_dev) = serialport::TTYPort::pair().context("cannot open a pty")?;
+    let serial_printer = Sink::tty(printer_tty);
+    let tcp_printer = Sink::tcp().context("cannot listen on 127.0.0.1")?;
+    let proxy_port = free_port().context("no free port on 127.0.0.1")?;
+    let lanes = Lanes {
+        pos_tty: pos_dev.name().context("the pty has no name")?,
+        printer_tty: printer_dev.name().context("the pty has no name")?,
+        proxy: proxy_port,
+        printer: tcp_printer
+            .addr
+            .context("the stand-in printer has no address")?,
+    };
+    writeln!(
+        out,
+        "printers:  serial tap {} → {} (ptys), print proxy 127.0.0.1:{} → {} (stand-in)",
+        lanes.pos_tty, lanes.printer_tty, lanes.proxy, lanes.printer
+    )?;
+
     let config = dir.0.join("tillrelay.toml");
-    std::fs::write(&config, agent_config(&dir.0, &inbox, &emu.base_url()))?;
+    std::fs::write(
+        &config,
+        agent_config(&dir.0, &inbox, &emu.base_url(), &lanes),
+    )?;
     let log_path = dir.0.join("agent.log");
     let log = std::fs::File::create(&log_path)?;
     let exe = std::env::current_exe().context("cannot find this program's path")?;
@@ -108,17 +146,54 @@ pub fn run() -> anyhow::Result<()> {
         writeln!(out, "dropped:   {name}")?;
     }
 
+    // The POS of the market lane prints on its serial line…
+    let pos_serial = std::thread::spawn(move || -> std::io::Result<()> {
+        for chunk in MARKET_BIN.chunks(64) {
+            pos_tty.write_all(chunk)?;
+        }
+        pos_tty.flush()?;
+        // keep the line open until the agent has read it all
+        std::thread::sleep(Duration::from_secs(1));
+        drop(pos_tty);
+        Ok(())
+    });
+    // …and the kiosk prints to its network printer, now the box's proxy port.
+    let proxy: SocketAddr = ([127, 0, 0, 1], proxy_port).into();
+    let pos_net = std::thread::spawn(move || -> std::io::Result<TcpStream> {
+        let deadline = Instant::now() + DEADLINE;
+        let mut s = loop {
+            match TcpStream::connect(proxy) {
+                Ok(s) => break s,
+                Err(e) if Instant::now() > deadline => return Err(e),
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        };
+        s.write_all(KIOSK_BIN)?;
+        s.shutdown(std::net::Shutdown::Write)?;
+        Ok(s)
+    });
+    writeln!(
+        out,
+        "printing:  {} bytes on the serial line, {} bytes to the network printer",
+        MARKET_BIN.len(),
+        KIOSK_BIN.len()
+    )?;
+
     let db = dir.0.join("state").join(crate::config::DB_FILE);
     let start = Instant::now();
     let mut last = String::new();
-    let expected = 4;
+    // the sample exports' 4, market's 3 (its reprint is not an order), kiosk's 2
+    let expected = 9;
     loop {
         let line = progress(&db).unwrap_or_else(|| "starting…".into());
         if line != last {
             writeln!(out, "  {:>5.1}s  {line}", start.elapsed().as_secs_f64())?;
             last = line;
         }
-        if delivered_everywhere(&db) == Some(expected) {
+        if delivered_everywhere(&db) == Some(expected)
+            && serial_printer.len() >= MARKET_BIN.len()
+            && tcp_printer.len() >= KIOSK_BIN.len()
+        {
             break;
         }
         if start.elapsed() > DEADLINE {
@@ -130,6 +205,28 @@ pub fn run() -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_millis(100));
     }
     drop(agent);
+    let _pos_net = pos_net.join().ok().and_then(Result::ok);
+    let _ = pos_serial.join();
+
+    writeln!(
+        out,
+        "\ncapture path            sent   printer got  identical"
+    )?;
+    for (path, sent, got) in [
+        ("serial tap (pty)", MARKET_BIN, serial_printer.bytes()),
+        ("print proxy (tcp)", KIOSK_BIN, tcp_printer.bytes()),
+    ] {
+        writeln!(
+            out,
+            "  {path:<20} {:>6}   {:>11}  {}",
+            sent.len(),
+            got.len(),
+            if got == sent { "yes" } else { "NO" }
+        )?;
+        if got != sent {
+            bail!("the {path} stand-in printer did not get the bytes the POS sent");
+        }
+    }
 
     writeln!(out, "\nOvopark accepted (order → video of camera):")?;
     let ovo = fetch(&emu.base_url(), "/_emu/ovopark/orders")?;
@@ -175,12 +272,60 @@ fn value_text(v: &Value) -> String {
     }
 }
 
-/// The example configuration with demo paths, short settle, and the emulators'
-/// tenant as the destinations.
-fn agent_config(dir: &Path, inbox: &Path, base_url: &str) -> String {
+/// Where the demo's printing lanes are wired.
+struct Lanes {
+    pos_tty: String,
+    printer_tty: String,
+    proxy: u16,
+    printer: SocketAddr,
+}
+
+/// The example configuration with demo paths, short settle, the market lane on the
+/// ptys, the kiosk lane as a print proxy on loopback, and the emulators' tenant as the
+/// destinations.
+fn agent_config(dir: &Path, inbox: &Path, base_url: &str, lanes: &Lanes) -> String {
     let mut text = String::new();
     let mut skip_dest = false;
+    let mut lane = String::new();
     for line in EXAMPLE_CONFIG.lines() {
+        if let Some(name) = line.strip_prefix("name = ") {
+            lane = name.trim_matches('"').to_string();
+        }
+        let serial_key = ["device =", "baud =", "flow_control =", "passthrough ="]
+            .iter()
+            .any(|k| line.starts_with(k));
+        match lane.as_str() {
+            "market" if line.starts_with("enabled =") => {
+                text.push_str("enabled = true\n");
+                continue;
+            }
+            "market" if line.starts_with("device =") => {
+                text.push_str(&format!("device = {:?}\n", lanes.pos_tty));
+                continue;
+            }
+            "market" if line.starts_with("passthrough =") => {
+                text.push_str(&format!("passthrough = {:?}\n", lanes.printer_tty));
+                continue;
+            }
+            // a pty has no RTS/CTS lines
+            "market" if line.starts_with("flow_control =") => {
+                text.push_str("flow_control = \"none\"\n");
+                continue;
+            }
+            "kiosk" if line.starts_with("kind =") => {
+                text.push_str(&format!(
+                    "kind = \"tcp\"\nlisten = \"127.0.0.1:{}\"\nprinter = \"{}\"\nallow = [\"127.0.0.1\"]\n",
+                    lanes.proxy, lanes.printer
+                ));
+                continue;
+            }
+            "kiosk" if line.starts_with("enabled =") => {
+                text.push_str("enabled = true\n");
+                continue;
+            }
+            "kiosk" if serial_key => continue,
+            _ => {}
+        }
         // The example's own destination sections (if any) are replaced by the demo's.
         if line.starts_with("[ovopark]") || line.starts_with("[wdt]") {
             skip_dest = true;
@@ -245,6 +390,105 @@ fn delivered_everywhere(db: &Path) -> Option<i64> {
         return None;
     }
     st.destinations.iter().map(|d| d.delivered).min()
+}
+
+/// A port free on 127.0.0.1 now (the agent binds it a moment later).
+fn free_port() -> std::io::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// A stand-in printer: keeps every byte it receives, on a pty or a TCP port.
+struct Sink {
+    addr: Option<SocketAddr>,
+    got: Arc<Mutex<Vec<u8>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Sink {
+    fn spawn(
+        addr: Option<SocketAddr>,
+        f: impl FnOnce(&Mutex<Vec<u8>>, &AtomicBool) + Send + 'static,
+    ) -> Sink {
+        let got: Arc<Mutex<Vec<u8>>> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (g, st) = (got.clone(), stop.clone());
+        let thread = std::thread::spawn(move || f(&g, &st));
+        Sink {
+            addr,
+            got,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Reads the printer's end of the serial cable.
+    fn tty(mut tty: serialport::TTYPort) -> Sink {
+        let _ = tty.set_timeout(Duration::from_millis(50));
+        Sink::spawn(None, move |got, stop| {
+            let mut buf = [0u8; 4096];
+            while !stop.load(Ordering::Relaxed) {
+                match tty.read(&mut buf) {
+                    Ok(n) => got
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .extend_from_slice(&buf[..n]),
+                    Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+                    Err(_) => std::thread::sleep(Duration::from_millis(50)),
+                }
+            }
+        })
+    }
+
+    /// A raw-TCP receipt printer on 127.0.0.1 (port 9100's stand-in).
+    fn tcp() -> std::io::Result<Sink> {
+        let l = TcpListener::bind("127.0.0.1:0")?;
+        l.set_nonblocking(true)?;
+        let addr = l.local_addr()?;
+        Ok(Sink::spawn(Some(addr), move |got, stop| {
+            while !stop.load(Ordering::Relaxed) {
+                let Ok((mut c, _)) = l.accept() else {
+                    std::thread::sleep(Duration::from_millis(20));
+                    continue;
+                };
+                let _ = c.set_nonblocking(false);
+                let _ = c.set_read_timeout(Some(Duration::from_millis(50)));
+                let mut buf = [0u8; 4096];
+                while !stop.load(Ordering::Relaxed) {
+                    match c.read(&mut buf) {
+                        Ok(0) => break,
+                        Ok(n) => got
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .extend_from_slice(&buf[..n]),
+                        Err(e)
+                            if matches!(
+                                e.kind(),
+                                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                            ) => {}
+                        Err(_) => break,
+                    }
+                }
+            }
+        }))
+    }
+
+    fn bytes(&self) -> Vec<u8> {
+        self.got.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn len(&self) -> usize {
+        self.got.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 fn fetch(base: &str, path: &str) -> anyhow::Result<Value> {

@@ -40,6 +40,7 @@ pub mod record;
 pub mod reparse;
 pub mod secret;
 pub mod settings;
+pub mod source_stats;
 pub mod stamp;
 pub mod systemd;
 pub mod upload;

@@ -777,8 +777,33 @@ fn demo_runs_the_whole_product_and_shows_both_clouds() {
         w1.contains("video 2026-11-22 09:59:31 → 2026-11-22 10:01:42"),
         "{w1}"
     );
+    // every capture path at once: the exports' 4, the serial tap's 3 (market lane),
+    // the print proxy's 2 (kiosk lane), and both stand-in printers got every byte
+    for (no, machine) in [
+        ("2026112200013", "NVR01-CH03"),
+        ("2026112200015", "NVR01-CH03"),
+        ("A10240000123", "NVR02-CH01"),
+        ("A10240000124", "NVR02-CH01"),
+    ] {
+        let row = ovo
+            .lines()
+            .find(|l| l.trim_start().starts_with(no))
+            .unwrap_or_else(|| panic!("{no} missing from the Ovopark table:\n{text}"));
+        assert!(row.contains(&format!("machine {machine}")), "{row}");
+        assert!(
+            wdt.lines().any(|l| l.trim_start().starts_with(no)),
+            "{text}"
+        );
+    }
+    for path in ["serial tap (pty)", "print proxy (tcp)"] {
+        let row = text
+            .lines()
+            .find(|l| l.trim_start().starts_with(path))
+            .unwrap_or_else(|| panic!("no {path} row:\n{text}"));
+        assert!(row.trim_end().ends_with("yes"), "{row}");
+    }
     assert!(
-        text.contains("4 orders captured and delivered to both clouds"),
+        text.contains("9 orders captured and delivered to both clouds"),
         "{text}"
     );
 }

@@ -148,7 +148,18 @@ pub fn start(
     opts: DeviceOptions,
     shutdown: &Shutdown,
 ) -> std::io::Result<(DeviceTap, Receiver<StreamEvent>)> {
-    let stats = Arc::new(SourceStats::default());
+    start_with(name, cfg, opts, shutdown, Arc::default())
+}
+
+/// [`start`], counting in `stats` (the daemon keeps them across restarts of
+/// the source, for `status` and metrics).
+pub fn start_with(
+    name: &str,
+    cfg: &DeviceConfig,
+    opts: DeviceOptions,
+    shutdown: &Shutdown,
+    stats: Arc<SourceStats>,
+) -> std::io::Result<(DeviceTap, Receiver<StreamEvent>)> {
     let (capture, rx) = CaptureTx::channel(name, opts.capture_capacity, stats.clone());
     let pos_slot: Slot = Arc::default();
     let printer_slot: Slot = Arc::default();

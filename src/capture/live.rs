@@ -1,4 +1,5 @@
-//! The serial source loop: the tap's raw chunks → receipts → journal + orders.
+//! The serial source loop: the tap's raw chunks → receipts → journal + orders;
+//! and [`Journal`], the receipt → journal + orders step every receipt source shares.
 //!
 //! Invariants:
 //! - **A receipt counts as captured once its raw bytes are committed**: each receipt
@@ -95,13 +96,8 @@ impl Queue {
 }
 
 pub struct SerialWatch {
-    source: Identity,
     serial: SerialConfig,
-    rules: ReceiptRules,
-    outbox: Queue,
-    held: VecDeque<Receipt>,
-    held_bytes: usize,
-    dropped: u64,
+    journal: Journal,
 }
 
 impl SerialWatch {
@@ -115,13 +111,8 @@ impl SerialWatch {
         outbox: Queue,
     ) -> SerialWatch {
         SerialWatch {
-            source,
             serial,
-            rules,
-            outbox,
-            held: VecDeque::new(),
-            held_bytes: 0,
-            dropped: 0,
+            journal: Journal::new(source, rules, outbox),
         }
     }
 
@@ -129,7 +120,7 @@ impl SerialWatch {
     pub fn run(mut self, shutdown: &Shutdown, beat: &Heartbeat) {
         let stop = Arc::new(AtomicBool::new(false));
         let (tap, mut rx) = match Tap::start(
-            &self.source.name,
+            &self.journal.source.name,
             &self.serial,
             TapOptions::default(),
             stop.clone(),
@@ -139,7 +130,7 @@ impl SerialWatch {
                 // Tap::start only fails to spawn threads; devices are (re)opened inside.
                 error!(
                     "source {}: cannot start the serial tap: {e}",
-                    self.source.name
+                    self.journal.source.name
                 );
                 return;
             }
@@ -158,13 +149,13 @@ impl SerialWatch {
         {
             Ok(rt) => rt,
             Err(e) => {
-                error!("source {}: {e}", self.source.name);
+                error!("source {}: {e}", self.journal.source.name);
                 stop.store(true, Ordering::SeqCst);
                 tap.join();
                 return;
             }
         };
-        let mut pipeline = Pipeline::new(&self.rules);
+        let mut pipeline = Pipeline::new(&self.journal.rules);
         let mut out = Vec::new();
         rt.block_on(async {
             loop {
@@ -174,11 +165,7 @@ impl SerialWatch {
                     .deadline()
                     .unwrap_or(now + beat.max_sleep())
                     .min(now + beat.max_sleep());
-                let wake = if self.held.is_empty() {
-                    wake
-                } else {
-                    wake.min(now + RETRY_FULL)
-                };
+                let wake = self.journal.retry_at(now).map_or(wake, |r| wake.min(r));
                 tokio::select! {
                     chunk = rx.recv() => match chunk {
                         Some(c) => pipeline.feed(&c.bytes, Some(c.at), &mut out),
@@ -190,9 +177,9 @@ impl SerialWatch {
                     _ = notify.notified() => {}
                 }
                 for r in out.drain(..) {
-                    self.hold(r);
+                    self.journal.hold(r);
                 }
-                self.commit_held();
+                self.journal.commit_held();
                 if shutdown.is_triggered() {
                     // Drain what the tap already handed over, then stop.
                     while let Ok(c) = rx.try_recv() {
@@ -204,9 +191,49 @@ impl SerialWatch {
         });
         pipeline.finish(&mut out);
         for r in out.drain(..) {
-            self.hold(r);
+            self.journal.hold(r);
         }
-        self.commit_held();
+        self.journal.commit_held();
+        self.journal.report_left();
+        stop.store(true, Ordering::SeqCst);
+        tap.join();
+        debug!("source {}: serial loop stopped", self.journal.source.name);
+    }
+}
+
+/// Receipts on their way into the journal, shared by every receipt source
+/// (the serial tap here, network and device streams in
+/// [`super::stream_source`]): holds them while the queue is full (bounded by
+/// [`MAX_HELD_BYTES`]) and while there is no queue, and commits each with its order
+/// in one transaction.
+pub struct Journal {
+    pub source: Identity,
+    pub rules: ReceiptRules,
+    outbox: Queue,
+    held: VecDeque<Receipt>,
+    held_bytes: usize,
+    dropped: u64,
+}
+
+impl Journal {
+    pub fn new(source: Identity, rules: ReceiptRules, outbox: Queue) -> Journal {
+        Journal {
+            source,
+            rules,
+            outbox,
+            held: VecDeque::new(),
+            held_bytes: 0,
+            dropped: 0,
+        }
+    }
+
+    /// When the loop should wake to retry held receipts, if any are held.
+    pub fn retry_at(&self, now: Instant) -> Option<Instant> {
+        (!self.held.is_empty()).then_some(now + RETRY_FULL)
+    }
+
+    /// At the end of a loop: says what could not be journalled.
+    pub fn report_left(&self) {
         if !self.held.is_empty() {
             error!(
                 "source {}: stopping with {} receipt(s) not journalled (the queue is full)",
@@ -214,12 +241,10 @@ impl SerialWatch {
                 self.held.len()
             );
         }
-        stop.store(true, Ordering::SeqCst);
-        tap.join();
-        debug!("source {}: serial loop stopped", self.source.name);
     }
 
-    fn hold(&mut self, r: Receipt) {
+    /// Holds `r` until [`Journal::commit_held`] gets it into the queue.
+    pub fn hold(&mut self, r: Receipt) {
         self.held_bytes += r.raw.len();
         self.held.push_back(r);
         while self.held_bytes > MAX_HELD_BYTES && self.held.len() > 1 {
@@ -234,7 +259,9 @@ impl SerialWatch {
         }
     }
 
-    fn commit_held(&mut self) {
+    /// Commits held receipts in order until the queue refuses one (or while there is
+    /// no queue: they stay held).
+    pub fn commit_held(&mut self) {
         if self.held.is_empty() {
             return;
         }

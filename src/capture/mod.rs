@@ -23,6 +23,9 @@
 //!   to a printer device, reopened when unplugged.
 //! - [`stream`]: what network and device sources share: per-connection capture
 //!   events on a bounded channel, counters, and the per-stream receipt chains.
+//! - [`stream_source`]: the daemon's loop of a network or device source: starts
+//!   its part, per-stream receipts → journal + orders (the serial loop's
+//!   [`live::Journal`]).
 //!
 //! Each part owns its settings: the folder's in `folder::settings`, the readers' in
 //! `formats::settings`, the tap's, segmenter's and templates' beside their code.
@@ -43,4 +46,5 @@ pub mod receipt;
 pub mod segment;
 pub mod serial;
 pub mod stream;
+pub mod stream_source;
 pub mod template;

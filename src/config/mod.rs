@@ -282,6 +282,7 @@ impl RawConfig {
         }
 
         same_folder(&mut p, &sources);
+        source::check_addresses(&mut p, &sources);
 
         let mut destinations = Vec::new();
         let ovopark = enabled(&mut p, "ovopark", self.ovopark)

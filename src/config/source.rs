@@ -15,11 +15,14 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::capture::device::{DeviceConfig, RawDevice};
 use crate::capture::folder::{FolderSource, RawFolder};
 use crate::capture::formats::{Format, RawCsv};
+use crate::capture::net::settings::{ListenConfig, ProxyConfig, RawNet};
 use crate::capture::receipt::ReceiptRules;
 use crate::capture::segment::RawSegment;
 use crate::capture::serial::{RawPassthrough, RawSerial, SerialConfig};
+use crate::capture::stream_source::StreamSpec;
 use crate::capture::template::RawTemplate;
 use crate::settings::{Problems, ser_debug};
 use crate::stamp::{Identity, RawIdentity, RawVideo, Video};
@@ -58,6 +61,13 @@ pub struct RawSource {
     pub stop_bits: Option<u8>,
     pub flow_control: Option<String>,
     pub passthrough: Option<RawPassthrough>,
+    // network sources (`tcp`: the print proxy, `listen`: pushed receipts)
+    pub listen: Option<String>,
+    pub printer: Option<String>,
+    pub protocol: Option<String>,
+    pub allow: Option<Vec<String>>,
+    pub connect_timeout: Option<String>,
+    pub max_connections: Option<usize>,
     /// The printer's code page (receipts).
     pub encoding: Option<String>,
     pub segment: Option<RawSegment>,
@@ -117,6 +127,28 @@ impl Source {
         match &self.kind {
             SourceKind::Serial(t) => Some(&t.rules),
             SourceKind::Folder(f) => f.receipt.as_ref(),
+            SourceKind::Tcp(n) => Some(&n.rules),
+            SourceKind::Listen(n) => Some(&n.rules),
+            SourceKind::Device(n) => Some(&n.rules),
+        }
+    }
+
+    /// What a stream source runs (tcp, listen, device), with its receipt rules.
+    pub fn stream_spec(&self) -> Option<(StreamSpec, &ReceiptRules)> {
+        match &self.kind {
+            SourceKind::Tcp(n) => Some((StreamSpec::Proxy(n.net.clone()), &n.rules)),
+            SourceKind::Listen(n) => Some((StreamSpec::Listen(n.net.clone()), &n.rules)),
+            SourceKind::Device(n) => Some((StreamSpec::Device(n.net.clone()), &n.rules)),
+            _ => None,
+        }
+    }
+
+    /// The address this source listens on, if it is a network source.
+    pub fn listen_addr(&self) -> Option<std::net::SocketAddr> {
+        match &self.kind {
+            SourceKind::Tcp(n) => Some(n.net.listen),
+            SourceKind::Listen(n) => Some(n.net.listen),
+            _ => None,
         }
     }
 }
@@ -126,6 +158,22 @@ impl Source {
 pub enum SourceKind {
     Folder(FolderSource),
     Serial(SerialSource),
+    /// The TCP print proxy.
+    Tcp(StreamSource<ProxyConfig>),
+    /// Receipts pushed over TCP or UDP.
+    Listen(StreamSource<ListenConfig>),
+    /// A character device stream (the USB printer gadget).
+    Device(StreamSource<DeviceConfig>),
+}
+
+/// A network or device source: its own settings (validated by its part) and the
+/// receipt rules, as for serial sources.
+#[derive(Debug, Clone, Serialize)]
+pub struct StreamSource<T: std::fmt::Debug> {
+    #[serde(serialize_with = "ser_debug")]
+    pub net: T,
+    #[serde(serialize_with = "ser_debug")]
+    pub rules: ReceiptRules,
 }
 
 /// A serial tap between the POS and its receipt printer.
@@ -171,6 +219,7 @@ pub(super) fn validate_source(
             };
             let (encoding, segment, template) = (raw.encoding, raw.segment, raw.template);
             let serial_keys = raw.device.is_some() || raw.passthrough.is_some();
+            net_keys_absent(p, &key, &raw.listen, &raw.printer, &raw.allow);
             let folder = folder.validate(p, &key, resolve, |p, format| {
                 let receipt = if template.is_some() || format == Format::Receipt {
                     receipt_rules(p, &key, encoding, segment, template)
@@ -188,6 +237,7 @@ pub(super) fn validate_source(
             SourceKind::Folder(folder)
         }
         Some("serial") => {
+            net_keys_absent(p, &key, &raw.listen, &raw.printer, &raw.allow);
             let raw_serial = RawSerial {
                 device: raw.device,
                 baud: raw.baud,
@@ -210,18 +260,86 @@ pub(super) fn validate_source(
                 _ => return None,
             }
         }
+        Some(k @ ("tcp" | "listen")) => {
+            if raw.device.is_some() || raw.passthrough.is_some() || raw.baud.is_some() {
+                p.push(
+                    &format!("{key}.device"),
+                    "device keys belong to kind = \"serial\" or \"device\" sources",
+                );
+            }
+            folder_keys_absent(p, &key, &raw.path, &raw.csv);
+            let net = RawNet {
+                listen: raw.listen,
+                printer: raw.printer,
+                protocol: raw.protocol,
+                allow: raw.allow,
+                connect_timeout: raw.connect_timeout,
+                max_connections: raw.max_connections,
+            };
+            let rules = receipt_rules(p, &key, raw.encoding, raw.segment, raw.template);
+            if k == "tcp" {
+                let net = net.validate_tcp().map_err(|e| push_rel(p, &key, e)).ok();
+                SourceKind::Tcp(StreamSource {
+                    net: net?,
+                    rules: rules?,
+                })
+            } else {
+                let net = net.validate_listen().map_err(|e| push_rel(p, &key, e)).ok();
+                SourceKind::Listen(StreamSource {
+                    net: net?,
+                    rules: rules?,
+                })
+            }
+        }
+        Some("device") => {
+            net_keys_absent(p, &key, &raw.listen, &raw.printer, &raw.allow);
+            folder_keys_absent(p, &key, &raw.path, &raw.csv);
+            if raw.baud.is_some() || raw.parity.is_some() || raw.flow_control.is_some() {
+                p.push(
+                    &format!("{key}.baud"),
+                    "line settings belong to kind = \"serial\" sources",
+                );
+            }
+            let passthrough = match raw.passthrough {
+                None => None,
+                Some(RawPassthrough(b)) => {
+                    let device = b.device.clone();
+                    if *b
+                        != (RawSerial {
+                            device: device.clone(),
+                            ..Default::default()
+                        })
+                    {
+                        p.push(
+                            &format!("{key}.passthrough"),
+                            "a device path (e.g. \"/dev/usb/lp0\"), not a table",
+                        );
+                    }
+                    device
+                }
+            };
+            let dev = RawDevice {
+                device: raw.device,
+                passthrough,
+            }
+            .validate()
+            .map_err(|e| push_rel(p, &key, e))
+            .ok();
+            let rules = receipt_rules(p, &key, raw.encoding, raw.segment, raw.template);
+            SourceKind::Device(StreamSource {
+                net: dev?,
+                rules: rules?,
+            })
+        }
         Some(other) => {
             p.push(
                 &format!("{key}.kind"),
-                format!("must be \"folder\" or \"serial\", got {other:?}"),
+                format!("must be one of {KINDS}, got {other:?}"),
             );
             return None;
         }
         None => {
-            p.push(
-                &format!("{key}.kind"),
-                "is required (\"folder\" or \"serial\")",
-            );
+            p.push(&format!("{key}.kind"), format!("is required ({KINDS})"));
             return None;
         }
     };
@@ -244,6 +362,99 @@ pub(super) fn validate_source(
         ovopark,
         wdt,
     })
+}
+
+/// Across sources: two enabled sources listening on the same address, and a
+/// print proxy whose `printer` is one of this box's own `listen` addresses (it
+/// would print to itself, forever).
+pub(super) fn check_addresses(p: &mut Problems, sources: &[Source]) {
+    use std::net::{IpAddr, SocketAddr};
+    let overlaps = |a: SocketAddr, b: SocketAddr| {
+        a.port() == b.port()
+            && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+    };
+    let enabled: Vec<&Source> = sources.iter().filter(|s| s.enabled).collect();
+    for (i, s) in enabled.iter().enumerate() {
+        let Some(a) = s.listen_addr() else { continue };
+        if let Some(o) = enabled[..i]
+            .iter()
+            .find(|o| o.listen_addr().is_some_and(|b| overlaps(a, b)))
+        {
+            p.push(
+                &format!("{}.listen", s.identity.key()),
+                format!(
+                    "{a} is also where source {:?} listens (two sources cannot share an address)",
+                    o.identity.name
+                ),
+            );
+        }
+    }
+    for s in &enabled {
+        let SourceKind::Tcp(t) = &s.kind else {
+            continue;
+        };
+        let Some((host, port)) = t.net.printer.rsplit_once(':') else {
+            continue;
+        };
+        let Ok(port) = port.parse::<u16>() else {
+            continue;
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let ip: Option<IpAddr> = if host.eq_ignore_ascii_case("localhost") {
+            Some(IpAddr::from([127, 0, 0, 1]))
+        } else {
+            host.parse().ok()
+        };
+        let Some(ip) = ip else { continue };
+        // 0.0.0.0 listens on every address of the box, but which those are is not
+        // known here: a LAN printer address is taken as another host, loopback as this one.
+        let local = |a: IpAddr| a.is_loopback() || a.is_unspecified();
+        let own =
+            |l: SocketAddr| l.port() == port && (l.ip() == ip || (local(ip) && local(l.ip())));
+        if let Some(o) = enabled.iter().find(|o| o.listen_addr().is_some_and(own)) {
+            p.push(
+                &format!("{}.printer", s.identity.key()),
+                format!(
+                    "{:?} points back at this box's own listen of source {:?}",
+                    t.net.printer, o.identity.name
+                ),
+            );
+        }
+    }
+}
+
+const KINDS: &str = "\"folder\", \"serial\", \"tcp\", \"listen\" or \"device\"";
+
+/// Pushes a part's error `"allow[1]: msg"` as `source[NAME].allow[1]: msg`.
+fn push_rel(p: &mut Problems, key: &str, e: String) {
+    match e.split_once(": ") {
+        Some((k, msg)) if !k.is_empty() && !k.contains(' ') => p.push(&format!("{key}.{k}"), msg),
+        _ => p.push(key, e),
+    }
+}
+
+fn net_keys_absent(
+    p: &mut Problems,
+    key: &str,
+    listen: &Option<String>,
+    printer: &Option<String>,
+    allow: &Option<Vec<String>>,
+) {
+    if listen.is_some() || printer.is_some() || allow.is_some() {
+        p.push(
+            &format!("{key}.listen"),
+            "network keys belong to kind = \"tcp\" or \"listen\" sources",
+        );
+    }
+}
+
+fn folder_keys_absent(p: &mut Problems, key: &str, path: &Option<PathBuf>, csv: &Option<RawCsv>) {
+    if path.is_some() || csv.is_some() {
+        p.push(
+            &format!("{key}.path"),
+            "folder keys belong to kind = \"folder\" sources",
+        );
+    }
 }
 
 /// The receipt rules of a source (serial, or a folder reading receipt files).

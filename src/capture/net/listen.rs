@@ -33,7 +33,18 @@ pub fn start(
     opts: NetOptions,
     shutdown: &Shutdown,
 ) -> std::io::Result<(NetSource, Receiver<StreamEvent>)> {
-    let stats = Arc::new(SourceStats::default());
+    start_with(name, cfg, opts, shutdown, Arc::default())
+}
+
+/// [`start`], counting in `stats` (the daemon keeps them across restarts of
+/// the source, for `status` and metrics).
+pub fn start_with(
+    name: &str,
+    cfg: &ListenConfig,
+    opts: NetOptions,
+    shutdown: &Shutdown,
+    stats: Arc<SourceStats>,
+) -> std::io::Result<(NetSource, Receiver<StreamEvent>)> {
     let (capture, rx) = CaptureTx::channel(name, opts.capture_capacity, stats.clone());
     let gate = Gate::new(name, cfg.allow.clone(), stats.clone());
     let source = match cfg.protocol {

@@ -52,7 +52,18 @@ pub fn start(
     opts: NetOptions,
     shutdown: &Shutdown,
 ) -> std::io::Result<(NetSource, Receiver<StreamEvent>)> {
-    let stats = Arc::new(SourceStats::default());
+    start_with(name, cfg, opts, shutdown, Arc::default())
+}
+
+/// [`start`], counting in `stats` (the daemon keeps them across restarts of
+/// the source, for `status` and metrics).
+pub fn start_with(
+    name: &str,
+    cfg: &ProxyConfig,
+    opts: NetOptions,
+    shutdown: &Shutdown,
+    stats: Arc<SourceStats>,
+) -> std::io::Result<(NetSource, Receiver<StreamEvent>)> {
     let (capture, rx) = CaptureTx::channel(name, opts.capture_capacity, stats.clone());
     let ctx = Arc::new(Ctx {
         name: name.to_string(),
