@@ -25,6 +25,7 @@ use crate::capture::folder::FolderWatch;
 use crate::capture::live::SerialWatch;
 use crate::config::{Config, SourceKind};
 use crate::lifecycle::{Heartbeat, Heartbeats, Shutdown};
+use crate::metrics;
 use crate::outbox::{self, Outbox};
 use crate::systemd::Notifier;
 use crate::upload::Destination;
@@ -104,6 +105,8 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     let beats = Heartbeats::new(watchdog.map_or(IDLE_WAKE, |w| (w / 4).min(IDLE_WAKE)));
     let (done_tx, done_rx) = mpsc::channel::<String>();
     let mut threads: Vec<(String, JoinHandle<()>)> = Vec::new();
+    // The live counters the loops report into and `/metrics` reads.
+    let mut registry = metrics::Registry::default();
 
     for source in &cfg.sources {
         if !source.enabled {
@@ -117,6 +120,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
             .with_context(|| format!("cannot open the queue at {}", db.display()))?;
         let (name, work): (String, SourceLoop) = match &source.kind {
             SourceKind::Folder(folder) => {
+                registry.source(&source.identity.name);
                 let w = FolderWatch::new(source.identity.clone(), folder.clone(), ob);
                 (
                     format!("folder:{}", source.identity.name),
@@ -129,7 +133,8 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
                     t.serial.clone(),
                     t.rules.clone(),
                     ob,
-                );
+                )
+                .with_metrics(registry.source(&source.identity.name));
                 (
                     format!("serial:{}", source.identity.name),
                     Box::new(move |s, b| w.run(s, b)),
@@ -185,7 +190,8 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
             .with_context(|| format!("cannot open the queue at {}", db.display()))?;
         let wake = Wake::new();
         wakes.push(wake.clone());
-        let worker = Worker::new(client, ob, EngineConfig::default(), wake);
+        let worker = Worker::new(client, ob, EngineConfig::default(), wake)
+            .with_metrics(registry.dest(dest));
         let (sd, beat, done) = (shutdown.clone(), beats.register(&name), done_tx.clone());
         let tname = name.clone();
         let h = std::thread::Builder::new()
@@ -198,6 +204,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         threads.push((name, h));
     }
     drop(done_tx);
+    start_metrics(&cfg, registry, &beats, &shutdown);
 
     let pid_file = cfg.agent.state_dir.join(PID_FILE);
     if let Err(e) = std::fs::write(&pid_file, format!("{}\n", std::process::id())) {
@@ -243,6 +250,39 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The metrics endpoint and the pusher, when configured. Neither is joined at
+/// stop (neither holds work in hand) and neither can fail the start: a problem is
+/// logged and the agent runs without it.
+fn start_metrics(
+    cfg: &Config,
+    registry: metrics::Registry,
+    beats: &Heartbeats,
+    shutdown: &Shutdown,
+) {
+    let m = &cfg.metrics;
+    if m.listen.is_none() && m.push_url.is_none() {
+        return;
+    }
+    let shared = metrics::Metrics::new(
+        cfg.agent.box_id.clone(),
+        cfg.db_path(),
+        cfg.outbox.max_size,
+        registry,
+        Some(beats.clone()),
+    );
+    if let Some(addr) = m.listen {
+        if let Err(e) = metrics::server::start(addr, shared.clone(), shutdown.clone()) {
+            error!("metrics: cannot start the endpoint: {e}");
+        }
+    }
+    if let Some(url) = &m.push_url {
+        let r = metrics::push::start(url.clone(), m.push_interval, shared, shutdown.clone());
+        if let Err(e) = r {
+            error!("metrics: cannot start pushing: {e}");
+        }
+    }
 }
 
 struct Signals {

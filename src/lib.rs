@@ -33,6 +33,7 @@ pub mod emulator;
 pub mod failpoint;
 pub mod lifecycle;
 pub mod logging;
+pub mod metrics;
 pub mod order;
 pub mod outbox;
 pub mod record;

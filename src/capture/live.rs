@@ -24,6 +24,7 @@ use crate::capture::segment::Receipt;
 use crate::capture::serial::{SerialConfig, Tap, TapOptions};
 use crate::capture::template::Parsed;
 use crate::lifecycle::{Heartbeat, Shutdown};
+use crate::metrics::SourceMetrics;
 use crate::outbox::{Capture, CaptureKind, Outbox, OutboxError};
 use crate::stamp::{Identity, stamp};
 
@@ -41,6 +42,8 @@ pub struct SerialWatch {
     held: VecDeque<Receipt>,
     held_bytes: usize,
     dropped: u64,
+    /// Where the tap's counters are shown (`/metrics`), if anywhere.
+    metrics: Option<Arc<SourceMetrics>>,
 }
 
 impl SerialWatch {
@@ -60,7 +63,14 @@ impl SerialWatch {
             held: VecDeque::new(),
             held_bytes: 0,
             dropped: 0,
+            metrics: None,
         }
+    }
+
+    /// The loop showing its tap's counters through `m` (the daemon's registry).
+    pub fn with_metrics(mut self, m: Arc<SourceMetrics>) -> SerialWatch {
+        self.metrics = Some(m);
+        self
     }
 
     /// Runs until shutdown: the tap, receipt assembly, and commits.
@@ -82,6 +92,9 @@ impl SerialWatch {
                 return;
             }
         };
+        if let Some(m) = &self.metrics {
+            m.attach_tap(tap.stats());
+        }
         let notify = Arc::new(tokio::sync::Notify::new());
         {
             let (stop, notify) = (stop.clone(), notify.clone());
