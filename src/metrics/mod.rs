@@ -170,3 +170,59 @@ fn read(conn: &mut Option<Outbox>, db: &std::path::Path) -> Result<Snapshot, Str
         last_capture,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outbox::RawOutbox;
+    use crate::settings::Problems;
+
+    fn queue(dir: &std::path::Path) -> PathBuf {
+        let db = dir.join("queue.db");
+        let cfg = RawOutbox::default().validate(&mut Problems::new());
+        Outbox::open(&db, &cfg, &["wdt".to_string()]).unwrap();
+        db
+    }
+
+    #[test]
+    fn health_fails_with_a_reason_when_the_queue_cannot_be_read_or_is_full() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = Metrics::new(
+            "b".into(),
+            dir.path().join("none.db"),
+            1 << 30,
+            Registry::default(),
+            None,
+        );
+        let why = missing.health().unwrap_err();
+        assert!(why.starts_with("outbox: "), "{why}");
+        assert!(missing.render().contains("tillrelay_outbox_up 0\n"));
+
+        let db = queue(dir.path());
+        let ok = Metrics::new("b".into(), db.clone(), 1 << 30, Registry::default(), None);
+        assert_eq!(ok.health(), Ok(()));
+        let full = Metrics::new("b".into(), db, 4096, Registry::default(), None);
+        let why = full.health().unwrap_err();
+        assert!(why.starts_with("outbox full: "), "{why}");
+    }
+
+    #[test]
+    fn the_exposition_names_every_configured_source_and_destination() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = queue(dir.path());
+        let mut reg = Registry::default();
+        reg.source("lane1");
+        reg.dest("wdt").request(0, Duration::from_millis(20));
+        let text = Metrics::new("shop-1".into(), db, 1 << 30, reg, None).render();
+        for line in [
+            "tillrelay_box_info{box_id=\"shop-1\"} 1",
+            "tillrelay_outbox_up 1",
+            "tillrelay_source_orders_total{source=\"lane1\"} 0",
+            "tillrelay_destination_pending_orders{destination=\"wdt\"} 0",
+            "tillrelay_destination_requests_total{destination=\"wdt\",outcome=\"delivered\"} 1",
+            "tillrelay_destination_request_duration_seconds_bucket{destination=\"wdt\",le=\"0.05\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+        }
+    }
+}
