@@ -28,6 +28,16 @@ pub fn group_url(base: &str, box_id: &str) -> String {
     )
 }
 
+/// `url` with its user information (`user:password@`) shown as `***@`.
+pub fn redact(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+        None => url.to_string(),
+    }
+}
+
 /// Starts the pusher's thread.
 pub fn start(
     base: String,
@@ -48,8 +58,10 @@ fn run(base: &str, every: Duration, metrics: &Metrics, shutdown: &Shutdown) {
         .http_status_as_error(false)
         .build()
         .into();
+    // What may be logged: the URL without any user:password.
+    let shown = redact(&url);
     info!(
-        "metrics: pushing to {url} every {}",
+        "metrics: pushing to {shown} every {}",
         humantime::format_duration(every)
     );
     let mut failing = false;
@@ -66,12 +78,12 @@ fn run(base: &str, every: Duration, metrics: &Metrics, shutdown: &Shutdown) {
         };
         match err {
             None if failing => {
-                info!("metrics: pushing to {url} works again");
+                info!("metrics: pushing to {shown} works again");
                 failing = false;
             }
             None => {}
             Some(e) if !failing => {
-                warn!("metrics: push to {url} failed ({e}); retrying every interval");
+                warn!("metrics: push to {shown} failed ({e}); retrying every interval");
                 failing = true;
             }
             Some(e) => log::debug!("metrics: push failed again: {e}"),
@@ -79,5 +91,22 @@ fn run(base: &str, every: Duration, metrics: &Metrics, shutdown: &Shutdown) {
         if shutdown.wait(every) {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_group_url_names_job_and_box_and_logs_hide_credentials() {
+        let u = super::group_url("https://u:pw@gw.example.net/", "shop-1");
+        assert_eq!(
+            u,
+            "https://u:pw@gw.example.net/metrics/job/tillrelay/box_id/shop-1"
+        );
+        assert_eq!(
+            super::redact(&u),
+            "https://***@gw.example.net/metrics/job/tillrelay/box_id/shop-1"
+        );
+        assert_eq!(super::redact("http://gw:9091/a@b"), "http://gw:9091/a@b");
     }
 }

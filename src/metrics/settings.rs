@@ -28,7 +28,9 @@ pub struct RawMetrics {
 pub struct MetricsConfig {
     /// `None`: no endpoint.
     pub listen: Option<SocketAddr>,
-    /// The Pushgateway's base URL (`http://gw:9091`); `None`: no pushing.
+    /// The Pushgateway's base URL (`http://gw:9091`); `None`: no pushing. Shown
+    /// without any `user:password@` it holds.
+    #[serde(serialize_with = "ser_redacted")]
     pub push_url: Option<String>,
     #[serde(serialize_with = "ser_duration")]
     pub push_interval: Duration,
@@ -92,6 +94,13 @@ impl RawMetrics {
     }
 }
 
+fn ser_redacted<S: serde::Serializer>(v: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(u) => s.serialize_some(&super::push::redact(u)),
+        None => s.serialize_none(),
+    }
+}
+
 /// `[agent] box_id`: what identifies this box in every report (a label value and a
 /// path segment of the push URL), so letters, digits, `.`, `_` and `-` only.
 pub fn validate_box_id(p: &mut Problems, v: Option<&str>) -> String {
@@ -142,6 +151,12 @@ mod tests {
         assert_eq!(off.listen, None);
         assert_eq!(off.push_url.as_deref(), Some("http://gw:9091"));
         assert_eq!(off.push_interval, Duration::from_secs(15));
+        let secret = raw(None, Some("https://u:hunter2@gw"), None).validate(&mut p);
+        let shown = serde_json::to_string(&secret).unwrap();
+        assert!(
+            !shown.contains("hunter2") && shown.contains("***@gw"),
+            "{shown}"
+        );
     }
 
     #[test]
