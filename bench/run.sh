@@ -172,6 +172,24 @@ row "RSS idle" "$(mem VmRSS)" "MB" "<= 8 MB" "$(judge "$(mem VmRSS)" "<=" 8)"
 idle_cpu=$(awk "BEGIN {print $c1 - $c0}")
 row "idle: CPU time in ${idle_secs} s" "$idle_cpu" "ms" "<= 20 ms / 60 s" "$(judge "$idle_cpu" "<=" $(( 20 * idle_secs / 60 )))"
 row "idle: wake-ups in ${idle_secs} s, all threads" "$(( w1 - w0 ))" "" "no busy polling" ""
+rss_on=$(mem VmRSS)
+stop "$agent"; stop "$emu"
+
+# 2a'. The same idle agent without the metrics endpoint: what metrics cost unscraped.
+write_config idle both
+printf '\n[metrics]\nlisten = ""\n' >> "$work/tillrelay.toml"
+start_emulator
+start_agent
+sleep 3
+c0=$(cpu_ms "$agent")
+sleep "$idle_secs"
+c1=$(cpu_ms "$agent")
+if [ -z "$arm" ]; then
+  d=$(awk "BEGIN {printf \"%.2f\", $rss_on - $(mem VmRSS)}")
+  row "metrics endpoint: idle RSS added" "$d" "MB" "<= 1 MB" "$(judge "$d" "<=" 1)"
+fi
+d=$(awk "BEGIN {print $idle_cpu - ($c1 - $c0)}")
+row "metrics endpoint: idle CPU added in ${idle_secs} s" "$d" "ms" "<= 5 ms / 60 s" "$(judge "$d" "<=" $(( 5 * idle_secs / 60 )))"
 stop "$agent"; stop "$emu"
 
 # 2b. Capture the backlog while the clouds are unreachable.

@@ -30,6 +30,7 @@ use crate::capture::stream::SourceStats;
 use crate::capture::stream_source::StreamWatch;
 use crate::config::{Config, SourceKind};
 use crate::lifecycle::{Heartbeat, Heartbeats, Shutdown};
+use crate::metrics;
 use crate::outbox::{self, OnCommit, Opened, Opener, Outbox, Synchronous};
 use crate::systemd::Notifier;
 use crate::upload::Destination;
@@ -157,6 +158,8 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     // One set of counters per network/device source, kept here for the stats
     // file `status` reads (and for metrics).
     let mut stream_stats: Vec<(String, Arc<SourceStats>)> = Vec::new();
+    // The live counters the loops report into and `/metrics` reads.
+    let mut registry = metrics::Registry::default();
 
     // The workers' wake handles exist before the sources start, so every capture
     // commit can wake them (capture knows nothing of upload: it gets a callback).
@@ -187,6 +190,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         let ob = main_ob.as_ref().map(|_| capture_opener.open());
         let (name, work): (String, SourceLoop) = match &source.kind {
             SourceKind::Folder(folder) => {
+                registry.source(&source.identity.name);
                 let (identity, folder, opener) =
                     (source.identity.clone(), folder.clone(), capture_opener.clone());
                 (
@@ -211,7 +215,8 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
                     t.serial.clone(),
                     t.rules.clone(),
                     queue,
-                );
+                )
+                .with_metrics(registry.source(&source.identity.name));
                 (
                     format!("serial:{}", source.identity.name),
                     Box::new(move |s, b| w.run(s, b)),
@@ -223,6 +228,9 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
                 };
                 let stats = Arc::new(SourceStats::default());
                 stream_stats.push((source.identity.name.clone(), stats.clone()));
+                registry
+                    .source(&source.identity.name)
+                    .attach_stream(stats.clone());
                 let queue = live_queue(ob, &capture_opener);
                 let w = StreamWatch::new(source.identity.clone(), spec, rules.clone(), queue, stats);
                 (
@@ -305,6 +313,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         let (sd, beat, done) = (shutdown.clone(), beats.register(&name), done_tx.clone());
         let tname = name.clone();
         let (opener, engine) = (opener.clone(), engine.clone());
+        let metrics = registry.dest(dest);
         let h = std::thread::Builder::new()
             .name(name.clone())
             .spawn(move || {
@@ -320,7 +329,9 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
                     if let Err(e) = ob.set_synchronous(Synchronous::Normal) {
                         warn!("upload:{tname}: cannot relax the queue's sync (kept FULL): {e}");
                     }
-                    Worker::new(client, ob, engine, wake).run(&sd, &beat);
+                    Worker::new(client, ob, engine, wake)
+                        .with_metrics(metrics)
+                        .run(&sd, &beat);
                 }
                 let _ = done.send(tname);
             })
@@ -328,6 +339,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         threads.push((name, h));
     }
     drop(done_tx);
+    start_metrics(&cfg, registry, &beats, &shutdown);
 
     let pid_file = cfg.agent.state_dir.join(PID_FILE);
     if let Err(e) = std::fs::write(&pid_file, format!("{}\n", std::process::id())) {
@@ -375,8 +387,6 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Opens the queue for a loop that cannot work without it, trying every
-/// [`REOPEN_EVERY`] and beating meanwhile; `None` once shutdown was asked.
 /// A receipt source's queue: open, or to be opened again while printing goes on.
 fn live_queue(ob: Option<outbox::Result<Outbox>>, opener: &Opener) -> Queue {
     match ob {
@@ -386,6 +396,8 @@ fn live_queue(ob: Option<outbox::Result<Outbox>>, opener: &Opener) -> Queue {
     }
 }
 
+/// Opens the queue for a loop that cannot work without it, trying every
+/// [`REOPEN_EVERY`] and beating meanwhile; `None` once shutdown was asked.
 fn wait_for_queue(opener: &Opener, sd: &Shutdown, beat: &Heartbeat) -> Option<Outbox> {
     let mut last_error = String::new();
     loop {
@@ -409,6 +421,39 @@ fn wait_for_queue(opener: &Opener, sd: &Shutdown, beat: &Heartbeat) -> Option<Ou
         }
         if sd.wait(REOPEN_EVERY.min(beat.max_sleep())) {
             return None;
+        }
+    }
+}
+
+/// The metrics endpoint and the pusher, when configured. Neither is joined at
+/// stop (neither holds work in hand) and neither can fail the start: a problem is
+/// logged and the agent runs without it.
+fn start_metrics(
+    cfg: &Config,
+    registry: metrics::Registry,
+    beats: &Heartbeats,
+    shutdown: &Shutdown,
+) {
+    let m = &cfg.metrics;
+    if m.listen.is_none() && m.push_url.is_none() {
+        return;
+    }
+    let shared = metrics::Metrics::new(
+        cfg.agent.box_id.clone(),
+        cfg.db_path(),
+        cfg.outbox.max_size,
+        registry,
+        Some(beats.clone()),
+    );
+    if let Some(addr) = m.listen {
+        if let Err(e) = metrics::server::start(addr, shared.clone(), shutdown.clone()) {
+            error!("metrics: cannot start the endpoint: {e}");
+        }
+    }
+    if let Some(url) = &m.push_url {
+        let r = metrics::push::start(url.clone(), m.push_interval, shared, shutdown.clone());
+        if let Err(e) = r {
+            error!("metrics: cannot start pushing: {e}");
         }
     }
 }

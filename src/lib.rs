@@ -34,6 +34,7 @@ pub mod failpoint;
 pub mod generate;
 pub mod lifecycle;
 pub mod logging;
+pub mod metrics;
 pub mod order;
 pub mod outbox;
 pub mod record;

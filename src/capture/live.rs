@@ -28,6 +28,7 @@ use crate::capture::segment::Receipt;
 use crate::capture::serial::{SerialConfig, Tap, TapOptions};
 use crate::capture::template::Parsed;
 use crate::lifecycle::{Heartbeat, Shutdown};
+use crate::metrics::SourceMetrics;
 use crate::outbox::{Capture, CaptureKind, Opener, Outbox, OutboxError};
 use crate::stamp::{Identity, stamp};
 
@@ -98,6 +99,8 @@ impl Queue {
 pub struct SerialWatch {
     serial: SerialConfig,
     journal: Journal,
+    /// Where the tap's counters are shown (`/metrics`), if anywhere.
+    metrics: Option<Arc<SourceMetrics>>,
 }
 
 impl SerialWatch {
@@ -113,7 +116,14 @@ impl SerialWatch {
         SerialWatch {
             serial,
             journal: Journal::new(source, rules, outbox),
+            metrics: None,
         }
+    }
+
+    /// The loop showing its tap's counters through `m` (the daemon's registry).
+    pub fn with_metrics(mut self, m: Arc<SourceMetrics>) -> SerialWatch {
+        self.metrics = Some(m);
+        self
     }
 
     /// Runs until shutdown: the tap, receipt assembly, and commits.
@@ -135,6 +145,9 @@ impl SerialWatch {
                 return;
             }
         };
+        if let Some(m) = &self.metrics {
+            m.attach_tap(tap.stats());
+        }
         let notify = Arc::new(tokio::sync::Notify::new());
         {
             let (stop, notify) = (stop.clone(), notify.clone());

@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 use chrono::FixedOffset;
 use serde::{Deserialize, Serialize};
 
+use crate::metrics::{MetricsConfig, RawMetrics};
 use crate::outbox::{OutboxConfig, RawOutbox};
 use crate::settings::{Problems, ser_display};
 use crate::stamp::{RawVideo, Video};
@@ -76,6 +77,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub outbox: RawOutbox,
     #[serde(default)]
+    pub metrics: RawMetrics,
+    #[serde(default)]
     pub video: RawVideo,
     #[serde(default)]
     pub source: Vec<RawSource>,
@@ -94,6 +97,7 @@ pub struct RawAgent {
     pub state_dir: Option<PathBuf>,
     pub timezone: Option<String>,
     pub log_level: Option<String>,
+    pub box_id: Option<String>,
 }
 
 // ---------------------------------------------------------------------------
@@ -106,6 +110,8 @@ pub struct Config {
     pub path: PathBuf,
     pub agent: Agent,
     pub outbox: OutboxConfig,
+    /// `[metrics]`: the endpoint and the push.
+    pub metrics: MetricsConfig,
     pub sources: Vec<Source>,
     /// Destinations that get a delivery row for every new order, in a fixed order.
     pub destinations: Vec<String>,
@@ -125,6 +131,8 @@ pub struct Agent {
     pub timezone: FixedOffset,
     #[serde(serialize_with = "ser_display")]
     pub log_level: log::LevelFilter,
+    /// What identifies this box in every report (default: the host name).
+    pub box_id: String,
 }
 
 impl Config {
@@ -258,9 +266,11 @@ impl RawConfig {
             ),
             timezone,
             log_level,
+            box_id: crate::metrics::settings::validate_box_id(&mut p, self.agent.box_id.as_deref()),
         };
 
         let outbox = self.outbox.validate(&mut p);
+        let metrics = self.metrics.validate(&mut p);
 
         let video = self.video.validate(&mut p, "video", &Video::default());
 
@@ -323,6 +333,7 @@ impl RawConfig {
                 path: path.to_path_buf(),
                 agent,
                 outbox,
+                metrics,
                 sources,
                 destinations,
                 ovopark,

@@ -228,6 +228,19 @@ impl Outbox {
         })
     }
 
+    /// When `source` last captured a unit (unix seconds): one row, newest first (the
+    /// metrics endpoint asks this per source at most once a second).
+    pub fn last_capture_at(&self, source: &str) -> Result<Option<i64>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT captured_at FROM capture WHERE source = ?1 ORDER BY id DESC LIMIT 1",
+                params![source],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
     /// Stored orders, newest first, with their delivery states. `state` keeps the
     /// orders that have at least one delivery in that state.
     pub fn orders(

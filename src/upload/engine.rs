@@ -49,6 +49,7 @@ use log::{error, info, warn};
 use super::{Destination, Outcome};
 use crate::clock::{Clock, SystemClock};
 use crate::lifecycle::{Heartbeat, Shutdown};
+use crate::metrics::DestMetrics;
 use crate::order::Order;
 use crate::outbox::{self, Mark, Outbox};
 
@@ -193,6 +194,8 @@ pub struct Worker<D: Destination> {
     clock_seen: Option<(i64, Instant)>,
     /// Where time comes from (backoff, due times, clock jumps).
     clock: Arc<dyn Clock>,
+    /// Where requests' outcomes and durations are reported (`/metrics`), if anywhere.
+    metrics: Option<Arc<DestMetrics>>,
 }
 
 impl<D: Destination> Worker<D> {
@@ -214,7 +217,14 @@ impl<D: Destination> Worker<D> {
             beat: None,
             clock_seen: None,
             clock: Arc::new(SystemClock),
+            metrics: None,
         }
+    }
+
+    /// The worker reporting into `m` (the daemon's metrics registry).
+    pub fn with_metrics(mut self, m: Arc<DestMetrics>) -> Worker<D> {
+        self.metrics = Some(m);
+        self
     }
 
     /// The worker on another clock (tests: simulated time).
@@ -351,9 +361,21 @@ impl<D: Destination> Worker<D> {
         // orders); with requests in flight, the others go on meanwhile.
         let mut marks: Vec<(i64, Mark)> = Vec::new();
         let mut failed: Option<outbox::OutboxError> = None;
+        // Metrics: a request counts under the most severe outcome of its orders
+        // (delivered < retry < rejected < misconfigured), timed from the send.
+        let (metrics, sent_at, mut class) = (self.metrics.clone(), Instant::now(), 0);
         self.client
             .send(&refs, &tick, &mut |i, outcome, request_done| {
                 let row = &rows[i];
+                if let Some(m) = &metrics {
+                    let c = outcome_class(&outcome);
+                    m.order(c);
+                    class = class.max(c);
+                    if request_done {
+                        m.request(class, sent_at.elapsed());
+                        class = 0;
+                    }
+                }
                 match outcome {
                     Outcome::Delivered { note } => {
                         marks.push((row.delivery_id, Mark::Delivered(Some(note))));
@@ -397,6 +419,9 @@ impl<D: Destination> Worker<D> {
                 }
                 ControlFlow::Continue(())
             });
+        if let Some(m) = &self.metrics {
+            m.set_offset(self.client.server_offset().offset());
+        }
         if let Some(e) = failed {
             return Err(e);
         }
@@ -484,6 +509,16 @@ impl<D: Destination> Worker<D> {
     /// Why the destination is paused, while it is.
     pub fn paused(&self) -> Option<&str> {
         self.paused.as_deref()
+    }
+}
+
+/// An outcome's index in [`crate::metrics::registry::OUTCOMES`].
+fn outcome_class(o: &Outcome) -> usize {
+    match o {
+        Outcome::Delivered { .. } => 0,
+        Outcome::Retry { .. } => 1,
+        Outcome::Rejected { .. } => 2,
+        Outcome::Misconfigured { .. } => 3,
     }
 }
 

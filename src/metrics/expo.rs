@@ -1,0 +1,81 @@
+//! The Prometheus text exposition format (version 0.0.4), written by hand: a family's
+//! `# HELP` and `# TYPE` once, then its samples.
+//!
+//! Invariant: label values are escaped (`\\`, `"`, newline) so no source name or
+//! reason can break a line.
+
+use std::fmt::Write;
+
+/// The Content-Type of the text format.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+#[derive(Debug, Default)]
+pub struct Expo {
+    out: String,
+}
+
+impl Expo {
+    pub fn new() -> Expo {
+        Expo::default()
+    }
+
+    /// Starts a family: `kind` is `counter`, `gauge` or `histogram`.
+    pub fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.out, "# HELP {name} {help}");
+        let _ = writeln!(self.out, "# TYPE {name} {kind}");
+    }
+
+    /// One sample of the current family.
+    pub fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
+        self.out.push_str(name);
+        if !labels.is_empty() {
+            self.out.push('{');
+            for (i, (k, v)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.out.push(',');
+                }
+                let _ = write!(self.out, "{k}=\"{}\"", escape(v));
+            }
+            self.out.push('}');
+        }
+        if value.is_infinite() {
+            let _ = writeln!(self.out, " {}Inf", if value > 0.0 { "+" } else { "-" });
+        } else {
+            let _ = writeln!(self.out, " {value}");
+        }
+    }
+
+    /// A family with a single unlabelled sample.
+    pub fn single(&mut self, name: &str, kind: &str, help: &str, value: f64) {
+        self.family(name, kind, help);
+        self.sample(name, &[], value);
+    }
+
+    pub fn finish(self) -> String {
+        self.out
+    }
+}
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_families_and_escapes_labels() {
+        let mut e = Expo::new();
+        e.family("tillrelay_x_total", "counter", "Things.");
+        e.sample("tillrelay_x_total", &[("source", "a\"b\\c\nd")], 3.0);
+        e.sample("tillrelay_x_total", &[], f64::INFINITY);
+        assert_eq!(
+            e.finish(),
+            "# HELP tillrelay_x_total Things.\n# TYPE tillrelay_x_total counter\n\
+             tillrelay_x_total{source=\"a\\\"b\\\\c\\nd\"} 3\ntillrelay_x_total +Inf\n"
+        );
+    }
+}

@@ -1,0 +1,112 @@
+//! Pushing for boxes behind NAT: every `push_interval`, the same exposition as
+//! `/metrics` is PUT to a Prometheus Pushgateway under the grouping key
+//! `job="tillrelay", box_id=<[agent] box_id>` (PUT replaces the group, so a metric
+//! gone from the box is gone from the gateway).
+//!
+//! Invariants: a push that fails is logged (once per outage, not per interval) and
+//! tried again at the next interval; the pusher owns no heartbeat and holds no lock
+//! another loop waits for, so it can never hold back capture, upload or the watchdog.
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use log::{info, warn};
+
+use super::Metrics;
+use super::expo::CONTENT_TYPE;
+use crate::lifecycle::Shutdown;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The group's URL on the gateway at `base`.
+pub fn group_url(base: &str, box_id: &str) -> String {
+    format!(
+        "{}/metrics/job/tillrelay/box_id/{box_id}",
+        base.trim_end_matches('/')
+    )
+}
+
+/// `url` with its user information (`user:password@`) shown as `***@`.
+pub fn redact(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+        None => url.to_string(),
+    }
+}
+
+/// Starts the pusher's thread.
+pub fn start(
+    base: String,
+    every: Duration,
+    metrics: Arc<Metrics>,
+    shutdown: Shutdown,
+) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("metrics-push".into())
+        .spawn(move || run(&base, every, &metrics, &shutdown))
+}
+
+fn run(base: &str, every: Duration, metrics: &Metrics, shutdown: &Shutdown) {
+    let url = group_url(base, &metrics.box_id);
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_connect(Some(CONNECT_TIMEOUT))
+        .timeout_global(Some(TIMEOUT))
+        .http_status_as_error(false)
+        .build()
+        .into();
+    // What may be logged: the URL without any user:password.
+    let shown = redact(&url);
+    info!(
+        "metrics: pushing to {shown} every {}",
+        humantime::format_duration(every)
+    );
+    let mut failing = false;
+    loop {
+        let body = metrics.render();
+        let r = agent
+            .put(&url)
+            .header("Content-Type", CONTENT_TYPE)
+            .send(body.as_bytes());
+        let err = match r {
+            Ok(resp) if resp.status().is_success() => None,
+            Ok(resp) => Some(format!("HTTP {}", resp.status().as_u16())),
+            Err(e) => Some(e.to_string()),
+        };
+        match err {
+            None if failing => {
+                info!("metrics: pushing to {shown} works again");
+                failing = false;
+            }
+            None => {}
+            Some(e) if !failing => {
+                warn!("metrics: push to {shown} failed ({e}); retrying every interval");
+                failing = true;
+            }
+            Some(e) => log::debug!("metrics: push failed again: {e}"),
+        }
+        if shutdown.wait(every) {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_group_url_names_job_and_box_and_logs_hide_credentials() {
+        let u = super::group_url("https://u:pw@gw.example.net/", "shop-1");
+        assert_eq!(
+            u,
+            "https://u:pw@gw.example.net/metrics/job/tillrelay/box_id/shop-1"
+        );
+        assert_eq!(
+            super::redact(&u),
+            "https://***@gw.example.net/metrics/job/tillrelay/box_id/shop-1"
+        );
+        assert_eq!(super::redact("http://gw:9091/a@b"), "http://gw:9091/a@b");
+    }
+}

@@ -1,0 +1,396 @@
+//! Metrics and health with the real parts an integrator runs: the agent's live
+//! `/metrics` checked by `promtool check metrics`; a real Prometheus on loopback that
+//! scrapes a running agent and evaluates the shipped alert rules (a destination
+//! paused on a bad secret raises `TillrelayDestinationPaused`); a real Pushgateway
+//! that receives the pushes, also after it was down; and the shipped rules checked
+//! and unit-tested by `promtool`.
+//!
+//! Needs Debian's `prometheus` and `prometheus-pushgateway` packages (CI installs
+//! them, README: set-up). Missing binaries fail the tests with that message; nothing
+//! is skipped.
+
+mod common;
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::emu::Emu;
+use common::poll;
+use common::till::Till;
+use serde_json::Value;
+
+const WAIT: Duration = Duration::from_secs(60);
+const INSTALL: &str = "install Debian's prometheus and prometheus-pushgateway packages \
+     (apt-get install -y prometheus prometheus-pushgateway; .ci/run does it)";
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A binary of the Prometheus packages, or a failure saying how to install it.
+fn tool(name: &str) -> Command {
+    let found = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .any(|d| d.join(name).is_file());
+    assert!(found, "{name} is not installed: {INSTALL}");
+    Command::new(name)
+}
+
+/// A free loopback port (bound and released; the server binds it right after).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `GET path` over plain HTTP/1.1: (status, body). Errors (nothing listening yet)
+/// are `None`.
+fn get(addr: &str, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).ok()?;
+    let text = String::from_utf8_lossy(&out).to_string();
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let status = head.split(' ').nth(1)?.parse().ok()?;
+    // Prometheus and the gateway may answer chunked; the agent never does.
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    Some((status, body))
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((len, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(len.trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// A till on the emulators with the shipped config's `[metrics]` edited by `edit`
+/// (the shipped `listen` moved to a free port), and `box_id` set.
+fn till(emu: &Emu, secret_from: &str, secret_to: &str, edit: &str) -> (Till, String) {
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let t = Till::new(&emu.dest_config("", "").replace(secret_from, secret_to));
+    t.edit_config(|c| {
+        assert!(
+            c.contains("listen = \"127.0.0.1:9898\""),
+            "the shipped [metrics]"
+        );
+        c.replace(
+            "listen = \"127.0.0.1:9898\"",
+            &format!("listen = \"{addr}\"{edit}"),
+        )
+        .replacen("[agent]\n", "[agent]\nbox_id = \"test-box\"\n", 1)
+    });
+    (t, addr)
+}
+
+/// A child process killed and reaped on drop.
+struct Proc(Child, PathBuf);
+
+impl Proc {
+    fn spawn(mut cmd: Command, log: &Path) -> Proc {
+        let f = fs::File::create(log).unwrap();
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(f.try_clone().unwrap())
+            .stderr(f)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}; {INSTALL}"));
+        Proc(child, log.to_path_buf())
+    }
+
+    fn log(&self) -> String {
+        common::tail(&fs::read_to_string(&self.1).unwrap_or_default(), 30)
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_live_scrape_passes_promtool_and_shows_what_was_captured_and_sent() {
+    let emu = Emu::process();
+    let (mut t, addr) = till(&emu, "", "", "");
+    t.start();
+    t.drop_fixtures();
+    assert!(
+        t.wait_delivered(&["ovopark", "wdt"], 4, WAIT, false),
+        "{}",
+        t.explain()
+    );
+    let (status, health) = get(&addr, "/health").expect("the endpoint answers");
+    assert_eq!((status, health.trim()), (200, "{\"status\":\"ok\"}"));
+    // The outbox read is cached for a second: wait for one that shows everything.
+    let mut text = String::new();
+    let seen = poll(WAIT, || {
+        text = get(&addr, "/metrics").map(|r| r.1).unwrap_or_default();
+        text.contains("tillrelay_destination_delivered_total{destination=\"wdt\"} 4\n")
+            && text.contains("tillrelay_destination_delivered_total{destination=\"ovopark\"} 4\n")
+    });
+    assert!(seen, "{text}\n{}", t.log());
+
+    let mut check = tool("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    check
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = check.wait_with_output().unwrap();
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "promtool check metrics: {}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let version = env!("CARGO_PKG_VERSION");
+    for line in [
+        format!("tillrelay_build_info{{version=\"{version}\",box_id=\"test-box\"}} 1"),
+        "tillrelay_box_info{box_id=\"test-box\"} 1".to_string(),
+        "tillrelay_outbox_up 1".into(),
+        "tillrelay_outbox_max_size_bytes 268435456".into(),
+        "tillrelay_source_files_total{source=\"lane1\"} 2".into(),
+        "tillrelay_source_orders_total{source=\"lane1\"} 4".into(),
+        "tillrelay_source_duplicates_total{source=\"lane1\"} 0".into(),
+        "tillrelay_source_rejected_files_total{source=\"lane1\"} 0".into(),
+        "tillrelay_destination_pending_orders{destination=\"ovopark\"} 0".into(),
+        "tillrelay_destination_oldest_pending_age_seconds{destination=\"wdt\"} 0".into(),
+        "tillrelay_destination_paused{destination=\"ovopark\",reason=\"\"} 0".into(),
+        "tillrelay_destination_rejected_total{destination=\"wdt\"} 0".into(),
+        "tillrelay_destination_requests_total{destination=\"ovopark\",outcome=\"delivered\"} 4"
+            .into(),
+        "tillrelay_destination_request_duration_seconds_count{destination=\"ovopark\"} 4".into(),
+        "tillrelay_destination_server_clock_offset_seconds{destination=\"wdt\"} 0".into(),
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "no line {line:?} in:\n{text}"
+        );
+    }
+    for family in [
+        "tillrelay_process_resident_memory_bytes ",
+        "tillrelay_process_cpu_seconds_total ",
+        "tillrelay_process_open_fds ",
+        "tillrelay_outbox_size_bytes ",
+        "tillrelay_source_last_capture_timestamp_seconds{source=\"lane1\"} ",
+    ] {
+        assert!(text.contains(family), "no {family:?} in:\n{text}");
+    }
+    let (status, _) = get(&addr, "/nothing").unwrap();
+    assert_eq!(status, 404);
+    t.stop();
+}
+
+#[test]
+fn prometheus_scrapes_the_agent_and_fires_the_paused_destination_alert() {
+    const GOOD: &str = "demo-ovopark-secret";
+    let emu = Emu::process();
+    let (mut t, addr) = till(&emu, GOOD, "WRONG-metrics-secret", "");
+    t.start();
+    t.drop_fixtures();
+    assert!(
+        poll(WAIT, || t.dest("ovopark")["paused"].is_string()),
+        "{}",
+        t.explain()
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let rules = root().join("examples/prometheus/alerts.yml");
+    fs::write(
+        dir.path().join("prometheus.yml"),
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
+             rule_files:\n  - {rules:?}\n\
+             scrape_configs:\n  - job_name: tillrelay\n    static_configs:\n\
+             \x20     - targets: [\"{addr}\"]\n        labels: {{box_id: test-box}}\n"
+        ),
+    )
+    .unwrap();
+    let mut cmd = tool("prometheus");
+    cmd.arg(format!(
+        "--config.file={}",
+        dir.path().join("prometheus.yml").display()
+    ))
+    .arg(format!(
+        "--storage.tsdb.path={}",
+        dir.path().join("data").display()
+    ))
+    .arg(format!("--web.listen-address=127.0.0.1:{port}"));
+    let prom = Proc::spawn(cmd, &dir.path().join("prometheus.log"));
+    let api = format!("127.0.0.1:{port}");
+
+    // The rule has `for: 5m`: evaluated and true, the alert is pending at once (and
+    // firing five minutes later, as alerts.test.yml proves without waiting).
+    let mut alerts = Value::Null;
+    let raised = poll(WAIT, || {
+        alerts = get(&api, "/api/v1/alerts")
+            .and_then(|(_, b)| serde_json::from_str(&b).ok())
+            .unwrap_or(Value::Null);
+        alerts["data"]["alerts"].as_array().is_some_and(|a| {
+            a.iter().any(|x| {
+                x["labels"]["alertname"] == "TillrelayDestinationPaused"
+                    && x["labels"]["destination"] == "ovopark"
+                    && x["labels"]["box_id"] == "test-box"
+                    && matches!(x["state"].as_str(), Some("pending" | "firing"))
+            })
+        })
+    });
+    assert!(raised, "alerts: {alerts}\nprometheus:\n{}", prom.log());
+    let a = alerts["data"]["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["labels"]["alertname"] == "TillrelayDestinationPaused")
+        .unwrap();
+    let reason = a["labels"]["reason"].as_str().unwrap();
+    assert!(
+        ["auth", "signature", "shop", "permission", "other"].contains(&reason),
+        "{a}"
+    );
+    // Only ovopark is paused; wdt delivered and raises nothing.
+    assert!(
+        !alerts["data"]["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x["labels"]["destination"] == "wdt"),
+        "{alerts}"
+    );
+    let (status, health) = get(&addr, "/health").unwrap();
+    assert_eq!(
+        status, 200,
+        "a paused destination is not a capture fault: {health}"
+    );
+    t.stop();
+}
+
+#[test]
+fn a_pushgateway_receives_the_pushes_and_a_failed_push_changes_nothing() {
+    let emu = Emu::process();
+    let port = free_port();
+    let gw = format!("127.0.0.1:{port}");
+    let (mut t, _) = till(
+        &emu,
+        "",
+        "",
+        &format!("\npush_url = \"http://{gw}\"\npush_interval = \"1s\"\n"),
+    );
+    t.edit_config(|c| c.replace("push_interval = \"60s\"\n", ""));
+    // The gateway is not up yet: pushes fail, capture and upload go on.
+    t.start();
+    t.drop_fixtures();
+    assert!(
+        t.wait_delivered(&["ovopark", "wdt"], 4, WAIT, false),
+        "{}",
+        t.explain()
+    );
+    assert!(
+        poll(WAIT, || t.log().contains("metrics: push to")),
+        "{}",
+        t.log()
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = tool("prometheus-pushgateway");
+    cmd.arg(format!("--web.listen-address={gw}"));
+    let pg = Proc::spawn(cmd, &dir.path().join("pushgateway.log"));
+    let mut text = String::new();
+    let version = env!("CARGO_PKG_VERSION");
+    let pushed = poll(WAIT, || {
+        text = get(&gw, "/metrics").map(|r| r.1).unwrap_or_default();
+        text.lines().any(|l| {
+            l.starts_with("tillrelay_build_info{")
+                && l.contains("box_id=\"test-box\"")
+                && l.contains("job=\"tillrelay\"")
+                && l.contains(&format!("version=\"{version}\""))
+        }) && text.lines().any(|l| {
+            l.starts_with("tillrelay_destination_delivered_total{")
+                && l.contains("destination=\"wdt\"")
+                && l.contains("job=\"tillrelay\"")
+                && l.ends_with(" 4")
+        })
+    });
+    assert!(
+        pushed,
+        "{text}\ngateway:\n{}\nagent:\n{}",
+        pg.log(),
+        t.log()
+    );
+    assert!(
+        poll(WAIT, || t.log().contains("works again")),
+        "{}",
+        t.log()
+    );
+    t.stop();
+}
+
+#[test]
+fn the_shipped_rules_and_config_pass_promtool_check_and_their_unit_tests() {
+    let dir = root().join("examples/prometheus");
+    for args in [
+        vec!["check", "rules", "alerts.yml"],
+        vec!["check", "config", "prometheus.yml"],
+        vec!["test", "rules", "alerts.test.yml"],
+    ] {
+        let out = tool("promtool")
+            .args(&args)
+            .current_dir(&dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "promtool {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // The dashboard is JSON with panels over the families the agent exposes.
+    let dash: Value =
+        serde_json::from_str(&fs::read_to_string(dir.join("grafana-dashboard.json")).unwrap())
+            .unwrap();
+    let exprs = dash.to_string();
+    for f in [
+        "tillrelay_destination_pending_orders",
+        "tillrelay_destination_paused",
+        "tillrelay_source_last_capture_timestamp_seconds",
+        "tillrelay_outbox_size_bytes",
+    ] {
+        assert!(exprs.contains(f), "the dashboard does not show {f}");
+    }
+}
