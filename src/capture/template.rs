@@ -257,13 +257,30 @@ impl Template {
     /// Turns one receipt into an order, a reprint, or not-an-order; a date
     /// printed without its year is placed by the local time now.
     pub fn parse(&self, r: &Receipt) -> Result<Parsed, TemplateError> {
-        self.parse_at(r, chrono::Local::now().naive_local())
+        self.parse_with(r, None)
     }
 
     /// [`Template::parse`] for a receipt captured at `captured` (local time):
     /// a date printed without its year gets the year that puts it nearest
     /// before the capture (see the `time` module).
     pub fn parse_at(&self, r: &Receipt, captured: NaiveDateTime) -> Result<Parsed, TemplateError> {
+        self.parse_with(r, Some(captured))
+    }
+
+    fn parse_with(
+        &self,
+        r: &Receipt,
+        captured: Option<NaiveDateTime>,
+    ) -> Result<Parsed, TemplateError> {
+        // The clock is read only for a template whose dates lack the year
+        // (no time-zone lookup per receipt otherwise).
+        let captured = captured
+            .or_else(|| {
+                self.time
+                    .needs_capture()
+                    .then(|| chrono::Local::now().naive_local())
+            })
+            .unwrap_or_default();
         let lines = &r.lines;
         if lines.iter().all(|l| l.trim().is_empty()) && r.codes.is_empty() {
             return Ok(Parsed::NotAnOrder {

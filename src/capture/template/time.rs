@@ -161,6 +161,14 @@ impl TimeRule {
         }
     }
 
+    /// Whether reading needs the capture time (a date without its year).
+    pub(super) fn needs_capture(&self) -> bool {
+        match self {
+            TimeRule::DateTime(f) => f.with_year.is_some(),
+            TimeRule::Split { date, .. } => date.with_year.is_some(),
+        }
+    }
+
     /// The format that `order_time`'s value is read with, for messages.
     pub(super) fn time_format(&self) -> &str {
         match self {
@@ -177,9 +185,8 @@ impl TimeRule {
     ) -> Result<NaiveDateTime, String> {
         match self {
             TimeRule::DateTime(f) => f.read(value, true, captured),
-            TimeRule::Split { time, .. } => NaiveTime::parse_from_str(value, time)
-                .map(|t| captured.date().and_time(t))
-                .map_err(|e| e.to_string()),
+            // A split rule reads the date from order_date (read_split).
+            TimeRule::Split { .. } => Err("the date is in order_date".into()),
         }
     }
 
