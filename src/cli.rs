@@ -8,6 +8,7 @@
 //! - 2: the command line is wrong (clap's own code)
 //! - 3: the configuration is unreadable or invalid
 //! - 4: `parse` found input it could not read (orders were still printed)
+//! - 5: `parse --expect`: the orders differ from the expected ones
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -125,6 +126,10 @@ pub enum Command {
         /// template errors cite (for writing a template at the till).
         #[arg(long)]
         text: bool,
+        /// Compare the orders with this JSON file (as `--json` prints them),
+        /// field by field; exit 0 only when they are equal, 5 when they differ.
+        #[arg(long, value_name = "EXPECTED.json")]
+        expect: Option<PathBuf>,
     },
     /// Write the manual pages or shell completions (for packaging: cross/deb.sh).
     #[command(hide = true)]
@@ -145,6 +150,9 @@ pub enum CliError {
     Usage(String),
     #[error("{0}")]
     BadInput(String),
+    /// `parse --expect`: the orders differ from the expected ones.
+    #[error("{0}")]
+    Differs(String),
     #[error(transparent)]
     Outbox(#[from] OutboxError),
     #[error("{0:#}")]
@@ -160,6 +168,7 @@ impl CliError {
             CliError::Config(_) => 3,
             CliError::Usage(_) => 2,
             CliError::BadInput(_) => 4,
+            CliError::Differs(_) => 5,
             CliError::Outbox(_) | CliError::Other(_) => 1,
             CliError::Attention(_) => 5,
         }
@@ -260,6 +269,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             json,
             stamp,
             text,
+            expect,
         } => parse(
             &Config::load(&cli.config)?,
             &file,
@@ -267,6 +277,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             json,
             stamp,
             text,
+            expect.as_deref(),
         ),
     }
 }
@@ -646,26 +657,53 @@ fn parse(
     json: bool,
     stamp: bool,
     text: bool,
+    expect: Option<&std::path::Path>,
 ) -> Result<(), CliError> {
     let src = source_named(cfg, source)?;
+    // Read first: a wrong path is reported before any work.
+    let expected = expect
+        .map(|p| {
+            let text = std::fs::read_to_string(p)
+                .map_err(|e| CliError::BadInput(format!("cannot read {}: {e}", p.display())))?;
+            serde_json::from_str::<serde_json::Value>(&text)
+                .map_err(|e| CliError::BadInput(format!("{}: not JSON: {e}", p.display())))
+        })
+        .transpose()?;
     let bytes = std::fs::read(file)
         .map_err(|e| CliError::BadInput(format!("cannot read {}: {e}", file.display())))?;
     let name = file
         .file_name()
         .and_then(|n| n.to_str())
         .unwrap_or_default();
+    // A receipt file was captured when it was last written: that places a
+    // date printed without its year (docs/TEMPLATES.md §4).
+    let captured = std::fs::metadata(file)
+        .and_then(|m| m.modified())
+        .ok()
+        .map(|t| chrono::DateTime::<chrono::Local>::from(t).naive_local());
     let (parsed, rules) = match &src.kind {
-        SourceKind::Folder(f) => (
-            formats::read(&bytes, f.format, name, &f.csv, f.receipt.as_ref()),
-            (formats::detect(f.format, name) == Some(crate::capture::formats::Format::Receipt))
-                .then_some(f.receipt.as_ref())
-                .flatten(),
+        SourceKind::Folder(f) => match (formats::detect(f.format, name)
+            == Some(crate::capture::formats::Format::Receipt))
+        .then_some(f.receipt.as_ref())
+        .flatten()
+        {
+            Some(rules) => (
+                Ok(formats::read_receipts_at(&bytes, rules, captured)),
+                Some(rules),
+            ),
+            None => (
+                formats::read(&bytes, f.format, name, &f.csv, f.receipt.as_ref()),
+                None,
+            ),
+        },
+        SourceKind::Serial(t) => (
+            Ok(formats::read_receipts_at(&bytes, &t.rules, captured)),
+            Some(&t.rules),
         ),
-        SourceKind::Serial(t) => (Ok(formats::read_receipts(&bytes, &t.rules)), Some(&t.rules)),
         // A capture file of a network or device source is its raw stream, as for serial.
         SourceKind::Tcp(_) | SourceKind::Listen(_) | SourceKind::Device(_) => {
             let rules = src.receipt_rules().expect("stream sources read receipts");
-            (Ok(formats::read_receipts(&bytes, rules)), Some(rules))
+            (Ok(formats::read_receipts_at(&bytes, rules, captured)), Some(rules))
         }
     };
     let parsed = parsed.map_err(|e| CliError::BadInput(format!("{}: {e}", file.display())))?;
@@ -732,6 +770,25 @@ fn parse(
     }
     for e in &parsed.errors {
         eprintln!("{}: {e}", file.display());
+    }
+    if let (Some(expected), Some(path)) = (&expected, expect) {
+        let got = serde_json::to_value(&orders).map_err(anyhow::Error::from)?;
+        let diffs = crate::expect::differences(&got, expected);
+        for d in &diffs {
+            eprintln!("{}: {d}", path.display());
+        }
+        if !parsed.errors.is_empty() {
+            // Unreadable receipts explain the missing orders: exit 4, as without --expect.
+        } else if diffs.is_empty() {
+            eprintln!("{}: every order as expected", path.display());
+        } else {
+            return Err(CliError::Differs(format!(
+                "{}: {} difference(s) from {}",
+                file.display(),
+                diffs.len(),
+                path.display()
+            )));
+        }
     }
     if parsed.errors.is_empty() {
         Ok(())

@@ -16,6 +16,7 @@
 //! - [`record`], [`reparse`]: the template workflow at the till (`record` live
 //!   bytes, `reparse` the journal), commands beside `run` and `demo`.
 //! - [`lifecycle`]: the shutdown value and the heartbeats behind the watchdog.
+//! - [`expect`]: `parse --expect`, orders compared field by field with the expected.
 //! - [`cli`]: the commands, their output and exit codes; `main` only calls it.
 //! - [`logging`], [`secret`]: log setup; secret values that print as `***`.
 //! - [`failpoint`]: places where tests make the real binary crash on purpose.
@@ -30,6 +31,7 @@ pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod emulator;
+pub mod expect;
 pub mod failpoint;
 pub mod generate;
 pub mod lifecycle;

@@ -36,6 +36,12 @@ pub fn record(source: &Source, out: &Path, seconds: u64) -> anyhow::Result<()> {
             source.identity.name
         ),
     };
+    if t.serial.pos.device.as_os_str().is_empty() {
+        bail!(
+            "source {} has no device (allowed only while it is disabled); set device",
+            source.identity.name
+        );
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let (tap, mut rx) = Tap::start(
         &source.identity.name,

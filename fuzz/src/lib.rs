@@ -52,7 +52,7 @@ use tillrelay::upload::{Outcome, ServerOffset, ovopark, parse_ovopark_systime, w
 /// The example config shipped with the agent (config/tillrelay.toml).
 const EXAMPLE_CONFIG: &str = include_str!("../../config/tillrelay.toml");
 
-/// Both destinations, with the identities of docs/config-upload.toml, so that
+/// Both destinations, with the identities of config/tillrelay.toml's upload section, so that
 /// every order a reader accepts is also stamped and translated for both clouds
 /// (which is where it goes next in the agent).
 const DESTINATIONS: &str = r#"

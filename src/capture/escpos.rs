@@ -51,12 +51,23 @@
 //! A printer has a single-byte table selected by `ESC t` (CP437 after `ESC @`
 //! unless configured otherwise) and, on Chinese models, a double-byte "Chinese
 //! mode" (`FS &` on, `FS .` off) that is **on by default** — which is why a
-//! Chinese POS never sends `ESC t`. The configured [`CodePage`] says which mode
-//! the printer starts in: a multibyte one (GB18030, UTF-8, Big5) starts in
-//! multibyte mode, a single-byte one starts with that table. `FS &` turns on the
-//! configured multibyte encoding (GB18030 when the configuration is
-//! single-byte), `FS .` falls back to the `ESC t` table, `ESC @` restores the
-//! configured start. GB18030 is decoded as a superset of GBK and GB2312.
+//! Chinese POS usually never sends `ESC t`. The configured [`CodePage`] says
+//! which mode the printer starts in: a multibyte one (GB18030, UTF-8, Big5)
+//! starts in multibyte mode, a single-byte one starts with that table.
+//!
+//! - `ESC t n` selects the single-byte table for bytes 0x80–0xFF **whatever
+//!   mode the printer was in**: it leaves multibyte mode, so a receipt that
+//!   sends `ESC t 19` decodes as CP858 under the default GB18030 too. The one
+//!   exception is `ESC t 0` (CP437, the power-on table), which drivers send as
+//!   boilerplate before Chinese text: it selects the table but leaves the mode
+//!   as it is. An unknown `n` selects CP437 and leaves the mode.
+//! - `FS &` turns multibyte mode on: the configured multibyte encoding, or
+//!   GB18030 when the configuration is single-byte.
+//! - `FS .` turns it off: bytes 0x80–0xFF are the `ESC t` table's.
+//! - `ESC @` restores the configured start (mode and table).
+//!
+//! GB18030 is decoded as a superset of GBK and GB2312. Mode changes happen
+//! only on commands, so the bulk text path reads the mode once per run.
 //!
 //! `CR` is ignored (POS software sends `CR LF`), `HT` becomes `\t`, other C0
 //! controls are dropped. `LF` ends a line (an empty line too); commands that

@@ -24,7 +24,7 @@ use std::fmt;
 use chrono::NaiveDateTime;
 use rust_decimal::Decimal;
 
-use crate::capture::receipt::{ReceiptRules, parse_bytes};
+use crate::capture::receipt::{ReceiptRules, parse_bytes_at};
 use crate::capture::template::Parsed as ReceiptParsed;
 use crate::order::{Kind, Line, Order, Payment};
 
@@ -135,8 +135,21 @@ pub fn read(
 /// and parsed with the source's template. Reprints and non-sales are skipped; a
 /// receipt the template cannot read is an error naming the receipt and its line.
 pub fn read_receipts(bytes: &[u8], rules: &ReceiptRules) -> Parsed {
+    read_receipts_at(bytes, rules, None)
+}
+
+/// [`read_receipts`] for a file captured at `captured` (local time; None =
+/// now): the time that places a date printed without its year.
+pub fn read_receipts_at(
+    bytes: &[u8],
+    rules: &ReceiptRules,
+    captured: Option<chrono::NaiveDateTime>,
+) -> Parsed {
     let mut parsed = Parsed::default();
-    for (i, (receipt, result)) in parse_bytes(bytes, rules).into_iter().enumerate() {
+    for (i, (receipt, result)) in parse_bytes_at(bytes, rules, captured)
+        .into_iter()
+        .enumerate()
+    {
         match result {
             Ok(ReceiptParsed::Order(o)) => parsed.orders.push(*o),
             Ok(ReceiptParsed::Reprint { order_no }) => parsed.warnings.push(format!(

@@ -78,8 +78,21 @@ impl ReceiptRules {
 
     /// Applies the template; a source without one fails every receipt.
     pub fn parse(&self, r: &Receipt) -> Result<Parsed, TemplateError> {
+        self.parse_at(r, None)
+    }
+
+    /// [`ReceiptRules::parse`] for a receipt captured at `captured` (local
+    /// time; None = now), which places a date printed without its year.
+    pub fn parse_at(
+        &self,
+        r: &Receipt,
+        captured: Option<chrono::NaiveDateTime>,
+    ) -> Result<Parsed, TemplateError> {
         match &self.template {
-            Some(t) => t.parse(r),
+            Some(t) => match captured {
+                Some(at) => t.parse_at(r, at),
+                None => t.parse(r),
+            },
             None => Err(TemplateError {
                 line: None,
                 text: None,
@@ -217,10 +230,20 @@ pub fn parse_bytes(
     bytes: &[u8],
     rules: &ReceiptRules,
 ) -> Vec<(Receipt, Result<Parsed, TemplateError>)> {
+    parse_bytes_at(bytes, rules, None)
+}
+
+/// [`parse_bytes`] for a file captured at `captured` (e.g. its modification
+/// time; None = now), which places dates printed without their year.
+pub fn parse_bytes_at(
+    bytes: &[u8],
+    rules: &ReceiptRules,
+    captured: Option<chrono::NaiveDateTime>,
+) -> Vec<(Receipt, Result<Parsed, TemplateError>)> {
     split_bytes(bytes, rules)
         .into_iter()
         .map(|r| {
-            let parsed = rules.parse(&r);
+            let parsed = rules.parse_at(&r, captured);
             (r, parsed)
         })
         .collect()

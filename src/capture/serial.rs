@@ -151,6 +151,24 @@ impl RawSerial {
     }
 }
 
+impl RawSerial {
+    /// [`RawSerial::validate`] for a source that is kept configured but not
+    /// run (`enabled = false`): `device` may be missing, then it is an empty
+    /// path, which nothing opens (the daemon skips disabled sources and
+    /// `record` refuses an empty device). Every other key is checked as usual.
+    pub fn validate_disabled(mut self) -> Result<SerialConfig, String> {
+        let missing = self.device.as_deref().is_none_or(|d| d.trim().is_empty());
+        if missing {
+            self.device = Some("-".into());
+        }
+        let mut cfg = self.validate()?;
+        if missing {
+            cfg.pos.device = PathBuf::new();
+        }
+        Ok(cfg)
+    }
+}
+
 /// Validates one port; unset keys come from `inherit` (the POS side) or the
 /// defaults.
 fn port(

@@ -60,10 +60,12 @@ mod fields;
 mod items;
 mod lines;
 mod rules;
+mod time;
 
 use fields::{decimal, err, neg};
 use lines::{LineHits, LineRegexes, Slots};
 use rules::{Field, ITEM_GROUPS, Items, Source, compile};
+use time::TimeRule;
 
 /// `[source.template]` as written in the config.
 #[derive(Debug, Clone, Deserialize)]
@@ -105,6 +107,10 @@ pub struct RawTemplate {
 pub struct RawFields {
     pub order_no: RawField,
     pub order_time: RawField,
+    /// The date, when the receipt prints it apart from the time; then
+    /// `order_time` is a time of day.
+    #[serde(default)]
+    pub order_date: Option<RawField>,
     #[serde(default)]
     pub cashier: Option<RawField>,
     #[serde(default)]
@@ -122,7 +128,8 @@ pub struct RawField {
     /// `"lines"` (default), `"codes"`, a code kind (`"qr"`, `"barcode"`,
     /// `"pdf417"`, `"datamatrix"`) or a symbology (`"code128"`, `"ean13"`…).
     pub from: Option<String>,
-    /// chrono format, for `order_time` only. Default `%Y-%m-%d %H:%M:%S`.
+    /// chrono format, for `order_time` (default `%Y-%m-%d %H:%M:%S`, or
+    /// `%H:%M:%S` with `order_date`) and `order_date` (default `%Y-%m-%d`).
     pub format: Option<String>,
 }
 
@@ -193,7 +200,8 @@ pub struct Template {
     masker: Masker,
     order_no: Field,
     order_time: Field,
-    time_format: String,
+    order_date: Option<Field>,
+    time: TimeRule,
     cashier: Option<Field>,
     total: Option<Field>,
     discount: Option<Field>,
@@ -246,8 +254,33 @@ impl Template {
         &self.masker
     }
 
-    /// Turns one receipt into an order, a reprint, or not-an-order.
+    /// Turns one receipt into an order, a reprint, or not-an-order; a date
+    /// printed without its year is placed by the local time now.
     pub fn parse(&self, r: &Receipt) -> Result<Parsed, TemplateError> {
+        self.parse_with(r, None)
+    }
+
+    /// [`Template::parse`] for a receipt captured at `captured` (local time):
+    /// a date printed without its year gets the year that puts it nearest
+    /// before the capture (see the `time` module).
+    pub fn parse_at(&self, r: &Receipt, captured: NaiveDateTime) -> Result<Parsed, TemplateError> {
+        self.parse_with(r, Some(captured))
+    }
+
+    fn parse_with(
+        &self,
+        r: &Receipt,
+        captured: Option<NaiveDateTime>,
+    ) -> Result<Parsed, TemplateError> {
+        // The clock is read only for a template whose dates lack the year
+        // (no time-zone lookup per receipt otherwise).
+        let captured = captured
+            .or_else(|| {
+                self.time
+                    .needs_capture()
+                    .then(|| chrono::Local::now().naive_local())
+            })
+            .unwrap_or_default();
         let lines = &r.lines;
         if lines.iter().all(|l| l.trim().is_empty()) && r.codes.is_empty() {
             return Ok(Parsed::NotAnOrder {
@@ -296,18 +329,43 @@ impl Template {
         let time = self
             .find(&self.order_time, r, &hits)
             .ok_or_else(|| err(None, lines, "order_time", "no line matches"))?;
-        let order_time =
-            NaiveDateTime::parse_from_str(&time.value, &self.time_format).map_err(|e| {
-                err(
-                    time.line,
-                    lines,
-                    "order_time",
-                    format!(
-                        "{:?} does not fit format {:?}: {e}",
-                        time.value, self.time_format
-                    ),
-                )
-            })?;
+        let order_time = match &self.order_date {
+            None => self
+                .time
+                .read_datetime(&time.value, captured)
+                .map_err(|e| {
+                    err(
+                        time.line,
+                        lines,
+                        "order_time",
+                        format!(
+                            "{:?} does not fit format {:?}: {e}",
+                            time.value,
+                            self.time.time_format()
+                        ),
+                    )
+                })?,
+            Some(date_field) => {
+                let date = self
+                    .find(date_field, r, &hits)
+                    .ok_or_else(|| err(None, lines, "order_date", "no line matches"))?;
+                self.time
+                    .read_split(&date.value, &time.value, captured)
+                    .map_err(|(is_date, e)| {
+                        let (found, key) = if is_date {
+                            (&date, "order_date")
+                        } else {
+                            (&time, "order_time")
+                        };
+                        err(
+                            found.line,
+                            lines,
+                            key,
+                            format!("{:?} does not fit its format: {e}", found.value),
+                        )
+                    })?
+            }
+        };
         let cashier = self
             .cashier
             .as_ref()

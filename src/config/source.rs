@@ -247,7 +247,14 @@ pub(super) fn validate_source(
                 flow_control: raw.flow_control,
                 passthrough: raw.passthrough,
             };
-            let serial = raw_serial.validate().map_err(|e| p.push(&key, e)).ok();
+            // A disabled source is never opened: it needs no device, so a
+            // template can be tried with `parse` on a laptop.
+            let serial = if raw.enabled == Some(false) {
+                raw_serial.validate_disabled()
+            } else {
+                raw_serial.validate()
+            };
+            let serial = serial.map_err(|e| p.push(&key, e)).ok();
             let rules = receipt_rules(p, &key, raw.encoding, raw.segment, raw.template);
             if raw.path.is_some() || raw.csv.is_some() {
                 p.push(

@@ -239,3 +239,22 @@ fn lanes_sharing_a_tenant_without_prefixes_are_warned_about() {
     );
     assert!(load(&fixed).unwrap().warnings().is_empty());
 }
+
+#[test]
+fn a_disabled_serial_source_needs_no_device() {
+    let serial = |enabled: bool| {
+        format!(
+            "[[source]]\nname = \"till\"\nkind = \"serial\"\nenabled = {enabled}\nshop = \"D001\"\n\
+             machine_id = \"NVR01-CH03\"\n[source.template.fields]\norder_no = '^No (\\d+)$'\n\
+             order_time = '^At (.+)$'\n[source.template.items]\n\
+             lines = ['^(?P<code>\\d+) (?P<amount>[\\d.]+)$']\n"
+        )
+    };
+    let c = load(&serial(false)).unwrap_or_else(|e| panic!("{e}"));
+    let SourceKind::Serial(t) = &c.sources[0].kind else {
+        panic!("a serial source")
+    };
+    assert!(t.serial.pos.device.as_os_str().is_empty());
+    let e = load(&serial(true)).unwrap_err().to_string();
+    assert!(e.contains("source[till]: device: is required"), "{e}");
+}

@@ -319,10 +319,10 @@ mod tests {
         check("a=%zz%4", &[("a", "%zz%4")]);
     }
 
-    /// The emulator section of docs/config-upload.toml parses and matches the defaults.
+    /// docs/emulator.toml parses and matches the defaults.
     #[test]
     pub(crate) fn documented_emulator_config_is_the_default() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/config-upload.toml");
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/emulator.toml");
         let text = std::fs::read_to_string(path).unwrap();
         let section = text.split("# ──").last().unwrap();
         let key = regex::Regex::new(r"^# (\[|[a-z_]+ = )").unwrap();

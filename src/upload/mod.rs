@@ -433,7 +433,7 @@ mod tests {
         assert_eq!(c.learn_at(2000 - 50, 2000), Some(-50));
     }
 
-    /// docs/config-upload.toml names only keys that exist: its active lines and its
+    /// config/tillrelay.toml's upload section names only keys that exist: its
     /// commented-out destination keys all deserialize (unknown keys are refused).
     #[test]
     fn documented_config_keys_exist() {
@@ -442,10 +442,16 @@ mod tests {
             ovopark: ovopark::RawOvopark,
             wdt: wdt::RawWdt,
         }
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/config-upload.toml");
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/tillrelay.toml");
         let text = std::fs::read_to_string(path).unwrap();
+        let text = text
+            .split("# Upload destinations:")
+            .nth(1)
+            .and_then(|t| t.split_once('\n'))
+            .expect("the upload section of config/tillrelay.toml")
+            .1;
         let dest = text.split("# Per source").next().unwrap();
-        let key = regex::Regex::new(r"^# ([a-z_]+ = |\[wdt\.)").unwrap();
+        let key = regex::Regex::new(r"^# ([a-z_]+ = |\[wdt\.|\[ovopark\]$|\[wdt\]$)").unwrap();
         let uncommented: String = dest
             .lines()
             .map(|l| if key.is_match(l) { &l[2..] } else { l })
@@ -460,7 +466,7 @@ mod tests {
             .split("# Per source")
             .nth(1)
             .unwrap()
-            .split("# ──")
+            .split("# -----")
             .next()
             .unwrap();
         let mut ovo_src = String::new();

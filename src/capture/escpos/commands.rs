@@ -155,7 +155,17 @@ impl Decoder {
                 kind: EventKind::DrawerKick { pin: h[0] & 1 },
             }),
             Cmd::Esc(b't') => match SingleByte::from_esc_t(h[0]) {
-                Some(t) => self.table = t.table(),
+                Some(t) => {
+                    self.table = t.table();
+                    // The POS chose a single-byte table, whatever mode the
+                    // printer was in: bytes 0x80–0xFF are that table's until
+                    // `FS &` turns Chinese mode on again. `ESC t 0` restates
+                    // the power-on table, which drivers send as boilerplate
+                    // before Chinese text: it leaves the mode as it is.
+                    if h[0] != 0 {
+                        self.multibyte = None;
+                    }
+                }
                 None => {
                     self.table = SingleByte::Cp437.table();
                     out.push(Event {

@@ -252,6 +252,17 @@ fn text_in_each_code_page() {
     check(gb, b"\x80\n", &["line:€"]);
     // FS . leaves Chinese mode for the ESC t table; FS & returns.
     check(gb, b"\x1c.\x1bt\x13\xd5\xb5\x1c&\xb5\xa5\n", &["line:€Á单"]);
+    // ESC t selects its table under a multibyte base too (Chinese mode off)…
+    check(gb, b"\x1bt\x13M\x81ller\n", &["line:Müller"]);
+    check(CodePage::Utf8, b"\x1bt\x13M\x81ller\n", &["line:Müller"]);
+    // … until FS & turns Chinese mode on again, and ESC @ restores the base.
+    check(
+        gb,
+        b"\x1bt\x13\x81\x1c&\xb5\xa5\x1b@\xb5\xa5\n",
+        &["line:ü单", "init", "line:单"],
+    );
+    // ESC t 0 (driver boilerplate) leaves Chinese mode on.
+    check(gb, b"\x1b@\x1bt\x00\xb5\xa5\n", &["init", "line:单"]);
     check(
         CodePage::Utf8,
         "红牛250ml\n".as_bytes(),

@@ -103,28 +103,19 @@ impl RawField {
                 }
             }
         };
-        if self.format.is_some() && key != "order_time" {
-            return Err(format!("{path}.format: only order_time has a format"));
+        if self.format.is_some() && key != "order_time" && key != "order_date" {
+            return Err(format!(
+                "{path}.format: only order_time has a format (and order_date)"
+            ));
         }
         Ok(Field { key, source })
     }
 }
 
-/// Checks that `format` can print and read back a full date and time.
-pub(super) fn check_time_format(format: &str) -> Result<(), String> {
-    use std::fmt::Write;
-    let key = "template.fields.order_time.format";
-    let sample = crate::order::parse_time("2026-11-22 09:15:02").map_err(|e| e.to_string())?;
-    let mut printed = String::new();
-    write!(printed, "{}", sample.format(format))
-        .map_err(|_| format!("{key}: {format:?} is not a valid chrono format"))?;
-    match NaiveDateTime::parse_from_str(&printed, format) {
-        Ok(t) if t == sample => Ok(()),
-        _ => Err(format!(
-            "{key}: {format:?} does not give a full date and time (needs year, month, day, \
-             hour, minute and second)"
-        )),
-    }
+fn opt_date(f: &Option<RawField>, regexes: &mut LineRegexes) -> Result<Option<Field>, String> {
+    f.as_ref()
+        .map(|f| f.validate("order_date", regexes))
+        .transpose()
 }
 
 impl RawTemplate {
@@ -139,13 +130,10 @@ impl RawTemplate {
                 ));
             }
         };
-        let time_format = self
-            .fields
-            .order_time
-            .format
-            .clone()
-            .unwrap_or_else(|| crate::order::TIME_FORMAT.to_string());
-        check_time_format(&time_format)?;
+        let time = TimeRule::new(
+            self.fields.order_time.format.as_deref(),
+            self.fields.order_date.as_ref().map(|d| d.format.as_deref()),
+        )?;
         let mut regexes = LineRegexes {
             all: Vec::new(),
             ascii: Vec::new(),
@@ -234,6 +222,7 @@ impl RawTemplate {
         let f = &self.fields;
         let order_no = f.order_no.validate("order_no", &mut regexes)?;
         let order_time = f.order_time.validate("order_time", &mut regexes)?;
+        let order_date = opt_date(&f.order_date, &mut regexes)?;
         let mut opt = |f: &Option<RawField>, key| {
             f.as_ref()
                 .map(|f| f.validate(key, &mut regexes))
@@ -255,7 +244,8 @@ impl RawTemplate {
             masker,
             order_no,
             order_time,
-            time_format,
+            order_date,
+            time,
             cashier,
             total,
             discount,

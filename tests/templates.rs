@@ -1,0 +1,169 @@
+//! The receipt layouts docs/TEMPLATES.md lists, each a fixture of the
+//! project's own making under tests/fixtures/receipts/layouts/<layout>/
+//! (`receipt.txt` or `receipt.bin`, the source's `source.toml`, and
+//! `expected.json`), read by the real binary as a folder source with
+//! `format = "receipt"` — the way TEMPLATES.md teaches to try a template —
+//! and checked with `parse --expect`, the loop TEMPLATES.md teaches.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use chrono::{Local, NaiveDateTime, TimeZone};
+use common::tillrelay;
+
+const LAYOUTS: [&str; 5] = [
+    "one-line",
+    "two-line-weighed",
+    "three-line-no-year",
+    "member-discount",
+    "escpos-cp858",
+];
+
+fn layout_dir(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/receipts/layouts")
+        .join(name)
+}
+
+/// A config with the layout as a folder source, and a copy of its receipt
+/// whose modification time (its capture time in `parse`) is `captured`.
+struct Setup {
+    _dir: tempfile::TempDir,
+    config: PathBuf,
+    receipt: PathBuf,
+    expected: PathBuf,
+}
+
+fn setup(name: &str, captured: &str) -> Setup {
+    let src = layout_dir(name);
+    let dir = tempfile::tempdir().unwrap();
+    let source_toml = std::fs::read_to_string(src.join("source.toml")).unwrap();
+    let config = dir.path().join("tillrelay.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[agent]\nstate_dir = \"{state}\"\n\n[[source]]\nname = \"{name}\"\nkind = \"folder\"\n\
+             path = \"{inbox}\"\nformat = \"receipt\"\nshop = \"S1\"\nmachine_id = \"M1\"\n{source_toml}",
+            state = dir.path().join("state").display(),
+            inbox = dir.path().join("in").display(),
+        ),
+    )
+    .unwrap();
+    let file = ["receipt.txt", "receipt.bin"]
+        .iter()
+        .map(|f| src.join(f))
+        .find(|p| p.exists())
+        .expect("a receipt file");
+    let receipt = dir.path().join(file.file_name().unwrap());
+    std::fs::copy(&file, &receipt).unwrap();
+    let at = NaiveDateTime::parse_from_str(captured, "%Y-%m-%d %H:%M:%S").unwrap();
+    let at = Local.from_local_datetime(&at).earliest().unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&receipt)
+        .unwrap()
+        .set_modified(at.into())
+        .unwrap();
+    let expected = dir.path().join("expected.json");
+    std::fs::copy(src.join("expected.json"), &expected).unwrap();
+    Setup {
+        _dir: dir,
+        config,
+        receipt,
+        expected,
+    }
+}
+
+fn parse(s: &Setup, name: &str, extra: &[&str]) -> Output {
+    tillrelay()
+        .arg("--config")
+        .arg(&s.config)
+        .arg("parse")
+        .arg(&s.receipt)
+        .args(["--source", name])
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn every_layout_gives_exactly_its_expected_orders() {
+    for name in LAYOUTS {
+        let s = setup(name, "2026-11-23 10:00:00");
+        let expect = s.expected.to_str().unwrap().to_string();
+        let out = parse(&s, name, &["--expect", &expect]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{name}: {}\n{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        assert!(
+            text(&out.stderr).contains("every order as expected"),
+            "{name}: {}",
+            text(&out.stderr)
+        );
+        // And --json prints what the expected file says, amounts as printed.
+        let out = parse(&s, name, &["--json"]);
+        let got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let want: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&s.expected).unwrap()).unwrap();
+        assert_eq!(got, want, "{name}");
+    }
+}
+
+#[test]
+fn expect_names_each_difference_and_exits_5() {
+    let s = setup("one-line", "2026-11-23 10:00:00");
+    let mut want: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&s.expected).unwrap()).unwrap();
+    // Amounts compare as numbers: another scale is no difference …
+    want[0]["total"] = serde_json::json!(11.8);
+    want[0]["lines"][0]["qty"] = serde_json::json!("2.000");
+    std::fs::write(&s.expected, want.to_string()).unwrap();
+    let expect = s.expected.to_str().unwrap().to_string();
+    let out = parse(&s, "one-line", &["--expect", &expect]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    // … another value is, named by order, line and field.
+    want[0]["lines"][1]["discount"] = serde_json::json!("0.60");
+    want[0]["payment"] = serde_json::json!("cash");
+    std::fs::write(&s.expected, want.to_string()).unwrap();
+    let out = parse(&s, "one-line", &["--expect", &expect]);
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("order 1 (R-0415): payment: expected \"cash\", got \"card\""),
+        "{err}"
+    );
+    assert!(
+        err.contains("order 1 (R-0415) line 2 (1002): discount: expected \"0.60\", got \"0.70\""),
+        "{err}"
+    );
+    assert!(err.contains("2 difference(s)"), "{err}");
+}
+
+#[test]
+fn a_date_without_its_year_takes_the_year_nearest_before_the_capture() {
+    let order_times = |captured: &str| -> Vec<String> {
+        let s = setup("three-line-no-year", captured);
+        let out = parse(&s, "three-line-no-year", &["--json"]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        got.as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["order_time"].as_str().unwrap().to_string())
+            .collect()
+    };
+    // Re-parsed in the next January: still last year's November.
+    assert_eq!(order_times("2027-01-05 08:00:00")[0], "2026-11-22 12:04:00");
+    // Captured in June 2026: November is still to come, so the last one.
+    assert_eq!(order_times("2026-06-01 08:00:00")[0], "2025-11-22 12:04:00");
+}
