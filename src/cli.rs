@@ -703,7 +703,10 @@ fn parse(
         // A capture file of a network or device source is its raw stream, as for serial.
         SourceKind::Tcp(_) | SourceKind::Listen(_) | SourceKind::Device(_) => {
             let rules = src.receipt_rules().expect("stream sources read receipts");
-            (Ok(formats::read_receipts_at(&bytes, rules, captured)), Some(rules))
+            (
+                Ok(formats::read_receipts_at(&bytes, rules, captured)),
+                Some(rules),
+            )
         }
     };
     let parsed = parsed.map_err(|e| CliError::BadInput(format!("{}: {e}", file.display())))?;

@@ -191,8 +191,11 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         let (name, work): (String, SourceLoop) = match &source.kind {
             SourceKind::Folder(folder) => {
                 registry.source(&source.identity.name);
-                let (identity, folder, opener) =
-                    (source.identity.clone(), folder.clone(), capture_opener.clone());
+                let (identity, folder, opener) = (
+                    source.identity.clone(),
+                    folder.clone(),
+                    capture_opener.clone(),
+                );
                 (
                     format!("folder:{}", source.identity.name),
                     Box::new(move |s, b| {
@@ -232,7 +235,8 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
                     .source(&source.identity.name)
                     .attach_stream(stats.clone());
                 let queue = live_queue(ob, &capture_opener);
-                let w = StreamWatch::new(source.identity.clone(), spec, rules.clone(), queue, stats);
+                let w =
+                    StreamWatch::new(source.identity.clone(), spec, rules.clone(), queue, stats);
                 (
                     format!("stream:{}", source.identity.name),
                     Box::new(move |s, b| w.run(s, b)),

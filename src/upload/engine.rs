@@ -257,7 +257,9 @@ impl<D: Destination> Worker<D> {
                     continue;
                 }
             }
-            hold = self.step_why().map(|(d, why)| (self.clock.now_mono() + d, why));
+            hold = self
+                .step_why()
+                .map(|(d, why)| (self.clock.now_mono() + d, why));
         }
         info!("upload:{}: stopped", self.dest);
     }
