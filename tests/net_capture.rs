@@ -620,24 +620,14 @@ fn udp_datagrams_are_keyed_by_peer_and_end_when_the_peer_goes_quiet() {
 
 /// A pty pair: (wire end held by the test, device end kept open, device path).
 fn pty() -> (TTYPort, TTYPort, String) {
-    let (mut master, slave) = TTYPort::pair().expect("openpty");
-    master.set_timeout(Duration::from_millis(50)).unwrap();
-    let path = slave.name().expect("pty name");
-    (master, slave, path)
+    let (mut wire, dev, path) = common::pty::Pty::with_default_timeout().into_parts();
+    wire.set_timeout(Duration::from_millis(50)).unwrap();
+    (wire, dev, path)
 }
 
+/// Reads from a pty end until `n` bytes came or [`WAIT`] ran out.
 fn receive(wire: &mut TTYPort, n: usize) -> Vec<u8> {
-    let deadline = Instant::now() + WAIT;
-    let mut got = Vec::new();
-    let mut buf = [0u8; 1024];
-    while got.len() < n && Instant::now() < deadline {
-        match wire.read(&mut buf) {
-            Ok(k) => got.extend_from_slice(&buf[..k]),
-            Err(e) if e.kind() == ErrorKind::TimedOut => {}
-            Err(e) => panic!("read: {e}"),
-        }
-    }
-    got
+    common::pty::receive(wire, n, WAIT)
 }
 
 #[test]

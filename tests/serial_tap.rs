@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::{ErrorKind, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -110,19 +110,9 @@ fn send(wire: &mut TTYPort, bytes: &[u8]) {
     }
 }
 
-/// Reads from a pty end until `n` bytes came or the wait ran out.
+/// Reads from a pty end until `n` bytes came or [`WAIT`] ran out.
 fn receive(wire: &mut TTYPort, n: usize) -> Vec<u8> {
-    let deadline = Instant::now() + WAIT;
-    let mut got = Vec::new();
-    let mut buf = [0u8; 1024];
-    while got.len() < n && Instant::now() < deadline {
-        match wire.read(&mut buf) {
-            Ok(k) => got.extend_from_slice(&buf[..k]),
-            Err(e) if e.kind() == ErrorKind::TimedOut => {}
-            Err(e) => panic!("read: {e}"),
-        }
-    }
-    got
+    common::pty::receive(wire, n, WAIT)
 }
 
 #[test]

@@ -55,6 +55,21 @@ pub fn replace_all(hay: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Reads from a pty end until `n` bytes came or `wait` ran out (what came so far).
+pub fn receive(wire: &mut serialport::TTYPort, n: usize, wait: Duration) -> Vec<u8> {
+    let deadline = std::time::Instant::now() + wait;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    while got.len() < n && std::time::Instant::now() < deadline {
+        match wire.read(&mut buf) {
+            Ok(k) => got.extend_from_slice(&buf[..k]),
+            Err(e) if e.kind() == ErrorKind::TimedOut => {}
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+    got
+}
+
 /// A pseudo-terminal: the test holds the wire end (`master`) and keeps the device
 /// end open (`slave`), so the pty outlives any agent that opens it by `path`.
 pub struct Pty {
