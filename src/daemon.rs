@@ -354,6 +354,15 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     }
 
     notifier.ready();
+    notifier.status(&format!(
+        "capturing from {} source(s); destinations: {}",
+        cfg.sources.iter().filter(|s| s.enabled).count(),
+        if cfg.destinations.is_empty() {
+            "none".to_string()
+        } else {
+            cfg.destinations.join(", ")
+        }
+    ));
     info!("ready");
 
     wait_for_signal(&rt, signals, &beats, &notifier, watchdog, &wakes);
@@ -361,6 +370,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
 
     info!("stopping: finishing the work in hand");
     notifier.stopping();
+    notifier.status("stopping: finishing the work in hand");
     shutdown.trigger();
     let deadline = Instant::now() + DRAIN_DEADLINE;
     let mut finished: Vec<String> = Vec::new();

@@ -1,8 +1,8 @@
 //! Talking to systemd: the `sd_notify` protocol (READY, WATCHDOG, STOPPING, STATUS).
 //!
 //! The unit (`systemd/tillrelay.service`) is `Type=notify` with `WatchdogSec=`: systemd
-//! counts the agent as started only once it says `READY=1` (database open, sources
-//! running), restarts it when the `WATCHDOG=1` pings stop (a stuck pipeline), and expects
+//! counts the agent as started only once it says `READY=1` (every source
+//! loop running), restarts it when the `WATCHDOG=1` pings stop (a stuck pipeline), and expects
 //! `STOPPING=1` when it begins to drain.
 //!
 //! The protocol is one datagram per message to the unix socket named by `NOTIFY_SOCKET`
@@ -17,14 +17,14 @@
 //!   failed send is logged (a warning the first time, then at debug level, so a vanished
 //!   socket does not flood the journal from the watchdog loop).
 //! - A status text is sent on one line: newlines would start new assignments.
-//! - The environment is read once, on first use of the free functions; [`Notifier`]
-//!   takes its inputs explicitly, so tests need not touch the process environment.
+//! - The daemon reads the environment once ([`Notifier::from_env`]); a [`Notifier`]
+//!   can also take its inputs explicitly, so tests need not touch the process
+//!   environment.
 
 use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -45,6 +45,7 @@ pub struct Notifier {
 
 impl Notifier {
     /// A notifier that does nothing (not run by systemd).
+    #[cfg(test)]
     pub fn disabled() -> Notifier {
         Notifier {
             address: None,
@@ -88,6 +89,7 @@ impl Notifier {
     }
 
     /// Whether a service manager is listening.
+    #[cfg(test)]
     pub fn is_enabled(&self) -> bool {
         self.address.is_some()
     }
@@ -197,36 +199,6 @@ fn send_abstract(_: &UnixDatagram, _: &[u8], _: &str) -> io::Result<usize> {
         io::ErrorKind::Unsupported,
         "abstract unix sockets exist only on Linux",
     ))
-}
-
-fn global() -> &'static Notifier {
-    static NOTIFIER: OnceLock<Notifier> = OnceLock::new();
-    NOTIFIER.get_or_init(Notifier::from_env)
-}
-
-/// `READY=1` to the service manager of this process, if any. See [`Notifier::ready`].
-pub fn ready() {
-    global().ready();
-}
-
-/// `STOPPING=1`, if run by systemd. See [`Notifier::stopping`].
-pub fn stopping() {
-    global().stopping();
-}
-
-/// `WATCHDOG=1`, if systemd watches this process. See [`Notifier::watchdog_ping`].
-pub fn watchdog_ping() {
-    global().watchdog_ping();
-}
-
-/// Half the watchdog timeout systemd set for this process, if any.
-pub fn watchdog_interval() -> Option<Duration> {
-    global().watchdog_interval()
-}
-
-/// `STATUS=…` (one line), if run by systemd. See [`Notifier::status`].
-pub fn status(text: &str) {
-    global().status(text);
 }
 
 #[cfg(test)]
