@@ -34,6 +34,9 @@ GAP_TESTS=(
     printed_receipts_reach_the_printer_unchanged_and_become_orders
     receipts_a_broken_template_cannot_read_are_kept_and_reparsed_after_the_fix
     demo_runs_the_whole_product_and_shows_both_clouds
+    a_truncated_queue_is_moved_aside_and_receipts_still_print_and_are_captured
+    receipts_stamped_by_a_1970_clock_survive_retention_once_the_clock_is_set
+    with_no_queue_possible_the_printer_gets_every_byte_and_the_agent_keeps_running
 )
 
 triple=armv7-unknown-linux-gnueabihf
