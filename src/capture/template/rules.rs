@@ -233,14 +233,29 @@ impl RawTemplate {
         let discount = opt(&f.discount, "discount")?;
         let paid = opt(&f.paid, "paid")?;
         regexes.build_set();
+        let check_totals = self.check_totals.unwrap_or(true);
+        let raw = RawTemplate {
+            refund_sign: Some(
+                if refund_negative {
+                    "negative"
+                } else {
+                    "printed"
+                }
+                .into(),
+            ),
+            check_totals: Some(check_totals),
+            mask_cards: Some(self.mask_cards.unwrap_or(true)),
+            ..self
+        };
         Ok(Template {
+            raw,
             regexes,
             reprint,
             refund,
             void,
             ignore,
             refund_negative,
-            check_totals: self.check_totals.unwrap_or(true),
+            check_totals,
             masker,
             order_no,
             order_time,
