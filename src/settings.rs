@@ -1,6 +1,6 @@
 //! The vocabulary settings are written in, shared by every part that owns settings:
-//! durations, sizes, a collector of problems that names each key, and the serde
-//! helpers `check-config` prints settings with.
+//! durations and sizes (read, and written back as the file writes them for
+//! `check-config`), and a collector of problems that names each key.
 //!
 //! Settings flow down: [`crate::config`] reads the file and hands each part its raw
 //! settings; the part validates them into this collector. This module is a leaf (it
@@ -138,14 +138,6 @@ pub fn fmt_size(n: u64) -> String {
 /// Prints a duration as `check-config` shows it (`1m 30s`).
 pub fn ser_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.collect_str(&fmt_duration(*d))
-}
-
-/// Prints a value by its `Display` form.
-pub fn ser_display<S: serde::Serializer, T: std::fmt::Display>(
-    v: &T,
-    s: S,
-) -> Result<S::Ok, S::Error> {
-    s.collect_str(v)
 }
 
 #[cfg(test)]

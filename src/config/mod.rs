@@ -122,6 +122,9 @@ pub struct Config {
     pub ovopark: Option<Ovopark>,
     /// `[wdt]`, when enabled.
     pub wdt: Option<Wdt>,
+    /// Destination sections present with `enabled = false` (not validated; shown by
+    /// `check-config` as such).
+    pub disabled: Vec<String>,
     /// Each source's identity per enabled destination, resolved over the defaults.
     pub routes: Routes,
 }
@@ -295,6 +298,15 @@ impl RawConfig {
         source::check_addresses(&mut p, &sources);
 
         let mut destinations = Vec::new();
+        let off = |t: &Option<toml::Table>| {
+            t.as_ref()
+                .is_some_and(|t| t.get("enabled") == Some(&toml::Value::Boolean(false)))
+        };
+        let disabled: Vec<String> = [("ovopark", off(&self.ovopark)), ("wdt", off(&self.wdt))]
+            .into_iter()
+            .filter(|(_, off)| *off)
+            .map(|(name, _)| name.to_string())
+            .collect();
         let ovopark = enabled(&mut p, "ovopark", self.ovopark)
             .and_then(|t| RawOvopark::from_table(t).map_err(|e| p.push_named(e)).ok());
         let wdt = enabled(&mut p, "wdt", self.wdt)
@@ -339,6 +351,7 @@ impl RawConfig {
                 destinations,
                 ovopark,
                 wdt,
+                disabled,
                 routes,
             })
         } else {

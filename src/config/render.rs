@@ -99,10 +99,25 @@ impl Config {
             outbox: self.outbox.raw(),
             metrics: self.metrics.raw(),
             video: self.video.raw(),
-            ovopark: self.ovopark.as_ref().map(|o| o.raw()),
-            wdt: self.wdt.as_ref().map(|w| w.raw()),
+            // A disabled section is shown as such, its other keys (never validated) not.
+            ovopark: self.ovopark.as_ref().map(|o| o.raw()).or_else(|| {
+                self.off("ovopark").then(|| RawOvopark {
+                    enabled: Some(false),
+                    ..Default::default()
+                })
+            }),
+            wdt: self.wdt.as_ref().map(|w| w.raw()).or_else(|| {
+                self.off("wdt").then(|| RawWdt {
+                    enabled: Some(false),
+                    ..Default::default()
+                })
+            }),
             source: self.sources.iter().map(|s| self.source_raw(s)).collect(),
         }
+    }
+
+    fn off(&self, name: &str) -> bool {
+        self.disabled.iter().any(|d| d == name)
     }
 
     /// One `[[source]]` table, flat as it is written; its video only where it
