@@ -58,12 +58,16 @@ pub enum Command {
         #[arg(long, default_value_t = 50)]
         limit: usize,
     },
-    /// Validate the configuration and print it as the agent will use it (secrets as ***).
+    /// Validate the configuration and print it as the agent will use it: TOML with the
+    /// file's keys and every default filled in (secrets as ***); warnings go to stderr.
     CheckConfig {
         /// Also call each cloud with a harmless request: credentials, reachability,
         /// permission for the configured enterprise.
         #[arg(long)]
         online: bool,
+        /// Print the machine form instead (docs/CLI.md has its schema).
+        #[arg(long)]
+        json: bool,
     },
     /// Put rejected deliveries back in the queue (after fixing the config or the data)
     /// and wake the running agent.
@@ -201,7 +205,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             crate::logging::init(cfg.agent.log_level);
             crate::daemon::run(cfg).map_err(CliError::Other)
         }
-        Command::CheckConfig { online } => check_config(&cli.config, online),
+        Command::CheckConfig { online, json } => check_config(&cli.config, online, json),
         Command::Generate { what, dir } => match what.as_str() {
             "man" => crate::generate::man_pages(&dir),
             _ => crate::generate::completions(&dir),
@@ -282,14 +286,25 @@ fn run(cli: Cli) -> Result<(), CliError> {
     }
 }
 
-fn check_config(path: &std::path::Path, online: bool) -> Result<(), CliError> {
+fn check_config(path: &std::path::Path, online: bool, json: bool) -> Result<(), CliError> {
     let cfg = Config::load(path)?;
     let mut out = std::io::stdout().lock();
-    let text = serde_json::to_string_pretty(&cfg).map_err(anyhow::Error::from)?;
-    let _ = writeln!(out, "{} is valid. Effective configuration:", path.display());
-    let _ = writeln!(out, "{text}");
+    if json {
+        let v = cfg.to_json().map_err(|e| anyhow::anyhow!(e))?;
+        let text = serde_json::to_string_pretty(&v).map_err(anyhow::Error::from)?;
+        let _ = writeln!(out, "{text}");
+    } else {
+        // The first line is a comment, so that the output is a config file itself.
+        let text = cfg.to_toml().map_err(|e| anyhow::anyhow!(e))?;
+        let _ = writeln!(
+            out,
+            "# {} is valid. Effective configuration (defaults filled in, secrets as ***):\n",
+            path.display()
+        );
+        let _ = write!(out, "{text}");
+    }
     for w in cfg.warnings() {
-        let _ = writeln!(out, "warning: {w}");
+        eprintln!("warning: {w}");
     }
     if !online {
         return Ok(());

@@ -1,6 +1,6 @@
 //! The vocabulary settings are written in, shared by every part that owns settings:
-//! durations, sizes, a collector of problems that names each key, and the serde
-//! helpers `check-config` prints settings with.
+//! durations and sizes (read, and written back as the file writes them for
+//! `check-config`), and a collector of problems that names each key.
 //!
 //! Settings flow down: [`crate::config`] reads the file and hands each part its raw
 //! settings; the part validates them into this collector. This module is a leaf (it
@@ -92,22 +92,52 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     Ok((n * mult as f64) as u64)
 }
 
+/// A duration as the config file writes it, and [`parse_duration`] reads back exactly:
+/// `"30s"`, `"7d"`, `"1h 30m"`, `"500ms"`, `"0s"`.
+pub fn fmt_duration(d: Duration) -> String {
+    const UNITS: [(u128, &str); 7] = [
+        (86_400_000_000_000, "d"),
+        (3_600_000_000_000, "h"),
+        (60_000_000_000, "m"),
+        (1_000_000_000, "s"),
+        (1_000_000, "ms"),
+        (1_000, "us"),
+        (1, "ns"),
+    ];
+    let mut left = d.as_nanos();
+    let mut parts = Vec::new();
+    for (size, unit) in UNITS {
+        if left >= size {
+            parts.push(format!("{}{unit}", left / size));
+            left %= size;
+        }
+    }
+    if parts.is_empty() {
+        return "0s".into();
+    }
+    parts.join(" ")
+}
+
+/// A signed number of seconds as a duration (`"-45s"`, `"1m 30s"`).
+pub fn fmt_signed_secs(secs: i64) -> String {
+    let d = fmt_duration(Duration::from_secs(secs.unsigned_abs()));
+    if secs < 0 { format!("-{d}") } else { d }
+}
+
+/// A size as the config file writes it, and [`parse_size`] reads back exactly: the
+/// largest unit that divides it (`"256MB"`, `"512KB"`), else bytes (`"1000"`).
+pub fn fmt_size(n: u64) -> String {
+    for (shift, unit) in [(30, "GB"), (20, "MB"), (10, "KB")] {
+        if n != 0 && n % (1 << shift) == 0 {
+            return format!("{}{unit}", n >> shift);
+        }
+    }
+    n.to_string()
+}
+
 /// Prints a duration as `check-config` shows it (`1m 30s`).
 pub fn ser_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(&humantime::format_duration(*d))
-}
-
-/// Prints a value by its `Debug` form (settings with no JSON shape of their own).
-pub fn ser_debug<S: serde::Serializer, T: std::fmt::Debug>(v: &T, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(&format_args!("{v:?}"))
-}
-
-/// Prints a value by its `Display` form.
-pub fn ser_display<S: serde::Serializer, T: std::fmt::Display>(
-    v: &T,
-    s: S,
-) -> Result<S::Ok, S::Error> {
-    s.collect_str(v)
+    s.collect_str(&fmt_duration(*d))
 }
 
 #[cfg(test)]
@@ -125,5 +155,31 @@ mod tests {
         assert_eq!(v.len(), 2);
         assert!(v[0].starts_with("a.settle: \"soon\""), "{v:?}");
         assert!(v[1].starts_with("a.max: \"lots\""), "{v:?}");
+    }
+
+    #[test]
+    fn durations_and_sizes_print_as_written_and_read_back() {
+        for (d, text) in [
+            (Duration::from_secs(30), "30s"),
+            (Duration::from_secs(7 * 86400), "7d"),
+            (Duration::from_secs(5400), "1h 30m"),
+            (Duration::from_millis(500), "500ms"),
+            (Duration::from_millis(1500), "1s 500ms"),
+            (Duration::ZERO, "0s"),
+        ] {
+            assert_eq!(fmt_duration(d), text);
+            assert_eq!(parse_duration(text), Ok(d));
+        }
+        assert_eq!(fmt_signed_secs(-45), "-45s");
+        for (n, text) in [
+            (256 << 20, "256MB"),
+            (1 << 30, "1GB"),
+            (512 << 10, "512KB"),
+            (1000, "1000"),
+            (0, "0"),
+        ] {
+            assert_eq!(fmt_size(n), text);
+            assert_eq!(parse_size(text), Ok(n));
+        }
     }
 }

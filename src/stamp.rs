@@ -19,10 +19,11 @@ use chrono::TimeDelta;
 use serde::{Deserialize, Serialize};
 
 use crate::order::Order;
-use crate::settings::{Problems, parse_duration, ser_duration};
+use crate::settings::{Problems, fmt_duration, fmt_signed_secs, parse_duration, ser_duration};
 
-/// `[video]` (or a source's `[source.video]`) as written in the file.
-#[derive(Debug, Deserialize, Default, Clone)]
+/// `[video]` (or a source's `[source.video]`) as written in the file (and as
+/// `check-config` prints it back).
+#[derive(Debug, Deserialize, Serialize, Default, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct RawVideo {
     pub pre_roll: Option<String>,
@@ -47,6 +48,17 @@ impl Default for Video {
             pre_roll: Duration::from_secs(60),
             post_roll: Duration::from_secs(30),
             clock_offset_secs: 0,
+        }
+    }
+}
+
+impl Video {
+    /// The window as the file writes it, every key filled in.
+    pub fn raw(&self) -> RawVideo {
+        RawVideo {
+            pre_roll: Some(fmt_duration(self.pre_roll)),
+            post_roll: Some(fmt_duration(self.post_roll)),
+            clock_offset: Some(fmt_signed_secs(self.clock_offset_secs)),
         }
     }
 }

@@ -357,7 +357,8 @@ fn a_full_run_through_every_failure_leaves_no_secret_in_any_output_or_file() {
     let cfg = tillrelay::config::Config::load(&l.config).unwrap();
     hay.add("Config {:?}", format!("{cfg:?}"));
     hay.add("Config {:#?}", format!("{cfg:#?}"));
-    hay.add("Config as JSON", serde_json::to_string(&cfg).unwrap());
+    hay.add("Config as TOML", cfg.to_toml().unwrap());
+    hay.add("Config as JSON", cfg.to_json().unwrap().to_string());
 
     // ── 2. Wrong secrets (Ovopark from a file, WDT inline): refused, paused.
     write_config(

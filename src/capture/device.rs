@@ -60,6 +60,19 @@ pub struct DeviceConfig {
     pub passthrough: Option<PathBuf>,
 }
 
+impl DeviceConfig {
+    /// The keys as the file writes them.
+    pub fn raw(&self) -> RawDevice {
+        RawDevice {
+            device: Some(self.device.to_string_lossy().into_owned()),
+            passthrough: self
+                .passthrough
+                .as_ref()
+                .map(|p| p.to_string_lossy().into_owned()),
+        }
+    }
+}
+
 impl RawDevice {
     /// Errors name the key relative to the source (`device: …`).
     pub fn validate(self) -> Result<DeviceConfig, String> {

@@ -30,7 +30,25 @@ pub struct ReceiptRules {
     masker: Masker,
 }
 
+/// A source's receipt keys as the file writes them (what `check-config` prints).
+#[derive(Debug, Clone)]
+pub struct RawRules {
+    /// The code page by name (`gb18030`, `cp858`, …).
+    pub encoding: String,
+    pub segment: RawSegment,
+    pub template: Option<RawTemplate>,
+}
+
 impl ReceiptRules {
+    /// The rules as the file writes them, every default filled in.
+    pub fn raw(&self) -> RawRules {
+        RawRules {
+            encoding: self.encoding.name().to_string(),
+            segment: self.segment.raw(),
+            template: self.template.as_ref().map(|t| t.raw().clone()),
+        }
+    }
+
     /// Validates the three receipt keys of a source. `encoding` defaults to
     /// GB18030 (what Chinese printers do without being told). Errors name the
     /// key relative to the source (`encoding: …`, `segment.…`, `template.…`).

@@ -26,12 +26,12 @@
 use std::time::{Duration, Instant};
 
 use regex::Regex;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::escpos::{Code, Event, EventKind, Offsets};
 
-/// `[source.segment]` as written in the config.
-#[derive(Debug, Clone, Deserialize, Default)]
+/// `[source.segment]` as written in the config (and as `check-config` prints it back).
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawSegment {
     /// Cut commands end a receipt. Default true.
@@ -78,6 +78,21 @@ impl Default for SegmentRules {
             start_pattern: None,
             idle_timeout: Some(Duration::from_millis(DEFAULT_IDLE_TIMEOUT_MS)),
             max_bytes: DEFAULT_MAX_BYTES,
+        }
+    }
+}
+
+impl SegmentRules {
+    /// The rules as the file writes them, every default filled in.
+    pub fn raw(&self) -> RawSegment {
+        RawSegment {
+            cut: Some(self.cut),
+            end_pattern: self.end_pattern.as_ref().map(|r| r.as_str().to_string()),
+            // Only meaningful (and only accepted) with an end_pattern.
+            end_extra_lines: self.end_pattern.as_ref().map(|_| self.end_extra_lines),
+            start_pattern: self.start_pattern.as_ref().map(|r| r.as_str().to_string()),
+            idle_timeout_ms: Some(self.idle_timeout.map_or(0, |d| d.as_millis() as u64)),
+            max_bytes: Some(self.max_bytes),
         }
     }
 }

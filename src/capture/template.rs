@@ -49,8 +49,8 @@ use std::ops::Range;
 use chrono::NaiveDateTime;
 use regex::{CaptureLocations, Regex, RegexSet, RegexSetBuilder};
 use rust_decimal::Decimal;
-use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::{Deserialize, Serialize};
 
 use super::mask::Masker;
 use super::segment::Receipt;
@@ -67,8 +67,9 @@ use lines::{LineHits, LineRegexes, Slots};
 use rules::{Field, ITEM_GROUPS, Items, Source, compile};
 use time::TimeRule;
 
-/// `[source.template]` as written in the config.
-#[derive(Debug, Clone, Deserialize)]
+/// `[source.template]` as written in the config (and as `check-config` prints it
+/// back).
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawTemplate {
     /// Regexes; a matching line makes the receipt a reprint (never an order).
@@ -102,7 +103,7 @@ pub struct RawTemplate {
     pub items: RawItems,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawFields {
     pub order_no: RawField,
@@ -131,6 +132,26 @@ pub struct RawField {
     /// chrono format, for `order_time` (default `%Y-%m-%d %H:%M:%S`, or
     /// `%H:%M:%S` with `order_date`) and `order_date` (default `%Y-%m-%d`).
     pub format: Option<String>,
+}
+
+/// Printed as it is usually written: a plain regex string unless `from` or
+/// `format` is set.
+impl Serialize for RawField {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        if self.from.is_none() && self.format.is_none() {
+            return s.serialize_str(&self.regex);
+        }
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("regex", &self.regex)?;
+        if let Some(f) = &self.from {
+            m.serialize_entry("from", f)?;
+        }
+        if let Some(f) = &self.format {
+            m.serialize_entry("format", f)?;
+        }
+        m.end()
+    }
 }
 
 impl<'de> Deserialize<'de> for RawField {
@@ -171,7 +192,7 @@ impl<'de> Deserialize<'de> for RawField {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawItems {
     /// Regex; items begin after the first matching line (the column header).
@@ -208,6 +229,8 @@ pub struct Template {
     paid: Option<Field>,
     payment: Vec<(Payment, Range<usize>)>,
     items: Items,
+    /// What it was made from, defaults filled in, for `check-config`.
+    raw: RawTemplate,
 }
 
 /// What a receipt turned out to be.
@@ -248,6 +271,12 @@ impl fmt::Display for TemplateError {
 }
 
 impl Template {
+    /// The template as the file writes it (the defaults of `refund_sign`,
+    /// `check_totals` and `mask_cards` filled in).
+    pub fn raw(&self) -> &RawTemplate {
+        &self.raw
+    }
+
     /// The masking this template asks for; applied to receipts before storage
     /// (see [`super::receipt::Pipeline`]), not by [`Template::parse`].
     pub fn masker(&self) -> &Masker {

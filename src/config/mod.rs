@@ -24,12 +24,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::metrics::{MetricsConfig, RawMetrics};
 use crate::outbox::{OutboxConfig, RawOutbox};
-use crate::settings::{Problems, ser_display};
+use crate::settings::Problems;
 use crate::stamp::{RawVideo, Video};
 use crate::upload::Routes;
 use crate::upload::ovopark::{Ovopark, RawOvopark};
 use crate::upload::wdt::{RawWdt, Wdt};
 
+mod render;
 mod source;
 #[cfg(test)]
 mod tests;
@@ -91,7 +92,7 @@ pub struct RawConfig {
     pub wdt: Option<toml::Table>,
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawAgent {
     pub state_dir: Option<PathBuf>,
@@ -104,7 +105,7 @@ pub struct RawAgent {
 // Stage 2: the validated runtime configuration.
 // ---------------------------------------------------------------------------
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct Config {
     /// The file this came from (for messages).
     pub path: PathBuf,
@@ -112,6 +113,8 @@ pub struct Config {
     pub outbox: OutboxConfig,
     /// `[metrics]`: the endpoint and the push.
     pub metrics: MetricsConfig,
+    /// `[video]`: the window of every source that sets none of its own.
+    pub video: Video,
     pub sources: Vec<Source>,
     /// Destinations that get a delivery row for every new order, in a fixed order.
     pub destinations: Vec<String>,
@@ -119,17 +122,17 @@ pub struct Config {
     pub ovopark: Option<Ovopark>,
     /// `[wdt]`, when enabled.
     pub wdt: Option<Wdt>,
+    /// Destination sections present with `enabled = false` (not validated; shown by
+    /// `check-config` as such).
+    pub disabled: Vec<String>,
     /// Each source's identity per enabled destination, resolved over the defaults.
-    #[serde(skip)]
     pub routes: Routes,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct Agent {
     pub state_dir: PathBuf,
-    #[serde(serialize_with = "ser_display")]
     pub timezone: FixedOffset,
-    #[serde(serialize_with = "ser_display")]
     pub log_level: log::LevelFilter,
     /// What identifies this box in every report (default: the host name).
     pub box_id: String,
@@ -295,6 +298,15 @@ impl RawConfig {
         source::check_addresses(&mut p, &sources);
 
         let mut destinations = Vec::new();
+        let off = |t: &Option<toml::Table>| {
+            t.as_ref()
+                .is_some_and(|t| t.get("enabled") == Some(&toml::Value::Boolean(false)))
+        };
+        let disabled: Vec<String> = [("ovopark", off(&self.ovopark)), ("wdt", off(&self.wdt))]
+            .into_iter()
+            .filter(|(_, off)| *off)
+            .map(|(name, _)| name.to_string())
+            .collect();
         let ovopark = enabled(&mut p, "ovopark", self.ovopark)
             .and_then(|t| RawOvopark::from_table(t).map_err(|e| p.push_named(e)).ok());
         let wdt = enabled(&mut p, "wdt", self.wdt)
@@ -334,10 +346,12 @@ impl RawConfig {
                 agent,
                 outbox,
                 metrics,
+                video,
                 sources,
                 destinations,
                 ovopark,
                 wdt,
+                disabled,
                 routes,
             })
         } else {

@@ -24,15 +24,15 @@ use crate::capture::segment::RawSegment;
 use crate::capture::serial::{RawPassthrough, RawSerial, SerialConfig};
 use crate::capture::stream_source::StreamSpec;
 use crate::capture::template::RawTemplate;
-use crate::settings::{Problems, ser_debug};
+use crate::settings::Problems;
 use crate::stamp::{Identity, RawIdentity, RawVideo, Video};
 use crate::upload::ovopark::{OvoparkShop, RawOvoparkShop};
 use crate::upload::wdt::{RawWdtShop, WdtShop};
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 /// A `[[source]]` table as written: one flat table for every kind, so that a key of
-/// the wrong kind can be named.
+/// the wrong kind can be named (and as `check-config` prints it back).
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
 pub struct RawSource {
     pub name: Option<String>,
     pub kind: Option<String>,
@@ -91,36 +91,6 @@ pub struct Source {
     pub wdt: WdtShop,
 }
 
-/// `check-config` prints a source flat, as it is written in the file (name, enabled,
-/// shop, machine_id, video, …): the identity is a unit of the code, not of the file.
-impl Serialize for Source {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        #[derive(Serialize)]
-        struct Flat<'a> {
-            name: &'a str,
-            enabled: bool,
-            shop: &'a str,
-            machine_id: &'a str,
-            video: &'a Video,
-            kind: &'a SourceKind,
-            ovopark: &'a OvoparkShop,
-            wdt: &'a WdtShop,
-        }
-        let id = &self.identity;
-        Flat {
-            name: &id.name,
-            enabled: self.enabled,
-            shop: &id.shop,
-            machine_id: &id.machine_id,
-            video: &id.video,
-            kind: &self.kind,
-            ovopark: &self.ovopark,
-            wdt: &self.wdt,
-        }
-        .serialize(s)
-    }
-}
-
 impl Source {
     /// The receipt rules this source reads receipts with, if it reads receipts.
     pub fn receipt_rules(&self) -> Option<&ReceiptRules> {
@@ -153,8 +123,7 @@ impl Source {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
+#[derive(Debug, Clone)]
 pub enum SourceKind {
     Folder(FolderSource),
     Serial(SerialSource),
@@ -166,22 +135,31 @@ pub enum SourceKind {
     Device(StreamSource<DeviceConfig>),
 }
 
+impl SourceKind {
+    /// The `kind` key's value.
+    pub fn name(&self) -> &'static str {
+        match self {
+            SourceKind::Folder(_) => "folder",
+            SourceKind::Serial(_) => "serial",
+            SourceKind::Tcp(_) => "tcp",
+            SourceKind::Listen(_) => "listen",
+            SourceKind::Device(_) => "device",
+        }
+    }
+}
+
 /// A network or device source: its own settings (validated by its part) and the
 /// receipt rules, as for serial sources.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct StreamSource<T: std::fmt::Debug> {
-    #[serde(serialize_with = "ser_debug")]
     pub net: T,
-    #[serde(serialize_with = "ser_debug")]
     pub rules: ReceiptRules,
 }
 
 /// A serial tap between the POS and its receipt printer.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct SerialSource {
-    #[serde(serialize_with = "ser_debug")]
     pub serial: SerialConfig,
-    #[serde(serialize_with = "ser_debug")]
     pub rules: ReceiptRules,
 }
 

@@ -168,6 +168,11 @@ fn destinations_follow_sections_and_enabled() {
     // a disabled destination is not validated: it may be half filled in
     let c = load(&format!("{MINIMAL}\n[wdt]\nenabled = false\nsid = 1\n")).unwrap();
     assert!(c.destinations.is_empty());
+    // … and printed as disabled, without its other keys.
+    let t = c.to_toml().unwrap();
+    assert!(t.contains("[wdt]\nenabled = false\n"), "{t}");
+    assert!(!t.contains("sid") && !t.contains("[ovopark]"), "{t}");
+    assert_eq!(effective(&reload(&c, &[])), effective(&c));
 }
 
 /// A source's identity is resolved over the destination's defaults when the
@@ -257,4 +262,393 @@ fn a_disabled_serial_source_needs_no_device() {
     assert!(t.serial.pos.device.as_os_str().is_empty());
     let e = load(&serial(true)).unwrap_err().to_string();
     assert!(e.contains("source[till]: device: is required"), "{e}");
+}
+
+// ---------------------------------------------------------------------------
+// The effective configuration printed back (`check-config`).
+// ---------------------------------------------------------------------------
+
+/// Every kind of source (folder json/csv/receipt, serial, tcp, listen, device),
+/// keys away from their defaults, per-source video and cloud overrides, and both
+/// destinations (Ovopark's secret inline, Wangdiantong's from a file).
+fn every_kind(secret_file: &Path) -> String {
+    format!(
+        r#"
+[agent]
+state_dir = "state"
+timezone = "-05:30"
+log_level = "debug"
+box_id = "shop12-lane1"
+[outbox]
+synchronous = "normal"
+max_size = "1.5GB"
+retention = "36h"
+raw_retention = "90m"
+[metrics]
+listen = ""
+push_url = "https://u:hunter2@gw.example:9091/"
+push_interval = "1500ms"
+[video]
+pre_roll = "45s"
+clock_offset = "-2m"
+
+[ovopark]
+url = "http://127.0.0.1:1/cloud.api"
+akey = "AK1"
+secret = "ovo-secret-value"
+sign_method = "sha1"
+timestamp_utc_offset = "-03:30"
+org_id = 11
+enterprise_id = "22"
+dep_id = 33
+order_no_prefix = "B1-"
+order_type_void = "撤销"
+connect_timeout_secs = 3
+concurrency = 2
+give_up_after = "2h 30m"
+
+[wdt]
+url = "http://127.0.0.1:1/openapi"
+sid = "seller"
+key = "appkey"
+secret_file = {secret_file:?}
+method = "pushSelf"
+batch_size = 20
+shop_no = "SHOP1"
+receiver_name = "一号店"
+receiver_area = "上海 上海市 徐汇区"
+receiver_address = "漕溪北路1号"
+receiver_mobile = "13800000000"
+is_auto_wms = true
+warehouse_no = "W1"
+[wdt.status.refund]
+trade_status = 90
+[wdt.pay_method]
+unknown = 1
+
+[[source]]
+name = "json"
+kind = "folder"
+path = "in/json"
+format = "json"
+shop = "D1"
+machine_id = "M1"
+settle = "750ms"
+poll = true
+poll_interval = "1m 5s"
+max_file_size = "1000"
+after = "delete"
+[source.video]
+post_roll = "2m"
+[source.ovopark]
+shop_id = "S9"
+order_no_prefix = "J-"
+[source.wdt]
+tid_prefix = "J-"
+
+[[source]]
+name = "csv"
+kind = "folder"
+path = "/srv/csv"
+format = "csv"
+shop = "D1"
+machine_id = "M2"
+done_dir = "/srv/done"
+[source.csv]
+encoding = "gbk"
+delimiter = "\t"
+time_format = "%d.%m.%Y %H:%M"
+[source.csv.columns]
+order_no = "No"
+amount = "Sum"
+[source.csv.payment]
+"现金" = "cash"
+[source.csv.kind]
+"退货" = "refund"
+[source.ovopark]
+order_no_prefix = "C-"
+[source.wdt]
+tid_prefix = "C-"
+
+[[source]]
+name = "files"
+kind = "folder"
+path = "/srv/prn"
+format = "receipt"
+shop = "D1"
+machine_id = "M3"
+encoding = "cp858"
+[source.segment]
+cut = false
+end_pattern = '^THANK YOU'
+end_extra_lines = 2
+start_pattern = '^SHOP'
+idle_timeout_ms = 0
+max_bytes = 4096
+[source.template]
+refund = ['^REFUND']
+refund_sign = "negative"
+check_totals = false
+mask_cards = false
+mask = ['Member:\s*(\d+)']
+[source.template.fields]
+order_no = '^No (\d+)$'
+order_date = {{ regex = '^Date (.+)$', format = '%d.%m.%Y' }}
+order_time = {{ regex = '^Time (.+)$', format = '%H:%M' }}
+total = {{ regex = '(\d+\.\d\d)$', from = "qr" }}
+[source.template.payment]
+card = ['^CARD']
+[source.template.items]
+start = '^ITEMS'
+end = '^-+$'
+lines = ['^(?P<code>\d+) (?P<name>.+) (?P<amount>[\d.]+)$']
+skip = ['^\s*$']
+[source.ovopark]
+order_no_prefix = "F-"
+[source.wdt]
+tid_prefix = "F-"
+
+[[source]]
+name = "till"
+kind = "serial"
+shop = "D2"
+machine_id = "M4"
+device = "/dev/ttyUSB0"
+baud = 19200
+data_bits = 7
+parity = "even"
+stop_bits = 2
+flow_control = "xonxoff"
+passthrough = {{ device = "/dev/ttyS1", baud = 38400, flow_control = "rtscts" }}
+encoding = "utf-8"
+[source.template.fields]
+order_no = '^No (\d+)$'
+order_time = '^At (.+)$'
+[source.template.items]
+lines = ['^(?P<code>\d+) (?P<price>[\d.]+)$']
+[source.ovopark]
+org_id = 12
+enterprise_id = 23
+[source.wdt]
+shop_no = "SHOP2"
+tid_prefix = "T-"
+
+[[source]]
+name = "spare"
+kind = "serial"
+enabled = false
+shop = "D2"
+machine_id = "M5"
+passthrough = "/dev/ttyS2"
+
+[[source]]
+name = "front"
+kind = "tcp"
+shop = "D3"
+machine_id = "M6"
+listen = "0.0.0.0:9100"
+printer = "printer.lan:9100"
+allow = ["192.168.1.20", "10.0.0.0/24", "fd00::/8"]
+connect_timeout = "250ms"
+max_connections = 4
+encoding = "big5"
+[source.ovopark]
+order_no_prefix = "P-"
+[source.wdt]
+tid_prefix = "P-"
+
+[[source]]
+name = "nvr"
+kind = "listen"
+shop = "D3"
+machine_id = "M7"
+listen = "[::]:7001"
+protocol = "udp"
+allow = ["10.0.0.5"]
+[source.ovopark]
+order_no_prefix = "N-"
+[source.wdt]
+tid_prefix = "N-"
+
+[[source]]
+name = "usb"
+kind = "device"
+shop = "D3"
+machine_id = "M8"
+device = "/dev/g_printer0"
+passthrough = "/dev/usb/lp0"
+encoding = "windows-1252"
+[source.ovopark]
+order_no_prefix = "U-"
+[source.wdt]
+tid_prefix = "U-"
+"#
+    )
+}
+
+/// The effective configuration, in full: Debug of everything (compiled regexes
+/// show their pattern, secrets `***`, so the secrets are compared on their own),
+/// the routes in a fixed order.
+fn effective(c: &Config) -> String {
+    let routes: std::collections::BTreeMap<_, _> = c
+        .routes
+        .ovopark
+        .iter()
+        .map(|(k, v)| (format!("ovopark {k}"), format!("{v:?}")))
+        .chain(
+            c.routes
+                .wdt
+                .iter()
+                .map(|(k, v)| (format!("wdt {k}"), format!("{v:?}"))),
+        )
+        .collect();
+    let secrets = (
+        c.ovopark.as_ref().map(|o| o.secret.expose().to_string()),
+        c.wdt
+            .as_ref()
+            .map(|w| format!("{}:{}", w.secret.expose(), w.salt.expose())),
+    );
+    format!(
+        "{:#?}",
+        (
+            &c.agent,
+            &c.outbox,
+            &c.metrics,
+            &c.video,
+            &c.sources,
+            &c.destinations,
+            &c.ovopark,
+            &c.wdt,
+            &c.disabled,
+            routes,
+            secrets,
+        )
+    )
+}
+
+/// Prints `c`, puts the secrets back where it shows `***` (each `(shown, real)`
+/// line), and reads it again.
+fn reload(c: &Config, secrets: &[(&str, &str)]) -> Config {
+    let mut text = c.to_toml().unwrap();
+    for (shown, real) in secrets {
+        assert!(text.contains(shown), "{shown} in:\n{text}");
+        text = text.replace(shown, real);
+    }
+    Config::from_toml(&text, &c.path).unwrap_or_else(|e| panic!("{e}\n{text}"))
+}
+
+#[test]
+fn the_printed_configuration_reads_back_as_the_same_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = dir.path().join("wdt.secret");
+    std::fs::write(&secret_file, "wdt-secret:wdt-salt\n").unwrap();
+    let path = dir.path().join("tillrelay.toml");
+    let c = Config::from_toml(&every_kind(&secret_file), &path).unwrap_or_else(|e| panic!("{e}"));
+    let kinds: Vec<&str> = c.sources.iter().map(|s| s.kind.name()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "folder", "folder", "folder", "serial", "serial", "tcp", "listen", "device"
+        ]
+    );
+    let printed = c.to_toml().unwrap();
+    // The push URL's password is a secret too: shown as ***@, so it is put back.
+    let again = reload(
+        &c,
+        &[
+            ("secret = \"***\"", "secret = \"ovo-secret-value\""),
+            (
+                "push_url = \"https://***@gw.example:9091\"",
+                "push_url = \"https://u:hunter2@gw.example:9091\"",
+            ),
+        ],
+    );
+    assert_eq!(effective(&again), effective(&c));
+    assert_eq!(again.to_json().unwrap(), c.to_json().unwrap());
+    // A fixed point: printed again, the same text.
+    assert_eq!(again.to_toml().unwrap(), printed);
+    // No secret, no debug text.
+    for leak in ["ovo-secret-value", "wdt-secret", "wdt-salt", "hunter2"] {
+        assert!(!printed.contains(leak), "{leak} in:\n{printed}");
+    }
+    for debug in ["{", "Some(", "PortSettings", "Duration", "Regex"] {
+        assert!(!printed.contains(debug), "{debug} in:\n{printed}");
+    }
+    assert!(printed.contains(&format!("secret_file = {secret_file:?}")));
+}
+
+#[test]
+fn the_printed_configuration_uses_the_files_own_spelling() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = dir.path().join("wdt.secret");
+    std::fs::write(&secret_file, "wdt-secret:wdt-salt\n").unwrap();
+    let c = Config::from_toml(&every_kind(&secret_file), &dir.path().join("t.toml")).unwrap();
+    let t = c.to_toml().unwrap();
+    for line in [
+        // durations and sizes as the file writes them, defaults filled in
+        "max_size = \"1536MB\"",
+        "retention = \"1d 12h\"",
+        "raw_retention = \"1h 30m\"",
+        "push_interval = \"1s 500ms\"",
+        "pre_roll = \"45s\"",
+        "post_roll = \"30s\"",
+        "clock_offset = \"-2m\"",
+        "settle = \"750ms\"",
+        "poll_interval = \"1m 5s\"",
+        "max_file_size = \"1000\"",
+        "max_file_size = \"16MB\"",
+        "connect_timeout = \"250ms\"",
+        "give_up_after = \"2h 30m\"",
+        "give_up_after = \"1d\"",
+        // code pages by name, a delimiter as a character
+        "encoding = \"gb18030\"",
+        "encoding = \"cp858\"",
+        "encoding = \"windows-1252\"",
+        "delimiter = \"\\t\"",
+        "delimiter = \",\"",
+        // the secrets
+        "secret = \"***\"",
+        "push_url = \"https://***@gw.example:9091\"",
+        // the rest as written
+        "timezone = \"-05:30\"",
+        "log_level = \"debug\"",
+        "listen = \"\"",
+        "allow = [\"192.168.1.20\", \"10.0.0.0/24\", \"fd00::/8\"]",
+        "listen = \"[::]:7001\"",
+        "protocol = \"udp\"",
+        "passthrough = \"/dev/usb/lp0\"",
+        "refund_sign = \"negative\"",
+        "org_id = 11",
+        "kind = \"device\"",
+    ] {
+        assert!(t.contains(line), "{line} missing in:\n{t}");
+    }
+    // [video] of a source only where it differs from [video].
+    assert_eq!(t.matches("[source.video]").count(), 1, "{t}");
+
+    let j = c.to_json().unwrap();
+    assert_eq!(j["outbox"]["max_size_bytes"], 1536 << 20);
+    assert_eq!(j["outbox"]["retention_ms"], 36 * 3600 * 1000);
+    assert_eq!(j["video"]["clock_offset_ms"], -120_000);
+    assert_eq!(j["source"][0]["settle_ms"], 750);
+    assert_eq!(j["source"][0]["max_file_size_bytes"], 1000);
+    assert_eq!(j["source"][0]["video"]["post_roll_ms"], 120_000);
+    assert_eq!(j["source"][1]["csv"]["delimiter"], "\t");
+    assert_eq!(j["source"][5]["connect_timeout_ms"], 250);
+    assert_eq!(j["wdt"]["give_up_after_ms"], 86_400_000);
+    assert_eq!(j["ovopark"]["secret"], "***");
+    // No duration or size left as text where the file has them.
+    let text = j.to_string();
+    for key in super::render::DURATIONS.iter().chain(super::render::SIZES) {
+        assert!(!text.contains(&format!("\"{key}\":")), "{key} in {text}");
+    }
+}
+
+#[test]
+fn the_example_config_reads_back_as_itself() {
+    let example = include_str!("../../config/tillrelay.toml");
+    let c = Config::from_toml(example, Path::new("/etc/tillrelay/tillrelay.toml")).unwrap();
+    let again = reload(&c, &[]);
+    assert_eq!(effective(&again), effective(&c));
+    assert_eq!(again.to_toml().unwrap(), c.to_toml().unwrap());
 }

@@ -9,14 +9,15 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::settings::{Problems, ser_duration};
+use crate::settings::{Problems, fmt_duration, ser_duration};
 
 /// The documented default for `[metrics] listen`.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9898";
 /// The documented default for `[metrics] push_interval`.
 pub const DEFAULT_PUSH_INTERVAL: Duration = Duration::from_secs(60);
 
-#[derive(Debug, Deserialize, Default)]
+/// `[metrics]` as written (and as `check-config` prints it back).
+#[derive(Debug, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawMetrics {
     pub listen: Option<String>,
@@ -42,6 +43,18 @@ impl Default for MetricsConfig {
             listen: DEFAULT_LISTEN.parse().ok(),
             push_url: None,
             push_interval: DEFAULT_PUSH_INTERVAL,
+        }
+    }
+}
+
+impl MetricsConfig {
+    /// The settings as the file writes them, every default filled in; a push URL
+    /// shows no `user:password@` it holds (as `***@`).
+    pub fn raw(&self) -> RawMetrics {
+        RawMetrics {
+            listen: Some(self.listen.map(|a| a.to_string()).unwrap_or_default()),
+            push_url: self.push_url.as_deref().map(super::push::redact),
+            push_interval: Some(fmt_duration(self.push_interval)),
         }
     }
 }

@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::settings::{Problems, ser_duration};
+use crate::settings::{Problems, fmt_duration, fmt_size, ser_duration};
 
-/// `[outbox]` as written in the file.
-#[derive(Debug, Deserialize, Default)]
+/// `[outbox]` as written in the file (and as `check-config` prints it back).
+#[derive(Debug, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawOutbox {
     pub synchronous: Option<String>,
@@ -41,6 +41,24 @@ pub struct OutboxConfig {
     /// Raw capture bytes (the journal) are kept this long.
     #[serde(serialize_with = "ser_duration")]
     pub raw_retention: Duration,
+}
+
+impl OutboxConfig {
+    /// The settings as the file writes them, every default filled in.
+    pub fn raw(&self) -> RawOutbox {
+        RawOutbox {
+            synchronous: Some(
+                match self.synchronous {
+                    Synchronous::Full => "full",
+                    Synchronous::Normal => "normal",
+                }
+                .into(),
+            ),
+            max_size: Some(fmt_size(self.max_size)),
+            retention: Some(fmt_duration(self.retention)),
+            raw_retention: Some(fmt_duration(self.raw_retention)),
+        }
+    }
 }
 
 impl RawOutbox {

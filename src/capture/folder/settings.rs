@@ -12,14 +12,11 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Serialize;
-
 use crate::capture::formats::{CsvConfig, Format, RawCsv};
 use crate::capture::receipt::ReceiptRules;
-use crate::settings::{Problems, ser_debug, ser_duration};
+use crate::settings::{Problems, fmt_duration, fmt_size};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum After {
     /// Move an ingested file into `done_dir`.
     Move,
@@ -27,14 +24,12 @@ pub enum After {
     Delete,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct FolderSource {
     pub path: PathBuf,
     pub format: Format,
-    #[serde(serialize_with = "ser_duration")]
     pub settle: Duration,
     pub poll: bool,
-    #[serde(serialize_with = "ser_duration")]
     pub poll_interval: Duration,
     pub max_file_size: u64,
     pub after: After,
@@ -42,7 +37,6 @@ pub struct FolderSource {
     pub rejected_dir: PathBuf,
     pub csv: CsvConfig,
     /// Receipt rules, for `format = "receipt"` (and `auto` on .prn/.bin/.escpos files).
-    #[serde(serialize_with = "ser_debug")]
     pub receipt: Option<ReceiptRules>,
 }
 
@@ -59,6 +53,31 @@ pub struct RawFolder {
     pub done_dir: Option<PathBuf>,
     pub rejected_dir: Option<PathBuf>,
     pub csv: Option<RawCsv>,
+}
+
+impl FolderSource {
+    /// The folder keys as the file writes them, every default filled in (the
+    /// receipt rules are the source's, printed by the caller).
+    pub fn raw(&self) -> RawFolder {
+        RawFolder {
+            path: Some(self.path.clone()),
+            format: Some(self.format.as_str().into()),
+            settle: Some(fmt_duration(self.settle)),
+            poll: Some(self.poll),
+            poll_interval: Some(fmt_duration(self.poll_interval)),
+            max_file_size: Some(fmt_size(self.max_file_size)),
+            after: Some(
+                match self.after {
+                    After::Move => "move",
+                    After::Delete => "delete",
+                }
+                .into(),
+            ),
+            done_dir: Some(self.done_dir.clone()),
+            rejected_dir: Some(self.rejected_dir.clone()),
+            csv: Some(self.csv.raw()),
+        }
+    }
 }
 
 impl RawFolder {

@@ -52,8 +52,8 @@ pub enum Encoding {
     Gb18030,
 }
 
-/// `[source.csv]` as written in the file.
-#[derive(Debug, Deserialize, Default)]
+/// `[source.csv]` as written in the file (and as `check-config` prints it back).
+#[derive(Debug, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawCsv {
     pub encoding: Option<String>,
@@ -110,6 +110,49 @@ const CSV_REQUIRED: &[&str] = &[
     "price",
     "amount",
 ];
+
+impl Format {
+    /// The `format` key's value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Auto => "auto",
+            Format::Json => "json",
+            Format::Csv => "csv",
+            Format::Receipt => "receipt",
+        }
+    }
+}
+
+impl CsvConfig {
+    /// The table as the file writes it, every default filled in: the encoding by
+    /// name, the delimiter as a character, every column mapping.
+    pub fn raw(&self) -> RawCsv {
+        RawCsv {
+            encoding: Some(
+                match self.encoding {
+                    Encoding::Utf8 => "utf-8",
+                    Encoding::Gb18030 => "gb18030",
+                }
+                .into(),
+            ),
+            delimiter: Some(char::from(self.delimiter).to_string()),
+            time_format: Some(self.time_format.clone()),
+            columns: Some(self.columns.clone()),
+            payment: Some(
+                self.payment
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().to_string()))
+                    .collect(),
+            ),
+            kind: Some(
+                self.kind
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().to_string()))
+                    .collect(),
+            ),
+        }
+    }
+}
 
 impl RawCsv {
     /// Validates `[source.csv]`, naming `key` (`source[lane1].csv`) in problems.

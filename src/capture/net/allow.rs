@@ -54,6 +54,16 @@ impl Net {
             && bits(ip) & mask(ip, self.prefix) == bits(self.addr) & mask(ip, self.prefix)
     }
 
+    /// As an `allow` entry is written: the bare address for a single host.
+    pub fn written(&self) -> String {
+        let max = if self.addr.is_ipv4() { 32 } else { 128 };
+        if self.prefix == max {
+            self.addr.to_string()
+        } else {
+            self.to_string()
+        }
+    }
+
     fn network(&self) -> IpAddr {
         let b = bits(self.addr) & mask(self.addr, self.prefix);
         match self.addr {

@@ -8,12 +8,12 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::allow::AllowList;
 
 /// The network keys of a `tcp` or `listen` source, as written in the config.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RawNet {
     /// `"0.0.0.0:9100"`: where the POS connects (or pushes datagrams).
@@ -60,6 +60,44 @@ pub struct ListenConfig {
 
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const DEFAULT_MAX_CONNECTIONS: usize = 16;
+
+fn allow_raw(a: &AllowList) -> Option<Vec<String>> {
+    Some(a.nets().iter().map(|n| n.written()).collect())
+}
+
+impl ProxyConfig {
+    /// The keys as the file writes them, every default filled in.
+    pub fn raw(&self) -> RawNet {
+        RawNet {
+            listen: Some(self.listen.to_string()),
+            printer: Some(self.printer.clone()),
+            protocol: None,
+            allow: allow_raw(&self.allow),
+            connect_timeout: Some(crate::settings::fmt_duration(self.connect_timeout)),
+            max_connections: Some(self.max_connections),
+        }
+    }
+}
+
+impl ListenConfig {
+    /// The keys as the file writes them, every default filled in.
+    pub fn raw(&self) -> RawNet {
+        RawNet {
+            listen: Some(self.listen.to_string()),
+            printer: None,
+            protocol: Some(
+                match self.protocol {
+                    Protocol::Tcp => "tcp",
+                    Protocol::Udp => "udp",
+                }
+                .into(),
+            ),
+            allow: allow_raw(&self.allow),
+            connect_timeout: None,
+            max_connections: Some(self.max_connections),
+        }
+    }
+}
 
 impl RawNet {
     /// Validates a `kind = "tcp"` source.

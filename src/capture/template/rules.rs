@@ -233,14 +233,36 @@ impl RawTemplate {
         let discount = opt(&f.discount, "discount")?;
         let paid = opt(&f.paid, "paid")?;
         regexes.build_set();
+        let check_totals = self.check_totals.unwrap_or(true);
+        let (time_format, date_format) = match &time {
+            TimeRule::DateTime(f) => (f.format.clone(), None),
+            TimeRule::Split { date, time } => (time.clone(), Some(date.format.clone())),
+        };
+        let refund_sign = if refund_negative {
+            "negative"
+        } else {
+            "printed"
+        };
+        let mut raw = RawTemplate {
+            refund_sign: Some(refund_sign.into()),
+            check_totals: Some(check_totals),
+            mask_cards: Some(self.mask_cards.unwrap_or(true)),
+            ..self
+        };
+        // The time formats as read (the defaults filled in).
+        raw.fields.order_time.format = Some(time_format);
+        if let Some(d) = raw.fields.order_date.as_mut() {
+            d.format = date_format;
+        }
         Ok(Template {
+            raw,
             regexes,
             reprint,
             refund,
             void,
             ignore,
             refund_negative,
-            check_totals: self.check_totals.unwrap_or(true),
+            check_totals,
             masker,
             order_no,
             order_time,

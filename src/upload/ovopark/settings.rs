@@ -38,7 +38,7 @@ impl SignMethod {
 }
 
 /// An id that TOML may give as an integer or a string (`org_id = 1` or `"1"`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(untagged)]
 pub enum IdValue {
     Int(i64),
@@ -46,6 +46,12 @@ pub enum IdValue {
 }
 
 impl IdValue {
+    /// A validated id as written: an integer when it is one.
+    pub fn written(s: &str) -> IdValue {
+        s.parse()
+            .map_or_else(|_| IdValue::Text(s.to_string()), IdValue::Int)
+    }
+
     fn into_string(self) -> String {
         match self {
             IdValue::Int(i) => i.to_string(),
@@ -54,8 +60,8 @@ impl IdValue {
     }
 }
 
-/// `[ovopark]` as written in the TOML.
-#[derive(Debug, Default, Deserialize)]
+/// `[ovopark]` as written in the TOML (and as `check-config` prints it back).
+#[derive(Debug, Default, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawOvopark {
     /// Read by the config (whether this destination gets delivery rows); default true.
@@ -106,7 +112,7 @@ pub const MAX_CONCURRENCY: usize = 16;
 
 /// Per-source Ovopark identity, `[source.ovopark]`: a box may serve several shops, and
 /// an agent account may act for several enterprises.
-#[derive(Debug, Default, Clone, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawOvoparkShop {
     pub org_id: Option<IdValue>,
@@ -127,6 +133,19 @@ pub struct OvoparkShop {
     pub shop_id: Option<String>,
     pub dep_id: Option<String>,
     pub order_no_prefix: Option<String>,
+}
+
+impl OvoparkShop {
+    /// The keys as written; None when none is set (no table to print).
+    pub fn raw(&self) -> Option<RawOvoparkShop> {
+        (*self != OvoparkShop::default()).then(|| RawOvoparkShop {
+            org_id: self.org_id.as_deref().map(IdValue::written),
+            enterprise_id: self.enterprise_id.as_deref().map(IdValue::written),
+            shop_id: self.shop_id.clone(),
+            dep_id: self.dep_id.as_deref().map(IdValue::written),
+            order_no_prefix: self.order_no_prefix.clone(),
+        })
+    }
 }
 
 impl RawOvoparkShop {
@@ -169,6 +188,8 @@ pub struct Ovopark {
     pub aid: String,
     pub akey: String,
     pub secret: Secret,
+    /// Where the secret was read from, when it was (printed instead of `***`).
+    pub secret_file: Option<PathBuf>,
     pub sign_method: SignMethod,
     /// Seconds east of UTC of `_timestamp`.
     pub zone_secs: i32,
@@ -233,6 +254,7 @@ impl RawOvopark {
                 akey.len()
             ));
         }
+        let secret_file = self.secret_file.clone();
         let secret = secret_from("ovopark", self.secret, self.secret_file)?;
         let sm = self.sign_method.unwrap_or_else(|| "md5".into());
         let sign_method = SignMethod::parse(&sm)
@@ -305,6 +327,7 @@ impl RawOvopark {
             aid,
             akey,
             secret,
+            secret_file,
             sign_method,
             zone_secs,
             defaults,
@@ -312,6 +335,41 @@ impl RawOvopark {
             http,
             concurrency,
         })
+    }
+}
+
+impl Ovopark {
+    /// `[ovopark]` as the file writes it, every default filled in; the secret as
+    /// `***`, or its `secret_file`.
+    pub fn raw(&self) -> RawOvopark {
+        let d = self.defaults.raw().unwrap_or_default();
+        let zone = self.zone_secs.unsigned_abs();
+        let sign = if self.zone_secs < 0 { '-' } else { '+' };
+        let [sale, refund, void] = self.order_types.clone();
+        RawOvopark {
+            enabled: Some(true),
+            url: Some(self.url.clone()),
+            aid: Some(self.aid.clone()),
+            akey: Some(self.akey.clone()),
+            secret: self.secret_file.is_none().then(|| self.secret.clone()),
+            secret_file: self.secret_file.clone(),
+            sign_method: Some(self.sign_method.as_str().into()),
+            timestamp_utc_offset: Some(format!("{sign}{:02}:{:02}", zone / 3600, zone % 3600 / 60)),
+            org_id: d.org_id,
+            enterprise_id: d.enterprise_id,
+            shop_id: d.shop_id,
+            dep_id: d.dep_id,
+            order_no_prefix: d.order_no_prefix,
+            order_type_sale: Some(sale),
+            order_type_refund: Some(refund),
+            order_type_void: Some(void),
+            connect_timeout_secs: Some(self.http.connect_timeout.as_secs()),
+            timeout_secs: Some(self.http.timeout.as_secs()),
+            ca_file: self.http.ca_file.clone(),
+            concurrency: Some(self.concurrency),
+            method: Some(self.method.clone()),
+            give_up_after: Some(crate::settings::fmt_duration(self.give_up_after)),
+        }
     }
 }
 

@@ -72,7 +72,7 @@ pub const LINE_REFUND_STATUSES: &[i64] = &[0, 1, 2, 3, 4, 5, 6];
 pub const PAY_METHODS: &[i64] = &[1, 2, 3, 4, 5, 6, 7, 8];
 pub const DELIVERY_TERMS: &[i64] = &[1, 2];
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawKindStatus {
     pub process_status: Option<i64>,
@@ -82,7 +82,7 @@ pub struct RawKindStatus {
     pub line_refund_status: Option<i64>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawStatuses {
     pub sale: Option<RawKindStatus>,
@@ -91,7 +91,7 @@ pub struct RawStatuses {
 }
 
 /// `pay_method` per payment kind.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawPayMethods {
     pub cash: Option<i64>,
@@ -122,8 +122,8 @@ impl PayMethods {
     }
 }
 
-/// `[wdt]` as written in the TOML.
-#[derive(Debug, Default, Deserialize)]
+/// `[wdt]` as written in the TOML (and as `check-config` prints it back).
+#[derive(Debug, Default, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawWdt {
     /// Read by the config (whether this destination gets delivery rows); default true.
@@ -173,7 +173,7 @@ pub struct RawWdt {
 }
 
 /// Per-source Wangdiantong identity, `[source.wdt]`.
-#[derive(Debug, Default, Clone, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawWdtShop {
     pub shop_no: Option<String>,
@@ -196,6 +196,20 @@ pub struct WdtShop {
     pub receiver_area: Option<String>,
     pub receiver_address: Option<String>,
     pub receiver_mobile: Option<String>,
+}
+
+impl WdtShop {
+    /// The keys as written; None when none is set (no table to print).
+    pub fn raw(&self) -> Option<RawWdtShop> {
+        (*self != WdtShop::default()).then(|| RawWdtShop {
+            shop_no: self.shop_no.clone(),
+            tid_prefix: self.tid_prefix.clone(),
+            receiver_name: self.receiver_name.clone(),
+            receiver_area: self.receiver_area.clone(),
+            receiver_address: self.receiver_address.clone(),
+            receiver_mobile: self.receiver_mobile.clone(),
+        })
+    }
 }
 
 impl RawWdtShop {
@@ -229,6 +243,8 @@ pub struct Wdt {
     pub secret: Secret,
     /// The part after it; sent as `salt`.
     pub salt: Secret,
+    /// Where the appsecret was read from, when it was (printed instead of `***`).
+    pub secret_file: Option<PathBuf>,
     pub method: PushMethod,
     pub batch_size: usize,
     /// Requests (batches) in flight at once.
@@ -310,6 +326,7 @@ impl RawWdt {
         };
         let sid = required("sid", self.sid)?;
         let key = required("key", self.key)?;
+        let secret_file = self.secret_file.clone();
         let appsecret = secret_from("wdt", self.secret, self.secret_file)?;
         let Some((secret, salt)) = appsecret.expose().split_once(':') else {
             return Err(
@@ -425,6 +442,7 @@ impl RawWdt {
             key,
             secret,
             salt,
+            secret_file,
             method,
             batch_size,
             concurrency,
@@ -439,6 +457,69 @@ impl RawWdt {
             give_up_after,
             http,
         })
+    }
+}
+
+impl Wdt {
+    /// `[wdt]` as the file writes it, every default filled in; the appsecret as
+    /// `***`, or its `secret_file`.
+    pub fn raw(&self) -> RawWdt {
+        let d = self.defaults.raw().unwrap_or_default();
+        let status = |k: &KindStatus| {
+            Some(RawKindStatus {
+                process_status: Some(k.process_status),
+                trade_status: Some(k.trade_status),
+                refund_status: Some(k.refund_status),
+                pay_status: Some(k.pay_status),
+                line_refund_status: Some(k.line_refund_status),
+            })
+        };
+        let [cash, wechat, alipay, card, other, unknown] = self.pay_methods.0.map(Some);
+        RawWdt {
+            enabled: Some(true),
+            url: Some(self.url.clone()),
+            sid: Some(self.sid.clone()),
+            key: Some(self.key.clone()),
+            secret: self.secret_file.is_none().then(|| self.secret.clone()),
+            secret_file: self.secret_file.clone(),
+            method: Some(
+                match self.method {
+                    PushMethod::PushSelf2 => "pushSelf2",
+                    PushMethod::PushSelf => "pushSelf",
+                }
+                .into(),
+            ),
+            batch_size: Some(self.batch_size),
+            concurrency: Some(self.concurrency),
+            shop_no: d.shop_no,
+            tid_prefix: d.tid_prefix,
+            receiver_name: d.receiver_name,
+            receiver_area: d.receiver_area,
+            receiver_address: d.receiver_address,
+            receiver_mobile: d.receiver_mobile,
+            buyer_nick: Some(self.buyer_nick.clone()),
+            delivery_term: Some(self.delivery_term),
+            is_auto_wms: Some(self.is_auto_wms),
+            warehouse_no: Some(self.warehouse_no.clone()),
+            rate_limit_wait_secs: Some(self.rate_limit_wait_secs),
+            give_up_after: Some(crate::settings::fmt_duration(self.give_up_after)),
+            status: Some(RawStatuses {
+                sale: status(&self.statuses[0]),
+                refund: status(&self.statuses[1]),
+                void: status(&self.statuses[2]),
+            }),
+            pay_method: Some(RawPayMethods {
+                cash,
+                wechat,
+                alipay,
+                card,
+                other,
+                unknown,
+            }),
+            connect_timeout_secs: Some(self.http.connect_timeout.as_secs()),
+            timeout_secs: Some(self.http.timeout.as_secs()),
+            ca_file: self.http.ca_file.clone(),
+        }
     }
 }
 
