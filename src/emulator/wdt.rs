@@ -31,9 +31,9 @@ use serde_json::{Map, Value, json};
 
 use super::spec::utc_offset_secs;
 use super::spec::wdt::{
-    CORE_NOW, DELIVERY_TERMS, EPOCH_OFFSET, LINE_REFUND_STATUSES, MAX_BATCH, PAGE_PARAMS,
-    PAY_METHODS, PAY_STATUSES, PROCESS_STATUSES, PUSH_SELF, PUSH_SELF2, REFUND_STATUSES,
-    SEARCH_SELF_ORDER, TRADE_STATUSES, expected_sign,
+    CORE_NOW, DELIVERY_TERMS, EPOCH_OFFSET, LINE_REFUND_STATUSES, MAX_BATCH, OWN_PLATFORM,
+    PAGE_PARAMS, PAY_METHODS, PAY_STATUSES, PROCESS_STATUSES, PUSH_SELF, PUSH_SELF2, QUERY_SHOP,
+    REFUND_STATUSES, SEARCH_SELF_ORDER, TRADE_STATUSES, expected_sign,
 };
 use super::{Cloud, Request, Response, State, parse_form};
 
@@ -50,9 +50,32 @@ pub struct WdtTenant {
     pub salt: String,
     /// Shops (own platform) that accept pushes.
     pub shop_nos: Vec<String>,
+    /// More shops the ERP knows (`setting.Shop.queryShop` lists them with the
+    /// `shop_nos`): another platform's shop refuses pushes (店铺平台不是自有平台), a
+    /// disabled one too (店铺编号不存在或已停用).
+    #[serde(rename = "shop")]
+    pub shops: Vec<WdtShopRecord>,
     pub timestamp_tolerance_secs: i64,
     /// The server's zone (future `trade_time` check).
     pub utc_offset: String,
+}
+
+/// A shop of the ERP besides the own-platform `shop_nos`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WdtShopRecord {
+    pub shop_no: String,
+    #[serde(default)]
+    pub name: String,
+    /// The vendor's platform code (127: 其他（自有商城）, the one pushSelf accepts).
+    #[serde(default = "own_platform")]
+    pub platform_id: i64,
+    #[serde(default)]
+    pub disabled: bool,
+}
+
+fn own_platform() -> i64 {
+    OWN_PLATFORM
 }
 
 impl Default for WdtTenant {
@@ -63,6 +86,12 @@ impl Default for WdtTenant {
             secret: "demo-wdt-secret".into(),
             salt: "demo-salt".into(),
             shop_nos: vec!["SHOP1".into(), "SHOP2".into()],
+            shops: vec![WdtShopRecord {
+                shop_no: "TMALL1".into(),
+                name: "天猫旗舰店".into(),
+                platform_id: 1,
+                disabled: false,
+            }],
             timestamp_tolerance_secs: 120,
             utc_offset: "+08:00".into(),
         }
@@ -92,6 +121,8 @@ pub(crate) struct WdtState {
     /// A push of a trade the ERP already holds fails the whole call, naming it (the
     /// trade was submitted and may no longer change): `POST /_emu/wdt/held`.
     pub(crate) refuse_held: bool,
+    /// Methods the key may not call (`POST /_emu/deny`): status 100 权限不足.
+    pub(crate) denied: Vec<String>,
 }
 
 /// `POST /_emu/wdt/refuse` body: pushes holding `tid` are refused with `message`.
@@ -149,10 +180,16 @@ const PUBLIC: [&str; 7] = ["sid", "key", "salt", "method", "v", "timestamp", "si
 pub(crate) fn handle(cfg: &WdtTenant, st: &mut State, req: &Request, now: i64) -> Response {
     let (status, body) = match public(cfg, req, now) {
         Err((status, msg)) => (status, answer_error(&status.to_string(), &msg)),
+        // The vendor's answer to a key without this API's permission.
+        Ok(method) if st.wdt.denied.contains(&method) => (100, answer_error("100", "权限不足")),
         Ok(method) if method == CORE_NOW => {
             (0, json!({"status": 0, "data": {"now": now - EPOCH_OFFSET}}))
         }
         Ok(method) if method == SEARCH_SELF_ORDER => match search(&st.wdt, req) {
+            Ok(v) => (0, v),
+            Err((status, msg)) => (status, answer_error(&status.to_string(), &msg)),
+        },
+        Ok(method) if method == QUERY_SHOP => match query_shop(cfg, req) {
             Ok(v) => (0, v),
             Err((status, msg)) => (status, answer_error(&status.to_string(), &msg)),
         },
@@ -217,7 +254,15 @@ fn public(cfg: &WdtTenant, req: &Request, now: i64) -> Result<String, Refusal> {
         ));
     }
     let method = p["method"].clone();
-    if ![CORE_NOW, PUSH_SELF, PUSH_SELF2, SEARCH_SELF_ORDER].contains(&method.as_str()) {
+    if ![
+        CORE_NOW,
+        PUSH_SELF,
+        PUSH_SELF2,
+        SEARCH_SELF_ORDER,
+        QUERY_SHOP,
+    ]
+    .contains(&method.as_str())
+    {
         return Err((1, format!("参数错误: method {method} not exists")));
     }
     Ok(method)
@@ -250,7 +295,13 @@ fn push(
     let trades: Vec<&RawValue> =
         serde_json::from_str(args[1].get()).map_err(|_| bad("rawTradeList must be a list"))?;
     if !cfg.shop_nos.contains(&shop_no) {
-        return Err((100, "店铺编号不存在或已停用".into()));
+        let other = cfg.shops.iter().find(|s| s.shop_no == shop_no);
+        return Err(match other {
+            Some(s) if !s.disabled && s.platform_id != OWN_PLATFORM => {
+                (100, "店铺平台不是自有平台".into())
+            }
+            _ => (100, "店铺编号不存在或已停用".into()),
+        });
     }
     if trades.len() > MAX_BATCH {
         return Err(bad("at most 100 trades per call"));
@@ -455,6 +506,63 @@ fn search(st: &WdtState, req: &Request) -> Result<Value, Refusal> {
         data["total_count"] = json!(total);
     }
     Ok(json!({"status": 0, "data": data}))
+}
+
+/// `setting.Shop.queryShop`: body `[{"shop_no"?, "platform_id"?}]` (either narrows;
+/// `platform_id` as a number or text, as the vendor's example sends it); answers
+/// `{"total_count", "details": [{shop_id, shop_name, shop_no, platform_id,
+/// sub_platform_id, is_disabled, auth_state}]}`. The pager is required, as for every
+/// query (`此方法仅支持分页查询`): `page_size` 1..=100, `page_no` ≥ 0.
+fn query_shop(cfg: &WdtTenant, req: &Request) -> Result<Value, Refusal> {
+    let bad = |m: &str| (1, format!("参数错误: {m}"));
+    let q: BTreeMap<String, String> = parse_form(&req.query).into_iter().collect();
+    let page = |k: &str| q.get(k).and_then(|v| v.parse::<usize>().ok());
+    let (Some(page_size), Some(page_no)) = (page("page_size"), page("page_no")) else {
+        return Err((100, format!("此方法仅支持分页查询：{QUERY_SHOP}")));
+    };
+    if !(1..=100).contains(&page_size) {
+        return Err(bad("page_size must be 1..=100"));
+    }
+    let args: Vec<Value> =
+        serde_json::from_slice(&req.body).map_err(|_| bad("body must be a JSON array"))?;
+    let empty = Map::new();
+    let p = match args.first() {
+        None => &empty,
+        Some(Value::Object(m)) => m,
+        Some(_) => return Err(bad("body must be [{shop_no, platform_id}]")),
+    };
+    let shop_no = p.get("shop_no").and_then(Value::as_str).unwrap_or_default();
+    let platform = match p.get("platform_id") {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) => n.as_i64(),
+        Some(Value::String(s)) => Some(s.trim().parse().map_err(|_| bad("platform_id"))?),
+        Some(_) => return Err(bad("platform_id")),
+    };
+    let own = cfg.shop_nos.iter().map(|no| WdtShopRecord {
+        shop_no: no.clone(),
+        name: no.clone(),
+        platform_id: OWN_PLATFORM,
+        disabled: false,
+    });
+    let all: Vec<WdtShopRecord> = own.chain(cfg.shops.iter().cloned()).collect();
+    let found: Vec<Value> = all
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| shop_no.is_empty() || s.shop_no == shop_no)
+        .filter(|(_, s)| platform.is_none_or(|p| s.platform_id == p))
+        .map(|(i, s)| {
+            json!({"shop_id": i + 1, "shop_name": s.name, "shop_no": s.shop_no,
+                   "platform_id": s.platform_id, "sub_platform_id": 0,
+                   "is_disabled": s.disabled, "auth_state": 1})
+        })
+        .collect();
+    let total = found.len();
+    let page: Vec<Value> = found
+        .into_iter()
+        .skip(page_no * page_size)
+        .take(page_size)
+        .collect();
+    Ok(json!({"status": 0, "data": {"total_count": total, "details": page}}))
 }
 
 /// One object's field checks.
