@@ -8,7 +8,9 @@
 //! clock → 7; an unknown method → 1.
 //!
 //! Push checks: the body is `[shop_no, rawTradeList, rawTradeOrderList(, discountList)]`
-//! (else 1); an unknown `shop_no` → 100 店铺编号不存在或已停用; more than 100 trades → 1.
+//! (else 1); an unknown or disabled `shop_no` → 100 店铺编号不存在或已停用, another
+//! platform's shop (`[[wdt.shop]]`, platform ≠ 127) → 100 店铺平台不是自有平台; more
+//! than 100 trades → 1. A method denied to the key (`/_emu/deny`) → 100 权限不足.
 //! Each trade and its lines are checked against every rule the seed and spec state:
 //! required fields present and typed, max lengths (characters), no control characters,
 //! code sets, Decimal(19,4) with at most 4 decimals, time formats, a `trade_time` not in

@@ -1,5 +1,7 @@
 //! Wangdiantong (旺店通) `sales.RawTrade.pushSelf2` / `pushSelf`: configuration, raw
-//! trades from stamped orders, the `sign` signature, reply classification, batching.
+//! trades from stamped orders, the `sign` signature, reply classification, batching,
+//! and `check-config --online`'s checks (the account by `system.Core.now`, each
+//! source's shop by `setting.Shop.queryShop`).
 //!
 //! Invariants:
 //! - Each order becomes one raw trade (`tid` = optional per-source prefix + order number)
