@@ -347,6 +347,28 @@ mod tests {
         assert_eq!(parsed, expected);
     }
 
+    /// Ovopark's `stat` in each form the switch offers, from one answer.
+    #[test]
+    pub(crate) fn ovopark_stat_forms() {
+        use ovopark::{ReplyForm, SystimeForm, answer, shaped};
+        // 2019-11-28 14:16:20 at UTC+8.
+        let now = 1_574_921_780;
+        let a = || answer("16", "TIMESTAMP_OVERTIME", "", now, None);
+        let plain = shaped(a(), &ReplyForm::default(), 8 * 3600);
+        assert_eq!(plain["stat"]["code"], "16");
+        assert_eq!(plain["stat"]["systime"], "1574921780000");
+        let form = |systime| ReplyForm {
+            numeric_code: true,
+            systime,
+            date_header: false,
+        };
+        let n = shaped(a(), &form(SystimeForm::Millis), 8 * 3600);
+        assert_eq!(n["stat"]["code"], 16);
+        assert_eq!(n["stat"]["systime"], 1_574_921_780_000i64);
+        let d = shaped(a(), &form(SystimeForm::Datetime), 8 * 3600);
+        assert_eq!(d["stat"]["systime"], "2019-11-28 14:16:20");
+    }
+
     #[test]
     pub(crate) fn faults_count_down() {
         let mut st = State::default();
