@@ -320,8 +320,19 @@ fn check_config(path: &std::path::Path, online: bool, json: bool) -> Result<(), 
             failed.push(name.to_string());
         }
     };
+    // One line per destination (account, key), then one per (destination, source).
     for (name, c) in crate::upload::clients(cfg.ovopark.as_ref(), cfg.wdt.as_ref(), &cfg.routes) {
-        check(name, c.and_then(|c| c.check_online()));
+        match c {
+            Err(e) => check(name, Err(e)),
+            Ok(c) => {
+                for each in c.online_checks() {
+                    match &each.source {
+                        None => check(name, each.result),
+                        Some(s) => check(&format!("{name} / source {s}"), each.result),
+                    }
+                }
+            }
+        }
     }
     if cfg.ovopark.is_none() && cfg.wdt.is_none() {
         let _ = writeln!(out, "  no destination is enabled");

@@ -1020,3 +1020,95 @@ fn per_source_identity_reaches_the_right_tenant_and_shop() {
     assert_eq!(listing[0]["shop_no"], "SHOP2");
     assert_eq!(listing[1]["shop_no"], "SHOP1");
 }
+
+/// `check-config --online`'s Wangdiantong checks through the client, per source:
+/// queryShop finds each source's shop_no (or not, or another platform's), a key
+/// without queryShop's permission is named as such, and the emulator refuses pushes
+/// to another platform's shop as the ERP does (configuration: the destination pauses).
+#[test]
+fn wdt_online_checks_each_sources_shop() {
+    let emu = start();
+    let (_, w) = configs(&emu, "", "");
+    let shop = |no: &str| wdt::WdtShop {
+        shop_no: Some(no.into()),
+        ..Default::default()
+    };
+    let routes: HashMap<String, Result<wdt::ShopTarget, String>> =
+        [("lane1", "SHOP1"), ("lane2", "NOSUCH"), ("lane3", "TMALL1")]
+            .into_iter()
+            .map(|(name, no)| (name.to_string(), w.target(Some(&shop(no)))))
+            .collect();
+    let client = WdtClient::new(w, routes).unwrap();
+    let checks = client.online_checks();
+    let of = |src: Option<&str>| {
+        checks
+            .iter()
+            .find(|c| c.source.as_deref() == src)
+            .unwrap_or_else(|| panic!("no check for {src:?}: {checks:?}"))
+            .result
+            .clone()
+    };
+    assert_eq!(checks.len(), 4, "{checks:?}");
+    assert!(of(None).unwrap().contains("accepted"));
+    assert!(of(Some("lane1")).unwrap().contains("self-operated"));
+    let e = of(Some("lane2")).unwrap_err();
+    assert!(e.contains("shop_no NOSUCH is unknown to the ERP"), "{e}");
+    let e = of(Some("lane3")).unwrap_err();
+    assert!(
+        e.contains("not a self-operated") && e.contains("platform 1"),
+        "{e}"
+    );
+    // Three sources, two shops asked about (one call each) after the account's call.
+    assert_eq!(emu.requests().1, 4);
+    let e = client.check_online().unwrap_err();
+    assert!(
+        e.contains("source lane2") && e.contains("source lane3"),
+        "{e}"
+    );
+
+    // The ERP refuses pushes to another platform's shop: configuration, not data.
+    let o = &common::fixture_orders()[0];
+    let mut lane3 = o.clone();
+    lane3.source = Some("lane3".into());
+    let r = client.send_batch(&[&lane3]).remove(0);
+    assert!(matches!(r, Outcome::Misconfigured { .. }), "{r:?}");
+    assert!(r.text().contains("店铺平台不是自有平台"), "{r:?}");
+
+    // queryShop without its permission: each source says so, no "unreachable".
+    emu.post(
+        "/_emu/deny",
+        json!({"target": "wdt", "method": "setting.Shop.queryShop"}),
+    );
+    let checks = client.online_checks();
+    let e = checks[1].result.clone().unwrap_err();
+    assert!(
+        e.contains("permission 权限不足 for method setting.Shop.queryShop"),
+        "{e}"
+    );
+    assert!(!e.contains("unreachable"), "{e}");
+    // A query method without its pager is refused, as the vendor's are.
+    let r = common::http()
+        .delete(format!("{}/_emu/deny", emu.base()))
+        .call()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let body = r#"[{"shop_no":"SHOP1"}]"#;
+    let url = client.signed_url(wdt::QUERY_SHOP, body, tillrelay::clock::unix_now());
+    let text = common::http()
+        .post(url)
+        .header("Content-Type", "application/json")
+        .send(body)
+        .unwrap()
+        .body_mut()
+        .read_to_vec()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&text).unwrap();
+    assert_eq!(v["status"], 100, "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("此方法仅支持分页查询"),
+        "{v}"
+    );
+}

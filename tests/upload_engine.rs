@@ -635,3 +635,64 @@ fn a_slow_commit_holds_new_requests_back_so_a_kill_resends_at_most_concurrency()
         "{worst} requests were answered or in flight and not yet recorded"
     );
 }
+
+/// Issue #15 (a leftover): the one-order probe after an outage answered with a
+/// refusal of that order alone (the cloud answers again; it only refuses this one's
+/// data) counts as the cloud's return, as a delivery does: the backlog is brought
+/// forward and drained at once, not left to its hour of backoff.
+#[test]
+fn a_probe_answered_with_a_rejection_brings_the_backlog_forward() {
+    let emu = Emu::start(EmuConfig::default());
+    let dir = tempfile::tempdir().unwrap();
+    let orders = common::fixture_orders();
+    ingest(&mut open(dir.path()), "a.json", &orders[..6]);
+    emu.fault(json!({"target": "wdt", "mode": "http500", "count": 1000}));
+    let cfg = EngineConfig {
+        retry_base: Duration::from_secs(3600),
+        retry_max: Duration::from_secs(3600),
+        recheck: Duration::from_secs(30),
+        ..fast()
+    };
+    let clock = Arc::new(ManualClock::new(tillrelay::clock::unix_now()));
+    let (_, wdt) = clients(&emu, None);
+    let mut worker = Worker::new(wdt, open(dir.path()), cfg, Wake::new()).with_clock(clock.clone());
+    let next_due = || {
+        open(dir.path())
+            .status(clock.now_unix())
+            .unwrap()
+            .destinations
+            .iter()
+            .find(|d| d.name == "wdt")
+            .and_then(|d| d.next_due_at)
+            .unwrap()
+    };
+    assert_eq!(worker.step(), Some(Duration::from_secs(30)));
+    assert!(next_due() >= clock.now_unix() + 1800);
+    // The cloud is back, but refuses whichever order the probe carries (an
+    // `error_list` entry: that order's data, the others are fine).
+    emu.clear_faults();
+    for o in &orders[..6] {
+        emu.post(
+            "/_emu/wdt/refuse",
+            json!({"tid": o.order_no, "message": "商家编码和货品编号不匹配", "whole_call": false}),
+        );
+    }
+    clock.advance(Duration::from_secs(30));
+    assert_eq!(worker.step(), None, "an answer: go on at once");
+    let st = dest_status(dir.path());
+    assert_eq!(st["wdt"].2, 1, "the probe's order is rejected: {st:?}");
+    assert_eq!(accepted(&emu).1, 0);
+    let r = common::http()
+        .delete(format!("{}/_emu/wdt/refuse", emu.base()))
+        .call()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert!(
+        next_due() <= clock.now_unix(),
+        "the backlog is due now, not in an hour"
+    );
+    // The next pass, at the same instant, sends the other five.
+    assert_eq!(worker.step(), None);
+    assert_eq!(accepted(&emu).1, 5);
+    exactly_once(&emu);
+}

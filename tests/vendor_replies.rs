@@ -3,6 +3,9 @@
 //! message lands in its class (configuration pauses, a trade time ahead of the server
 //! waits for its clock, a refused re-push of a trade the ERP holds is delivered).
 //!
+//! `check-config --online` answers per source (a shop unknown to the ERP, a key
+//! without a method's permission), and Ovopark's `stat` is read in both forms.
+//!
 //! Scenarios run on threads inside one test (each with its own emulator and agent).
 
 mod common;
@@ -188,6 +191,156 @@ fn key_without_permission() {
     till.stop();
 }
 
+/// stdout and stderr of a command, for assertions on what the user reads.
+fn output_text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// The key lacks the permission of the methods it calls, on both clouds: each
+/// destination is paused with a reason naming the permission and the method (shown by
+/// `status`), and `check-config --online` names the permission its own calls lack
+/// rather than calling the cloud unreachable. Granted again, everything goes out.
+fn key_without_method_permission() {
+    let emu = Emu::process();
+    for (target, method) in [
+        ("wdt", "sales.RawTrade.pushSelf2"),
+        ("wdt", "setting.Shop.queryShop"),
+        ("ovopark", "open.ovopark.storehouse.sendOrder"),
+        ("ovopark", "open.gateway.getBusinessOrg"),
+    ] {
+        emu.post("/_emu/deny", json!({"target": target, "method": method}));
+    }
+    let mut till = Till::new(&emu.dest_config("", ""));
+    till.start();
+    till.drop_fixtures();
+    let paused = |dest: &str, text: &str| {
+        till.dest(dest)["paused"]
+            .as_str()
+            .is_some_and(|p| p.contains(text))
+    };
+    assert!(
+        poll(WAIT, || paused(
+            "wdt",
+            "permission 权限不足 for method sales.RawTrade.pushSelf2"
+        ) && paused(
+            "ovopark",
+            "the key may not call method open.ovopark.storehouse.sendOrder"
+        )),
+        "{}",
+        till.explain()
+    );
+    assert_eq!(till.counts("wdt"), (4, 0, 0));
+    assert_eq!(till.counts("ovopark"), (4, 0, 0));
+    let status = output_text(&till.cli(&["status"]));
+    assert!(
+        status.contains("permission 权限不足 for method sales.RawTrade.pushSelf2"),
+        "{status}"
+    );
+    let online = till.cli(&["check-config", "--online"]);
+    let text = output_text(&online);
+    assert_eq!(online.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("permission 权限不足 for method setting.Shop.queryShop"),
+        "{text}"
+    );
+    assert!(
+        text.contains("the key may not call method open.gateway.getBusinessOrg"),
+        "{text}"
+    );
+    assert!(!text.contains("unreachable"), "{text}");
+    // Granted: the paused destinations go on (a flush ends the slow probing).
+    delete(&emu, "/_emu/deny");
+    assert!(
+        till.wait_delivered(&["ovopark", "wdt"], 4, WAIT, true),
+        "{}",
+        till.explain()
+    );
+    let online = till.cli(&["check-config", "--online"]);
+    assert!(online.status.success(), "{}", output_text(&online));
+    till.stop();
+}
+
+/// `check-config --online` answers per source: a lane whose shop_no the ERP does
+/// not know, and one whose shop is another platform's (not self-operated), are each
+/// named with the plain problem; the lane on a good shop is ok; exit 1.
+fn shop_unknown_to_the_erp() {
+    let emu = Emu::process();
+    let dest = emu.dest_config("", "");
+    let till = Till::with_config(|l| {
+        let lane = |name: &str, shop_no: &str| {
+            let path = l.inbox.parent().unwrap().join(format!("inbox-{name}"));
+            format!(
+                "\n[[source]]\nname = \"{name}\"\nkind = \"folder\"\npath = {path:?}\nshop = \"D001\"\nmachine_id = \"NVR01-CH09\"\n[source.wdt]\nshop_no = \"{shop_no}\"\n"
+            )
+        };
+        let tail = format!(
+            "{dest}{}{}",
+            lane("lane2", "NOSUCH"),
+            lane("lane3", "TMALL1")
+        );
+        common::till::example_config(l, "300ms", None, &tail)
+    });
+    let online = till.cli(&["check-config", "--online"]);
+    let text = output_text(&online);
+    assert_eq!(online.status.code(), Some(1), "{text}");
+    let line = |prefix: &str| {
+        text.lines()
+            .find(|l| l.trim_start().starts_with(prefix))
+            .unwrap_or_else(|| panic!("no line {prefix:?} in {text}"))
+            .to_string()
+    };
+    let l2 = line("wdt / source lane2:");
+    assert!(
+        l2.contains("FAILED") && l2.contains("shop_no NOSUCH is unknown to the ERP"),
+        "{l2}"
+    );
+    let l3 = line("wdt / source lane3:");
+    assert!(
+        l3.contains("FAILED") && l3.contains("not a self-operated"),
+        "{l3}"
+    );
+    let l1 = line("wdt / source lane1:");
+    assert!(
+        l1.contains("ok") && l1.contains("shop_no SHOP1") && l1.contains("self-operated"),
+        "{l1}"
+    );
+    assert!(line("wdt:").contains("ok"), "{text}");
+    assert!(line("ovopark / source lane2:").contains("ok"), "{text}");
+    assert!(
+        text.contains("online check failed for wdt / source lane2, wdt / source lane3"),
+        "{text}"
+    );
+}
+
+/// Ovopark's `stat` as the gateway SDKs type it: `code` a number or text, `systime`
+/// epoch milliseconds (a number) or `yyyy-MM-dd HH:mm:ss`. The server's clock is two
+/// hours off and its answers carry no `Date`, so `stat.systime` is the only way to
+/// learn it: every order is refused (code 16) until the reply is read right.
+fn ovopark_stat_forms(form: Value) {
+    let emu = Emu::process();
+    emu.post("/_emu/ovopark/reply", form.clone());
+    emu.skew("ovopark", 2 * 3600);
+    let mut till = Till::new(&emu.dest_config("", ""));
+    till.start();
+    till.drop_fixtures();
+    assert!(
+        till.wait_delivered(&["ovopark", "wdt"], 4, WAIT, true),
+        "{form}: {}",
+        till.explain()
+    );
+    assert!(
+        emu.answers("ovopark", "16") >= 1,
+        "{form}: the clock was off"
+    );
+    let online = till.cli(&["check-config", "--online"]);
+    assert!(online.status.success(), "{form}: {}", output_text(&online));
+    till.stop();
+}
+
 /// The agent dies after Wangdiantong took a batch, before it kept the outcome; the
 /// ERP refuses the re-push of trades it holds. `searchSelfOrder` confirms them: each
 /// is delivered once, none rejected.
@@ -229,5 +382,23 @@ fn vendor_replies_end_to_end() {
         ("ahead", Box::new(pos_clock_30s_ahead)),
         ("permission", Box::new(key_without_permission)),
         ("crash", Box::new(crash_between_push_and_reply)),
+        ("method permission", Box::new(key_without_method_permission)),
+        ("unknown shop", Box::new(shop_unknown_to_the_erp)),
+        (
+            "stat as numbers",
+            Box::new(|| {
+                ovopark_stat_forms(
+                    json!({"numeric_code": true, "systime": "millis", "date_header": false}),
+                )
+            }),
+        ),
+        (
+            "stat as text",
+            Box::new(|| {
+                ovopark_stat_forms(
+                    json!({"numeric_code": false, "systime": "datetime", "date_header": false}),
+                )
+            }),
+        ),
     ]);
 }

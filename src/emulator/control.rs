@@ -90,7 +90,10 @@ pub(crate) fn dispatch(shared: &Shared, req: &Request) -> Action {
             },
             FaultMode::Code => match cloud {
                 Cloud::Ovopark => {
-                    Response::json(&ovopark::answer(&f.code, "FAULT", &f.message, now, None))
+                    let zone =
+                        spec::utc_offset_secs(&shared.cfg.ovopark.utc_offset).unwrap_or(8 * 3600);
+                    let body = ovopark::answer(&f.code, "FAULT", &f.message, now, None);
+                    Response::json(&ovopark::shaped(body, &st.ovo.reply, i64::from(zone)))
                 }
                 Cloud::Wdt => Response::json(&wdt::answer_error(&f.code, &f.message)),
             },
@@ -103,15 +106,32 @@ pub(crate) fn dispatch(shared: &Shared, req: &Request) -> Action {
                 Cloud::Wdt => Response::json(&wdt::answer_error("100", wdt::RATE_LIMIT_MESSAGE)),
             },
         };
-        resp.headers.push(("Date", date));
+        if with_date(&st, cloud) {
+            resp.headers.push(("Date", date));
+        }
         return Action::Respond(resp);
     }
     let mut resp = match cloud {
         Cloud::Ovopark => ovopark::handle(&shared.cfg.ovopark, &mut st, req, now),
         Cloud::Wdt => wdt::handle(&shared.cfg.wdt, &mut st, req, now),
     };
-    resp.headers.push(("Date", date));
+    if with_date(&st, cloud) {
+        resp.headers.push(("Date", date));
+    }
     Action::Respond(resp)
+}
+
+/// Whether `cloud`'s answers carry a `Date` header (Ovopark's may be switched off).
+fn with_date(st: &State, cloud: Cloud) -> bool {
+    cloud == Cloud::Wdt || st.ovo.reply.date_header
+}
+
+/// `POST /_emu/deny` body: the key may not call `method` on `target`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DenySpec {
+    pub(crate) target: Target,
+    pub(crate) method: String,
 }
 
 /// The `/_emu/…` control and listing endpoints.
@@ -183,6 +203,32 @@ pub(crate) fn control(st: &mut State, req: &Request) -> Response {
         ("POST", "/_emu/wdt/held") => {
             st.wdt.refuse_held = true;
             Response::json(&serde_json::json!({"ok": true}))
+        }
+        ("POST", "/_emu/deny") => match serde_json::from_slice::<DenySpec>(&req.body) {
+            Ok(spec) => {
+                if spec.target.hits(Cloud::Ovopark) {
+                    st.ovo.denied.push(spec.method.clone());
+                }
+                if spec.target.hits(Cloud::Wdt) {
+                    st.wdt.denied.push(spec.method);
+                }
+                Response::json(&serde_json::json!({"ok": true}))
+            }
+            Err(e) => bad(format!("deny: {e}")),
+        },
+        ("DELETE", "/_emu/deny") => {
+            st.ovo.denied.clear();
+            st.wdt.denied.clear();
+            Response::json(&serde_json::json!({"ok": true}))
+        }
+        ("POST", "/_emu/ovopark/reply") => {
+            match serde_json::from_slice::<ovopark::ReplyForm>(&req.body) {
+                Ok(form) => {
+                    st.ovo.reply = form;
+                    Response::json(&serde_json::json!({"ok": true}))
+                }
+                Err(e) => bad(format!("reply: {e}")),
+            }
         }
         ("DELETE", "/_emu/fault") => {
             st.faults = [None, None];

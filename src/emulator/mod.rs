@@ -5,7 +5,9 @@
 //! - `POST /cloud.api`: Ovopark (`_mt` = `open.ovopark.storehouse.sendOrder` or
 //!   `open.gateway.getBusinessOrg`), see [`ovopark`].
 //! - `POST /openapi?…`: Wangdiantong (`sales.RawTrade.pushSelf2`, `pushSelf`,
-//!   `searchSelfOrder`, `system.Core.now`), see [`wdt`].
+//!   `searchSelfOrder`, `setting.Shop.queryShop`, `system.Core.now`), see [`wdt`].
+//!   queryShop lists the tenant's `shop_nos` (own platform, 127) and its `[[wdt.shop]]`
+//!   records (another platform's shop refuses pushes with 店铺平台不是自有平台).
 //! - `GET /_emu/ovopark/orders`, `GET /_emu/wdt/trades`: what was accepted, with a
 //!   per-key count (`accepted`, `duplicates` / `pushes`, `updates`) so tests can assert
 //!   exactly-once.
@@ -22,6 +24,14 @@
 //!   (`订单已递交,不能修改,原始单号为：…`), as after a submitted trade.
 //!   `DELETE /_emu/wdt/refuse` clears both. `sales.RawTrade.searchSelfOrder` answers
 //!   what is held (by tid, shop and time window).
+//! - `POST /_emu/deny` `{"target": "ovopark"|"wdt"|"both", "method": "…"}`: the key
+//!   may not call that method (a key without its permission): Wangdiantong answers
+//!   status 100 `权限不足`, Ovopark code 9 (the seed names no permission code; 9 is its
+//!   answer for a method not registered for the key). `DELETE /_emu/deny` clears.
+//! - `POST /_emu/ovopark/reply` `{"numeric_code": bool, "systime": "millis_text"|
+//!   "millis"|"datetime", "date_header": bool}`: the shape of Ovopark's `stat` (code
+//!   as a number; systime as epoch ms text (default), an epoch ms number, or
+//!   `yyyy-MM-dd HH:mm:ss` in the tenant's zone) and whether answers carry `Date`.
 //! - `POST /_emu/clock` `{"target": …, "skew_secs": S}`: the cloud's clock runs S
 //!   seconds off (its `Date`, `stat.systime` and timestamp windows).
 //! - `POST /_emu/latency` `{"target": …, "ms": N}`: each API request of the target is
@@ -335,6 +345,28 @@ mod tests {
         let mut expected = EmuConfig::default();
         expected.ovopark.enterprises.truncate(1);
         assert_eq!(parsed, expected);
+    }
+
+    /// Ovopark's `stat` in each form the switch offers, from one answer.
+    #[test]
+    pub(crate) fn ovopark_stat_forms() {
+        use ovopark::{ReplyForm, SystimeForm, answer, shaped};
+        // 2019-11-28 14:16:20 at UTC+8.
+        let now = 1_574_921_780;
+        let a = || answer("16", "TIMESTAMP_OVERTIME", "", now, None);
+        let plain = shaped(a(), &ReplyForm::default(), 8 * 3600);
+        assert_eq!(plain["stat"]["code"], "16");
+        assert_eq!(plain["stat"]["systime"], "1574921780000");
+        let form = |systime| ReplyForm {
+            numeric_code: true,
+            systime,
+            date_header: false,
+        };
+        let n = shaped(a(), &form(SystimeForm::Millis), 8 * 3600);
+        assert_eq!(n["stat"]["code"], 16);
+        assert_eq!(n["stat"]["systime"], 1_574_921_780_000i64);
+        let d = shaped(a(), &form(SystimeForm::Datetime), 8 * 3600);
+        assert_eq!(d["stat"]["systime"], "2019-11-28 14:16:20");
     }
 
     #[test]

@@ -105,8 +105,49 @@ pub(crate) struct OvoRecord {
     duplicates: u32,
 }
 
+/// `POST /_emu/ovopark/reply` body: the shape of `stat` in every answer. The spec
+/// types `stat.code` and `stat.systime` as text; the vendor's gateway SDKs type them
+/// int and long, and `systime` is documented only as "the current time".
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReplyForm {
+    /// `stat.code` as a JSON number instead of text.
+    pub numeric_code: bool,
+    pub systime: SystimeForm,
+    /// Whether answers carry an HTTP `Date` header (without it, `stat.systime` is the
+    /// client's only way to learn the server's clock).
+    pub date_header: bool,
+}
+
+impl Default for ReplyForm {
+    fn default() -> Self {
+        ReplyForm {
+            numeric_code: false,
+            systime: SystimeForm::MillisText,
+            date_header: true,
+        }
+    }
+}
+
+/// How `stat.systime` is written.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SystimeForm {
+    /// Epoch milliseconds as text (`"1574921780123"`): the default.
+    MillisText,
+    /// Epoch milliseconds as a JSON number (the SDKs' `long`).
+    Millis,
+    /// `yyyy-MM-dd HH:mm:ss` in the tenant's zone.
+    Datetime,
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct OvoState {
+    /// The shape of `stat` (`POST /_emu/ovopark/reply`).
+    pub(crate) reply: ReplyForm,
+    /// Methods the key may not call (`POST /_emu/deny`): code 9, as for a method not
+    /// registered for the key's application.
+    pub(crate) denied: Vec<String>,
     /// (orgId, orderNo) → record.
     orders: BTreeMap<(String, String), OvoRecord>,
     /// Signatures seen recently → when (replay detection).
@@ -174,6 +215,31 @@ pub(crate) fn answer(code: &str, name: &str, result: &str, now: i64, data: Optio
         "result": result,
         "data": data.unwrap_or_else(|| json!({})),
     })
+}
+
+/// `v` (an [`answer`]) in the shape `form` asks for; `zone_secs`: the tenant's zone.
+pub(crate) fn shaped(mut v: Value, form: &ReplyForm, zone_secs: i64) -> Value {
+    let stat = &mut v["stat"];
+    if form.numeric_code {
+        if let Some(n) = stat["code"].as_str().and_then(|c| c.parse::<i64>().ok()) {
+            stat["code"] = json!(n);
+        }
+    }
+    let millis: i64 = stat["systime"]
+        .as_str()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_default();
+    stat["systime"] = match form.systime {
+        SystimeForm::MillisText => json!(millis.to_string()),
+        SystimeForm::Millis => json!(millis),
+        SystimeForm::Datetime => {
+            let local = chrono::DateTime::from_timestamp(millis / 1000 + zone_secs, 0)
+                .unwrap_or_default()
+                .naive_utc();
+            json!(local.format("%Y-%m-%d %H:%M:%S").to_string())
+        }
+    };
+    v
 }
 
 type Refusal = (&'static str, String);
@@ -278,6 +344,12 @@ pub(crate) fn handle(cfg: &OvoTenant, st: &mut State, req: &Request, now: i64) -
     let p: BTreeMap<String, String> = parse_form(&form).into_iter().collect();
     let (code, result, data) = match gateway(cfg, &p, now, &mut st.ovo) {
         Err((code, msg)) => (code, msg, None),
+        Ok(mt) if st.ovo.denied.contains(&mt) => (
+            "9",
+            "The method name corresponding to _mt does not exist or is not registered in the service"
+                .to_string(),
+            None,
+        ),
         Ok(mt) if mt == GET_BUSINESS_ORG => {
             let list: Vec<Value> = cfg
                 .enterprises
@@ -300,7 +372,9 @@ pub(crate) fn handle(cfg: &OvoTenant, st: &mut State, req: &Request, now: i64) -
     };
     st.count_answer(Cloud::Ovopark, code);
     st.ovo.cid += 1;
-    Response::json(&answer(code, codename(code), &result, now, data))
+    let zone = utc_offset_secs(&cfg.utc_offset).unwrap_or(8 * 3600);
+    let body = answer(code, codename(code), &result, now, data);
+    Response::json(&shaped(body, &st.ovo.reply, i64::from(zone)))
 }
 
 fn send_order(

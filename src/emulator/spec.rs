@@ -65,6 +65,13 @@ pub mod wdt {
     /// `page_no`, `calc_total`) travels in the query and is signed like the rest.
     pub const SEARCH_SELF_ORDER: &str = "sales.RawTrade.searchSelfOrder";
     pub const PAGE_PARAMS: [&str; 3] = ["page_size", "page_no", "calc_total"];
+    /// The ERP's shop records (`[{shop_no?, platform_id?}]`, paged like
+    /// searchSelfOrder); not in the seed: the vendor's API page for it (qjb
+    /// `setting.Shop.queryShop`) gives `data.details[]` with `shop_no`, `platform_id`
+    /// (127 = 其他（自有商城）, the platform pushSelf needs), `is_disabled`.
+    pub const QUERY_SHOP: &str = "setting.Shop.queryShop";
+    /// `platform_id` of a self-operated shop (自有平台), per the vendor's platform table.
+    pub const OWN_PLATFORM: i64 = 127;
     use super::*;
 
     pub const PUSH_SELF2: &str = "sales.RawTrade.pushSelf2";

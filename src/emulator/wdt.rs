@@ -8,7 +8,9 @@
 //! clock → 7; an unknown method → 1.
 //!
 //! Push checks: the body is `[shop_no, rawTradeList, rawTradeOrderList(, discountList)]`
-//! (else 1); an unknown `shop_no` → 100 店铺编号不存在或已停用; more than 100 trades → 1.
+//! (else 1); an unknown or disabled `shop_no` → 100 店铺编号不存在或已停用, another
+//! platform's shop (`[[wdt.shop]]`, platform ≠ 127) → 100 店铺平台不是自有平台; more
+//! than 100 trades → 1. A method denied to the key (`/_emu/deny`) → 100 权限不足.
 //! Each trade and its lines are checked against every rule the seed and spec state:
 //! required fields present and typed, max lengths (characters), no control characters,
 //! code sets, Decimal(19,4) with at most 4 decimals, time formats, a `trade_time` not in
@@ -31,11 +33,14 @@ use serde_json::{Map, Value, json};
 
 use super::spec::utc_offset_secs;
 use super::spec::wdt::{
-    CORE_NOW, DELIVERY_TERMS, EPOCH_OFFSET, LINE_REFUND_STATUSES, MAX_BATCH, PAGE_PARAMS,
-    PAY_METHODS, PAY_STATUSES, PROCESS_STATUSES, PUSH_SELF, PUSH_SELF2, REFUND_STATUSES,
-    SEARCH_SELF_ORDER, TRADE_STATUSES, expected_sign,
+    CORE_NOW, DELIVERY_TERMS, EPOCH_OFFSET, LINE_REFUND_STATUSES, MAX_BATCH, OWN_PLATFORM,
+    PAGE_PARAMS, PAY_METHODS, PAY_STATUSES, PROCESS_STATUSES, PUSH_SELF, PUSH_SELF2, QUERY_SHOP,
+    REFUND_STATUSES, SEARCH_SELF_ORDER, TRADE_STATUSES, expected_sign,
 };
 use super::{Cloud, Request, Response, State, parse_form};
+
+mod query;
+use query::{query_shop, search};
 
 pub const RATE_LIMIT_MESSAGE: &str = "超过每分钟最大调用频率限制";
 
@@ -50,9 +55,32 @@ pub struct WdtTenant {
     pub salt: String,
     /// Shops (own platform) that accept pushes.
     pub shop_nos: Vec<String>,
+    /// More shops the ERP knows (`setting.Shop.queryShop` lists them with the
+    /// `shop_nos`): another platform's shop refuses pushes (店铺平台不是自有平台), a
+    /// disabled one too (店铺编号不存在或已停用).
+    #[serde(rename = "shop")]
+    pub shops: Vec<WdtShopRecord>,
     pub timestamp_tolerance_secs: i64,
     /// The server's zone (future `trade_time` check).
     pub utc_offset: String,
+}
+
+/// A shop of the ERP besides the own-platform `shop_nos`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WdtShopRecord {
+    pub shop_no: String,
+    #[serde(default)]
+    pub name: String,
+    /// The vendor's platform code (127: 其他（自有商城）, the one pushSelf accepts).
+    #[serde(default = "own_platform")]
+    pub platform_id: i64,
+    #[serde(default)]
+    pub disabled: bool,
+}
+
+fn own_platform() -> i64 {
+    OWN_PLATFORM
 }
 
 impl Default for WdtTenant {
@@ -63,6 +91,12 @@ impl Default for WdtTenant {
             secret: "demo-wdt-secret".into(),
             salt: "demo-salt".into(),
             shop_nos: vec!["SHOP1".into(), "SHOP2".into()],
+            shops: vec![WdtShopRecord {
+                shop_no: "TMALL1".into(),
+                name: "天猫旗舰店".into(),
+                platform_id: 1,
+                disabled: false,
+            }],
             timestamp_tolerance_secs: 120,
             utc_offset: "+08:00".into(),
         }
@@ -92,6 +126,8 @@ pub(crate) struct WdtState {
     /// A push of a trade the ERP already holds fails the whole call, naming it (the
     /// trade was submitted and may no longer change): `POST /_emu/wdt/held`.
     pub(crate) refuse_held: bool,
+    /// Methods the key may not call (`POST /_emu/deny`): status 100 权限不足.
+    pub(crate) denied: Vec<String>,
 }
 
 /// `POST /_emu/wdt/refuse` body: pushes holding `tid` are refused with `message`.
@@ -149,10 +185,16 @@ const PUBLIC: [&str; 7] = ["sid", "key", "salt", "method", "v", "timestamp", "si
 pub(crate) fn handle(cfg: &WdtTenant, st: &mut State, req: &Request, now: i64) -> Response {
     let (status, body) = match public(cfg, req, now) {
         Err((status, msg)) => (status, answer_error(&status.to_string(), &msg)),
+        // The vendor's answer to a key without this API's permission.
+        Ok(method) if st.wdt.denied.contains(&method) => (100, answer_error("100", "权限不足")),
         Ok(method) if method == CORE_NOW => {
             (0, json!({"status": 0, "data": {"now": now - EPOCH_OFFSET}}))
         }
         Ok(method) if method == SEARCH_SELF_ORDER => match search(&st.wdt, req) {
+            Ok(v) => (0, v),
+            Err((status, msg)) => (status, answer_error(&status.to_string(), &msg)),
+        },
+        Ok(method) if method == QUERY_SHOP => match query_shop(cfg, req) {
             Ok(v) => (0, v),
             Err((status, msg)) => (status, answer_error(&status.to_string(), &msg)),
         },
@@ -217,7 +259,15 @@ fn public(cfg: &WdtTenant, req: &Request, now: i64) -> Result<String, Refusal> {
         ));
     }
     let method = p["method"].clone();
-    if ![CORE_NOW, PUSH_SELF, PUSH_SELF2, SEARCH_SELF_ORDER].contains(&method.as_str()) {
+    if ![
+        CORE_NOW,
+        PUSH_SELF,
+        PUSH_SELF2,
+        SEARCH_SELF_ORDER,
+        QUERY_SHOP,
+    ]
+    .contains(&method.as_str())
+    {
         return Err((1, format!("参数错误: method {method} not exists")));
     }
     Ok(method)
@@ -250,7 +300,13 @@ fn push(
     let trades: Vec<&RawValue> =
         serde_json::from_str(args[1].get()).map_err(|_| bad("rawTradeList must be a list"))?;
     if !cfg.shop_nos.contains(&shop_no) {
-        return Err((100, "店铺编号不存在或已停用".into()));
+        let other = cfg.shops.iter().find(|s| s.shop_no == shop_no);
+        return Err(match other {
+            Some(s) if !s.disabled && s.platform_id != OWN_PLATFORM => {
+                (100, "店铺平台不是自有平台".into())
+            }
+            _ => (100, "店铺编号不存在或已停用".into()),
+        });
     }
     if trades.len() > MAX_BATCH {
         return Err(bad("at most 100 trades per call"));
@@ -399,60 +455,6 @@ fn push(
                 .map(|(no, error)| json!({"no": no, "error": error}))
                 .collect(),
         );
-    }
-    Ok(json!({"status": 0, "data": data}))
-}
-
-/// `sales.RawTrade.searchSelfOrder`: body `[{"shop_no", "tid", "start_time",
-/// "end_time"}]` (times `yyyy-MM-dd HH:mm:ss`, UTC+8, compared with `trade_time`);
-/// answers `{"total_count", "order": [{"tid", "shop_no", "trade_time"}]}` (the count
-/// only with `calc_total=1`). The pager is required: `page_size` 1..=100, `page_no` ≥ 0.
-fn search(st: &WdtState, req: &Request) -> Result<Value, Refusal> {
-    let bad = |m: &str| (1, format!("参数错误: {m}"));
-    let q: BTreeMap<String, String> = parse_form(&req.query).into_iter().collect();
-    let page_size: usize = q
-        .get("page_size")
-        .and_then(|v| v.parse().ok())
-        .filter(|n| (1..=100).contains(n))
-        .ok_or_else(|| bad("page_size must be 1..=100"))?;
-    let page_no: usize = q
-        .get("page_no")
-        .and_then(|v| v.parse().ok())
-        .ok_or_else(|| bad("page_no"))?;
-    let args: Vec<Value> =
-        serde_json::from_slice(&req.body).map_err(|_| bad("body must be a JSON array"))?;
-    let p = args
-        .first()
-        .and_then(Value::as_object)
-        .ok_or_else(|| bad("body must be [{shop_no, tid, start_time, end_time}]"))?;
-    let text = |k: &str| p.get(k).and_then(Value::as_str).unwrap_or_default();
-    let time = |k: &str| {
-        crate::order::parse_time(text(k))
-            .map_err(|_| bad(&format!("{k} must be yyyy-MM-dd HH:mm:ss")))
-    };
-    let (start, end) = (time("start_time")?, time("end_time")?);
-    let (tid, shop_no) = (text("tid"), text("shop_no"));
-    let found: Vec<Value> = st
-        .trades
-        .get(tid)
-        .filter(|r| shop_no.is_empty() || r.shop_no == shop_no)
-        .and_then(|r| {
-            let t: Value = serde_json::from_str(r.trade.get()).ok()?;
-            let at = crate::order::parse_time(t["trade_time"].as_str()?).ok()?;
-            (start <= at && at <= end)
-                .then(|| json!({"tid": tid, "shop_no": r.shop_no, "trade_time": t["trade_time"]}))
-        })
-        .into_iter()
-        .collect();
-    let total = found.len();
-    let page: Vec<Value> = found
-        .into_iter()
-        .skip(page_no * page_size)
-        .take(page_size)
-        .collect();
-    let mut data = json!({"order": page});
-    if q.get("calc_total").map(String::as_str) == Some("1") {
-        data["total_count"] = json!(total);
     }
     Ok(json!({"status": 0, "data": data}))
 }

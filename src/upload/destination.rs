@@ -41,9 +41,50 @@ pub trait Destination: Send + Sync {
     /// The learned offset of the server's clock (share it, show it in `status`).
     fn server_offset(&self) -> &Arc<ServerOffset>;
 
-    /// `check-config --online`: a harmless call that shows whether the configuration
-    /// works. `Ok` says what was found.
-    fn check_online(&self) -> Result<String, String>;
+    /// `check-config --online`: harmless calls that show whether the configuration
+    /// works: the account and key first (when they fail, nothing else is checked),
+    /// then each source's identity as the config resolved it.
+    fn online_checks(&self) -> Vec<OnlineCheck>;
+}
+
+/// One answer of `check-config --online`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OnlineCheck {
+    /// `None`: the destination itself (account, key, reachability); `Some(name)`: a
+    /// source's identity (its shop, its enterprise).
+    pub source: Option<String>,
+    /// `Ok`: what was found; `Err`: the plain problem.
+    pub result: Result<String, String>,
+}
+
+impl OnlineCheck {
+    pub fn account(result: Result<String, String>) -> OnlineCheck {
+        OnlineCheck {
+            source: None,
+            result,
+        }
+    }
+}
+
+/// All checks in one: `Err` with every problem when any failed, else what was found.
+pub fn summarize(checks: &[OnlineCheck]) -> Result<String, String> {
+    let text = |c: &OnlineCheck, t: &str| match &c.source {
+        None => t.to_string(),
+        Some(s) => format!("source {s}: {t}"),
+    };
+    let failed: Vec<String> = checks
+        .iter()
+        .filter_map(|c| c.result.as_ref().err().map(|e| text(c, e)))
+        .collect();
+    if failed.is_empty() {
+        Ok(checks
+            .iter()
+            .filter_map(|c| c.result.as_ref().ok().map(|t| text(c, t)))
+            .collect::<Vec<_>>()
+            .join("; "))
+    } else {
+        Err(failed.join("; "))
+    }
 }
 
 impl<D: Destination + ?Sized> Destination for Box<D> {
@@ -59,7 +100,7 @@ impl<D: Destination + ?Sized> Destination for Box<D> {
     fn server_offset(&self) -> &Arc<ServerOffset> {
         (**self).server_offset()
     }
-    fn check_online(&self) -> Result<String, String> {
-        (**self).check_online()
+    fn online_checks(&self) -> Vec<OnlineCheck> {
+        (**self).online_checks()
     }
 }

@@ -18,7 +18,8 @@
 //! - New orders leave at once: a capture's commit ends an idle wait
 //!   ([`Wake::new_orders`]); `poll` is only the fallback. It never cuts a backoff or a
 //!   pause short, and idle stays idle (no wake without a commit).
-//! - A backlog drains at once when the network returns: a delivery after failures, and
+//! - A backlog drains at once when the network returns: a delivery after failures (or
+//!   a pass the cloud answered with per-order rejections only: it is reachable), and
 //!   every [`Wake::wake`] (SIGUSR1, `tillrelay flush`), switch the worker to draining,
 //!   where it takes pending rows whatever their scheduled time until a pass delivers
 //!   nothing; the rows' due times are brought forward to now as well (so `status`
@@ -474,7 +475,11 @@ impl<D: Destination> Worker<D> {
                 self.outbox.set_paused(&self.dest, None)?;
             }
         }
-        if pass.delivered > 0 {
+        // The cloud answered again: it delivered, or judged orders on their own data
+        // (a rejection is an answer too; the probe after an outage may well be that
+        // order) with nothing waiting on a transient fault.
+        let answered = pass.delivered > 0 || (pass.rejected > 0 && pass.retry == 0);
+        if answered {
             // Delivering again after failures: the network is back, send the backlog now.
             if self.failures > 0 {
                 let moved = self.outbox.reset_due(&self.dest, now)?;

@@ -36,7 +36,7 @@ mod json;
 pub mod ovopark;
 pub mod wdt;
 
-pub use destination::{Destination, Each};
+pub use destination::{Destination, Each, OnlineCheck, summarize};
 pub use first_failures::FirstFailures;
 
 /// Each source's identity per cloud, resolved over the destination's defaults once,

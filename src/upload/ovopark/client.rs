@@ -9,10 +9,10 @@ use crate::order::Order;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 
-use crate::upload::Destination;
 use crate::upload::destination::Each;
 use crate::upload::form::form_encode;
 use crate::upload::http::Http;
+use crate::upload::{Destination, OnlineCheck};
 use crate::upload::{FirstFailures, Outcome, ServerOffset, local_unix, parse_ovopark_systime};
 
 /// The Ovopark client of one destination. Blocking (ureq); call it from a blocking thread.
@@ -121,6 +121,20 @@ impl OvoparkClient {
             let mut c = classify(&reply);
             // The reply's text is logged and stored: never with our secret in it.
             c.outcome = c.outcome.redacted(&[self.cfg.secret.expose()]);
+            if let (Some("9"), Outcome::Misconfigured { reason }) = (c.code.as_deref(), &c.outcome)
+            {
+                // The method is "not registered" for this key: most often its
+                // application lacks the API's permission; say which method.
+                let mt = p.get("_mt").cloned().unwrap_or_default();
+                let or_fix = if mt == self.cfg.method {
+                    ", or fix ovopark.method"
+                } else {
+                    ""
+                };
+                c.outcome = Outcome::misconfigured(format!(
+                    "permission: the key may not call method {mt} ({reason}): grant the key's application this API in the Ovopark open platform{or_fix}"
+                ));
+            }
             let learned = c
                 .systime
                 .as_deref()
@@ -218,77 +232,136 @@ impl OvoparkClient {
         (c.outcome, c.unrecognised)
     }
 
-    /// `check-config --online`: a harmless `getBusinessOrg` call that shows whether the
-    /// key works and may act for the configured enterprise. `Ok` says what was found.
+    /// `check-config --online`, summed up (see [`OvoparkClient::online_checks`]).
     pub fn check_online(&self) -> Result<String, String> {
-        let mut orgs: Vec<(String, String)> = Vec::new();
-        let mut push = |o: Option<&String>, e: Option<&String>| {
-            if let (Some(o), Some(e)) = (o, e) {
-                if !orgs.contains(&(o.clone(), e.clone())) {
-                    orgs.push((o.clone(), e.clone()));
-                }
-            }
-        };
-        push(
-            self.cfg.defaults.org_id.as_ref(),
-            self.cfg.defaults.enterprise_id.as_ref(),
-        );
-        for r in self.routes.values().flatten() {
-            push(Some(&r.org_id), Some(&r.enterprise_id));
+        crate::upload::summarize(&self.online_checks())
+    }
+
+    /// `check-config --online`: harmless `getBusinessOrg` calls (one per orgId) that
+    /// show whether the key works (the first line) and may act for each source's
+    /// enterprise (a line per source; `[ovopark]`'s own when no source is known).
+    pub fn online_checks(&self) -> Vec<OnlineCheck> {
+        let mut subjects: Vec<(Option<String>, Result<OrgPair, String>)> = Vec::new();
+        let mut names: Vec<&String> = self.routes.keys().collect();
+        names.sort();
+        for name in names {
+            let pair = self.routes[name]
+                .as_ref()
+                .map(|r| (r.org_id.clone(), r.enterprise_id.clone()))
+                .map_err(Clone::clone);
+            subjects.push((Some(name.clone()), pair));
         }
-        if orgs.is_empty() {
-            return Err("ovopark: no org_id/enterprise_id configured".into());
-        }
-        let mut found = Vec::new();
-        for (org, ent) in &orgs {
-            let (c, body) = self.call(&|now| {
-                let mut p = self.gateway_params(GET_BUSINESS_ORG, "v1", now);
-                p.insert("orgid".into(), org.clone());
-                p.insert("pageNumber".into(), "1".into());
-                p.insert("pageSize".into(), "100".into());
-                p
-            });
-            match c.outcome {
-                Outcome::Delivered { .. } => {}
-                Outcome::Misconfigured { reason } => {
-                    return Err(format!(
-                        "ovopark: the key or signature is refused: {reason}"
-                    ));
-                }
-                other => {
-                    return Err(format!("ovopark: unreachable or failing: {}", other.text()));
-                }
-            }
-            let data = serde_json::from_slice::<serde_json::Value>(&body)
-                .map(|v| v["data"].clone())
-                .unwrap_or_default();
-            let mut listed = Vec::new();
-            collect_orgs(&data, &mut listed);
-            if listed.is_empty() {
-                found.push(format!(
-                    "orgId {org}/enterpriseId {ent} (getBusinessOrg listed no enterprise to compare)"
-                ));
-            } else if listed
-                .iter()
-                .any(|(o, e)| o == org && e.as_ref().is_none_or(|e| e == ent))
+        if subjects.is_empty() {
+            if let (Some(o), Some(e)) =
+                (&self.cfg.defaults.org_id, &self.cfg.defaults.enterprise_id)
             {
-                found.push(format!("orgId {org}/enterpriseId {ent}"));
-            } else if listed.iter().any(|(o, _)| o == org) {
-                return Err(format!(
-                    "ovopark: orgId {org} is listed with another enterpriseId than {ent}: fix enterprise_id"
-                ));
-            } else {
-                let names: Vec<String> = listed.iter().map(|(o, _)| o.clone()).collect();
-                return Err(format!(
-                    "ovopark: the key may not act for orgId {org} (agent permission): getBusinessOrg lists orgIds {}",
-                    names.join(", ")
-                ));
+                subjects.push((None, Ok((o.clone(), e.clone()))));
             }
         }
+        if subjects.is_empty() {
+            return vec![OnlineCheck::account(Err(
+                "ovopark: no org_id/enterprise_id configured".into(),
+            ))];
+        }
+        let mut listings: HashMap<String, Result<Vec<Listed>, String>> = HashMap::new();
+        let mut out = Vec::new();
+        for (source, pair) in subjects {
+            let (org, ent) = match pair {
+                Ok(p) => p,
+                Err(e) => {
+                    // Only a disabled source's identity can be unresolved (an enabled
+                    // one's fails the config): its leftover orders wait.
+                    out.push(OnlineCheck {
+                        source,
+                        result: Ok(format!("not checked (a disabled source: {e})")),
+                    });
+                    continue;
+                }
+            };
+            if !listings.contains_key(&org) {
+                let listed = self.business_orgs(&org);
+                if listings.is_empty() {
+                    // The first call tells whether the key works at all.
+                    if let Err(e) = listed {
+                        return vec![OnlineCheck::account(Err(e))];
+                    }
+                }
+                listings.insert(org.clone(), listed);
+            }
+            let result = match &listings[&org] {
+                Err(e) => Err(e.clone()),
+                Ok(listed) => judge_org(listed, &org, &ent),
+            };
+            out.push(OnlineCheck { source, result });
+        }
+        out.insert(
+            0,
+            OnlineCheck::account(Ok(format!(
+                "ovopark: key accepted (clock offset {} s)",
+                self.offset.offset()
+            ))),
+        );
+        out
+    }
+
+    /// The `(orgId, enterpriseId)` pairs `getBusinessOrg` lists for `org`, or the
+    /// plain problem of the call.
+    fn business_orgs(&self, org: &str) -> Result<Vec<Listed>, String> {
+        let (c, body) = self.call(&|now| {
+            let mut p = self.gateway_params(GET_BUSINESS_ORG, "v1", now);
+            p.insert("orgid".into(), org.to_string());
+            p.insert("pageNumber".into(), "1".into());
+            p.insert("pageSize".into(), "100".into());
+            p
+        });
+        match c.outcome {
+            Outcome::Delivered { .. } => {}
+            Outcome::Misconfigured { reason } if c.code.as_deref() == Some("9") => {
+                return Err(format!("ovopark: {reason}"));
+            }
+            Outcome::Misconfigured { reason } => {
+                return Err(format!(
+                    "ovopark: the key or signature is refused: {reason}"
+                ));
+            }
+            other => {
+                return Err(format!("ovopark: unreachable or failing: {}", other.text()));
+            }
+        }
+        let data = serde_json::from_slice::<serde_json::Value>(&body)
+            .map(|v| v["data"].clone())
+            .unwrap_or_default();
+        let mut listed = Vec::new();
+        collect_orgs(&data, &mut listed);
+        Ok(listed)
+    }
+}
+
+/// A source's `(orgId, enterpriseId)`.
+type OrgPair = (String, String);
+/// An `(orgId, enterpriseId)` that `getBusinessOrg` lists (the enterprise may be absent).
+type Listed = (String, Option<String>);
+
+/// Whether `getBusinessOrg`'s `listed` pairs let the key act for `org`/`ent`.
+fn judge_org(listed: &[Listed], org: &str, ent: &str) -> Result<String, String> {
+    if listed.is_empty() {
         Ok(format!(
-            "ovopark: key accepted (clock offset {} s); may act for {}",
-            self.offset.offset(),
-            found.join(", ")
+            "orgId {org}/enterpriseId {ent} (getBusinessOrg listed no enterprise to compare)"
+        ))
+    } else if listed
+        .iter()
+        .any(|(o, e)| o == org && e.as_ref().is_none_or(|e| e == ent))
+    {
+        Ok(format!("may act for orgId {org}/enterpriseId {ent}"))
+    } else if listed.iter().any(|(o, _)| o == org) {
+        Err(format!(
+            "orgId {org} is listed with another enterpriseId than {ent}: fix enterprise_id"
+        ))
+    } else {
+        let names: Vec<String> = listed.iter().map(|(o, _)| o.clone()).collect();
+        Err(format!(
+            "the key may not act for orgId {org} (agent permission): getBusinessOrg lists orgIds {}",
+            names.join(", ")
         ))
     }
 }
@@ -405,7 +478,7 @@ impl Destination for OvoparkClient {
         &self.offset
     }
 
-    fn check_online(&self) -> Result<String, String> {
-        OvoparkClient::check_online(self)
+    fn online_checks(&self) -> Vec<OnlineCheck> {
+        OvoparkClient::online_checks(self)
     }
 }

@@ -8,10 +8,10 @@ use super::*;
 use crate::order::Order;
 use std::sync::mpsc;
 
-use crate::upload::Destination;
 use crate::upload::destination::Each;
 use crate::upload::form::percent_encode;
 use crate::upload::http::Http;
+use crate::upload::{Destination, OnlineCheck};
 use crate::upload::{Outcome, ServerOffset, local_unix};
 
 /// The Wangdiantong client of one destination. Blocking (ureq).
@@ -129,14 +129,26 @@ impl WdtClient {
     /// POSTs one call; a timestamp refusal is answered by learning the server clock from
     /// `Date` and sending once more.
     fn call(&self, method: &str, body: &str) -> Classified {
+        self.call_paged(method, body, &[]).0
+    }
+
+    /// [`WdtClient::call`] with a pager (signed), also returning the reply's body
+    /// (empty when there was no reply). A key without the method's permission
+    /// (`权限不足`) is named as such, with the method.
+    fn call_paged(
+        &self,
+        method: &str,
+        body: &str,
+        pager: &[(&str, &str)],
+    ) -> (Classified, Vec<u8>) {
         let mut last = None;
         for _ in 0..2 {
-            let url = self.signed_url(method, body, self.offset.now_unix());
+            let url = self.signed_url_with(method, body, self.offset.now_unix(), pager);
             let reply = match self.http.post(&url, CONTENT_TYPE, body.as_bytes()) {
                 Ok(r) => r,
                 Err(e) => {
                     log::warn!("wdt: {e}");
-                    return Classified::All(e.into_outcome());
+                    return (Classified::All(e.into_outcome()), Vec::new());
                 }
             };
             if let Some(off) = self.offset.learn_from_reply(&reply) {
@@ -148,13 +160,22 @@ impl WdtClient {
             let secrets = [self.cfg.secret.expose(), self.cfg.salt.expose()];
             match classify_with(&reply, self.cfg.rate_limit_wait_secs).redacted(&secrets) {
                 Classified::TimestampRefused(what) => last = Some(what),
-                c => return c,
+                Classified::All(Outcome::Misconfigured { reason })
+                    if reason.contains(PERMISSION_MESSAGE) =>
+                {
+                    let reason = format!(
+                        "permission {PERMISSION_MESSAGE} for method {method}: {reason} (the key (appkey) lacks it: grant it in the Wangdiantong open platform, 自助对接 → 应用管理, or the ERP's employee rights of the key)"
+                    );
+                    return (Classified::All(Outcome::misconfigured(reason)), reply.body);
+                }
+                c => return (c, reply.body),
             }
         }
-        Classified::All(Outcome::retry(format!(
+        let c = Classified::All(Outcome::retry(format!(
             "{} (timestamp refused twice: clock skew)",
             last.unwrap_or_default()
-        )))
+        )));
+        (c, Vec::new())
     }
 
     /// Sends one request of trades and maps the reply onto them. A refusal of the
@@ -401,23 +422,144 @@ impl WdtClient {
             .collect()
     }
 
-    /// `check-config --online`: a signed `system.Core.now` shows whether the account,
-    /// key and secret are accepted (it cannot show whether `shop_no` exists).
+    /// `check-config --online`, summed up (see [`WdtClient::online_checks`]).
     pub fn check_online(&self) -> Result<String, String> {
-        match self.call(CORE_NOW, "[]") {
-            Classified::Accepted { .. } => Ok(format!(
-                "wdt: account {} and key accepted (clock offset {} s); shop_no is checked by the first push",
+        crate::upload::summarize(&self.online_checks())
+    }
+
+    /// `check-config --online`: a signed `system.Core.now` shows whether the account,
+    /// key and secret are accepted (the first line; nothing else is checked when they
+    /// are not), then `setting.Shop.queryShop` whether each source's `shop_no` exists
+    /// and is a self-operated shop (自有平台, platform 127: the only kind pushSelf
+    /// takes), a line per source (`[wdt]`'s own when no source is known).
+    pub fn online_checks(&self) -> Vec<OnlineCheck> {
+        let account = match self.call(CORE_NOW, "[]") {
+            Classified::Accepted { .. } => format!(
+                "wdt: account {} and key accepted (clock offset {} s)",
                 self.cfg.sid,
                 self.offset.offset()
-            )),
-            Classified::All(Outcome::Misconfigured { reason }) => Err(format!(
-                "wdt: the account, key or secret is refused: {reason}"
-            )),
-            Classified::All(o) => Err(format!("wdt: unreachable or failing: {}", o.text())),
+            ),
+            Classified::All(Outcome::Misconfigured { reason })
+                if reason.contains(PERMISSION_MESSAGE) =>
+            {
+                return vec![OnlineCheck::account(Err(format!("wdt: {reason}")))];
+            }
+            Classified::All(Outcome::Misconfigured { reason }) => {
+                return vec![OnlineCheck::account(Err(format!(
+                    "wdt: the account, key or secret is refused: {reason}"
+                )))];
+            }
+            Classified::All(o) => {
+                return vec![OnlineCheck::account(Err(format!(
+                    "wdt: unreachable or failing: {}",
+                    o.text()
+                )))];
+            }
             Classified::DataError(w)
             | Classified::TimestampRefused(w)
-            | Classified::Unrecognised(w) => Err(format!("wdt: {w}")),
+            | Classified::Unrecognised(w) => {
+                return vec![OnlineCheck::account(Err(format!("wdt: {w}")))];
+            }
+        };
+        let mut subjects: Vec<(Option<String>, Result<String, String>)> = Vec::new();
+        let mut names: Vec<&String> = self.routes.keys().collect();
+        names.sort();
+        for name in names {
+            let shop = self.routes[name]
+                .as_ref()
+                .map(|t| t.shop_no.clone())
+                .map_err(Clone::clone);
+            subjects.push((Some(name.clone()), shop));
         }
+        if subjects.is_empty() {
+            if let Some(no) = &self.cfg.defaults.shop_no {
+                subjects.push((None, Ok(no.clone())));
+            }
+        }
+        let mut out = vec![OnlineCheck::account(Ok(account))];
+        let mut found: HashMap<String, Result<String, String>> = HashMap::new();
+        for (source, shop) in subjects {
+            let result = match shop {
+                // Only a disabled source's identity can be unresolved (an enabled
+                // one's fails the config): its leftover orders wait.
+                Err(e) => Ok(format!("not checked (a disabled source: {e})")),
+                Ok(no) => found
+                    .entry(no.clone())
+                    .or_insert_with(|| self.check_shop(&no))
+                    .clone(),
+            };
+            out.push(OnlineCheck { source, result });
+        }
+        out
+    }
+
+    /// Whether the ERP knows `shop_no` as a self-operated shop, asked with
+    /// `setting.Shop.queryShop` (`[{"shop_no"}]`, paged: a query method is refused
+    /// without its pager).
+    fn check_shop(&self, shop_no: &str) -> Result<String, String> {
+        let body = serde_json::json!([{ "shop_no": shop_no }]).to_string();
+        let pager = [("page_size", "10"), ("page_no", "0"), ("calc_total", "1")];
+        let (c, reply) = self.call_paged(QUERY_SHOP, &body, &pager);
+        match c {
+            Classified::Accepted { .. } => {}
+            Classified::All(Outcome::Misconfigured { reason })
+                if reason.contains(PERMISSION_MESSAGE) =>
+            {
+                return Err(format!("shop_no {shop_no} cannot be checked: {reason}"));
+            }
+            Classified::All(o) => {
+                return Err(format!(
+                    "shop_no {shop_no} cannot be checked: {QUERY_SHOP} failed: {}",
+                    o.text()
+                ));
+            }
+            Classified::DataError(w)
+            | Classified::TimestampRefused(w)
+            | Classified::Unrecognised(w) => {
+                return Err(format!(
+                    "shop_no {shop_no} cannot be checked: {QUERY_SHOP} failed: {w}"
+                ));
+            }
+        }
+        let v: serde_json::Value = serde_json::from_slice(&reply).unwrap_or_default();
+        judge_shop(&v["data"]["details"], shop_no)
+    }
+}
+
+/// What `setting.Shop.queryShop`'s `details` say of `shop_no`.
+fn judge_shop(details: &serde_json::Value, shop_no: &str) -> Result<String, String> {
+    let shop = details
+        .as_array()
+        .and_then(|l| l.iter().find(|s| s["shop_no"] == shop_no));
+    let Some(shop) = shop else {
+        return Err(format!(
+            "shop_no {shop_no} is unknown to the ERP ({QUERY_SHOP} finds no such shop): pushes would be refused 店铺编号不存在或已停用; fix shop_no"
+        ));
+    };
+    let name = match shop["shop_name"].as_str() {
+        Some(n) if !n.is_empty() && n != shop_no => format!(" ({n})"),
+        _ => String::new(),
+    };
+    let platform = match &shop["platform_id"] {
+        serde_json::Value::Number(n) => n.as_i64(),
+        serde_json::Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    };
+    if shop["is_disabled"] == true {
+        return Err(format!(
+            "shop_no {shop_no}{name} is disabled (停用) in the ERP: pushes would be refused 店铺编号不存在或已停用"
+        ));
+    }
+    match platform {
+        Some(p) if p != OWN_PLATFORM => Err(format!(
+            "shop_no {shop_no}{name} is a shop of platform {p}, not a self-operated one (自有平台, platform {OWN_PLATFORM}): pushes would be refused 店铺平台不是自有平台"
+        )),
+        Some(_) => Ok(format!(
+            "shop_no {shop_no}{name} exists, self-operated (platform {OWN_PLATFORM})"
+        )),
+        None => Ok(format!(
+            "shop_no {shop_no}{name} exists (its platform was not given)"
+        )),
     }
 }
 
@@ -477,7 +619,7 @@ impl Destination for WdtClient {
         &self.offset
     }
 
-    fn check_online(&self) -> Result<String, String> {
-        WdtClient::check_online(self)
+    fn online_checks(&self) -> Vec<OnlineCheck> {
+        WdtClient::online_checks(self)
     }
 }

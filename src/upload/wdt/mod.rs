@@ -1,5 +1,7 @@
 //! Wangdiantong (旺店通) `sales.RawTrade.pushSelf2` / `pushSelf`: configuration, raw
-//! trades from stamped orders, the `sign` signature, reply classification, batching.
+//! trades from stamped orders, the `sign` signature, reply classification, batching,
+//! and `check-config --online`'s checks (the account by `system.Core.now`, each
+//! source's shop by `setting.Shop.queryShop`).
 //!
 //! Invariants:
 //! - Each order becomes one raw trade (`tid` = optional per-source prefix + order number)
@@ -50,6 +52,15 @@ pub const PUSH_SELF2: &str = "sales.RawTrade.pushSelf2";
 pub const PUSH_SELF: &str = "sales.RawTrade.pushSelf";
 /// Raw trades the ERP holds, by tid, shop and time window (confirms a refused re-push).
 pub const SEARCH_SELF_ORDER: &str = "sales.RawTrade.searchSelfOrder";
+/// The ERP's shop records (`check-config --online`: does each source's shop_no exist,
+/// and is it self-operated). Not in the seed: its request (`[{"shop_no"}]` and the
+/// pager, signed) and answer (`data.details[]`: `shop_no`, `platform_id`,
+/// `is_disabled`) follow the vendor's qjb API page for it and the other query methods.
+pub const QUERY_SHOP: &str = "setting.Shop.queryShop";
+/// `platform_id` of a self-operated shop (其他（自有商城）): the only kind pushSelf takes.
+pub const OWN_PLATFORM: i64 = 127;
+/// Status 100's message for a key without the called method's permission.
+pub const PERMISSION_MESSAGE: &str = "权限不足";
 /// The harmless call of `check-config --online` (the spec's signature vector uses it).
 pub const CORE_NOW: &str = "system.Core.now";
 /// WDT timestamps count from 2012-01-01 00:00:00 UTC+8.
