@@ -696,3 +696,33 @@ fn a_probe_answered_with_a_rejection_brings_the_backlog_forward() {
     assert_eq!(accepted(&emu).1, 5);
     exactly_once(&emu);
 }
+
+/// A cloud that asks for a wait (Wangdiantong's rate limit, `rate_limit_wait_secs`) is
+/// not probed before that wait is over: the `recheck` probe is for outages, not for a
+/// cloud that said "later".
+#[test]
+fn a_rate_limit_holds_the_destination_for_the_wait_asked_not_for_recheck() {
+    let emu = Emu::start(EmuConfig::default());
+    let dir = tempfile::tempdir().unwrap();
+    let orders = common::fixture_orders();
+    ingest(&mut open(dir.path()), "a.json", &orders[..2]);
+    emu.fault(json!({"target": "wdt", "mode": "rate_limit", "count": 1}));
+    let cfg = EngineConfig {
+        recheck: Duration::from_secs(30),
+        ..fast()
+    };
+    let clock = Arc::new(ManualClock::new(tillrelay::clock::unix_now()));
+    let (_, w) = emu.dest_settings(
+        "timeout_secs = 2",
+        "timeout_secs = 2\nrate_limit_wait_secs = 3600",
+        |text| text,
+    );
+    let wdt = Box::new(WdtClient::new(w, HashMap::new()).unwrap()) as Client;
+    let mut worker = Worker::new(wdt, open(dir.path()), cfg, Wake::new()).with_clock(clock.clone());
+    let hold = worker.step().expect("refused: hold off");
+    assert!(
+        hold > Duration::from_secs(30),
+        "held {hold:?}: the rate limit's wait, not recheck"
+    );
+    assert_eq!(accepted(&emu).1, 0);
+}

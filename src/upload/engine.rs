@@ -26,7 +26,8 @@
 //!   tells the truth).
 //! - The cloud's return is noticed within [`EngineConfig::recheck`]: after a pass that
 //!   got nothing through, the worker holds off for the backoff of its failures, never
-//!   longer than `recheck`, and then sends ONE order (the earliest scheduled, due or
+//!   longer than `recheck` (unless the cloud asked for a longer wait: a rate limit is
+//!   honoured, only `flush` cuts it short), and then sends ONE order (the earliest scheduled, due or
 //!   not) as a probe. An outage therefore costs one request per hold, and a backlog
 //!   starts draining at most `recheck` (plus a request in flight) after the cloud
 //!   answers again, however long each row's own backoff has grown (up to
@@ -185,7 +186,8 @@ pub struct Worker<D: Destination> {
     /// The last pass got nothing through: the next is a probe (one order).
     probe_next: bool,
     /// The hold after the last pass that got nothing through: the backoff of the
-    /// failures in a row, at most `recheck` (drawn when the pass logs it).
+    /// failures in a row, at most `recheck` unless the cloud asked for longer (drawn
+    /// when the pass logs it).
     hold: Duration,
     /// The outbox may still show a pause from an earlier run (fixed since): clear it
     /// at the first request the server judges.
@@ -357,6 +359,9 @@ impl<D: Destination> Worker<D> {
         };
         let mut last_error: Option<String> = None;
         let mut retry_delay: Option<Duration> = None;
+        // The longest wait the cloud itself asked for in this pass (a rate limit):
+        // the probe after a failed pass never comes sooner.
+        let mut advised = Duration::ZERO;
         let (dest, cfg) = (self.dest.as_str(), &self.cfg);
         let outbox = &mut self.outbox;
         // Outcomes are persisted as each request's answer arrives: a single order's
@@ -385,6 +390,7 @@ impl<D: Destination> Worker<D> {
                         pass.delivered += 1;
                     }
                     Outcome::Retry { after, reason } => {
+                        advised = advised.max(after.unwrap_or_default());
                         let delay = backoff(cfg, row.attempts).max(after.unwrap_or_default());
                         let next_at = now + delay.as_secs() as i64;
                         marks.push((
@@ -435,7 +441,9 @@ impl<D: Destination> Worker<D> {
             // got through, else the earliest of these orders' own schedules.
             let next = if pass.delivered == 0 && pass.misconfigured.is_none() {
                 // Drawn once here (jitter) and held by `step`: the log says what happens.
-                let hold = backoff(&self.cfg, self.failures).min(self.cfg.recheck);
+                let hold = backoff(&self.cfg, self.failures)
+                    .min(self.cfg.recheck)
+                    .max(advised);
                 self.hold = hold;
                 format!("next attempt (one order) in {}s", hold.as_secs())
             } else {
