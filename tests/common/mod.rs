@@ -51,6 +51,13 @@ pub fn tillrelay() -> Command {
     }
 }
 
+/// Whether the agent runs under an emulator (`TILLRELAY_TEST_RUNNER`): several
+/// times slower to start, so waits for a start are stretched (never an assertion on
+/// speed, only how long a test waits before it gives up).
+pub fn emulated() -> bool {
+    std::env::var("TILLRELAY_TEST_RUNNER").is_ok_and(|r| !r.trim().is_empty())
+}
+
 /// Polls `cond` until it holds or `timeout` passes; returns whether it held.
 /// Tests wait for effects this way instead of sleeping a fixed time.
 pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
