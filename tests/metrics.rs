@@ -207,6 +207,7 @@ fn a_live_scrape_passes_promtool_and_shows_what_was_captured_and_sent() {
         "tillrelay_process_cpu_seconds_total ",
         "tillrelay_process_open_fds ",
         "tillrelay_outbox_size_bytes ",
+        "tillrelay_outbox_full 0",
         "tillrelay_source_last_capture_timestamp_seconds{source=\"lane1\"} ",
     ] {
         assert!(text.contains(family), "no {family:?} in:\n{text}");

@@ -58,6 +58,8 @@ pub fn write(e: &mut Expo, s: &Snapshot, reg: &Registry) {
             ("pending", d.map_or(0, |d| d.pending)),
             ("delivered", d.map_or(0, |d| d.delivered)),
             ("rejected", d.map_or(0, |d| d.rejected)),
+            // A damaged row set aside (issue #15): kept, shown, never blocking.
+            ("quarantined", d.map_or(0, |d| d.quarantined)),
         ] {
             e.sample(name, &[("destination", n), ("state", state)], v as f64);
         }

@@ -1,4 +1,5 @@
-//! The outbox collector: whether the queue could be read, its size and its cap.
+//! The outbox collector: whether the queue could be read, its size, its cap, and
+//! whether it is full (captures waiting for room).
 
 use super::Snapshot;
 use super::expo::Expo;
@@ -16,6 +17,13 @@ pub fn write(e: &mut Expo, snap: Result<&Snapshot, &String>, cap: u64) {
             "gauge",
             "Size of the outbox database.",
             s.status.db_bytes as f64,
+        );
+        // "Queue full" said plainly: new captures wait for room (issue #15).
+        e.single(
+            "tillrelay_outbox_full",
+            "gauge",
+            "1 while the outbox is at its cap (or the disk is full) and new captures wait for room.",
+            if s.status.queue_full_since.is_some() { 1.0 } else { 0.0 },
         );
     }
     e.single(

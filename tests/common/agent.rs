@@ -56,7 +56,11 @@ impl Agent {
     /// Waits until the agent is ready (its pid file in `state_dir` names it) and
     /// asserts it is, with its log otherwise.
     pub fn wait_ready(&mut self, state_dir: &Path, timeout: Duration) {
-        let timeout = if super::emulated() { timeout * 4 } else { timeout };
+        let timeout = if super::emulated() {
+            timeout * 4
+        } else {
+            timeout
+        };
         let pid = self.pid().to_string();
         let file = state_dir.join("tillrelay.pid");
         let ready = wait_until(timeout, || {
