@@ -77,6 +77,11 @@ pub enum Command {
     },
     /// Wake the running agent's uploaders: send what is pending now (SIGUSR1).
     Flush,
+    /// Make the running agent read its configuration again (SIGHUP), and report
+    /// what it did: sources and destinations added, removed or changed take effect
+    /// without a restart; an invalid file is refused (exit 3, with check-config's
+    /// messages) and the running configuration stays.
+    Reload,
     /// Record what the POS sends on a serial source into a capture file (card
     /// numbers masked), passing it on to the printer meanwhile. Stop the agent first:
     /// it holds the port.
@@ -213,6 +218,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             order.as_deref(),
         ),
         Command::Flush => flush(&Config::load(&cli.config)?).map(|_| ()),
+        Command::Reload => reload(&cli.config),
         Command::Record {
             source,
             out,
@@ -247,7 +253,13 @@ fn run(cli: Cli) -> Result<(), CliError> {
             crate::emulator::run_cli(&listen, emu_config.as_deref()).map_err(CliError::Other)
         }
         Command::Demo => crate::demo::run().map_err(CliError::Other),
-        Command::Status { json } => status(&Config::load(&cli.config)?, json),
+        Command::Status { json } => match Config::load(&cli.config) {
+            Ok(cfg) => status(&cfg, json),
+            Err(e) => {
+                refused_reload_note(&cli.config);
+                Err(e.into())
+            }
+        },
         Command::Orders {
             json,
             state,
@@ -367,6 +379,82 @@ fn flush(cfg: &Config) -> Result<bool, CliError> {
     Ok(true)
 }
 
+/// `tillrelay reload`: SIGHUP to the running agent, then its answer (the record it
+/// writes after each reload). The file is also checked here, by check-config's
+/// code: an invalid one fails with its messages (exit 3) once the agent, signalled
+/// all the same so its log, status and metrics show the refusal, has answered.
+fn reload(path: &std::path::Path) -> Result<(), CliError> {
+    use crate::reload as r;
+    let checked = Config::load(path);
+    let state_dir = match &checked {
+        Ok(cfg) => cfg.agent.state_dir.clone(),
+        Err(_) => match r::state_dir_of(path) {
+            Some(d) => d,
+            None => return checked.map(|_| ()).map_err(CliError::from),
+        },
+    };
+    let Some(pid) = r::running_pid(&state_dir) else {
+        checked?;
+        return Err(CliError::Other(anyhow::anyhow!(
+            "no running agent ({} names none)",
+            state_dir.join(crate::daemon::PID_FILE).display()
+        )));
+    };
+    let before = r::read_live(&state_dir).map_or(0, |rec| rec.seq);
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    if unsafe { libc::kill(pid as i32, libc::SIGHUP) } != 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(CliError::Other(anyhow::anyhow!(
+            "cannot signal the agent (pid {pid}): {e}"
+        )));
+    }
+    let deadline = std::time::Instant::now() + r::ANSWER_WITHIN;
+    let rec = loop {
+        match r::read_live(&state_dir) {
+            Some(rec) if rec.seq > before => break rec,
+            _ if std::time::Instant::now() >= deadline => {
+                return Err(CliError::Other(anyhow::anyhow!(
+                    "the agent (pid {pid}) did not answer within {}s: see its log",
+                    r::ANSWER_WITHIN.as_secs()
+                )));
+            }
+            _ => std::thread::sleep(std::time::Duration::from_millis(100)),
+        }
+    };
+    if !rec.ok {
+        checked?;
+        return Err(CliError::Other(anyhow::anyhow!(
+            "the agent (pid {pid}) refused the reload, its configuration stays: {}",
+            rec.message
+        )));
+    }
+    println!(
+        "the agent (pid {pid}) reloaded {}: {}",
+        rec.config.display(),
+        rec.message
+    );
+    for c in &rec.changes {
+        println!("  {c}");
+    }
+    for k in &rec.needs_restart {
+        println!("  {k} changed in the file: needs a restart (the running value stays)");
+    }
+    Ok(())
+}
+
+/// `status` with a config file that does not load: what the running agent made of
+/// it, when it was asked to reload it (before the file's own error).
+fn refused_reload_note(path: &std::path::Path) {
+    let Some(dir) = crate::reload::state_dir_of(path) else {
+        return;
+    };
+    if let Some(rec) = crate::reload::read_live(&dir) {
+        for line in crate::reload::status_lines(&rec, outbox::now(), human_age) {
+            eprintln!("{line}");
+        }
+    }
+}
+
 fn status(cfg: &Config, json: bool) -> Result<(), CliError> {
     let db = cfg.db_path();
     let ob = match Outbox::open_read_only(&db) {
@@ -406,6 +494,8 @@ fn status(cfg: &Config, json: bool) -> Result<(), CliError> {
     let mut out = std::io::stdout().lock();
     // Live counters of network/device sources: the daemon's stats file.
     let live = crate::source_stats::read(&cfg.agent.state_dir);
+    // The running agent's last configuration load (a refused reload shows here).
+    let reload = crate::reload::read_live(&cfg.agent.state_dir);
     if json {
         let mut v = serde_json::to_value(&st).map_err(anyhow::Error::from)?;
         v["damaged_queues"] = serde_json::json!(damaged);
@@ -413,6 +503,10 @@ fn status(cfg: &Config, json: bool) -> Result<(), CliError> {
             m.insert(
                 "live".into(),
                 serde_json::to_value(&live).map_err(anyhow::Error::from)?,
+            );
+            m.insert(
+                "reload".into(),
+                serde_json::to_value(&reload).map_err(anyhow::Error::from)?,
             );
         }
         let _ = writeln!(
@@ -428,6 +522,12 @@ fn status(cfg: &Config, json: bool) -> Result<(), CliError> {
         cfg.db_path().display(),
         human_bytes(st.db_bytes)
     );
+    for line in reload
+        .iter()
+        .flat_map(|r| crate::reload::status_lines(r, now, human_age))
+    {
+        let _ = writeln!(out, "{line}");
+    }
     if let Some(since) = st.queue_full_since {
         let _ = writeln!(
             out,

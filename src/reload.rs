@@ -214,7 +214,7 @@ mod tests {
     fn cfg(text: &str) -> Config {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("t.toml");
-        Config::from_toml(text, &p).unwrap()
+        Config::from_toml(text, &p).unwrap_or_else(|e| panic!("{e}"))
     }
 
     const SOURCES: &str = r#"
@@ -224,10 +224,14 @@ state_dir = "/tmp/s"
 name = "lane1"
 kind = "folder"
 path = "/tmp/in1"
+shop = "D001"
+machine_id = "NVR01-CH03"
 [[source]]
 name = "lane2"
 kind = "folder"
 path = "/tmp/in2"
+shop = "D001"
+machine_id = "NVR01-CH04"
 "#;
 
     fn with_dests(sources: &str) -> Config {
@@ -272,7 +276,7 @@ path = "/tmp/in2"
         ));
         assert_ne!(fp(&a), fp(&moved), "a new url");
         let more = with_dests(&format!(
-            "{SOURCES}[[source]]\nname = \"lane3\"\nkind = \"folder\"\npath = \"/tmp/in3\"\n"
+            "{SOURCES}[[source]]\nname = \"lane3\"\nkind = \"folder\"\npath = \"/tmp/in3\"\nshop = \"D001\"\nmachine_id = \"X\"\n"
         ));
         assert_ne!(fp(&a), fp(&more), "a new source's route");
         let none = cfg(SOURCES);
