@@ -255,7 +255,7 @@ impl Supervisor {
         let metrics = lock(&self.registry).dest(dest);
         let wake = lock(&self.wakes)
             .entry(dest.to_string())
-            .or_insert_with(Wake::new)
+            .or_default()
             .clone();
         let tname = name.clone();
         let running = self.spawn(name, fp, move |sd, beat| {
