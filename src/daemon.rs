@@ -180,7 +180,8 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         seq: 0,
         running_since: outbox::now(),
     };
-    reloads.write(loops.config(), true, "loaded at start".into(), &[], &[]);
+    // No record at start: the file exists only once a reload was asked (on a
+    // nearly full disk, not even its one block is taken before it is needed).
 
     notifier.ready();
     notifier.status(&status_line(loops.config()));

@@ -8,8 +8,8 @@
 //!   them (a canonical serialisation, complete: no source key is skipped), a
 //!   destination by its settings, its secrets and each source's identity resolved for
 //!   it (`Routes`); settings that cannot change live ([`fixed_changes`]) are named.
-//! - the outcome file `<state_dir>/reload.json` ([`Record`]), rewritten atomically at
-//!   start and after each reload, with the daemon's pid, so that `status` (another
+//! - the outcome file `<state_dir>/reload.json` ([`Record`]), rewritten atomically
+//!   after each reload, with the daemon's pid, so that `status` (another
 //!   process) shows a refusal and `reload` waits for the answer to its signal.
 //!
 //! Invariants:
@@ -37,7 +37,7 @@ pub const ANSWER_WITHIN: Duration = Duration::from_secs(60);
 pub struct Record {
     /// The daemon that wrote it.
     pub pid: u32,
-    /// Reloads asked since the daemon started (0: the load at start).
+    /// Reloads asked since the daemon started (the first is 1).
     pub seq: u64,
     /// Unix seconds of this load.
     pub at: i64,
