@@ -363,3 +363,100 @@ fn a_destination_enabled_or_moved_by_a_reload_takes_effect() {
     assert_eq!(wdt, ["AFTER-00", "MOVED-00"]);
     till.stop();
 }
+
+/// The example's `front` print proxy, enabled on loopback in front of `printer`.
+fn with_front(config: &str, listen: &str, printer: &str) -> String {
+    let at = config
+        .find("name = \"front\"")
+        .expect("the example's front lane");
+    let (head, tail) = config.split_at(at);
+    let tail = tail
+        .replacen("enabled = false", "enabled = true", 1)
+        .replacen(
+            "listen = \"0.0.0.0:9100\"",
+            &format!("listen = \"{listen}\""),
+            1,
+        )
+        .replacen(
+            "printer = \"192.168.1.50:9100\"",
+            &format!("printer = \"{printer}\""),
+            1,
+        )
+        .replacen("allow = [\"192.168.1.20\"]", "allow = [\"127.0.0.1\"]", 1);
+    format!("{head}{tail}")
+}
+
+/// A source changed by a reload restarts alone: a POS printing through the print
+/// proxy keeps its connection (and the proxy its one printer connection) while the
+/// folder lane beside it is restarted, and both go on capturing.
+#[test]
+fn a_print_proxy_keeps_its_connections_while_another_source_is_reloaded() {
+    use std::sync::Mutex;
+    use std::sync::atomic::AtomicUsize;
+
+    let emu = Emu::process();
+    let printer = TcpListener::bind("127.0.0.1:0").unwrap();
+    let paddr = printer.local_addr().unwrap().to_string();
+    let got: Arc<Mutex<Vec<u8>>> = Arc::default();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    {
+        let (got, accepted) = (got.clone(), accepted.clone());
+        std::thread::spawn(move || {
+            for c in printer.incoming() {
+                let Ok(mut c) = c else { break };
+                accepted.fetch_add(1, Ordering::SeqCst);
+                let got = got.clone();
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 4096];
+                    while let Ok(n) = c.read(&mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        got.lock().unwrap().extend_from_slice(&buf[..n]);
+                    }
+                });
+            }
+        });
+    }
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut till = Till::new(&emu.dest_config("", ""));
+    till.edit_config(|c| with_front(&c, &listen, &paddr));
+    till.start();
+
+    let mut pos = None;
+    assert!(
+        poll(WAIT, || {
+            pos = TcpStream::connect(&listen).ok();
+            pos.is_some()
+        }),
+        "the proxy does not listen: {}",
+        till.log()
+    );
+    let mut pos = pos.unwrap();
+    let printed = |what: &[u8]| {
+        let got = got.clone();
+        let what = what.to_vec();
+        move || got.lock().unwrap().windows(what.len()).any(|w| w == what)
+    };
+    pos.write_all(b"FIRST LINE\n").unwrap();
+    assert!(poll(WAIT, printed(b"FIRST LINE\n")), "{}", till.log());
+
+    till.edit_config(|c| c.replacen("settle = \"300ms\"", "settle = \"400ms\"", 1));
+    let out = reload_ok(&till);
+    assert!(out.contains("source lane1 changed: restarted"), "{out}");
+    assert!(!out.contains("front"), "the proxy is untouched: {out}");
+
+    // The same POS connection still prints, through the same printer connection.
+    pos.write_all(b"SECOND LINE\n").unwrap();
+    assert!(poll(WAIT, printed(b"SECOND LINE\n")), "{}", till.log());
+    assert_eq!(accepted.load(Ordering::SeqCst), 1, "one printer connection");
+    // And the restarted folder lane captures.
+    till.drop_file("after.json", &orders_file("AFTER", 1));
+    assert!(
+        poll(WAIT, || emu.ovopark_counts().contains_key("AFTER-00")),
+        "{}",
+        till.explain()
+    );
+    drop(pos);
+    till.stop();
+}
