@@ -372,9 +372,14 @@ impl Supervisor {
         for (name, r) in &self.sources {
             match new.source(name).filter(|s| s.enabled) {
                 None => {
+                    let how = if new.source(name).is_some() {
+                        "disabled"
+                    } else {
+                        "removed"
+                    };
                     applied
                         .changes
-                        .push(format!("source {name} removed: stopped"));
+                        .push(format!("source {name} {how}: stopped"));
                     source_stop.push(name.clone());
                 }
                 Some(s) if reload::source_fingerprint(s) != r.fingerprint => {
