@@ -218,7 +218,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             order.as_deref(),
         ),
         Command::Flush => flush(&Config::load(&cli.config)?).map(|_| ()),
-        Command::Reload => reload(&cli.config),
+        Command::Reload => crate::reload::command(&cli.config),
         Command::Record {
             source,
             out,
@@ -256,7 +256,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Status { json } => match Config::load(&cli.config) {
             Ok(cfg) => status(&cfg, json),
             Err(e) => {
-                refused_reload_note(&cli.config);
+                crate::reload::refused_note(&cli.config, human_age);
                 Err(e.into())
             }
         },
@@ -377,82 +377,6 @@ fn flush(cfg: &Config) -> Result<bool, CliError> {
     }
     println!("asked the agent (pid {pid}) to send what is pending now");
     Ok(true)
-}
-
-/// `tillrelay reload`: SIGHUP to the running agent, then its answer (the record it
-/// writes after each reload). The file is also checked here, by check-config's
-/// code: an invalid one fails with its messages (exit 3) once the agent, signalled
-/// all the same so its log, status and metrics show the refusal, has answered.
-fn reload(path: &std::path::Path) -> Result<(), CliError> {
-    use crate::reload as r;
-    let checked = Config::load(path);
-    let state_dir = match &checked {
-        Ok(cfg) => cfg.agent.state_dir.clone(),
-        Err(_) => match r::state_dir_of(path) {
-            Some(d) => d,
-            None => return checked.map(|_| ()).map_err(CliError::from),
-        },
-    };
-    let Some(pid) = r::running_pid(&state_dir) else {
-        checked?;
-        return Err(CliError::Other(anyhow::anyhow!(
-            "no running agent ({} names none)",
-            state_dir.join(crate::daemon::PID_FILE).display()
-        )));
-    };
-    let before = r::read_live(&state_dir).map_or(0, |rec| rec.seq);
-    // SAFETY: kill(2) has no memory-safety preconditions.
-    if unsafe { libc::kill(pid as i32, libc::SIGHUP) } != 0 {
-        let e = std::io::Error::last_os_error();
-        return Err(CliError::Other(anyhow::anyhow!(
-            "cannot signal the agent (pid {pid}): {e}"
-        )));
-    }
-    let deadline = std::time::Instant::now() + r::ANSWER_WITHIN;
-    let rec = loop {
-        match r::read_live(&state_dir) {
-            Some(rec) if rec.seq > before => break rec,
-            _ if std::time::Instant::now() >= deadline => {
-                return Err(CliError::Other(anyhow::anyhow!(
-                    "the agent (pid {pid}) did not answer within {}s: see its log",
-                    r::ANSWER_WITHIN.as_secs()
-                )));
-            }
-            _ => std::thread::sleep(std::time::Duration::from_millis(100)),
-        }
-    };
-    if !rec.ok {
-        checked?;
-        return Err(CliError::Other(anyhow::anyhow!(
-            "the agent (pid {pid}) refused the reload, its configuration stays: {}",
-            rec.message
-        )));
-    }
-    println!(
-        "the agent (pid {pid}) reloaded {}: {}",
-        rec.config.display(),
-        rec.message
-    );
-    for c in &rec.changes {
-        println!("  {c}");
-    }
-    for k in &rec.needs_restart {
-        println!("  {k} changed in the file: needs a restart (the running value stays)");
-    }
-    Ok(())
-}
-
-/// `status` with a config file that does not load: what the running agent made of
-/// it, when it was asked to reload it (before the file's own error).
-fn refused_reload_note(path: &std::path::Path) {
-    let Some(dir) = crate::reload::state_dir_of(path) else {
-        return;
-    };
-    if let Some(rec) = crate::reload::read_live(&dir) {
-        for line in crate::reload::status_lines(&rec, outbox::now(), human_age) {
-            eprintln!("{line}");
-        }
-    }
 }
 
 fn status(cfg: &Config, json: bool) -> Result<(), CliError> {
@@ -980,7 +904,7 @@ fn human_bytes(n: u64) -> String {
     }
 }
 
-fn human_age(secs: i64) -> String {
+pub(crate) fn human_age(secs: i64) -> String {
     match secs {
         s if s < 60 => format!("{s}s"),
         s if s < 3600 => format!("{}m {}s", s / 60, s % 60),

@@ -8,6 +8,7 @@
 //!   them (a canonical serialisation, complete: no source key is skipped), a
 //!   destination by its settings, its secrets and each source's identity resolved for
 //!   it (`Routes`); settings that cannot change live ([`fixed_changes`]) are named.
+//! - `tillrelay reload` ([`command`]): the signal and the wait for the answer.
 //! - the outcome file `<state_dir>/reload.json` ([`Record`]), rewritten atomically
 //!   after each reload, with the daemon's pid, so that `status` (another
 //!   process) shows a refusal and `reload` waits for the answer to its signal.
@@ -24,6 +25,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::cli::CliError;
 use crate::config::{Config, Source};
 
 /// The outcome file in the state dir.
@@ -205,6 +207,81 @@ pub fn status_lines(r: &Record, now: i64, age: impl Fn(i64) -> String) -> Vec<St
         ));
     }
     out
+}
+
+/// `tillrelay reload`: SIGHUP to the running agent, then its answer (the record it
+/// writes after each reload). The file is also checked here, by check-config's
+/// code: an invalid one fails with its messages (exit 3) once the agent, signalled
+/// all the same so its log, status and metrics show the refusal, has answered.
+pub fn command(path: &Path) -> Result<(), CliError> {
+    let checked = Config::load(path);
+    let state_dir = match &checked {
+        Ok(cfg) => cfg.agent.state_dir.clone(),
+        Err(_) => match state_dir_of(path) {
+            Some(d) => d,
+            None => return checked.map(|_| ()).map_err(CliError::from),
+        },
+    };
+    let Some(pid) = running_pid(&state_dir) else {
+        checked?;
+        return Err(CliError::Other(anyhow::anyhow!(
+            "no running agent ({} names none)",
+            state_dir.join(crate::daemon::PID_FILE).display()
+        )));
+    };
+    let before = read_live(&state_dir).map_or(0, |rec| rec.seq);
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    if unsafe { libc::kill(pid as i32, libc::SIGHUP) } != 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(CliError::Other(anyhow::anyhow!(
+            "cannot signal the agent (pid {pid}): {e}"
+        )));
+    }
+    let deadline = std::time::Instant::now() + ANSWER_WITHIN;
+    let rec = loop {
+        match read_live(&state_dir) {
+            Some(rec) if rec.seq > before => break rec,
+            _ if std::time::Instant::now() >= deadline => {
+                return Err(CliError::Other(anyhow::anyhow!(
+                    "the agent (pid {pid}) did not answer within {}s: see its log",
+                    ANSWER_WITHIN.as_secs()
+                )));
+            }
+            _ => std::thread::sleep(std::time::Duration::from_millis(100)),
+        }
+    };
+    if !rec.ok {
+        checked?;
+        return Err(CliError::Other(anyhow::anyhow!(
+            "the agent (pid {pid}) refused the reload, its configuration stays: {}",
+            rec.message
+        )));
+    }
+    println!(
+        "the agent (pid {pid}) reloaded {}: {}",
+        rec.config.display(),
+        rec.message
+    );
+    for c in &rec.changes {
+        println!("  {c}");
+    }
+    for k in &rec.needs_restart {
+        println!("  {k} changed in the file: needs a restart (the running value stays)");
+    }
+    Ok(())
+}
+
+/// `status` with a config file that does not load: what the running agent made of
+/// it, when it was asked to reload it (before the file's own error).
+pub fn refused_note(path: &Path, age: impl Fn(i64) -> String) {
+    let Some(dir) = state_dir_of(path) else {
+        return;
+    };
+    if let Some(rec) = read_live(&dir) {
+        for line in status_lines(&rec, crate::outbox::now(), age) {
+            eprintln!("{line}");
+        }
+    }
 }
 
 #[cfg(test)]
