@@ -2,8 +2,9 @@
 # Checks systemd/tillrelay.service: `systemd-analyze verify` passes and
 # `systemd-analyze security --offline=true` rates it at most 2.0 ("OK" or better).
 #
-# verify insists that ExecStart's binary exists; where /usr/bin/tillrelay is not
-# installed, a copy of the unit whose ExecStart names a stand-in executable is
+# verify insists that ExecStart's (and ExecReload's) binary exists; where
+# /usr/bin/tillrelay is not installed, a copy of the unit whose Exec lines name a
+# stand-in executable is
 # verified instead (the rest of the unit is byte for byte the same).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,7 +17,7 @@ checked=$unit
 if [ ! -x /usr/bin/tillrelay ]; then
     printf '#!/bin/sh\nexit 0\n' >"$work/tillrelay"
     chmod +x "$work/tillrelay"
-    sed "s|^ExecStart=/usr/bin/tillrelay |ExecStart=$work/tillrelay |" "$unit" \
+    sed "s|^\(Exec[A-Za-z]*\)=/usr/bin/tillrelay |\1=$work/tillrelay |" "$unit" \
         >"$work/tillrelay.service"
     checked=$work/tillrelay.service
 fi

@@ -81,6 +81,11 @@ pub enum Command {
     },
     /// Wake the running agent's uploaders: send what is pending now (SIGUSR1).
     Flush,
+    /// Make the running agent read its configuration again (SIGHUP), and report
+    /// what it did: sources and destinations added, removed or changed take effect
+    /// without a restart; an invalid file is refused (exit 3, with check-config's
+    /// messages) and the running configuration stays.
+    Reload,
     /// Record what the POS sends on a serial source into a capture file (card
     /// numbers masked), passing it on to the printer meanwhile. Stop the agent first:
     /// it holds the port.
@@ -217,6 +222,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             order.as_deref(),
         ),
         Command::Flush => flush(&Config::load(&cli.config)?).map(|_| ()),
+        Command::Reload => crate::reload::command(&cli.config),
         Command::Record {
             source,
             out,
@@ -251,7 +257,13 @@ fn run(cli: Cli) -> Result<(), CliError> {
             crate::emulator::run_cli(&listen, emu_config.as_deref()).map_err(CliError::Other)
         }
         Command::Demo => crate::demo::run().map_err(CliError::Other),
-        Command::Status { json } => status(&Config::load(&cli.config)?, json),
+        Command::Status { json } => match Config::load(&cli.config) {
+            Ok(cfg) => status(&cfg, json),
+            Err(e) => {
+                crate::reload::refused_note(&cli.config, human_age);
+                Err(e.into())
+            }
+        },
         Command::Orders {
             json,
             state,
@@ -432,6 +444,8 @@ fn status(cfg: &Config, json: bool) -> Result<(), CliError> {
     let mut out = std::io::stdout().lock();
     // Live counters of network/device sources: the daemon's stats file.
     let live = crate::source_stats::read(&cfg.agent.state_dir);
+    // The running agent's last configuration load (a refused reload shows here).
+    let reload = crate::reload::read_live(&cfg.agent.state_dir);
     if json {
         let mut v = serde_json::to_value(&st).map_err(anyhow::Error::from)?;
         v["damaged_queues"] = serde_json::json!(damaged);
@@ -439,6 +453,10 @@ fn status(cfg: &Config, json: bool) -> Result<(), CliError> {
             m.insert(
                 "live".into(),
                 serde_json::to_value(&live).map_err(anyhow::Error::from)?,
+            );
+            m.insert(
+                "reload".into(),
+                serde_json::to_value(&reload).map_err(anyhow::Error::from)?,
             );
         }
         let _ = writeln!(
@@ -454,6 +472,12 @@ fn status(cfg: &Config, json: bool) -> Result<(), CliError> {
         cfg.db_path().display(),
         human_bytes(st.db_bytes)
     );
+    for line in reload
+        .iter()
+        .flat_map(|r| crate::reload::status_lines(r, now, human_age))
+    {
+        let _ = writeln!(out, "{line}");
+    }
     if let Some(since) = st.queue_full_since {
         let _ = writeln!(
             out,
@@ -906,7 +930,7 @@ fn human_bytes(n: u64) -> String {
     }
 }
 
-fn human_age(secs: i64) -> String {
+pub(crate) fn human_age(secs: i64) -> String {
     match secs {
         s if s < 60 => format!("{s}s"),
         s if s < 3600 => format!("{}m {}s", s / 60, s % 60),

@@ -1,5 +1,6 @@
-//! The daemon (`tillrelay run`): opens the outbox, starts one loop per source and the
-//! maintenance loop, tells systemd it is ready, and stops cleanly on SIGTERM/SIGINT.
+//! The daemon (`tillrelay run`): opens the outbox, starts one loop per source and
+//! destination and the maintenance loop (kept by `supervisor`), tells systemd it is
+//! ready, reloads the configuration on SIGHUP, and stops cleanly on SIGTERM/SIGINT.
 //!
 //! Threads, not tasks: every loop here does blocking work (SQLite, file reads, serial
 //! ports, ureq), so each runs on its own OS thread; tokio only waits for signals and
@@ -16,30 +17,26 @@
 //!   fresh one started; where none can be written (a read-only disk), serial taps
 //!   forward all the same and every loop that needs the queue waits for it, trying
 //!   to open it every [`REOPEN_EVERY`] (no restart loop).
+//! - Reload (SIGHUP): an invalid file is refused and changes nothing; the outcome is
+//!   logged, written to `<state_dir>/reload.json` for `status`, and counted in
+//!   `/metrics` (`tillrelay_config_*`).
 
-use std::sync::{Arc, mpsc};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use log::{error, info, warn};
 
-use crate::capture::folder::FolderWatch;
-use crate::capture::live::{Queue, REOPEN_EVERY, SerialWatch};
-use crate::capture::stream::SourceStats;
-use crate::capture::stream_source::StreamWatch;
-use crate::config::{Config, SourceKind};
-use crate::lifecycle::{Heartbeat, Heartbeats, Shutdown};
+use crate::capture::live::REOPEN_EVERY;
+use crate::config::Config;
+use crate::lifecycle::{Heartbeats, Shutdown};
 use crate::metrics;
-use crate::outbox::{self, OnCommit, Opened, Opener, Outbox, Synchronous};
+use crate::outbox::{self, Opened, Opener, Outbox};
+use crate::supervisor::Supervisor;
 use crate::systemd::Notifier;
-use crate::upload::Destination;
-use crate::upload::engine::{EngineConfig, Wake, Worker};
+use crate::upload::engine::EngineConfig;
 
-/// A source's loop, ready to run on its own thread.
-type SourceLoop = Box<dyn FnOnce(&Shutdown, &Heartbeat) + Send>;
-
-/// The daemon's pid, in the state dir, for `tillrelay flush` (SIGUSR1).
+/// The daemon's pid, in the state dir, for `tillrelay flush` (SIGUSR1) and
+/// `tillrelay reload` (SIGHUP).
 pub const PID_FILE: &str = "tillrelay.pid";
 
 /// How long stopping may take before loops are abandoned.
@@ -77,9 +74,6 @@ fn engine_config() -> EngineConfig {
     }
     cfg
 }
-
-/// How often retention runs.
-const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 pub fn run(cfg: Config) -> anyhow::Result<()> {
     one_malloc_arena();
@@ -142,6 +136,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
             term: signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
             int: signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
             usr1: signal(SignalKind::user_defined1()).context("cannot handle SIGUSR1")?,
+            hup: signal(SignalKind::hangup()).context("cannot handle SIGHUP")?,
         }
     };
 
@@ -153,197 +148,24 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     }
     let shutdown = Shutdown::new();
     let beats = Heartbeats::new(watchdog.map_or(IDLE_WAKE, |w| (w / 4).min(IDLE_WAKE)));
-    let (done_tx, done_rx) = mpsc::channel::<String>();
-    let mut threads: Vec<(String, JoinHandle<()>)> = Vec::new();
-    // One set of counters per network/device source, kept here for the stats
-    // file `status` reads (and for metrics).
-    let mut stream_stats: Vec<(String, Arc<SourceStats>)> = Vec::new();
     // The live counters the loops report into and `/metrics` reads.
-    let mut registry = metrics::Registry::default();
-
-    // The workers' wake handles exist before the sources start, so every capture
-    // commit can wake them (capture knows nothing of upload: it gets a callback).
-    let clients = clients(&cfg)?;
-    let wakes: Vec<Wake> = clients.iter().map(|_| Wake::new()).collect();
-    let on_commit: OnCommit = {
-        let wakes = wakes.clone();
-        Arc::new(move || {
-            for w in &wakes {
-                w.new_orders();
-            }
-        })
-    };
-
-    // Captures' queues (opened now or later) wake the workers on each commit.
-    let capture_opener = Opener {
-        on_commit: Some(on_commit),
-        ..opener.clone()
-    };
-    for source in &cfg.sources {
-        if !source.enabled {
-            info!(
-                "source {}: disabled in the config; not run",
-                source.identity.name
-            );
-            continue;
-        }
-        let ob = main_ob.as_ref().map(|_| capture_opener.open());
-        let (name, work): (String, SourceLoop) = match &source.kind {
-            SourceKind::Folder(folder) => {
-                registry.source(&source.identity.name);
-                let (identity, folder, opener) = (
-                    source.identity.clone(),
-                    folder.clone(),
-                    capture_opener.clone(),
-                );
-                (
-                    format!("folder:{}", source.identity.name),
-                    Box::new(move |s, b| {
-                        // Files wait in the folder until the queue can be opened.
-                        let ob = match ob {
-                            Some(Ok(ob)) => ob,
-                            _ => match wait_for_queue(&opener, s, b) {
-                                Some(ob) => ob,
-                                None => return,
-                            },
-                        };
-                        FolderWatch::new(identity, folder, ob).run(s, b)
-                    }),
-                )
-            }
-            SourceKind::Serial(t) => {
-                let queue = live_queue(ob, &capture_opener);
-                let w = SerialWatch::new(
-                    source.identity.clone(),
-                    t.serial.clone(),
-                    t.rules.clone(),
-                    queue,
-                )
-                .with_metrics(registry.source(&source.identity.name));
-                (
-                    format!("serial:{}", source.identity.name),
-                    Box::new(move |s, b| w.run(s, b)),
-                )
-            }
-            SourceKind::Tcp(_) | SourceKind::Listen(_) | SourceKind::Device(_) => {
-                let Some((spec, rules)) = source.stream_spec() else {
-                    continue;
-                };
-                let stats = Arc::new(SourceStats::default());
-                stream_stats.push((source.identity.name.clone(), stats.clone()));
-                registry
-                    .source(&source.identity.name)
-                    .attach_stream(stats.clone());
-                let queue = live_queue(ob, &capture_opener);
-                let w =
-                    StreamWatch::new(source.identity.clone(), spec, rules.clone(), queue, stats);
-                (
-                    format!("stream:{}", source.identity.name),
-                    Box::new(move |s, b| w.run(s, b)),
-                )
-            }
-        };
-        let (sd, beat, done) = (shutdown.clone(), beats.register(&name), done_tx.clone());
-        let tname = name.clone();
-        let h = std::thread::Builder::new()
-            .name(name.clone())
-            .spawn(move || {
-                work(&sd, &beat);
-                let _ = done.send(tname);
-            })
-            .context("cannot start a thread")?;
-        threads.push((name, h));
+    let registry = metrics::Registry {
+        reload: metrics::ReloadState::started(outbox::now()),
+        ..metrics::Registry::default()
     }
-
-    {
-        let name = "maintenance".to_string();
-        let (sd, beat, done) = (shutdown.clone(), beats.register(&name), done_tx.clone());
-        let outbox_cfg = cfg.outbox.clone();
-        let tname = name.clone();
-        let opener = opener.clone();
-        let h = std::thread::Builder::new()
-            .name(name.clone())
-            .spawn(move || {
-                let mut main_ob = match main_ob {
-                    Some(ob) => ob,
-                    None => match wait_for_queue(&opener, &sd, &beat) {
-                        Some(ob) => ob,
-                        None => {
-                            let _ = done.send(tname);
-                            return;
-                        }
-                    },
-                };
-                let mut last_prune: Option<Instant> = None;
-                loop {
-                    beat.beat();
-                    if last_prune.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
-                        match main_ob.prune(outbox::now(), &outbox_cfg) {
-                            Ok((0, 0)) => {}
-                            Ok((orders, raws)) => info!(
-                                "retention: deleted {orders} delivered order(s), dropped {raws} raw capture(s)"
-                            ),
-                            Err(e) => warn!("retention failed (will retry): {e}"),
-                        }
-                        last_prune = Some(Instant::now());
-                    }
-                    if sd.wait(beat.max_sleep()) {
-                        break;
-                    }
-                }
-                let _ = done.send(tname);
-            })
-            .context("cannot start a thread")?;
-        threads.push((name, h));
-    }
-    if !stream_stats.is_empty() {
-        let name = "source-stats".to_string();
-        let (sd, beat, done) = (shutdown.clone(), beats.register(&name), done_tx.clone());
-        let state_dir = cfg.agent.state_dir.clone();
-        let tname = name.clone();
-        let h = std::thread::Builder::new()
-            .name(name.clone())
-            .spawn(move || {
-                crate::source_stats::run(&state_dir, &stream_stats, &sd, &beat);
-                let _ = done.send(tname);
-            })
-            .context("cannot start a thread")?;
-        threads.push((name, h));
-    }
-    let engine = engine_config();
-    for ((dest, client), wake) in clients.into_iter().zip(wakes.iter().cloned()) {
-        let name = format!("upload:{dest}");
-        let ob = opener.open();
-        let (sd, beat, done) = (shutdown.clone(), beats.register(&name), done_tx.clone());
-        let tname = name.clone();
-        let (opener, engine) = (opener.clone(), engine.clone());
-        let metrics = registry.dest(dest);
-        let h = std::thread::Builder::new()
-            .name(name.clone())
-            .spawn(move || {
-                let ob = match ob {
-                    Ok(ob) => Some(ob),
-                    Err(_) => wait_for_queue(&opener, &sd, &beat),
-                };
-                if let Some(mut ob) = ob {
-                    // A delivery outcome is committed without its own fsync: lost in a
-                    // power cut, it only re-sends orders the clouds deduplicate
-                    // (docs/GUARANTEES.md). On flash this halves what each order costs
-                    // the card (docs/BENCHMARKS.md).
-                    if let Err(e) = ob.set_synchronous(Synchronous::Normal) {
-                        warn!("upload:{tname}: cannot relax the queue's sync (kept FULL): {e}");
-                    }
-                    Worker::new(client, ob, engine, wake)
-                        .with_metrics(metrics)
-                        .run(&sd, &beat);
-                }
-                let _ = done.send(tname);
-            })
-            .context("cannot start a thread")?;
-        threads.push((name, h));
-    }
-    drop(done_tx);
-    start_metrics(&cfg, registry, &beats, &shutdown);
+    .shared();
+    let queue_ok = main_ob.is_some();
+    let mut loops = Supervisor::new(
+        cfg.clone(),
+        shutdown.clone(),
+        beats.clone(),
+        opener,
+        queue_ok,
+        registry.clone(),
+        engine_config(),
+    );
+    loops.start(main_ob)?;
+    start_metrics(&cfg, registry.clone(), &beats, &shutdown);
 
     let pid_file = cfg.agent.state_dir.join(PID_FILE);
     if let Err(e) = std::fs::write(&pid_file, format!("{}\n", std::process::id())) {
@@ -353,90 +175,43 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         );
     }
 
+    let mut reloads = Reloads {
+        registry,
+        seq: 0,
+        running_since: outbox::now(),
+    };
+    // No record at start: the file exists only once a reload was asked (on a
+    // nearly full disk, not even its one block is taken before it is needed).
+
     notifier.ready();
-    notifier.status(&format!(
-        "capturing from {} source(s); destinations: {}",
-        cfg.sources.iter().filter(|s| s.enabled).count(),
-        if cfg.destinations.is_empty() {
-            "none".to_string()
-        } else {
-            cfg.destinations.join(", ")
-        }
-    ));
+    notifier.status(&status_line(loops.config()));
     info!("ready");
 
-    wait_for_signal(&rt, signals, &beats, &notifier, watchdog, &wakes);
+    wait_for_signal(
+        &rt,
+        signals,
+        &beats,
+        &notifier,
+        watchdog,
+        &mut loops,
+        &mut reloads,
+    );
     let _ = std::fs::remove_file(&pid_file);
 
     info!("stopping: finishing the work in hand");
     notifier.stopping();
     notifier.status("stopping: finishing the work in hand");
-    shutdown.trigger();
-    let deadline = Instant::now() + DRAIN_DEADLINE;
-    let mut finished: Vec<String> = Vec::new();
-    while finished.len() < threads.len() {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match done_rx.recv_timeout(left) {
-            Ok(name) => finished.push(name),
-            Err(_) => break,
-        }
-    }
-    let (done, stuck): (Vec<_>, Vec<_>) = threads
-        .into_iter()
-        .partition(|(name, _)| finished.contains(name));
-    // A loop that reported done has left its work; joining only waits for its return.
-    for (_, h) in done {
-        let _ = h.join();
-    }
+    let stuck = loops.stop_all();
     if stuck.is_empty() {
         info!("stopped");
     } else {
-        let names: Vec<_> = stuck.iter().map(|(n, _)| n.as_str()).collect();
         error!(
             "stopping: {} did not finish within {:?}; exiting anyway (open transactions roll back)",
-            names.join(", "),
+            stuck.join(", "),
             DRAIN_DEADLINE
         );
     }
     Ok(())
-}
-
-/// A receipt source's queue: open, or to be opened again while printing goes on.
-fn live_queue(ob: Option<outbox::Result<Outbox>>, opener: &Opener) -> Queue {
-    match ob {
-        Some(Ok(ob)) => Queue::Open(ob),
-        Some(Err(e)) => Queue::waiting(opener.clone(), e.to_string()),
-        None => Queue::waiting(opener.clone(), "not opened at start".into()),
-    }
-}
-
-/// Opens the queue for a loop that cannot work without it, trying every
-/// [`REOPEN_EVERY`] and beating meanwhile; `None` once shutdown was asked.
-fn wait_for_queue(opener: &Opener, sd: &Shutdown, beat: &Heartbeat) -> Option<Outbox> {
-    let mut last_error = String::new();
-    loop {
-        beat.beat();
-        match opener.open() {
-            Ok(ob) => {
-                info!(
-                    "the queue at {} is open: {}",
-                    opener.path.display(),
-                    "resuming"
-                );
-                return Some(ob);
-            }
-            Err(e) => {
-                let e = e.to_string();
-                if e != last_error {
-                    warn!("waiting for the queue at {}: {e}", opener.path.display());
-                    last_error = e;
-                }
-            }
-        }
-        if sd.wait(REOPEN_EVERY.min(beat.max_sleep())) {
-            return None;
-        }
-    }
 }
 
 /// The metrics endpoint and the pusher, when configured. Neither is joined at
@@ -444,7 +219,7 @@ fn wait_for_queue(opener: &Opener, sd: &Shutdown, beat: &Heartbeat) -> Option<Ou
 /// logged and the agent runs without it.
 fn start_metrics(
     cfg: &Config,
-    registry: metrics::Registry,
+    registry: metrics::SharedRegistry,
     beats: &Heartbeats,
     shutdown: &Shutdown,
 ) {
@@ -476,25 +251,20 @@ struct Signals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
     usr1: tokio::signal::unix::Signal,
-}
-
-/// One client per enabled destination (built as `check-config --online` builds them).
-fn clients(cfg: &Config) -> anyhow::Result<Vec<(&'static str, Box<dyn Destination>)>> {
-    crate::upload::clients(cfg.ovopark.as_ref(), cfg.wdt.as_ref(), &cfg.routes)
-        .into_iter()
-        .map(|(name, c)| c.map(|c| (name, c)).map_err(anyhow::Error::msg))
-        .collect()
+    hup: tokio::signal::unix::Signal,
 }
 
 /// Blocks until SIGTERM or SIGINT, pinging the systemd watchdog meanwhile; SIGUSR1
-/// wakes the upload workers (`tillrelay flush`).
+/// wakes the upload workers (`tillrelay flush`); SIGHUP reloads the configuration
+/// (`tillrelay reload`).
 fn wait_for_signal(
     rt: &tokio::runtime::Runtime,
     mut sig: Signals,
     beats: &Heartbeats,
     notifier: &Notifier,
     watchdog: Option<Duration>,
-    wakes: &[Wake],
+    loops: &mut Supervisor,
+    reloads: &mut Reloads,
 ) {
     rt.block_on(async {
         let mut tick = tokio::time::interval(watchdog.map_or(Duration::from_secs(3600), |w| w / 4));
@@ -505,9 +275,11 @@ fn wait_for_signal(
                 _ = sig.int.recv() => { info!("SIGINT received"); break; }
                 _ = sig.usr1.recv() => {
                     info!("SIGUSR1: sending what is pending now");
-                    for w in wakes {
-                        w.wake();
-                    }
+                    loops.wake_all();
+                }
+                _ = sig.hup.recv() => {
+                    info!("SIGHUP: reloading the configuration from {}", loops.config().path.display());
+                    reload(loops, reloads, notifier);
                 }
                 _ = tick.tick() => {
                     if let Some(w) = watchdog {
@@ -524,4 +296,99 @@ fn wait_for_signal(
             }
         }
     });
+}
+
+/// The STATUS line systemd shows.
+fn status_line(cfg: &Config) -> String {
+    format!(
+        "capturing from {} source(s); destinations: {}",
+        cfg.sources.iter().filter(|s| s.enabled).count(),
+        if cfg.destinations.is_empty() {
+            "none".to_string()
+        } else {
+            cfg.destinations.join(", ")
+        }
+    )
+}
+
+/// The outcome of each load of the configuration, where `status` (the record file)
+/// and `/metrics` (the registry) read it.
+struct Reloads {
+    registry: metrics::SharedRegistry,
+    seq: u64,
+    running_since: i64,
+}
+
+impl Reloads {
+    fn write(
+        &self,
+        cfg: &Config,
+        ok: bool,
+        message: String,
+        changes: &[String],
+        needs_restart: &[String],
+    ) {
+        let r = crate::reload::Record {
+            pid: std::process::id(),
+            seq: self.seq,
+            at: outbox::now(),
+            ok,
+            config: cfg.path.clone(),
+            message,
+            changes: changes.to_vec(),
+            needs_restart: needs_restart.to_vec(),
+            running_since: self.running_since,
+        };
+        if let Err(e) = crate::reload::write(&cfg.agent.state_dir, &r) {
+            warn!(
+                "cannot write {} (status will not show the last reload): {e}",
+                crate::reload::path(&cfg.agent.state_dir).display()
+            );
+        }
+    }
+}
+
+/// SIGHUP: the file read again and applied, or refused with the running
+/// configuration kept; either way logged, recorded for `status` and counted.
+fn reload(loops: &mut Supervisor, reloads: &mut Reloads, notifier: &Notifier) {
+    reloads.seq += 1;
+    let now = outbox::now();
+    match loops.reload() {
+        Ok(applied) => {
+            reloads.running_since = now;
+            for c in &applied.changes {
+                info!("reload: {c}");
+            }
+            for k in &applied.needs_restart {
+                warn!("reload: {k} changed in the file: needs a restart (the running value stays)");
+            }
+            for w in loops.config().warnings() {
+                warn!("config: {w}");
+            }
+            let message = if applied.changes.is_empty() {
+                "applied: no source or destination changed".to_string()
+            } else {
+                format!("applied: {} change(s)", applied.changes.len())
+            };
+            info!("reload {message}");
+            lock(&reloads.registry).reload.record(true, now);
+            reloads.write(
+                loops.config(),
+                true,
+                message,
+                &applied.changes,
+                &applied.needs_restart,
+            );
+            notifier.status(&status_line(loops.config()));
+        }
+        Err(why) => {
+            error!("reload refused, the running configuration stays: {why}");
+            lock(&reloads.registry).reload.record(false, now);
+            reloads.write(loops.config(), false, why, &[], &[]);
+        }
+    }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }

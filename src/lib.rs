@@ -12,7 +12,9 @@
 //! - [`outbox`]: the SQLite journal, orders and delivery rows; durability lives here.
 //! - [`upload`]: the clients of both clouds and what a delivery attempt ends in.
 //! - [`emulator`]: local stand-ins for both clouds, strict to the specs, with fault modes.
-//! - [`daemon`]: `tillrelay run`, the threads and their orderly stop.
+//! - [`daemon`]: `tillrelay run`, the threads and their orderly stop; `supervisor`
+//!   keeps the running loops by name, so that `reload` (SIGHUP) can stop and start
+//!   the ones a new config changes.
 //! - [`record`], [`reparse`]: the template workflow at the till (`record` live
 //!   bytes, `reparse` the journal), commands beside `run` and `demo`.
 //! - [`lifecycle`]: the shutdown value and the heartbeats behind the watchdog.
@@ -40,10 +42,12 @@ pub mod metrics;
 pub mod order;
 pub mod outbox;
 mod record;
+mod reload;
 mod reparse;
 pub mod secret;
 pub mod settings;
 pub mod source_stats;
 pub mod stamp;
+mod supervisor;
 mod systemd;
 pub mod upload;

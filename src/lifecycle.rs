@@ -5,6 +5,8 @@
 //! - Shutdown is a value passed to every loop, never a global. Triggering it wakes
 //!   every loop that is waiting (through [`Shutdown::wait`] or a registered waker),
 //!   so stopping never waits out an idle timeout.
+//! - A [`Shutdown::child`] stops one loop alone (a reload replacing it) and is
+//!   triggered by its parent too, so stopping the process still stops every loop.
 //! - A loop beats its [`Heartbeat`] each time round, including when it wakes idle;
 //!   the daemon pings the watchdog only while every heartbeat is fresh, so a stuck
 //!   loop gets the process restarted and a busy one does not.
@@ -72,6 +74,20 @@ impl Shutdown {
         }
     }
 
+    /// A shutdown of its own for one loop: triggering it stops that loop alone,
+    /// triggering `self` triggers it too. The parent keeps only a weak reference, so
+    /// a loop replaced at a reload leaves nothing behind but an empty closure.
+    pub fn child(&self) -> Shutdown {
+        let child = Shutdown::new();
+        let weak = Arc::downgrade(&child.inner);
+        self.on_trigger(move || {
+            if let Some(inner) = weak.upgrade() {
+                Shutdown { inner }.trigger();
+            }
+        });
+        child
+    }
+
     /// Registers a function called on trigger (e.g. one that sends a stop message on
     /// a loop's channel). Called at once if shutdown was already triggered.
     pub fn on_trigger(&self, waker: impl Fn() + Send + Sync + 'static) {
@@ -131,6 +147,15 @@ impl Heartbeats {
         hb
     }
 
+    /// Forgets a loop that has stopped (a reload removed or replaced it), so the
+    /// watchdog no longer waits for its beat.
+    pub fn unregister(&self, beat: &Heartbeat) {
+        self.beats
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(_, last)| !Arc::ptr_eq(last, &beat.last));
+    }
+
     /// The loops that have not beaten within `max_age`.
     pub fn stale(&self, max_age: Duration) -> Vec<String> {
         let now = self.start().elapsed().as_millis() as u64;
@@ -176,6 +201,34 @@ mod tests {
         assert!(t.join().unwrap(), "the waiter saw the trigger");
         rx.recv_timeout(Duration::from_secs(5)).unwrap();
         assert!(!Shutdown::new().wait(Duration::from_millis(1)));
+    }
+
+    #[test]
+    fn a_child_stops_alone_and_with_its_parent() {
+        let parent = Shutdown::new();
+        let (a, b) = (parent.child(), parent.child());
+        a.trigger();
+        assert!(a.is_triggered());
+        assert!(
+            !b.is_triggered() && !parent.is_triggered(),
+            "a child stops alone"
+        );
+        parent.trigger();
+        assert!(b.is_triggered(), "the parent stops every child");
+        assert!(
+            parent.child().is_triggered(),
+            "a child of a stopped parent is stopped"
+        );
+    }
+
+    #[test]
+    fn an_unregistered_loop_is_not_waited_for() {
+        let hbs = Heartbeats::new(Duration::from_secs(1));
+        let a = hbs.register("folder:lane1");
+        std::thread::sleep(Duration::from_millis(30));
+        assert_eq!(hbs.stale(Duration::from_millis(15)), vec!["folder:lane1"]);
+        hbs.unregister(&a);
+        assert!(hbs.stale(Duration::from_millis(15)).is_empty());
     }
 
     #[test]

@@ -15,8 +15,8 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -104,24 +104,27 @@ fn write(state_dir: &Path, snap: &Snapshot) -> std::io::Result<()> {
     std::fs::rename(&tmp, path(state_dir))
 }
 
+/// The sources whose counters are written: a reload adds and removes some while
+/// the writer runs.
+pub type Live = Arc<Mutex<Vec<(String, Arc<SourceStats>)>>>;
+
 /// The daemon's writer loop: rewrites the file when a counter changed, at most
-/// every [`WRITE_EVERY`], and once more at shutdown.
-pub fn run(
-    state_dir: &Path,
-    sources: &[(String, Arc<SourceStats>)],
-    shutdown: &Shutdown,
-    beat: &Heartbeat,
-) {
+/// every [`WRITE_EVERY`], and once more at shutdown. Nothing is written while no
+/// network or device source ever ran.
+pub fn run(state_dir: &Path, sources: &Live, shutdown: &Shutdown, beat: &Heartbeat) {
     let mut last: Option<BTreeMap<String, Counters>> = None;
     let mut failing = false;
     loop {
         beat.beat();
         let stop = shutdown.is_triggered();
         let now: BTreeMap<String, Counters> = sources
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
             .iter()
             .map(|(n, s)| (n.clone(), Counters::of(s)))
             .collect();
-        if last.as_ref() != Some(&now) {
+        let never = last.is_none() && now.is_empty();
+        if !never && last.as_ref() != Some(&now) {
             let snap = Snapshot {
                 pid: std::process::id(),
                 written_ms: now_ms(),

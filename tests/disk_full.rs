@@ -114,10 +114,13 @@ fn a_full_queue_stops_acknowledging_keeps_everything_and_resumes_when_space_retu
     assert!(
         wait_until(WAIT, || {
             let d = count(&done);
-            d > 0 && d + count(&inbox) == files && stored(&config) == d * 20 && {
-                std::thread::sleep(Duration::from_millis(500));
-                count(&done) == d
-            }
+            d > 0
+                && d + count(&inbox) == files
+                && stored(&config) + made_room(&config) == d * 20
+                && {
+                    std::thread::sleep(Duration::from_millis(500));
+                    count(&done) == d
+                }
         }),
         "done {}, waiting {}",
         count(&done),

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use crate::lifecycle::Heartbeats;
 use crate::outbox::{Outbox, Status};
 
+mod config;
 mod destinations;
 pub mod expo;
 mod outbox;
@@ -31,7 +32,7 @@ pub mod server;
 pub mod settings;
 mod sources;
 
-pub use registry::{DestMetrics, Registry, SourceMetrics};
+pub use registry::{DestMetrics, Registry, ReloadState, SharedRegistry, SourceMetrics};
 pub use settings::{MetricsConfig, RawMetrics};
 
 /// How long a read of the outbox serves scrapes.
@@ -46,7 +47,7 @@ pub struct Metrics {
     db: PathBuf,
     /// `outbox.max_size`.
     cap: u64,
-    registry: Registry,
+    registry: SharedRegistry,
     beats: Option<Heartbeats>,
     reader: Mutex<Reader>,
 }
@@ -70,7 +71,7 @@ impl Metrics {
         box_id: String,
         db: PathBuf,
         cap: u64,
-        registry: Registry,
+        registry: SharedRegistry,
         beats: Option<Heartbeats>,
     ) -> Arc<Metrics> {
         Arc::new(Metrics {
@@ -108,10 +109,13 @@ impl Metrics {
         e.sample("tillrelay_box_info", &[("box_id", &self.box_id)], 1.0);
         process::write(&mut e);
         outbox::write(&mut e, snap.as_ref(), self.cap);
+        let reg = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+        config::write(&mut e, &reg.reload);
         if let Ok(s) = &snap {
-            sources::write(&mut e, s, &self.registry);
-            destinations::write(&mut e, s, &self.registry);
+            sources::write(&mut e, s, &reg);
+            destinations::write(&mut e, s, &reg);
         }
+        drop(reg);
         e.finish()
     }
 
@@ -191,7 +195,7 @@ mod tests {
             "b".into(),
             dir.path().join("none.db"),
             1 << 30,
-            Registry::default(),
+            Registry::default().shared(),
             None,
         );
         let why = missing.health().unwrap_err();
@@ -199,9 +203,15 @@ mod tests {
         assert!(missing.render().contains("tillrelay_outbox_up 0\n"));
 
         let db = queue(dir.path());
-        let ok = Metrics::new("b".into(), db.clone(), 1 << 30, Registry::default(), None);
+        let ok = Metrics::new(
+            "b".into(),
+            db.clone(),
+            1 << 30,
+            Registry::default().shared(),
+            None,
+        );
         assert_eq!(ok.health(), Ok(()));
-        let full = Metrics::new("b".into(), db, 4096, Registry::default(), None);
+        let full = Metrics::new("b".into(), db, 4096, Registry::default().shared(), None);
         let why = full.health().unwrap_err();
         assert!(why.starts_with("outbox full: "), "{why}");
     }
@@ -213,7 +223,9 @@ mod tests {
         let mut reg = Registry::default();
         reg.source("lane1");
         reg.dest("wdt").request(0, Duration::from_millis(20));
-        let text = Metrics::new("shop-1".into(), db, 1 << 30, reg, None).render();
+        reg.reload = ReloadState::started(1_700_000_000);
+        reg.reload.record(false, 1_700_000_100);
+        let text = Metrics::new("shop-1".into(), db, 1 << 30, reg.shared(), None).render();
         for line in [
             "tillrelay_box_info{box_id=\"shop-1\"} 1",
             "tillrelay_outbox_up 1",
@@ -221,6 +233,10 @@ mod tests {
             "tillrelay_destination_pending_orders{destination=\"wdt\"} 0",
             "tillrelay_destination_requests_total{destination=\"wdt\",outcome=\"delivered\"} 1",
             "tillrelay_destination_request_duration_seconds_bucket{destination=\"wdt\",le=\"0.05\"} 1",
+            "tillrelay_config_last_reload_successful 0",
+            "tillrelay_config_last_reload_success_timestamp_seconds 1700000000",
+            "tillrelay_config_reloads_total 1",
+            "tillrelay_config_reload_failures_total 1",
         ] {
             assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
         }

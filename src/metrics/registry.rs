@@ -26,9 +26,55 @@ pub const DURATION_BUCKETS: [f64; 10] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10
 pub struct Registry {
     pub sources: Vec<(String, Arc<SourceMetrics>)>,
     pub dests: Vec<(String, Arc<DestMetrics>)>,
+    /// How the configuration was loaded and reloaded (`SIGHUP`).
+    pub reload: ReloadState,
+}
+
+/// The registry as the daemon and the endpoint share it: a reload adds the counters
+/// of new sources and destinations while scrapes read.
+pub type SharedRegistry = Arc<Mutex<Registry>>;
+
+/// The configuration's reloads, for `tillrelay_config_*`.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct ReloadState {
+    /// Reloads asked (SIGHUP), applied or refused.
+    pub reloads: u64,
+    /// Reloads refused (an invalid file: the running configuration stayed).
+    pub failures: u64,
+    /// The last load (at start, or the last reload) was applied.
+    pub last_ok: bool,
+    /// Unix seconds of the last applied load (the start, or a reload).
+    pub last_success_at: i64,
+}
+
+impl ReloadState {
+    /// The configuration read at start.
+    pub fn started(at: i64) -> ReloadState {
+        ReloadState {
+            last_ok: true,
+            last_success_at: at,
+            ..ReloadState::default()
+        }
+    }
+
+    /// One reload: applied (`ok`) or refused, at unix second `at`.
+    pub fn record(&mut self, ok: bool, at: i64) {
+        self.reloads += 1;
+        self.last_ok = ok;
+        if ok {
+            self.last_success_at = at;
+        } else {
+            self.failures += 1;
+        }
+    }
 }
 
 impl Registry {
+    /// Shared between the daemon and the endpoint.
+    pub fn shared(self) -> SharedRegistry {
+        Arc::new(Mutex::new(self))
+    }
+
     /// The counters of source `name` (created on first ask).
     pub fn source(&mut self, name: &str) -> Arc<SourceMetrics> {
         if let Some((_, m)) = self.sources.iter().find(|(n, _)| n == name) {
