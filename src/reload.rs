@@ -118,8 +118,8 @@ fn hash_str(parts: &[&str]) -> u64 {
 
 /// A source's settings, compared across a reload (its loop restarts when this
 /// changes).
-pub fn source_fingerprint(s: &Source) -> u64 {
-    hash_str(&[&serde_json::to_string(s).unwrap_or_default()])
+pub fn source_fingerprint(cfg: &Config, s: &Source) -> u64 {
+    hash_str(&[&cfg.source_settings_text(s)])
 }
 
 /// A destination's settings, secrets and routes, compared across a reload (its
@@ -322,7 +322,7 @@ machine_id = "NVR01-CH04"
     fn a_source_changes_only_with_its_own_settings() {
         let a = with_dests(SOURCES);
         let b = with_dests(&SOURCES.replace("/tmp/in2", "/tmp/in3"));
-        let fp = |c: &Config, n: &str| source_fingerprint(c.source(n).unwrap());
+        let fp = |c: &Config, n: &str| source_fingerprint(c, c.source(n).unwrap());
         assert_eq!(fp(&a, "lane1"), fp(&b, "lane1"));
         assert_ne!(fp(&a, "lane2"), fp(&b, "lane2"));
         assert_eq!(dest_fingerprint(&a, "wdt"), dest_fingerprint(&b, "wdt"));

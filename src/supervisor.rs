@@ -194,7 +194,7 @@ impl Supervisor {
         let opener = self.capture_opener();
         let ob = self.queue_ok.then(|| opener.open());
         let name = source.identity.name.clone();
-        let fp = reload::source_fingerprint(source);
+        let fp = reload::source_fingerprint(&self.cfg, source);
         let metrics = lock(&self.registry).source(&name);
         let running = match &source.kind {
             SourceKind::Folder(folder) => {
@@ -382,7 +382,7 @@ impl Supervisor {
                         .push(format!("source {name} {how}: stopped"));
                     source_stop.push(name.clone());
                 }
-                Some(s) if reload::source_fingerprint(s) != r.fingerprint => {
+                Some(s) if reload::source_fingerprint(&new, s) != r.fingerprint => {
                     applied
                         .changes
                         .push(format!("source {name} changed: restarted"));

@@ -116,6 +116,15 @@ impl Config {
         }
     }
 
+    /// A source's effective settings as one line of text (its table as printed, with
+    /// its video always written out, since a change of `[video]` changes it too):
+    /// what a reload compares to decide whether the source's loop restarts.
+    pub fn source_settings_text(&self, s: &super::Source) -> String {
+        let mut r = self.source_raw(s);
+        r.video = Some(s.identity.video.raw());
+        serde_json::to_string(&r).unwrap_or_default()
+    }
+
     fn off(&self, name: &str) -> bool {
         self.disabled.iter().any(|d| d == name)
     }
