@@ -66,6 +66,7 @@ pub use views::{DeliveryView, DestStatus, OrderView, SourceStatus, Status};
 const MIGRATIONS: &[(&str, &str)] = &[
     ("0001_init", include_str!("migrations/0001_init.sql")),
     ("0002_faults", include_str!("migrations/0002_faults.sql")),
+    ("0003_wear", include_str!("migrations/0003_wear.sql")),
 ];
 
 /// Pages SQLite may use beyond `outbox.max_size`, for delivery bookkeeping only: the
@@ -164,6 +165,10 @@ pub struct Outbox {
     /// Set when a capture's commit found the cap: the next one makes room first.
     room_wanted: std::cell::Cell<bool>,
     on_commit: Option<OnCommit>,
+    /// Counter increments ([`Outbox::count`]) not written yet: they go into this
+    /// connection's next capture transaction (or are written when it closes), so a
+    /// counter never costs a commit of its own.
+    pending_counts: Vec<(String, String, i64)>,
 }
 
 impl Outbox {
@@ -204,6 +209,7 @@ impl Outbox {
             cap_pages,
             room_wanted: Default::default(),
             on_commit: None,
+            pending_counts: Vec::new(),
         };
         ob.migrate(path)?;
         Ok(ob)
@@ -225,6 +231,7 @@ impl Outbox {
             cap_pages: 0,
             room_wanted: Default::default(),
             on_commit: None,
+            pending_counts: Vec::new(),
         })
     }
 
@@ -267,6 +274,17 @@ impl Outbox {
     /// The destinations this outbox creates delivery rows for.
     pub fn destinations(&self) -> &[String] {
         &self.destinations
+    }
+}
+
+impl Drop for Outbox {
+    /// Writes the counter increments no capture carried (best effort: a counter is a
+    /// statistic, and a failure here must not turn a shutdown into an error).
+    fn drop(&mut self) {
+        if self.pending_counts.is_empty() {
+            return;
+        }
+        let _ = self.flush_counts();
     }
 }
 
