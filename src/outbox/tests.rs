@@ -486,6 +486,11 @@ fn a_queue_of_the_previous_schema_upgrades_in_place() {
         .pragma_query_value(None, "page_size", |r| r.get(0))
         .unwrap();
     assert_eq!(page_size, 4096, "an existing queue keeps its pages");
+    let autocheckpoint: i64 = ob
+        .conn
+        .pragma_query_value(None, "wal_autocheckpoint", |r| r.get(0))
+        .unwrap();
+    assert_eq!(autocheckpoint, 1024, "~4 MiB of its 4 KiB pages");
     let names = index_names(&ob.conn);
     assert!(!names.contains(&"delivery_order".to_string()), "{names:?}");
     assert!(!names.contains(&"capture_status".to_string()), "{names:?}");
@@ -604,4 +609,17 @@ fn a_healthy_destinations_last_success_is_written_at_most_once_a_minute() {
     let d = st.destinations.iter().find(|d| d.name == "wdt").unwrap();
     assert_eq!(d.last_error.as_deref(), Some("HTTP 503"));
     assert!(d.last_success_at.is_some());
+}
+
+#[test]
+fn a_new_queue_takes_small_pages_and_checkpoints_every_4_mib_of_wal() {
+    let dir = tempfile::tempdir().unwrap();
+    let ob = open(dir.path());
+    let get = |name: &str| -> i64 {
+        ob.conn
+            .pragma_query_value(None, name, |r| r.get(0))
+            .unwrap()
+    };
+    assert_eq!(get("page_size"), 512);
+    assert_eq!(get("wal_autocheckpoint"), 8192);
 }
