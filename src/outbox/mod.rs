@@ -97,15 +97,15 @@ pub const MAX_SCHEDULE_AHEAD: i64 = 6 * 3600;
 /// of those changes are a few dozen bytes, so the page size sets the bytes written:
 /// at 1 KiB an order cost 22.6 KB written, at 512 bytes 15.9 KB. An order's ~2 KB
 /// body takes ~2 KB of pages either way (a leaf and overflow pages), and the measured
-/// capture and drain rates did not move. An existing queue keeps its
-/// page size (SQLite cannot change it in WAL mode without a VACUUM).
+/// capture and drain rates did not move. An existing queue keeps its page size
+/// (SQLite cannot change it in WAL mode without a VACUUM).
 const PAGE_SIZE: i64 = 512;
 
 /// WAL bytes between automatic checkpoints (SQLite's default is 1000 pages). A
 /// checkpoint copies every page changed since the last one into the database file
 /// once, however often it changed: the index and counter pages every order touches
 /// are copied once per checkpoint, so rarer checkpoints copy fewer pages per order.
-/// ~4 MiB of WAL whatever the page size (8192 pages of 512 bytes; 1000 of an older
+/// ~4 MiB of WAL whatever the page size (8192 pages of 512 bytes; 1024 of an older
 /// queue's 4 KiB).
 const WAL_AUTOCHECKPOINT_BYTES: i64 = 4 << 20;
 
