@@ -215,6 +215,12 @@ impl Outbox {
     /// clears the success time, so `last_success_at` set means "a request succeeded
     /// after the last error" (the destination is healthy again) even within one
     /// second; the error itself is kept, with its time, as history.
+    ///
+    /// A success after an error, or the first one, is written at once; while nothing
+    /// else changes, `last_success_at` is moved forward at most once every
+    /// [`LAST_SUCCESS_REFRESH`] seconds (flash wear, issue #14: a page written per pass
+    /// was one more page per order in the WAL). So it may lag the real last success by
+    /// that much, never more; it is never left set after an error.
     pub fn note_attempt(&mut self, dest: &str, error: Option<&str>) -> Result<()> {
         let now = now();
         match error {
@@ -224,10 +230,14 @@ impl Outbox {
                      last_success_at = NULL",
                 params![dest, e, now],
             )?,
+            // An upsert whose WHERE is false changes no row, so SQLite writes no page.
+            // A time ahead of now (the clock went back) is replaced at once.
             None => self.conn.execute(
                 "INSERT INTO dest_state (dest, last_success_at) VALUES (?1, ?2)
-                 ON CONFLICT (dest) DO UPDATE SET last_success_at = ?2",
-                params![dest, now],
+                 ON CONFLICT (dest) DO UPDATE SET last_success_at = ?2
+                  WHERE last_success_at IS NULL OR last_success_at > ?2
+                     OR last_success_at <= ?2 - ?3",
+                params![dest, now, LAST_SUCCESS_REFRESH],
             )?,
         };
         Ok(())
@@ -265,6 +275,10 @@ impl Outbox {
         )? > 0)
     }
 }
+
+/// Seconds between two writes of a healthy destination's `last_success_at` (see
+/// [`Outbox::note_attempt`]).
+pub const LAST_SUCCESS_REFRESH: i64 = 60;
 
 /// An order id whose row cannot be read, with why.
 type Damaged = (i64, String);

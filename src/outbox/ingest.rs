@@ -63,6 +63,7 @@ pub struct Ingest<'a> {
     tx: rusqlite::Transaction<'a>,
     cap_pages: i64,
     room_wanted: &'a std::cell::Cell<bool>,
+    pending_counts: &'a mut Vec<(String, String, i64)>,
     destinations: &'a [String],
     on_commit: Option<&'a OnCommit>,
     source: String,
@@ -152,6 +153,11 @@ impl Ingest<'_> {
             CaptureKind::Receipt => "receipts",
         };
         bump(&self.tx, &self.source, counter, 1)?;
+        // Counted before this unit (`files_seen`): the same counter page, no commit of
+        // their own. Kept for the next commit if this one fails.
+        for (source, name, by) in self.pending_counts.iter() {
+            bump(&self.tx, source, name, *by)?;
+        }
         self.tx.execute(
             "DELETE FROM counter WHERE source = ?1 AND name = ?2",
             params![self.source, super::room::FULL_SINCE],
@@ -162,6 +168,7 @@ impl Ingest<'_> {
             room_wanted.set(matches!(e, OutboxError::Full));
             return Err(e);
         }
+        self.pending_counts.clear();
         room_wanted.set(false);
         if report.new > 0 || !report.corrected.is_empty() {
             if let Some(f) = self.on_commit {
@@ -236,6 +243,7 @@ impl Outbox {
             tx,
             cap_pages: self.cap_pages,
             room_wanted: &self.room_wanted,
+            pending_counts: &mut self.pending_counts,
             destinations: &self.destinations,
             on_commit: self.on_commit.as_ref(),
             source: unit.source.to_string(),
@@ -254,21 +262,54 @@ impl Outbox {
         let tx = self.conn.transaction()?;
         insert_capture(&tx, unit, now(), "rejected", Some(error))?;
         bump(&tx, unit.source, "files_rejected", 1)?;
+        for (source, name, by) in &self.pending_counts {
+            bump(&tx, source, name, *by)?;
+        }
         tx.commit()?;
+        self.pending_counts.clear();
         Ok(())
     }
 
-    /// Adds to a per-source counter (e.g. `files_seen`). Not fsynced on its own (a
-    /// counter is a statistic, not a capture): the next durable commit on the queue
-    /// carries it to the disk, in the same flash pages, instead of a sync of its own.
+    /// Adds to a per-source counter (e.g. `files_seen`). Written with this
+    /// connection's next capture transaction ([`Ingest::commit`],
+    /// [`Outbox::record_rejected`]), or when the outbox closes: a counter is a
+    /// statistic, not a capture, and a commit of its own was one more page in the WAL
+    /// for every order (issue #14). A folder counts a file just before it commits or
+    /// rejects it, so `status` sees both together.
     pub fn count(&mut self, source: &str, name: &str, by: i64) -> Result<()> {
+        match self
+            .pending_counts
+            .iter_mut()
+            .find(|(s, n, _)| s == source && n == name)
+        {
+            Some((_, _, v)) => *v += by,
+            None => self
+                .pending_counts
+                .push((source.to_string(), name.to_string(), by)),
+        }
+        Ok(())
+    }
+
+    /// Writes the pending counter increments in a commit of their own, not fsynced
+    /// (see [`Outbox::count`]).
+    pub(super) fn flush_counts(&mut self) -> Result<()> {
         let sync: i64 = self
             .conn
             .pragma_query_value(None, "synchronous", |r| r.get(0))?;
         self.conn.pragma_update(None, "synchronous", "NORMAL")?;
-        let bumped = bump(&self.conn, source, name, by);
+        let written = (|| {
+            let tx = self.conn.transaction()?;
+            for (source, name, by) in &self.pending_counts {
+                bump(&tx, source, name, *by)?;
+            }
+            tx.commit()?;
+            Ok(())
+        })();
         self.conn.pragma_update(None, "synchronous", sync)?;
-        bumped
+        if written.is_ok() {
+            self.pending_counts.clear();
+        }
+        written
     }
 }
 

@@ -66,6 +66,7 @@ pub use views::{DeliveryView, DestStatus, OrderView, SourceStatus, Status};
 const MIGRATIONS: &[(&str, &str)] = &[
     ("0001_init", include_str!("migrations/0001_init.sql")),
     ("0002_faults", include_str!("migrations/0002_faults.sql")),
+    ("0003_wear", include_str!("migrations/0003_wear.sql")),
 ];
 
 /// Pages SQLite may use beyond `outbox.max_size`, for delivery bookkeeping only: the
@@ -89,19 +90,24 @@ const CACHE_KIB: i64 = -256;
 
 pub const MAX_SCHEDULE_AHEAD: i64 = 6 * 3600;
 
-/// Page size of a new queue. Flash wear (docs/BENCHMARKS.md): every commit appends
-/// each page it changed to the WAL, and one order touches ~12 pages (its row, the
-/// journal row, two delivery rows, their indexes, a counter). At SQLite's default
-/// 4 KiB that is ~50 KB per fsynced commit for a 2 KB order; at 1 KiB, a quarter.
-/// Smaller pages would split an order's body over more overflow pages.
-const PAGE_SIZE: i64 = 1024;
+/// Page size of a new queue: SQLite's smallest. Flash wear (docs/BENCHMARKS.md):
+/// every commit appends each page it changed to the WAL, whole, and one order's
+/// capture changes ~11 pages (its row and body, its journal row, two delivery rows,
+/// four indexes, a counter, the header) and each destination's outcome two more. Most
+/// of those changes are a few dozen bytes, so the page size sets the bytes written:
+/// at 1 KiB an order cost 22.6 KB written, at 512 bytes 15.9 KB. An order's ~2 KB
+/// body takes ~2 KB of pages either way (a leaf and overflow pages), and the measured
+/// capture and drain rates did not move. An existing queue keeps its page size
+/// (SQLite cannot change it in WAL mode without a VACUUM).
+const PAGE_SIZE: i64 = 512;
 
-/// WAL pages between automatic checkpoints (SQLite's default is 1000). A checkpoint
-/// copies every page changed since the last one into the database file once, however
-/// often it changed: the index and counter pages every order touches are copied once
-/// per checkpoint, so rarer checkpoints copy fewer pages per order. 4000 pages of
-/// 1 KiB keep the WAL at ~4 MB.
-const WAL_AUTOCHECKPOINT: i64 = 4000;
+/// WAL bytes between automatic checkpoints (SQLite's default is 1000 pages). A
+/// checkpoint copies every page changed since the last one into the database file
+/// once, however often it changed: the index and counter pages every order touches
+/// are copied once per checkpoint, so rarer checkpoints copy fewer pages per order.
+/// ~4 MiB of WAL whatever the page size (8192 pages of 512 bytes; 1024 of an older
+/// queue's 4 KiB).
+const WAL_AUTOCHECKPOINT_BYTES: i64 = 4 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OutboxError {
@@ -164,6 +170,10 @@ pub struct Outbox {
     /// Set when a capture's commit found the cap: the next one makes room first.
     room_wanted: std::cell::Cell<bool>,
     on_commit: Option<OnCommit>,
+    /// Counter increments ([`Outbox::count`]) not written yet: they go into this
+    /// connection's next capture transaction (or are written when it closes), so a
+    /// counter never costs a commit of its own.
+    pending_counts: Vec<(String, String, i64)>,
 }
 
 impl Outbox {
@@ -184,11 +194,15 @@ impl Outbox {
         // queue keeps its 4 KiB pages.
         conn.pragma_update(None, "page_size", PAGE_SIZE)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT)?;
         conn.pragma_update(None, "synchronous", cfg.synchronous.pragma())?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.pragma_update(None, "cache_size", CACHE_KIB)?;
         let page_size: i64 = conn.pragma_query_value(None, "page_size", |r| r.get(0))?;
+        conn.pragma_update(
+            None,
+            "wal_autocheckpoint",
+            WAL_AUTOCHECKPOINT_BYTES / page_size,
+        )?;
         let cap_pages = (cfg.max_size as i64 / page_size).max(64);
         // SQLite itself enforces the hard limit (cap + reserve): an insert past it fails
         // with SQLITE_FULL and its transaction rolls back, exactly as on a full disk.
@@ -204,6 +218,7 @@ impl Outbox {
             cap_pages,
             room_wanted: Default::default(),
             on_commit: None,
+            pending_counts: Vec::new(),
         };
         ob.migrate(path)?;
         Ok(ob)
@@ -225,6 +240,7 @@ impl Outbox {
             cap_pages: 0,
             room_wanted: Default::default(),
             on_commit: None,
+            pending_counts: Vec::new(),
         })
     }
 
@@ -267,6 +283,17 @@ impl Outbox {
     /// The destinations this outbox creates delivery rows for.
     pub fn destinations(&self) -> &[String] {
         &self.destinations
+    }
+}
+
+impl Drop for Outbox {
+    /// Writes the counter increments no capture carried (best effort: a counter is a
+    /// statistic, and a failure here must not turn a shutdown into an error).
+    fn drop(&mut self) {
+        if self.pending_counts.is_empty() {
+            return;
+        }
+        let _ = self.flush_counts();
     }
 }
 

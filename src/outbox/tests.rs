@@ -1,6 +1,8 @@
 //! Tests of the outbox: ingest once, the delivery state machine, corrections,
-//! the size cap, retention, read-only access, dropped ingests.
+//! the size cap, retention, read-only access, dropped ingests, and what keeps the
+//! pages written per order down (schema upgrade in place, counters, last success).
 
+use super::delivery::LAST_SUCCESS_REFRESH;
 use super::*;
 
 fn cfg(max_size: u64) -> OutboxConfig {
@@ -432,4 +434,192 @@ fn retention_never_deletes_what_an_unset_clock_stamped() {
     assert_eq!(ob.journal_entries(None, &[], 0, 10).unwrap().len(), 1);
     // It ages from the first good time: raw_retention (2 h) later it goes.
     assert_eq!(ob.prune(good + 7201, &c).unwrap().1, 1);
+}
+
+/// Bytes in the queue's WAL: grows by a frame for every page a commit writes (no
+/// checkpoint runs in these small tests: the threshold is 4,000 pages).
+fn wal_len(dir: &Path) -> u64 {
+    std::fs::metadata(dir.join("queue.db-wal")).unwrap().len()
+}
+
+#[test]
+fn a_queue_of_the_previous_schema_upgrades_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("queue.db");
+    // A queue as the previous release left it: 4 KiB pages, schema 2, an order with
+    // one delivery pending and one delivered, both old indexes in place.
+    {
+        let c = Connection::open(&path).unwrap();
+        c.pragma_update(None, "journal_mode", "WAL").unwrap();
+        for (_, sql) in &MIGRATIONS[..2] {
+            c.execute_batch(sql).unwrap();
+        }
+        c.pragma_update(None, "user_version", 2).unwrap();
+        let body = serde_json::to_string(&order("1")).unwrap();
+        let t = now() - 7200;
+        c.execute_batch(&format!(
+            "INSERT INTO capture (id, source, kind, name, size, hash, captured_at, status, orders)
+               VALUES (1, 'lane1', 'file', 'a', 10, 'h-a', {t}, 'parsed', 1);
+             INSERT INTO orders (id, source, order_no, order_time, body, capture_id, created_at)
+               VALUES (1, 'lane1', '1', '2026-11-22 09:15:02', '{body}', 1, {t});
+             INSERT INTO delivery (order_id, dest, state, next_at, updated_at)
+               VALUES (1, 'ovopark', 'pending', {t}, {t}), (1, 'wdt', 'delivered', {t}, {t});"
+        ))
+        .unwrap();
+    }
+    let index_names = |c: &Connection| -> Vec<String> {
+        c.prepare("SELECT name FROM sqlite_schema WHERE type = 'index' ORDER BY name")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<std::result::Result<_, _>>()
+            .unwrap()
+    };
+    let mut ob = open(dir.path());
+    let version: i64 = ob
+        .conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, MIGRATIONS.len() as i64);
+    let page_size: i64 = ob
+        .conn
+        .pragma_query_value(None, "page_size", |r| r.get(0))
+        .unwrap();
+    assert_eq!(page_size, 4096, "an existing queue keeps its pages");
+    let autocheckpoint: i64 = ob
+        .conn
+        .pragma_query_value(None, "wal_autocheckpoint", |r| r.get(0))
+        .unwrap();
+    assert_eq!(autocheckpoint, 1024, "~4 MiB of its 4 KiB pages");
+    let names = index_names(&ob.conn);
+    assert!(!names.contains(&"delivery_order".to_string()), "{names:?}");
+    assert!(!names.contains(&"capture_status".to_string()), "{names:?}");
+    assert!(names.contains(&"delivery_due".to_string()), "{names:?}");
+    assert!(names.contains(&"capture_ledger".to_string()), "{names:?}");
+    // Lookups by order still go through an index (the UNIQUE (order_id, dest) one).
+    let plan: String = ob
+        .conn
+        .query_row(
+            "EXPLAIN QUERY PLAN SELECT dest, state FROM delivery WHERE order_id = 1",
+            [],
+            |r| r.get(3),
+        )
+        .unwrap();
+    assert!(
+        plan.contains("INDEX sqlite_autoindex_delivery_1 (order_id=?)"),
+        "{plan}"
+    );
+    // What was queued is all there and flows on: the ledger, the pending row, a new
+    // capture, and retention deleting the order once delivered everywhere.
+    assert!(ob.file_ingested("lane1", "a", 10, "h-a").unwrap());
+    let due = ob.claim_due("ovopark", now(), 10).unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].order.order_no, "1");
+    ob.mark_delivered(due[0].delivery_id, None).unwrap();
+    assert_eq!(ob.ingest(&unit("b"), &[order("2")]).unwrap().new, 1);
+    assert_eq!(ob.prune(now() + 3601, &cfg(64 << 20)).unwrap().0, 1);
+    let left = ob.orders(None, None, 10).unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].order["order_no"], "2");
+    let rows: i64 = ob
+        .conn
+        .query_row("SELECT count(*) FROM delivery", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(rows, 2, "the deleted order's deliveries went with it");
+    drop(ob);
+    // Opening it again applies nothing twice.
+    let ob = open(dir.path());
+    assert_eq!(index_names(&ob.conn), names);
+}
+
+#[test]
+fn a_counter_rides_with_the_next_capture_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ob = open(dir.path());
+    ob.ingest(&unit("a"), &[order("1")]).unwrap();
+    let ro = Outbox::open_read_only(&dir.path().join("queue.db")).unwrap();
+    let seen = |ro: &Outbox| {
+        let st = ro.status(now()).unwrap();
+        (st.sources[0].files_seen, st.sources[0].files_ingested)
+    };
+    assert_eq!(seen(&ro), (0, 1));
+    let wal = wal_len(dir.path());
+    ob.count("lane1", "files_seen", 1).unwrap();
+    assert_eq!(
+        wal_len(dir.path()),
+        wal,
+        "a counter is no commit of its own"
+    );
+    ob.ingest(&unit("b"), &[order("2")]).unwrap();
+    assert_eq!(seen(&ro), (1, 2));
+    // A unit rolled back keeps the count for the next commit, a rejection.
+    ob.count("lane1", "files_seen", 1).unwrap();
+    drop(ob.begin_ingest(&unit("c")).unwrap());
+    ob.record_rejected(&unit("c"), "bad").unwrap();
+    assert_eq!(seen(&ro), (2, 2));
+    assert_eq!(ro.status(now()).unwrap().sources[0].files_rejected, 1);
+    // Closing writes what no capture carried.
+    ob.count("lane1", "files_seen", 1).unwrap();
+    assert_eq!(seen(&ro), (2, 2));
+    drop(ob);
+    assert_eq!(seen(&ro), (3, 2));
+}
+
+#[test]
+fn a_healthy_destinations_last_success_is_written_at_most_once_a_minute() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ob = open(dir.path());
+    let success = |ob: &Outbox| -> Option<i64> {
+        ob.conn
+            .query_row(
+                "SELECT last_success_at FROM dest_state WHERE dest = 'wdt'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap()
+    };
+    let set = |ob: &Outbox, t: i64| {
+        ob.conn
+            .execute(
+                "UPDATE dest_state SET last_success_at = ?1 WHERE dest = 'wdt'",
+                params![t],
+            )
+            .unwrap();
+    };
+    ob.note_attempt("wdt", None).unwrap();
+    let first = success(&ob).expect("the first success is written");
+    assert!((first - now()).abs() <= 1);
+    // Within the minute: nothing written at all.
+    set(&ob, now() - (LAST_SUCCESS_REFRESH - 5));
+    let wal = wal_len(dir.path());
+    ob.note_attempt("wdt", None).unwrap();
+    assert_eq!(wal_len(dir.path()), wal);
+    // A minute later, or ahead of the clock (it went back): moved to now.
+    for t in [now() - LAST_SUCCESS_REFRESH - 1, now() + 3600] {
+        set(&ob, t);
+        ob.note_attempt("wdt", None).unwrap();
+        assert!((success(&ob).unwrap() - now()).abs() <= 1);
+    }
+    // An error clears it, and the next success is written at once.
+    ob.note_attempt("wdt", Some("HTTP 503")).unwrap();
+    assert_eq!(success(&ob), None);
+    ob.note_attempt("wdt", None).unwrap();
+    assert!(success(&ob).is_some());
+    let st = ob.status(now()).unwrap();
+    let d = st.destinations.iter().find(|d| d.name == "wdt").unwrap();
+    assert_eq!(d.last_error.as_deref(), Some("HTTP 503"));
+    assert!(d.last_success_at.is_some());
+}
+
+#[test]
+fn a_new_queue_takes_small_pages_and_checkpoints_every_4_mib_of_wal() {
+    let dir = tempfile::tempdir().unwrap();
+    let ob = open(dir.path());
+    let get = |name: &str| -> i64 {
+        ob.conn
+            .pragma_query_value(None, name, |r| r.get(0))
+            .unwrap()
+    };
+    assert_eq!(get("page_size"), 512);
+    assert_eq!(get("wal_autocheckpoint"), 8192);
 }
