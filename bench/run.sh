@@ -61,7 +61,7 @@ judge() {
 }
 
 # 1. In-process figures.
-echo "bench: cargo bench --bench capture, --bench pipeline …" >&2
+echo "bench: cargo bench --bench capture, --bench pipeline, --bench net_proxy …" >&2
 run_bench() { "${bench_cmd[@]}" --bench "$1" 2>"$work/bench.err" || { cat "$work/bench.err" >&2; exit 1; }; }
 cap_out=$(run_bench capture)
 pipe_out=$(run_bench pipeline)
@@ -77,6 +77,14 @@ cap=$(fig "$pipe_out" "capture → durable (1 receipt/commit)"); row "capture �
 ratio=$(awk "BEGIN {printf \"%.0f\", $cap / $raw * 100}")
 row "  ratio to the baseline" "$ratio" "%" ">= 50 %" "$(judge "$ratio" ">=" 50)"
 v=$(fig "$pipe_out" "folder file of 10,000 orders → committed"); row "folder file of 10,000 orders → committed (in-process)" "$v" "orders/s" ">= 20,000 orders/s" "$(judge "$v" ">=" 20000)"
+# The print proxy (issue #12): latency it adds per chunk, throughput, a stuck printer.
+proxy_out=$(run_bench net_proxy)
+v=$(printf '%s\n' "$proxy_out" | awk '$1 == "p99:" { sub(",", "", $NF); print $(NF-1) }')
+row "print proxy: p99 latency added per 64-byte chunk (loopback)" "$v" "µs" "<= 1000 µs" "$(judge "$v" "<=" 1000)"
+v=$(printf '%s\n' "$proxy_out" | awk '/^throughput:/ { print $(NF-1) }')
+row "print proxy: throughput" "$v" "MB/s" ">= 50 MB/s" "$(judge "$v" ">=" 50)"
+v=$(printf '%s\n' "$proxy_out" | sed -n 's/^stuck printer:.*(+\([0-9]*\) kB).*/\1/p')
+row "print proxy: RSS growth, 16 POS into a stuck printer" "$v" "kB" "does not grow" ""
 
 # 2. Whole-process figures.
 echo "bench: the agent, $backlog orders …" >&2

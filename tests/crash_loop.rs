@@ -293,14 +293,17 @@ fn every_acknowledged_order_reaches_both_clouds_exactly_once_across_random_kills
         path: printer_path,
     } = Pty::new();
     let printer = PrinterSink::start(printer_master);
+    // A request timeout long enough that a loaded machine's slow answer is not taken
+    // for a lost one (its resend would count against the per-kill bound); the `hang`
+    // fault holds an answer 1 s only.
     let tail = demo_agent_config(&emu.base())
         .replace(
             "[ovopark]\n",
-            "[ovopark]\nconnect_timeout_secs = 2\ntimeout_secs = 5\n",
+            "[ovopark]\nconnect_timeout_secs = 2\ntimeout_secs = 20\n",
         )
         .replace(
             "[wdt]\n",
-            "[wdt]\nconnect_timeout_secs = 2\ntimeout_secs = 5\nrate_limit_wait_secs = 1\n",
+            "[wdt]\nconnect_timeout_secs = 2\ntimeout_secs = 20\nrate_limit_wait_secs = 1\n",
         );
     fs::write(
         &l.config,
