@@ -384,21 +384,7 @@ fn a_device_source_on_a_pty_standing_in_for_the_gadget() {
         till.log()
     );
     let bin = market_bin();
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    let mut read = |got: &mut Vec<u8>| match printer.read(&mut buf) {
-        Ok(n) => got.extend_from_slice(&buf[..n]),
-        Err(e) if e.kind() == ErrorKind::TimedOut => {}
-        Err(e) => panic!("printer side: {e}"),
-    };
-    for chunk in bin.chunks(97) {
-        pos.write_all(chunk).unwrap();
-        read(&mut got);
-    }
-    wait_until(WAIT, || {
-        read(&mut got);
-        got.len() >= bin.len()
-    });
+    let got = common::pty::print(&mut pos, &mut printer, &bin, WAIT);
     assert!(
         got == bin,
         "the printer got {} of {} bytes",

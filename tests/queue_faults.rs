@@ -8,7 +8,6 @@
 mod common;
 
 use std::fs;
-use std::io::{ErrorKind, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -34,22 +33,7 @@ fn serial_config(dir: &Path, pos: &str, printer: &str, edit: &dyn Fn(String) -> 
 
 /// Writes `bytes` as the POS would (in pieces) and returns what reached the printer.
 fn print(pos: &mut TTYPort, printer: &mut TTYPort, bytes: &[u8]) -> Vec<u8> {
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    let mut read = |got: &mut Vec<u8>| match printer.read(&mut buf) {
-        Ok(n) => got.extend_from_slice(&buf[..n]),
-        Err(e) if e.kind() == ErrorKind::TimedOut => {}
-        Err(e) => panic!("printer side: {e}"),
-    };
-    for chunk in bytes.chunks(97) {
-        pos.write_all(chunk).unwrap();
-        read(&mut got);
-    }
-    wait_until(WAIT, || {
-        read(&mut got);
-        got.len() >= bytes.len()
-    });
-    got
+    common::pty::print(pos, printer, bytes, WAIT)
 }
 
 fn market_orders(config: &Path) -> usize {

@@ -70,6 +70,33 @@ pub fn receive(wire: &mut serialport::TTYPort, n: usize, wait: Duration) -> Vec<
     got
 }
 
+/// Writes `bytes` as a POS would (in 97-byte pieces) on `pos` and returns what
+/// reached `printer` within `wait`.
+pub fn print(
+    pos: &mut serialport::TTYPort,
+    printer: &mut serialport::TTYPort,
+    bytes: &[u8],
+    wait: Duration,
+) -> Vec<u8> {
+    use std::io::Write;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let mut read = |got: &mut Vec<u8>| match printer.read(&mut buf) {
+        Ok(n) => got.extend_from_slice(&buf[..n]),
+        Err(e) if e.kind() == ErrorKind::TimedOut => {}
+        Err(e) => panic!("printer side: {e}"),
+    };
+    for chunk in bytes.chunks(97) {
+        pos.write_all(chunk).unwrap();
+        read(&mut got);
+    }
+    super::wait_until(wait, || {
+        read(&mut got);
+        got.len() >= bytes.len()
+    });
+    got
+}
+
 /// A pseudo-terminal: the test holds the wire end (`master`) and keeps the device
 /// end open (`slave`), so the pty outlives any agent that opens it by `path`.
 pub struct Pty {
