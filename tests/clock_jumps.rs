@@ -45,27 +45,6 @@ use tillrelay::emulator::{EmuConfig, demo_agent_config};
 
 const WAIT: Duration = Duration::from_secs(120);
 
-/// libfaketime's multi-threaded build. `TILLRELAY_LIBFAKETIME` names it where Debian's
-/// path does not apply.
-fn libfaketime() -> PathBuf {
-    if let Ok(p) = std::env::var("TILLRELAY_LIBFAKETIME") {
-        return PathBuf::from(p);
-    }
-    let mut candidates = vec![
-        PathBuf::from("/usr/lib/faketime/libfaketimeMT.so.1"),
-        PathBuf::from("/usr/local/lib/faketime/libfaketimeMT.so.1"),
-    ];
-    if let Ok(rd) = fs::read_dir("/usr/lib") {
-        for e in rd.flatten() {
-            candidates.push(e.path().join("faketime/libfaketimeMT.so.1"));
-        }
-    }
-    candidates
-        .into_iter()
-        .find(|p| p.is_file())
-        .expect("libfaketime is not installed: `apt-get install faketime` (the CI script does)")
-}
-
 fn real_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -217,7 +196,7 @@ fn backlog_behind_outage(l: &Layout, n: usize, agent: &Agent) {
 
 #[test]
 fn backlogs_drain_exactly_once_while_the_clock_jumps_by_hours() {
-    let lib = libfaketime();
+    let lib = common::libfaketime();
     let emu = Emu::start(EmuConfig::default());
     let dir = tempfile::tempdir().unwrap();
     let l = Layout::new(dir.path());

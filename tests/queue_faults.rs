@@ -360,31 +360,11 @@ fn a_full_queue_delivers_everything_once_the_clouds_return_and_capture_resumes()
     till.stop();
 }
 
-/// libfaketime's multi-threaded build (as tests/clock_jumps.rs finds it).
-fn libfaketime() -> PathBuf {
-    if let Ok(p) = std::env::var("TILLRELAY_LIBFAKETIME") {
-        return PathBuf::from(p);
-    }
-    let mut candidates = vec![
-        PathBuf::from("/usr/lib/faketime/libfaketimeMT.so.1"),
-        PathBuf::from("/usr/local/lib/faketime/libfaketimeMT.so.1"),
-    ];
-    if let Ok(rd) = fs::read_dir("/usr/lib") {
-        for e in rd.flatten() {
-            candidates.push(e.path().join("faketime/libfaketimeMT.so.1"));
-        }
-    }
-    candidates
-        .into_iter()
-        .find(|p| p.is_file())
-        .expect("libfaketime is not installed: `apt-get install faketime` (the CI script does)")
-}
-
 /// Issue #15 item 4: receipts a box journalled with its clock in 1970 (no RTC, no
 /// network time yet) survive the first retention run once the clock is right.
 #[test]
 fn receipts_stamped_by_a_1970_clock_survive_retention_once_the_clock_is_set() {
-    let lib = libfaketime();
+    let lib = common::libfaketime();
     let dir = tempfile::tempdir().unwrap();
     let (mut pos, _pos_dev, pos_path) = Pty::new().into_parts();
     let (mut printer, _prn_dev, prn_path) = Pty::new().into_parts();

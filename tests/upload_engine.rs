@@ -546,6 +546,28 @@ fn wangdiantong_batches_overlap_up_to_the_configured_concurrency_and_arrive_once
     }
 }
 
+/// Rows back off for an hour; a failing worker holds off `recheck` (30 s).
+fn hour_backoff() -> EngineConfig {
+    EngineConfig {
+        retry_base: Duration::from_secs(3600),
+        retry_max: Duration::from_secs(3600),
+        recheck: Duration::from_secs(30),
+        ..fast()
+    }
+}
+
+/// When Wangdiantong's next row is due, as `status` reads the queue in `dir` at `now`.
+fn wdt_next_due(dir: &std::path::Path, now: i64) -> i64 {
+    open(dir)
+        .status(now)
+        .unwrap()
+        .destinations
+        .iter()
+        .find(|d| d.name == "wdt")
+        .and_then(|d| d.next_due_at)
+        .unwrap()
+}
+
 /// Issue #15.7 on simulated time: rows backed off for an hour do not leave the backlog
 /// idle once the cloud answers again. After a pass that got nothing through the worker
 /// holds off at most `recheck`, then sends one order as a probe (an outage costs one
@@ -557,26 +579,12 @@ fn a_backlog_backed_off_for_an_hour_drains_within_recheck_of_the_clouds_return()
     let orders = common::fixture_orders();
     ingest(&mut open(dir.path()), "a.json", &orders[..6]);
     emu.fault(json!({"target": "wdt", "mode": "http500", "count": 1000}));
-    let cfg = EngineConfig {
-        retry_base: Duration::from_secs(3600),
-        retry_max: Duration::from_secs(3600),
-        recheck: Duration::from_secs(30),
-        ..fast()
-    };
+    let cfg = hour_backoff();
     let clock = Arc::new(ManualClock::new(tillrelay::clock::unix_now()));
     let (_, wdt) = clients(&emu, None);
     let mut worker = Worker::new(wdt, open(dir.path()), cfg, Wake::new()).with_clock(clock.clone());
     let requests = || emu.get("/_emu/stats")["wdt"]["requests"].as_u64().unwrap();
-    let next_due = || {
-        open(dir.path())
-            .status(clock.now_unix())
-            .unwrap()
-            .destinations
-            .iter()
-            .find(|d| d.name == "wdt")
-            .and_then(|d| d.next_due_at)
-            .unwrap()
-    };
+    let next_due = || wdt_next_due(dir.path(), clock.now_unix());
     // The first pass fails: every row is scheduled 30-60 minutes ahead, but the worker
     // holds off only `recheck` (the old engine held the backoff: 30-60 minutes).
     assert_eq!(worker.step(), Some(Duration::from_secs(30)));
@@ -647,25 +655,11 @@ fn a_probe_answered_with_a_rejection_brings_the_backlog_forward() {
     let orders = common::fixture_orders();
     ingest(&mut open(dir.path()), "a.json", &orders[..6]);
     emu.fault(json!({"target": "wdt", "mode": "http500", "count": 1000}));
-    let cfg = EngineConfig {
-        retry_base: Duration::from_secs(3600),
-        retry_max: Duration::from_secs(3600),
-        recheck: Duration::from_secs(30),
-        ..fast()
-    };
+    let cfg = hour_backoff();
     let clock = Arc::new(ManualClock::new(tillrelay::clock::unix_now()));
     let (_, wdt) = clients(&emu, None);
     let mut worker = Worker::new(wdt, open(dir.path()), cfg, Wake::new()).with_clock(clock.clone());
-    let next_due = || {
-        open(dir.path())
-            .status(clock.now_unix())
-            .unwrap()
-            .destinations
-            .iter()
-            .find(|d| d.name == "wdt")
-            .and_then(|d| d.next_due_at)
-            .unwrap()
-    };
+    let next_due = || wdt_next_due(dir.path(), clock.now_unix());
     assert_eq!(worker.step(), Some(Duration::from_secs(30)));
     assert!(next_due() >= clock.now_unix() + 1800);
     // The cloud is back, but refuses whichever order the probe carries (an

@@ -28,7 +28,8 @@ pub mod pty;
 pub mod till;
 pub mod tls;
 
-use std::path::Path;
+use std::fs;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -49,6 +50,27 @@ pub fn tillrelay() -> Command {
         }
         _ => Command::new(bin),
     }
+}
+
+/// libfaketime's multi-threaded build (the clock tests preload it into the agent).
+/// `TILLRELAY_LIBFAKETIME` names it where Debian's paths do not apply.
+pub fn libfaketime() -> PathBuf {
+    if let Ok(p) = std::env::var("TILLRELAY_LIBFAKETIME") {
+        return PathBuf::from(p);
+    }
+    let mut candidates = vec![
+        PathBuf::from("/usr/lib/faketime/libfaketimeMT.so.1"),
+        PathBuf::from("/usr/local/lib/faketime/libfaketimeMT.so.1"),
+    ];
+    if let Ok(rd) = fs::read_dir("/usr/lib") {
+        for e in rd.flatten() {
+            candidates.push(e.path().join("faketime/libfaketimeMT.so.1"));
+        }
+    }
+    candidates
+        .into_iter()
+        .find(|p| p.is_file())
+        .expect("libfaketime is not installed: `apt-get install faketime` (the CI script does)")
 }
 
 /// Whether the agent runs under an emulator (`TILLRELAY_TEST_RUNNER`): several
