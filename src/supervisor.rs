@@ -47,8 +47,14 @@ use crate::reload;
 use crate::upload::Destination;
 use crate::upload::engine::{EngineConfig, Wake, Worker};
 
-/// How often retention runs.
-const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+/// How often retention runs: hourly, or a tenth of `retention` (at least every second)
+/// when that is shorter, so an order is deleted within ~10 % past its retention
+/// whatever the setting (a short retention is how `bench/flow.py` keeps a queue in
+/// the steady state a box reaches after its first week: as many orders deleted as
+/// captured).
+fn prune_every(retention: Duration) -> Duration {
+    (retention / 10).clamp(Duration::from_secs(1), Duration::from_secs(3600))
+}
 
 /// One loop on its thread.
 struct Running {
@@ -291,10 +297,11 @@ impl Supervisor {
                     None => return,
                 },
             };
+            let every = prune_every(outbox_cfg.retention.min(outbox_cfg.raw_retention));
             let mut last_prune: Option<Instant> = None;
             loop {
                 beat.beat();
-                if last_prune.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
+                if last_prune.is_none_or(|t| t.elapsed() >= every) {
                     match main_ob.prune(outbox::now(), &outbox_cfg) {
                         Ok((0, 0)) => {}
                         Ok((orders, raws)) => info!(
@@ -304,7 +311,7 @@ impl Supervisor {
                     }
                     last_prune = Some(Instant::now());
                 }
-                if sd.wait(beat.max_sleep()) {
+                if sd.wait(beat.max_sleep().min(every)) {
                     break;
                 }
             }
@@ -542,5 +549,20 @@ fn wait_for_queue(opener: &Opener, sd: &Shutdown, beat: &Heartbeat) -> Option<Ou
         if sd.wait(REOPEN_EVERY.min(beat.max_sleep())) {
             return None;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retention_runs_hourly_or_at_a_tenth_of_a_short_retention() {
+        let s = Duration::from_secs;
+        assert_eq!(prune_every(s(7 * 86400)), s(3600));
+        assert_eq!(prune_every(s(36000)), s(3600));
+        assert_eq!(prune_every(s(600)), s(60));
+        assert_eq!(prune_every(s(20)), s(2));
+        assert_eq!(prune_every(s(0)), s(1));
     }
 }
