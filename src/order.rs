@@ -9,6 +9,8 @@
 //! - The stamp fields (`source`, `shop`, `machine_id`, `video_*`) are absent until
 //!   [`crate::stamp`] fills them; serialisation leaves them out while they are `None`,
 //!   so an unstamped order prints exactly as the POS described it.
+//! - [`to_stored_json`] is the same JSON without the fields that say nothing (a null,
+//!   a line's empty `attrs`): it reads back as the same order.
 
 use chrono::NaiveDateTime;
 use rust_decimal::Decimal;
@@ -102,13 +104,13 @@ pub struct Line {
     /// The line's own discount (positive).
     #[serde(default)]
     pub discount: Decimal,
-    #[serde(default, with = "opt_time")]
+    #[serde(default, with = "opt_time", skip_serializing_if = "stored_none")]
     pub scan_time: Option<NaiveDateTime>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "stored_none")]
     pub batch_no: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "stored_none")]
     pub box_no: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "stored_empty")]
     pub attrs: Vec<Attr>,
 }
 
@@ -120,9 +122,9 @@ pub struct Order {
     pub order_time: NaiveDateTime,
     #[serde(default)]
     pub kind: Kind,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "stored_none")]
     pub cashier: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "stored_none")]
     pub payment: Option<Payment>,
     /// Sum of line amounts before the order-level discount.
     pub total: Decimal,
@@ -143,6 +145,35 @@ pub struct Order {
     pub video_start: Option<NaiveDateTime>,
     #[serde(default, with = "opt_time", skip_serializing_if = "Option::is_none")]
     pub video_end: Option<NaiveDateTime>,
+}
+
+thread_local! {
+    /// Set while [`to_stored_json`] serialises on this thread.
+    static STORED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// The order as the outbox stores it: the canonical JSON, in its field order, without
+/// the fields that say nothing (a null; a line's empty `attrs`), ~50 bytes a line
+/// that every order would write twice to the flash (issue #14). Reads back as the
+/// same order: a missing field is its default.
+pub fn to_stored_json(order: &Order) -> serde_json::Result<String> {
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            STORED.with(|s| s.set(false));
+        }
+    }
+    STORED.with(|s| s.set(true));
+    let _reset = Reset;
+    serde_json::to_string(order)
+}
+
+fn stored_none<T>(v: &Option<T>) -> bool {
+    v.is_none() && STORED.with(|s| s.get())
+}
+
+fn stored_empty<T>(v: &[T]) -> bool {
+    v.is_empty() && STORED.with(|s| s.get())
 }
 
 /// Why an order is not acceptable as data. Names the field so that a person

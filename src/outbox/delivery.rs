@@ -75,7 +75,7 @@ impl Outbox {
                 );
                 self.conn.execute(
                     "UPDATE delivery SET state = 'quarantined', last_error = ?2, updated_at = ?3
-                      WHERE order_id = ?1 AND state = 'pending'",
+                      WHERE id BETWEEN ?1 * 64 AND ?1 * 64 + 63 AND state = 'pending'",
                     params![order_id, format!("damaged row: {reason}"), now],
                 )?;
             }
@@ -267,7 +267,7 @@ impl Outbox {
 
     /// Replaces a stored order's body (a fixed order re-dropped for `retry`).
     pub fn replace_order(&mut self, source: &str, order: &Order) -> Result<bool> {
-        let body = serde_json::to_string(order)
+        let body = super::body::encode(order)
             .map_err(|e| OutboxError::Encode(order.order_no.clone(), e))?;
         Ok(self.conn.execute(
             "UPDATE orders SET body = ?3 WHERE source = ?1 AND order_no = ?2",

@@ -1,7 +1,8 @@
 //! Ingest: a captured unit (file, receipt) and its orders go into one
 //! transaction — the journal row, new orders with a delivery row per
 //! destination, duplicates counted, corrections of rejected orders applied —
-//! plus the file ledger and the per-source counters.
+//! plus the file ledger. How many files and receipts a source had is read from
+//! the journal itself (`status`), so a capture writes no counter row.
 //!
 //! Invariants: every order is inserted by [`insert_order`] (captures and
 //! reparse alike); `(source, order_no)` is never stored twice; an [`Ingest`]
@@ -63,11 +64,9 @@ pub struct Ingest<'a> {
     tx: rusqlite::Transaction<'a>,
     cap_pages: i64,
     room_wanted: &'a std::cell::Cell<bool>,
-    pending_counts: &'a mut Vec<(String, String, i64)>,
     destinations: &'a [String],
     on_commit: Option<&'a OnCommit>,
     source: String,
-    kind: CaptureKind,
     now: i64,
     /// Orders handed to `add`, new or not.
     seen: usize,
@@ -78,7 +77,7 @@ impl Ingest<'_> {
     /// Stores one stamped order of the unit (with a delivery row per destination), or
     /// counts it as a duplicate, or applies it as a correction of a rejected order.
     pub fn add(&mut self, order: &Order) -> Result<()> {
-        let body = serde_json::to_string(order)
+        let body = super::body::encode(order)
             .map_err(|e| OutboxError::Encode(order.order_no.clone(), e))?;
         self.seen += 1;
         let stored = insert_order(
@@ -148,16 +147,6 @@ impl Ingest<'_> {
                 report.capture_id
             ],
         )?;
-        let counter = match self.kind {
-            CaptureKind::File => "files_ingested",
-            CaptureKind::Receipt => "receipts",
-        };
-        bump(&self.tx, &self.source, counter, 1)?;
-        // Counted before this unit (`files_seen`): the same counter page, no commit of
-        // their own. Kept for the next commit if this one fails.
-        for (source, name, by) in self.pending_counts.iter() {
-            bump(&self.tx, source, name, *by)?;
-        }
         self.tx.execute(
             "DELETE FROM counter WHERE source = ?1 AND name = ?2",
             params![self.source, super::room::FULL_SINCE],
@@ -168,7 +157,6 @@ impl Ingest<'_> {
             room_wanted.set(matches!(e, OutboxError::Full));
             return Err(e);
         }
-        self.pending_counts.clear();
         room_wanted.set(false);
         if report.new > 0 || !report.corrected.is_empty() {
             if let Some(f) = self.on_commit {
@@ -243,11 +231,9 @@ impl Outbox {
             tx,
             cap_pages: self.cap_pages,
             room_wanted: &self.room_wanted,
-            pending_counts: &mut self.pending_counts,
             destinations: &self.destinations,
             on_commit: self.on_commit.as_ref(),
             source: unit.source.to_string(),
-            kind: unit.kind,
             now,
             seen: 0,
             report: IngestReport {
@@ -261,55 +247,8 @@ impl Outbox {
     pub fn record_rejected(&mut self, unit: &Capture<'_>, error: &str) -> Result<()> {
         let tx = self.conn.transaction()?;
         insert_capture(&tx, unit, now(), "rejected", Some(error))?;
-        bump(&tx, unit.source, "files_rejected", 1)?;
-        for (source, name, by) in &self.pending_counts {
-            bump(&tx, source, name, *by)?;
-        }
         tx.commit()?;
-        self.pending_counts.clear();
         Ok(())
-    }
-
-    /// Adds to a per-source counter (e.g. `files_seen`). Written with this
-    /// connection's next capture transaction ([`Ingest::commit`],
-    /// [`Outbox::record_rejected`]), or when the outbox closes: a counter is a
-    /// statistic, not a capture, and a commit of its own was one more page in the WAL
-    /// for every order (issue #14). A folder counts a file just before it commits or
-    /// rejects it, so `status` sees both together.
-    pub fn count(&mut self, source: &str, name: &str, by: i64) -> Result<()> {
-        match self
-            .pending_counts
-            .iter_mut()
-            .find(|(s, n, _)| s == source && n == name)
-        {
-            Some((_, _, v)) => *v += by,
-            None => self
-                .pending_counts
-                .push((source.to_string(), name.to_string(), by)),
-        }
-        Ok(())
-    }
-
-    /// Writes the pending counter increments in a commit of their own, not fsynced
-    /// (see [`Outbox::count`]).
-    pub(super) fn flush_counts(&mut self) -> Result<()> {
-        let sync: i64 = self
-            .conn
-            .pragma_query_value(None, "synchronous", |r| r.get(0))?;
-        self.conn.pragma_update(None, "synchronous", "NORMAL")?;
-        let written = (|| {
-            let tx = self.conn.transaction()?;
-            for (source, name, by) in &self.pending_counts {
-                bump(&tx, source, name, *by)?;
-            }
-            tx.commit()?;
-            Ok(())
-        })();
-        self.conn.pragma_update(None, "synchronous", sync)?;
-        if written.is_ok() {
-            self.pending_counts.clear();
-        }
-        written
     }
 }
 
@@ -386,12 +325,19 @@ pub(super) fn insert_order(
         return second_copy(tx, source, capture_id, order, body, now, corrections);
     }
     let order_id = tx.last_insert_rowid();
+    // The row's id says its order and destination (migration 0004): `open` gave
+    // every destination its slot.
     let mut ins_delivery = tx.prepare_cached(
-        "INSERT INTO delivery (order_id, dest, state, next_at, updated_at)
-         VALUES (?1, ?2, 'pending', ?3, ?3)",
+        "INSERT INTO delivery (id, order_id, dest, state, next_at, updated_at)
+         SELECT ?1 * 64 + slot, ?1, ?2, 'pending', ?3, ?3 FROM dest_slot WHERE dest = ?2",
     )?;
     for dest in destinations {
-        ins_delivery.execute(params![order_id, dest, now])?;
+        if ins_delivery.execute(params![order_id, dest, now])? != 1 {
+            return Err(OutboxError::Sqlite(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_INTERNAL),
+                Some(format!("destination {dest:?} has no slot in dest_slot")),
+            )));
+        }
     }
     Ok(Stored::New)
 }
@@ -431,7 +377,7 @@ fn second_copy(
     if corrections == Corrections::Apply {
         let rejected: i64 = tx
             .prepare_cached(
-                "SELECT count(*) FROM delivery WHERE order_id = ?1
+                "SELECT count(*) FROM delivery WHERE id BETWEEN ?1 * 64 AND ?1 * 64 + 63
                     AND state IN ('rejected', 'quarantined')",
             )?
             .query_row(params![order_id], |r| r.get(0))?;
@@ -442,7 +388,7 @@ fn second_copy(
             )?;
             tx.execute(
                 "UPDATE delivery SET state = 'pending', next_at = ?2, updated_at = ?2
-                  WHERE order_id = ?1 AND state IN ('rejected', 'quarantined')",
+                  WHERE id BETWEEN ?1 * 64 AND ?1 * 64 + 63 AND state IN ('rejected', 'quarantined')",
                 params![order_id, now],
             )?;
             return Ok(Stored::Corrected);
@@ -450,7 +396,7 @@ fn second_copy(
     }
     if old_body
         .as_deref()
-        .is_some_and(|old| same_content(old, body))
+        .is_some_and(|old| super::body::same_content(old, body))
     {
         return Ok(Stored::Duplicate);
     }
@@ -467,29 +413,6 @@ fn second_copy(
         now
     ])?;
     Ok(Stored::Conflict)
-}
-
-/// The stamp fields, filled from the config at capture: not the POS's content.
-const STAMP_FIELDS: [&str; 5] = ["source", "shop", "machine_id", "video_start", "video_end"];
-
-/// Whether two stored bodies say the same order, the stamp aside (a re-export after a
-/// camera or shop change is still the same order).
-pub(super) fn same_content(a: &str, b: &str) -> bool {
-    if a == b {
-        return true;
-    }
-    let parse = |s: &str| -> Option<serde_json::Value> {
-        let mut v: serde_json::Value = serde_json::from_str(s).ok()?;
-        let map = v.as_object_mut()?;
-        for k in STAMP_FIELDS {
-            map.remove(k);
-        }
-        Some(v)
-    };
-    match (parse(a), parse(b)) {
-        (Some(x), Some(y)) => x == y,
-        _ => false,
-    }
 }
 
 /// Pages in use inside a transaction (file pages less the free list).

@@ -66,7 +66,7 @@ impl Outbox {
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let (mut new, mut duplicates) = (0, Vec::new());
         for order in orders {
-            let body = serde_json::to_string(order)
+            let body = super::body::encode(order)
                 .map_err(|e| OutboxError::Encode(order.order_no.clone(), e))?;
             // A reparse only fills in what a broken template missed: an order already
             // stored is left as it is.

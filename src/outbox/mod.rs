@@ -47,6 +47,7 @@ use serde::Serialize;
 
 use crate::order::Order;
 
+mod body;
 mod delivery;
 mod ingest;
 mod journal;
@@ -67,6 +68,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ("0001_init", include_str!("migrations/0001_init.sql")),
     ("0002_faults", include_str!("migrations/0002_faults.sql")),
     ("0003_wear", include_str!("migrations/0003_wear.sql")),
+    ("0004_lean", include_str!("migrations/0004_lean.sql")),
 ];
 
 /// Pages SQLite may use beyond `outbox.max_size`, for delivery bookkeeping only: the
@@ -170,10 +172,6 @@ pub struct Outbox {
     /// Set when a capture's commit found the cap: the next one makes room first.
     room_wanted: std::cell::Cell<bool>,
     on_commit: Option<OnCommit>,
-    /// Counter increments ([`Outbox::count`]) not written yet: they go into this
-    /// connection's next capture transaction (or are written when it closes), so a
-    /// counter never costs a commit of its own.
-    pending_counts: Vec<(String, String, i64)>,
 }
 
 impl Outbox {
@@ -218,9 +216,18 @@ impl Outbox {
             cap_pages,
             room_wanted: Default::default(),
             on_commit: None,
-            pending_counts: Vec::new(),
         };
         ob.migrate(path)?;
+        // Every destination has its slot in delivery ids (migration 0004); a new one
+        // takes the next free slot, once.
+        for dest in destinations {
+            ob.conn.execute(
+                "INSERT INTO dest_slot (dest, slot)
+                 SELECT ?1, coalesce((SELECT max(slot) + 1 FROM dest_slot), 0)
+                  WHERE NOT EXISTS (SELECT 1 FROM dest_slot WHERE dest = ?1)",
+                params![dest],
+            )?;
+        }
         Ok(ob)
     }
 
@@ -240,7 +247,6 @@ impl Outbox {
             cap_pages: 0,
             room_wanted: Default::default(),
             on_commit: None,
-            pending_counts: Vec::new(),
         })
     }
 
@@ -283,17 +289,6 @@ impl Outbox {
     /// The destinations this outbox creates delivery rows for.
     pub fn destinations(&self) -> &[String] {
         &self.destinations
-    }
-}
-
-impl Drop for Outbox {
-    /// Writes the counter increments no capture carried (best effort: a counter is a
-    /// statistic, and a failure here must not turn a shutdown into an error).
-    fn drop(&mut self) {
-        if self.pending_counts.is_empty() {
-            return;
-        }
-        let _ = self.flush_counts();
     }
 }
 

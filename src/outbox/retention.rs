@@ -15,6 +15,17 @@ use super::*;
 /// before it is a clock that was not set (boot in 1970), never a real capture time.
 pub const GOOD_TIME_FLOOR: i64 = 1_577_836_800;
 
+/// The counters that hold what retention deleted of the journal's counts (in the
+/// order `prune` and `status` compute them).
+pub(super) const JOURNAL_COUNTERS: [&str; 6] = [
+    "files_seen",
+    "files_ingested",
+    "files_rejected",
+    "receipts",
+    "orders",
+    "duplicates",
+];
+
 impl Outbox {
     /// Applies retention: deletes orders delivered everywhere longer than `retention`
     /// ago, drops raw capture bytes older than `raw_retention`. Never touches pending,
@@ -38,7 +49,7 @@ impl Outbox {
         }
         let orders = tx.execute(
             "DELETE FROM orders WHERE created_at < ?1 AND NOT EXISTS (
-                 SELECT 1 FROM delivery d WHERE d.order_id = orders.id
+                 SELECT 1 FROM delivery d WHERE d.id BETWEEN orders.id * 64 AND orders.id * 64 + 63
                     AND (d.state != 'delivered' OR d.updated_at >= ?1))",
             params![cutoff],
         )?;
@@ -46,9 +57,35 @@ impl Outbox {
             "UPDATE capture SET raw = NULL WHERE raw IS NOT NULL AND captured_at < ?1",
             params![raw_cutoff],
         )?;
+        // `status` counts a source's files, receipts and orders from the journal's
+        // rows: what is deleted here moves into the counters first, in the same
+        // transaction, so the totals (and the metrics' counters) never go down.
+        const GONE: &str = "captured_at < ?1 AND captured_at < ?2
+            AND NOT EXISTS (SELECT 1 FROM orders WHERE capture_id = capture.id)";
+        let gone: Vec<(String, [i64; 6])> = tx
+            .prepare(&format!(
+                "SELECT source, sum(kind = 'file'), sum(kind = 'file' AND status != 'rejected'),
+                        sum(status = 'rejected'), sum(kind = 'receipt' AND status != 'rejected'),
+                        sum(orders), sum(duplicates)
+                   FROM capture WHERE {GONE} GROUP BY source"
+            ))?
+            .query_map(params![cutoff, raw_cutoff], |r| {
+                let mut v = [0i64; 6];
+                for (i, x) in v.iter_mut().enumerate() {
+                    *x = r.get(i + 1)?;
+                }
+                Ok((r.get(0)?, v))
+            })?
+            .collect::<std::result::Result<_, _>>()?;
+        for (source, counts) in &gone {
+            for (name, n) in JOURNAL_COUNTERS.iter().zip(counts) {
+                if *n > 0 {
+                    super::ingest::bump(&tx, source, name, *n)?;
+                }
+            }
+        }
         tx.execute(
-            "DELETE FROM capture WHERE captured_at < ?1 AND captured_at < ?2
-                AND NOT EXISTS (SELECT 1 FROM orders WHERE capture_id = capture.id)",
+            &format!("DELETE FROM capture WHERE {GONE}"),
             params![cutoff, raw_cutoff],
         )?;
         tx.execute(

@@ -463,7 +463,9 @@ fn a_queue_of_the_previous_schema_upgrades_in_place() {
              INSERT INTO orders (id, source, order_no, order_time, body, capture_id, created_at)
                VALUES (1, 'lane1', '1', '2026-11-22 09:15:02', '{body}', 1, {t});
              INSERT INTO delivery (order_id, dest, state, next_at, updated_at)
-               VALUES (1, 'ovopark', 'pending', {t}, {t}), (1, 'wdt', 'delivered', {t}, {t});"
+               VALUES (1, 'ovopark', 'pending', {t}, {t}), (1, 'wdt', 'delivered', {t}, {t});
+             INSERT INTO counter (source, name, value)
+               VALUES ('lane1', 'files_seen', 6), ('lane1', 'files_ingested', 5);"
         ))
         .unwrap();
     }
@@ -491,24 +493,66 @@ fn a_queue_of_the_previous_schema_upgrades_in_place() {
         .pragma_query_value(None, "wal_autocheckpoint", |r| r.get(0))
         .unwrap();
     assert_eq!(autocheckpoint, 1024, "~4 MiB of its 4 KiB pages");
+    // The counters were lifetime totals, the journal row included; they still are.
+    let st = ob.status(now()).unwrap();
+    assert_eq!(
+        (st.sources[0].files_seen, st.sources[0].files_ingested),
+        (6, 5)
+    );
     let names = index_names(&ob.conn);
     assert!(!names.contains(&"delivery_order".to_string()), "{names:?}");
     assert!(!names.contains(&"capture_status".to_string()), "{names:?}");
     assert!(names.contains(&"delivery_due".to_string()), "{names:?}");
     assert!(names.contains(&"capture_ledger".to_string()), "{names:?}");
-    // Lookups by order still go through an index (the UNIQUE (order_id, dest) one).
+    // An order's deliveries are one rowid range (0004: id = order_id * 64 + slot).
     let plan: String = ob
         .conn
         .query_row(
-            "EXPLAIN QUERY PLAN SELECT dest, state FROM delivery WHERE order_id = 1",
+            "EXPLAIN QUERY PLAN SELECT dest, state FROM delivery WHERE id BETWEEN 64 AND 127",
             [],
             |r| r.get(3),
         )
         .unwrap();
-    assert!(
-        plan.contains("INDEX sqlite_autoindex_delivery_1 (order_id=?)"),
-        "{plan}"
+    assert!(plan.contains("INTEGER PRIMARY KEY"), "{plan}");
+    let ids: Vec<(i64, String)> = ob
+        .conn
+        .prepare("SELECT id, dest FROM delivery ORDER BY id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<std::result::Result<_, _>>()
+        .unwrap();
+    assert_eq!(ids, [(64, "ovopark".into()), (65, "wdt".into())]);
+    // The claim and the ledger seek by their (0004) indexes; the due index holds
+    // pending rows only.
+    let plan_of = |sql: &str| -> String {
+        let mut stmt = ob
+            .conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .unwrap();
+        let rows = stmt.query_map([], |r| r.get::<_, String>(3)).unwrap();
+        rows.map(|r| r.unwrap()).collect::<Vec<_>>().join("; ")
+    };
+    let plan = plan_of(
+        "SELECT d.id FROM delivery d JOIN orders o ON o.id = d.order_id
+          WHERE d.dest = 'ovopark' AND d.state = 'pending' AND (d.next_at <= 1 OR d.next_at > 2)
+          ORDER BY d.next_at, d.id LIMIT 10",
     );
+    assert!(plan.contains("INDEX delivery_due"), "{plan}");
+    let plan = plan_of(
+        "SELECT 1 FROM capture WHERE source = 'a' AND name = 'b' AND size = 1 AND hash = 'h'
+           AND kind = 'file' AND status IN ('parsed', 'partial') LIMIT 1",
+    );
+    assert!(plan.contains("INDEX capture_ledger"), "{plan}");
+    let due_sql: String = ob
+        .conn
+        .query_row(
+            "SELECT sql FROM sqlite_schema WHERE name = 'delivery_due'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(due_sql.ends_with("WHERE state = 'pending'"), "{due_sql}");
     // What was queued is all there and flows on: the ledger, the pending row, a new
     // capture, and retention deleting the order once delivered everywhere.
     assert!(ob.file_ingested("lane1", "a", 10, "h-a").unwrap());
@@ -533,36 +577,43 @@ fn a_queue_of_the_previous_schema_upgrades_in_place() {
 }
 
 #[test]
-fn a_counter_rides_with_the_next_capture_commit() {
+fn a_sources_totals_come_from_the_journal_and_outlive_retention() {
     let dir = tempfile::tempdir().unwrap();
     let mut ob = open(dir.path());
-    ob.ingest(&unit("a"), &[order("1")]).unwrap();
     let ro = Outbox::open_read_only(&dir.path().join("queue.db")).unwrap();
-    let seen = |ro: &Outbox| {
+    let counts = |ro: &Outbox| {
         let st = ro.status(now()).unwrap();
-        (st.sources[0].files_seen, st.sources[0].files_ingested)
+        let s = &st.sources[0];
+        (s.files_seen, s.files_ingested, s.files_rejected, s.orders)
     };
-    assert_eq!(seen(&ro), (0, 1));
-    let wal = wal_len(dir.path());
-    ob.count("lane1", "files_seen", 1).unwrap();
-    assert_eq!(
-        wal_len(dir.path()),
-        wal,
-        "a counter is no commit of its own"
-    );
+    let counter_rows = |ob: &Outbox| -> i64 {
+        ob.conn
+            .query_row("SELECT count(*) FROM counter", [], |r| r.get(0))
+            .unwrap()
+    };
+    ob.ingest(&unit("a"), &[order("1")]).unwrap();
     ob.ingest(&unit("b"), &[order("2")]).unwrap();
-    assert_eq!(seen(&ro), (1, 2));
-    // A unit rolled back keeps the count for the next commit, a rejection.
-    ob.count("lane1", "files_seen", 1).unwrap();
+    // A unit rolled back is not counted; a rejected file is.
     drop(ob.begin_ingest(&unit("c")).unwrap());
     ob.record_rejected(&unit("c"), "bad").unwrap();
-    assert_eq!(seen(&ro), (2, 2));
-    assert_eq!(ro.status(now()).unwrap().sources[0].files_rejected, 1);
-    // Closing writes what no capture carried.
-    ob.count("lane1", "files_seen", 1).unwrap();
-    assert_eq!(seen(&ro), (2, 2));
-    drop(ob);
-    assert_eq!(seen(&ro), (3, 2));
+    assert_eq!(counts(&ro), (3, 2, 1, 2));
+    assert_eq!(counter_rows(&ob), 0, "a capture writes no counter row");
+    // Retention deletes the delivered orders and then their journal rows: what they
+    // counted moves into the counters, so the counts stay.
+    for dest in ["ovopark", "wdt"] {
+        for due in ob.claim_due(dest, now(), 10).unwrap() {
+            ob.mark_delivered(due.delivery_id, None).unwrap();
+        }
+    }
+    assert_eq!(ob.prune(now() + 7201, &cfg(64 << 20)).unwrap().0, 2);
+    let journal: i64 = ob
+        .conn
+        .query_row("SELECT count(*) FROM capture", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(journal, 0);
+    assert_eq!(counts(&ro), (3, 2, 1, 2));
+    ob.ingest(&unit("d"), &[order("3")]).unwrap();
+    assert_eq!(counts(&ro), (4, 3, 1, 3));
 }
 
 #[test]
@@ -622,4 +673,33 @@ fn a_new_queue_takes_small_pages_and_checkpoints_every_4_mib_of_wal() {
     };
     assert_eq!(get("page_size"), 512);
     assert_eq!(get("wal_autocheckpoint"), 8192);
+}
+
+#[test]
+fn a_destination_keeps_its_slot_in_delivery_ids_and_a_new_one_takes_the_next() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(open(dir.path()));
+    let mut ob = Outbox::open(
+        &dir.path().join("queue.db"),
+        &cfg(64 << 20),
+        &["wdt".into(), "third".into()],
+    )
+    .unwrap();
+    ob.ingest(&unit("a"), &[order("1")]).unwrap();
+    let ids: Vec<(i64, String)> = ob
+        .conn
+        .prepare("SELECT id, dest FROM delivery ORDER BY id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<std::result::Result<_, _>>()
+        .unwrap();
+    assert_eq!(ids, [(65, "wdt".into()), (66, "third".into())]);
+    // Deleting the order deletes its deliveries (the trigger is the cascade).
+    ob.conn.execute("DELETE FROM orders", []).unwrap();
+    let left: i64 = ob
+        .conn
+        .query_row("SELECT count(*) FROM delivery", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(left, 0);
 }

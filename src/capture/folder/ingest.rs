@@ -30,7 +30,6 @@ impl FolderWatch {
                 before.len(),
                 self.folder.max_file_size
             );
-            self.outbox.count(&src, "files_seen", 1)?;
             let unit = Capture {
                 source: &src,
                 kind: CaptureKind::File,
@@ -81,7 +80,6 @@ impl FolderWatch {
             self.finish(path, &name);
             return Ok(FileOutcome::AlreadyIngested);
         }
-        self.outbox.count(&src, "files_seen", 1)?;
         let mut unit = Capture {
             source: &src,
             kind: CaptureKind::File,
