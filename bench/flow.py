@@ -8,12 +8,16 @@ agent writes to the disk per order.
       with --serial, N receipts written to a pseudo-terminal, each ending in a cut):
       the time from the rename (the write of the receipt's last byte) to each
       emulator's answer, seen by polling `/_emu/stats` (about 1 ms apart).
-  bench/flow.py BIN wear N
-      N orders, one file at a time, each delivered to both clouds before the next:
-      the agent's `write_bytes` (/proc/PID/io: bytes it caused to be written to the
-      block device, WAL frames, checkpoints and fsyncs included) per order, and over
-      the stored order body; and the same with the checkpoint of those orders' pages
-      into the database file (the agent's stop runs it; none falls in the window).
+  bench/flow.py BIN wear N [--apart]
+      Steady state: orders one file at a time, each delivered to both clouds before
+      the next, while retention (20 s here) deletes delivered orders as fast as they
+      come. Over at least N orders, from one WAL restart to a later one (so whole
+      checkpoints are in the window): the agent's `write_bytes` (/proc/PID/io: bytes
+      it caused to be written to the block device, at 4 KiB pages: WAL frames,
+      checkpoints into the database file, retention's deletions) per order, and
+      over the stored order body. With --apart, every dirty page is written back
+      (sync) after each order, as the kernel does when a till's orders come minutes
+      apart.
 
 Prints tab-separated rows: figure, value, unit. Run by bench/run.sh; nothing here
 asserts. The config is the one bench/lib.sh writes (one folder lane, both clouds as the
@@ -23,7 +27,6 @@ emulator's demo tenant), plus the example config's market serial lane with --ser
 import http.client
 import json
 import os
-import resource
 import socket
 import sqlite3
 import subprocess
@@ -182,22 +185,25 @@ def pct(v, p):
 
 
 def drop(stage, inbox, n):
-    path = os.path.join(stage, f"o{n}.json")
+    path = os.path.join(stage, f"orders-{n:08d}.json")
     with open(path, "w", encoding="utf-8") as f:
         json.dump([order(n)], f, ensure_ascii=False)
     t0 = time.monotonic()
-    os.rename(path, os.path.join(inbox, f"o{n}.json"))
+    os.rename(path, os.path.join(inbox, f"orders-{n:08d}.json"))
     return t0
 
 
-def setup(work, binary, settle, serial=None):
+def setup(work, binary, settle, serial=None, retention=None):
     state, inbox, stage = (os.path.join(work, d) for d in ("state", "inbox", "stage"))
     for d in (inbox, stage):
         os.makedirs(d, exist_ok=True)
     emu = Emu(binary)
     cfg_path = os.path.join(work, "tillrelay.toml")
     with open(cfg_path, "w", encoding="utf-8") as f:
-        f.write(config(state, inbox, emu.base, settle, serial))
+        text = config(state, inbox, emu.base, settle, serial)
+        if retention:
+            text = text.replace("[outbox]\n", f'[outbox]\nretention = "{retention}"\n')
+        f.write(text)
     agent = Agent(binary, cfg_path, state)
     return emu, agent, inbox, stage, state
 
@@ -244,45 +250,87 @@ def latency(binary, n, settle, serial):
             emu.stop()
 
 
-def wear(binary, n):
+def wal_generation(state):
+    """The WAL header's checkpoint sequence number: it goes up each time the WAL is
+    started again from its beginning, which SQLite does at the first commit after a
+    checkpoint copied all of it into the database file."""
+    try:
+        with open(os.path.join(state, "queue.db-wal"), "rb") as f:
+            h = f.read(16)
+    except FileNotFoundError:
+        return None
+    return int.from_bytes(h[12:16], "big") if len(h) == 16 else None
+
+
+def stored_orders(state):
+    db = sqlite3.connect(f"file:{state}/queue.db?mode=ro", uri=True)
+    try:
+        count, body = db.execute(
+            "SELECT count(*), avg(length(CAST(body AS BLOB))) FROM orders").fetchone()
+    finally:
+        db.close()
+    return count, body
+
+
+def wear(binary, n, apart):
+    """Steady state, as a box is after its first `retention`: orders captured one file
+    at a time, each delivered to both clouds before the next, while the retention
+    pass deletes delivered orders as fast as they come (`retention = "20s"`: a pass
+    every 2 s). The window runs from one WAL restart to a later one, so it holds whole
+    checkpoints (every page the window's commits changed copied into the database
+    file once) and no debt of pages written before it or left for after it."""
     with tempfile.TemporaryDirectory() as work:
-        emu, agent, inbox, stage, state = setup(work, binary, "200ms")
+        emu, agent, inbox, stage, state = setup(work, binary, "200ms",
+                                                retention="20s")
         try:
             time.sleep(1)
             base = emu.answers()
+            i = 0
 
-            def one(i):
-                nonlocal base
+            def one():
+                nonlocal base, i
                 t0 = drop(stage, inbox, i)
+                i += 1
                 base = (base[0] + 1, base[1] + 1)
                 wait_answers(emu, base, t0)
                 # the outcomes are committed after the answers: let them land
                 time.sleep(0.05)
-            for i in range(10):
-                one(i)
-            w0 = agent.write_bytes()
-            for i in range(10, 10 + n):
-                one(i)
-            time.sleep(0.5)
-            w1 = agent.write_bytes()
-            db = sqlite3.connect(f"file:{state}/queue.db?mode=ro", uri=True)
-            body = db.execute("SELECT avg(length(CAST(body AS BLOB))) FROM orders").fetchone()[0]
-            db.close()
-            # No checkpoint falls in a window this short (one every ~4 MB of WAL): the
-            # agent's stop checkpoints every page these orders changed into the
-            # database file, which a running box does once per ~4 MB of WAL. Its whole
-            # writes are read back from the reaped child's rusage (ru_oublock: 512-byte
-            # units of write_bytes less cancelled ones; /proc/PID/io is gone by then).
-            before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_oublock
-            agent.stop()
-            total = (resource.getrusage(resource.RUSAGE_CHILDREN).ru_oublock - before) * 512
-            per = (w1 - w0) / n
-            ckpt = (total - w0) / n
-            return [("bytes written per order (both clouds delivered)", f"{per / 1024:.1f}", "KB"),
+                if apart:
+                    # A till's orders come minutes apart: the kernel has written every
+                    # dirty page back before the next one (dirty_expire is 30 s).
+                    os.sync()
+                return wal_generation(state)
+
+            # Warm up past the retention (deletions under way) and to a WAL restart.
+            t_start = time.monotonic()
+            gen = wal_generation(state)
+            while True:
+                g = one()
+                if time.monotonic() - t_start > 25 and g != gen:
+                    break
+                gen = g
+            gen, w0, i0 = g, agent.write_bytes(), i
+            count0, _ = stored_orders(state)
+            checkpoints = 0
+            while True:
+                g = one()
+                if g != gen:
+                    checkpoints += 1
+                    gen = g
+                    if i - i0 >= n:
+                        break
+            w1, orders = agent.write_bytes(), i - i0
+            count1, body = stored_orders(state)
+            deleted = orders - (count1 - count0)
+            per = (w1 - w0) / orders
+            label = "orders far apart (written back between orders)" if apart else \
+                "orders back to back"
+            return [(f"bytes written per order, {label}", f"{per / 1024:.1f}", "KB"),
                     ("  stored order body", f"{body / 1024:.2f}", "KB"),
                     ("  write amplification (written / body)", f"{per / body:.1f}", "×"),
-                    ("  with their checkpoint into the database file (at stop)",
-                     f"{ckpt / 1024:.1f}", "KB")]
+                    ("  orders in the window", str(orders), ""),
+                    ("  of them deleted by retention in the window", str(deleted), ""),
+                    ("  checkpoints in the window", str(checkpoints), "")]
         finally:
             if agent.proc.poll() is None:
                 agent.stop()
@@ -296,7 +344,7 @@ def main():
     if what == "latency":
         rows = latency(binary, n, settle, "--serial" in a)
     elif what == "wear":
-        rows = wear(binary, n)
+        rows = wear(binary, n, "--apart" in a)
     else:
         raise SystemExit(__doc__)
     for r in rows:

@@ -94,12 +94,13 @@ pub const MAX_SCHEDULE_AHEAD: i64 = 6 * 3600;
 
 /// Page size of a new queue: SQLite's smallest. Flash wear (docs/BENCHMARKS.md):
 /// every commit appends each page it changed to the WAL, whole, and one order's
-/// capture changes ~11 pages (its row and body, its journal row, two delivery rows,
-/// four indexes, a counter, the header) and each destination's outcome two more. Most
-/// of those changes are a few dozen bytes, so the page size sets the bytes written:
-/// at 1 KiB an order cost 22.6 KB written, at 512 bytes 15.9 KB. An order's ~2 KB
-/// body takes ~2 KB of pages either way (a leaf and overflow pages), and the measured
-/// capture and drain rates did not move. An existing queue keeps its page size
+/// capture changes ~13 pages (its row and body, its journal row, its delivery rows,
+/// three indexes, the header) and each destination's outcome two more. Most of those
+/// changes are a few dozen bytes, so the page size sets the bytes written: at 1 KiB
+/// an order cost 22.6 KB written, at 512 bytes 15.9 KB (before migration 0004; the
+/// steady-state figures are in BENCHMARKS.md). An order's body takes about its own
+/// size in pages either way (a leaf and overflow pages), and the measured capture and
+/// drain rates did not move. An existing queue keeps its page size
 /// (SQLite cannot change it in WAL mode without a VACUUM).
 const PAGE_SIZE: i64 = 512;
 
