@@ -8,6 +8,8 @@
 //! good time seen (its age counts from when the clock was known to be right).
 //! A clock set wrongly into the past *after* that floor cannot be told from the truth;
 //! a clock set into the future only keeps rows longer.
+//! A journal row it deletes is counted into `counter` in the same transaction, so a
+//! source's totals in `status` never go down.
 
 use super::*;
 
@@ -15,9 +17,9 @@ use super::*;
 /// before it is a clock that was not set (boot in 1970), never a real capture time.
 pub const GOOD_TIME_FLOOR: i64 = 1_577_836_800;
 
-/// The counters that hold what retention deleted of the journal's counts (in the
-/// order `prune` and `status` compute them).
-pub(super) const JOURNAL_COUNTERS: [&str; 6] = [
+/// The counters that hold what retention deleted of the journal's counts, in the
+/// order of `prune`'s query (`status` adds them to the journal's, by name).
+const JOURNAL_COUNTERS: [&str; 6] = [
     "files_seen",
     "files_ingested",
     "files_rejected",

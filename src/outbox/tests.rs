@@ -477,6 +477,15 @@ fn a_queue_of_the_previous_schema_upgrades_in_place() {
             .collect::<std::result::Result<_, _>>()
             .unwrap()
     };
+    // `status` before the daemon upgraded it (read-only: nothing migrated) shows the
+    // totals as the previous release did.
+    let ro = Outbox::open_read_only(&path).unwrap();
+    let st = ro.status(now()).unwrap();
+    assert_eq!(
+        (st.sources[0].files_seen, st.sources[0].files_ingested),
+        (6, 5)
+    );
+    drop(ro);
     let mut ob = open(dir.path());
     let version: i64 = ob
         .conn

@@ -136,12 +136,20 @@ impl Outbox {
                 }
                 Ok((r.get::<_, String>(0)?, v))
             })?;
+            // A queue the daemon has not upgraded yet (`status` opens it read-only
+            // and migrates nothing) still counts every capture in its counters.
+            let version: i64 = self
+                .conn
+                .pragma_query_value(None, "user_version", |r| r.get(0))?;
+            let journal_counts = if version >= 4 { 1 } else { 0 };
             for row in rows {
                 let (source, [orders, dups, unparsed, seen, ingested, rejected, receipts]) = row?;
                 let s = entry(&mut sources, &source);
                 s.orders += orders;
                 s.duplicates += dups;
                 s.unparsed = unparsed;
+                let [seen, ingested, rejected, receipts] =
+                    [seen, ingested, rejected, receipts].map(|n| n * journal_counts);
                 s.files_seen += seen;
                 s.files_ingested += ingested;
                 s.files_rejected += rejected;
