@@ -17,17 +17,6 @@ use super::*;
 /// before it is a clock that was not set (boot in 1970), never a real capture time.
 pub const GOOD_TIME_FLOOR: i64 = 1_577_836_800;
 
-/// The counters that hold what retention deleted of the journal's counts, in the
-/// order of `prune`'s query (`status` adds them to the journal's, by name).
-const JOURNAL_COUNTERS: [&str; 6] = [
-    "files_seen",
-    "files_ingested",
-    "files_rejected",
-    "receipts",
-    "orders",
-    "duplicates",
-];
-
 impl Outbox {
     /// Applies retention: deletes orders delivered everywhere longer than `retention`
     /// ago, drops raw capture bytes older than `raw_retention`. Never touches pending,
@@ -66,21 +55,15 @@ impl Outbox {
             AND NOT EXISTS (SELECT 1 FROM orders WHERE capture_id = capture.id)";
         let gone: Vec<(String, [i64; 6])> = tx
             .prepare(&format!(
-                "SELECT source, sum(kind = 'file'), sum(kind = 'file' AND status != 'rejected'),
-                        sum(status = 'rejected'), sum(kind = 'receipt' AND status != 'rejected'),
-                        sum(orders), sum(duplicates)
-                   FROM capture WHERE {GONE} GROUP BY source"
+                "SELECT source, {} FROM capture WHERE {GONE} GROUP BY source",
+                super::views::journal_sums()
             ))?
             .query_map(params![cutoff, raw_cutoff], |r| {
-                let mut v = [0i64; 6];
-                for (i, x) in v.iter_mut().enumerate() {
-                    *x = r.get(i + 1)?;
-                }
-                Ok((r.get(0)?, v))
+                Ok((r.get(0)?, super::views::read_sums(r, 1)?))
             })?
             .collect::<std::result::Result<_, _>>()?;
-        for (source, counts) in &gone {
-            for (name, n) in JOURNAL_COUNTERS.iter().zip(counts) {
+        for (source, sums) in &gone {
+            for ((name, _), n) in super::views::JOURNAL_TOTALS.iter().zip(sums) {
                 if *n > 0 {
                     super::ingest::bump(&tx, source, name, *n)?;
                 }

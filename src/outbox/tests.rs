@@ -442,6 +442,17 @@ fn wal_len(dir: &Path) -> u64 {
     std::fs::metadata(dir.join("queue.db-wal")).unwrap().len()
 }
 
+/// Every delivery row's (id, dest), by id.
+fn delivery_ids(ob: &Outbox) -> Vec<(i64, String)> {
+    ob.conn
+        .prepare("SELECT id, dest FROM delivery ORDER BY id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<std::result::Result<_, _>>()
+        .unwrap()
+}
+
 #[test]
 fn a_queue_of_the_previous_schema_upgrades_in_place() {
     let dir = tempfile::tempdir().unwrap();
@@ -513,27 +524,6 @@ fn a_queue_of_the_previous_schema_upgrades_in_place() {
     assert!(!names.contains(&"capture_status".to_string()), "{names:?}");
     assert!(names.contains(&"delivery_due".to_string()), "{names:?}");
     assert!(names.contains(&"capture_ledger".to_string()), "{names:?}");
-    // An order's deliveries are one rowid range (0004: id = order_id * 64 + slot).
-    let plan: String = ob
-        .conn
-        .query_row(
-            "EXPLAIN QUERY PLAN SELECT dest, state FROM delivery WHERE id BETWEEN 64 AND 127",
-            [],
-            |r| r.get(3),
-        )
-        .unwrap();
-    assert!(plan.contains("INTEGER PRIMARY KEY"), "{plan}");
-    let ids: Vec<(i64, String)> = ob
-        .conn
-        .prepare("SELECT id, dest FROM delivery ORDER BY id")
-        .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap()
-        .collect::<std::result::Result<_, _>>()
-        .unwrap();
-    assert_eq!(ids, [(64, "ovopark".into()), (65, "wdt".into())]);
-    // The claim and the ledger seek by their (0004) indexes; the due index holds
-    // pending rows only.
     let plan_of = |sql: &str| -> String {
         let mut stmt = ob
             .conn
@@ -542,6 +532,15 @@ fn a_queue_of_the_previous_schema_upgrades_in_place() {
         let rows = stmt.query_map([], |r| r.get::<_, String>(3)).unwrap();
         rows.map(|r| r.unwrap()).collect::<Vec<_>>().join("; ")
     };
+    // An order's deliveries are one rowid range (0004: id = order_id * 64 + slot).
+    let plan = plan_of("SELECT dest, state FROM delivery WHERE id BETWEEN 64 AND 127");
+    assert!(plan.contains("INTEGER PRIMARY KEY"), "{plan}");
+    assert_eq!(
+        delivery_ids(&ob),
+        [(64, "ovopark".into()), (65, "wdt".into())]
+    );
+    // The claim and the ledger seek by their (0004) indexes; the due index holds
+    // pending rows only.
     let plan = plan_of(
         "SELECT d.id FROM delivery d JOIN orders o ON o.id = d.order_id
           WHERE d.dest = 'ovopark' AND d.state = 'pending' AND (d.next_at <= 1 OR d.next_at > 2)
@@ -695,15 +694,10 @@ fn a_destination_keeps_its_slot_in_delivery_ids_and_a_new_one_takes_the_next() {
     )
     .unwrap();
     ob.ingest(&unit("a"), &[order("1")]).unwrap();
-    let ids: Vec<(i64, String)> = ob
-        .conn
-        .prepare("SELECT id, dest FROM delivery ORDER BY id")
-        .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap()
-        .collect::<std::result::Result<_, _>>()
-        .unwrap();
-    assert_eq!(ids, [(65, "wdt".into()), (66, "third".into())]);
+    assert_eq!(
+        delivery_ids(&ob),
+        [(65, "wdt".into()), (66, "third".into())]
+    );
     // Deleting the order deletes its deliveries (the trigger is the cascade).
     ob.conn.execute("DELETE FROM orders", []).unwrap();
     let left: i64 = ob

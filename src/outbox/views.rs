@@ -36,6 +36,51 @@ pub struct SourceStatus {
     pub last_error: Option<String>,
 }
 
+impl SourceStatus {
+    /// The total a [`JOURNAL_TOTALS`] name (and its counter) stands for.
+    fn total_mut(&mut self, name: &str) -> Option<&mut i64> {
+        Some(match name {
+            "files_seen" => &mut self.files_seen,
+            "files_ingested" => &mut self.files_ingested,
+            "files_rejected" => &mut self.files_rejected,
+            "receipts" => &mut self.receipts,
+            "orders" => &mut self.orders,
+            "duplicates" => &mut self.duplicates,
+            _ => return None,
+        })
+    }
+}
+
+/// A source's totals in `status`: each is the sum over its journal rows plus the
+/// counter of the same name, which keeps what retention deleted of them (`prune`
+/// folds the deleted rows' sums into it, in the same transaction).
+/// (counter name, sum over `capture` rows)
+pub(super) const JOURNAL_TOTALS: [(&str, &str); 6] = [
+    ("files_seen", "sum(kind = 'file')"),
+    (
+        "files_ingested",
+        "sum(kind = 'file' AND status != 'rejected')",
+    ),
+    ("files_rejected", "sum(status = 'rejected')"),
+    ("receipts", "sum(kind = 'receipt' AND status != 'rejected')"),
+    ("orders", "sum(orders)"),
+    ("duplicates", "sum(duplicates)"),
+];
+
+/// [`JOURNAL_TOTALS`]' sums as SELECT columns, in order.
+pub(super) fn journal_sums() -> String {
+    JOURNAL_TOTALS.map(|(_, sum)| sum).join(", ")
+}
+
+/// [`JOURNAL_TOTALS`]' sums read from a row, from column `first` on.
+pub(super) fn read_sums(r: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<[i64; 6]> {
+    let mut v = [0i64; 6];
+    for (i, x) in v.iter_mut().enumerate() {
+        *x = r.get(first + i)?;
+    }
+    Ok(v)
+}
+
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct DestStatus {
     pub name: String,
@@ -108,52 +153,48 @@ impl Outbox {
             for row in rows {
                 let (source, name, value) = row?;
                 let s = entry(&mut sources, &source);
+                if let Some(total) = s.total_mut(&name) {
+                    *total = value;
+                    continue;
+                }
                 match name.as_str() {
-                    "files_seen" => s.files_seen = value,
-                    "files_ingested" => s.files_ingested = value,
-                    "files_rejected" => s.files_rejected = value,
-                    "receipts" => s.receipts = value,
-                    "orders" => s.orders = value,
-                    "duplicates" => s.duplicates = value,
                     "corrected" => s.corrected = value,
                     super::room::FULL_SINCE => s.queue_full_since = Some(value),
                     _ => {}
                 }
             }
-            // The journal's rows are the counts; the counters above hold what
+            // The journal's rows are the totals; the counters above hold what
             // retention deleted of them (`prune`), so a capture writes no counter and
             // the totals never go down.
-            let mut stmt = self.conn.prepare(
-                "SELECT source, sum(orders), sum(duplicates), sum(status = 'unparsed'),
-                        sum(kind = 'file'), sum(kind = 'file' AND status != 'rejected'),
-                        sum(status = 'rejected'), sum(kind = 'receipt' AND status != 'rejected')
-                   FROM capture GROUP BY source",
-            )?;
+            let mut stmt = self.conn.prepare(&format!(
+                "SELECT source, sum(status = 'unparsed'), {} FROM capture GROUP BY source",
+                journal_sums()
+            ))?;
             let rows = stmt.query_map([], |r| {
-                let mut v = [0i64; 7];
-                for (i, x) in v.iter_mut().enumerate() {
-                    *x = r.get(i + 1)?;
-                }
-                Ok((r.get::<_, String>(0)?, v))
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    read_sums(r, 2)?,
+                ))
             })?;
             // A queue the daemon has not upgraded yet (`status` opens it read-only
-            // and migrates nothing) still counts every capture in its counters.
+            // and migrates nothing) still counts every file and receipt in its
+            // counters, as captures did before migration 0004.
             let version: i64 = self
                 .conn
                 .pragma_query_value(None, "user_version", |r| r.get(0))?;
-            let journal_counts = if version >= 4 { 1 } else { 0 };
             for row in rows {
-                let (source, [orders, dups, unparsed, seen, ingested, rejected, receipts]) = row?;
+                let (source, unparsed, sums) = row?;
                 let s = entry(&mut sources, &source);
-                s.orders += orders;
-                s.duplicates += dups;
                 s.unparsed = unparsed;
-                let [seen, ingested, rejected, receipts] =
-                    [seen, ingested, rejected, receipts].map(|n| n * journal_counts);
-                s.files_seen += seen;
-                s.files_ingested += ingested;
-                s.files_rejected += rejected;
-                s.receipts += receipts;
+                for ((name, _), n) in JOURNAL_TOTALS.iter().zip(sums) {
+                    if version < 4 && !matches!(*name, "orders" | "duplicates") {
+                        continue;
+                    }
+                    if let Some(total) = s.total_mut(name) {
+                        *total += n;
+                    }
+                }
             }
             let mut stmt = self.conn.prepare(
                 "SELECT c.error FROM capture c WHERE c.source = ?1 AND c.error IS NOT NULL

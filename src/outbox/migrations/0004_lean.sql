@@ -56,14 +56,9 @@ CREATE INDEX capture_ledger ON capture (source, name, size);
 --    counters hold only what retention deleted from the journal. What they held so
 --    far counted the rows still in the journal too: those are taken off once.
 UPDATE counter SET value = max(0, value - (SELECT count(*) FROM capture c
-    WHERE c.source = counter.source AND c.kind = 'file'))
-  WHERE name = 'files_seen';
-UPDATE counter SET value = max(0, value - (SELECT count(*) FROM capture c
-    WHERE c.source = counter.source AND c.kind = 'file' AND c.status != 'rejected'))
-  WHERE name = 'files_ingested';
-UPDATE counter SET value = max(0, value - (SELECT count(*) FROM capture c
-    WHERE c.source = counter.source AND c.status = 'rejected'))
-  WHERE name = 'files_rejected';
-UPDATE counter SET value = max(0, value - (SELECT count(*) FROM capture c
-    WHERE c.source = counter.source AND c.kind = 'receipt' AND c.status != 'rejected'))
-  WHERE name = 'receipts';
+    WHERE c.source = counter.source AND CASE counter.name
+      WHEN 'files_seen' THEN c.kind = 'file'
+      WHEN 'files_ingested' THEN c.kind = 'file' AND c.status != 'rejected'
+      WHEN 'files_rejected' THEN c.status = 'rejected'
+      WHEN 'receipts' THEN c.kind = 'receipt' AND c.status != 'rejected' END))
+  WHERE name IN ('files_seen', 'files_ingested', 'files_rejected', 'receipts');
