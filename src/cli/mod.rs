@@ -311,8 +311,7 @@ fn check_config(path: &std::path::Path, online: bool, json: bool) -> Result<(), 
     let mut out = std::io::stdout().lock();
     if json {
         let v = cfg.to_json().map_err(|e| anyhow::anyhow!(e))?;
-        let text = serde_json::to_string_pretty(&v).map_err(anyhow::Error::from)?;
-        let _ = writeln!(out, "{text}");
+        print_json(&mut out, &v)?;
     } else {
         // The first line is a comment, so that the output is a config file itself.
         let text = cfg.to_toml().map_err(|e| anyhow::anyhow!(e))?;
@@ -424,12 +423,7 @@ fn orders(
     let list = ob.orders(state, source, limit)?;
     let mut out = std::io::stdout().lock();
     if json {
-        let _ = writeln!(
-            out,
-            "{}",
-            serde_json::to_string_pretty(&list).map_err(anyhow::Error::from)?
-        );
-        return Ok(());
+        return print_json(&mut out, &list);
     }
     if list.is_empty() {
         let _ = writeln!(out, "no orders");
@@ -465,6 +459,14 @@ fn orders(
             let _ = writeln!(out, "    {d}");
         }
     }
+    Ok(())
+}
+
+/// Writes `v` as pretty JSON and a newline: every command's `--json` output. A
+/// closed stdout (a pipe into `head`) is not an error.
+fn print_json(out: &mut impl Write, v: &impl serde::Serialize) -> Result<(), CliError> {
+    let text = serde_json::to_string_pretty(v).map_err(anyhow::Error::from)?;
+    let _ = writeln!(out, "{text}");
     Ok(())
 }
 

@@ -95,11 +95,7 @@ pub(super) fn parse(
     }
     let mut out = std::io::stdout().lock();
     if json {
-        let _ = writeln!(
-            out,
-            "{}",
-            serde_json::to_string_pretty(&orders).map_err(anyhow::Error::from)?
-        );
+        super::print_json(&mut out, &orders)?;
     } else {
         for o in &orders {
             let _ = writeln!(

@@ -58,11 +58,7 @@ pub(super) fn status(cfg: &Config, json: bool) -> Result<(), CliError> {
                 serde_json::to_value(&reload).map_err(anyhow::Error::from)?,
             );
         }
-        let _ = writeln!(
-            out,
-            "{}",
-            serde_json::to_string_pretty(&v).map_err(anyhow::Error::from)?
-        );
+        super::print_json(&mut out, &v)?;
         return attention.map_or(Ok(()), |a| Err(CliError::Attention(a)));
     }
     let _ = writeln!(
