@@ -18,8 +18,9 @@ use crate::order::Order;
 
 /// The text stored for an order (its fields in the canonical order, `order_no`
 /// first).
-pub(super) fn encode(order: &Order) -> serde_json::Result<String> {
+pub(super) fn encode(order: &Order) -> super::Result<String> {
     crate::order::to_stored_json(order)
+        .map_err(|e| super::OutboxError::Encode(order.order_no.clone(), e))
 }
 
 /// Removes from a parsed body what [`encode`] leaves out (null fields of the order

@@ -267,8 +267,7 @@ impl Outbox {
 
     /// Replaces a stored order's body (a fixed order re-dropped for `retry`).
     pub fn replace_order(&mut self, source: &str, order: &Order) -> Result<bool> {
-        let body = super::body::encode(order)
-            .map_err(|e| OutboxError::Encode(order.order_no.clone(), e))?;
+        let body = super::body::encode(order)?;
         Ok(self.conn.execute(
             "UPDATE orders SET body = ?3 WHERE source = ?1 AND order_no = ?2",
             params![source, order.order_no, body],

@@ -77,8 +77,7 @@ impl Ingest<'_> {
     /// Stores one stamped order of the unit (with a delivery row per destination), or
     /// counts it as a duplicate, or applies it as a correction of a rejected order.
     pub fn add(&mut self, order: &Order) -> Result<()> {
-        let body = super::body::encode(order)
-            .map_err(|e| OutboxError::Encode(order.order_no.clone(), e))?;
+        let body = super::body::encode(order)?;
         self.seen += 1;
         let stored = insert_order(
             &self.tx,

@@ -66,8 +66,7 @@ impl Outbox {
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let (mut new, mut duplicates) = (0, Vec::new());
         for order in orders {
-            let body = super::body::encode(order)
-                .map_err(|e| OutboxError::Encode(order.order_no.clone(), e))?;
+            let body = super::body::encode(order)?;
             // A reparse only fills in what a broken template missed: an order already
             // stored is left as it is.
             match insert_order(
