@@ -154,7 +154,8 @@ fn pos_clock_30s_ahead() {
     assert!(
         poll(Duration::from_secs(120), || {
             let (pending, delivered, rejected) = till.counts("wdt");
-            assert_eq!(rejected, 0, "{}", till.explain());
+            // -1: `status` has no figures for the destination yet, which is "not yet".
+            assert!(rejected <= 0, "{}", till.explain());
             pending == 0 && delivered == 1
         }),
         "{}",
