@@ -29,7 +29,7 @@ use crate::capture::serial::{SerialConfig, Tap, TapOptions};
 use crate::capture::template::Parsed;
 use crate::lifecycle::{Heartbeat, Shutdown};
 use crate::metrics::SourceMetrics;
-use crate::outbox::{Capture, CaptureKind, Opener, Outbox, OutboxError};
+use crate::outbox::{Capture, CaptureKind, MALFORMED_COMMANDS, Opener, Outbox, OutboxError};
 use crate::stamp::{Identity, stamp};
 
 /// Receipts held in memory while the queue is full, at most this many bytes; past
@@ -189,6 +189,7 @@ impl SerialWatch {
                     }
                     _ = notify.notified() => {}
                 }
+                self.note_malformed(&mut pipeline);
                 for r in out.drain(..) {
                     self.journal.hold(r);
                 }
@@ -203,6 +204,7 @@ impl SerialWatch {
             }
         });
         pipeline.finish(&mut out);
+        self.note_malformed(&mut pipeline);
         for r in out.drain(..) {
             self.journal.hold(r);
         }
@@ -211,6 +213,20 @@ impl SerialWatch {
         stop.store(true, Ordering::SeqCst);
         tap.join();
         debug!("source {}: serial loop stopped", self.journal.source.name);
+    }
+}
+
+impl SerialWatch {
+    /// Logs the first command the tap's decoder could not follow, once (each
+    /// is counted with its receipt: `malformed_commands` in `status`).
+    fn note_malformed(&self, pipeline: &mut Pipeline) {
+        if let Some(note) = pipeline.malformed_note() {
+            warn!(
+                "source {}: a command the decoder cannot follow: {note} (said once; counted \
+                 as malformed_commands in status)",
+                self.journal.source.name
+            );
+        }
     }
 }
 
@@ -358,7 +374,8 @@ pub fn commit_receipt(
             unit.error = Some(e.to_string());
         }
     }
-    let report = outbox.ingest(&unit, &orders)?;
+    let counts = [(MALFORMED_COMMANDS, r.malformed as i64)];
+    let report = outbox.ingest_counting(&unit, &orders, &counts)?;
     crate::failpoint::hit("serial.after_commit");
     if report.new > 0 {
         info!(

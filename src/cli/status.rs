@@ -147,6 +147,14 @@ pub(super) fn status(cfg: &Config, json: bool) -> Result<(), CliError> {
                 c.conflicts
             );
         }
+        if c.malformed_commands > 0 {
+            let _ = writeln!(
+                out,
+                "    {} print command(s) the decoder could not follow, skipped (the receipts \
+                 around them were captured)",
+                c.malformed_commands
+            );
+        }
         if let Some(e) = &c.last_error {
             let _ = writeln!(out, "    last error: {}", e.replace('\n', "; "));
         }

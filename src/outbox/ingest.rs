@@ -26,6 +26,10 @@ impl CaptureKind {
     }
 }
 
+/// The per-source counter of commands a receipt decoder could not follow
+/// (`status`: `malformed_commands`).
+pub const MALFORMED_COMMANDS: &str = "malformed_commands";
+
 /// One captured unit, as handed to [`Outbox::ingest`].
 #[derive(Debug, Clone)]
 pub struct Capture<'a> {
@@ -185,10 +189,27 @@ impl Outbox {
     /// Commits one captured unit with its orders, in one transaction. Orders must be
     /// stamped. Returns what was new and what was a duplicate.
     pub fn ingest(&mut self, unit: &Capture<'_>, orders: &[Order]) -> Result<IngestReport> {
+        self.ingest_counting(unit, orders, &[])
+    }
+
+    /// [`Outbox::ingest`], adding `counts` (name, n) to the source's counters in
+    /// the same transaction (e.g. [`MALFORMED_COMMANDS`] met in a receipt); a
+    /// count of 0 writes nothing, so the usual capture writes no counter row.
+    pub fn ingest_counting(
+        &mut self,
+        unit: &Capture<'_>,
+        orders: &[Order],
+        counts: &[(&str, i64)],
+    ) -> Result<IngestReport> {
         let result = (|| {
             let mut ingest = self.begin_ingest(unit)?;
             for order in orders {
                 ingest.add(order)?;
+            }
+            for &(name, n) in counts {
+                if n > 0 {
+                    bump(&ingest.tx, unit.source, name, n)?;
+                }
             }
             ingest.commit(unit.error.as_deref())
         })();

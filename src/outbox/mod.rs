@@ -58,7 +58,7 @@ mod settings;
 mod views;
 
 pub use delivery::{DeliveryState, Due, Mark};
-pub use ingest::{Capture, CaptureKind, Ingest, IngestReport};
+pub use ingest::{Capture, CaptureKind, Ingest, IngestReport, MALFORMED_COMMANDS};
 pub use journal::JournalEntry;
 pub use recover::{DAMAGED_SUFFIX, Opened, Opener, damaged_files, open_or_set_aside};
 pub use settings::{OutboxConfig, RawOutbox, Synchronous};

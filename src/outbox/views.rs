@@ -31,6 +31,10 @@ pub struct SourceStatus {
     pub corrected: i64,
     /// Order numbers seen again with other content (kept aside in the `conflict` table).
     pub conflicts: i64,
+    /// Print commands the receipt decoder could not follow and skipped (a
+    /// length past what a receipt can be, a command cut short by a receipt's
+    /// end); the receipts around them were captured.
+    pub malformed_commands: i64,
     /// Since when this source's captures wait for room (the queue is full).
     pub queue_full_since: Option<i64>,
     pub last_error: Option<String>,
@@ -159,6 +163,7 @@ impl Outbox {
                 }
                 match name.as_str() {
                     "corrected" => s.corrected = value,
+                    super::ingest::MALFORMED_COMMANDS => s.malformed_commands = value,
                     super::room::FULL_SINCE => s.queue_full_since = Some(value),
                     _ => {}
                 }
