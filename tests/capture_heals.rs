@@ -309,3 +309,75 @@ fn a_device_that_is_a_file_is_refused_and_one_that_hangs_up_is_reopened_ever_mor
     let live = till.json(&["status", "--json"])["live"]["sources"]["market"].clone();
     assert!(live.is_null() || live["connections"] == 0, "{live}");
 }
+
+/// Issue #24: with `max_size = "4MB"`, 12 MiB of printable bytes without a cut
+/// made the queue QUEUE FULL for good; the next 20 receipts were printed but held
+/// in memory, and at SIGTERM "stopping with 75 receipt(s) not journalled", 0/20
+/// stored. Now unparsed receipts keep within their share (25%) and are dropped
+/// first: every real receipt is journalled, before and at the stop.
+#[test]
+fn junk_without_a_cut_never_starves_the_receipts_printed_after_it() {
+    let port = free_port();
+    let mut till = market_as(
+        "listen",
+        &format!("listen = \"127.0.0.1:{port}\"\nprotocol = \"tcp\"\nallow = [\"127.0.0.1\"]"),
+        "",
+    );
+    till.edit_config(|t| t.replacen("max_size = \"256MB\"", "max_size = \"4MB\"", 1));
+    till.start();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let connect = || {
+        let mut c = None;
+        assert!(common::wait_until(WAIT, || {
+            c = TcpStream::connect(addr).ok();
+            c.is_some()
+        }));
+        c.unwrap()
+    };
+    let line = b"JUNK 0123456789 ABCDEFGHIJKLMNOPQRSTUVWXYZ 0123456789 abcdefghij\n";
+    let mib: Vec<u8> = line.iter().copied().cycle().take(1 << 20).collect();
+    let receipts = |till: &Till| source(till, "market")["receipts"].as_i64().unwrap_or(0);
+    // 12 MiB of junk, a MiB at a time as capture takes it (a receipt is cut at
+    // max_bytes, 1 MiB): paced so that capture, not its channel, sees all of it.
+    // The old agent stopped taking them at the cap: each wait then runs out.
+    let mut c = connect();
+    for i in 1..=12 {
+        c.write_all(&mib).unwrap();
+        if i > 1 {
+            poll(Duration::from_secs(5), || receipts(&till) >= i - 1);
+        }
+    }
+    drop(c);
+    let numbers: Vec<String> = (0..20).map(|i| format!("20261122006{i:02}")).collect();
+    let mut c = connect();
+    for n in &numbers {
+        c.write_all(&market_receipt(n)).unwrap();
+    }
+    c.shutdown(std::net::Shutdown::Write).unwrap();
+    let stored = |till: &Till| numbers.iter().filter(|n| has_order(till, n)).count();
+    assert!(
+        poll(WAIT, || stored(&till) == 20),
+        "{}/20 stored\n{}\n{}",
+        stored(&till),
+        till.json(&["status", "--json"]),
+        common::tail(&till.log(), 30)
+    );
+    let s = source(&till, "market");
+    assert!(s["unparsed_dropped"].as_i64().unwrap_or(0) >= 1, "{s}");
+    let text = String::from_utf8(till.cli(&["status"]).stdout).unwrap();
+    assert!(text.contains("unparsed receipt(s) dropped"), "{text}");
+    till.stop();
+    let log = till.log();
+    assert!(!log.contains("not journalled"), "{log}");
+    // what is left of the junk is within its share: 25% of 4 MiB
+    let db = rusqlite::Connection::open(till.state_dir().join("queue.db")).unwrap();
+    let junk_bytes: i64 = db
+        .query_row(
+            "SELECT coalesce(sum(length(raw)), 0) FROM capture WHERE status = 'unparsed'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(junk_bytes <= 1 << 20, "{junk_bytes}");
+    assert_eq!(stored(&till), 20);
+}

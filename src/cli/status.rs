@@ -147,6 +147,14 @@ pub(super) fn status(cfg: &Config, json: bool) -> Result<(), CliError> {
                 c.conflicts
             );
         }
+        if c.unparsed_dropped > 0 {
+            let _ = writeln!(
+                out,
+                "    {} unparsed receipt(s) dropped to keep junk within its share of the queue \
+                 (outbox.unparsed_percent)",
+                c.unparsed_dropped
+            );
+        }
         if c.malformed_commands > 0 {
             let _ = writeln!(
                 out,

@@ -35,6 +35,9 @@ pub struct SourceStatus {
     /// length past what a receipt can be, a command cut short by a receipt's
     /// end); the receipts around them were captured.
     pub malformed_commands: i64,
+    /// Unparsed receipts dropped to keep them within their share of the queue, or
+    /// journalled without their raw bytes (`outbox.unparsed_percent`).
+    pub unparsed_dropped: i64,
     /// Since when this source's captures wait for room (the queue is full).
     pub queue_full_since: Option<i64>,
     pub last_error: Option<String>,
@@ -164,6 +167,7 @@ impl Outbox {
                 match name.as_str() {
                     "corrected" => s.corrected = value,
                     super::ingest::MALFORMED_COMMANDS => s.malformed_commands = value,
+                    super::junk::UNPARSED_DROPPED => s.unparsed_dropped = value,
                     super::room::FULL_SINCE => s.queue_full_since = Some(value),
                     _ => {}
                 }
