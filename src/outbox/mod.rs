@@ -318,6 +318,14 @@ impl Outbox {
         Ok(())
     }
 
+    /// The queue's file, if it is one (not in memory).
+    pub fn path(&self) -> Option<std::path::PathBuf> {
+        self.conn
+            .path()
+            .filter(|p| !p.is_empty())
+            .map(std::path::PathBuf::from)
+    }
+
     /// The destinations this outbox creates delivery rows for.
     pub fn destinations(&self) -> &[String] {
         &self.destinations
