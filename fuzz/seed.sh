@@ -22,10 +22,18 @@ hdr() { printf "\\x$(printf %02x "$1")$seed"; }
 { hdr 1; cat "$fx/receipts/kiosk.bin"; } >"$c/escpos_decode/kiosk-utf8"
 { hdr 3; cat "$fx/receipts/market.bin"; } >"$c/escpos_decode/market-cp437"
 { hdr 2; printf '\x1b@\x1c&\xa5\x5b\xa4\xe9 9.50\n\x1dV\x41\x03'; } >"$c/escpos_decode/big5-cut"
+# Length-prefixed commands claiming the most their fields can say, each followed by
+# a receipt (issue #24: a GS 8 L header claiming 2 GiB silenced a stream).
+{ hdr 0; for h in '\x1d8L\x00\x00\x00\x80\x30\x70' '\x1dv0\x00\xff\xff\xff\xff' \
+    '\x1d(L\xff\xff' '\x1d(k\xff\xff' '\x1d*\xff\xff' '\x1b*\x21\xff\xff' \
+    '\x1b&\xff\x20\x7e\xff' '\x1bZ\x00\x00\x00\xff\xff' '\x1cq\x01\xff\xff\xff\xff'; do
+    printf "$h"'TOTAL 9.50\n\x1dV\x00'; done; } >"$c/escpos_decode/absurd-lengths"
 
 # Receipt chain: 0 = market template, 1 = kiosk template.
 { hdr 0; cat "$fx/receipts/market.bin"; } >"$c/receipt_template/market"
 { hdr 1; cat "$fx/receipts/kiosk.bin"; } >"$c/receipt_template/kiosk"
+{ hdr 0; printf '\x1d8L\x00\x00\x00\x80\x30\x70'; cat "$fx/receipts/market.bin"; } \
+    >"$c/receipt_template/market-after-gs8l"
 
 # CSV: the GBK export as shipped, and the same text in UTF-8 (with a BOM, as
 # Windows tools write it).

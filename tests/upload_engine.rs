@@ -44,6 +44,7 @@ fn outbox_cfg() -> OutboxConfig {
         max_size: 64 << 20,
         retention: Duration::from_secs(86400),
         raw_retention: Duration::from_secs(86400),
+        unparsed_percent: 25,
     }
 }
 

@@ -21,7 +21,17 @@
 //!   device, which is reopened by path with capped exponential backoff; the
 //!   source never exits because of a device. While the printer is absent,
 //!   POS bytes are still read and captured, and counted as not printed
-//!   ([`SourceStats::printer_dropped_bytes`]).
+//!   ([`SourceStats::printer_dropped_bytes`]). The backoff goes back to its
+//!   start only after a *healthy* opening (one that stayed open at least
+//!   [`DeviceOptions::healthy`]): a device that hangs up at once (`/dev/null`)
+//!   is reopened ever more slowly, at most every `reopen_max` (issue #24).
+//! - **Only devices are read.** A path that is a regular file (or a block
+//!   device) is refused at every opening, with an error logged once per
+//!   outage: a file gives the same bytes again at every opening, and reading
+//!   it in a loop journalled one receipt hundreds of times (issue #24). Bytes
+//!   cannot tell a re-read from a reprint, so the agent decides by what the
+//!   path is, not by content; receipts saved to files belong to a folder
+//!   source with `format = "receipt"`, which has a ledger.
 //! - **Each opening of the POS-side device is its own stream**, and its end
 //!   (unplug, shutdown) ends its receipt.
 //! - A device that is a tty (a pty standing in, a USB-serial adapter) is put in
@@ -30,12 +40,12 @@
 use std::fs::{File, OpenOptions};
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use tokio::sync::mpsc::Receiver;
@@ -105,6 +115,8 @@ pub struct DeviceOptions {
     pub poll: Duration,
     pub reopen_min: Duration,
     pub reopen_max: Duration,
+    /// An opening that lasted this long was healthy: the backoff starts over.
+    pub healthy: Duration,
     pub capture_capacity: usize,
     pub buffer: usize,
 }
@@ -115,6 +127,7 @@ impl Default for DeviceOptions {
             poll: Duration::from_millis(200),
             reopen_min: Duration::from_millis(250),
             reopen_max: Duration::from_secs(10),
+            healthy: Duration::from_secs(10),
             capture_capacity: 1024,
             buffer: 4096,
         }
@@ -296,7 +309,7 @@ impl Link {
         mut on_bytes: impl FnMut(&[u8], u64),
     ) {
         let dev = self.path.display().to_string();
-        let mut delay = self.opts.reopen_min;
+        let mut backoff = Backoff::new(&self.opts);
         let mut outage_logged = false;
         let mut buf = vec![0u8; self.opts.buffer.max(1)];
         while !self.shutdown.is_triggered() {
@@ -307,15 +320,18 @@ impl Link {
                         self.stats.printer_failures.fetch_add(1, Ordering::Relaxed);
                     }
                     if !outage_logged {
-                        log::warn!(
-                            "{} device {dev}: cannot open ({e}); retrying every {:?} at most",
-                            self.what,
-                            self.opts.reopen_max
-                        );
+                        if e.kind() == ErrorKind::Unsupported {
+                            log::error!("{} device {dev}: {e}", self.what);
+                        } else {
+                            log::warn!(
+                                "{} device {dev}: cannot open ({e}); retrying every {:?} at most",
+                                self.what,
+                                self.opts.reopen_max
+                            );
+                        }
                         outage_logged = true;
                     }
-                    self.shutdown.wait(delay);
-                    delay = (delay * 2).min(self.opts.reopen_max);
+                    self.shutdown.wait(backoff.failed());
                     continue;
                 }
             };
@@ -328,9 +344,10 @@ impl Link {
                 self.stats.connections.fetch_add(1, Ordering::Relaxed);
             }
             self.up(true);
-            log::info!("{} device {dev}: open", self.what);
-            outage_logged = false;
-            delay = self.opts.reopen_min;
+            let opened = Instant::now();
+            if !outage_logged || backoff.is_start() {
+                log::info!("{} device {dev}: open", self.what);
+            }
             let lost = self.read_until_lost(&mut reader, slot, &mut buf, |b| on_bytes(b, id));
             *lock(slot) = None;
             self.up(false);
@@ -338,7 +355,16 @@ impl Link {
                 capture.end(id, None, &self.shutdown);
             }
             if let Lost::Gone(why) = lost {
-                log::warn!("{} device {dev}: {why}; reopening", self.what);
+                let lasted = opened.elapsed();
+                if lasted >= self.opts.healthy {
+                    outage_logged = false;
+                }
+                let delay = backoff.lost_after(lasted);
+                // Logged while the delay grows; a device that keeps hanging up
+                // at once is then retried quietly every `reopen_max`.
+                if !outage_logged || !backoff.at_cap() || backoff.first_at_cap() {
+                    log::warn!("{} device {dev}: {why}; reopening in {delay:?}", self.what);
+                }
                 outage_logged = true;
                 self.shutdown.wait(delay);
             }
@@ -387,14 +413,86 @@ impl Link {
     }
 }
 
+/// The reopen delays of one device: doubling from `reopen_min` up to
+/// `reopen_max` while openings fail or end at once, back to the start after a
+/// healthy opening (one that lasted [`DeviceOptions::healthy`]).
+#[derive(Debug, Clone)]
+struct Backoff {
+    min: Duration,
+    max: Duration,
+    healthy: Duration,
+    /// The delay the next failure waits.
+    next: Duration,
+    /// How many delays in a row were at the cap.
+    at_cap: u32,
+}
+
+impl Backoff {
+    fn new(o: &DeviceOptions) -> Backoff {
+        let min = o.reopen_min.max(Duration::from_millis(1));
+        Backoff {
+            min,
+            max: o.reopen_max.max(min),
+            healthy: o.healthy,
+            next: min,
+            at_cap: 0,
+        }
+    }
+
+    /// An opening failed: the delay to wait before the next.
+    fn failed(&mut self) -> Duration {
+        let d = self.next;
+        self.at_cap = if d >= self.max { self.at_cap + 1 } else { 0 };
+        self.next = (d * 2).min(self.max);
+        d
+    }
+
+    /// An opening ended after `lasted`: the delay to wait before the next.
+    fn lost_after(&mut self, lasted: Duration) -> Duration {
+        if lasted >= self.healthy {
+            self.next = self.min;
+        }
+        self.failed()
+    }
+
+    fn is_start(&self) -> bool {
+        self.next == self.min
+    }
+
+    fn at_cap(&self) -> bool {
+        self.at_cap > 0
+    }
+
+    fn first_at_cap(&self) -> bool {
+        self.at_cap == 1
+    }
+}
+
 /// Opens a device read-write, nonblocking (every wait is a bounded poll), not
-/// as a controlling tty; a tty is put in raw mode.
+/// as a controlling tty; a tty is put in raw mode. A regular file or a block
+/// device is refused (`ErrorKind::Unsupported`, see the module's invariants).
 fn open(path: &Path) -> std::io::Result<File> {
     let f = OpenOptions::new()
         .read(true)
         .write(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
         .open(path)?;
+    let t = f.metadata()?.file_type();
+    if t.is_file() || t.is_block_device() {
+        return Err(std::io::Error::new(
+            ErrorKind::Unsupported,
+            format!(
+                "is a {}, not a character device: not read (a file gives the same bytes \
+                 again at every opening, which would journal its receipts over and over); \
+                 for receipts saved to files use a folder source with format = \"receipt\"",
+                if t.is_file() {
+                    "regular file"
+                } else {
+                    "block device"
+                }
+            ),
+        ));
+    }
     let fd = f.as_raw_fd();
     // SAFETY: fd is open for the life of `f`; termios is plain data.
     unsafe {
@@ -412,6 +510,39 @@ fn open(path: &Path) -> std::io::Result<File> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_backoff_grows_while_openings_end_at_once_and_starts_over_after_a_healthy_one() {
+        let o = DeviceOptions {
+            reopen_min: Duration::from_millis(250),
+            reopen_max: Duration::from_secs(2),
+            healthy: Duration::from_secs(10),
+            ..DeviceOptions::default()
+        };
+        let mut b = Backoff::new(&o);
+        let quick = Duration::from_millis(1);
+        let ms = |d: Duration| d.as_millis();
+        let got: Vec<u128> = (0..6).map(|_| ms(b.lost_after(quick))).collect();
+        assert_eq!(got, [250, 500, 1000, 2000, 2000, 2000]);
+        assert!(b.at_cap() && !b.first_at_cap());
+        // a healthy opening: the next loss waits the shortest delay again
+        assert_eq!(ms(b.lost_after(Duration::from_secs(10))), 250);
+        assert!(!b.at_cap());
+        // failed openings double as well
+        assert_eq!(ms(b.failed()), 500);
+        assert_eq!(ms(b.failed()), 1000);
+    }
+
+    #[test]
+    fn a_regular_file_is_refused_a_character_device_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("receipts.bin");
+        std::fs::write(&file, b"TOTAL 1.00\n\x1dV\x00").unwrap();
+        let e = open(&file).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Unsupported);
+        assert!(e.to_string().contains("is a regular file"), "{e}");
+        assert!(open(Path::new("/dev/null")).is_ok());
+    }
 
     #[test]
     fn settings_name_their_key() {

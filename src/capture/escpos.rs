@@ -45,6 +45,17 @@
 //! - **Never panics, bounded memory** on arbitrary input: a line is forced out
 //!   after [`MAX_LINE_CHARS`] characters, a code payload longer than
 //!   [`MAX_PAYLOAD`] bytes is skipped, not collected.
+//! - **A claimed length is bounded by what a receipt can be.** Every command
+//!   that announces how many bytes follow (images `ESC *`, `GS v 0`, `GS 8 L`,
+//!   `GS *`, `FS q`, user characters `ESC &`, `GS ( …`/`ESC ( …`/`FS ( …`
+//!   blocks, `ESC Z`, `GS k`) is followed only while the bytes it claims, all
+//!   its blocks together, fit in [`Decoder::with_max_claim`] (a source's
+//!   `segment.max_bytes`: a receipt is never longer). A command claiming more
+//!   cannot be followed: it is dropped at once and counted
+//!   ([`Decoder::take_malformed`]), and decoding goes on with the next byte, so
+//!   a 9-byte header claiming 2 GiB no longer swallows every later receipt
+//!   (issue #24). [`Decoder::end_receipt`] likewise ends a command left half
+//!   read when a receipt ends (idle timeout, end of stream).
 //!
 //! # Text model
 //!
@@ -90,6 +101,10 @@ pub use offsets::{Offsets, Run};
 /// A line longer than this many characters is emitted as a line of its own;
 /// real receipts are 32–64 columns, so only garbage ever reaches it.
 pub const MAX_LINE_CHARS: usize = 4096;
+
+/// The most bytes a command may claim by default (a receipt's default
+/// `segment.max_bytes`).
+pub const DEFAULT_MAX_CLAIM: u64 = 1 << 20;
 
 /// Largest barcode / 2D-code payload that is collected (a QR code holds at most
 /// 7089 digits); longer data is skipped without an event.
@@ -269,6 +284,14 @@ pub struct Decoder {
     esc_z_kind: u8,
     /// Bytes that were not real-time status traffic (see [`Decoder::activity`]).
     activity: u64,
+    /// The most bytes one command may claim, all its blocks together.
+    max_claim: u64,
+    /// What the command being read has claimed so far (all its blocks).
+    claimed: u64,
+    /// Where commands not followed since the last [`Decoder::take_malformed`]
+    /// were given up (stream offsets), and what the last one was.
+    malformed: Vec<u64>,
+    malformed_note: Option<String>,
 }
 
 impl Decoder {
@@ -286,7 +309,52 @@ impl Decoder {
             stored_2d: Vec::new(),
             esc_z_kind: 2,
             activity: 0,
+            max_claim: DEFAULT_MAX_CLAIM,
+            claimed: 0,
+            malformed: Vec::new(),
+            malformed_note: None,
         }
+    }
+
+    /// The decoder with `n` as the most bytes one command may claim (a
+    /// source's `segment.max_bytes`; at least 1).
+    pub fn with_max_claim(mut self, n: u64) -> Decoder {
+        self.max_claim = n.max(1);
+        self
+    }
+
+    /// Moves into `into` the stream offsets where commands were given up since
+    /// the last call (a claimed length past the bound, or cut short by
+    /// [`Decoder::end_receipt`]), each once; returns a description of the last.
+    pub fn take_malformed(&mut self, into: &mut Vec<u64>) -> Option<String> {
+        into.append(&mut self.malformed);
+        self.malformed_note.take()
+    }
+
+    /// A receipt ended (idle timeout, end of stream, `max_bytes`): a command
+    /// still being read is given up, so that nothing it claimed can swallow
+    /// the next receipt. The code page and mode stay (a printer keeps them
+    /// between receipts too). Returns whether a command was given up.
+    pub fn end_receipt(&mut self) -> bool {
+        match std::mem::replace(&mut self.state, State::Ground) {
+            State::Ground | State::Resync(_) => false,
+            State::Skip { left, .. } => {
+                self.malformed_at(format!("{left} claimed byte(s) never came"));
+                true
+            }
+            _ => {
+                self.malformed_at("a command cut short".into());
+                true
+            }
+        }
+    }
+
+    fn malformed_at(&mut self, why: String) {
+        self.malformed.push(self.pos);
+        self.malformed_note = Some(format!(
+            "{why} at stream offset {}; skipped, decoding goes on",
+            self.pos
+        ));
     }
 
     /// The configured code page.
@@ -365,7 +433,8 @@ impl Decoder {
 
     /// Emits the text of an unfinished line, if any (an unfinished multibyte
     /// character becomes U+FFFD). Used when a receipt ends by idle timeout.
-    /// Command state is kept: a command split across the pause still completes.
+    /// Command state is kept here; a receipt's end then gives up a half-read
+    /// command with [`Decoder::end_receipt`].
     pub fn flush_line(&mut self, out: &mut Vec<Event>) {
         if self.pending.len > 0 {
             let start = self.pending.start;
@@ -489,7 +558,14 @@ impl Decoder {
     }
 
     fn skip(&mut self, n: u64, then: After) {
-        if n == 0 {
+        self.claimed = self.claimed.saturating_add(n);
+        if self.claimed > self.max_claim {
+            let (claimed, max) = (self.claimed, self.max_claim);
+            self.malformed_at(format!(
+                "a command claiming {claimed} bytes, more than a receipt can be ({max})"
+            ));
+            self.state = State::Ground;
+        } else if n == 0 {
             self.after(then);
         } else {
             self.state = State::Skip { left: n, then };

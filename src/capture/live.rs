@@ -10,7 +10,10 @@
 //!   threads; this loop only consumes the capture channel.
 //! - A full queue (size cap or disk) keeps receipts in memory, bounded by
 //!   [`MAX_HELD_BYTES`], and retries; the loop never exits because of the device,
-//!   the input or the database.
+//!   the input or the database. That happens only at the queue's true limit: at
+//!   the cap a printed receipt first goes into its reserve (`outbox`, issue #24).
+//!   What is still held at the stop is written to `unjournalled/` beside the queue,
+//!   one file per receipt, so it outlives the process.
 //! - **Printing never depends on the queue**: the loop starts (and so does the tap)
 //!   even when no database can be opened (a read-only or damaged disk); receipts are
 //!   then held the same way while the queue is opened again every [`REOPEN_EVERY`].
@@ -29,7 +32,7 @@ use crate::capture::serial::{SerialConfig, Tap, TapOptions};
 use crate::capture::template::Parsed;
 use crate::lifecycle::{Heartbeat, Shutdown};
 use crate::metrics::SourceMetrics;
-use crate::outbox::{Capture, CaptureKind, Opener, Outbox, OutboxError};
+use crate::outbox::{Capture, CaptureKind, MALFORMED_COMMANDS, Opener, Outbox, OutboxError};
 use crate::stamp::{Identity, stamp};
 
 /// Receipts held in memory while the queue is full, at most this many bytes; past
@@ -93,6 +96,15 @@ impl Queue {
             Queue::Open(ob) => Some(ob),
             Queue::Waiting { .. } => None,
         }
+    }
+
+    /// The directory of the queue's file (open or still to be opened).
+    pub fn dir(&self) -> Option<std::path::PathBuf> {
+        let path = match self {
+            Queue::Open(ob) => ob.path()?,
+            Queue::Waiting { opener, .. } => opener.path.clone(),
+        };
+        path.parent().map(|p| p.to_path_buf())
     }
 }
 
@@ -189,6 +201,7 @@ impl SerialWatch {
                     }
                     _ = notify.notified() => {}
                 }
+                self.note_malformed(&mut pipeline);
                 for r in out.drain(..) {
                     self.journal.hold(r);
                 }
@@ -203,6 +216,7 @@ impl SerialWatch {
             }
         });
         pipeline.finish(&mut out);
+        self.note_malformed(&mut pipeline);
         for r in out.drain(..) {
             self.journal.hold(r);
         }
@@ -211,6 +225,20 @@ impl SerialWatch {
         stop.store(true, Ordering::SeqCst);
         tap.join();
         debug!("source {}: serial loop stopped", self.journal.source.name);
+    }
+}
+
+impl SerialWatch {
+    /// Logs the first command the tap's decoder could not follow, once (each
+    /// is counted with its receipt: `malformed_commands` in `status`).
+    fn note_malformed(&self, pipeline: &mut Pipeline) {
+        if let Some(note) = pipeline.malformed_note() {
+            warn!(
+                "source {}: a command the decoder cannot follow: {note} (said once; counted \
+                 as malformed_commands in status)",
+                self.journal.source.name
+            );
+        }
     }
 }
 
@@ -245,15 +273,63 @@ impl Journal {
         (!self.held.is_empty()).then_some(now + RETRY_FULL)
     }
 
-    /// At the end of a loop: says what could not be journalled.
-    pub fn report_left(&self) {
-        if !self.held.is_empty() {
-            error!(
-                "source {}: stopping with {} receipt(s) not journalled (the queue is full)",
-                self.source.name,
-                self.held.len()
-            );
+    /// At the end of a loop: what could not be journalled (the queue's true
+    /// limit: its receipt reserve full of pending orders, a full disk, or no
+    /// queue at all) is written beside the queue, one file per receipt, in
+    /// `unjournalled/` (a folder source with `format = "receipt"`, or `tillrelay
+    /// parse`, reads them), so that it outlives the process; and said.
+    pub fn report_left(&mut self) {
+        if self.held.is_empty() {
+            return;
         }
+        let n = self.held.len();
+        let name = self.source.name.clone();
+        match self.spill() {
+            Ok(dir) => error!(
+                "source {name}: stopping with {n} receipt(s) not journalled (the queue is full \
+                 or cannot be written); their raw bytes are kept in {} (one file per receipt: \
+                 a folder source with format = \"receipt\" or `tillrelay parse` reads them)",
+                dir.display()
+            ),
+            Err(e) => error!(
+                "source {name}: stopping with {n} receipt(s) not journalled (the queue is full \
+                 or cannot be written), and they could not be kept in a file either: {e}"
+            ),
+        }
+    }
+
+    /// Writes every held receipt's raw bytes to its own file in `unjournalled/`
+    /// beside the queue (fsynced); returns the directory.
+    fn spill(&mut self) -> std::io::Result<std::path::PathBuf> {
+        use std::io::Write;
+        let dir = self
+            .outbox
+            .dir()
+            .ok_or_else(|| std::io::Error::other("the queue's directory is unknown"))?
+            .join("unjournalled");
+        std::fs::create_dir_all(&dir)?;
+        let stem: String = self
+            .source
+            .name
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect();
+        let at = crate::clock::unix_now();
+        for (i, r) in self.held.iter().enumerate() {
+            let path = dir.join(format!("{stem}-{at}-{i:03}.bin"));
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)?;
+            f.write_all(&r.raw)?;
+            f.sync_all()?;
+        }
+        if let Ok(d) = std::fs::File::open(&dir) {
+            let _ = d.sync_all();
+        }
+        self.held.clear();
+        self.held_bytes = 0;
+        Ok(dir)
     }
 
     /// Holds `r` until [`Journal::commit_held`] gets it into the queue.
@@ -358,7 +434,8 @@ pub fn commit_receipt(
             unit.error = Some(e.to_string());
         }
     }
-    let report = outbox.ingest(&unit, &orders)?;
+    let counts = [(MALFORMED_COMMANDS, r.malformed as i64)];
+    let report = outbox.ingest_counting(&unit, &orders, &counts)?;
     crate::failpoint::hit("serial.after_commit");
     if report.new > 0 {
         info!(
@@ -384,4 +461,63 @@ pub fn commit_receipt(
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capture::escpos::CodePage;
+    use crate::capture::receipt::split_bytes;
+    use crate::outbox::RawOutbox;
+
+    /// A receipt still held when the loop stops (here: no queue can be opened, as
+    /// at the queue's true limit) is kept in a file beside the queue, byte for
+    /// byte, not lost with the process.
+    #[test]
+    fn receipts_held_at_the_stop_are_kept_in_files_beside_the_queue() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("queue.db");
+        // a directory where the queue's file should be: it cannot be opened
+        std::fs::create_dir(&path).unwrap();
+        let opener = Opener {
+            path,
+            cfg: RawOutbox::default().validate(&mut crate::settings::Problems::new()),
+            destinations: Vec::new(),
+            on_commit: None,
+        };
+        let source = Identity {
+            name: "lane 1".into(),
+            shop: "D001".into(),
+            machine_id: "M1".into(),
+            video: Default::default(),
+        };
+        let rules = ReceiptRules::plain(CodePage::Gb18030);
+        let bytes = b"SALE 1\nTOTAL 1.00\n\x1dV\x00SALE 2\nTOTAL 2.00\n\x1dV\x00";
+        let receipts = split_bytes(bytes, &rules);
+        assert_eq!(receipts.len(), 2);
+        let mut j = Journal::new(source, rules, Queue::waiting(opener, "test".into()));
+        for r in receipts.iter().cloned() {
+            j.hold(r);
+        }
+        j.commit_held();
+        j.report_left();
+        let kept = dir.path().join("unjournalled");
+        let mut files: Vec<_> = std::fs::read_dir(&kept)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        assert_eq!(files.len(), 2);
+        for (f, r) in files.iter().zip(&receipts) {
+            let name = f.file_name().unwrap().to_string_lossy().into_owned();
+            assert!(
+                name.starts_with("lane_1-") && name.ends_with(".bin"),
+                "{name}"
+            );
+            assert_eq!(std::fs::read(f).unwrap(), r.raw);
+        }
+        // said once, then nothing left
+        j.report_left();
+        assert_eq!(std::fs::read_dir(&kept).unwrap().count(), 2);
+    }
 }

@@ -121,6 +121,10 @@ impl ReceiptRules {
     }
 }
 
+/// Offsets of given-up commands a [`Pipeline`] keeps while no receipt comes
+/// out (junk without content); more are only counted.
+const MAX_PENDING_MALFORMED: usize = 1024;
+
 /// Largest piece of input [`Pipeline::feed`] hands the decoder at once.
 pub const PIECE: usize = 64 * 1024;
 
@@ -139,15 +143,57 @@ pub struct Pipeline {
     /// pieces so that it is not grown again (realloc by realloc) every time,
     /// up to [`KEEP_EVENTS`].
     events: Vec<Event>,
+    /// Where the decoder gave up commands not yet counted in a receipt (stream
+    /// offsets, ascending): each goes to the first receipt that ends at or
+    /// after it, so the count does not depend on how the bytes were split.
+    malformed: Vec<u64>,
+    /// Given-up commands beyond [`MAX_PENDING_MALFORMED`] offsets, counted in
+    /// the next receipt out.
+    carried: u64,
+    /// What the first command given up was, until [`Pipeline::malformed_note`]
+    /// hands it over (once: a stream's log says it once).
+    note: Option<String>,
+    noted: bool,
 }
 
 impl Pipeline {
     pub fn new(rules: &ReceiptRules) -> Pipeline {
         Pipeline {
-            decoder: Decoder::new(rules.encoding),
+            decoder: Decoder::new(rules.encoding).with_max_claim(rules.segment.max_bytes as u64),
             segmenter: Segmenter::new(rules.segment.clone()),
             masker: rules.masker.clone(),
             events: Vec::new(),
+            malformed: Vec::new(),
+            carried: 0,
+            note: None,
+            noted: false,
+        }
+    }
+
+    /// The first command this stream's decoder could not follow, once: for the
+    /// caller to log with the source's name (the count goes with the receipts).
+    pub fn malformed_note(&mut self) -> Option<String> {
+        self.note.take()
+    }
+
+    /// Collects what the decoder gave up and counts each in the receipt (of
+    /// `out[first..]`) it belongs to; the rest waits for the next receipts.
+    fn count_malformed(&mut self, out: &mut [Receipt], first: usize) {
+        let note = self.decoder.take_malformed(&mut self.malformed);
+        if note.is_some() && !self.noted {
+            self.note = note;
+            self.noted = true;
+        }
+        for r in out.iter_mut().skip(first) {
+            let end = r.stream_offset + r.raw.len() as u64;
+            let k = self.malformed.partition_point(|&at| at <= end);
+            r.malformed += k as u64 + std::mem::take(&mut self.carried);
+            self.malformed.drain(..k);
+        }
+        if self.malformed.len() > MAX_PENDING_MALFORMED {
+            let extra = self.malformed.len() - MAX_PENDING_MALFORMED;
+            self.carried += extra as u64;
+            self.malformed.drain(..extra);
         }
     }
 
@@ -175,6 +221,7 @@ impl Pipeline {
         if self.segmenter.buffered() > self.segmenter.rules().max_bytes {
             self.close(Boundary::MaxBytes, out);
         }
+        self.count_malformed(out, first);
         self.mask(&mut out[first..]);
     }
 
@@ -183,6 +230,7 @@ impl Pipeline {
         if self.segmenter.idle_due(now) {
             let first = out.len();
             self.close(Boundary::Idle, out);
+            self.count_malformed(out, first);
             self.mask(&mut out[first..]);
         }
     }
@@ -196,6 +244,7 @@ impl Pipeline {
     pub fn finish(&mut self, out: &mut Vec<Receipt>) {
         let first = out.len();
         self.close(Boundary::EndOfInput, out);
+        self.count_malformed(out, first);
         self.mask(&mut out[first..]);
     }
 
@@ -222,6 +271,9 @@ impl Pipeline {
     fn close(&mut self, why: Boundary, out: &mut Vec<Receipt>) {
         let mut events = std::mem::take(&mut self.events);
         self.decoder.flush_line(&mut events);
+        // Whatever command was half read ends with the receipt (issue #24): its
+        // claimed bytes never swallow the next one.
+        self.decoder.end_receipt();
         self.push(&mut events, out);
         self.keep(events);
         self.segmenter.close(self.decoder.position(), why, out);
@@ -285,7 +337,7 @@ pub fn mask_stream(raw: &[u8], rules: &ReceiptRules) -> (Vec<u8>, usize) {
 
 /// Decodes `raw` as one receipt, in the source's code page, masked.
 fn decode_whole(raw: &[u8], rules: &ReceiptRules) -> Receipt {
-    let mut decoder = Decoder::new(rules.encoding);
+    let mut decoder = Decoder::new(rules.encoding).with_max_claim(rules.segment.max_bytes as u64);
     let mut segmenter = Segmenter::new(SegmentRules {
         cut: false,
         end_pattern: None,
@@ -314,6 +366,7 @@ fn decode_whole(raw: &[u8], rules: &ReceiptRules) -> Receipt {
         last_at: None,
         masked: 0,
         line_offsets: Vec::new(),
+        malformed: 0,
     });
     rules.masker.apply(&mut r);
     r
@@ -343,5 +396,103 @@ mod tests {
         }
         let joined: Vec<u8> = receipts.iter().flat_map(|r| r.raw.clone()).collect();
         assert_eq!(joined, stream);
+    }
+
+    /// Rules with a small `max_bytes`, so that every length-prefixed command
+    /// can claim more than a receipt can be.
+    fn small_rules() -> ReceiptRules {
+        let segment = RawSegment {
+            max_bytes: Some(4096),
+            idle_timeout_ms: Some(500),
+            ..RawSegment::default()
+        };
+        ReceiptRules::from_raw(Some("gb18030"), Some(segment), None).unwrap()
+    }
+
+    const NEXT: &[u8] = b"ORDER 42\nTOTAL 9.50\n\x1dV\x00";
+
+    /// Every command that says how many bytes follow, each claiming the most
+    /// its fields can say (issue #24: `GS 8 L` claiming 2 GiB silenced a stream
+    /// for good): the command is given up at once, counted, and the receipt
+    /// right after it is read whole.
+    #[test]
+    fn every_length_prefixed_command_claiming_absurd_lengths_leaves_the_next_receipt_whole() {
+        let cases: &[(&str, &[u8])] = &[
+            ("GS 8 L, 2 GiB", b"\x1d8L\x00\x00\x00\x80"),
+            ("GS 8 L, 4 GiB", b"\x1d8L\xff\xff\xff\xff"),
+            ("GS v 0", b"\x1dv0\x00\xff\xff\xff\xff"),
+            ("GS ( L", b"\x1d(L\xff\xff"),
+            ("GS ( k, past the payload bound", b"\x1d(k\xff\xff"),
+            ("GS ( k, past the claim bound", b"\x1d(k\x10\x27"),
+            ("GS ( E", b"\x1d(E\xff\xff"),
+            ("GS *", b"\x1d*\xff\xff"),
+            ("ESC *, 24-dot", b"\x1b*\x21\xff\xff"),
+            ("ESC *, 8-dot", b"\x1b*\x00\xff\xff"),
+            ("ESC &", b"\x1b&\xff\x20\x7e\xff"),
+            ("ESC ( A", b"\x1b(A\xff\xff"),
+            ("ESC Z", b"\x1bZ\x00\x00\x00\xff\xff"),
+            ("FS (", b"\x1c(A\xff\xff"),
+            ("FS q", b"\x1cq\x01\xff\xff\xff\xff"),
+        ];
+        let rules = small_rules();
+        for (what, header) in cases {
+            let mut stream = b"\x1b@".to_vec();
+            stream.extend_from_slice(header);
+            stream.extend_from_slice(NEXT);
+            // fed whole, and byte by byte: the same
+            for split in [stream.len(), 1] {
+                let mut p = Pipeline::new(&rules);
+                let mut out = Vec::new();
+                for piece in stream.chunks(split) {
+                    p.feed(piece, Some(Instant::now()), &mut out);
+                }
+                assert_eq!(out.len(), 1, "{what}: {out:?}");
+                assert_eq!(out[0].lines, ["ORDER 42", "TOTAL 9.50"], "{what}");
+                assert_eq!(out[0].ended_by, Boundary::Cut, "{what}");
+                assert_eq!(out[0].malformed, 1, "{what}");
+                let note = p.malformed_note().unwrap_or_default();
+                assert!(
+                    note.contains("more than a receipt can be"),
+                    "{what}: {note}"
+                );
+                assert_eq!(p.malformed_note(), None, "{what}: said once");
+            }
+        }
+    }
+
+    /// A claim within the bound that never completes (the image's bytes never
+    /// came) ends with its receipt at the idle timeout; the next receipt is
+    /// decoded from its first byte.
+    #[test]
+    fn a_command_cut_short_by_the_idle_timeout_is_given_up_and_the_next_receipt_read() {
+        let rules = small_rules();
+        let mut p = Pipeline::new(&rules);
+        let mut out = Vec::new();
+        let t0 = Instant::now();
+        // GS v 0 claiming 40 x 50 = 2000 bytes, of which 3 come
+        p.feed(b"SALE 1\n\x1dv0\x00\x28\x00\x32\x00abc", Some(t0), &mut out);
+        assert!(out.is_empty());
+        p.tick(t0 + std::time::Duration::from_secs(1), &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].lines, ["SALE 1"]);
+        assert_eq!(out[0].ended_by, Boundary::Idle);
+        assert_eq!(out[0].malformed, 1);
+        p.feed(NEXT, Some(t0 + std::time::Duration::from_secs(2)), &mut out);
+        assert_eq!(out.len(), 2, "{out:?}");
+        assert_eq!(out[1].lines, ["ORDER 42", "TOTAL 9.50"]);
+        assert_eq!(out[1].malformed, 0);
+    }
+
+    /// A logo within the bound is still skipped by its exact length.
+    #[test]
+    fn an_image_within_the_bound_is_skipped_whole() {
+        let rules = small_rules();
+        let mut stream = b"\x1dv0\x00\x02\x00\x03\x00".to_vec();
+        stream.extend_from_slice(&[0x0a; 6]); // image bytes that look like line feeds
+        stream.extend_from_slice(NEXT);
+        let out = split_bytes(&stream, &rules);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].lines, ["ORDER 42", "TOTAL 9.50"]);
+        assert_eq!(out[0].malformed, 0);
     }
 }

@@ -191,6 +191,10 @@ pub struct Receipt {
     pub masked: usize,
     /// Per line, per char: the stream offset of its first byte.
     pub(crate) line_offsets: Vec<Offsets>,
+    /// Commands in (or just before) it that the decoder could not follow and
+    /// skipped (see `escpos`: a claimed length past the bound, a command cut
+    /// short by the receipt's end); counted per source in the journal.
+    pub malformed: u64,
 }
 
 impl Receipt {
@@ -443,6 +447,7 @@ impl Segmenter {
             last_at,
             masked: 0,
             line_offsets: cur.offsets,
+            malformed: 0,
         });
     }
 

@@ -271,6 +271,8 @@ pub struct StreamReceipt {
 
 /// One receipt chain per stream: feed it a source's events in order.
 pub struct Demux {
+    /// The source's name, for the log.
+    source: String,
     rules: ReceiptRules,
     streams: HashMap<u64, (Option<SocketAddr>, Pipeline)>,
     scratch: Vec<Receipt>,
@@ -279,9 +281,28 @@ pub struct Demux {
 impl Demux {
     pub fn new(rules: ReceiptRules) -> Demux {
         Demux {
+            source: String::new(),
             rules,
             streams: HashMap::new(),
             scratch: Vec::new(),
+        }
+    }
+
+    /// The demux of source `name` (named in its log lines).
+    pub fn named(mut self, name: &str) -> Demux {
+        self.source = name.to_string();
+        self
+    }
+
+    /// Logs, once per stream, the first command its decoder could not follow
+    /// (each is counted with its receipt, `malformed_commands` in `status`).
+    fn note(source: &str, stream: u64, peer: Option<SocketAddr>, p: &mut Pipeline) {
+        if let Some(note) = p.malformed_note() {
+            let from = peer.map(|a| format!(" from {a}")).unwrap_or_default();
+            log::warn!(
+                "source {source}: stream {stream}{from}: a command the decoder cannot follow: \
+                 {note} (said once per stream; counted as malformed_commands in status)"
+            );
         }
     }
 
@@ -299,11 +320,13 @@ impl Demux {
                     .entry(ev.stream)
                     .or_insert_with(|| (ev.peer, Pipeline::new(rules)));
                 p.feed(&bytes, Some(ev.at), &mut self.scratch);
+                Self::note(&self.source, ev.stream, ev.peer, p);
                 Self::collect(ev.stream, ev.peer, &mut self.scratch, out);
             }
             StreamKind::End => {
                 if let Some((peer, mut p)) = self.streams.remove(&ev.stream) {
                     p.finish(&mut self.scratch);
+                    Self::note(&self.source, ev.stream, peer, &mut p);
                     Self::collect(ev.stream, peer, &mut self.scratch, out);
                 }
             }
@@ -314,6 +337,7 @@ impl Demux {
     pub fn tick(&mut self, now: Instant, out: &mut Vec<StreamReceipt>) {
         for (&id, (peer, p)) in self.streams.iter_mut() {
             p.tick(now, &mut self.scratch);
+            Self::note(&self.source, id, *peer, p);
             Self::collect(id, *peer, &mut self.scratch, out);
         }
     }
@@ -333,6 +357,7 @@ impl Demux {
         for id in ids {
             if let Some((peer, mut p)) = self.streams.remove(&id) {
                 p.finish(&mut self.scratch);
+                Self::note(&self.source, id, peer, &mut p);
                 Self::collect(id, peer, &mut self.scratch, out);
             }
         }

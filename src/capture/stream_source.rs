@@ -169,7 +169,7 @@ impl StreamWatch {
                 return;
             }
         };
-        let mut demux = Demux::new(self.journal.rules.clone());
+        let mut demux = Demux::new(self.journal.rules.clone()).named(&name);
         let mut rx = rx;
         let notify = Arc::new(tokio::sync::Notify::new());
         {

@@ -147,6 +147,22 @@ pub(super) fn status(cfg: &Config, json: bool) -> Result<(), CliError> {
                 c.conflicts
             );
         }
+        if c.unparsed_dropped > 0 {
+            let _ = writeln!(
+                out,
+                "    {} unparsed receipt(s) dropped to keep junk within its share of the queue \
+                 (outbox.unparsed_percent)",
+                c.unparsed_dropped
+            );
+        }
+        if c.malformed_commands > 0 {
+            let _ = writeln!(
+                out,
+                "    {} print command(s) the decoder could not follow, skipped (the receipts \
+                 around them were captured)",
+                c.malformed_commands
+            );
+        }
         if let Some(e) = &c.last_error {
             let _ = writeln!(out, "    last error: {}", e.replace('\n', "; "));
         }

@@ -19,7 +19,7 @@ pub fn write(e: &mut Expo, s: &Snapshot, reg: &Registry) {
         }
     }
     let status = |n: &str| s.status.sources.iter().position(|x| x.name == n);
-    let counters: [Counter; 6] = [
+    let counters: [Counter; 8] = [
         (
             "tillrelay_source_files_total",
             "Export files captured (ingested).",
@@ -47,6 +47,16 @@ pub fn write(e: &mut Expo, s: &Snapshot, reg: &Registry) {
             "tillrelay_source_rejected_files_total",
             "Export files moved to rejected/.",
             |x| x.files_rejected,
+        ),
+        (
+            "tillrelay_source_malformed_commands_total",
+            "Print commands the receipt decoder could not follow and skipped.",
+            |x| x.malformed_commands,
+        ),
+        (
+            "tillrelay_source_unparsed_dropped_total",
+            "Unparsed receipts dropped to keep them within their share of the queue.",
+            |x| x.unparsed_dropped,
         ),
     ];
     for (name, help, get) in counters {

@@ -26,6 +26,10 @@ impl CaptureKind {
     }
 }
 
+/// The per-source counter of commands a receipt decoder could not follow
+/// (`status`: `malformed_commands`).
+pub const MALFORMED_COMMANDS: &str = "malformed_commands";
+
 /// One captured unit, as handed to [`Outbox::ingest`].
 #[derive(Debug, Clone)]
 pub struct Capture<'a> {
@@ -63,6 +67,9 @@ pub struct IngestReport {
 pub struct Ingest<'a> {
     tx: rusqlite::Transaction<'a>,
     cap_pages: i64,
+    /// Pages this unit may fill up to: the cap, or for a printed receipt the cap
+    /// plus the receipt reserve.
+    limit_pages: i64,
     room_wanted: &'a std::cell::Cell<bool>,
     destinations: &'a [String],
     on_commit: Option<&'a OnCommit>,
@@ -118,7 +125,12 @@ impl Ingest<'_> {
     pub fn commit(self, error: Option<&str>) -> Result<IngestReport> {
         // Captures stop at the cap; the pages past it are the delivery reserve. Dropping
         // the transaction rolls the unit back.
-        if self.cap_pages > 0 && used_pages(&self.tx)? > self.cap_pages {
+        let used = if self.cap_pages > 0 {
+            used_pages(&self.tx)?
+        } else {
+            0
+        };
+        if self.cap_pages > 0 && used > self.limit_pages {
             self.room_wanted.set(true);
             return Err(OutboxError::Full);
         }
@@ -146,10 +158,14 @@ impl Ingest<'_> {
                 report.capture_id
             ],
         )?;
-        self.tx.execute(
-            "DELETE FROM counter WHERE source = ?1 AND name = ?2",
-            params![self.source, super::room::FULL_SINCE],
-        )?;
+        if used <= self.cap_pages {
+            // Below the cap again: no longer "queue full". (In the receipt reserve
+            // the mark stays: `status` says the queue is full.)
+            self.tx.execute(
+                "DELETE FROM counter WHERE source = ?1 AND name = ?2",
+                params![self.source, super::room::FULL_SINCE],
+            )?;
+        }
         let room_wanted = self.room_wanted;
         if let Err(e) = self.tx.commit() {
             let e = OutboxError::from(e);
@@ -185,18 +201,66 @@ impl Outbox {
     /// Commits one captured unit with its orders, in one transaction. Orders must be
     /// stamped. Returns what was new and what was a duplicate.
     pub fn ingest(&mut self, unit: &Capture<'_>, orders: &[Order]) -> Result<IngestReport> {
-        let result = (|| {
-            let mut ingest = self.begin_ingest(unit)?;
-            for order in orders {
-                ingest.add(order)?;
-            }
-            ingest.commit(unit.error.as_deref())
-        })();
+        self.ingest_counting(unit, orders, &[])
+    }
+
+    /// [`Outbox::ingest`], adding `counts` (name, n) to the source's counters in
+    /// the same transaction (e.g. [`MALFORMED_COMMANDS`] met in a receipt); a
+    /// count of 0 writes nothing, so the usual capture writes no counter row.
+    pub fn ingest_counting(
+        &mut self,
+        unit: &Capture<'_>,
+        orders: &[Order],
+        counts: &[(&str, i64)],
+    ) -> Result<IngestReport> {
+        // An unparsed receipt (junk, until a template reads it) first makes room
+        // within its share; one bigger than the whole share keeps no raw bytes.
+        let junk = unit.kind == CaptureKind::Receipt
+            && unit.raw.is_some()
+            && unit.error.is_some()
+            && orders.is_empty();
+        let mut bare = None;
+        if junk && !self.keep_unparsed_within_share(unit.raw.map_or(0, <[u8]>::len) as i64)? {
+            bare = Some(super::junk::without_raw(
+                unit,
+                "larger than unparsed receipts' share",
+            ));
+        }
+        let mut result = self.ingest_once(bare.as_ref().unwrap_or(unit), orders, counts);
+        if junk && bare.is_none() && matches!(result, Err(OutboxError::Full)) {
+            // The true limit, and nothing left to drop: the unparsed receipt is
+            // journalled without its raw bytes (counted), never held in memory.
+            let bare = super::junk::without_raw(unit, "the queue was full");
+            result = self.ingest_once(&bare, orders, counts);
+        }
         if let Err(OutboxError::Full) = result {
             // Best effort: the mark lives in the reserve, but a full disk may refuse it.
             let _ = self.note_full(unit.source, now());
         }
         result
+    }
+
+    /// One try at [`Outbox::ingest_counting`]'s transaction. A unit without its raw
+    /// bytes (see `junk::without_raw`) counts one [`super::junk::UNPARSED_DROPPED`].
+    fn ingest_once(
+        &mut self,
+        unit: &Capture<'_>,
+        orders: &[Order],
+        counts: &[(&str, i64)],
+    ) -> Result<IngestReport> {
+        let mut ingest = self.begin_ingest(unit)?;
+        for order in orders {
+            ingest.add(order)?;
+        }
+        for &(name, n) in counts {
+            if n > 0 {
+                bump(&ingest.tx, unit.source, name, n)?;
+            }
+        }
+        if unit.kind == CaptureKind::Receipt && unit.raw.is_none() {
+            bump(&ingest.tx, unit.source, super::junk::UNPARSED_DROPPED, 1)?;
+        }
+        ingest.commit(unit.error.as_deref())
     }
 
     /// Starts the transaction of one captured unit, to be fed its orders one at a time
@@ -206,29 +270,45 @@ impl Outbox {
     /// at the end, and is given to `commit`.
     pub fn begin_ingest(&mut self, unit: &Capture<'_>) -> Result<Ingest<'_>> {
         let now = now();
+        // A printed receipt may fill the receipt reserve past the cap; a file waits,
+        // and so do an unparsed receipt's raw bytes (`ingest_counting` journals it
+        // without them then).
+        let junk = unit.raw.is_some() && unit.error.is_some();
+        let limit_pages = match unit.kind {
+            CaptureKind::Receipt if !junk => self.cap_pages + self.receipt_reserve,
+            _ => self.cap_pages,
+        };
         if self.room_wanted.get() || self.at_cap()? {
-            // At the cap, delivered orders go first, whatever their retention age, so
+            // At the cap: unparsed junk, then delivered orders (whatever their
+            // retention age), then parsed receipts' raw bytes go (`room.rs`), so
             // capture resumes as soon as deliveries go out.
-            let deleted = self.make_room()?;
-            self.room_wanted.set(deleted == 0);
-            if deleted > 0 {
-                log::info!(
-                    "queue at its size cap: deleted {deleted} delivered order(s) to make room"
-                );
-            }
+            let freed = self.make_room()?;
+            self.room_wanted.set(freed == 0);
             if self.at_cap()? {
                 self.note_full(unit.source, now)?;
-                return Err(OutboxError::Full);
+                if self.used_pages()? >= limit_pages {
+                    return Err(OutboxError::Full);
+                }
+                log::warn!(
+                    "source {}: the queue is at its size cap: a printed receipt is journalled \
+                     into the receipt reserve ({} of {} pages left)",
+                    unit.source,
+                    limit_pages - self.used_pages()?,
+                    self.receipt_reserve
+                );
             }
         }
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         // The status is provisional; `commit` sets the real one with the counts.
-        let capture_id = insert_capture(&tx, unit, now, "unparsed", None)?;
+        // 'parsed', so that a parsed receipt never touches the unparsed index
+        // (migration 0005): no extra page written per order.
+        let capture_id = insert_capture(&tx, unit, now, "parsed", None)?;
         Ok(Ingest {
             tx,
             cap_pages: self.cap_pages,
+            limit_pages,
             room_wanted: &self.room_wanted,
             destinations: &self.destinations,
             on_commit: self.on_commit.as_ref(),

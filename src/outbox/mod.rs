@@ -29,6 +29,11 @@
 //!   (`room.rs`); if that frees nothing it fails with [`OutboxError::Full`] and rolls
 //!   back, the source is marked "queue full" for `status`, and the caller keeps the
 //!   unit to try again. Nothing pending, rejected or quarantined is ever dropped.
+//! - **Junk never starves orders** (issue #24, `junk.rs`): the raw bytes of unparsed
+//!   receipts take at most `outbox.unparsed_percent` of the cap; past it, and first
+//!   whenever room is needed, the oldest are dropped (their journal rows go, counted
+//!   as `unparsed_dropped`, the totals kept). A printed receipt at the cap goes into
+//!   a reserve of its own past it rather than waiting in memory.
 //! - **A damaged row never stops the others**: a delivery whose order cannot be read
 //!   is quarantined (kept, with the reason) and the claim goes on with the next rows.
 //! - **A conflict is kept aside**: a second copy of an order whose content differs is
@@ -51,6 +56,7 @@ mod body;
 mod delivery;
 mod ingest;
 mod journal;
+mod junk;
 mod recover;
 mod retention;
 mod room;
@@ -58,8 +64,9 @@ mod settings;
 mod views;
 
 pub use delivery::{DeliveryState, Due, Mark};
-pub use ingest::{Capture, CaptureKind, Ingest, IngestReport};
+pub use ingest::{Capture, CaptureKind, Ingest, IngestReport, MALFORMED_COMMANDS};
 pub use journal::JournalEntry;
+pub use junk::UNPARSED_DROPPED;
 pub use recover::{DAMAGED_SUFFIX, Opened, Opener, damaged_files, open_or_set_aside};
 pub use settings::{OutboxConfig, RawOutbox, Synchronous};
 pub use views::{DeliveryView, DestStatus, OrderView, SourceStatus, Status};
@@ -69,6 +76,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ("0002_faults", include_str!("migrations/0002_faults.sql")),
     ("0003_wear", include_str!("migrations/0003_wear.sql")),
     ("0004_lean", include_str!("migrations/0004_lean.sql")),
+    ("0005_junk", include_str!("migrations/0005_junk.sql")),
 ];
 
 /// Pages SQLite may use beyond `outbox.max_size`, for delivery bookkeeping only: the
@@ -79,6 +87,15 @@ const MIGRATIONS: &[(&str, &str)] = &[
 /// pages.
 fn reserve_pages(cap_pages: i64) -> i64 {
     (cap_pages / 8).max(64)
+}
+
+/// Pages printed receipts may use past the cap (issue #24): a receipt the POS has
+/// printed has no other copy (a file waits in its folder), so at the cap, when
+/// nothing can be deleted to make room, it is journalled into this reserve rather
+/// than held in memory. A sixteenth of the cap, at least 64 pages; delivery
+/// bookkeeping's own reserve ([`reserve_pages`]) lies beyond it.
+fn receipt_reserve_pages(cap_pages: i64) -> i64 {
+    (cap_pages / 16).max(64)
 }
 
 /// A retry scheduled further ahead than this is taken to mean that the box's clock
@@ -170,6 +187,11 @@ pub struct Outbox {
     destinations: Vec<String>,
     /// Pages captures may fill (`outbox.max_size`); 0 for a read-only outbox.
     cap_pages: i64,
+    /// Pages past the cap printed receipts may fill ([`receipt_reserve_pages`]).
+    receipt_reserve: i64,
+    /// Bytes unparsed receipts' raw bytes may take (`outbox.unparsed_percent`
+    /// of the cap); 0 for a read-only outbox.
+    unparsed_max: i64,
     /// Set when a capture's commit found the cap: the next one makes room first.
     room_wanted: std::cell::Cell<bool>,
     on_commit: Option<OnCommit>,
@@ -206,7 +228,12 @@ impl Outbox {
         // SQLite itself enforces the hard limit (cap + reserve): an insert past it fails
         // with SQLITE_FULL and its transaction rolls back, exactly as on a full disk.
         // Captures stop at the cap itself (see `reserve_pages`).
-        conn.pragma_update(None, "max_page_count", cap_pages + reserve_pages(cap_pages))?;
+        let receipt_reserve = receipt_reserve_pages(cap_pages);
+        conn.pragma_update(
+            None,
+            "max_page_count",
+            cap_pages + receipt_reserve + reserve_pages(cap_pages),
+        )?;
         // Keeps the WAL file from staying large after a checkpoint (a WAL as big as a
         // small disk stopped everything, issue #15). Minimal on purpose: checkpoint
         // tuning for flash wear is issue #14's.
@@ -215,6 +242,8 @@ impl Outbox {
             conn,
             destinations: destinations.to_vec(),
             cap_pages,
+            receipt_reserve,
+            unparsed_max: cfg.unparsed_max_bytes() as i64,
             room_wanted: Default::default(),
             on_commit: None,
         };
@@ -246,6 +275,8 @@ impl Outbox {
             conn,
             destinations: Vec::new(),
             cap_pages: 0,
+            receipt_reserve: 0,
+            unparsed_max: 0,
             room_wanted: Default::default(),
             on_commit: None,
         })
@@ -285,6 +316,14 @@ impl Outbox {
     pub fn set_synchronous(&mut self, s: Synchronous) -> Result<()> {
         self.conn.pragma_update(None, "synchronous", s.pragma())?;
         Ok(())
+    }
+
+    /// The queue's file, if it is one (not in memory).
+    pub fn path(&self) -> Option<std::path::PathBuf> {
+        self.conn
+            .path()
+            .filter(|p| !p.is_empty())
+            .map(std::path::PathBuf::from)
     }
 
     /// The destinations this outbox creates delivery rows for.

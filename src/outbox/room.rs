@@ -1,11 +1,17 @@
-//! Room at the cap: how full the queue is, making room by deleting orders delivered
-//! everywhere (oldest first, whatever their retention age), the "queue full" mark
+//! Room at the cap: how full the queue is, making room, the "queue full" mark
 //! `status` shows, and bounding the WAL under pressure.
 //!
-//! Invariants: only orders delivered to every destination are deleted here (never
-//! pending, rejected or quarantined ones, never an unparsed receipt's raw bytes);
-//! everything here writes inside the reserve that captures cannot use, so it works
-//! on a queue that captures filled.
+//! Room is made in this order, each step only when the one before freed nothing
+//! (issue #24):
+//! 1. the oldest unparsed receipts (junk until a template reads it: `junk.rs`),
+//!    counted as `unparsed_dropped`;
+//! 2. orders delivered everywhere, oldest first, whatever their retention age;
+//! 3. the raw bytes of the oldest parsed receipts (their orders stay: only the copy
+//!    kept for `reparse` goes).
+//!
+//! Invariants: no pending, rejected or quarantined order is ever deleted here;
+//! everything here writes inside the reserves that captures cannot use, so it
+//! works on a queue that captures filled.
 
 use super::*;
 
@@ -33,12 +39,23 @@ impl Outbox {
         Ok(self.cap_pages > 0 && self.used_pages()? >= self.cap_pages)
     }
 
-    /// Called by a capture at the cap: deletes up to a batch of orders delivered
-    /// everywhere, oldest first (and the raw bytes of parsed receipts left without
-    /// orders), then checkpoints the WAL so that a full disk gets its space back.
-    /// Returns how many orders were deleted.
+    /// Called by a capture at the cap: makes room in the order the module says
+    /// (one batch of the first kind there is), then checkpoints the WAL so that a
+    /// full disk gets its space back. Returns how many rows it dropped, deleted or
+    /// emptied.
     pub fn make_room(&mut self) -> Result<usize> {
         let tx = self.conn.transaction()?;
+        let (junk, junk_bytes) =
+            super::junk::drop_oldest_unparsed(&tx, (self.unparsed_max / 4).max(1))?;
+        if junk > 0 {
+            tx.commit()?;
+            self.checkpoint();
+            log::warn!(
+                "queue at its size cap: dropped the {junk} oldest unparsed receipt(s) \
+                 ({junk_bytes} bytes) to make room; counted as unparsed_dropped in status"
+            );
+            return Ok(junk);
+        }
         let deleted = tx.execute(
             "DELETE FROM orders WHERE id IN (
                  SELECT o.id FROM orders o
@@ -57,9 +74,26 @@ impl Outbox {
                 [],
             )?;
         }
+        let mut emptied = 0;
+        if deleted == 0 {
+            emptied = tx.execute(
+                "UPDATE capture SET raw = NULL WHERE id IN (
+                     SELECT id FROM capture WHERE raw IS NOT NULL AND kind = 'receipt'
+                        AND status IN ('parsed', 'partial') ORDER BY id LIMIT ?1)",
+                params![ROOM_BATCH],
+            )?;
+        }
         tx.commit()?;
         self.checkpoint();
-        Ok(deleted)
+        if deleted > 0 {
+            log::info!("queue at its size cap: deleted {deleted} delivered order(s) to make room");
+        } else if emptied > 0 {
+            log::warn!(
+                "queue at its size cap: dropped the raw bytes of the {emptied} oldest parsed \
+                 receipt(s) to make room (their orders are kept)"
+            );
+        }
+        Ok(deleted + emptied)
     }
 
     /// Moves the WAL into the database and truncates it (to `journal_size_limit`).

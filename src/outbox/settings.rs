@@ -1,4 +1,5 @@
-//! The outbox's settings (`[outbox]`): durability, the size cap and retention, raw
+//! The outbox's settings (`[outbox]`): durability, the size cap, unparsed
+//! receipts' share of it and retention, raw
 //! and validated, with their validation.
 //!
 //! Invariant: validation records every problem under its `outbox.*` key and goes on
@@ -18,6 +19,7 @@ pub struct RawOutbox {
     pub max_size: Option<String>,
     pub retention: Option<String>,
     pub raw_retention: Option<String>,
+    pub unparsed_percent: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -41,6 +43,21 @@ pub struct OutboxConfig {
     /// Raw capture bytes (the journal) are kept this long.
     #[serde(serialize_with = "ser_duration")]
     pub raw_retention: Duration,
+    /// The share of `max_size` (percent) the raw bytes of unparsed receipts may
+    /// take; past it the oldest are dropped (counted) to make room.
+    pub unparsed_percent: u8,
+}
+
+/// The default share of `max_size` unparsed receipts' raw bytes may take.
+pub const DEFAULT_UNPARSED_PERCENT: u8 = 25;
+
+impl OutboxConfig {
+    /// Bytes of unparsed receipts' raw bytes the queue keeps at most.
+    pub fn unparsed_max_bytes(&self) -> u64 {
+        self.max_size
+            .saturating_mul(u64::from(self.unparsed_percent))
+            / 100
+    }
 }
 
 impl OutboxConfig {
@@ -57,6 +74,7 @@ impl OutboxConfig {
             max_size: Some(fmt_size(self.max_size)),
             retention: Some(fmt_duration(self.retention)),
             raw_retention: Some(fmt_duration(self.raw_retention)),
+            unparsed_percent: Some(u64::from(self.unparsed_percent)),
         }
     }
 }
@@ -75,8 +93,20 @@ impl RawOutbox {
                 Synchronous::Full
             }
         };
+        let unparsed_percent = match self.unparsed_percent {
+            None => DEFAULT_UNPARSED_PERCENT,
+            Some(n @ 1..=50) => n as u8,
+            Some(n) => {
+                p.push(
+                    "outbox.unparsed_percent",
+                    format!("must be 1 to 50 (percent of max_size), got {n}"),
+                );
+                DEFAULT_UNPARSED_PERCENT
+            }
+        };
         let outbox = OutboxConfig {
             synchronous,
+            unparsed_percent,
             max_size: p.size("outbox.max_size", self.max_size.as_deref(), 256 << 20),
             retention: p.duration(
                 "outbox.retention",
@@ -114,5 +144,17 @@ mod tests {
         };
         raw.validate(&mut p);
         assert_eq!(p.into_vec(), ["outbox.max_size: must be at least 1MiB"]);
+        assert_eq!(o.unparsed_percent, 25);
+        assert_eq!(o.unparsed_max_bytes(), 64 << 20);
+        for (n, ok) in [(0, false), (1, true), (50, true), (51, false)] {
+            let mut p = Problems::new();
+            let o = RawOutbox {
+                unparsed_percent: Some(n),
+                ..RawOutbox::default()
+            }
+            .validate(&mut p);
+            assert_eq!(p.is_empty(), ok, "{n}");
+            assert_eq!(o.raw().unparsed_percent, Some(if ok { n } else { 25 }));
+        }
     }
 }

@@ -5,16 +5,17 @@
 use super::delivery::LAST_SUCCESS_REFRESH;
 use super::*;
 
-fn cfg(max_size: u64) -> OutboxConfig {
+pub(super) fn cfg(max_size: u64) -> OutboxConfig {
     OutboxConfig {
         synchronous: Synchronous::Full,
         max_size,
         retention: Duration::from_secs(3600),
         raw_retention: Duration::from_secs(7200),
+        unparsed_percent: 25,
     }
 }
 
-fn order(no: &str) -> Order {
+pub(super) fn order(no: &str) -> Order {
     serde_json::from_value(serde_json::json!({
         "order_no": no, "order_time": "2026-11-22 09:15:02", "kind": "sale",
         "cashier": null, "payment": "cash", "total": "7.00", "discount": "0", "paid": "7.00",
@@ -182,16 +183,13 @@ fn the_size_cap_refuses_new_captures_and_keeps_what_is_stored() {
     let dir = tempfile::tempdir().unwrap();
     let mut ob =
         Outbox::open(&dir.path().join("queue.db"), &cfg(1 << 20), &["wdt".into()]).unwrap();
-    let raw = vec![7u8; 16 * 1024];
     let mut stored = 0;
     let mut full = false;
-    for i in 0..200 {
-        let name = format!("r{i}");
-        let mut u = unit(&name);
-        u.kind = CaptureKind::Receipt;
-        u.raw = Some(&raw);
-        match ob.ingest(&u, &[order(&name)]) {
-            Ok(_) => stored += 1,
+    for i in 0..400 {
+        let name = format!("f{i}");
+        let orders: Vec<Order> = (0..20).map(|k| order(&format!("{name}-{k}"))).collect();
+        match ob.ingest(&unit(&name), &orders) {
+            Ok(_) => stored += 20,
             Err(OutboxError::Full) => {
                 full = true;
                 break;
@@ -199,16 +197,15 @@ fn the_size_cap_refuses_new_captures_and_keeps_what_is_stored() {
             Err(e) => panic!("unexpected {e}"),
         }
     }
-    assert!(full, "a 1 MiB cap must fill with 16 KiB receipts");
-    assert!(stored > 10);
+    assert!(full, "a 1 MiB cap must fill with files of pending orders");
+    assert!(stored > 200);
     let st = ob.status(now()).unwrap();
     assert_eq!(st.destinations[0].pending, stored);
-    // pruning raw bytes frees space: capture resumes
-    let mut c = cfg(1 << 20);
-    c.raw_retention = Duration::ZERO;
-    ob.prune(now() + 1, &c).unwrap();
+    // a printed receipt has nowhere else to wait: it goes into its reserve
+    let raw = vec![7u8; 1024];
     let mut u = unit("after");
     u.kind = CaptureKind::Receipt;
+    u.raw = Some(&raw);
     ob.ingest(&u, &[order("after")]).unwrap();
 }
 
@@ -284,24 +281,29 @@ fn a_full_queue_records_deliveries_and_makes_room_from_delivered_orders() {
     let dir = tempfile::tempdir().unwrap();
     let mut ob =
         Outbox::open(&dir.path().join("queue.db"), &cfg(1 << 20), &["wdt".into()]).unwrap();
-    let raw = vec![7u8; 16 * 1024];
+    // Files (which wait in their folder at the cap) of 20 pending orders each,
+    // then of one, until not even one fits.
     let mut stored = Vec::new();
-    for i in 0..400 {
-        let name = format!("r{i}");
-        let mut u = unit(&name);
-        u.kind = CaptureKind::Receipt;
-        u.raw = Some(&raw);
-        match ob.ingest(&u, &[order(&name)]) {
-            Ok(_) => stored.push(name),
+    let mut per_file = 20;
+    for i in 0..10_000 {
+        let name = format!("f{i}");
+        let orders: Vec<Order> = (0..per_file)
+            .map(|k| order(&format!("{name}-{k}")))
+            .collect();
+        match ob.ingest(&unit(&name), &orders) {
+            Ok(_) => stored.extend(orders.iter().map(|o| o.order_no.clone())),
+            Err(OutboxError::Full) if per_file > 1 => per_file = 1,
             Err(OutboxError::Full) => break,
             Err(e) => panic!("unexpected {e}"),
         }
     }
-    assert!(stored.len() > 10 && stored.len() < 400, "{}", stored.len());
+    assert!(
+        stored.len() > 200 && stored.len() < 10_000,
+        "{}",
+        stored.len()
+    );
     // Full: a second attempt marks the source, for status.
-    let mut u = unit("wait");
-    u.kind = CaptureKind::Receipt;
-    u.raw = Some(&raw);
+    let u = unit("wait");
     assert!(matches!(
         ob.ingest(&u, &[order("wait")]),
         Err(OutboxError::Full)

@@ -31,6 +31,13 @@ pub struct SourceStatus {
     pub corrected: i64,
     /// Order numbers seen again with other content (kept aside in the `conflict` table).
     pub conflicts: i64,
+    /// Print commands the receipt decoder could not follow and skipped (a
+    /// length past what a receipt can be, a command cut short by a receipt's
+    /// end); the receipts around them were captured.
+    pub malformed_commands: i64,
+    /// Unparsed receipts dropped to keep them within their share of the queue, or
+    /// journalled without their raw bytes (`outbox.unparsed_percent`).
+    pub unparsed_dropped: i64,
     /// Since when this source's captures wait for room (the queue is full).
     pub queue_full_since: Option<i64>,
     pub last_error: Option<String>,
@@ -159,6 +166,8 @@ impl Outbox {
                 }
                 match name.as_str() {
                     "corrected" => s.corrected = value,
+                    super::ingest::MALFORMED_COMMANDS => s.malformed_commands = value,
+                    super::junk::UNPARSED_DROPPED => s.unparsed_dropped = value,
                     super::room::FULL_SINCE => s.queue_full_since = Some(value),
                     _ => {}
                 }

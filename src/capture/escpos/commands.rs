@@ -130,6 +130,11 @@ impl Decoder {
     }
 
     pub(super) fn header_done(&mut self, cmd: Cmd, h: &[u8], end: u64, out: &mut Vec<Event>) {
+        // A new command claims afresh; the next block of `ESC &` or `FS q` adds
+        // to what its command claimed so far.
+        if matches!(cmd, Cmd::Esc(_) | Cmd::Gs(_) | Cmd::Fs(_) | Cmd::Dle(_)) {
+            self.claimed = 0;
+        }
         let u16_at = |i: usize| h[i] as u64 | (h[i + 1] as u64) << 8;
         match cmd {
             Cmd::Esc(b'*') => {
@@ -256,9 +261,11 @@ impl Decoder {
     pub(super) fn collect(&mut self, what: Payload, n: usize, start: u64) {
         if n == 0 {
             self.state = State::Ground;
-        } else if n > MAX_PAYLOAD {
+        } else if n > MAX_PAYLOAD || self.claimed.saturating_add(n as u64) > self.max_claim {
+            // Skipped, or (past the claim bound) given up and counted by `skip`.
             self.skip(n as u64, After::Ground);
         } else {
+            self.claimed += n as u64;
             self.state = State::Collect {
                 what,
                 left: n,
