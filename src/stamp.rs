@@ -141,6 +141,9 @@ pub struct Identity {
     /// The camera/NVR device id used for video traceback.
     pub machine_id: String,
     pub video: Video,
+    /// The till's zone (`agent.timezone`): stamped on each order, so a destination
+    /// that wants another zone's times can convert them.
+    pub zone: chrono::FixedOffset,
 }
 
 impl Identity {
@@ -164,12 +167,24 @@ pub struct RawIdentity {
     pub video: Option<RawVideo>,
 }
 
+/// The zone of a source's tills when none is given (`agent.timezone`'s default).
+pub fn default_zone() -> chrono::FixedOffset {
+    chrono::FixedOffset::east_opt(crate::order::DEFAULT_ZONE_SECS).expect("UTC+8 is in range")
+}
+
 impl RawIdentity {
     /// Validates a source's identity. `key` names the source by its place
     /// (`source[3]`) until its name is known, then problems are named by the name
     /// (`source[lane1].shop`). None when the name is missing or unusable: the rest of
     /// the source cannot be named then.
-    pub fn validate(self, p: &mut Problems, key: &str, video: &Video) -> Option<Identity> {
+    /// `zone`: the tills' zone (`agent.timezone`).
+    pub fn validate(
+        self,
+        p: &mut Problems,
+        key: &str,
+        video: &Video,
+        zone: chrono::FixedOffset,
+    ) -> Option<Identity> {
         let name = match self.name {
             Some(n) if valid_name(&n) => n,
             Some(n) => {
@@ -208,6 +223,7 @@ impl RawIdentity {
             shop,
             machine_id,
             video,
+            zone,
         })
     }
 }
@@ -229,6 +245,9 @@ pub fn stamp(order: &mut Order, source: &Identity) {
     }
     if order.machine_id.is_none() {
         order.machine_id = Some(source.machine_id.clone());
+    }
+    if order.zone.is_none() {
+        order.zone = Some(source.zone.to_string());
     }
     if order.video_start.is_none() || order.video_end.is_none() {
         let v = &source.video;
@@ -267,7 +286,9 @@ mod tests {
             machine_id: Some("NVR01-CH03".into()),
             video: None,
         };
-        let id = raw.validate(&mut p, "source[0]", &video).unwrap();
+        let id = raw
+            .validate(&mut p, "source[0]", &video, default_zone())
+            .unwrap();
         assert!(p.is_empty(), "{:?}", p.into_vec());
         id
     }

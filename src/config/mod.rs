@@ -171,6 +171,19 @@ impl Config {
     /// `run`.
     pub fn warnings(&self) -> Vec<String> {
         let mut w = Vec::new();
+        // A plain http:// URL to a remote host: key, salt and orders in clear, and a
+        // proxy would be asked to tunnel to port 80 (issue #26).
+        let urls = [
+            ("ovopark.url", self.ovopark.as_ref().map(|o| o.url.as_str())),
+            ("wdt.url", self.wdt.as_ref().map(|d| d.url.as_str())),
+        ];
+        for (key, url) in urls {
+            if let Some(url) = url.filter(|u| crate::upload::http::cleartext_remote(u)) {
+                w.push(format!(
+                    "{key} = {url:?} is plain http to a remote host: the key, signature and orders cross the network in clear, and behind an HTTP proxy the tunnel goes to port 80, which proxies commonly refuse; use https://"
+                ));
+            }
+        }
         // Order numbers are unique per Ovopark enterprise and per Wangdiantong seller:
         // two lanes whose POSes both count from 1 would collide, and the second order
         // would be taken for a repeat of the first.
@@ -280,7 +293,9 @@ impl RawConfig {
         let mut sources = Vec::new();
         for (i, raw) in self.source.into_iter().enumerate() {
             let key = format!("source[{i}]");
-            if let Some(s) = source::validate_source(&mut p, &key, raw, &video, &resolve) {
+            if let Some(s) =
+                source::validate_source(&mut p, &key, raw, &video, agent.timezone, &resolve)
+            {
                 if sources
                     .iter()
                     .any(|o: &Source| o.identity.name == s.identity.name)

@@ -171,6 +171,7 @@ pub(super) fn validate_source(
     key: &str,
     raw: RawSource,
     video: &Video,
+    zone: chrono::FixedOffset,
     resolve: &dyn Fn(PathBuf) -> PathBuf,
 ) -> Option<Source> {
     let identity = RawIdentity {
@@ -179,7 +180,7 @@ pub(super) fn validate_source(
         machine_id: raw.machine_id,
         video: raw.video,
     }
-    .validate(p, key, video)?;
+    .validate(p, key, video, zone)?;
     let key = identity.key();
     let kind = match raw.kind.as_deref() {
         Some("folder") => {

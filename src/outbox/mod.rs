@@ -57,7 +57,7 @@ mod room;
 mod settings;
 mod views;
 
-pub use delivery::{DeliveryState, Due, Mark};
+pub use delivery::{Claim, DeliveryState, Due, Mark, SourcePause};
 pub use ingest::{Capture, CaptureKind, Ingest, IngestReport};
 pub use journal::JournalEntry;
 pub use recover::{DAMAGED_SUFFIX, Opened, Opener, damaged_files, open_or_set_aside};
@@ -69,6 +69,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ("0002_faults", include_str!("migrations/0002_faults.sql")),
     ("0003_wear", include_str!("migrations/0003_wear.sql")),
     ("0004_lean", include_str!("migrations/0004_lean.sql")),
+    (
+        "0005_source_pause",
+        include_str!("migrations/0005_source_pause.sql"),
+    ),
 ];
 
 /// Pages SQLite may use beyond `outbox.max_size`, for delivery bookkeeping only: the

@@ -92,6 +92,9 @@ pub struct DestStatus {
     /// Seconds since the oldest pending order was stored.
     pub oldest_pending_age: Option<i64>,
     pub paused: Option<String>,
+    /// Sources whose rows this destination holds back (their shop or enterprise is
+    /// refused there), with why and how many of their orders wait; the others flow.
+    pub paused_sources: Vec<super::SourcePause>,
     /// The last failed attempt's reason (kept as history once requests succeed again).
     pub last_error: Option<String>,
     /// When that error happened (unix seconds).
@@ -239,6 +242,9 @@ impl Outbox {
             let mut next_due = self.conn.prepare(
                 "SELECT min(next_at) FROM delivery WHERE dest = ?1 AND state = 'pending'",
             )?;
+            let schema: i64 = self
+                .conn
+                .pragma_query_value(None, "user_version", |r| r.get(0))?;
             for name in names {
                 let mut d = DestStatus {
                     name: name.clone(),
@@ -271,6 +277,18 @@ impl Outbox {
                     d.last_error = err;
                     d.last_error_at = err_at;
                     d.last_success_at = ok_at;
+                }
+                // A queue the daemon has not upgraded yet (read-only) has no pauses
+                // per source (migration 0005).
+                if schema >= 5 {
+                    d.paused_sources = self.source_pauses(&name)?;
+                    let mut pending = self.conn.prepare_cached(
+                        "SELECT count(*) FROM delivery d JOIN orders o ON o.id = d.order_id
+                          WHERE d.dest = ?1 AND d.state = 'pending' AND o.source = ?2",
+                    )?;
+                    for p in d.paused_sources.iter_mut() {
+                        p.pending = pending.query_row(params![name, p.source], |r| r.get(0))?;
+                    }
                 }
                 destinations.push(d);
             }

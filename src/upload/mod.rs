@@ -94,19 +94,26 @@ pub enum Outcome {
     },
     /// This order's own data is wrong: keep it with the reason, re-send after a fix.
     Rejected { reason: String },
-    /// The destination's configuration is wrong (key, signature, shop, permission):
-    /// stop sending there, keep the orders pending, probe again slowly.
+    /// The destination's configuration is wrong (key, signature, permission, a tenant
+    /// setting): stop sending there, keep the orders pending, probe again slowly.
     Misconfigured { reason: String },
+    /// The identity of this order's *source* at the destination is refused (its shop,
+    /// enterprise or org: WDT 店铺编号不存在或已停用, Ovopark 206004): pause that
+    /// source's rows for this destination only, keep them pending, probe one of them
+    /// slowly; every other source's orders go on.
+    SourceMisconfigured { reason: String },
 }
 
 impl Outcome {
-    /// Short name for logs and `status`: `delivered`, `retry`, `rejected`, `misconfigured`.
+    /// Short name for logs and `status`: `delivered`, `retry`, `rejected`,
+    /// `misconfigured`, `source misconfigured`.
     pub fn kind(&self) -> &'static str {
         match self {
             Outcome::Delivered { .. } => "delivered",
             Outcome::Retry { .. } => "retry",
             Outcome::Rejected { .. } => "rejected",
             Outcome::Misconfigured { .. } => "misconfigured",
+            Outcome::SourceMisconfigured { .. } => "source misconfigured",
         }
     }
 
@@ -116,7 +123,8 @@ impl Outcome {
             Outcome::Delivered { note } => note,
             Outcome::Retry { reason, .. }
             | Outcome::Rejected { reason }
-            | Outcome::Misconfigured { reason } => reason,
+            | Outcome::Misconfigured { reason }
+            | Outcome::SourceMisconfigured { reason } => reason,
         }
     }
 
@@ -129,6 +137,12 @@ impl Outcome {
 
     pub(crate) fn misconfigured(reason: impl Into<String>) -> Outcome {
         Outcome::Misconfigured {
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn source_misconfigured(reason: impl Into<String>) -> Outcome {
+        Outcome::SourceMisconfigured {
             reason: reason.into(),
         }
     }
@@ -153,6 +167,9 @@ impl Outcome {
                 reason: redact(&reason, secrets),
             },
             Outcome::Misconfigured { reason } => Outcome::Misconfigured {
+                reason: redact(&reason, secrets),
+            },
+            Outcome::SourceMisconfigured { reason } => Outcome::SourceMisconfigured {
                 reason: redact(&reason, secrets),
             },
         }

@@ -195,26 +195,7 @@ impl WdtClient {
                 failed,
                 new_count,
                 chg_count,
-            } => {
-                for t in chunk {
-                    let outcome = match failed.iter().find(|(no, _)| *no == t.tid) {
-                        Some((_, err)) if err.contains(TRADE_TIME_AHEAD) => {
-                            self.trade_ahead(t, ctx, err)
-                        }
-                        Some((_, err)) => Outcome::rejected(format!(
-                            "Wangdiantong refused trade {}: {err}",
-                            t.tid
-                        )),
-                        None => Outcome::Delivered {
-                            note: format!(
-                                "accepted (batch of {}: {new_count} new, {chg_count} updated)",
-                                chunk.len()
-                            ),
-                        },
-                    };
-                    out.insert(t.tid.clone(), outcome);
-                }
-            }
+            } => self.accepted(chunk, ctx, &failed, new_count, chg_count, out),
             Classified::DataError(what) | Classified::Unrecognised(what) if chunk.len() > 1 => {
                 if let Some(tid) = named_tid(&what, chunk.iter().map(|t| t.tid.as_str())) {
                     log::info!(
@@ -255,27 +236,123 @@ impl WdtClient {
         }
     }
 
+    /// A status-0 answer mapped onto the trades of `chunk`. Each `error_list` entry is
+    /// matched to its trade (by `no`, or any id it carries equal to a tid or one of
+    /// its lines' oids, or a tid its text names) and its free text classified like a
+    /// whole call's message (pushSelf2 page: `error` is free text). What does not add
+    /// up — an entry that names no trade of the batch, or `new_count + chg_count`
+    /// other than the trades not named — is confirmed by `searchSelfOrder`, trade by
+    /// trade: a trade the ERP holds is delivered, one it does not is sent again,
+    /// never assumed delivered (issue #26).
+    fn accepted(
+        &self,
+        chunk: &[&BuiltTrade],
+        ctx: &Ctx,
+        failed: &[ErrorEntry],
+        new_count: i64,
+        chg_count: i64,
+        out: &mut HashMap<String, Outcome>,
+    ) {
+        let mut refused: HashMap<&str, &str> = HashMap::new();
+        let mut unmatched: Vec<&str> = Vec::new();
+        for e in failed {
+            match entry_trade(e, chunk) {
+                Some(tid) => {
+                    refused.entry(tid).or_insert(e.error.as_str());
+                }
+                None => unmatched.push(e.error.as_str()),
+            }
+        }
+        let stored = chunk.len() - refused.len();
+        let counted = new_count.saturating_add(chg_count);
+        let doubt = if !unmatched.is_empty() {
+            Some(format!(
+                "an error_list entry names no trade of the batch: {}",
+                unmatched.join(" | ")
+            ))
+        } else if counted != stored as i64 {
+            Some(format!(
+                "new_count {new_count} + chg_count {chg_count} ≠ {stored} trade(s) not in error_list"
+            ))
+        } else {
+            None
+        };
+        if let Some(d) = &doubt {
+            log::warn!(
+                "wdt: the answer to a batch of {} does not add up ({d}); confirming each trade with {SEARCH_SELF_ORDER}",
+                chunk.len()
+            );
+        }
+        for t in chunk {
+            let outcome = match (refused.get(t.tid.as_str()), &doubt) {
+                (Some(err), _) => self.entry_refusal(t, ctx, err),
+                (None, None) => Outcome::Delivered {
+                    note: format!(
+                        "accepted (batch of {}: {new_count} new, {chg_count} updated)",
+                        chunk.len()
+                    ),
+                },
+                (None, Some(d)) => match self.holds(t) {
+                    Some(true) => Outcome::Delivered {
+                        note: format!(
+                            "held by the ERP (confirmed by {SEARCH_SELF_ORDER}: the answer did not add up: {d})"
+                        ),
+                    },
+                    Some(false) => self.give_up_or_retry(
+                        t,
+                        &format!(
+                            "not found by {SEARCH_SELF_ORDER} after an answer that did not add up ({d})"
+                        ),
+                    ),
+                    None => Outcome::retry(format!(
+                        "Wangdiantong trade {}: the answer did not add up ({d}) and {SEARCH_SELF_ORDER} could not confirm it: sent again",
+                        t.tid
+                    )),
+                },
+            };
+            out.insert(t.tid.clone(), outcome);
+        }
+    }
+
+    /// The outcome of a trade an `error_list` entry names: its free text classified
+    /// like a whole call's message (a passing fault is retried, a shop pauses its
+    /// sources, the key the destination), only the trade's own data rejects it.
+    fn entry_refusal(&self, t: &BuiltTrade, ctx: &Ctx, err: &str) -> Outcome {
+        let what = format!("Wangdiantong error_list for trade {}: {err}", t.tid);
+        match shared_outcome(message_class(err), &what, self.cfg.rate_limit_wait_secs) {
+            Some(o) => o,
+            None => self.lone_refusal(t, ctx, err),
+        }
+    }
+
     /// The outcome of one trade refused alone. A known data fault rejects it; a trade
     /// time ahead of the server waits for the server's clock; a message nobody
     /// recognises may be the server's fault, so the trade is retried (the engine's
     /// capped backoff) until `give_up_after` has passed since its first refusal, and
     /// only then rejected (kept, shown, re-sendable with `retry`).
     fn lone_refusal(&self, t: &BuiltTrade, ctx: &Ctx, what: &str) -> Outcome {
-        if what.contains(TRADE_TIME_AHEAD) {
-            return self.trade_ahead(t, ctx, what);
-        }
-        if DATA_MESSAGES.iter().any(|m| what.contains(m)) {
-            return Outcome::rejected(format!("Wangdiantong refused trade {}: {what}", t.tid));
+        match message_class(what) {
+            MessageClass::TradeAhead => return self.trade_ahead(t, ctx, what),
+            MessageClass::Data => {
+                return Outcome::rejected(format!("Wangdiantong refused trade {}: {what}", t.tid));
+            }
+            _ => {}
         }
         // A re-push (after a crash or a lost reply) of a trade the ERP already holds
         // may be refused as such: it is delivered, not refused.
-        if self.holds(t, ctx) {
+        if self.holds(t) == Some(true) {
             return Outcome::Delivered {
                 note: format!(
                     "held by the ERP (confirmed by {SEARCH_SELF_ORDER} after the push was refused: {what})"
                 ),
             };
         }
+        self.give_up_or_retry(t, what)
+    }
+
+    /// A trade refused (or not found) for a reason nobody recognises: retried until
+    /// `give_up_after` has passed since the first time, then rejected.
+    fn give_up_or_retry(&self, t: &BuiltTrade, what: &str) -> Outcome {
         let refused_for = self.first_failures.refused(&t.tid, local_unix());
         let limit = self.cfg.give_up_after;
         if refused_for >= limit {
@@ -293,44 +370,43 @@ impl WdtClient {
         ))
     }
 
-    /// Whether the ERP holds trade `t` (`searchSelfOrder` by tid, shop and a day
-    /// either side of its trade time). Any failure of the query is "not known to".
-    fn holds(&self, t: &BuiltTrade, ctx: &Ctx) -> bool {
-        let Some(at) = ctx.trade_unix.get(&t.tid) else {
-            return false;
-        };
-        let fmt = |unix: i64| {
-            chrono::DateTime::from_timestamp(unix + SERVER_ZONE_SECS, 0)
-                .map(|d| d.naive_utc().format(crate::order::TIME_FORMAT).to_string())
-                .unwrap_or_default()
-        };
+    /// Whether the ERP holds trade `t`: `searchSelfOrder` by tid and shop, and by
+    /// the window its page defines: `start_time`/`end_time` are the trade's
+    /// *modification* time (修改起始/结束时间, 东八区, at most 30 days apart), not its
+    /// trade time. A trade is modified when it is pushed, which may be days after the
+    /// sale (a backlog), so the window is the last [`SEARCH_WINDOW_SECS`] of the
+    /// server's clock. `None`: the query failed (not known either way).
+    fn holds(&self, t: &BuiltTrade) -> Option<bool> {
+        let now = self.offset.now_unix();
         let body = serde_json::json!([{
             "shop_no": t.shop_no,
             "tid": t.tid,
-            "start_time": fmt(at - 86_400),
-            "end_time": fmt(at + 86_400),
+            "start_time": server_time(now - SEARCH_WINDOW_SECS),
+            "end_time": server_time(now + 60),
         }])
         .to_string();
         let pager = [("page_size", "10"), ("page_no", "0"), ("calc_total", "1")];
-        let url = self.signed_url_with(SEARCH_SELF_ORDER, &body, self.offset.now_unix(), &pager);
-        let Ok(reply) = self.http.post(&url, CONTENT_TYPE, body.as_bytes()) else {
-            return false;
-        };
-        let Ok(v) = serde_json::from_slice::<serde_json::Value>(&reply.body) else {
-            return false;
-        };
-        let ok = v["status"] == 0 || v["status"] == "0";
-        let held = ok
-            && v["data"]["order"]
-                .as_array()
-                .is_some_and(|l| l.iter().any(|o| o["tid"] == t.tid.as_str()));
-        if held {
-            log::info!(
-                "wdt: trade {} was refused on a re-push, but {SEARCH_SELF_ORDER} finds it held: delivered",
-                t.tid
+        let url = self.signed_url_with(SEARCH_SELF_ORDER, &body, now, &pager);
+        let reply = self.http.post(&url, CONTENT_TYPE, body.as_bytes()).ok()?;
+        let v = serde_json::from_slice::<serde_json::Value>(&reply.body).ok()?;
+        if !(v["status"] == 0 || v["status"] == "0") {
+            log::warn!(
+                "wdt: {SEARCH_SELF_ORDER} for trade {} failed: status {} {}",
+                t.tid,
+                v["status"],
+                v["message"].as_str().unwrap_or_default()
             );
+            return None;
         }
-        held
+        let held = v["data"]["order"]
+            .as_array()
+            .is_some_and(|l| l.iter().any(|o| o["tid"] == t.tid.as_str()));
+        log::info!(
+            "wdt: {SEARCH_SELF_ORDER}: trade {} is {}held by the ERP",
+            t.tid,
+            if held { "" } else { "not " }
+        );
+        Some(held)
     }
 
     /// `下单时间非法`: the trade time is ahead of the server's clock. A POS clock a
@@ -368,8 +444,9 @@ impl WdtClient {
         for (i, order) in orders.iter().enumerate() {
             match self.build(order) {
                 Ok(t) => {
-                    // Trade times are the server's local time (UTC+8).
-                    let at = order.order_time.and_utc().timestamp() - SERVER_ZONE_SECS;
+                    // The trade's moment: the till's wall time in the till's zone (it
+                    // goes out as 东八区 wall time, see `server_wall`).
+                    let at = order.unix_of(&order.order_time);
                     ctx.trade_unix.insert(t.tid.clone(), at);
                     // Known to be ahead of the server's clock: not sent before the
                     // server's time has passed it (the server would refuse it).
@@ -524,6 +601,31 @@ impl WdtClient {
         let v: serde_json::Value = serde_json::from_slice(&reply).unwrap_or_default();
         judge_shop(&v["data"]["details"], shop_no)
     }
+}
+
+/// The trade of `chunk` an `error_list` entry names: an id equal to a tid, else to
+/// one of a trade's line oids, else the one tid its text names as a whole token.
+fn entry_trade<'a>(e: &ErrorEntry, chunk: &[&'a BuiltTrade]) -> Option<&'a str> {
+    let by_tid = e
+        .ids
+        .iter()
+        .find_map(|id| chunk.iter().find(|t| t.tid == *id));
+    let by_oid = || {
+        e.ids
+            .iter()
+            .find_map(|id| chunk.iter().find(|t| t.has_oid(id)))
+    };
+    match by_tid.or_else(by_oid) {
+        Some(t) => Some(t.tid.as_str()),
+        None => named_tid(&e.error, chunk.iter().map(|t| t.tid.as_str())),
+    }
+}
+
+/// Unix seconds as the server's wall time (东八区), `yyyy-MM-dd HH:mm:ss`.
+fn server_time(unix: i64) -> String {
+    chrono::DateTime::from_timestamp(unix + SERVER_ZONE_SECS, 0)
+        .map(|d| d.naive_utc().format(crate::order::TIME_FORMAT).to_string())
+        .unwrap_or_default()
 }
 
 /// What `setting.Shop.queryShop`'s `details` say of `shop_no`.
