@@ -230,6 +230,17 @@ impl Outbox {
                 .query_map([], |r| r.get(0))?
                 .collect::<std::result::Result<_, _>>()?;
             names.extend(counts.iter().map(|(dest, _, _)| dest.clone()));
+            let schema: i64 = self
+                .conn
+                .pragma_query_value(None, "user_version", |r| r.get(0))?;
+            if schema >= 5 {
+                let paused: Vec<String> = self
+                    .conn
+                    .prepare("SELECT DISTINCT dest FROM source_pause")?
+                    .query_map([], |r| r.get(0))?
+                    .collect::<std::result::Result<_, _>>()?;
+                names.extend(paused);
+            }
             names.sort();
             names.dedup();
             let mut oldest = self.conn.prepare(
@@ -242,9 +253,6 @@ impl Outbox {
             let mut next_due = self.conn.prepare(
                 "SELECT min(next_at) FROM delivery WHERE dest = ?1 AND state = 'pending'",
             )?;
-            let schema: i64 = self
-                .conn
-                .pragma_query_value(None, "user_version", |r| r.get(0))?;
             for name in names {
                 let mut d = DestStatus {
                     name: name.clone(),
