@@ -1298,3 +1298,28 @@ fn trade_times_go_out_in_the_servers_zone_from_any_till() {
         assert_eq!(trade["pay_time"], trade["trade_time"], "{zone}");
     }
 }
+
+/// Item 9: a gateway whose clock (`stat.systime`, the `_timestamp` window) is two
+/// hours off behind a front server whose `Date` is right: the client follows
+/// `stat.systime` alone, so one refused request teaches it the offset and the next
+/// orders go through. The old client fell back to `Date` whenever systime showed no
+/// change, so the offset alternated and every other order was refused (code 16).
+#[test]
+fn a_skewed_systime_is_followed_even_when_date_disagrees() {
+    let emu = start();
+    emu.skew("ovopark", 2 * 3600);
+    emu.post("/_emu/ovopark/reply", json!({"front_date": true}));
+    let (ovo, _) = clients(&emu);
+    let mut orders = common::fixture_orders();
+    orders.truncate(4);
+    for o in &orders {
+        let r = ovo.send(o);
+        assert!(delivered(&r), "{r:?}");
+    }
+    assert_eq!(
+        emu.answers("ovopark", "16"),
+        1,
+        "one refused request, then the offset holds"
+    );
+    assert!(ovo.server_offset().offset().abs_diff(2 * 3600) <= 2);
+}

@@ -75,7 +75,11 @@ pub(crate) fn dispatch(shared: &Shared, req: &Request) -> Action {
     };
     st.requests[cloud as usize] += 1;
     let now = st.now(cloud);
-    let date = spec::http_date(now);
+    let date = if cloud == Cloud::Ovopark && st.ovo.reply.front_date {
+        spec::http_date(crate::clock::unix_now())
+    } else {
+        spec::http_date(now)
+    };
     if let Some(f) = st.take_fault(cloud) {
         st.count_answer(cloud, &format!("fault:{:?}", f.mode).to_lowercase());
         let mut resp = match f.mode {

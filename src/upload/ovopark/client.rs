@@ -135,12 +135,20 @@ impl OvoparkClient {
                     "permission: the key may not call method {mt} ({reason}): grant the key's application this API in the Ovopark open platform{or_fix}"
                 ));
             }
-            let learned = c
+            // `stat.systime` is the gateway's own clock (the one that judges
+            // `_timestamp`): when the reply has one, it alone is followed. The `Date`
+            // header only when there is none: a front server's `Date` may disagree
+            // with the gateway, and falling back to it whenever systime showed no
+            // change made the offset alternate, one refused request per order
+            // (issue #26, item 9).
+            let systime = c
                 .systime
                 .as_deref()
-                .and_then(|s| parse_ovopark_systime(s, self.cfg.zone_secs))
-                .and_then(|t| self.offset.learn(t))
-                .or_else(|| self.offset.learn_from_reply(&reply));
+                .and_then(|s| parse_ovopark_systime(s, self.cfg.zone_secs));
+            let learned = match systime {
+                Some(t) => self.offset.learn(t),
+                None => self.offset.learn_from_reply(&reply),
+            };
             if let Some(off) = learned {
                 log::info!(
                     "ovopark: server clock differs from ours by {off} s; timestamps follow the server"
