@@ -251,6 +251,12 @@ fn key_without_method_permission() {
         text.contains("the key may not call method open.gateway.getBusinessOrg"),
         "{text}"
     );
+    // Issue #26 item 8: code 9 for getBusinessOrg may only mean another route.
+    assert!(
+        text.contains("open.gateway.getBusinessOrg is not served at")
+            && text.contains("the pushes (open.ovopark.storehouse.sendOrder) are not concerned"),
+        "{text}"
+    );
     assert!(!text.contains("unreachable"), "{text}");
     // Granted: the paused destinations go on (a flush ends the slow probing).
     delete(&emu, "/_emu/deny");

@@ -131,8 +131,19 @@ impl OvoparkClient {
                 } else {
                     ""
                 };
+                // getBusinessOrg is documented on the gateway SDK's own route, not
+                // necessarily on sendOrder's URL: a code 9 for it may only mean "not
+                // served here", and says nothing of the pushes (issue #26, item 8).
+                let route = if mt == GET_BUSINESS_ORG {
+                    format!(
+                        "; or {GET_BUSINESS_ORG} is not served at {} (its page documents it on the gateway's own route): the pushes ({}) are not concerned by this check",
+                        self.cfg.url, self.cfg.method
+                    )
+                } else {
+                    String::new()
+                };
                 c.outcome = Outcome::misconfigured(format!(
-                    "permission: the key may not call method {mt} ({reason}): grant the key's application this API in the Ovopark open platform{or_fix}"
+                    "permission: the key may not call method {mt} ({reason}): grant the key's application this API in the Ovopark open platform{or_fix}{route}"
                 ));
             }
             // `stat.systime` is the gateway's own clock (the one that judges

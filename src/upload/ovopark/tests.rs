@@ -249,6 +249,13 @@ fn classification_table() {
     // enterprise/org (206003, 206005, 206006) is the identity of the order's source:
     // only that source pauses (issue #26).
     check(200, &stat("206001"), "misconfigured");
+    // 12: the _aid/_akey pair; the reason says how to fix the page's fixed S107.
+    let c = classify(&reply(200, &stat("12")));
+    assert!(
+        c.outcome.text().contains("set ovopark.aid"),
+        "{:?}",
+        c.outcome
+    );
     for code in ["206003", "206004", "206005", "206006"] {
         check(200, &stat(code), "source misconfigured");
     }
