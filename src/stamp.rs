@@ -165,6 +165,8 @@ pub struct RawIdentity {
     pub machine_id: Option<String>,
     /// Per-source overrides of `[video]`.
     pub video: Option<RawVideo>,
+    /// The tills' zone of this source when it differs from `agent.timezone`.
+    pub timezone: Option<String>,
 }
 
 /// The zone of a source's tills when none is given (`agent.timezone`'s default).
@@ -217,6 +219,13 @@ impl RawIdentity {
         let video = match &self.video {
             Some(v) => v.validate(p, &format!("{key}.video"), video),
             None => video.clone(),
+        };
+        let zone = match self.timezone.as_deref() {
+            None => zone,
+            Some(z) => crate::settings::parse_offset(z).unwrap_or_else(|e| {
+                p.push(&format!("{key}.timezone"), e);
+                zone
+            }),
         };
         Some(Identity {
             name,
@@ -285,6 +294,7 @@ mod tests {
             shop: Some("D001".into()),
             machine_id: Some("NVR01-CH03".into()),
             video: None,
+            timezone: None,
         };
         let id = raw
             .validate(&mut p, "source[0]", &video, default_zone())
@@ -353,5 +363,44 @@ mod tests {
         assert_eq!(o.machine_id.as_deref(), Some("CAM-9"));
         assert_eq!(format_time(&o.video_start.unwrap()), "2026-11-22 09:00:00");
         assert_eq!(o.shop.as_deref(), Some("D001"));
+    }
+
+    /// Issue #26: every order carries its till's zone (`agent.timezone`, or the
+    /// source's own `timezone`), unless it came with one.
+    #[test]
+    fn the_tills_zone_is_stamped() {
+        let mut o = order(&[None]);
+        stamp(&mut o, &source(""));
+        assert_eq!(o.zone.as_deref(), Some("+08:00"));
+        assert_eq!(o.zone_secs(), 8 * 3600);
+        let mut p = Problems::new();
+        let raw = RawIdentity {
+            name: Some("tokyo".into()),
+            shop: Some("D001".into()),
+            machine_id: Some("NVR01-CH03".into()),
+            video: None,
+            timezone: Some("+09:00".into()),
+        };
+        let id = raw
+            .validate(&mut p, "source[0]", &Video::default(), default_zone())
+            .unwrap();
+        let mut o = order(&[None]);
+        stamp(&mut o, &id);
+        assert_eq!(o.zone.as_deref(), Some("+09:00"));
+        let mut kept = order(&[None]);
+        kept.zone = Some("-05:00".into());
+        stamp(&mut kept, &id);
+        assert_eq!(kept.zone.as_deref(), Some("-05:00"));
+        assert_eq!(kept.zone_secs(), -5 * 3600);
+        let bad = RawIdentity {
+            name: Some("x".into()),
+            shop: Some("D001".into()),
+            machine_id: Some("M".into()),
+            video: None,
+            timezone: Some("JST".into()),
+        };
+        let mut p = Problems::new();
+        let _ = bad.validate(&mut p, "source[0]", &Video::default(), default_zone());
+        assert!(format!("{p:?}").contains("source[x].timezone"), "{p:?}");
     }
 }

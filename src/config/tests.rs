@@ -328,6 +328,7 @@ unknown = 1
 
 [[source]]
 name = "json"
+timezone = "+09:00"
 kind = "folder"
 path = "in/json"
 format = "json"
@@ -611,6 +612,8 @@ fn the_printed_configuration_uses_the_files_own_spelling() {
         "push_url = \"https://***@gw.example:9091\"",
         // the rest as written
         "timezone = \"-05:30\"",
+        // a till of its own zone (issue #26)
+        "timezone = \"+09:00\"",
         "log_level = \"debug\"",
         "listen = \"\"",
         "allow = [\"192.168.1.20\", \"10.0.0.0/24\", \"fd00::/8\"]",

@@ -18,6 +18,7 @@ fn settings(text: &str, state: &Path) -> (Identity, FolderSource, crate::outbox:
         shop: s("shop"),
         machine_id: s("machine_id"),
         video: None,
+        timezone: None,
     }
     .validate(
         &mut p,
