@@ -177,6 +177,17 @@ impl Config {
             ("ovopark.url", self.ovopark.as_ref().map(|o| o.url.as_str())),
             ("wdt.url", self.wdt.as_ref().map(|d| d.url.as_str())),
         ];
+        // The POS API (open.ovopark.pos.sendOrder v2) has a payload of its own
+        // (iposJson with a ticket id, cashier id and name, the machineId its receipt
+        // overlay needs): this agent builds the storehouse payload only, and under
+        // the POS name it is wrong data at the vendor (issue #26, item 10, open).
+        if let Some(o) = self.ovopark.as_ref().filter(|o| o.method == POS_SEND_ORDER) {
+            w.push(format!(
+                "ovopark.method = {:?} sends the storehouse payload under the POS API's name; the POS API takes its own payload (ticket, cashier, machineId), which this version does not build: use {:?}",
+                o.method,
+                crate::upload::ovopark::SEND_ORDER
+            ));
+        }
         for (key, url) in urls {
             if let Some(url) = url.filter(|u| crate::upload::http::cleartext_remote(u)) {
                 w.push(format!(
@@ -430,3 +441,6 @@ fn enabled(p: &mut Problems, name: &str, table: Option<toml::Table>) -> Option<t
 }
 
 pub use crate::settings::parse_offset;
+
+/// Ovopark's POS API method (see [`Config::warnings`]).
+const POS_SEND_ORDER: &str = "open.ovopark.pos.sendOrder";

@@ -95,9 +95,10 @@ pub struct RawOvopark {
     /// Requests in flight at once, 1..=[`MAX_CONCURRENCY`]; default
     /// [`DEFAULT_CONCURRENCY`].
     pub concurrency: Option<usize>,
-    /// The sendOrder method name (`_mt`), default [`SEND_ORDER`]: a tenant whose
-    /// platform registers the same payload under another name
-    /// (`open.ovopark.pos.sendOrder`) sets it.
+    /// The sendOrder method name (`_mt`), default [`SEND_ORDER`], for a tenant whose
+    /// platform registers the storehouse payload under another name. Not the POS API
+    /// (`open.ovopark.pos.sendOrder`): its payload differs and is not built (the
+    /// config warns, issue #26).
     pub method: Option<String>,
     /// How long an order refused with a code nobody recognises is retried before it
     /// is rejected (`"24h"`, [`DEFAULT_GIVE_UP_AFTER`]).
