@@ -13,10 +13,14 @@
 //!
 //! Invariants:
 //! - Every attempt ends in an [`Outcome`] per order, and the outcome is data the outbox
-//!   persists: delivered, retry later, rejected (this order's data), or misconfigured (the
-//!   destination's configuration; the order waits).
-//! - Classification is a pure function of the HTTP reply (status, headers, body); the
-//!   clients' only side effect besides logging is learning the server clock offset.
+//!   persists: delivered, retry later, rejected (this order's data), misconfigured (the
+//!   destination's configuration; the order waits), or its source misconfigured there
+//!   (the source's shop or enterprise: that source's orders wait, the others go on).
+//! - Classification is a pure function of the HTTP reply (status, headers, body), with
+//!   one exception each cloud documents: what a Wangdiantong answer leaves in doubt
+//!   (an `error_list` entry naming no trade, counts short of the batch, a refused
+//!   re-push) is confirmed by `searchSelfOrder`, never assumed delivered.
+//! - The clients' only side effect besides logging is learning the server clock offset.
 //! - A transient fault is never `Rejected`: what the specs do not name is retried.
 //! - No secret (`secret`, the WDT `salt`) reaches an `Outcome`, a log line or an error.
 
