@@ -16,7 +16,12 @@
 //! - Every field the seed marks required is present, from the order or from the
 //!   documented, configurable defaults (an in-store sale's receiver is the shop itself).
 //! - A request holds at most `batch_size` (≤ 100) trades of one `shop_no`, with distinct
-//!   `tid`s. Trades named in `error_list` are rejected alone. A whole call refused
+//!   `tid`s. Each `error_list` entry's free text is classified like a whole call's
+//!   message, for its trade alone (matched by `no`, any id it carries, a line's oid, or
+//!   a tid its text names); an entry naming no trade, or `new_count + chg_count` short
+//!   of the batch, has every trade confirmed by `searchSelfOrder` (by modification
+//!   time), never assumed delivered. Trade times go out as 东八区 wall time converted
+//!   from the order's zone. A whole call refused
 //!   with a data message or one nobody recognises (status 100) is isolated: the trade
 //!   the message names is set aside and the others sent again at once, else the batch
 //!   is split in halves until the trade is alone; one refused trade never holds back
