@@ -1323,3 +1323,37 @@ fn a_skewed_systime_is_followed_even_when_date_disagrees() {
     );
     assert!(ovo.server_offset().offset().abs_diff(2 * 3600) <= 2);
 }
+
+/// Item 2 for Ovopark: 206004 (部门不存在) names the shopId. When it is the source's
+/// (its `shop`), the source's orders pause (`SourceMisconfigured`); when an order
+/// carries a shop of its own (an export with each order's shop), only that order is
+/// refused. On the old client both paused the whole destination.
+#[test]
+fn ovopark_206004_pauses_the_source_whose_shop_it_is_or_refuses_the_order() {
+    let emu = start();
+    let (o, _) = configs(&emu, "", "");
+    let routes = [("lane1", "D001"), ("lane2", "NOSUCH")]
+        .into_iter()
+        .map(|(name, shop)| {
+            let r = o
+                .resolve(Some(&OvoparkShop::default()), Some(shop))
+                .map_err(|e| e.reason);
+            (name.to_string(), r)
+        })
+        .collect();
+    let ovo = OvoparkClient::new(o, routes).unwrap();
+    let base = common::fixture_orders().remove(0);
+    let mut lane2 = base.clone();
+    lane2.source = Some("lane2".into());
+    lane2.shop = Some("NOSUCH".into());
+    let r = ovo.send(&lane2);
+    assert!(matches!(r, Outcome::SourceMisconfigured { .. }), "{r:?}");
+    assert!(r.text().contains("206004"), "{r:?}");
+    let mut own = base.clone();
+    own.order_no = "OWN-SHOP".into();
+    own.shop = Some("ELSEWHERE".into());
+    let r = ovo.send(&own);
+    assert!(matches!(r, Outcome::Rejected { .. }), "{r:?}");
+    assert!(r.text().contains("this order's own shop"), "{r:?}");
+    assert!(delivered(&ovo.send(&base)));
+}

@@ -238,7 +238,27 @@ impl OvoparkClient {
         for w in &ipos.warnings {
             log::warn!("ovopark: {w}");
         }
-        let (c, _) = self.call(&|now| self.params(&target, &ipos.json, now));
+        let (mut c, _) = self.call(&|now| self.params(&target, &ipos.json, now));
+        // 206004 names the shopId. Usually the source's (its `shop`, or the config's
+        // shop_id): the source pauses. An export may carry each order's own shop,
+        // though: then the unknown shop is that order's data, and only it is refused.
+        if let (Some("206004"), Outcome::SourceMisconfigured { reason }) =
+            (c.code.as_deref(), &c.outcome)
+        {
+            let own = order
+                .source
+                .as_deref()
+                .and_then(|s| self.routes.get(s))
+                .and_then(|r| r.as_ref().ok())
+                .is_some_and(|r| r.shop_is_the_orders(order.shop.as_deref()));
+            if own {
+                c.outcome = Outcome::rejected(format!(
+                    "order {}: {reason}: shopId {} is this order's own shop (not its source's): fix the order's shop, then `tillrelay retry`",
+                    order.order_no,
+                    order.shop.as_deref().unwrap_or_default()
+                ));
+            }
+        }
         match &c.outcome {
             Outcome::Delivered { .. } => {}
             o => log::debug!(
