@@ -1357,3 +1357,31 @@ fn ovopark_206004_pauses_the_source_whose_shop_it_is_or_refuses_the_order() {
     assert!(r.text().contains("this order's own shop"), "{r:?}");
     assert!(delivered(&ovo.send(&base)));
 }
+
+/// Item 6, the counts: an answer whose `new_count + chg_count` is short of the batch,
+/// with no `error_list`, does not add up; each trade is confirmed by searchSelfOrder,
+/// and the one the ERP does not hold is sent again, not counted delivered. Fails on
+/// the old client (counts were ignored).
+#[test]
+fn counts_short_of_the_batch_are_confirmed_by_query() {
+    let emu = start();
+    let (_, wdt) = clients(&emu);
+    let orders = orders_closed("CS", 3, 0, "+08:00");
+    let refs: Vec<&Order> = orders.iter().collect();
+    let lost = wdt.build(&orders[2]).unwrap().tid;
+    emu.post("/_emu/wdt/drop", json!({ "tid": lost }));
+    let out = wdt.send_batch(&refs);
+    assert!(delivered(&out[0]) && delivered(&out[1]), "{out:?}");
+    assert!(
+        out[0].text().contains("new_count 2 + chg_count 0"),
+        "{:?}",
+        out[0]
+    );
+    assert!(matches!(out[2], Outcome::Retry { .. }), "{:?}", out[2]);
+    let r = common::http()
+        .delete(format!("{}/_emu/wdt/refuse", emu.base()))
+        .call()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert!(delivered(&wdt.send_batch(&[&orders[2]])[0]));
+}

@@ -199,8 +199,23 @@ pub(crate) fn control(st: &mut State, req: &Request) -> Response {
                 Err(e) => bad(format!("refuse: {e}")),
             }
         }
+        ("POST", "/_emu/wdt/drop") => {
+            #[derive(serde::Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct Drop {
+                tid: String,
+            }
+            match serde_json::from_slice::<Drop>(&req.body) {
+                Ok(d) => {
+                    st.wdt.dropped.push(d.tid);
+                    Response::json(&serde_json::json!({"ok": true}))
+                }
+                Err(e) => bad(format!("drop: {e}")),
+            }
+        }
         ("DELETE", "/_emu/wdt/refuse") => {
             st.wdt.refusals.clear();
+            st.wdt.dropped.clear();
             st.wdt.refuse_held = false;
             Response::json(&serde_json::json!({"ok": true}))
         }

@@ -26,7 +26,9 @@
 //!   what is held (by tid and shop, and by *modification* time as its page defines
 //!   it: when the trade was pushed, at most 30 days apart). With `"whole_call":
 //!   false`, `"entry_key"` chooses how the `error_list` entry names the trade (`no`
-//!   as the page has it, `oid`: a line's id, `""`: no id).
+//!   as the page has it, `oid`: a line's id, `""`: no id). `POST /_emu/wdt/drop`
+//!   `{"tid"}`: the ERP silently stores nothing of that trade, names it nowhere, and
+//!   counts it in neither `new_count` nor `chg_count` (cleared with the refusals).
 //! - `POST /_emu/deny` `{"target": "ovopark"|"wdt"|"both", "method": "…"}`: the key
 //!   may not call that method (a key without its permission): Wangdiantong answers
 //!   status 100 `权限不足`, Ovopark code 9 (the seed names no permission code; 9 is its

@@ -131,6 +131,10 @@ pub(crate) struct WdtState {
     pub(crate) refuse_held: bool,
     /// Methods the key may not call (`POST /_emu/deny`): status 100 权限不足.
     pub(crate) denied: Vec<String>,
+    /// Trades the ERP silently does not store (`POST /_emu/wdt/drop`): the call
+    /// succeeds, no `error_list` entry names them, and `new_count + chg_count` is
+    /// short of the batch by as many (issue #26: an answer that does not add up).
+    pub(crate) dropped: Vec<String>,
 }
 
 /// `POST /_emu/wdt/refuse` body: pushes holding `tid` are refused with `message`.
@@ -406,6 +410,10 @@ fn push(
         let tid = ok[i].0.clone();
         if st.refuse_held && st.trades.contains_key(&tid) {
             return Err((100, format!("订单已递交,不能修改,原始单号为：{tid}")));
+        }
+        if st.dropped.contains(&tid) {
+            ok.remove(i);
+            continue;
         }
         match st.refusals.iter().find(|r| r.tid == tid) {
             Some(r) if r.whole_call => return Err((100, r.text())),
