@@ -483,6 +483,16 @@ fn two_sources_one_bad_shop() {
             .any(|l| l.contains("wdt / source lane2:") && l.contains("NOSUCH")),
         "{text}"
     );
+    // The shop is fixed and the config reloaded: lane2's orders go out, the pause ends.
+    till.edit_config(|t| t.replace("shop_no = \"NOSUCH\"", "shop_no = \"SHOP2\""));
+    let out = till.cli(&["reload"]);
+    assert!(out.status.success(), "{}", output_text(&out));
+    assert!(
+        till.wait_delivered(&["ovopark", "wdt"], 10, WAIT, true),
+        "{}",
+        till.explain()
+    );
+    assert_eq!(till.dest("wdt")["paused_sources"], json!([]));
     till.stop();
 }
 
