@@ -1370,7 +1370,10 @@ fn counts_short_of_the_batch_are_confirmed_by_query() {
     let refs: Vec<&Order> = orders.iter().collect();
     let lost = wdt.build(&orders[2]).unwrap().tid;
     emu.post("/_emu/wdt/drop", json!({ "tid": lost }));
+    let before = emu.requests().1;
     let out = wdt.send_batch(&refs);
+    // The push, one query of what it modified, one by tid for the trade it does not list.
+    assert_eq!(emu.requests().1 - before, 3);
     assert!(delivered(&out[0]) && delivered(&out[1]), "{out:?}");
     assert!(
         out[0].text().contains("new_count 2 + chg_count 0"),

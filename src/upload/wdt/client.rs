@@ -187,6 +187,7 @@ impl WdtClient {
     fn send_chunk(&self, chunk: &[&BuiltTrade], ctx: &Ctx, out: &mut HashMap<String, Outcome>) {
         let Some(first) = chunk.first() else { return };
         let body = build_body(&first.shop_no, chunk);
+        let sent_at = self.offset.now_unix();
         let reply = self.call(self.cfg.method.method(), &body);
         // A crash after the cloud answered, before the outcome is kept (tests).
         crate::failpoint::hit("wdt.after_push");
@@ -195,7 +196,10 @@ impl WdtClient {
                 failed,
                 new_count,
                 chg_count,
-            } => self.accepted(chunk, ctx, &failed, new_count, chg_count, out),
+            } => {
+                let counts = (new_count, chg_count, sent_at);
+                self.accepted(chunk, ctx, &failed, counts, out)
+            }
             Classified::DataError(what) | Classified::Unrecognised(what) if chunk.len() > 1 => {
                 if let Some(tid) = named_tid(&what, chunk.iter().map(|t| t.tid.as_str())) {
                     log::info!(
@@ -249,8 +253,7 @@ impl WdtClient {
         chunk: &[&BuiltTrade],
         ctx: &Ctx,
         failed: &[ErrorEntry],
-        new_count: i64,
-        chg_count: i64,
+        (new_count, chg_count, sent_at): (i64, i64, i64),
         out: &mut HashMap<String, Outcome>,
     ) {
         let mut refused: HashMap<&str, &str> = HashMap::new();
@@ -277,12 +280,18 @@ impl WdtClient {
         } else {
             None
         };
-        if let Some(d) = &doubt {
+        // One query lists what the push just modified in the shop; a trade it does
+        // not list (an unchanged re-push may keep its old modification time) is
+        // asked for by tid.
+        let recent = doubt.as_ref().and_then(|d| {
             log::warn!(
                 "wdt: the answer to a batch of {} does not add up ({d}); confirming each trade with {SEARCH_SELF_ORDER}",
                 chunk.len()
             );
-        }
+            chunk
+                .first()
+                .and_then(|t| self.modified_since(&t.shop_no, sent_at))
+        });
         for t in chunk {
             let outcome = match (refused.get(t.tid.as_str()), &doubt) {
                 (Some(err), _) => self.entry_refusal(t, ctx, err),
@@ -292,7 +301,12 @@ impl WdtClient {
                         chunk.len()
                     ),
                 },
-                (None, Some(d)) => match self.holds(t) {
+                (None, Some(d)) => match recent
+                    .as_ref()
+                    .filter(|r| r.contains(&t.tid))
+                    .map(|_| true)
+                    .or_else(|| self.holds(t))
+                {
                     Some(true) => Outcome::Delivered {
                         note: format!(
                             "held by the ERP (confirmed by {SEARCH_SELF_ORDER}: the answer did not add up: {d})"
@@ -407,6 +421,47 @@ impl WdtClient {
             if held { "" } else { "not " }
         );
         Some(held)
+    }
+
+    /// The tids of `shop_no` modified since `since` (server unix seconds, less a
+    /// minute for the clocks), by searchSelfOrder's modification-time window, at most
+    /// [`MAX_BATCH`] · 5 of them. `None`: the query failed.
+    fn modified_since(
+        &self,
+        shop_no: &str,
+        since: i64,
+    ) -> Option<std::collections::HashSet<String>> {
+        let now = self.offset.now_unix();
+        let body = serde_json::json!([{
+            "shop_no": shop_no,
+            "start_time": server_time(since - 60),
+            "end_time": server_time(now + 60),
+        }])
+        .to_string();
+        let mut found = std::collections::HashSet::new();
+        for page in 0..5 {
+            let page_no = page.to_string();
+            let pager = [
+                ("page_size", "100"),
+                ("page_no", page_no.as_str()),
+                ("calc_total", "0"),
+            ];
+            let url = self.signed_url_with(SEARCH_SELF_ORDER, &body, now, &pager);
+            let reply = self.http.post(&url, CONTENT_TYPE, body.as_bytes()).ok()?;
+            let v = serde_json::from_slice::<serde_json::Value>(&reply.body).ok()?;
+            if !(v["status"] == 0 || v["status"] == "0") {
+                return None;
+            }
+            let list = v["data"]["order"].as_array().cloned().unwrap_or_default();
+            found.extend(
+                list.iter()
+                    .filter_map(|o| o["tid"].as_str().map(str::to_string)),
+            );
+            if list.len() < MAX_BATCH {
+                break;
+            }
+        }
+        Some(found)
     }
 
     /// `下单时间非法`: the trade time is ahead of the server's clock. A POS clock a
