@@ -8,6 +8,7 @@ use super::*;
 use crate::order::Order;
 use std::sync::mpsc;
 
+use super::confirm::entry_trade;
 use crate::upload::destination::Each;
 use crate::upload::form::percent_encode;
 use crate::upload::http::Http;
@@ -19,9 +20,9 @@ pub struct WdtClient {
     cfg: Wdt,
     /// Each source's shop, resolved by the config (an `Err`: a disabled source's).
     routes: HashMap<String, Result<ShopTarget, String>>,
-    http: Http,
+    pub(super) http: Http,
     /// The learned server clock offset.
-    offset: Arc<ServerOffset>,
+    pub(super) offset: Arc<ServerOffset>,
     /// Since when each lone trade has been refused (see [`FirstFailures`]).
     first_failures: FirstFailures,
 }
@@ -384,86 +385,6 @@ impl WdtClient {
         ))
     }
 
-    /// Whether the ERP holds trade `t`: `searchSelfOrder` by tid and shop, and by
-    /// the window its page defines: `start_time`/`end_time` are the trade's
-    /// *modification* time (修改起始/结束时间, 东八区, at most 30 days apart), not its
-    /// trade time. A trade is modified when it is pushed, which may be days after the
-    /// sale (a backlog), so the window is the last [`SEARCH_WINDOW_SECS`] of the
-    /// server's clock. `None`: the query failed (not known either way).
-    fn holds(&self, t: &BuiltTrade) -> Option<bool> {
-        let now = self.offset.now_unix();
-        let body = serde_json::json!([{
-            "shop_no": t.shop_no,
-            "tid": t.tid,
-            "start_time": server_time(now - SEARCH_WINDOW_SECS),
-            "end_time": server_time(now + 60),
-        }])
-        .to_string();
-        let pager = [("page_size", "10"), ("page_no", "0"), ("calc_total", "1")];
-        let url = self.signed_url_with(SEARCH_SELF_ORDER, &body, now, &pager);
-        let reply = self.http.post(&url, CONTENT_TYPE, body.as_bytes()).ok()?;
-        let v = serde_json::from_slice::<serde_json::Value>(&reply.body).ok()?;
-        if !(v["status"] == 0 || v["status"] == "0") {
-            log::warn!(
-                "wdt: {SEARCH_SELF_ORDER} for trade {} failed: status {} {}",
-                t.tid,
-                v["status"],
-                v["message"].as_str().unwrap_or_default()
-            );
-            return None;
-        }
-        let held = v["data"]["order"]
-            .as_array()
-            .is_some_and(|l| l.iter().any(|o| o["tid"] == t.tid.as_str()));
-        log::info!(
-            "wdt: {SEARCH_SELF_ORDER}: trade {} is {}held by the ERP",
-            t.tid,
-            if held { "" } else { "not " }
-        );
-        Some(held)
-    }
-
-    /// The tids of `shop_no` modified since `since` (server unix seconds, less a
-    /// minute for the clocks), by searchSelfOrder's modification-time window, at most
-    /// [`MAX_BATCH`] · 5 of them. `None`: the query failed.
-    fn modified_since(
-        &self,
-        shop_no: &str,
-        since: i64,
-    ) -> Option<std::collections::HashSet<String>> {
-        let now = self.offset.now_unix();
-        let body = serde_json::json!([{
-            "shop_no": shop_no,
-            "start_time": server_time(since - 60),
-            "end_time": server_time(now + 60),
-        }])
-        .to_string();
-        let mut found = std::collections::HashSet::new();
-        for page in 0..5 {
-            let page_no = page.to_string();
-            let pager = [
-                ("page_size", "100"),
-                ("page_no", page_no.as_str()),
-                ("calc_total", "0"),
-            ];
-            let url = self.signed_url_with(SEARCH_SELF_ORDER, &body, now, &pager);
-            let reply = self.http.post(&url, CONTENT_TYPE, body.as_bytes()).ok()?;
-            let v = serde_json::from_slice::<serde_json::Value>(&reply.body).ok()?;
-            if !(v["status"] == 0 || v["status"] == "0") {
-                return None;
-            }
-            let list = v["data"]["order"].as_array().cloned().unwrap_or_default();
-            found.extend(
-                list.iter()
-                    .filter_map(|o| o["tid"].as_str().map(str::to_string)),
-            );
-            if list.len() < MAX_BATCH {
-                break;
-            }
-        }
-        Some(found)
-    }
-
     /// `下单时间非法`: the trade time is ahead of the server's clock. A POS clock a
     /// little fast waits until the server's time has passed the trade's; one further
     /// ahead than [`MAX_TRADE_AHEAD_SECS`] is a wrong clock or zone, and the trade is
@@ -656,31 +577,6 @@ impl WdtClient {
         let v: serde_json::Value = serde_json::from_slice(&reply).unwrap_or_default();
         judge_shop(&v["data"]["details"], shop_no)
     }
-}
-
-/// The trade of `chunk` an `error_list` entry names: an id equal to a tid, else to
-/// one of a trade's line oids, else the one tid its text names as a whole token.
-fn entry_trade<'a>(e: &ErrorEntry, chunk: &[&'a BuiltTrade]) -> Option<&'a str> {
-    let by_tid = e
-        .ids
-        .iter()
-        .find_map(|id| chunk.iter().find(|t| t.tid == *id));
-    let by_oid = || {
-        e.ids
-            .iter()
-            .find_map(|id| chunk.iter().find(|t| t.has_oid(id)))
-    };
-    match by_tid.or_else(by_oid) {
-        Some(t) => Some(t.tid.as_str()),
-        None => named_tid(&e.error, chunk.iter().map(|t| t.tid.as_str())),
-    }
-}
-
-/// Unix seconds as the server's wall time (东八区), `yyyy-MM-dd HH:mm:ss`.
-fn server_time(unix: i64) -> String {
-    chrono::DateTime::from_timestamp(unix + SERVER_ZONE_SECS, 0)
-        .map(|d| d.naive_utc().format(crate::order::TIME_FORMAT).to_string())
-        .unwrap_or_default()
 }
 
 /// What `setting.Shop.queryShop`'s `details` say of `shop_no`.

@@ -34,10 +34,12 @@
 //! Layout: [`settings`] (the `[wdt]` / `[source.wdt]` tables, their validation,
 //! and the resolution of a source's identity), [`request`] (raw trades and the request body), [`sign`]
 //! (`sign`, `timestamp`), [`classify`] (status and messages of a reply), [`client`] (the
-//! requests, and the engine's [`crate::upload::Destination`]).
+//! requests, and the engine's [`crate::upload::Destination`]), `confirm` (searchSelfOrder:
+//! what an answer leaves in doubt), `isolate` (the trade a whole-call refusal names).
 
 mod classify;
 mod client;
+mod confirm;
 mod isolate;
 mod request;
 mod settings;
