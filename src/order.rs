@@ -145,6 +145,32 @@ pub struct Order {
     pub video_start: Option<NaiveDateTime>,
     #[serde(default, with = "opt_time", skip_serializing_if = "Option::is_none")]
     pub video_end: Option<NaiveDateTime>,
+    /// The till's UTC offset (`+09:00`): `order_time` and the video window are that
+    /// zone's wall time. Stamped from `agent.timezone`; a destination that wants
+    /// another zone's time (Wangdiantong: 东八区) converts with it. Orders stored
+    /// before it existed have none and are read as UTC+8, as they were sent then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
+}
+
+/// The zone an order without one is taken to be in (what was assumed before orders
+/// carried their zone): UTC+8.
+pub const DEFAULT_ZONE_SECS: i32 = 8 * 3600;
+
+impl Order {
+    /// The till's zone of this order (seconds east of UTC): its `zone`, else
+    /// [`DEFAULT_ZONE_SECS`].
+    pub fn zone_secs(&self) -> i32 {
+        self.zone
+            .as_deref()
+            .and_then(|z| z.parse::<chrono::FixedOffset>().ok())
+            .map_or(DEFAULT_ZONE_SECS, |z| z.local_minus_utc())
+    }
+
+    /// `t`, a wall time of this order's till, as unix seconds.
+    pub fn unix_of(&self, t: &NaiveDateTime) -> i64 {
+        t.and_utc().timestamp() - i64::from(self.zone_secs())
+    }
 }
 
 thread_local! {

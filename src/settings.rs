@@ -140,6 +140,27 @@ pub fn ser_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S
     s.collect_str(&fmt_duration(*d))
 }
 
+/// `"+08:00"`, `"-05:30"`, `"UTC"`, `"Z"`.
+pub fn parse_offset(s: &str) -> Result<chrono::FixedOffset, String> {
+    let t = s.trim();
+    if t.eq_ignore_ascii_case("utc") || t == "Z" {
+        return chrono::FixedOffset::east_opt(0).ok_or_else(|| "unreachable".into());
+    }
+    let bad = || format!("{s:?} is not a UTC offset like +08:00");
+    let (sign, rest) = match t.as_bytes().first() {
+        Some(b'+') => (1, &t[1..]),
+        Some(b'-') => (-1, &t[1..]),
+        _ => return Err(bad()),
+    };
+    let (h, m) = rest.split_once(':').unwrap_or((rest, "0"));
+    let h: i32 = h.parse().map_err(|_| bad())?;
+    let m: i32 = m.parse().map_err(|_| bad())?;
+    if h > 14 || m > 59 {
+        return Err(bad());
+    }
+    chrono::FixedOffset::east_opt(sign * (h * 3600 + m * 60)).ok_or_else(bad)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -141,6 +141,9 @@ pub struct Identity {
     /// The camera/NVR device id used for video traceback.
     pub machine_id: String,
     pub video: Video,
+    /// The till's zone (`agent.timezone`): stamped on each order, so a destination
+    /// that wants another zone's times can convert them.
+    pub zone: chrono::FixedOffset,
 }
 
 impl Identity {
@@ -162,6 +165,13 @@ pub struct RawIdentity {
     pub machine_id: Option<String>,
     /// Per-source overrides of `[video]`.
     pub video: Option<RawVideo>,
+    /// The tills' zone of this source when it differs from `agent.timezone`.
+    pub timezone: Option<String>,
+}
+
+/// The zone of a source's tills when none is given (`agent.timezone`'s default).
+pub fn default_zone() -> chrono::FixedOffset {
+    chrono::FixedOffset::east_opt(crate::order::DEFAULT_ZONE_SECS).expect("UTC+8 is in range")
 }
 
 impl RawIdentity {
@@ -169,7 +179,14 @@ impl RawIdentity {
     /// (`source[3]`) until its name is known, then problems are named by the name
     /// (`source[lane1].shop`). None when the name is missing or unusable: the rest of
     /// the source cannot be named then.
-    pub fn validate(self, p: &mut Problems, key: &str, video: &Video) -> Option<Identity> {
+    /// `zone`: the tills' zone (`agent.timezone`).
+    pub fn validate(
+        self,
+        p: &mut Problems,
+        key: &str,
+        video: &Video,
+        zone: chrono::FixedOffset,
+    ) -> Option<Identity> {
         let name = match self.name {
             Some(n) if valid_name(&n) => n,
             Some(n) => {
@@ -203,11 +220,19 @@ impl RawIdentity {
             Some(v) => v.validate(p, &format!("{key}.video"), video),
             None => video.clone(),
         };
+        let zone = match self.timezone.as_deref() {
+            None => zone,
+            Some(z) => crate::settings::parse_offset(z).unwrap_or_else(|e| {
+                p.push(&format!("{key}.timezone"), e);
+                zone
+            }),
+        };
         Some(Identity {
             name,
             shop,
             machine_id,
             video,
+            zone,
         })
     }
 }
@@ -229,6 +254,9 @@ pub fn stamp(order: &mut Order, source: &Identity) {
     }
     if order.machine_id.is_none() {
         order.machine_id = Some(source.machine_id.clone());
+    }
+    if order.zone.is_none() {
+        order.zone = Some(source.zone.to_string());
     }
     if order.video_start.is_none() || order.video_end.is_none() {
         let v = &source.video;
@@ -266,8 +294,11 @@ mod tests {
             shop: Some("D001".into()),
             machine_id: Some("NVR01-CH03".into()),
             video: None,
+            timezone: None,
         };
-        let id = raw.validate(&mut p, "source[0]", &video).unwrap();
+        let id = raw
+            .validate(&mut p, "source[0]", &video, default_zone())
+            .unwrap();
         assert!(p.is_empty(), "{:?}", p.into_vec());
         id
     }
@@ -332,5 +363,44 @@ mod tests {
         assert_eq!(o.machine_id.as_deref(), Some("CAM-9"));
         assert_eq!(format_time(&o.video_start.unwrap()), "2026-11-22 09:00:00");
         assert_eq!(o.shop.as_deref(), Some("D001"));
+    }
+
+    /// Issue #26: every order carries its till's zone (`agent.timezone`, or the
+    /// source's own `timezone`), unless it came with one.
+    #[test]
+    fn the_tills_zone_is_stamped() {
+        let mut o = order(&[None]);
+        stamp(&mut o, &source(""));
+        assert_eq!(o.zone.as_deref(), Some("+08:00"));
+        assert_eq!(o.zone_secs(), 8 * 3600);
+        let mut p = Problems::new();
+        let raw = RawIdentity {
+            name: Some("tokyo".into()),
+            shop: Some("D001".into()),
+            machine_id: Some("NVR01-CH03".into()),
+            video: None,
+            timezone: Some("+09:00".into()),
+        };
+        let id = raw
+            .validate(&mut p, "source[0]", &Video::default(), default_zone())
+            .unwrap();
+        let mut o = order(&[None]);
+        stamp(&mut o, &id);
+        assert_eq!(o.zone.as_deref(), Some("+09:00"));
+        let mut kept = order(&[None]);
+        kept.zone = Some("-05:00".into());
+        stamp(&mut kept, &id);
+        assert_eq!(kept.zone.as_deref(), Some("-05:00"));
+        assert_eq!(kept.zone_secs(), -5 * 3600);
+        let bad = RawIdentity {
+            name: Some("x".into()),
+            shop: Some("D001".into()),
+            machine_id: Some("M".into()),
+            video: None,
+            timezone: Some("JST".into()),
+        };
+        let mut p = Problems::new();
+        let _ = bad.validate(&mut p, "source[0]", &Video::default(), default_zone());
+        assert!(format!("{p:?}").contains("source[x].timezone"), "{p:?}");
     }
 }

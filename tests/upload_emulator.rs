@@ -1070,8 +1070,9 @@ fn wdt_online_checks_each_sources_shop() {
     let o = &common::fixture_orders()[0];
     let mut lane3 = o.clone();
     lane3.source = Some("lane3".into());
+    // It is that source's shop: the source pauses, not the destination (issue #26).
     let r = client.send_batch(&[&lane3]).remove(0);
-    assert!(matches!(r, Outcome::Misconfigured { .. }), "{r:?}");
+    assert!(matches!(r, Outcome::SourceMisconfigured { .. }), "{r:?}");
     assert!(r.text().contains("店铺平台不是自有平台"), "{r:?}");
 
     // queryShop without its permission: each source says so, no "unreachable".
@@ -1111,4 +1112,279 @@ fn wdt_online_checks_each_sources_shop() {
             .contains("此方法仅支持分页查询"),
         "{v}"
     );
+}
+
+// ---------------------------------------------------------------------------
+// Issue #26: the vendors' own pages, not our reading of them.
+// ---------------------------------------------------------------------------
+
+/// `n` orders of the fixtures' first, numbered `{prefix}-{i}`, closed `days_ago` days
+/// before now at the till's zone `zone` (`+08:00`).
+fn orders_closed(prefix: &str, n: usize, days_ago: i64, zone: &str) -> Vec<Order> {
+    let z: chrono::FixedOffset = zone.parse().unwrap();
+    let wall =
+        chrono::Utc::now().with_timezone(&z).naive_local() - chrono::TimeDelta::days(days_ago);
+    let wall = wall - chrono::TimeDelta::seconds(5);
+    let base = common::fixture_orders().remove(0);
+    (1..=n)
+        .map(|i| {
+            let mut o = base.clone();
+            o.order_no = format!("{prefix}-{i}");
+            o.order_time = chrono::NaiveDateTime::parse_from_str(
+                &wall.format("%Y-%m-%d %H:%M:%S").to_string(),
+                "%Y-%m-%d %H:%M:%S",
+            )
+            .unwrap();
+            o.zone = Some(zone.to_string());
+            o.video_start = Some(o.order_time - chrono::TimeDelta::seconds(60));
+            o.video_end = Some(o.order_time + chrono::TimeDelta::seconds(30));
+            o
+        })
+        .collect()
+}
+
+/// Item 1: searchSelfOrder's `start_time`/`end_time` are the *modification* time (its
+/// page). A trade pushed three days after the sale, then re-pushed after a crash and
+/// refused as already held, is confirmed by query and delivered; the emulator finds
+/// it by when it was pushed, not by its trade time, and keeps the 30-day limit.
+/// Fails on the old client (it searched the trade time ± 1 day).
+#[test]
+fn a_backlog_pushed_days_after_the_sale_is_confirmed_by_modification_time() {
+    let emu = start();
+    let (_, wdt) = clients(&emu);
+    let orders = orders_closed("OLD", 3, 3, "+08:00");
+    let refs: Vec<&Order> = orders.iter().collect();
+    assert!(wdt.send_batch(&refs).iter().all(delivered));
+    // The crash: the outcome was not kept; the ERP now refuses a re-push of held trades.
+    emu.post("/_emu/wdt/held", json!({}));
+    let out = wdt.send_batch(&refs);
+    for o in &out {
+        assert!(delivered(o), "{o:?}");
+        assert!(o.text().contains("searchSelfOrder"), "{o:?}");
+    }
+    // The emulator, asked as the page defines: by modification time.
+    let ask = |body: Value| -> Value {
+        let body = body.to_string();
+        let pager = [("page_size", "10"), ("page_no", "0"), ("calc_total", "1")];
+        let url = wdt.signed_url_with(
+            wdt::SEARCH_SELF_ORDER,
+            &body,
+            tillrelay::clock::unix_now(),
+            &pager,
+        );
+        let text = common::http()
+            .post(url)
+            .header("Content-Type", "application/json")
+            .send(body)
+            .unwrap()
+            .body_mut()
+            .read_to_vec()
+            .unwrap();
+        serde_json::from_slice(&text).unwrap()
+    };
+    let at = |days: i64| {
+        (chrono::Utc::now() + chrono::TimeDelta::hours(8) + chrono::TimeDelta::days(days))
+            .format("%Y-%m-%d %H:%M:%S")
+            .to_string()
+    };
+    let tid = wdt.build(&orders[0]).unwrap().tid;
+    let trade_time_window = ask(json!([{"tid": tid, "start_time": at(-4), "end_time": at(-2)}]));
+    assert_eq!(trade_time_window["status"], 0, "{trade_time_window}");
+    assert_eq!(
+        trade_time_window["data"]["order"],
+        json!([]),
+        "the trade time is not searched"
+    );
+    let pushed = ask(json!([{"tid": tid, "start_time": at(-1), "end_time": at(0) }]));
+    let pushed_list = pushed["data"]["order"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(pushed_list.len(), 1, "{pushed}");
+    let by_tid = ask(json!([{"tid": tid}]));
+    assert_eq!(by_tid["data"]["order"][0]["tid"], tid.as_str(), "{by_tid}");
+    let too_wide = ask(json!([{"tid": tid, "start_time": at(-31), "end_time": at(0)}]));
+    assert_eq!(too_wide["status"], 1, "{too_wide}");
+}
+
+/// Item 3: an `error_list` entry is free text (pushSelf2 page): 系统繁忙，请稍后重试 for
+/// one trade is retried, as the same message for a whole call is; a shop message
+/// pauses its source; only the trade's own data rejects it. Fails on the old client
+/// (every entry was a rejection).
+#[test]
+fn error_list_entries_are_classified_like_whole_call_messages() {
+    let emu = start();
+    let (_, wdt) = clients(&emu);
+    let orders = orders_closed("EL", 4, 0, "+08:00");
+    let refs: Vec<&Order> = orders.iter().collect();
+    let tid = |i: usize| wdt.build(&orders[i]).unwrap().tid;
+    for (i, message) in [(1, "系统繁忙，请稍后重试"), (2, "商品名称含有非法字符")]
+    {
+        emu.post(
+            "/_emu/wdt/refuse",
+            json!({"tid": tid(i), "message": message, "whole_call": false, "names_tid": false}),
+        );
+    }
+    let out = wdt.send_batch(&refs);
+    assert!(delivered(&out[0]) && delivered(&out[3]), "{out:?}");
+    assert!(matches!(out[1], Outcome::Retry { .. }), "{:?}", out[1]);
+    assert!(out[1].text().contains("系统繁忙"), "{:?}", out[1]);
+    assert!(matches!(out[2], Outcome::Rejected { .. }), "{:?}", out[2]);
+    assert!(out[2].text().contains("非法字符"), "{:?}", out[2]);
+}
+
+/// Item 6: an `error_list` entry that cannot be matched by `no` (no id at all) is
+/// not dropped: every other trade of the batch is confirmed by searchSelfOrder, and
+/// the refused one, which the ERP does not hold, is sent again, never counted
+/// delivered. An entry naming a line (`oid`) is matched to its trade. Fails on the
+/// old client (the entry was dropped and its trade counted delivered).
+#[test]
+fn error_list_entries_that_name_no_trade_are_confirmed_by_query() {
+    let emu = start();
+    let (_, wdt) = clients(&emu);
+    let orders = orders_closed("UM", 3, 3, "+08:00");
+    let refs: Vec<&Order> = orders.iter().collect();
+    let refused = wdt.build(&orders[1]).unwrap().tid;
+    emu.post(
+        "/_emu/wdt/refuse",
+        json!({"tid": refused, "message": "订单异常", "whole_call": false, "names_tid": false, "entry_key": ""}),
+    );
+    let out = wdt.send_batch(&refs);
+    assert!(matches!(out[1], Outcome::Retry { .. }), "{:?}", out[1]);
+    assert!(out[1].text().contains("searchSelfOrder"), "{:?}", out[1]);
+    for i in [0, 2] {
+        assert!(delivered(&out[i]), "{:?}", out[i]);
+        assert!(out[i].text().contains("confirmed by"), "{:?}", out[i]);
+    }
+    assert!(!emu.wdt().contains_key(&refused));
+    // A line id instead of the tid: matched to its trade, whose text is classified.
+    let orders = orders_closed("OI", 2, 0, "+08:00");
+    let refs: Vec<&Order> = orders.iter().collect();
+    let refused = wdt.build(&orders[0]).unwrap().tid;
+    emu.post(
+        "/_emu/wdt/refuse",
+        json!({"tid": refused, "message": "商品名称含有非法字符", "whole_call": false, "names_tid": false, "entry_key": "oid"}),
+    );
+    let out = wdt.send_batch(&refs);
+    assert!(matches!(out[0], Outcome::Rejected { .. }), "{:?}", out[0]);
+    assert!(delivered(&out[1]), "{:?}", out[1]);
+}
+
+/// Item 4: trade times go out as 东八区 wall time whatever the till's zone, and an
+/// order just closed is not held back as "ahead of the server" (the emulator checks
+/// trade_time against its own UTC+8 clock). Fails on the old client: +09:00 was held
+/// back an hour, −05:00 and +00:00 went out 13 and 8 hours early.
+#[test]
+fn trade_times_go_out_in_the_servers_zone_from_any_till() {
+    let emu = start();
+    let (_, wdt) = clients(&emu);
+    for (i, zone) in ["-05:00", "+00:00", "+08:00", "+09:00"].iter().enumerate() {
+        let o = orders_closed(&format!("Z{i}"), 1, 0, zone).remove(0);
+        let r = wdt.send_batch(&[&o]).remove(0);
+        assert!(delivered(&r), "{zone}: {r:?}");
+        let tid = wdt.build(&o).unwrap().tid;
+        let trade = &emu.wdt()[&tid]["trade"];
+        let sent = chrono::NaiveDateTime::parse_from_str(
+            trade["trade_time"].as_str().unwrap(),
+            "%Y-%m-%d %H:%M:%S",
+        )
+        .unwrap();
+        let east8 = (chrono::Utc::now() + chrono::TimeDelta::hours(8)).naive_utc();
+        let off = (east8 - sent).num_seconds();
+        assert!(
+            (0..=60).contains(&off),
+            "{zone}: trade_time {sent} is {off} s before 东八区 now"
+        );
+        assert_eq!(trade["pay_time"], trade["trade_time"], "{zone}");
+    }
+}
+
+/// Item 9: a gateway whose clock (`stat.systime`, the `_timestamp` window) is two
+/// hours off behind a front server whose `Date` is right: the client follows
+/// `stat.systime` alone, so one refused request teaches it the offset and the next
+/// orders go through. The old client fell back to `Date` whenever systime showed no
+/// change, so the offset alternated and every other order was refused (code 16).
+#[test]
+fn a_skewed_systime_is_followed_even_when_date_disagrees() {
+    let emu = start();
+    emu.skew("ovopark", 2 * 3600);
+    emu.post("/_emu/ovopark/reply", json!({"front_date": true}));
+    let (ovo, _) = clients(&emu);
+    let mut orders = common::fixture_orders();
+    orders.truncate(4);
+    for o in &orders {
+        let r = ovo.send(o);
+        assert!(delivered(&r), "{r:?}");
+    }
+    assert_eq!(
+        emu.answers("ovopark", "16"),
+        1,
+        "one refused request, then the offset holds"
+    );
+    assert!(ovo.server_offset().offset().abs_diff(2 * 3600) <= 2);
+}
+
+/// Item 2 for Ovopark: 206004 (部门不存在) names the shopId. When it is the source's
+/// (its `shop`), the source's orders pause (`SourceMisconfigured`); when an order
+/// carries a shop of its own (an export with each order's shop), only that order is
+/// refused. On the old client both paused the whole destination.
+#[test]
+fn ovopark_206004_pauses_the_source_whose_shop_it_is_or_refuses_the_order() {
+    let emu = start();
+    let (o, _) = configs(&emu, "", "");
+    let routes = [("lane1", "D001"), ("lane2", "NOSUCH")]
+        .into_iter()
+        .map(|(name, shop)| {
+            let r = o
+                .resolve(Some(&OvoparkShop::default()), Some(shop))
+                .map_err(|e| e.reason);
+            (name.to_string(), r)
+        })
+        .collect();
+    let ovo = OvoparkClient::new(o, routes).unwrap();
+    let base = common::fixture_orders().remove(0);
+    let mut lane2 = base.clone();
+    lane2.source = Some("lane2".into());
+    lane2.shop = Some("NOSUCH".into());
+    let r = ovo.send(&lane2);
+    assert!(matches!(r, Outcome::SourceMisconfigured { .. }), "{r:?}");
+    assert!(r.text().contains("206004"), "{r:?}");
+    let mut own = base.clone();
+    own.order_no = "OWN-SHOP".into();
+    own.shop = Some("ELSEWHERE".into());
+    let r = ovo.send(&own);
+    assert!(matches!(r, Outcome::Rejected { .. }), "{r:?}");
+    assert!(r.text().contains("this order's own shop"), "{r:?}");
+    assert!(delivered(&ovo.send(&base)));
+}
+
+/// Item 6, the counts: an answer whose `new_count + chg_count` is short of the batch,
+/// with no `error_list`, does not add up; each trade is confirmed by searchSelfOrder,
+/// and the one the ERP does not hold is sent again, not counted delivered. Fails on
+/// the old client (counts were ignored).
+#[test]
+fn counts_short_of_the_batch_are_confirmed_by_query() {
+    let emu = start();
+    let (_, wdt) = clients(&emu);
+    let orders = orders_closed("CS", 3, 0, "+08:00");
+    let refs: Vec<&Order> = orders.iter().collect();
+    let lost = wdt.build(&orders[2]).unwrap().tid;
+    emu.post("/_emu/wdt/drop", json!({ "tid": lost }));
+    let before = emu.requests().1;
+    let out = wdt.send_batch(&refs);
+    // The push, one query of what it modified, one by tid for the trade it does not list.
+    assert_eq!(emu.requests().1 - before, 3);
+    assert!(delivered(&out[0]) && delivered(&out[1]), "{out:?}");
+    assert!(
+        out[0].text().contains("new_count 2 + chg_count 0"),
+        "{:?}",
+        out[0]
+    );
+    assert!(matches!(out[2], Outcome::Retry { .. }), "{:?}", out[2]);
+    let r = common::http()
+        .delete(format!("{}/_emu/wdt/refuse", emu.base()))
+        .call()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert!(delivered(&wdt.send_batch(&[&orders[2]])[0]));
 }

@@ -664,12 +664,13 @@ fn a_probe_answered_with_a_rejection_brings_the_backlog_forward() {
     assert_eq!(worker.step(), Some(Duration::from_secs(30)));
     assert!(next_due() >= clock.now_unix() + 1800);
     // The cloud is back, but refuses whichever order the probe carries (an
-    // `error_list` entry: that order's data, the others are fine).
+    // `error_list` entry about that order's own data, the others are fine; an entry
+    // nobody recognises would be retried, issue #26).
     emu.clear_faults();
     for o in &orders[..6] {
         emu.post(
             "/_emu/wdt/refuse",
-            json!({"tid": o.order_no, "message": "商家编码和货品编号不匹配", "whole_call": false}),
+            json!({"tid": o.order_no, "message": "商品名称含有非法字符", "whole_call": false}),
         );
     }
     clock.advance(Duration::from_secs(30));
@@ -720,4 +721,111 @@ fn a_rate_limit_holds_the_destination_for_the_wait_asked_not_for_recheck() {
         "held {hold:?}: the rate limit's wait, not recheck"
     );
     assert_eq!(accepted(&emu).1, 0);
+}
+
+/// Issue #26.2: the scope of a pause is what is wrong. lane2's shop_no is unknown to
+/// the ERP (店铺编号不存在或已停用): lane2 alone pauses for Wangdiantong, lane1's
+/// orders are all delivered, the row that caused the pause is not claimed again by
+/// every pass (only its probe, every `probe_interval`), the destination itself is
+/// not paused, and the outbox says which source and why. On the old engine the whole
+/// destination paused and every probe claimed lane2's row again: lane1 never left.
+#[test]
+fn a_sources_bad_shop_pauses_that_source_alone_and_the_others_flow() {
+    let emu = Emu::start(EmuConfig::default());
+    let dir = tempfile::tempdir().unwrap();
+    let fixtures = common::fixture_orders();
+    let numbered = |prefix: &str, n: usize| -> Vec<Order> {
+        (0..n)
+            .map(|i| {
+                let mut o = fixtures[0].clone();
+                o.order_no = format!("{prefix}{i}");
+                // The source is the row's (the capture's), as a capture stamps it.
+                o.source = None;
+                o
+            })
+            .collect()
+    };
+    let mut ob = open(dir.path());
+    // lane2's orders first: the oldest rows are the bad source's.
+    for (source, name, orders) in [
+        ("lane2", "b.json", numbered("B", 3)),
+        ("lane1", "a.json", numbered("A", 5)),
+    ] {
+        let unit = Capture {
+            source,
+            kind: CaptureKind::File,
+            name: Some(name),
+            size: 1,
+            hash: format!("hash-{name}"),
+            raw: None,
+            error: None,
+        };
+        assert_eq!(ob.ingest(&unit, &orders).unwrap().new, orders.len());
+    }
+    let (_, w) = emu.dest_settings("", "timeout_secs = 2", |t| t);
+    let shop = |no: &str| tillrelay::upload::wdt::WdtShop {
+        shop_no: Some(no.into()),
+        ..Default::default()
+    };
+    let routes = [("lane1", "SHOP1"), ("lane2", "NOSUCH")]
+        .into_iter()
+        .map(|(s, no)| (s.to_string(), w.target(Some(&shop(no)))))
+        .collect();
+    let wdt: Client = Box::new(WdtClient::new(w, routes).unwrap());
+    let cfg = EngineConfig {
+        probe_interval: Duration::from_secs(600),
+        ..fast()
+    };
+    let clock = Arc::new(ManualClock::new(tillrelay::clock::unix_now()));
+    let mut worker = Worker::new(wdt, open(dir.path()), cfg, Wake::new()).with_clock(clock.clone());
+    let requests = || emu.get("/_emu/stats")["wdt"]["requests"].as_u64().unwrap();
+    for _ in 0..6 {
+        worker.step();
+    }
+    assert_eq!(accepted(&emu).1, 5, "lane1's orders are all delivered");
+    assert_eq!(worker.paused(), None, "the destination is not paused");
+    let paused = worker.paused_sources();
+    assert_eq!(paused.len(), 1, "{paused:?}");
+    assert_eq!(paused[0].0, "lane2");
+    assert!(paused[0].1.contains("店铺编号不存在或已停用"), "{paused:?}");
+    let st = open(dir.path()).status(clock.now_unix()).unwrap();
+    let d = st.destinations.iter().find(|d| d.name == "wdt").unwrap();
+    assert_eq!(d.paused, None);
+    assert_eq!(d.paused_sources.len(), 1, "{d:?}");
+    assert_eq!(
+        (
+            d.paused_sources[0].source.as_str(),
+            d.paused_sources[0].pending
+        ),
+        ("lane2", 3)
+    );
+    // More passes: the paused source's rows are not claimed again before its probe.
+    let before = requests();
+    for _ in 0..5 {
+        worker.step();
+    }
+    assert_eq!(requests(), before, "no request for the paused source");
+    // New orders of the good source still leave at once.
+    let unit = Capture {
+        source: "lane1",
+        kind: CaptureKind::File,
+        name: Some("c.json"),
+        size: 1,
+        hash: "hash-c".into(),
+        raw: None,
+        error: None,
+    };
+    ob.ingest(&unit, &numbered("C", 2)).unwrap();
+    worker.step();
+    assert_eq!(accepted(&emu).1, 7);
+    assert_eq!(requests(), before + 1, "one batch, lane1's only");
+    // After probe_interval: one probe of lane2 (one trade, one request), still paused.
+    clock.advance(Duration::from_secs(600));
+    worker.step();
+    assert_eq!(requests(), before + 2);
+    assert_eq!(worker.paused_sources().len(), 1);
+    let st = open(dir.path()).status(clock.now_unix()).unwrap();
+    let d = st.destinations.iter().find(|d| d.name == "wdt").unwrap();
+    assert_eq!(d.pending, 3, "lane2's orders wait, none rejected");
+    assert_eq!(d.rejected, 0);
 }

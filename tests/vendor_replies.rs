@@ -252,6 +252,12 @@ fn key_without_method_permission() {
         text.contains("the key may not call method open.gateway.getBusinessOrg"),
         "{text}"
     );
+    // Issue #26 item 8: code 9 for getBusinessOrg may only mean another route.
+    assert!(
+        text.contains("open.gateway.getBusinessOrg is not served at")
+            && text.contains("the pushes (open.ovopark.storehouse.sendOrder) are not concerned"),
+        "{text}"
+    );
     assert!(!text.contains("unreachable"), "{text}");
     // Granted: the paused destinations go on (a flush ends the slow probing).
     delete(&emu, "/_emu/deny");
@@ -375,6 +381,296 @@ fn crash_between_push_and_reply() {
     agent.stop_clean();
 }
 
+// ---------------------------------------------------------------------------
+// Issue #26: the vendors' own pages, end to end.
+// ---------------------------------------------------------------------------
+
+/// A folder lane named `name` on its own inbox, its Wangdiantong shop `shop_no`.
+fn lane(l: &common::till::Layout, name: &str, shop_no: &str) -> String {
+    let path = l.inbox.parent().unwrap().join(format!("inbox-{name}"));
+    std::fs::create_dir_all(&path).unwrap();
+    format!(
+        "\n[[source]]\nname = \"{name}\"\nkind = \"folder\"\npath = {path:?}\nsettle = \"300ms\"\nshop = \"D001\"\nmachine_id = \"NVR01-CH09\"\n[source.wdt]\nshop_no = \"{shop_no}\"\ntid_prefix = \"{name}-\"\n"
+    )
+}
+
+/// `n` orders numbered `{prefix}-{i}` closed at `time` (the till's wall time).
+fn orders_at(prefix: &str, n: usize, time: &str) -> Vec<u8> {
+    let orders: Vec<Value> = (0..n)
+        .map(|i| {
+            json!({
+                "order_no": format!("{prefix}-{i}"), "order_time": time, "kind": "sale",
+                "payment": "cash", "total": "7.00", "discount": "0", "paid": "7.00",
+                "lines": [{"code": "690001", "name": "矿泉水", "qty": "2", "price": "3.50",
+                           "amount": "7.00", "discount": "0"}]
+            })
+        })
+        .collect();
+    serde_json::to_vec(&orders).unwrap()
+}
+
+/// Now as the wall time of a zone `hours` east of UTC, moved by `secs`.
+fn wall(hours: i64, secs: i64) -> String {
+    (chrono::Utc::now() + chrono::Duration::hours(hours) + chrono::Duration::seconds(secs))
+        .format("%Y-%m-%d %H:%M:%S")
+        .to_string()
+}
+
+/// Two lanes, lane2's shop unknown to the ERP (店铺编号不存在或已停用): lane1's orders
+/// are all delivered while lane2's wait, and `status` says which source and why, also
+/// after a `flush`; lane2's orders are not pushed again and again (its probe only).
+/// On the old agent Wangdiantong paused as a whole and lane1's orders stayed pending.
+fn two_sources_one_bad_shop() {
+    let emu = Emu::process();
+    let dest = emu.dest_config("", "");
+    let mut till = Till::with_config(|l| {
+        let tail = format!("{dest}{}", lane(l, "lane2", "NOSUCH"));
+        common::till::example_config(l, "300ms", None, &tail)
+    });
+    till.start();
+    let inbox2 = till.inbox().parent().unwrap().join("inbox-lane2");
+    // The bad lane's orders first: the oldest rows are the ones that pause.
+    std::fs::write(inbox2.join("b.json"), orders_at("B", 3, &wall(8, -60))).unwrap();
+    assert!(
+        poll(WAIT, || till.dest("wdt")["pending"].as_i64() >= Some(3)),
+        "{}",
+        till.explain()
+    );
+    till.drop_file("a.json", &orders_at("A", 5, &wall(8, -60)));
+    let lane1_delivered = || {
+        till.orders()
+            .iter()
+            .filter(|o| o["source"] == "lane1" && delivery_state(o, "wdt") == Some("delivered"))
+            .count()
+    };
+    assert!(poll(WAIT, || lane1_delivered() == 5), "{}", till.explain());
+    let d = till.dest("wdt");
+    assert!(d["paused"].is_null(), "the destination is not paused: {d}");
+    let p = &d["paused_sources"][0];
+    assert_eq!(p["source"], "lane2", "{d}");
+    assert_eq!(p["pending"], 3, "{d}");
+    assert!(
+        p["reason"]
+            .as_str()
+            .unwrap()
+            .contains("店铺编号不存在或已停用"),
+        "{d}"
+    );
+    let status = till.cli(&["status"]);
+    let text = output_text(&status);
+    assert!(
+        text.lines()
+            .any(|l| l.contains("source lane2 PAUSED") && l.contains("店铺编号不存在或已停用")),
+        "{text}"
+    );
+    // A flush probes lane2 once; lane1's next orders still go out at once.
+    let refused_before = emu.answers("wdt", "100");
+    assert!(till.flush());
+    till.drop_file("c.json", &orders_at("C", 2, &wall(8, -30)));
+    assert!(poll(WAIT, || lane1_delivered() == 7), "{}", till.explain());
+    assert!(
+        emu.answers("wdt", "100") <= refused_before + 1,
+        "the paused lane's orders were pushed again and again"
+    );
+    let orders = till.orders();
+    for o in orders.iter().filter(|o| o["source"] == "lane2") {
+        assert_eq!(delivery_state(o, "wdt"), Some("pending"), "{o}");
+        assert_eq!(delivery_state(o, "ovopark"), Some("delivered"), "{o}");
+    }
+    let online = till.cli(&["check-config", "--online"]);
+    let text = output_text(&online);
+    assert!(
+        text.lines()
+            .any(|l| l.contains("wdt / source lane2:") && l.contains("NOSUCH")),
+        "{text}"
+    );
+    // The shop is fixed and the config reloaded: lane2's orders go out, the pause ends.
+    till.edit_config(|t| t.replace("shop_no = \"NOSUCH\"", "shop_no = \"SHOP2\""));
+    let out = till.cli(&["reload"]);
+    assert!(out.status.success(), "{}", output_text(&out));
+    assert!(
+        till.wait_delivered(&["ovopark", "wdt"], 10, WAIT, true),
+        "{}",
+        till.explain()
+    );
+    assert_eq!(till.dest("wdt")["paused_sources"], json!([]));
+    till.stop();
+}
+
+/// A backlog pushed three days after the sale, answered ambiguously (an
+/// `error_list` entry naming no trade): every other trade is confirmed by
+/// searchSelfOrder — by modification time, the page's reading — and delivered; the
+/// refused one is not counted delivered, and goes out once the ERP takes it. On the
+/// old agent the entry was dropped and its trade counted delivered.
+fn backlog_three_days_late_confirmed_by_query() {
+    let emu = Emu::process();
+    let mut till = Till::new(&emu.dest_config("", ""));
+    emu.post(
+        "/_emu/wdt/refuse",
+        json!({"tid": "OLD-2", "message": "订单异常", "whole_call": false,
+               "names_tid": false, "entry_key": ""}),
+    );
+    till.start();
+    till.drop_file("old.json", &orders_at("OLD", 5, &wall(8, -3 * 86_400)));
+    assert!(
+        poll(WAIT, || till.counts("wdt").1 == 4),
+        "{}",
+        till.explain()
+    );
+    let orders = till.orders();
+    let d = wdt_delivery(find_order(&orders, "OLD-2"));
+    assert_eq!(d["state"], "pending", "{d}");
+    assert!(
+        d["last_error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("searchSelfOrder"),
+        "{d}"
+    );
+    let ok = wdt_delivery(find_order(&orders, "OLD-1"));
+    assert!(
+        ok["last_error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("confirmed by"),
+        "{ok}"
+    );
+    assert!(!emu.wdt().contains_key("OLD-2"));
+    delete(&emu, "/_emu/wdt/refuse");
+    assert!(
+        till.wait_delivered(&["ovopark", "wdt"], 5, WAIT, true),
+        "{}",
+        till.explain()
+    );
+    emu.assert_each_sent_once();
+    till.stop();
+}
+
+/// A till at +09:00: an order just closed goes out at once with 东八区 times (an hour
+/// earlier on the wall clock), and is stored with its zone. On the old agent it was
+/// held back an hour as "ahead of the server".
+fn till_at_plus_nine_sends_east8_times() {
+    let emu = Emu::process();
+    let mut till = Till::new(&emu.dest_config("", ""));
+    till.edit_config(|t| t.replace("timezone = \"+08:00\"", "timezone = \"+09:00\""));
+    till.start();
+    till.drop_file("tokyo.json", &orders_at("JP", 1, &wall(9, -5)));
+    assert!(
+        till.wait_delivered(&["ovopark", "wdt"], 1, WAIT, false),
+        "{}",
+        till.explain()
+    );
+    let trade = &emu.wdt()["JP-0"]["trade"];
+    let sent = chrono::NaiveDateTime::parse_from_str(
+        trade["trade_time"].as_str().unwrap(),
+        "%Y-%m-%d %H:%M:%S",
+    )
+    .unwrap();
+    let east8 = (chrono::Utc::now() + chrono::Duration::hours(8)).naive_utc();
+    let off = (east8 - sent).num_seconds();
+    assert!(
+        (0..=90).contains(&off),
+        "trade_time {sent} is {off} s before 东八区 now"
+    );
+    assert_eq!(find_order(&till.orders(), "JP-0")["zone"], "+09:00");
+    till.stop();
+}
+
+/// A stand-in HTTP proxy on loopback that refuses `CONNECT` to port 80 (as common
+/// proxies do) and answers anything else 502; it records the request lines.
+fn refusing_proxy() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let mut first = String::new();
+            if reader.read_line(&mut first).is_err() {
+                continue;
+            }
+            loop {
+                let mut line = String::new();
+                match reader.read_line(&mut line) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) if line == "\r\n" => break,
+                    Ok(_) => {}
+                }
+            }
+            let first = first.trim().to_string();
+            log.lock().unwrap().push(first.clone());
+            let to_80 = first.starts_with("CONNECT ")
+                && first.split(' ').nth(1).is_some_and(|t| t.ends_with(":80"));
+            let answer = if to_80 {
+                "HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n"
+            } else {
+                "HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n"
+            };
+            let _ = conn.write_all(answer.as_bytes());
+        }
+    });
+    (format!("http://{addr}"), seen)
+}
+
+/// Behind a proxy that refuses CONNECT to port 80, a plain-http Wangdiantong URL is
+/// named for what it is: `check-config` warns about it, and the online check names
+/// the proxy, its status and the port (the old message said "proxy failed"). The
+/// default URL is https.
+fn plain_http_behind_a_refusing_proxy() {
+    let (proxy, seen) = refusing_proxy();
+    let emu = Emu::process();
+    let dest = emu.dest_config("", "").replace(
+        &format!("url = \"{}/openapi\"", emu.base()),
+        "url = \"http://wdt.example.invalid/openapi\"",
+    );
+    assert!(dest.contains("wdt.example.invalid"), "{dest}");
+    let till = Till::new(&dest);
+    let out = common::tillrelay()
+        .args(["check-config", "--online", "--config"])
+        .arg(&till.config)
+        .env("http_proxy", &proxy)
+        .env("https_proxy", &proxy)
+        .env_remove("no_proxy")
+        .env_remove("NO_PROXY")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let text = output_text(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("warning: wdt.url = \"http://wdt.example.invalid/openapi\" is plain http"),
+        "{text}"
+    );
+    let line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("wdt:"))
+        .unwrap_or_else(|| panic!("no wdt line: {text}"));
+    assert!(
+        line.contains(&format!(
+            "proxy {proxy} refused CONNECT wdt.example.invalid:80 with HTTP 403"
+        )),
+        "{line}"
+    );
+    assert!(
+        seen.lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.starts_with("CONNECT wdt.example.invalid:80 ")),
+        "{:?}",
+        seen.lock().unwrap()
+    );
+    // The default is https (a config without wdt.url).
+    let check = till.cli(&["check-config"]);
+    assert!(!output_text(&check).contains("wdt.url = \"http://wdt.wangdian.cn"));
+    assert_eq!(
+        tillrelay::upload::wdt::DEFAULT_URL,
+        "https://wdt.wangdian.cn/openapi"
+    );
+}
+
 #[test]
 fn vendor_replies_end_to_end() {
     in_parallel(vec![
@@ -385,6 +681,19 @@ fn vendor_replies_end_to_end() {
         ("crash", Box::new(crash_between_push_and_reply)),
         ("method permission", Box::new(key_without_method_permission)),
         ("unknown shop", Box::new(shop_unknown_to_the_erp)),
+        ("one bad shop", Box::new(two_sources_one_bad_shop)),
+        (
+            "three days late",
+            Box::new(backlog_three_days_late_confirmed_by_query),
+        ),
+        (
+            "till at +09:00",
+            Box::new(till_at_plus_nine_sends_east8_times),
+        ),
+        (
+            "refusing proxy",
+            Box::new(plain_http_behind_a_refusing_proxy),
+        ),
         (
             "stat as numbers",
             Box::new(|| {

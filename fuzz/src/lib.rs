@@ -478,7 +478,7 @@ pub fn wdt_response(data: &[u8]) {
     match wdt::classify(&reply) {
         wdt::Classified::Accepted { failed, .. } => {
             assert!(ok, "HTTP {} accepted", reply.status);
-            assert!(failed.iter().all(|(_, why)| !why.is_empty()));
+            assert!(failed.iter().all(|e| !e.error.is_empty()));
         }
         wdt::Classified::DataError(what)
         | wdt::Classified::TimestampRefused(what)

@@ -490,6 +490,7 @@ mod tests {
             shop: "D001".into(),
             machine_id: "M1".into(),
             video: Default::default(),
+            zone: crate::stamp::default_zone(),
         };
         let rules = ReceiptRules::plain(CodePage::Gb18030);
         let bytes = b"SALE 1\nTOTAL 1.00\n\x1dV\x00SALE 2\nTOTAL 2.00\n\x1dV\x00";

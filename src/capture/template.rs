@@ -497,6 +497,7 @@ impl Template {
             machine_id: None,
             video_start: None,
             video_end: None,
+            zone: None,
         };
         // (Its totals were checked above, naming the printed line, unless the
         // template's `check_totals = false` carries them as printed.)

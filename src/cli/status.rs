@@ -197,6 +197,18 @@ pub(super) fn status(cfg: &Config, json: bool) -> Result<(), CliError> {
             "  {}: pending {}{}, delivered {}, rejected {}{}",
             d.name, d.pending, oldest, d.delivered, d.rejected, state
         );
+        // A source whose identity this destination refuses (its shop, its
+        // enterprise): its orders wait, every other source's go on.
+        for p in &d.paused_sources {
+            let _ = writeln!(
+                out,
+                "    source {} PAUSED ({} ago): {} ({} order(s) wait; the other sources' go on)",
+                p.source,
+                human_age((now - p.since).max(0)),
+                p.reason,
+                p.pending
+            );
+        }
         if let (Some(at), None) = (d.next_attempt_at, &d.paused) {
             let when = match at - now {
                 s if s <= 0 => "now".to_string(),

@@ -171,6 +171,30 @@ impl Config {
     /// `run`.
     pub fn warnings(&self) -> Vec<String> {
         let mut w = Vec::new();
+        // A plain http:// URL to a remote host: key, salt and orders in clear, and a
+        // proxy would be asked to tunnel to port 80 (issue #26).
+        let urls = [
+            ("ovopark.url", self.ovopark.as_ref().map(|o| o.url.as_str())),
+            ("wdt.url", self.wdt.as_ref().map(|d| d.url.as_str())),
+        ];
+        // The POS API (open.ovopark.pos.sendOrder v2) has a payload of its own
+        // (iposJson with a ticket id, cashier id and name, the machineId its receipt
+        // overlay needs): this agent builds the storehouse payload only, and under
+        // the POS name it is wrong data at the vendor (issue #26, item 10, open).
+        if let Some(o) = self.ovopark.as_ref().filter(|o| o.method == POS_SEND_ORDER) {
+            w.push(format!(
+                "ovopark.method = {:?} sends the storehouse payload under the POS API's name; the POS API takes its own payload (ticket, cashier, machineId), which this version does not build: use {:?}",
+                o.method,
+                crate::upload::ovopark::SEND_ORDER
+            ));
+        }
+        for (key, url) in urls {
+            if let Some(url) = url.filter(|u| crate::upload::http::cleartext_remote(u)) {
+                w.push(format!(
+                    "{key} = {url:?} is plain http to a remote host: the key, signature and orders cross the network in clear, and behind an HTTP proxy the tunnel goes to port 80, which proxies commonly refuse; use https://"
+                ));
+            }
+        }
         // Order numbers are unique per Ovopark enterprise and per Wangdiantong seller:
         // two lanes whose POSes both count from 1 would collide, and the second order
         // would be taken for a repeat of the first.
@@ -280,7 +304,9 @@ impl RawConfig {
         let mut sources = Vec::new();
         for (i, raw) in self.source.into_iter().enumerate() {
             let key = format!("source[{i}]");
-            if let Some(s) = source::validate_source(&mut p, &key, raw, &video, &resolve) {
+            if let Some(s) =
+                source::validate_source(&mut p, &key, raw, &video, agent.timezone, &resolve)
+            {
                 if sources
                     .iter()
                     .any(|o: &Source| o.identity.name == s.identity.name)
@@ -414,23 +440,7 @@ fn enabled(p: &mut Problems, name: &str, table: Option<toml::Table>) -> Option<t
     }
 }
 
-/// `"+08:00"`, `"-05:30"`, `"UTC"`, `"Z"`.
-pub fn parse_offset(s: &str) -> Result<FixedOffset, String> {
-    let t = s.trim();
-    if t.eq_ignore_ascii_case("utc") || t == "Z" {
-        return FixedOffset::east_opt(0).ok_or_else(|| "unreachable".into());
-    }
-    let bad = || format!("{s:?} is not a UTC offset like +08:00");
-    let (sign, rest) = match t.as_bytes().first() {
-        Some(b'+') => (1, &t[1..]),
-        Some(b'-') => (-1, &t[1..]),
-        _ => return Err(bad()),
-    };
-    let (h, m) = rest.split_once(':').unwrap_or((rest, "0"));
-    let h: i32 = h.parse().map_err(|_| bad())?;
-    let m: i32 = m.parse().map_err(|_| bad())?;
-    if h > 14 || m > 59 {
-        return Err(bad());
-    }
-    FixedOffset::east_opt(sign * (h * 3600 + m * 60)).ok_or_else(bad)
-}
+pub use crate::settings::parse_offset;
+
+/// Ovopark's POS API method (see [`Config::warnings`]).
+const POS_SEND_ORDER: &str = "open.ovopark.pos.sendOrder";

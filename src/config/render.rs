@@ -122,6 +122,8 @@ impl Config {
     pub fn source_settings_text(&self, s: &super::Source) -> String {
         let mut r = self.source_raw(s);
         r.video = Some(s.identity.video.raw());
+        // Likewise its zone: a change of agent.timezone restarts the loop with it.
+        r.timezone = Some(s.identity.zone.to_string());
         serde_json::to_string(&r).unwrap_or_default()
     }
 
@@ -141,6 +143,7 @@ impl Config {
             shop: Some(id.shop.clone()),
             machine_id: Some(id.machine_id.clone()),
             video: (id.video != self.video).then(|| id.video.raw()),
+            timezone: (id.zone != self.agent.timezone).then(|| id.zone.to_string()),
             path: None,
             format: None,
             settle: None,

@@ -42,6 +42,8 @@ pub struct RawSource {
     pub machine_id: Option<String>,
     /// Per-source overrides of `[video]`.
     pub video: Option<RawVideo>,
+    /// The UTC offset of this source's till when it differs from `agent.timezone`.
+    pub timezone: Option<String>,
     // folder sources
     pub path: Option<PathBuf>,
     pub format: Option<String>,
@@ -171,6 +173,7 @@ pub(super) fn validate_source(
     key: &str,
     raw: RawSource,
     video: &Video,
+    zone: chrono::FixedOffset,
     resolve: &dyn Fn(PathBuf) -> PathBuf,
 ) -> Option<Source> {
     let identity = RawIdentity {
@@ -178,8 +181,9 @@ pub(super) fn validate_source(
         shop: raw.shop,
         machine_id: raw.machine_id,
         video: raw.video,
+        timezone: raw.timezone,
     }
-    .validate(p, key, video)?;
+    .validate(p, key, video, zone)?;
     let key = identity.key();
     let kind = match raw.kind.as_deref() {
         Some("folder") => {

@@ -328,6 +328,7 @@ unknown = 1
 
 [[source]]
 name = "json"
+timezone = "+09:00"
 kind = "folder"
 path = "in/json"
 format = "json"
@@ -611,6 +612,8 @@ fn the_printed_configuration_uses_the_files_own_spelling() {
         "push_url = \"https://***@gw.example:9091\"",
         // the rest as written
         "timezone = \"-05:30\"",
+        // a till of its own zone (issue #26)
+        "timezone = \"+09:00\"",
         "log_level = \"debug\"",
         "listen = \"\"",
         "allow = [\"192.168.1.20\", \"10.0.0.0/24\", \"fd00::/8\"]",
@@ -651,4 +654,38 @@ fn the_example_config_reads_back_as_itself() {
     let again = reload(&c, &[]);
     assert_eq!(effective(&again), effective(&c));
     assert_eq!(again.to_toml().unwrap(), c.to_toml().unwrap());
+}
+
+/// Issue #26: a plain-http URL to a remote host, and the POS method name with the
+/// storehouse payload, are warned about (valid, but probably wrong); loopback is not.
+#[test]
+fn plain_http_and_the_pos_method_are_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("wdt.secret");
+    std::fs::write(&secret, "s:salt").unwrap();
+    let text = every_kind(&secret);
+    let warned = |text: &str| load(text).unwrap().warnings().join("\n");
+    let w = warned(&text);
+    assert!(
+        !w.contains("plain http"),
+        "loopback is not warned about: {w}"
+    );
+    let remote = text
+        .replace(
+            "http://127.0.0.1:1/openapi",
+            "http://wdt.wangdian.cn/openapi",
+        )
+        .replace(
+            "[ovopark]\n",
+            "[ovopark]\nmethod = \"open.ovopark.pos.sendOrder\"\n",
+        );
+    let w = warned(&remote);
+    assert!(
+        w.contains("wdt.url = \"http://wdt.wangdian.cn/openapi\" is plain http"),
+        "{w}"
+    );
+    assert!(
+        w.contains("sends the storehouse payload under the POS API's name"),
+        "{w}"
+    );
 }

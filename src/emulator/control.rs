@@ -75,7 +75,11 @@ pub(crate) fn dispatch(shared: &Shared, req: &Request) -> Action {
     };
     st.requests[cloud as usize] += 1;
     let now = st.now(cloud);
-    let date = spec::http_date(now);
+    let date = if cloud == Cloud::Ovopark && st.ovo.reply.front_date {
+        spec::http_date(crate::clock::unix_now())
+    } else {
+        spec::http_date(now)
+    };
     if let Some(f) = st.take_fault(cloud) {
         st.count_answer(cloud, &format!("fault:{:?}", f.mode).to_lowercase());
         let mut resp = match f.mode {
@@ -195,8 +199,23 @@ pub(crate) fn control(st: &mut State, req: &Request) -> Response {
                 Err(e) => bad(format!("refuse: {e}")),
             }
         }
+        ("POST", "/_emu/wdt/drop") => {
+            #[derive(serde::Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct Drop {
+                tid: String,
+            }
+            match serde_json::from_slice::<Drop>(&req.body) {
+                Ok(d) => {
+                    st.wdt.dropped.push(d.tid);
+                    Response::json(&serde_json::json!({"ok": true}))
+                }
+                Err(e) => bad(format!("drop: {e}")),
+            }
+        }
         ("DELETE", "/_emu/wdt/refuse") => {
             st.wdt.refusals.clear();
+            st.wdt.dropped.clear();
             st.wdt.refuse_held = false;
             Response::json(&serde_json::json!({"ok": true}))
         }

@@ -23,15 +23,21 @@
 //!   `POST /_emu/wdt/held`: a push of a trade already held fails the whole call
 //!   (`订单已递交,不能修改,原始单号为：…`), as after a submitted trade.
 //!   `DELETE /_emu/wdt/refuse` clears both. `sales.RawTrade.searchSelfOrder` answers
-//!   what is held (by tid, shop and time window).
+//!   what is held (by tid and shop, and by *modification* time as its page defines
+//!   it: when the trade was pushed, at most 30 days apart). With `"whole_call":
+//!   false`, `"entry_key"` chooses how the `error_list` entry names the trade (`no`
+//!   as the page has it, `oid`: a line's id, `""`: no id). `POST /_emu/wdt/drop`
+//!   `{"tid"}`: the ERP silently stores nothing of that trade, names it nowhere, and
+//!   counts it in neither `new_count` nor `chg_count` (cleared with the refusals).
 //! - `POST /_emu/deny` `{"target": "ovopark"|"wdt"|"both", "method": "…"}`: the key
 //!   may not call that method (a key without its permission): Wangdiantong answers
 //!   status 100 `权限不足`, Ovopark code 9 (the seed names no permission code; 9 is its
 //!   answer for a method not registered for the key). `DELETE /_emu/deny` clears.
 //! - `POST /_emu/ovopark/reply` `{"numeric_code": bool, "systime": "millis_text"|
-//!   "millis"|"datetime", "date_header": bool}`: the shape of Ovopark's `stat` (code
+//!   "millis"|"datetime", "date_header": bool, "front_date": bool}`: the shape of Ovopark's `stat` (code
 //!   as a number; systime as epoch ms text (default), an epoch ms number, or
-//!   `yyyy-MM-dd HH:mm:ss` in the tenant's zone) and whether answers carry `Date`.
+//!   `yyyy-MM-dd HH:mm:ss` in the tenant's zone), whether answers carry `Date`, and
+//!   whether that `Date` is a front server's right clock rather than the gateway's.
 //! - `POST /_emu/clock` `{"target": …, "skew_secs": S}`: the cloud's clock runs S
 //!   seconds off (its `Date`, `stat.systime` and timestamp windows).
 //! - `POST /_emu/latency` `{"target": …, "ms": N}`: each API request of the target is
@@ -361,6 +367,7 @@ mod tests {
             numeric_code: true,
             systime,
             date_header: false,
+            front_date: false,
         };
         let n = shaped(a(), &form(SystimeForm::Millis), 8 * 3600);
         assert_eq!(n["stat"]["code"], 16);

@@ -117,6 +117,11 @@ pub struct ReplyForm {
     /// Whether answers carry an HTTP `Date` header (without it, `stat.systime` is the
     /// client's only way to learn the server's clock).
     pub date_header: bool,
+    /// The `Date` header comes from a front web server whose clock is right, while
+    /// the gateway behind it (its `stat.systime`, its `_timestamp` window) runs on
+    /// the skewed clock of `/_emu/clock`: the two disagree, as they may behind a
+    /// load balancer. `stat.systime` is then the one to follow (issue #26, item 9).
+    pub front_date: bool,
 }
 
 impl Default for ReplyForm {
@@ -125,6 +130,7 @@ impl Default for ReplyForm {
             numeric_code: false,
             systime: SystimeForm::MillisText,
             date_header: true,
+            front_date: false,
         }
     }
 }

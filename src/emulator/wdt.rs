@@ -114,6 +114,9 @@ pub(crate) struct WdtRecord {
     oids: Vec<String>,
     pushes: u32,
     updates: u32,
+    /// When it was last pushed (the server's unix seconds): searchSelfOrder's
+    /// modification time.
+    modified: i64,
 }
 
 #[derive(Debug, Default)]
@@ -128,6 +131,10 @@ pub(crate) struct WdtState {
     pub(crate) refuse_held: bool,
     /// Methods the key may not call (`POST /_emu/deny`): status 100 权限不足.
     pub(crate) denied: Vec<String>,
+    /// Trades the ERP silently does not store (`POST /_emu/wdt/drop`): the call
+    /// succeeds, no `error_list` entry names them, and `new_count + chg_count` is
+    /// short of the batch by as many (issue #26: an answer that does not add up).
+    pub(crate) dropped: Vec<String>,
 }
 
 /// `POST /_emu/wdt/refuse` body: pushes holding `tid` are refused with `message`.
@@ -143,6 +150,17 @@ pub struct RefuseSpec {
     /// The message ends with `,原始单号为：{tid}` (as many of the ERP's do).
     #[serde(default = "yes")]
     pub names_tid: bool,
+    /// With `whole_call = false`: how the `error_list` entry names the trade. `"no"`
+    /// (the default) as the pushSelf2 page has it (`no` = the tid); `"oid"`: `no` holds
+    /// the trade's first line id instead; `""`: the entry carries no id at all (only
+    /// its `error`). The two others are what servers were seen to answer (issue #26):
+    /// a client must not count such a trade delivered.
+    #[serde(default = "no_key")]
+    pub entry_key: String,
+}
+
+fn no_key() -> String {
+    "no".into()
 }
 
 fn yes() -> bool {
@@ -190,7 +208,11 @@ pub(crate) fn handle(cfg: &WdtTenant, st: &mut State, req: &Request, now: i64) -
         Ok(method) if method == CORE_NOW => {
             (0, json!({"status": 0, "data": {"now": now - EPOCH_OFFSET}}))
         }
-        Ok(method) if method == SEARCH_SELF_ORDER => match search(&st.wdt, req) {
+        Ok(method) if method == SEARCH_SELF_ORDER => match search(
+            &st.wdt,
+            req,
+            i64::from(utc_offset_secs(&cfg.utc_offset).unwrap_or(8 * 3600)),
+        ) {
             Ok(v) => (0, v),
             Err((status, msg)) => (status, answer_error(&status.to_string(), &msg)),
         },
@@ -343,6 +365,8 @@ fn push(
         .naive_utc();
     let mut ok: Vec<(String, &RawValue, Vec<Parsed>)> = Vec::new();
     let mut errors: Vec<(String, String)> = Vec::new();
+    // How each error_list entry names its trade (a fault switch: see RefuseSpec).
+    let mut entry_ids: HashMap<String, Option<String>> = HashMap::new();
     let mut seen_oids: HashSet<String> = HashSet::new();
     for (i, (t, t_raw)) in trades.into_iter().enumerate() {
         let tid = t
@@ -387,9 +411,20 @@ fn push(
         if st.refuse_held && st.trades.contains_key(&tid) {
             return Err((100, format!("订单已递交,不能修改,原始单号为：{tid}")));
         }
+        if st.dropped.contains(&tid) {
+            ok.remove(i);
+            continue;
+        }
         match st.refusals.iter().find(|r| r.tid == tid) {
             Some(r) if r.whole_call => return Err((100, r.text())),
             Some(r) => {
+                let first_oid = ok[i].2.first().and_then(|(l, _)| l["oid"].as_str());
+                let id = match r.entry_key.as_str() {
+                    "oid" => first_oid.map(str::to_string),
+                    "" => None,
+                    _ => Some(tid.clone()),
+                };
+                entry_ids.insert(tid.clone(), id);
                 errors.push((tid, r.text()));
                 ok.remove(i);
             }
@@ -430,6 +465,7 @@ fn push(
                 r.orders = orders;
                 r.oids = oids;
                 r.shop_no = shop_no.clone();
+                r.modified = now;
             }
             None => {
                 new_count += 1;
@@ -442,6 +478,7 @@ fn push(
                         oids,
                         pushes: 1,
                         updates: 0,
+                        modified: now,
                     },
                 );
             }
@@ -452,7 +489,11 @@ fn push(
         data["error_list"] = Value::Array(
             errors
                 .into_iter()
-                .map(|(no, error)| json!({"no": no, "error": error}))
+                .map(|(tid, error)| match entry_ids.get(&tid) {
+                    Some(None) => json!({"error": error}),
+                    Some(Some(id)) => json!({"no": id, "error": error}),
+                    None => json!({"no": tid, "error": error}),
+                })
                 .collect(),
         );
     }

@@ -14,6 +14,8 @@ pub fn pause_class(reason: &str) -> &'static str {
         "signature"
     } else if r.contains("shop") || r.contains("store") {
         "shop"
+    } else if r.contains("enterprise") || r.contains("orgid") {
+        "enterprise"
     } else if r.contains("permission") || r.contains("forbidden") || r.contains("not allowed") {
         "permission"
     } else if ["auth", "key", "secret", "token", "sid", "credential"]
@@ -74,6 +76,52 @@ pub fn write(e: &mut Expo, s: &Snapshot, reg: &Registry) {
         match st(n).and_then(|d| d.paused.as_deref()) {
             Some(r) => e.sample(name, &[("destination", n), ("reason", pause_class(r))], 1.0),
             None => e.sample(name, &[("destination", n), ("reason", "")], 0.0),
+        }
+    }
+
+    // The scope of a pause is what is wrong (issue #26): a source whose shop or
+    // enterprise a destination refuses is paused there alone.
+    let name = "tillrelay_source_paused";
+    e.family(
+        name,
+        "gauge",
+        "1 while a destination holds back one source's orders (its shop or enterprise is refused there; the other sources' flow); reason is shop, enterprise or other.",
+    );
+    for n in &names {
+        let paused = st(n)
+            .map(|d| d.paused_sources.as_slice())
+            .unwrap_or_default();
+        for src in &s.status.sources {
+            match paused.iter().find(|p| p.source == src.name) {
+                Some(p) => e.sample(
+                    name,
+                    &[
+                        ("destination", n),
+                        ("source", &p.source),
+                        ("reason", pause_class(&p.reason)),
+                    ],
+                    1.0,
+                ),
+                None => e.sample(
+                    name,
+                    &[("destination", n), ("source", &src.name), ("reason", "")],
+                    0.0,
+                ),
+            }
+        }
+        for p in paused
+            .iter()
+            .filter(|p| !s.status.sources.iter().any(|x| x.name == p.source))
+        {
+            e.sample(
+                name,
+                &[
+                    ("destination", n),
+                    ("source", &p.source),
+                    ("reason", pause_class(&p.reason)),
+                ],
+                1.0,
+            );
         }
     }
 

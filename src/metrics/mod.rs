@@ -241,4 +241,26 @@ mod tests {
             assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
         }
     }
+
+    /// Issue #26: a source paused for one destination is named, with its reason
+    /// class, and the destination itself is not shown paused.
+    #[test]
+    fn a_paused_source_is_named_apart_from_its_destination() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = queue(dir.path());
+        let cfg = RawOutbox::default().validate(&mut Problems::new());
+        let mut ob = Outbox::open(&db, &cfg, &["wdt".to_string()]).unwrap();
+        let why = "Wangdiantong status 100: 店铺编号不存在或已停用 (fix its shop_no)";
+        ob.set_source_paused("wdt", "lane2", Some(why)).unwrap();
+        let mut reg = Registry::default();
+        reg.source("lane1");
+        reg.dest("wdt");
+        let text = Metrics::new("shop-1".into(), db, 1 << 30, reg.shared(), None).render();
+        for line in [
+            "tillrelay_source_paused{destination=\"wdt\",source=\"lane2\",reason=\"shop\"} 1",
+            "tillrelay_destination_paused{destination=\"wdt\",reason=\"\"} 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+        }
+    }
 }

@@ -2,6 +2,9 @@
 //! (delivered / retry at a time / rejected), pause a destination, re-queue
 //! rejected rows, replace a fixed order.
 //!
+//! A pause has the scope of what is wrong: a destination (`dest_state`, its key or
+//! signature) or one source's rows for it (`source_pause`, its shop or enterprise).
+//!
 //! Invariants: `pending → delivered | rejected`; `rejected → pending` only by an
 //! explicit retry (or a correction at ingest); every claim is bounded by a
 //! `LIMIT`, and rows scheduled absurdly far ahead (a clock jump) count as due.
@@ -49,6 +52,41 @@ impl DeliveryState {
     }
 }
 
+/// Which pending rows a claim takes (see [`Outbox::claim`]).
+#[derive(Debug, Clone, Copy)]
+pub enum Claim<'a> {
+    /// Every source's.
+    All,
+    /// One source's only (the probe of a paused source).
+    Only(&'a str),
+    /// Every source's but these (the sources paused for the destination).
+    Except(&'a [String]),
+}
+
+impl Claim<'_> {
+    /// The claim's `(only, except)` parameters: a source name, a JSON array of names.
+    fn params(&self) -> (Option<String>, Option<String>) {
+        match self {
+            Claim::All => (None, None),
+            Claim::Except([]) => (None, None),
+            Claim::Only(s) => (Some(s.to_string()), None),
+            Claim::Except(l) => (None, serde_json::to_string(l).ok()),
+        }
+    }
+}
+
+/// A source whose rows a destination holds back (its identity there is refused).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SourcePause {
+    pub source: String,
+    /// The destination's words, with what to fix.
+    pub reason: String,
+    /// Paused since (unix seconds).
+    pub since: i64,
+    /// Its orders waiting for this destination (filled by `status`).
+    pub pending: i64,
+}
+
 /// What became of one delivery attempt, as [`Outbox::record_outcomes`] stores it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Mark {
@@ -63,8 +101,21 @@ impl Outbox {
     /// whose order cannot be read (a damaged body) is quarantined for every
     /// destination, with the reason, and the claim goes on without it.
     pub fn claim_due(&mut self, dest: &str, now: i64, limit: usize) -> Result<Vec<Due>> {
+        self.claim(dest, now, limit, &Claim::All)
+    }
+
+    /// [`Outbox::claim_due`] narrowed to the rows of some sources, or to all but some
+    /// (the sources paused for `dest`: their rows stay pending and are left out of
+    /// every claim but their probe).
+    pub fn claim(
+        &mut self,
+        dest: &str,
+        now: i64,
+        limit: usize,
+        which: &Claim<'_>,
+    ) -> Result<Vec<Due>> {
         loop {
-            let (out, damaged) = self.claim_readable(dest, now, limit)?;
+            let (out, damaged) = self.claim_readable(dest, now, limit, which)?;
             if damaged.is_empty() {
                 return Ok(out);
             }
@@ -92,14 +143,27 @@ impl Outbox {
         dest: &str,
         now: i64,
         limit: usize,
+        which: &Claim<'_>,
     ) -> Result<(Vec<Due>, Vec<Damaged>)> {
+        let (only, except) = which.params();
+        // The source filters are NULL for a plain claim (the common case: no paused
+        // source), so the claim still walks `delivery_due` in order and stops at LIMIT.
         let mut stmt = self.conn.prepare_cached(
             "SELECT d.id, o.id, o.source, o.body, d.attempts FROM delivery d
                JOIN orders o ON o.id = d.order_id
               WHERE d.dest = ?1 AND d.state = 'pending' AND (d.next_at <= ?2 OR d.next_at > ?3)
+                AND (?5 IS NULL OR o.source = ?5)
+                AND (?6 IS NULL OR o.source NOT IN (SELECT value FROM json_each(?6)))
               ORDER BY d.next_at, d.id LIMIT ?4",
         )?;
-        let mut rows = stmt.query(params![dest, now, now + MAX_SCHEDULE_AHEAD, limit as i64])?;
+        let mut rows = stmt.query(params![
+            dest,
+            now,
+            now + MAX_SCHEDULE_AHEAD,
+            limit as i64,
+            only,
+            except
+        ])?;
         let (mut out, mut damaged) = (Vec::new(), Vec::new());
         while let Some(r) = rows.next()? {
             let delivery_id: i64 = r.get(0)?;
@@ -132,11 +196,66 @@ impl Outbox {
 
     /// When the next pending delivery to `dest` is due, if any.
     pub fn next_due_at(&self, dest: &str) -> Result<Option<i64>> {
+        self.next_due_except(dest, &[])
+    }
+
+    /// [`Outbox::next_due_at`] of the rows of every source but `paused`.
+    pub fn next_due_except(&self, dest: &str, paused: &[String]) -> Result<Option<i64>> {
+        if paused.is_empty() {
+            return Ok(self.conn.query_row(
+                "SELECT min(next_at) FROM delivery WHERE dest = ?1 AND state = 'pending'",
+                params![dest],
+                |r| r.get(0),
+            )?);
+        }
+        let except = serde_json::to_string(paused).unwrap_or_default();
         Ok(self.conn.query_row(
-            "SELECT min(next_at) FROM delivery WHERE dest = ?1 AND state = 'pending'",
-            params![dest],
+            "SELECT min(d.next_at) FROM delivery d JOIN orders o ON o.id = d.order_id
+              WHERE d.dest = ?1 AND d.state = 'pending'
+                AND o.source NOT IN (SELECT value FROM json_each(?2))",
+            params![dest, except],
             |r| r.get(0),
         )?)
+    }
+
+    /// Pauses (`Some(reason)`) or resumes (`None`) the rows of `source` for `dest`: its
+    /// identity there is refused (a shop, an enterprise). The first pause's time is kept
+    /// while the reason changes.
+    pub fn set_source_paused(
+        &mut self,
+        dest: &str,
+        source: &str,
+        reason: Option<&str>,
+    ) -> Result<()> {
+        match reason {
+            Some(r) => self.conn.execute(
+                "INSERT INTO source_pause (dest, source, reason, paused_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (dest, source) DO UPDATE SET reason = ?3",
+                params![dest, source, r, now()],
+            )?,
+            None => self.conn.execute(
+                "DELETE FROM source_pause WHERE dest = ?1 AND source = ?2",
+                params![dest, source],
+            )?,
+        };
+        Ok(())
+    }
+
+    /// The sources paused for `dest`: `(source, reason, since)`, by source.
+    pub fn source_pauses(&self, dest: &str) -> Result<Vec<SourcePause>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT source, reason, paused_at FROM source_pause WHERE dest = ?1
+              ORDER BY source LIMIT 1000",
+        )?;
+        let rows = stmt.query_map(params![dest], |r| {
+            Ok(SourcePause {
+                source: r.get(0)?,
+                reason: r.get(1)?,
+                since: r.get(2)?,
+                pending: 0,
+            })
+        })?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
     }
 
     /// Persists the outcomes of one pass in one transaction (one fsync for a batch of

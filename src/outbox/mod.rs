@@ -63,7 +63,7 @@ mod room;
 mod settings;
 mod views;
 
-pub use delivery::{DeliveryState, Due, Mark};
+pub use delivery::{Claim, DeliveryState, Due, Mark, SourcePause};
 pub use ingest::{Capture, CaptureKind, Ingest, IngestReport, MALFORMED_COMMANDS};
 pub use journal::JournalEntry;
 pub use junk::UNPARSED_DROPPED;
@@ -77,6 +77,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ("0003_wear", include_str!("migrations/0003_wear.sql")),
     ("0004_lean", include_str!("migrations/0004_lean.sql")),
     ("0005_junk", include_str!("migrations/0005_junk.sql")),
+    (
+        "0006_source_pause",
+        include_str!("migrations/0006_source_pause.sql"),
+    ),
 ];
 
 /// Pages SQLite may use beyond `outbox.max_size`, for delivery bookkeeping only: the

@@ -521,6 +521,37 @@ fn a_queue_of_the_previous_schema_upgrades_in_place() {
         (st.sources[0].files_seen, st.sources[0].files_ingested),
         (6, 5)
     );
+    // 0006: pauses per (destination, source), kept and shown by `status`.
+    assert!(ob.source_pauses("ovopark").unwrap().is_empty());
+    ob.set_source_paused("ovopark", "lane1", Some("206004 部门不存在"))
+        .unwrap();
+    let st = ob.status(now()).unwrap();
+    let d = st
+        .destinations
+        .iter()
+        .find(|d| d.name == "ovopark")
+        .unwrap();
+    assert_eq!(d.paused_sources.len(), 1);
+    assert_eq!(
+        (
+            d.paused_sources[0].source.as_str(),
+            d.paused_sources[0].pending
+        ),
+        ("lane1", 1)
+    );
+    assert_eq!(d.paused, None, "the destination itself is not paused");
+    // Its rows are left out of a claim that skips it, and claimed alone for its probe.
+    let skip = ["lane1".to_string()];
+    let c = ob
+        .claim("ovopark", now(), 10, &super::Claim::Except(&skip))
+        .unwrap();
+    assert!(c.is_empty());
+    let c = ob
+        .claim("ovopark", now(), 10, &super::Claim::Only("lane1"))
+        .unwrap();
+    assert_eq!(c.len(), 1);
+    ob.set_source_paused("ovopark", "lane1", None).unwrap();
+    assert!(ob.source_pauses("ovopark").unwrap().is_empty());
     let names = index_names(&ob.conn);
     assert!(!names.contains(&"delivery_order".to_string()), "{names:?}");
     assert!(!names.contains(&"capture_status".to_string()), "{names:?}");

@@ -99,6 +99,9 @@ pub struct DestStatus {
     /// Seconds since the oldest pending order was stored.
     pub oldest_pending_age: Option<i64>,
     pub paused: Option<String>,
+    /// Sources whose rows this destination holds back (their shop or enterprise is
+    /// refused there), with why and how many of their orders wait; the others flow.
+    pub paused_sources: Vec<super::SourcePause>,
     /// The last failed attempt's reason (kept as history once requests succeed again).
     pub last_error: Option<String>,
     /// When that error happened (unix seconds).
@@ -236,6 +239,17 @@ impl Outbox {
                 .query_map([], |r| r.get(0))?
                 .collect::<std::result::Result<_, _>>()?;
             names.extend(counts.iter().map(|(dest, _, _)| dest.clone()));
+            let schema: i64 = self
+                .conn
+                .pragma_query_value(None, "user_version", |r| r.get(0))?;
+            if schema >= 5 {
+                let paused: Vec<String> = self
+                    .conn
+                    .prepare("SELECT DISTINCT dest FROM source_pause")?
+                    .query_map([], |r| r.get(0))?
+                    .collect::<std::result::Result<_, _>>()?;
+                names.extend(paused);
+            }
             names.sort();
             names.dedup();
             let mut oldest = self.conn.prepare(
@@ -280,6 +294,18 @@ impl Outbox {
                     d.last_error = err;
                     d.last_error_at = err_at;
                     d.last_success_at = ok_at;
+                }
+                // A queue the daemon has not upgraded yet (read-only) has no pauses
+                // per source (migration 0006).
+                if schema >= 5 {
+                    d.paused_sources = self.source_pauses(&name)?;
+                    let mut pending = self.conn.prepare_cached(
+                        "SELECT count(*) FROM delivery d JOIN orders o ON o.id = d.order_id
+                          WHERE d.dest = ?1 AND d.state = 'pending' AND o.source = ?2",
+                    )?;
+                    for p in d.paused_sources.iter_mut() {
+                        p.pending = pending.query_row(params![name, p.source], |r| r.get(0))?;
+                    }
                 }
                 destinations.push(d);
             }

@@ -37,11 +37,19 @@
 //!   written by the old clock, and after a jump back they would all look hours ahead
 //!   (not due) until the clock caught up. A jump is the wall clock moving more than
 //!   [`CLOCK_JUMP_SECS`] differently from the monotonic clock between two passes.
+//! - A pause has the scope of what is wrong (issue #26). A source whose identity the
+//!   cloud refuses ([`Outcome::SourceMisconfigured`]: its shop, its enterprise) is
+//!   paused for this destination alone: its rows stay pending and untouched, no claim
+//!   takes them but one probe of one row every `probe_interval` (or at once on a
+//!   flush), and every other source's rows go on, drained, probed and flushed as
+//!   usual. The pause is kept in the outbox (`status`, `/metrics`) and, after a
+//!   restart, probed at once. A judged row of the source (delivered, rejected) ends it.
 //! - Shutdown: the batch in hand is finished and persisted, then the worker returns.
 //! - The engine holds no cloud's rules: it is generic over [`Destination`] (batch
 //!   limit, requests in flight, which orders may share a request), and reads time
 //!   from its [`Clock`] (backoff, due times, clock jumps), so tests can simulate it.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::ControlFlow;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -53,7 +61,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::lifecycle::{Heartbeat, Shutdown};
 use crate::metrics::DestMetrics;
 use crate::order::Order;
-use crate::outbox::{self, Mark, Outbox};
+use crate::outbox::{self, Claim, Mark, Outbox};
 
 /// Between two passes, a wall clock that moved this much more or less than the
 /// monotonic clock has jumped (see the module invariants).
@@ -169,6 +177,17 @@ pub struct Pass {
     pub rejected: usize,
     /// The destination was found misconfigured in this pass (why).
     pub misconfigured: Option<String>,
+    /// Sources found misconfigured for this destination in this pass (and why): their
+    /// rows are held back, the others go on.
+    pub paused_sources: BTreeMap<String, String>,
+}
+
+/// A source paused for this destination (its identity there is refused).
+#[derive(Debug, Clone)]
+struct SourceHold {
+    reason: String,
+    /// When one of its rows is tried again.
+    probe_at: Instant,
 }
 
 /// One destination's worker, generic over the cloud it drives.
@@ -180,6 +199,10 @@ pub struct Worker<D: Destination> {
     wake: Wake,
     /// Why the destination is paused, while it is.
     paused: Option<String>,
+    /// Sources paused for this destination, by name (see the module invariants).
+    source_pauses: BTreeMap<String, SourceHold>,
+    /// The pauses an earlier run left in the outbox were read.
+    source_pauses_loaded: bool,
     draining: bool,
     /// Passes in a row that got nothing through.
     failures: u32,
@@ -211,6 +234,8 @@ impl<D: Destination> Worker<D> {
             cfg,
             wake,
             paused: None,
+            source_pauses: BTreeMap::new(),
+            source_pauses_loaded: false,
             // A start (or restart after a fix) sends what is pending at once.
             draining: true,
             failures: 0,
@@ -253,6 +278,11 @@ impl<D: Destination> Worker<D> {
                             hold = None;
                             self.draining = true;
                             self.probe_next = false;
+                            // A flush probes each paused source once, now.
+                            let now = self.clock.now_mono();
+                            for h in self.source_pauses.values_mut() {
+                                h.probe_at = now;
+                            }
                         }
                         Woken::NewOrders if why == Hold::Idle => hold = None,
                         _ => {}
@@ -301,7 +331,8 @@ impl<D: Destination> Worker<D> {
     /// ([`Wake::new_orders`]); `poll` finds what other processes queued (`reparse`,
     /// `retry`) and is the fallback should a wake be missed.
     fn idle_wait(&self) -> Duration {
-        match self.outbox.next_due_at(&self.dest) {
+        let paused: Vec<String> = self.source_pauses.keys().cloned().collect();
+        match self.outbox.next_due_except(&self.dest, &paused) {
             Ok(Some(t)) => Duration::from_secs((t - self.clock.now_unix()).clamp(0, 3600) as u64)
                 .clamp(
                     Duration::from_millis(100),
@@ -334,7 +365,52 @@ impl<D: Destination> Worker<D> {
         } else {
             now
         };
-        let mut rows = self.outbox.claim_due(&self.dest, as_of, limit)?;
+        if !self.source_pauses_loaded {
+            // Pauses an earlier run left: probed at once (the config may be fixed).
+            for p in self.outbox.source_pauses(&self.dest)? {
+                let hold = SourceHold {
+                    reason: p.reason,
+                    probe_at: self.clock.now_mono(),
+                };
+                self.source_pauses.insert(p.source, hold);
+            }
+            self.source_pauses_loaded = true;
+        }
+        // The probes of paused sources whose time has come (one row each; not while
+        // the destination itself is paused: its probe comes first).
+        let mut rows = Vec::new();
+        if self.paused.is_none() {
+            let mono = self.clock.now_mono();
+            let due: Vec<String> = self
+                .source_pauses
+                .iter()
+                .filter(|(_, h)| h.probe_at <= mono)
+                .map(|(s, _)| s.clone())
+                .collect();
+            for source in due {
+                let probe =
+                    self.outbox
+                        .claim(&self.dest, i64::MAX / 4, 1, &Claim::Only(&source))?;
+                if probe.is_empty() {
+                    // Nothing of it waits any more: nothing to hold back.
+                    self.source_pauses.remove(&source);
+                    self.outbox.set_source_paused(&self.dest, &source, None)?;
+                    continue;
+                }
+                if let Some(h) = self.source_pauses.get_mut(&source) {
+                    h.probe_at = mono + self.cfg.probe_interval;
+                }
+                rows.extend(probe);
+            }
+        }
+        let paused_sources: Vec<String> = self.source_pauses.keys().cloned().collect();
+        let rest = limit.saturating_sub(rows.len());
+        if rest > 0 {
+            let more =
+                self.outbox
+                    .claim(&self.dest, as_of, rest, &Claim::Except(&paused_sources))?;
+            rows.extend(more);
+        }
         let mut pass = Pass {
             claimed: rows.len(),
             ..Pass::default()
@@ -368,6 +444,8 @@ impl<D: Destination> Worker<D> {
         // alone, a batch's together in one transaction (one fsync for 100
         // orders); with requests in flight, the others go on meanwhile.
         let mut marks: Vec<(i64, Mark)> = Vec::new();
+        // Sources whose rows the cloud judged (delivered, rejected): their identity works.
+        let mut judged: BTreeSet<String> = BTreeSet::new();
         let mut failed: Option<outbox::OutboxError> = None;
         // Metrics: a request counts under the most severe outcome of its orders
         // (delivered < retry < rejected < misconfigured), timed from the send.
@@ -386,6 +464,7 @@ impl<D: Destination> Worker<D> {
                 }
                 match outcome {
                     Outcome::Delivered { note } => {
+                        judged.insert(row.source.clone());
                         marks.push((row.delivery_id, Mark::Delivered(Some(note))));
                         pass.delivered += 1;
                     }
@@ -410,6 +489,7 @@ impl<D: Destination> Worker<D> {
                         last_error.get_or_insert(reason);
                     }
                     Outcome::Rejected { reason } => {
+                        judged.insert(row.source.clone());
                         warn!("upload:{dest}: rejected: {reason}");
                         marks.push((row.delivery_id, Mark::Rejected(reason)));
                         pass.rejected += 1;
@@ -417,6 +497,12 @@ impl<D: Destination> Worker<D> {
                     Outcome::Misconfigured { reason } => {
                         // The row stays as it was: pending, due, attempts unchanged.
                         pass.misconfigured.get_or_insert(reason);
+                    }
+                    Outcome::SourceMisconfigured { reason } => {
+                        // The row stays as it was; its source is held back.
+                        pass.paused_sources
+                            .entry(row.source.clone())
+                            .or_insert(reason);
                     }
                 }
                 if request_done && !marks.is_empty() {
@@ -457,6 +543,7 @@ impl<D: Destination> Worker<D> {
                 self.dest, pass.retry
             );
         }
+        self.scope_source_pauses(&pass, &judged)?;
         if let Some(reason) = &pass.misconfigured {
             if self.paused.as_deref() != Some(reason.as_str()) {
                 error!(
@@ -508,6 +595,54 @@ impl<D: Destination> Worker<D> {
         Ok(pass)
     }
 
+    /// Pauses the sources this pass found misconfigured, and resumes those whose rows
+    /// the cloud judged (their identity works again).
+    fn scope_source_pauses(
+        &mut self,
+        pass: &Pass,
+        judged: &BTreeSet<String>,
+    ) -> outbox::Result<()> {
+        let next_probe = self.clock.now_mono() + self.cfg.probe_interval;
+        for (source, reason) in &pass.paused_sources {
+            let known = self.source_pauses.get(source).map(|h| h.reason.as_str());
+            if known != Some(reason.as_str()) {
+                error!(
+                    "upload:{}: source {source} paused: {reason}; its orders wait (every other source's go on), probing one of them every {}s",
+                    self.dest,
+                    self.cfg.probe_interval.as_secs()
+                );
+            }
+            self.outbox
+                .set_source_paused(&self.dest, source, Some(reason))?;
+            let hold = SourceHold {
+                reason: reason.clone(),
+                probe_at: next_probe,
+            };
+            self.source_pauses.insert(source.clone(), hold);
+        }
+        for source in judged {
+            if pass.paused_sources.contains_key(source) {
+                continue;
+            }
+            if self.source_pauses.remove(source).is_some() {
+                info!(
+                    "upload:{}: source {source} resumed: the destination accepts its orders again",
+                    self.dest
+                );
+                self.outbox.set_source_paused(&self.dest, source, None)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The sources paused for this destination, with why.
+    pub fn paused_sources(&self) -> Vec<(String, String)> {
+        self.source_pauses
+            .iter()
+            .map(|(s, h)| (s.clone(), h.reason.clone()))
+            .collect()
+    }
+
     /// Switches to draining when the wall clock jumped since the last pass; returns
     /// the jump in seconds (`now` is the wall clock, `mono` the monotonic one).
     fn notice_clock_jump(&mut self, now: i64, mono: Instant) -> Option<i64> {
@@ -533,7 +668,7 @@ fn outcome_class(o: &Outcome) -> usize {
         Outcome::Delivered { .. } => 0,
         Outcome::Retry { .. } => 1,
         Outcome::Rejected { .. } => 2,
-        Outcome::Misconfigured { .. } => 3,
+        Outcome::Misconfigured { .. } | Outcome::SourceMisconfigured { .. } => 3,
     }
 }
 

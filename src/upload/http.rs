@@ -12,6 +12,12 @@
 //!   URL, the HTTP status, the transport failure's kind. Never the query string (the
 //!   WDT query carries `key`, `salt` and `sign`), never a request body, never a secret.
 //!   [`TransportError`] is built from those parts only.
+//! - A proxy that refuses the tunnel (`CONNECT host:port` answered other than 200)
+//!   is named in the error with its status and the tunnel's target (the proxy's
+//!   address without credentials): a plain `http://` URL is tunnelled to port 80,
+//!   which common proxies refuse, and "proxy failed" alone sent integrators looking
+//!   everywhere else (issue #26). A 4xx there is the proxy's policy or credentials:
+//!   the same for every order, so the destination pauses; other answers are retried.
 //! - A host name is looked up at most once per [`RESOLVE_TTL`], not per request: ureq
 //!   resolves before it looks in its connection pool, and its resolver runs each lookup
 //!   on a fresh thread (to time it out), so a drain cost one thread and one DNS query per
@@ -133,11 +139,18 @@ pub struct TransportError {
     pub what: String,
     /// `scheme://host:port/path`, never the query.
     pub target: String,
+    /// A proxy refused the tunnel with this 4xx status: its policy or credentials,
+    /// the same for every request.
+    pub proxy_refused: bool,
 }
 
 impl TransportError {
     pub fn into_outcome(self) -> super::Outcome {
-        super::Outcome::retry(self.to_string())
+        if self.proxy_refused {
+            super::Outcome::misconfigured(self.to_string())
+        } else {
+            super::Outcome::retry(self.to_string())
+        }
     }
 }
 
@@ -193,6 +206,8 @@ impl<R: Resolver> Resolver for CachingResolver<R> {
 pub struct Http {
     agent: ureq::Agent,
     proxied: bool,
+    /// The proxy's `scheme://host:port`, without credentials (for messages).
+    proxy_name: Option<String>,
 }
 
 impl std::fmt::Debug for Http {
@@ -206,7 +221,9 @@ impl std::fmt::Debug for Http {
 impl Http {
     /// An agent for requests to `url` (its scheme and host choose the proxy).
     pub fn new(cfg: &HttpConfig, url: &str) -> Result<Http, String> {
-        let proxy = proxy_for(url, &|k| std::env::var(k).ok())
+        let proxy_url = proxy_for(url, &|k| std::env::var(k).ok());
+        let proxy_name = proxy_url.as_deref().map(url_without_query);
+        let proxy = proxy_url
             .map(|p| {
                 ureq::Proxy::new(&p)
                     .map_err(|_| "the proxy variable is not a valid URL".to_string())
@@ -243,6 +260,7 @@ impl Http {
                 CachingResolver::new(DefaultResolver::default(), RESOLVE_TTL),
             ),
             proxied,
+            proxy_name,
         })
     }
 
@@ -261,13 +279,19 @@ impl Http {
         let fail = |what: String| TransportError {
             what,
             target: url_without_query(url),
+            proxy_refused: false,
         };
         let mut resp = self
             .agent
             .post(url)
             .header("Content-Type", content_type)
             .send(body)
-            .map_err(|e| fail(describe(&e)))?;
+            .map_err(|e| match (&e, &self.proxy_name) {
+                (ureq::Error::ConnectProxyFailed(reason), Some(proxy)) => {
+                    self.proxy_refusal(url, proxy, reason)
+                }
+                _ => fail(describe(&e)),
+            })?;
         let header = |name: &str| {
             resp.headers()
                 .get(name)
@@ -289,6 +313,60 @@ impl Http {
             retry_after,
             body,
         })
+    }
+}
+
+impl Http {
+    /// The proxy's refusal of the tunnel to `url`'s host, naming the proxy, its
+    /// status and the tunnel's target port.
+    fn proxy_refusal(&self, url: &str, proxy: &str, reason: &str) -> TransportError {
+        // ureq: "proxy server responded 403/403" (status, then its text), or "proxy
+        // server did not respond".
+        let status: Option<u16> = reason
+            .strip_prefix("proxy server responded ")
+            .and_then(|r| r.split(['/', ' ']).next())
+            .and_then(|s| s.trim().parse().ok());
+        let target = host_port(url).unwrap_or_default();
+        let plain = url.starts_with("http://");
+        let hint = if plain {
+            ": a plain http:// URL is tunnelled to port 80, which proxies commonly refuse; use https://"
+        } else {
+            ""
+        };
+        let what = match status {
+            Some(s) => format!("proxy {proxy} refused CONNECT {target} with HTTP {s}{hint}"),
+            None => format!("proxy {proxy} failed the tunnel (CONNECT {target}): {reason}"),
+        };
+        TransportError {
+            what,
+            target: url_without_query(url),
+            proxy_refused: status.is_some_and(|s| (400..500).contains(&s)),
+        }
+    }
+}
+
+/// `host:port` of a URL (the scheme's default port when none is written).
+fn host_port(url: &str) -> Option<String> {
+    let (scheme, host) = host_of(url)?;
+    let rest = url.split_once("://")?.1;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
+    let port = authority
+        .rsplit_once(':')
+        .filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()) && !authority.ends_with(']'))
+        .map(|(_, p)| p.to_string())
+        .unwrap_or_else(|| if scheme == "https" { "443" } else { "80" }.to_string());
+    Some(format!("{host}:{port}"))
+}
+
+/// Whether a URL is plain `http://` to a host that is not loopback: the key, the WDT
+/// salt and the orders would cross the network in clear (`check-config` warns).
+pub fn cleartext_remote(url: &str) -> bool {
+    match host_of(url) {
+        Some((scheme, host)) => {
+            scheme == "http" && !(host == "localhost" || host == "::1" || host.starts_with("127."))
+        }
+        None => false,
     }
 }
 

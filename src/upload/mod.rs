@@ -13,10 +13,14 @@
 //!
 //! Invariants:
 //! - Every attempt ends in an [`Outcome`] per order, and the outcome is data the outbox
-//!   persists: delivered, retry later, rejected (this order's data), or misconfigured (the
-//!   destination's configuration; the order waits).
-//! - Classification is a pure function of the HTTP reply (status, headers, body); the
-//!   clients' only side effect besides logging is learning the server clock offset.
+//!   persists: delivered, retry later, rejected (this order's data), misconfigured (the
+//!   destination's configuration; the order waits), or its source misconfigured there
+//!   (the source's shop or enterprise: that source's orders wait, the others go on).
+//! - Classification is a pure function of the HTTP reply (status, headers, body), with
+//!   one exception each cloud documents: what a Wangdiantong answer leaves in doubt
+//!   (an `error_list` entry naming no trade, counts short of the batch, a refused
+//!   re-push) is confirmed by `searchSelfOrder`, never assumed delivered.
+//! - The clients' only side effect besides logging is learning the server clock offset.
 //! - A transient fault is never `Rejected`: what the specs do not name is retried.
 //! - No secret (`secret`, the WDT `salt`) reaches an `Outcome`, a log line or an error.
 
@@ -94,19 +98,26 @@ pub enum Outcome {
     },
     /// This order's own data is wrong: keep it with the reason, re-send after a fix.
     Rejected { reason: String },
-    /// The destination's configuration is wrong (key, signature, shop, permission):
-    /// stop sending there, keep the orders pending, probe again slowly.
+    /// The destination's configuration is wrong (key, signature, permission, a tenant
+    /// setting): stop sending there, keep the orders pending, probe again slowly.
     Misconfigured { reason: String },
+    /// The identity of this order's *source* at the destination is refused (its shop,
+    /// enterprise or org: WDT 店铺编号不存在或已停用, Ovopark 206004): pause that
+    /// source's rows for this destination only, keep them pending, probe one of them
+    /// slowly; every other source's orders go on.
+    SourceMisconfigured { reason: String },
 }
 
 impl Outcome {
-    /// Short name for logs and `status`: `delivered`, `retry`, `rejected`, `misconfigured`.
+    /// Short name for logs and `status`: `delivered`, `retry`, `rejected`,
+    /// `misconfigured`, `source misconfigured`.
     pub fn kind(&self) -> &'static str {
         match self {
             Outcome::Delivered { .. } => "delivered",
             Outcome::Retry { .. } => "retry",
             Outcome::Rejected { .. } => "rejected",
             Outcome::Misconfigured { .. } => "misconfigured",
+            Outcome::SourceMisconfigured { .. } => "source misconfigured",
         }
     }
 
@@ -116,7 +127,8 @@ impl Outcome {
             Outcome::Delivered { note } => note,
             Outcome::Retry { reason, .. }
             | Outcome::Rejected { reason }
-            | Outcome::Misconfigured { reason } => reason,
+            | Outcome::Misconfigured { reason }
+            | Outcome::SourceMisconfigured { reason } => reason,
         }
     }
 
@@ -129,6 +141,12 @@ impl Outcome {
 
     pub(crate) fn misconfigured(reason: impl Into<String>) -> Outcome {
         Outcome::Misconfigured {
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn source_misconfigured(reason: impl Into<String>) -> Outcome {
+        Outcome::SourceMisconfigured {
             reason: reason.into(),
         }
     }
@@ -153,6 +171,9 @@ impl Outcome {
                 reason: redact(&reason, secrets),
             },
             Outcome::Misconfigured { reason } => Outcome::Misconfigured {
+                reason: redact(&reason, secrets),
+            },
+            Outcome::SourceMisconfigured { reason } => Outcome::SourceMisconfigured {
                 reason: redact(&reason, secrets),
             },
         }

@@ -13,6 +13,7 @@ pub fn canonical(o: &Value) -> Value {
         "machine_id",
         "video_start",
         "video_end",
+        "zone",
         "deliveries",
     ] {
         m.remove(k);

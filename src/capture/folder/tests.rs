@@ -18,8 +18,14 @@ fn settings(text: &str, state: &Path) -> (Identity, FolderSource, crate::outbox:
         shop: s("shop"),
         machine_id: s("machine_id"),
         video: None,
+        timezone: None,
     }
-    .validate(&mut p, "source[0]", &crate::stamp::Video::default())
+    .validate(
+        &mut p,
+        "source[0]",
+        &crate::stamp::Video::default(),
+        crate::stamp::default_zone(),
+    )
     .unwrap();
     assert_eq!(s("kind").as_deref(), Some("folder"));
     let raw = RawFolder {

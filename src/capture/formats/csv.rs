@@ -337,6 +337,7 @@ impl Head {
             machine_id: self.machine_id,
             video_start: None,
             video_end: None,
+            zone: None,
         })
     }
 }

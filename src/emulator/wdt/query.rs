@@ -9,13 +9,28 @@ use serde_json::{Map, Value, json};
 
 use super::super::spec::wdt::{OWN_PLATFORM, QUERY_SHOP};
 use super::super::{Request, parse_form};
-use super::{Refusal, WdtShopRecord, WdtState, WdtTenant};
+use super::{Refusal, WdtRecord, WdtShopRecord, WdtState, WdtTenant};
+
+/// searchSelfOrder: `end_time - start_time` at most 30 days (its page).
+const MAX_SPAN_SECS: i64 = 30 * 86_400;
+
+/// When the trade was last pushed, as the server's wall time.
+fn modified_local(r: &WdtRecord, zone_secs: i64) -> chrono::NaiveDateTime {
+    chrono::DateTime::from_timestamp(r.modified + zone_secs, 0)
+        .unwrap_or_default()
+        .naive_utc()
+}
 
 /// `sales.RawTrade.searchSelfOrder`: body `[{"shop_no", "tid", "start_time",
-/// "end_time"}]` (times `yyyy-MM-dd HH:mm:ss`, UTC+8, compared with `trade_time`);
-/// answers `{"total_count", "order": [{"tid", "shop_no", "trade_time"}]}` (the count
-/// only with `calc_total=1`). The pager is required: `page_size` 1..=100, `page_no` ≥ 0.
-pub(super) fn search(st: &WdtState, req: &Request) -> Result<Value, Refusal> {
+/// "end_time"}]`. As the vendor's page (旗舰版 `sales.RawTrade.searchSelfOrder`)
+/// defines them, `start_time`/`end_time` are the raw trade's **modification** time
+/// (修改起始时间/修改结束时间: when it was pushed or last changed, not its
+/// `trade_time`), `yyyy-MM-dd HH:mm:ss` in the server's zone, at most 30 days apart;
+/// the page's own example asks by `tid`, so a query by `tid` alone is taken too (both
+/// times or neither). Answers `{"total_count", "order": [{"tid", "shop_no",
+/// "trade_time", "modified"}]}` (the count only with `calc_total=1`). The pager is
+/// required: `page_size` 1..=100, `page_no` ≥ 0.
+pub(super) fn search(st: &WdtState, req: &Request, zone_secs: i64) -> Result<Value, Refusal> {
     let bad = |m: &str| (1, format!("参数错误: {m}"));
     let q: BTreeMap<String, String> = parse_form(&req.query).into_iter().collect();
     let page_size: usize = q
@@ -38,19 +53,40 @@ pub(super) fn search(st: &WdtState, req: &Request) -> Result<Value, Refusal> {
         crate::order::parse_time(text(k))
             .map_err(|_| bad(&format!("{k} must be yyyy-MM-dd HH:mm:ss")))
     };
-    let (start, end) = (time("start_time")?, time("end_time")?);
     let (tid, shop_no) = (text("tid"), text("shop_no"));
+    let window = match (p.get("start_time"), p.get("end_time")) {
+        (None, None) if !tid.is_empty() => None,
+        (None, None) => return Err(bad("start_time and end_time, or tid, are required")),
+        (Some(_), None) | (None, Some(_)) => {
+            return Err(bad("start_time and end_time go together"));
+        }
+        (Some(_), Some(_)) => {
+            let (start, end) = (time("start_time")?, time("end_time")?);
+            if end < start || (end - start).num_seconds() > MAX_SPAN_SECS {
+                return Err(bad("end_time - start_time must be 0..=30 days"));
+            }
+            Some((start, end))
+        }
+    };
+    let in_window = |r: &WdtRecord| {
+        let Some((start, end)) = window else {
+            return true;
+        };
+        let modified = modified_local(r, zone_secs);
+        start <= modified && modified <= end
+    };
+    let matches = |t: &str, r: &WdtRecord| {
+        (tid.is_empty() || t == tid) && (shop_no.is_empty() || r.shop_no == shop_no)
+    };
     let found: Vec<Value> = st
         .trades
-        .get(tid)
-        .filter(|r| shop_no.is_empty() || r.shop_no == shop_no)
-        .and_then(|r| {
-            let t: Value = serde_json::from_str(r.trade.get()).ok()?;
-            let at = crate::order::parse_time(t["trade_time"].as_str()?).ok()?;
-            (start <= at && at <= end)
-                .then(|| json!({"tid": tid, "shop_no": r.shop_no, "trade_time": t["trade_time"]}))
+        .iter()
+        .filter(|(t, r)| matches(t, r) && in_window(r))
+        .map(|(t, r)| {
+            let trade: Value = serde_json::from_str(r.trade.get()).unwrap_or_default();
+            json!({"tid": t, "shop_no": r.shop_no, "trade_time": trade["trade_time"],
+                   "modified": modified_local(r, zone_secs).format(crate::order::TIME_FORMAT).to_string()})
         })
-        .into_iter()
         .collect();
     let total = found.len();
     let page: Vec<Value> = found

@@ -83,9 +83,26 @@ pub fn classify(reply: &Reply) -> Classified {
         Some(16) => Outcome::retry(format!("{what} (timestamp refused: clock skew)")),
         Some(-100) => Outcome::retry(format!("{what} (repeated call)")),
         Some(-500 | -999 | 206999 | 999999) => Outcome::retry(what.clone()),
-        Some(1..=15 | 17) | Some(206001 | 206003 | 206004 | 206005 | 206006) => {
-            Outcome::misconfigured(what.clone())
-        }
+        // The key, signature, method, version, format, or the open-platform user
+        // behind the key (206001): every order's problem, the destination pauses.
+        // 12 APPLICATIONID_NOTSAME: the seed fixes `_aid` as S107; the gateway SDK's
+        // readme gives cloud.api applications their own id (`DC-00xxxx`).
+        Some(12) => Outcome::misconfigured(format!(
+            "{what} (_aid and _akey must belong together: set ovopark.aid to your key's application id, e.g. DC-00xxxx from the Ovopark console, instead of the page's S107)"
+        )),
+        Some(1..=15 | 17) | Some(206001) => Outcome::misconfigured(what.clone()),
+        // The identity an order carries (seed, business return codes): 206004
+        // DEPARTMENT_NOT_EXIST is its `shopId`/`depId`, 206003/206005/206006 its
+        // `enterpriseId`/`orgId` pair (per source: `[source.ovopark]`). Only the
+        // sources whose orders carry it pause; the others go on (issue #26).
+        Some(206003..=206006) => Outcome::source_misconfigured(format!(
+            "{what} (the {} of this order's source)",
+            if n == Some(206004) {
+                "shopId"
+            } else {
+                "orgId/enterpriseId"
+            }
+        )),
         Some(208000..=208999) => Outcome::rejected(what.clone()),
         _ => Outcome::retry(format!("{what} (a code the spec does not name)")),
     };

@@ -131,16 +131,35 @@ impl OvoparkClient {
                 } else {
                     ""
                 };
+                // getBusinessOrg is documented on the gateway SDK's own route, not
+                // necessarily on sendOrder's URL: a code 9 for it may only mean "not
+                // served here", and says nothing of the pushes (issue #26, item 8).
+                let route = if mt == GET_BUSINESS_ORG {
+                    format!(
+                        "; or {GET_BUSINESS_ORG} is not served at {} (its page documents it on the gateway's own route): the pushes ({}) are not concerned by this check",
+                        self.cfg.url, self.cfg.method
+                    )
+                } else {
+                    String::new()
+                };
                 c.outcome = Outcome::misconfigured(format!(
-                    "permission: the key may not call method {mt} ({reason}): grant the key's application this API in the Ovopark open platform{or_fix}"
+                    "permission: the key may not call method {mt} ({reason}): grant the key's application this API in the Ovopark open platform{or_fix}{route}"
                 ));
             }
-            let learned = c
+            // `stat.systime` is the gateway's own clock (the one that judges
+            // `_timestamp`): when the reply has one, it alone is followed. The `Date`
+            // header only when there is none: a front server's `Date` may disagree
+            // with the gateway, and falling back to it whenever systime showed no
+            // change made the offset alternate, one refused request per order
+            // (issue #26, item 9).
+            let systime = c
                 .systime
                 .as_deref()
-                .and_then(|s| parse_ovopark_systime(s, self.cfg.zone_secs))
-                .and_then(|t| self.offset.learn(t))
-                .or_else(|| self.offset.learn_from_reply(&reply));
+                .and_then(|s| parse_ovopark_systime(s, self.cfg.zone_secs));
+            let learned = match systime {
+                Some(t) => self.offset.learn(t),
+                None => self.offset.learn_from_reply(&reply),
+            };
             if let Some(off) = learned {
                 log::info!(
                     "ovopark: server clock differs from ours by {off} s; timestamps follow the server"
@@ -219,7 +238,27 @@ impl OvoparkClient {
         for w in &ipos.warnings {
             log::warn!("ovopark: {w}");
         }
-        let (c, _) = self.call(&|now| self.params(&target, &ipos.json, now));
+        let (mut c, _) = self.call(&|now| self.params(&target, &ipos.json, now));
+        // 206004 names the shopId. Usually the source's (its `shop`, or the config's
+        // shop_id): the source pauses. An export may carry each order's own shop,
+        // though: then the unknown shop is that order's data, and only it is refused.
+        if let (Some("206004"), Outcome::SourceMisconfigured { reason }) =
+            (c.code.as_deref(), &c.outcome)
+        {
+            let own = order
+                .source
+                .as_deref()
+                .and_then(|s| self.routes.get(s))
+                .and_then(|r| r.as_ref().ok())
+                .is_some_and(|r| r.shop_is_the_orders(order.shop.as_deref()));
+            if own {
+                c.outcome = Outcome::rejected(format!(
+                    "order {}: {reason}: shopId {} is this order's own shop (not its source's): fix the order's shop, then `tillrelay retry`",
+                    order.order_no,
+                    order.shop.as_deref().unwrap_or_default()
+                ));
+            }
+        }
         match &c.outcome {
             Outcome::Delivered { .. } => {}
             o => log::debug!(

@@ -64,6 +64,9 @@ pub fn build_ipos(order: &Order, target: &Target, order_type: &str) -> Result<Ip
         obj.push(("userName", J::Str(name("userName", c, &mut warnings))));
     }
     obj.push(("machineId", J::Str(ident("machineId", machine_id)?)));
+    // The seed's page gives startTime/endTime/orderTime as `yyyy-MM-dd HH:mm:ss`
+    // with no zone: the shop's wall time, the clock its video is recorded on, so the
+    // till's own wall time goes as it is (order.zone is not applied; issue #26).
     obj.push(("startTime", J::Str(format_time(&start))));
     obj.push(("endTime", J::Str(format_time(&end))));
     obj.push(("orderTime", J::Str(format_time(&order.order_time))));

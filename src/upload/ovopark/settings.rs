@@ -95,9 +95,10 @@ pub struct RawOvopark {
     /// Requests in flight at once, 1..=[`MAX_CONCURRENCY`]; default
     /// [`DEFAULT_CONCURRENCY`].
     pub concurrency: Option<usize>,
-    /// The sendOrder method name (`_mt`), default [`SEND_ORDER`]: a tenant whose
-    /// platform registers the same payload under another name
-    /// (`open.ovopark.pos.sendOrder`) sets it.
+    /// The sendOrder method name (`_mt`), default [`SEND_ORDER`], for a tenant whose
+    /// platform registers the storehouse payload under another name. Not the POS API
+    /// (`open.ovopark.pos.sendOrder`): its payload differs and is not built (the
+    /// config warns, issue #26).
     pub method: Option<String>,
     /// How long an order refused with a code nobody recognises is retried before it
     /// is rejected (`"24h"`, [`DEFAULT_GIVE_UP_AFTER`]).
@@ -396,9 +397,21 @@ pub struct Route {
     /// `[ovopark]` shop_id/dep_id, for orders stamped without a shop.
     pub default_shop: Option<(Option<String>, Option<String>)>,
     pub order_no_prefix: String,
+    /// The source's own `shop` (its identity), when known: an order stamped with
+    /// another shop (an export carrying each order's shop) is that order's data.
+    pub source_shop: Option<String>,
 }
 
 impl Route {
+    /// Whether an order stamped with `order_shop` goes with a shop of its own (not
+    /// its source's, nor one the config sets): then a refusal of that shop (206004)
+    /// is about that order, not its source.
+    pub fn shop_is_the_orders(&self, order_shop: Option<&str>) -> bool {
+        self.shop.is_none()
+            && self.source_shop.is_some()
+            && order_shop.is_some_and(|s| !s.is_empty() && Some(s) != self.source_shop.as_deref())
+    }
+
     /// The tenant/shop for an order stamped with `order_shop`.
     pub fn target(&self, order_shop: Option<&str>) -> Result<Target, String> {
         let (shop_id, dep_id) = if let Some(s) = &self.shop {
@@ -461,6 +474,7 @@ impl Ovopark {
             enterprise_id,
             shop: pair(over),
             default_shop: pair(&self.defaults),
+            source_shop: shop.map(str::to_string),
             order_no_prefix: over
                 .order_no_prefix
                 .clone()

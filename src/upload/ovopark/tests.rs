@@ -245,8 +245,19 @@ fn classification_table() {
             check(200, &stat(&code.to_string()), "misconfigured");
         }
     }
-    for code in ["206001", "206003", "206004", "206005", "206006"] {
-        check(200, &stat(code), "misconfigured");
+    // The key's open-platform user: the destination. A shop (206004) or an
+    // enterprise/org (206003, 206005, 206006) is the identity of the order's source:
+    // only that source pauses (issue #26).
+    check(200, &stat("206001"), "misconfigured");
+    // 12: the _aid/_akey pair; the reason says how to fix the page's fixed S107.
+    let c = classify(&reply(200, &stat("12")));
+    assert!(
+        c.outcome.text().contains("set ovopark.aid"),
+        "{:?}",
+        c.outcome
+    );
+    for code in ["206003", "206004", "206005", "206006"] {
+        check(200, &stat(code), "source misconfigured");
     }
     // Not in the spec: an order code of the 208 family is about the order's data;
     // anything else is retried, never rejected.
@@ -262,7 +273,7 @@ fn classification_table() {
     check(
         200,
         r#"{"stat":{"code":"0"},"data":{"code":206004}}"#,
-        "misconfigured",
+        "source misconfigured",
     );
     check(
         200,

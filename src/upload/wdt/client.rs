@@ -8,6 +8,7 @@ use super::*;
 use crate::order::Order;
 use std::sync::mpsc;
 
+use super::confirm::entry_trade;
 use crate::upload::destination::Each;
 use crate::upload::form::percent_encode;
 use crate::upload::http::Http;
@@ -19,9 +20,9 @@ pub struct WdtClient {
     cfg: Wdt,
     /// Each source's shop, resolved by the config (an `Err`: a disabled source's).
     routes: HashMap<String, Result<ShopTarget, String>>,
-    http: Http,
+    pub(super) http: Http,
     /// The learned server clock offset.
-    offset: Arc<ServerOffset>,
+    pub(super) offset: Arc<ServerOffset>,
     /// Since when each lone trade has been refused (see [`FirstFailures`]).
     first_failures: FirstFailures,
 }
@@ -187,6 +188,7 @@ impl WdtClient {
     fn send_chunk(&self, chunk: &[&BuiltTrade], ctx: &Ctx, out: &mut HashMap<String, Outcome>) {
         let Some(first) = chunk.first() else { return };
         let body = build_body(&first.shop_no, chunk);
+        let sent_at = self.offset.now_unix();
         let reply = self.call(self.cfg.method.method(), &body);
         // A crash after the cloud answered, before the outcome is kept (tests).
         crate::failpoint::hit("wdt.after_push");
@@ -196,24 +198,8 @@ impl WdtClient {
                 new_count,
                 chg_count,
             } => {
-                for t in chunk {
-                    let outcome = match failed.iter().find(|(no, _)| *no == t.tid) {
-                        Some((_, err)) if err.contains(TRADE_TIME_AHEAD) => {
-                            self.trade_ahead(t, ctx, err)
-                        }
-                        Some((_, err)) => Outcome::rejected(format!(
-                            "Wangdiantong refused trade {}: {err}",
-                            t.tid
-                        )),
-                        None => Outcome::Delivered {
-                            note: format!(
-                                "accepted (batch of {}: {new_count} new, {chg_count} updated)",
-                                chunk.len()
-                            ),
-                        },
-                    };
-                    out.insert(t.tid.clone(), outcome);
-                }
+                let counts = (new_count, chg_count, sent_at);
+                self.accepted(chunk, ctx, &failed, counts, out)
             }
             Classified::DataError(what) | Classified::Unrecognised(what) if chunk.len() > 1 => {
                 if let Some(tid) = named_tid(&what, chunk.iter().map(|t| t.tid.as_str())) {
@@ -255,27 +241,133 @@ impl WdtClient {
         }
     }
 
+    /// A status-0 answer mapped onto the trades of `chunk`. Each `error_list` entry is
+    /// matched to its trade (by `no`, or any id it carries equal to a tid or one of
+    /// its lines' oids, or a tid its text names) and its free text classified like a
+    /// whole call's message (pushSelf2 page: `error` is free text). What does not add
+    /// up — an entry that names no trade of the batch, or `new_count + chg_count`
+    /// other than the trades not named — is confirmed by `searchSelfOrder`, trade by
+    /// trade: a trade the ERP holds is delivered, one it does not is sent again,
+    /// never assumed delivered (issue #26).
+    fn accepted(
+        &self,
+        chunk: &[&BuiltTrade],
+        ctx: &Ctx,
+        failed: &[ErrorEntry],
+        (new_count, chg_count, sent_at): (i64, i64, i64),
+        out: &mut HashMap<String, Outcome>,
+    ) {
+        let mut refused: HashMap<&str, &str> = HashMap::new();
+        let mut unmatched: Vec<&str> = Vec::new();
+        for e in failed {
+            match entry_trade(e, chunk) {
+                Some(tid) => {
+                    refused.entry(tid).or_insert(e.error.as_str());
+                }
+                None => unmatched.push(e.error.as_str()),
+            }
+        }
+        let stored = chunk.len() - refused.len();
+        let counted = new_count.saturating_add(chg_count);
+        let doubt = if !unmatched.is_empty() {
+            Some(format!(
+                "an error_list entry names no trade of the batch: {}",
+                unmatched.join(" | ")
+            ))
+        } else if counted != stored as i64 {
+            Some(format!(
+                "new_count {new_count} + chg_count {chg_count} ≠ {stored} trade(s) not in error_list"
+            ))
+        } else {
+            None
+        };
+        // One query lists what the push just modified in the shop; a trade it does
+        // not list (an unchanged re-push may keep its old modification time) is
+        // asked for by tid.
+        let recent = doubt.as_ref().and_then(|d| {
+            log::warn!(
+                "wdt: the answer to a batch of {} does not add up ({d}); confirming each trade with {SEARCH_SELF_ORDER}",
+                chunk.len()
+            );
+            chunk
+                .first()
+                .and_then(|t| self.modified_since(&t.shop_no, sent_at))
+        });
+        for t in chunk {
+            let outcome = match (refused.get(t.tid.as_str()), &doubt) {
+                (Some(err), _) => self.entry_refusal(t, ctx, err),
+                (None, None) => Outcome::Delivered {
+                    note: format!(
+                        "accepted (batch of {}: {new_count} new, {chg_count} updated)",
+                        chunk.len()
+                    ),
+                },
+                (None, Some(d)) => match recent
+                    .as_ref()
+                    .filter(|r| r.contains(&t.tid))
+                    .map(|_| true)
+                    .or_else(|| self.holds(t))
+                {
+                    Some(true) => Outcome::Delivered {
+                        note: format!(
+                            "held by the ERP (confirmed by {SEARCH_SELF_ORDER}: the answer did not add up: {d})"
+                        ),
+                    },
+                    Some(false) => self.give_up_or_retry(
+                        t,
+                        &format!(
+                            "not found by {SEARCH_SELF_ORDER} after an answer that did not add up ({d})"
+                        ),
+                    ),
+                    None => Outcome::retry(format!(
+                        "Wangdiantong trade {}: the answer did not add up ({d}) and {SEARCH_SELF_ORDER} could not confirm it: sent again",
+                        t.tid
+                    )),
+                },
+            };
+            out.insert(t.tid.clone(), outcome);
+        }
+    }
+
+    /// The outcome of a trade an `error_list` entry names: its free text classified
+    /// like a whole call's message (a passing fault is retried, a shop pauses its
+    /// sources, the key the destination), only the trade's own data rejects it.
+    fn entry_refusal(&self, t: &BuiltTrade, ctx: &Ctx, err: &str) -> Outcome {
+        let what = format!("Wangdiantong error_list for trade {}: {err}", t.tid);
+        match shared_outcome(message_class(err), &what, self.cfg.rate_limit_wait_secs) {
+            Some(o) => o,
+            None => self.lone_refusal(t, ctx, err),
+        }
+    }
+
     /// The outcome of one trade refused alone. A known data fault rejects it; a trade
     /// time ahead of the server waits for the server's clock; a message nobody
     /// recognises may be the server's fault, so the trade is retried (the engine's
     /// capped backoff) until `give_up_after` has passed since its first refusal, and
     /// only then rejected (kept, shown, re-sendable with `retry`).
     fn lone_refusal(&self, t: &BuiltTrade, ctx: &Ctx, what: &str) -> Outcome {
-        if what.contains(TRADE_TIME_AHEAD) {
-            return self.trade_ahead(t, ctx, what);
-        }
-        if DATA_MESSAGES.iter().any(|m| what.contains(m)) {
-            return Outcome::rejected(format!("Wangdiantong refused trade {}: {what}", t.tid));
+        match message_class(what) {
+            MessageClass::TradeAhead => return self.trade_ahead(t, ctx, what),
+            MessageClass::Data => {
+                return Outcome::rejected(format!("Wangdiantong refused trade {}: {what}", t.tid));
+            }
+            _ => {}
         }
         // A re-push (after a crash or a lost reply) of a trade the ERP already holds
         // may be refused as such: it is delivered, not refused.
-        if self.holds(t, ctx) {
+        if self.holds(t) == Some(true) {
             return Outcome::Delivered {
                 note: format!(
                     "held by the ERP (confirmed by {SEARCH_SELF_ORDER} after the push was refused: {what})"
                 ),
             };
         }
+        self.give_up_or_retry(t, what)
+    }
+
+    /// A trade refused (or not found) for a reason nobody recognises: retried until
+    /// `give_up_after` has passed since the first time, then rejected.
+    fn give_up_or_retry(&self, t: &BuiltTrade, what: &str) -> Outcome {
         let refused_for = self.first_failures.refused(&t.tid, local_unix());
         let limit = self.cfg.give_up_after;
         if refused_for >= limit {
@@ -291,46 +383,6 @@ impl WdtClient {
             t.tid,
             humantime::format_duration(limit)
         ))
-    }
-
-    /// Whether the ERP holds trade `t` (`searchSelfOrder` by tid, shop and a day
-    /// either side of its trade time). Any failure of the query is "not known to".
-    fn holds(&self, t: &BuiltTrade, ctx: &Ctx) -> bool {
-        let Some(at) = ctx.trade_unix.get(&t.tid) else {
-            return false;
-        };
-        let fmt = |unix: i64| {
-            chrono::DateTime::from_timestamp(unix + SERVER_ZONE_SECS, 0)
-                .map(|d| d.naive_utc().format(crate::order::TIME_FORMAT).to_string())
-                .unwrap_or_default()
-        };
-        let body = serde_json::json!([{
-            "shop_no": t.shop_no,
-            "tid": t.tid,
-            "start_time": fmt(at - 86_400),
-            "end_time": fmt(at + 86_400),
-        }])
-        .to_string();
-        let pager = [("page_size", "10"), ("page_no", "0"), ("calc_total", "1")];
-        let url = self.signed_url_with(SEARCH_SELF_ORDER, &body, self.offset.now_unix(), &pager);
-        let Ok(reply) = self.http.post(&url, CONTENT_TYPE, body.as_bytes()) else {
-            return false;
-        };
-        let Ok(v) = serde_json::from_slice::<serde_json::Value>(&reply.body) else {
-            return false;
-        };
-        let ok = v["status"] == 0 || v["status"] == "0";
-        let held = ok
-            && v["data"]["order"]
-                .as_array()
-                .is_some_and(|l| l.iter().any(|o| o["tid"] == t.tid.as_str()));
-        if held {
-            log::info!(
-                "wdt: trade {} was refused on a re-push, but {SEARCH_SELF_ORDER} finds it held: delivered",
-                t.tid
-            );
-        }
-        held
     }
 
     /// `下单时间非法`: the trade time is ahead of the server's clock. A POS clock a
@@ -368,8 +420,9 @@ impl WdtClient {
         for (i, order) in orders.iter().enumerate() {
             match self.build(order) {
                 Ok(t) => {
-                    // Trade times are the server's local time (UTC+8).
-                    let at = order.order_time.and_utc().timestamp() - SERVER_ZONE_SECS;
+                    // The trade's moment: the till's wall time in the till's zone (it
+                    // goes out as 东八区 wall time, see `server_wall`).
+                    let at = order.unix_of(&order.order_time);
                     ctx.trade_unix.insert(t.tid.clone(), at);
                     // Known to be ahead of the server's clock: not sent before the
                     // server's time has passed it (the server would refuse it).

@@ -16,7 +16,12 @@
 //! - Every field the seed marks required is present, from the order or from the
 //!   documented, configurable defaults (an in-store sale's receiver is the shop itself).
 //! - A request holds at most `batch_size` (≤ 100) trades of one `shop_no`, with distinct
-//!   `tid`s. Trades named in `error_list` are rejected alone. A whole call refused
+//!   `tid`s. Each `error_list` entry's free text is classified like a whole call's
+//!   message, for its trade alone (matched by `no`, any id it carries, a line's oid, or
+//!   a tid its text names); an entry naming no trade, or `new_count + chg_count` short
+//!   of the batch, has every trade confirmed by `searchSelfOrder` (by modification
+//!   time), never assumed delivered. Trade times go out as 东八区 wall time converted
+//!   from the order's zone. A whole call refused
 //!   with a data message or one nobody recognises (status 100) is isolated: the trade
 //!   the message names is set aside and the others sent again at once, else the batch
 //!   is split in halves until the trade is alone; one refused trade never holds back
@@ -29,10 +34,12 @@
 //! Layout: [`settings`] (the `[wdt]` / `[source.wdt]` tables, their validation,
 //! and the resolution of a source's identity), [`request`] (raw trades and the request body), [`sign`]
 //! (`sign`, `timestamp`), [`classify`] (status and messages of a reply), [`client`] (the
-//! requests, and the engine's [`crate::upload::Destination`]).
+//! requests, and the engine's [`crate::upload::Destination`]), `confirm` (searchSelfOrder:
+//! what an answer leaves in doubt), `isolate` (the trade a whole-call refusal names).
 
 mod classify;
 mod client;
+mod confirm;
 mod isolate;
 mod request;
 mod settings;
@@ -47,11 +54,20 @@ pub use request::*;
 pub use settings::*;
 pub use sign::*;
 
-pub const DEFAULT_URL: &str = "http://wdt.wangdian.cn/openapi";
+/// The formal environment over TLS: the seed's page gives `http://wdt.wangdian.cn/openapi`
+/// (正式环境); the open SDKs (`waywake/wdt-sdk-deno`, `BernardSimon/gwdt`) use this
+/// same host and path with `https://`. Plain http sends the key, the salt and the
+/// orders in clear, and behind a proxy is tunnelled to port 80, which proxies
+/// commonly refuse (issue #26).
+pub const DEFAULT_URL: &str = "https://wdt.wangdian.cn/openapi";
 pub const PUSH_SELF2: &str = "sales.RawTrade.pushSelf2";
 pub const PUSH_SELF: &str = "sales.RawTrade.pushSelf";
-/// Raw trades the ERP holds, by tid, shop and time window (confirms a refused re-push).
+/// Raw trades the ERP holds, by tid, shop and *modification*-time window (confirms a
+/// refused re-push, and an answer that does not add up).
 pub const SEARCH_SELF_ORDER: &str = "sales.RawTrade.searchSelfOrder";
+/// searchSelfOrder's `start_time`..`end_time` span: the page allows at most 30 days
+/// (修改起始/结束时间); a minute is kept for the clocks' difference.
+pub const SEARCH_WINDOW_SECS: i64 = 30 * 86_400 - 120;
 /// The ERP's shop records (`check-config --online`: does each source's shop_no exist,
 /// and is it self-operated). Not in the seed: its request (`[{"shop_no"}]` and the
 /// pager, signed) and answer (`data.details[]`: `shop_no`, `platform_id`,
@@ -91,15 +107,32 @@ pub const DEFAULT_RATE_LIMIT_WAIT_SECS: u64 = 300;
 /// Messages of status 100 (substrings), by what they mean.
 pub const RATE_LIMIT_MESSAGES: [&str; 2] =
     ["超过每分钟最大调用频率限制", "超过每分钟最大并发次数限制"];
-/// The key lacks an API's permission (`权限不足`, also inside `新建订单权限不足`), no
-/// shop of the request exists, the key may not use the warehouse: the same for every
-/// trade (the vendor's 旗舰版 error list and the SDKs' retry lists).
-pub const CONFIG_MESSAGES: [&str; 5] = [
+/// A shop of the request the ERP does not take: unknown or disabled, another
+/// platform's (pushSelf takes 自有平台 only), all shops wrong (pushSelf page's sample
+/// error, the 旗舰版 error table `qjbguide_cwmsm`). A request holds one shop_no, so
+/// this is the identity of the sources whose orders carry it: they pause, the
+/// others go on (issue #26). Likewise the receiver and buyer fields, which come from
+/// the config (`receiver_*`, per source or `[wdt]`, and `buyer_nick`), never from the
+/// order: 收件人…/昵称…包含非法字符或为空, 电话号码不能包含* (the 旗舰版 error table) are
+/// every order's of those sources, not one trade's data.
+pub const SOURCE_MESSAGES: [&str; 6] = [
     "店铺编号不存在或已停用",
     "店铺平台不是自有平台",
-    "权限不足",
     "传入店铺编号全部错误",
+    "收件人",
+    "昵称",
+    "电话号码不能包含",
+];
+/// The same for every trade whatever its source: the key lacks an API's permission
+/// (`权限不足`, also inside `新建订单权限不足`), the key may not use the warehouse,
+/// the warehouse the config names is empty (`wdt.warehouse_no`), a `pay_method` the
+/// tenant's server does not take (`wdt.pay_method`: the seed lists 8 微信支付, some
+/// servers take ≤ 7).
+pub const CONFIG_MESSAGES: [&str; 4] = [
+    "权限不足",
     "无仓库访问权限",
+    "仓库编号不可为空",
+    "pay_method must be",
 ];
 /// Status-100 messages of a passing fault on the server's side (the SDKs retry them):
 /// the same for every trade, retried with backoff.

@@ -26,6 +26,17 @@ impl BuiltTrade {
     pub fn lines_json(&self) -> Vec<String> {
         self.lines.iter().map(J::to_text).collect()
     }
+
+    /// Whether `id` is the `oid` of one of this trade's lines (an `error_list` entry
+    /// may name a line rather than its trade).
+    pub fn has_oid(&self, id: &str) -> bool {
+        self.lines.iter().any(|l| match l {
+            J::Obj(fields) => fields
+                .iter()
+                .any(|(k, v)| *k == "oid" && matches!(v, J::Str(s) if s == id)),
+            _ => false,
+        })
+    }
 }
 
 fn dec(d: Decimal) -> J {
@@ -218,7 +229,10 @@ pub fn build_trade(order: &Order, shop: &ShopTarget, cfg: &Wdt) -> Result<BuiltT
             order.paid
         ));
     }
-    let time = format_time(&order.order_time);
+    // trade_time/pay_time/end_time are the server's wall time, 东八区 (UTC+8), whatever
+    // the till's zone (spec: times; the server refuses a trade_time ahead of its own
+    // clock as 下单时间非法): the till's local time moved by its zone's difference.
+    let time = format_time(&server_wall(order));
     let cod = if cfg.delivery_term == 2 {
         receivable
     } else {
@@ -289,4 +303,11 @@ pub fn build_body(shop_no: &str, trades: &[&BuiltTrade]) -> String {
         ),
     ])
     .to_text()
+}
+
+/// The order's close as the Wangdiantong server's wall time (东八区, UTC+8): the till's
+/// wall time (`order.zone`, `agent.timezone`) moved by the difference of the zones.
+pub fn server_wall(order: &Order) -> chrono::NaiveDateTime {
+    let shift = i64::from(order.zone_secs()) - SERVER_ZONE_SECS;
+    order.order_time - chrono::TimeDelta::seconds(shift)
 }

@@ -226,6 +226,18 @@ fn classification_table() {
     for m in CONFIG_MESSAGES {
         check(200, &msg(m), "misconfigured");
     }
+    // A shop of the request: the sources whose orders carry it (issue #26).
+    for m in SOURCE_MESSAGES {
+        check(200, &msg(m), "source misconfigured");
+    }
+    // Item 7: fields the config supplies, in the vendor's words.
+    for m in [
+        "收件人姓名包含非法字符或为空",
+        "买家昵称包含非法字符或为空",
+        "电话号码不能包含*",
+    ] {
+        check(200, &msg(m), "source misconfigured");
+    }
     for m in [
         "商品名称含有非法字符",
         "数量不合法",
@@ -237,15 +249,15 @@ fn classification_table() {
     check(200, &msg("系统繁忙"), "retry");
     for m in [
         "权限不足",
-        "传入店铺编号全部错误",
         "无仓库访问权限",
         "新建订单权限不足",
+        "仓库编号不可为空",
+        "pay_method must be less than or equal to 7",
     ] {
         check(200, &msg(m), "misconfigured");
     }
     for m in [
         "商家编码和货品编号不匹配,原始单号为：K0150",
-        "pay_method must be less than or equal to 7",
         "Unparseable date: \\\"x\\\"",
     ] {
         check(200, &msg(m), "unrecognised");
