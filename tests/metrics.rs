@@ -179,8 +179,11 @@ fn a_live_scrape_passes_promtool_and_shows_what_was_captured_and_sent() {
     );
 
     let version = env!("CARGO_PKG_VERSION");
+    let revision = env!("TILLRELAY_COMMIT");
     for line in [
-        format!("tillrelay_build_info{{version=\"{version}\",box_id=\"test-box\"}} 1"),
+        format!(
+            "tillrelay_build_info{{version=\"{version}\",revision=\"{revision}\",box_id=\"test-box\"}} 1"
+        ),
         "tillrelay_box_info{box_id=\"test-box\"} 1".to_string(),
         "tillrelay_outbox_up 1".into(),
         "tillrelay_outbox_max_size_bytes 268435456".into(),
@@ -203,10 +206,13 @@ fn a_live_scrape_passes_promtool_and_shows_what_was_captured_and_sent() {
         );
     }
     for family in [
-        "tillrelay_process_resident_memory_bytes ",
-        "tillrelay_process_cpu_seconds_total ",
-        "tillrelay_process_open_fds ",
+        "\nprocess_resident_memory_bytes ",
+        "\nprocess_cpu_seconds_total ",
+        "\nprocess_open_fds ",
+        "\nprocess_max_fds ",
+        "\nprocess_start_time_seconds ",
         "tillrelay_outbox_size_bytes ",
+        "tillrelay_outbox_disk_available_bytes ",
         "tillrelay_outbox_full 0",
         "tillrelay_source_last_capture_timestamp_seconds{source=\"lane1\"} ",
     ] {
@@ -230,17 +236,23 @@ fn prometheus_scrapes_the_agent_and_fires_the_paused_destination_alert() {
         t.explain()
     );
 
+    // The shipped scrape config and rules, scraping every second, with this agent as
+    // its one target (and the gateway's target somewhere nothing listens).
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let rules = root().join("examples/prometheus/alerts.yml");
+    let shipped = root().join("examples/prometheus");
+    let config = fs::read_to_string(shipped.join("prometheus.yml"))
+        .unwrap()
+        .replace("scrape_interval: 60s", "scrape_interval: 1s")
+        .replace("evaluation_interval: 60s", "evaluation_interval: 1s")
+        .replace("scrape_timeout: 10s", "scrape_timeout: 1s")
+        .replace("127.0.0.1:9091", &format!("127.0.0.1:{}", free_port()));
+    fs::write(dir.path().join("prometheus.yml"), config).unwrap();
+    fs::copy(shipped.join("alerts.yml"), dir.path().join("alerts.yml")).unwrap();
+    fs::create_dir(dir.path().join("targets")).unwrap();
     fs::write(
-        dir.path().join("prometheus.yml"),
-        format!(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
-             rule_files:\n  - {rules:?}\n\
-             scrape_configs:\n  - job_name: tillrelay\n    static_configs:\n\
-             \x20     - targets: [\"{addr}\"]\n        labels: {{box_id: test-box}}\n"
-        ),
+        dir.path().join("targets/test.yml"),
+        format!("- targets: [\"{addr}\"]\n  labels: {{box_id: test-box}}\n"),
     )
     .unwrap();
     let mut cmd = tool("prometheus");
@@ -298,7 +310,40 @@ fn prometheus_scrapes_the_agent_and_fires_the_paused_destination_alert() {
         status, 200,
         "a paused destination is not a capture fault: {health}"
     );
+
+    // The box's own box_id and the target file's are one label, not box_id beside
+    // exported_box_id (honor_labels in the shipped config).
+    let mut info = Value::Null;
+    let seen = poll(WAIT, || {
+        info = get(&api, "/api/v1/query?query=tillrelay_build_info")
+            .and_then(|(_, b)| serde_json::from_str(&b).ok())
+            .unwrap_or(Value::Null);
+        info["data"]["result"]
+            .as_array()
+            .is_some_and(|r| !r.is_empty())
+    });
+    assert!(seen, "{info}");
+    let labels = &info["data"]["result"][0]["metric"];
+    assert_eq!(labels["box_id"], "test-box", "{info}");
+    assert!(labels.get("exported_box_id").is_none(), "{info}");
+    assert_eq!(labels["job"], "tillrelay", "{info}");
+
+    // A dead box does not clear its alerts silently: once it stops answering,
+    // TillrelayBoxDown stands for it (pending at once, firing after its `for`).
     t.stop();
+    let down = poll(WAIT, || {
+        alerts = get(&api, "/api/v1/alerts")
+            .and_then(|(_, b)| serde_json::from_str(&b).ok())
+            .unwrap_or(Value::Null);
+        alerts["data"]["alerts"].as_array().is_some_and(|a| {
+            a.iter().any(|x| {
+                x["labels"]["alertname"] == "TillrelayBoxDown"
+                    && x["labels"]["box_id"] == "test-box"
+                    && x["labels"]["instance"] == addr.as_str()
+            })
+        })
+    });
+    assert!(down, "alerts: {alerts}\nprometheus:\n{}", prom.log());
 }
 
 #[test]
@@ -394,4 +439,173 @@ fn the_shipped_rules_and_config_pass_promtool_check_and_their_unit_tests() {
     ] {
         assert!(exprs.contains(f), "the dashboard does not show {f}");
     }
+}
+
+/// Reads what the server sends until it closes: (head, body bytes).
+fn exchange(addr: &str, request: &[u8]) -> (String, Vec<u8>) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(request).unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap();
+    let at = out
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a whole head");
+    (
+        String::from_utf8_lossy(&out[..at]).to_string(),
+        out[at + 4..].to_vec(),
+    )
+}
+
+/// The head of an answer to `GET /metrics`, or "reset" when the server reset the
+/// connection (a timeout fails).
+fn refused_or_answered(addr: &str) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let _ = s.write_all(b"GET /metrics HTTP/1.1\r\n\r\n");
+    let mut out = Vec::new();
+    match s.read_to_end(&mut out) {
+        Ok(_) => String::from_utf8_lossy(&out).to_string(),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => "reset".into(),
+        Err(e) => panic!("no answer: {e}"),
+    }
+}
+
+#[test]
+fn a_slow_client_does_not_hold_back_scrapes_and_head_sends_the_head_alone() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let emu = Emu::process();
+    let (mut t, addr) = till(&emu, "", "", "");
+    t.start();
+    assert!(
+        poll(WAIT, || get(&addr, "/health").is_some()),
+        "{}",
+        t.log()
+    );
+
+    // One client sends its request a byte every 2 s (its head would take a minute).
+    let request = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n";
+    let started = Arc::new(AtomicBool::new(false));
+    let (a, go) = (addr.clone(), started.clone());
+    let slow = std::thread::spawn(move || {
+        let mut s = TcpStream::connect(&a).unwrap();
+        for (i, b) in request.iter().enumerate() {
+            if s.write_all(&[*b]).is_err() {
+                return i; // the server closed it: bytes it had sent
+            }
+            go.store(true, Ordering::Relaxed);
+            std::thread::sleep(Duration::from_secs(2));
+        }
+        request.len()
+    });
+    assert!(poll(WAIT, || started.load(Ordering::Relaxed)));
+    // Meanwhile a scrape is answered (get's own timeout is 10 s).
+    let (status, body) = get(&addr, "/metrics").expect("a scrape answered beside a slow client");
+    assert_eq!(status, 200);
+    assert!(body.contains("tillrelay_outbox_up 1\n"), "{body}");
+    // And the slow client is dropped at its request's deadline, long before its head
+    // is complete.
+    let sent = slow.join().unwrap();
+    assert!(
+        sent < request.len(),
+        "the slow client was served to the end"
+    );
+
+    // Connections are bounded: with the maximum held open, one more is told "busy"
+    // at once instead of waiting; once they are dropped, scrapes are answered again.
+    let held: Vec<TcpStream> = (0..8)
+        .map(|_| {
+            let mut s = TcpStream::connect(&addr).unwrap();
+            s.write_all(b"G").unwrap();
+            s
+        })
+        .collect();
+    let mut busy = String::new();
+    assert!(
+        poll(WAIT, || {
+            // "busy", or the connection reset when the request came after the answer:
+            // either way at once, where a server serving one at a time keeps it waiting.
+            busy = refused_or_answered(&addr);
+            busy.starts_with("HTTP/1.1 503 ") || busy == "reset"
+        }),
+        "{busy}"
+    );
+    let mut held = held;
+    for s in &mut held {
+        let mut rest = Vec::new();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        // The server ends each at its deadline (EOF or a reset, never an answer).
+        let _ = s.read_to_end(&mut rest);
+        assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
+    }
+    assert!(poll(WAIT, || get(&addr, "/metrics").is_some_and(|r| r.0 == 200)));
+
+    // HEAD: the head (with the body's length), no body.
+    let (head, body) = exchange(&addr, b"HEAD /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("Content-Length: "))
+        .expect("a length")
+        .parse()
+        .unwrap();
+    assert!(len > 1000, "{head}");
+    assert!(body.is_empty(), "{}", String::from_utf8_lossy(&body));
+    let (head, body) = exchange(&addr, b"HEAD /health HTTP/1.1\r\n\r\n");
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    assert!(body.is_empty());
+    t.stop();
+}
+
+#[test]
+fn a_quiet_print_proxy_lane_shows_its_printer_as_it_is_from_the_start() {
+    // A printer that listens; no POS ever connects.
+    let printer = TcpListener::bind("127.0.0.1:0").unwrap();
+    let paddr = printer.local_addr().unwrap();
+    // A printer address where nothing listens.
+    let dead = free_port();
+    let emu = Emu::process();
+    let (mut t, addr) = till(&emu, "", "", "");
+    t.edit_config(|c| {
+        let lane = |name: &str, printer: &str| {
+            format!(
+                "\n[[source]]\nname = \"{name}\"\nkind = \"tcp\"\nshop = \"D001\"\n\
+                 machine_id = \"NVR01-CH04\"\nlisten = \"127.0.0.1:{}\"\n\
+                 printer = \"{printer}\"\nallow = [\"127.0.0.1\"]\n",
+                free_port()
+            )
+        };
+        format!(
+            "{c}{}{}",
+            lane("quiet", &paddr.to_string()),
+            lane("dark", &format!("127.0.0.1:{dead}"))
+        )
+    });
+    t.start();
+    let mut text = String::new();
+    let seen = poll(WAIT, || {
+        text = get(&addr, "/metrics").map(|r| r.1).unwrap_or_default();
+        text.contains("tillrelay_source_printer_reachable{source=\"quiet\"} 1\n")
+    });
+    assert!(seen, "{text}\n{}", t.log());
+    assert!(
+        text.contains("tillrelay_source_printer_reachable{source=\"dark\"} 0\n"),
+        "{text}"
+    );
+    // A lane that never captured has its capture series at 0 from the start.
+    assert!(
+        text.contains("tillrelay_source_last_capture_timestamp_seconds{source=\"quiet\"} 0\n"),
+        "{text}"
+    );
+    // The probe connected and closed, sending the printer nothing.
+    printer.set_nonblocking(false).unwrap();
+    let (mut c, _) = printer.accept().unwrap();
+    c.set_read_timeout(Some(WAIT)).unwrap();
+    let mut got = Vec::new();
+    c.read_to_end(&mut got).unwrap();
+    assert!(got.is_empty(), "the probe sent {got:?}");
+    t.stop();
 }

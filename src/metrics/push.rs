@@ -3,18 +3,21 @@
 //! `job="tillrelay", box_id=<[agent] box_id>` (PUT replaces the group, so a metric
 //! gone from the box is gone from the gateway).
 //!
-//! Invariants: a push that fails is logged (once per outage, not per interval) and
-//! tried again at the next interval; the pusher owns no heartbeat and holds no lock
-//! another loop waits for, so it can never hold back capture, upload or the watchdog.
+//! Invariants: a push that fails is logged (once per outage, not per interval),
+//! counted where the box's own `/metrics` shows it (`tillrelay_push_failures_total`:
+//! a gateway that never hears from the box cannot say why), and tried again at the
+//! next interval; the pusher owns no heartbeat and holds no lock another loop waits
+//! for, so it can never hold back capture, upload or the watchdog.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use log::{info, warn};
 
 use super::Metrics;
-use super::expo::CONTENT_TYPE;
+use super::expo::{CONTENT_TYPE, Expo};
 use crate::lifecycle::Shutdown;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -35,6 +38,52 @@ pub fn redact(url: &str) -> String {
     match rest[..authority_end].rfind('@') {
         Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
         None => url.to_string(),
+    }
+}
+
+/// What the pusher did, for the box's own exposition.
+#[derive(Debug, Default)]
+pub struct PushStats {
+    /// Set when the pusher starts: a box that does not push shows none of these.
+    running: AtomicBool,
+    pushes: AtomicU64,
+    failures: AtomicU64,
+    /// Unix seconds of the last push the gateway accepted (0: none yet).
+    last_success: AtomicI64,
+}
+
+impl PushStats {
+    fn record(&self, ok: bool, at: i64) {
+        self.pushes.fetch_add(1, Ordering::Relaxed);
+        if ok {
+            self.last_success.store(at, Ordering::Relaxed);
+        } else {
+            self.failures.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn write(&self, e: &mut Expo) {
+        if !self.running.load(Ordering::Relaxed) {
+            return;
+        }
+        e.single(
+            "tillrelay_push_attempts_total",
+            "counter",
+            "Pushes to the Pushgateway tried since the agent started.",
+            self.pushes.load(Ordering::Relaxed) as f64,
+        );
+        e.single(
+            "tillrelay_push_failures_total",
+            "counter",
+            "Pushes that failed (no answer, or not 2xx) since the agent started.",
+            self.failures.load(Ordering::Relaxed) as f64,
+        );
+        e.single(
+            "tillrelay_push_last_success_timestamp_seconds",
+            "gauge",
+            "When the gateway last accepted a push (0: not yet since the start).",
+            self.last_success.load(Ordering::Relaxed) as f64,
+        );
     }
 }
 
@@ -64,6 +113,7 @@ fn run(base: &str, every: Duration, metrics: &Metrics, shutdown: &Shutdown) {
         "metrics: pushing to {shown} every {}",
         humantime::format_duration(every)
     );
+    metrics.push.running.store(true, Ordering::Relaxed);
     let mut failing = false;
     loop {
         let body = metrics.render();
@@ -76,6 +126,7 @@ fn run(base: &str, every: Duration, metrics: &Metrics, shutdown: &Shutdown) {
             Ok(resp) => Some(format!("HTTP {}", resp.status().as_u16())),
             Err(e) => Some(e.to_string()),
         };
+        metrics.push.record(err.is_none(), crate::outbox::now());
         match err {
             None if failing => {
                 info!("metrics: pushing to {shown} works again");
@@ -96,6 +147,28 @@ fn run(base: &str, every: Duration, metrics: &Metrics, shutdown: &Shutdown) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn pushes_and_failures_are_counted_once_the_pusher_runs() {
+        let s = super::PushStats::default();
+        let mut e = super::Expo::new();
+        s.write(&mut e);
+        assert_eq!(e.finish(), "", "no pusher, no push figures");
+        s.running.store(true, super::Ordering::Relaxed);
+        s.record(false, 100);
+        s.record(true, 160);
+        s.record(false, 220);
+        let mut e = super::Expo::new();
+        s.write(&mut e);
+        let text = e.finish();
+        for line in [
+            "tillrelay_push_attempts_total 3",
+            "tillrelay_push_failures_total 2",
+            "tillrelay_push_last_success_timestamp_seconds 160",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line}: {text}");
+        }
+    }
+
     #[test]
     fn the_group_url_names_job_and_box_and_logs_hide_credentials() {
         let u = super::group_url("https://u:pw@gw.example.net/", "shop-1");
