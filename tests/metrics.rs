@@ -328,6 +328,18 @@ fn prometheus_scrapes_the_agent_and_fires_the_paused_destination_alert() {
     assert!(labels.get("exported_box_id").is_none(), "{info}");
     assert_eq!(labels["job"], "tillrelay", "{info}");
 
+    // Every dashboard query is one the real Prometheus accepts.
+    let http = common::http();
+    for q in dashboard_queries() {
+        let mut r = http
+            .get(format!("http://{api}/api/v1/query"))
+            .query("query", &q)
+            .call()
+            .unwrap();
+        let body = r.body_mut().read_to_string().unwrap();
+        assert!(body.contains("\"status\":\"success\""), "{q}: {body}");
+    }
+
     // A dead box does not clear its alerts silently: once it stops answering,
     // TillrelayBoxDown stands for it (pending at once, firing after its `for`).
     t.stop();
@@ -439,6 +451,52 @@ fn the_shipped_rules_and_config_pass_promtool_check_and_their_unit_tests() {
     ] {
         assert!(exprs.contains(f), "the dashboard does not show {f}");
     }
+    // At 500 boxes: "All" is one regex, not 500 names; tables ask for one instant
+    // each; the oldest backlogs are the top few; the boxes that are down are named.
+    let var = dash["templating"]["list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "box_id")
+        .expect("a box variable");
+    assert_eq!(var["multi"], true, "{var}");
+    assert_eq!(var["includeAll"], true, "{var}");
+    assert_eq!(var["allValue"], ".*", "{var}");
+    let panels = dash["panels"].as_array().unwrap();
+    for p in panels.iter().filter(|p| p["type"] == "table") {
+        for t in p["targets"].as_array().unwrap() {
+            assert!(
+                t["instant"] == true && t["format"] == "table",
+                "table {} asks for a range: {t}",
+                p["title"]
+            );
+        }
+    }
+    let expr_of = |needle: &str| {
+        panels
+            .iter()
+            .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
+            .any(|t| t["expr"].as_str().is_some_and(|e| e.contains(needle)))
+    };
+    assert!(expr_of(
+        "topk(20, max by (box_id, destination) (tillrelay_destination_oldest_pending_age_seconds)"
+    ));
+    assert!(expr_of("up{job=\"tillrelay\"} == 0"));
+}
+
+/// Every query of the shipped dashboard, as Grafana sends it with "All" chosen.
+fn dashboard_queries() -> Vec<String> {
+    let dash: Value = serde_json::from_str(
+        &fs::read_to_string(root().join("examples/prometheus/grafana-dashboard.json")).unwrap(),
+    )
+    .unwrap();
+    dash["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
+        .filter_map(|t| t["expr"].as_str().map(|e| e.replace("$box_id", ".*")))
+        .collect()
 }
 
 /// Reads what the server sends until it closes: (head, body bytes).
