@@ -619,38 +619,42 @@ fn a_slow_client_does_not_hold_back_scrapes_and_head_sends_the_head_alone() {
 }
 
 #[test]
-fn a_quiet_print_proxy_lane_shows_its_printer_as_it_is_from_the_start() {
-    // A printer that listens; no POS ever connects.
+fn a_quiet_print_proxy_lane_reports_no_printer_state_until_a_pos_tries_it() {
+    // A printer that listens (and takes a job), and an address where nothing listens.
     let printer = TcpListener::bind("127.0.0.1:0").unwrap();
     let paddr = printer.local_addr().unwrap();
-    // A printer address where nothing listens.
     let dead = free_port();
+    let (quiet_port, dark_port) = (free_port(), free_port());
     let emu = Emu::process();
     let (mut t, addr) = till(&emu, "", "", "");
     t.edit_config(|c| {
-        let lane = |name: &str, printer: &str| {
+        let lane = |name: &str, port: u16, printer: &str| {
             format!(
                 "\n[[source]]\nname = \"{name}\"\nkind = \"tcp\"\nshop = \"D001\"\n\
-                 machine_id = \"NVR01-CH04\"\nlisten = \"127.0.0.1:{}\"\n\
-                 printer = \"{printer}\"\nallow = [\"127.0.0.1\"]\n",
-                free_port()
+                 machine_id = \"NVR01-CH04\"\nlisten = \"127.0.0.1:{port}\"\n\
+                 printer = \"{printer}\"\nallow = [\"127.0.0.1\"]\n"
             )
         };
         format!(
             "{c}{}{}",
-            lane("quiet", &paddr.to_string()),
-            lane("dark", &format!("127.0.0.1:{dead}"))
+            lane("quiet", quiet_port, &paddr.to_string()),
+            lane("dark", dark_port, &format!("127.0.0.1:{dead}"))
         )
     });
     t.start();
+    // Both lanes run (their connected gauge is there) and no POS has printed: the
+    // printers' state is unknown, so nothing says "unreachable" (a critical alert
+    // 5 minutes later, before).
     let mut text = String::new();
-    let seen = poll(WAIT, || {
+    let up = poll(WAIT, || {
         text = get(&addr, "/metrics").map(|r| r.1).unwrap_or_default();
-        text.contains("tillrelay_source_printer_reachable{source=\"quiet\"} 1\n")
+        text.contains("tillrelay_source_connected{source=\"quiet\"} 0\n")
+            && text.contains("tillrelay_source_connected{source=\"dark\"} 0\n")
     });
-    assert!(seen, "{text}\n{}", t.log());
+    assert!(up, "{text}\n{}", t.log());
     assert!(
-        text.contains("tillrelay_source_printer_reachable{source=\"dark\"} 0\n"),
+        !text.contains("tillrelay_source_printer_reachable{source=\"quiet\"}")
+            && !text.contains("tillrelay_source_printer_reachable{source=\"dark\"}"),
         "{text}"
     );
     // A lane that never captured has its capture series at 0 from the start.
@@ -658,12 +662,17 @@ fn a_quiet_print_proxy_lane_shows_its_printer_as_it_is_from_the_start() {
         text.contains("tillrelay_source_last_capture_timestamp_seconds{source=\"quiet\"} 0\n"),
         "{text}"
     );
-    // The probe connected and closed, sending the printer nothing.
-    printer.set_nonblocking(false).unwrap();
-    let (mut c, _) = printer.accept().unwrap();
-    c.set_read_timeout(Some(WAIT)).unwrap();
-    let mut got = Vec::new();
-    c.read_to_end(&mut got).unwrap();
-    assert!(got.is_empty(), "the probe sent {got:?}");
+    // A POS prints on each: the printer that listens is reachable, the other not.
+    for port in [quiet_port, dark_port] {
+        let mut pos = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let _ = pos.write_all(b"\x1b@hello\n");
+    }
+    let seen = poll(WAIT, || {
+        text = get(&addr, "/metrics").map(|r| r.1).unwrap_or_default();
+        text.contains("tillrelay_source_printer_reachable{source=\"quiet\"} 1\n")
+            && text.contains("tillrelay_source_printer_reachable{source=\"dark\"} 0\n")
+    });
+    assert!(seen, "{text}\n{}", t.log());
+    drop(printer);
     t.stop();
 }

@@ -29,14 +29,6 @@
 //! - **A failing side ends the connection.** Printer reset mid-job → the POS
 //!   connection is closed (its job failed, as without the box); POS gone →
 //!   the printer connection is half-closed so what was sent still prints.
-//! - **`printer_reachable` tells the printer, not the last POS.** While no POS
-//!   connection is open, a probe thread connects to the printer (and closes at
-//!   once, sending nothing) at start and every [`PROBE_EVERY`]: a quiet lane
-//!   after a restart shows its printer as it is, not "unreachable" until the
-//!   first sale, and a printer that died overnight is seen before the morning's
-//!   first receipt. The probe never touches forwarding: it is its own thread,
-//!   it skips while a POS connection is open (that connection tells), and its
-//!   connect is bounded by `connect_timeout`.
 
 use std::io::Read;
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
@@ -51,9 +43,6 @@ use super::{CaptureTx, Gate, NetOptions, NetSource, SourceStats, StreamEvent};
 use super::{serve, spawn, timed_out, tune, write_all};
 use crate::capture::stream::Gauge;
 use crate::lifecycle::Shutdown;
-
-/// How often an idle proxy checks that its printer accepts connections.
-pub const PROBE_EVERY: Duration = Duration::from_secs(120);
 
 /// Starts the proxy for source `name`. Capture events come out of the
 /// returned receiver; it closes when the proxy has stopped.
@@ -76,21 +65,15 @@ pub fn start_with(
     stats: Arc<SourceStats>,
 ) -> std::io::Result<(NetSource, Receiver<StreamEvent>)> {
     let (capture, rx) = CaptureTx::channel(name, opts.capture_capacity, stats.clone());
-    let watch = Arc::new(Watch {
-        name: name.to_string(),
-        printer: cfg.printer.clone(),
-        connect_timeout: cfg.connect_timeout,
-        stats: stats.clone(),
-        outage_logged: AtomicBool::new(false),
-    });
     let ctx = Arc::new(Ctx {
         name: name.to_string(),
         printer: cfg.printer.clone(),
+        connect_timeout: cfg.connect_timeout,
         opts: opts.clone(),
         shutdown: shutdown.clone(),
         stats: stats.clone(),
         capture,
-        watch: watch.clone(),
+        outage_logged: AtomicBool::new(false),
     });
     let gate = Gate::new(name, cfg.allow.clone(), stats.clone());
     let source = serve(
@@ -102,94 +85,19 @@ pub fn start_with(
         shutdown,
         Arc::new(move |pos, peer, id| connection(&ctx, pos, peer, id)),
     )?;
-    // Holds no capture handle: the receiver still closes when the proxy stops.
-    let stop = shutdown.clone();
-    if let Err(e) = spawn(format!("net-{name}-probe"), move || probe(&watch, &stop)) {
-        log::warn!("source {name}: cannot start the printer probe: {e}");
-    }
     Ok((source, rx))
 }
 
 struct Ctx {
     name: String,
     printer: String,
+    connect_timeout: Duration,
     opts: NetOptions,
     shutdown: Shutdown,
     stats: Arc<SourceStats>,
     capture: CaptureTx,
-    watch: Arc<Watch>,
-}
-
-/// The printer's state, as POS connections and the idle probe find it.
-struct Watch {
-    name: String,
-    printer: String,
-    connect_timeout: Duration,
-    stats: Arc<SourceStats>,
     /// An unreachable printer is logged when it goes, and when it comes back.
     outage_logged: AtomicBool,
-}
-
-impl Watch {
-    fn connect(&self) -> std::io::Result<TcpStream> {
-        let mut last = std::io::Error::other("the printer's name resolves to no address");
-        for addr in self.printer.to_socket_addrs()? {
-            match TcpStream::connect_timeout(&addr, self.connect_timeout) {
-                Ok(s) => return Ok(s),
-                Err(e) => last = e,
-            }
-        }
-        Err(last)
-    }
-
-    /// Records what an attempt found; logs an outage once, and its end.
-    fn found(&self, reached: Result<(), &std::io::Error>, outage: &str) {
-        self.stats
-            .printer_reachable
-            .store(reached.is_ok(), Ordering::Relaxed);
-        match reached {
-            Ok(()) => {
-                if self.outage_logged.swap(false, Ordering::Relaxed) {
-                    log::info!(
-                        "source {}: printer {} reachable again",
-                        self.name,
-                        self.printer
-                    );
-                }
-            }
-            Err(e) => {
-                if !self.outage_logged.swap(true, Ordering::Relaxed) {
-                    log::warn!(
-                        "source {}: printer {} unreachable ({e}){outage}",
-                        self.name,
-                        self.printer
-                    );
-                }
-            }
-        }
-    }
-}
-
-/// The idle probe: connects and closes at once, while no POS connection is open.
-fn probe(w: &Watch, shutdown: &Shutdown) {
-    loop {
-        if SourceStats::get(&w.stats.connected_peers) == 0 {
-            let r = w.connect();
-            // A POS connection opened meanwhile speaks for the printer itself.
-            if SourceStats::get(&w.stats.connected_peers) == 0 {
-                w.found(
-                    r.as_ref().map(|_| ()),
-                    "; POS connections will be closed until it is back",
-                );
-            }
-            if let Ok(s) = r {
-                let _ = s.shutdown(std::net::Shutdown::Both);
-            }
-        }
-        if shutdown.wait(PROBE_EVERY) {
-            return;
-        }
-    }
 }
 
 /// How the POS → printer direction ended.
@@ -200,22 +108,43 @@ enum Ended {
     Shutdown,
 }
 
+fn connect(ctx: &Ctx) -> std::io::Result<TcpStream> {
+    let mut last = std::io::Error::other("the printer's name resolves to no address");
+    for addr in ctx.printer.to_socket_addrs()? {
+        match TcpStream::connect_timeout(&addr, ctx.connect_timeout) {
+            Ok(s) => return Ok(s),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
 fn connection(ctx: &Ctx, pos: TcpStream, peer: SocketAddr, id: u64) {
     let stats = &ctx.stats;
     let _connected = Gauge::up(&stats.connected_peers);
-    let printer = match ctx
-        .watch
-        .connect()
-        .and_then(|p| tune(&p, ctx.opts.poll).map(|()| p))
-    {
+    let printer = match connect(ctx).and_then(|p| tune(&p, ctx.opts.poll).map(|()| p)) {
         Ok(p) => {
-            ctx.watch.found(Ok(()), "");
+            stats.printer_reachable.store(true, Ordering::Relaxed);
+            if ctx.outage_logged.swap(false, Ordering::Relaxed) {
+                log::info!(
+                    "source {}: printer {} reachable again",
+                    ctx.name,
+                    ctx.printer
+                );
+            }
             p
         }
         Err(e) => {
+            stats.printer_reachable.store(false, Ordering::Relaxed);
             stats.printer_failures.fetch_add(1, Ordering::Relaxed);
-            ctx.watch
-                .found(Err(&e), "; POS connections are closed until it is back");
+            if !ctx.outage_logged.swap(true, Ordering::Relaxed) {
+                log::warn!(
+                    "source {}: printer {} unreachable ({e}); POS connections are closed \
+                     until it is back",
+                    ctx.name,
+                    ctx.printer
+                );
+            }
             // Closing unread: the POS sees the connection fail, as at a dead printer.
             let _ = pos.shutdown(std::net::Shutdown::Both);
             return;
