@@ -415,6 +415,12 @@ fn a_pushgateway_receives_the_pushes_and_a_failed_push_changes_nothing() {
         "{}",
         t.log()
     );
+    // Debian's gateway (1.5) reads the gzipped pushes: no fallback to plain text.
+    assert!(
+        !t.log().contains("does not take gzipped pushes"),
+        "{}",
+        t.log()
+    );
     t.stop();
 }
 
@@ -674,5 +680,121 @@ fn a_quiet_print_proxy_lane_reports_no_printer_state_until_a_pos_tries_it() {
     });
     assert!(seen, "{text}\n{}", t.log());
     drop(printer);
+    t.stop();
+}
+
+#[test]
+fn scrapes_are_gzipped_when_asked_and_pushes_fall_back_to_plain_text_for_an_old_gateway() {
+    use std::sync::{Arc, Mutex};
+
+    // A gateway older than 1.5: a gzipped body is "invalid metric name" (400).
+    let gw = TcpListener::bind("127.0.0.1:0").unwrap();
+    let gw_addr = gw.local_addr().unwrap();
+    let seen: Arc<Mutex<Vec<(bool, String)>>> = Arc::default();
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for c in gw.incoming() {
+            let Ok(mut c) = c else { continue };
+            c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            // The head, then Content-Length bytes of body.
+            let (head, len) = loop {
+                let Ok(n) = c.read(&mut chunk) else {
+                    break (String::new(), 0);
+                };
+                if n == 0 {
+                    break (String::new(), 0);
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let head = String::from_utf8_lossy(&buf[..at]).to_lowercase();
+                    let len = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length: "))
+                        .and_then(|v| v.trim().parse::<usize>().ok())
+                        .unwrap_or(0);
+                    buf.drain(..at + 4);
+                    break (head, len);
+                }
+            };
+            while buf.len() < len {
+                match c.read(&mut chunk) {
+                    Ok(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                    _ => break,
+                }
+            }
+            let zipped = head.contains("content-encoding: gzip");
+            log.lock()
+                .unwrap()
+                .push((zipped, String::from_utf8_lossy(&buf).to_string()));
+            let answer: &[u8] = if zipped {
+                b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            } else {
+                b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            };
+            let _ = c.write_all(answer);
+        }
+    });
+
+    let emu = Emu::process();
+    let (mut t, addr) = till(
+        &emu,
+        "",
+        "",
+        &format!("\npush_url = \"http://{gw_addr}\"\npush_interval = \"1s\"\n"),
+    );
+    t.edit_config(|c| c.replace("push_interval = \"60s\"\n", ""));
+    t.start();
+    // Tried gzipped first, then plain text, which it keeps to.
+    let plain = poll(WAIT, || {
+        let s = seen.lock().unwrap();
+        s.first().is_some_and(|p| p.0)
+            && s.iter().filter(|p| !p.0).count() >= 2
+            && s.iter().skip(1).all(|p| !p.0)
+    });
+    assert!(
+        plain,
+        "{:?}\n{}",
+        seen.lock().unwrap().iter().map(|p| p.0).collect::<Vec<_>>(),
+        t.log()
+    );
+    assert!(
+        seen.lock().unwrap()[1]
+            .1
+            .contains("tillrelay_outbox_up 1\n"),
+        "the plain push is the exposition"
+    );
+    assert!(
+        t.log().contains("does not take gzipped pushes"),
+        "{}",
+        t.log()
+    );
+
+    // A scrape asking for gzip gets it, and it reads as the exposition.
+    let (head, body) = exchange(
+        &addr,
+        b"GET /metrics HTTP/1.1\r\nAccept-Encoding: gzip\r\n\r\n",
+    );
+    assert!(head.contains("\r\nContent-Encoding: gzip\r\n"), "{head}");
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(&body[..])
+        .read_to_string(&mut text)
+        .unwrap();
+    assert!(text.contains("tillrelay_outbox_up 1\n"), "{text}");
+    assert!(
+        text.contains("tillrelay_push_failures_total 0\n"),
+        "a push that fell back is not a failure: {text}"
+    );
+    assert!(
+        body.len() * 3 < text.len(),
+        "{} of {}",
+        body.len(),
+        text.len()
+    );
+    // Without it: plain text.
+    let (head, body) = exchange(&addr, b"GET /metrics HTTP/1.1\r\n\r\n");
+    assert!(!head.contains("Content-Encoding"), "{head}");
+    assert!(String::from_utf8_lossy(&body).contains("tillrelay_outbox_up 1\n"));
     t.stop();
 }

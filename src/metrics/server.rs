@@ -1,5 +1,6 @@
 //! The endpoint: a tiny HTTP/1.1 server on std::net, serving `GET /metrics` and
-//! `GET /health` (and `HEAD` of both: the head alone), `Connection: close`.
+//! `GET /health` (and `HEAD` of both: the head alone), `Connection: close`, gzipped
+//! when the request's `Accept-Encoding` takes it (Prometheus asks for it).
 //!
 //! Invariants:
 //! - One slow client never holds back a scrape: each connection is served on its own
@@ -22,7 +23,7 @@ use std::time::{Duration, Instant};
 use log::{info, warn};
 
 use super::Metrics;
-use super::expo::CONTENT_TYPE;
+use super::expo::{CONTENT_TYPE, accepts_gzip, gzip};
 use crate::lifecycle::Shutdown;
 
 const MAX_HEAD: usize = 8 << 10;
@@ -99,8 +100,8 @@ fn dispatch(mut s: TcpStream, metrics: &Arc<Metrics>, busy: &Arc<AtomicUsize>) {
             &mut s,
             "503 Service Unavailable",
             "text/plain",
-            "busy\n",
-            true,
+            b"busy\n",
+            None,
         );
         let _ = s.shutdown(std::net::Shutdown::Write);
         return;
@@ -149,8 +150,8 @@ fn serve(mut s: TcpStream, metrics: &Metrics, deadline: Instant) -> std::io::Res
                 &mut s,
                 "431 Request Header Fields Too Large",
                 "text/plain",
-                "",
-                true,
+                b"",
+                None,
             );
         }
     }
@@ -159,7 +160,12 @@ fn serve(mut s: TcpStream, metrics: &Metrics, deadline: Instant) -> std::io::Res
     let mut parts = line.split(' ');
     let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let path = target.split('?').next().unwrap_or("");
-    let body = method == "GET";
+    let head = String::from_utf8_lossy(&head);
+    let zip = head.lines().skip(1).any(|l| {
+        l.split_once(':').is_some_and(|(k, v)| {
+            k.trim().eq_ignore_ascii_case("accept-encoding") && accepts_gzip(v.trim())
+        })
+    });
     let answer = match (method, path) {
         ("GET" | "HEAD", "/metrics") => ("200 OK", CONTENT_TYPE, metrics.render()),
         ("GET" | "HEAD", "/health") => match metrics.health() {
@@ -180,25 +186,46 @@ fn serve(mut s: TcpStream, metrics: &Metrics, deadline: Instant) -> std::io::Res
         ),
         _ => ("405 Method Not Allowed", "text/plain", String::new()),
     };
+    // HEAD answers the head GET would have (its length compressed too).
+    let (body, encoding) = if zip && !answer.2.is_empty() {
+        (gzip(answer.2.as_bytes()), Some("gzip"))
+    } else {
+        (answer.2.into_bytes(), None)
+    };
     s.set_write_timeout(Some(left(deadline)?))?;
-    respond(&mut s, answer.0, answer.1, &answer.2, body)
+    if method == "GET" {
+        respond(&mut s, answer.0, answer.1, &body, encoding)
+    } else {
+        respond_head(&mut s, answer.0, answer.1, body.len(), encoding)
+    }
 }
 
-/// The answer; `with_body` false (HEAD) sends the head alone, with the body's length.
+/// The answer, head and body.
 fn respond(
     s: &mut TcpStream,
     status: &str,
     ctype: &str,
-    body: &str,
-    with_body: bool,
+    body: &[u8],
+    encoding: Option<&str>,
 ) -> std::io::Result<()> {
+    respond_head(s, status, ctype, body.len(), encoding)?;
+    s.write_all(body)?;
+    s.flush()
+}
+
+/// The head alone (HEAD, or before the body), with the body's length.
+fn respond_head(
+    s: &mut TcpStream,
+    status: &str,
+    ctype: &str,
+    len: usize,
+    encoding: Option<&str>,
+) -> std::io::Result<()> {
+    let coding = encoding.map_or(String::new(), |e| format!("Content-Encoding: {e}\r\n"));
     let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
+        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len}\r\n{coding}\
+         Vary: Accept-Encoding\r\nConnection: close\r\n\r\n"
     );
     s.write_all(head.as_bytes())?;
-    if with_body {
-        s.write_all(body.as_bytes())?;
-    }
     s.flush()
 }
