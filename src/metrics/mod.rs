@@ -184,7 +184,10 @@ impl Metrics {
                     s
                 })
             };
-            if r.reading || at.elapsed() < r.fresh_for() {
+            // A read on its own thread that never came back (it would have to panic)
+            // is given up after twice the longest age: this scrape reads again.
+            let waiting = r.reading && at.elapsed() < CACHE_AT_MOST * 2;
+            if waiting || (!r.reading && at.elapsed() < r.fresh_for()) {
                 return served(s);
             }
             if r.cost >= READ_IN_BACKGROUND_FROM && self.read_in_background(&mut r) {
@@ -289,6 +292,45 @@ mod tests {
         let full = Metrics::new("b".into(), db, 4096, Registry::default().shared(), None);
         let why = full.health().unwrap_err();
         assert!(why.starts_with("outbox full: "), "{why}");
+    }
+
+    #[test]
+    fn a_costly_read_is_redone_on_its_own_thread_while_scrapes_get_the_last_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = queue(dir.path());
+        let m = Metrics::new(
+            "b".into(),
+            db.clone(),
+            1 << 30,
+            Registry::default().shared(),
+            None,
+        );
+        assert!(m.render().contains("tillrelay_outbox_full 0\n"));
+        // The queue changes; the last read is made to look costly (100 ms: good for
+        // 10 s) and 20 s old.
+        rusqlite::Connection::open(&db)
+            .unwrap()
+            .execute(
+                "INSERT INTO counter (source, name, value) VALUES ('lane1', 'queue_full_since', 1)",
+                [],
+            )
+            .unwrap();
+        {
+            let mut r = m.reader.lock().unwrap();
+            r.cost = Duration::from_millis(100);
+            let (_, last) = r.last.take().unwrap();
+            let then = Instant::now().checked_sub(Duration::from_secs(20)).unwrap();
+            r.last = Some((then, last));
+        }
+        // This scrape is served the last read, without waiting for a new one…
+        let text = m.render();
+        assert!(text.contains("tillrelay_outbox_full 0\n"), "{text}");
+        // …which lands on its own thread: later scrapes see the change.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !m.render().contains("tillrelay_outbox_full 1\n") {
+            assert!(Instant::now() < deadline, "the read never landed");
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     #[test]
