@@ -10,6 +10,9 @@
 //! Invariants:
 //! - Capture and upload never wait for metrics: loops only touch atomics; the outbox
 //!   is read on its own read-only connection (WAL: readers never block writers).
+//! - A scrape never waits for the queue's length: a read that cost more than 10 ms is
+//!   kept for 100 times its cost (at most 5 min) and then done again on a thread of
+//!   its own while scrapes are served the last one (`Metrics::snapshot`).
 //! - Every label value is bounded: source and destination names from the config and
 //!   the queue, fixed outcome classes, a fixed set of pause reasons.
 //! - A failing scrape or push is logged and changes nothing else.
