@@ -53,7 +53,8 @@ fn available_bytes(dir: &Path) -> Option<u64> {
     let ok = unsafe { libc::statvfs(path.as_ptr(), &mut st) } == 0;
     // The fields are 32-bit on armv7, 64-bit on x86-64: widened either way.
     #[allow(clippy::useless_conversion)]
-    ok.then(|| u64::from(st.f_bavail) * u64::from(st.f_frsize))
+    let bytes = u64::from(st.f_bavail) * u64::from(st.f_frsize);
+    ok.then_some(bytes)
 }
 
 #[cfg(test)]

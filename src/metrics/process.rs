@@ -121,7 +121,8 @@ fn max_fds() -> Option<u64> {
     let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } == 0;
     // rlim_t is 32-bit on armv7, 64-bit on x86-64: widened either way.
     #[allow(clippy::useless_conversion)]
-    (ok && r.rlim_cur != libc::RLIM_INFINITY).then(|| u64::from(r.rlim_cur))
+    let n = u64::from(r.rlim_cur);
+    (ok && r.rlim_cur != libc::RLIM_INFINITY).then_some(n)
 }
 
 fn page_size() -> u64 {
