@@ -209,6 +209,17 @@ row "folder: $files × 10,000-order files → committed (real agent)" "$v" "orde
 row "peak RSS while capturing them" "$(mem VmHWM)" "MB" "" ""
 stop "$agent"
 
+# 2b'. Scrape cost (issue #27): /metrics at an empty queue and at 50,000 pending
+# (bench/scrape.sh, which runs alone too).
+echo "bench: scrape cost, empty queue and 50,000 orders pending …" >&2
+while IFS=$'\t' read -r name value unit; do
+  case "$name" in
+  *"empty queue: median"*) s_empty=$value; row "$name" "$value" "$unit" "" "" ;;
+  *"pending: median"*) row "$name" "$value" "$unit" "<= 2 × empty" "$(judge "$value" "<=" "$(awk "BEGIN {print 2 * $s_empty}")")" ;;
+  *) row "$name" "$value" "$unit" "" "" ;;
+  esac
+done < <(BIN_CMD="${agent_cmd[*]}" bash bench/scrape.sh)
+
 # 2c. Start to READY with the backlog queued.
 write_config backlog both
 r=()

@@ -49,7 +49,10 @@ pub fn write(e: &mut Expo, s: &Snapshot, reg: &Registry) {
         "Age of the oldest order waiting (0: none waiting).",
     );
     for n in &names {
-        let v = st(n).and_then(|d| d.oldest_pending_age).unwrap_or(0);
+        // A read served from the cache is that much older now.
+        let v = st(n)
+            .and_then(|d| d.oldest_pending_age)
+            .map_or(0, |a| a + s.age.as_secs() as i64);
         e.sample(name, &[("destination", n)], v as f64);
     }
     let name = "tillrelay_destination_stored_orders";

@@ -109,7 +109,8 @@ pub struct SourceMetrics {
 pub struct SourceLive {
     /// The device or peer is connected (None: not a streaming source).
     pub connected: Option<bool>,
-    /// The printer answered the last attempt (None: no printer behind this source).
+    /// The printer answered the last attempt (None: no printer behind this source,
+    /// or not tried yet).
     pub printer_reachable: Option<bool>,
     /// POS bytes passed on to the printer.
     pub bytes_forwarded: u64,
@@ -136,7 +137,15 @@ impl SourceMetrics {
         }
         if let Some(s) = lock(&self.stream).as_ref() {
             l.connected = Some(get(&s.connected_peers) > 0);
-            l.printer_reachable = Some(s.printer_reachable.load(Ordering::Relaxed));
+            // Known once the printer was tried: a print proxy tries it when a POS
+            // connects, so until then (a quiet lane after a start or reload) the
+            // state is unknown and not reported: no "unreachable" that nobody saw
+            // (as `status` says "not tried yet"). A source with no printer (`listen`)
+            // never reports one.
+            let reachable = s.printer_reachable.load(Ordering::Relaxed);
+            if reachable || get(&s.printer_failures) > 0 {
+                l.printer_reachable = Some(reachable);
+            }
             l.bytes_forwarded += get(&s.bytes_to_printer);
         }
         l
@@ -239,5 +248,17 @@ mod tests {
         assert_eq!(l.connected, Some(true));
         assert_eq!(l.printer_reachable, Some(false));
         assert_eq!(l.bytes_forwarded, 42);
+    }
+
+    #[test]
+    fn a_stream_printer_is_unknown_until_tried() {
+        let m = SourceMetrics::default();
+        let s = Arc::new(SourceStats::default());
+        m.attach_stream(s.clone());
+        assert_eq!(m.live().printer_reachable, None, "not tried yet");
+        s.printer_failures.fetch_add(1, Ordering::Relaxed);
+        assert_eq!(m.live().printer_reachable, Some(false));
+        s.printer_reachable.store(true, Ordering::Relaxed);
+        assert_eq!(m.live().printer_reachable, Some(true));
     }
 }

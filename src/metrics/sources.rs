@@ -1,6 +1,9 @@
 //! The sources collector: what each source captured (from the outbox's `status`
 //! view) and its live state (from the daemon's counters: connected, printer
 //! reachable, bytes forwarded).
+//!
+//! Invariant: every configured source has every capture series from the agent's
+//! start (0 until it captures), so "never captured" is a value rules can see.
 
 use super::Snapshot;
 use super::expo::Expo;
@@ -70,12 +73,13 @@ pub fn write(e: &mut Expo, s: &Snapshot, reg: &Registry) {
     e.family(
         name,
         "gauge",
-        "When the source last captured a file or receipt.",
+        "When the source last captured a file or receipt (0: never, as far as the queue remembers).",
     );
+    // Every source has the series from the start: a lane that never captured is 0,
+    // which an alert sees, where no series at all would be silence.
     for n in &names {
-        if let Some(t) = status(n).and_then(|i| s.last_capture.get(i).copied().flatten()) {
-            e.sample(name, &[("source", n)], t as f64);
-        }
+        let t = status(n).and_then(|i| s.status.sources[i].last_capture_at);
+        e.sample(name, &[("source", n)], t.unwrap_or(0) as f64);
     }
     let live: Vec<_> = reg.sources.iter().map(|(n, m)| (n, m.live())).collect();
     let name = "tillrelay_source_connected";

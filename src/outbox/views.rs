@@ -41,6 +41,10 @@ pub struct SourceStatus {
     /// Since when this source's captures wait for room (the queue is full).
     pub queue_full_since: Option<i64>,
     pub last_error: Option<String>,
+    /// When the source last captured a unit still in the journal (unix seconds), for
+    /// `/metrics`; not part of `status --json`.
+    #[serde(skip)]
+    pub last_capture_at: Option<i64>,
 }
 
 impl SourceStatus {
@@ -177,9 +181,13 @@ impl Outbox {
             }
             // The journal's rows are the totals; the counters above hold what
             // retention deleted of them (`prune`), so a capture writes no counter and
-            // the totals never go down.
+            // the totals never go down. The same scan finds each source's newest row
+            // and newest row with an error (read by rowid below): one pass over the
+            // journal, not one per source.
             let mut stmt = self.conn.prepare(&format!(
-                "SELECT source, sum(status = 'unparsed'), {} FROM capture GROUP BY source",
+                "SELECT source, sum(status = 'unparsed'), {}, max(id),
+                        max(CASE WHEN error IS NOT NULL THEN id END)
+                   FROM capture GROUP BY source",
                 journal_sums()
             ))?;
             let rows = stmt.query_map([], |r| {
@@ -187,6 +195,8 @@ impl Outbox {
                     r.get::<_, String>(0)?,
                     r.get::<_, i64>(1)?,
                     read_sums(r, 2)?,
+                    r.get::<_, Option<i64>>(2 + JOURNAL_TOTALS.len())?,
+                    r.get::<_, Option<i64>>(3 + JOURNAL_TOTALS.len())?,
                 ))
             })?;
             // A queue the daemon has not upgraded yet (`status` opens it read-only
@@ -195,8 +205,14 @@ impl Outbox {
             let version: i64 = self
                 .conn
                 .pragma_query_value(None, "user_version", |r| r.get(0))?;
+            let mut at = self
+                .conn
+                .prepare("SELECT captured_at FROM capture WHERE id = ?1")?;
+            let mut error = self
+                .conn
+                .prepare("SELECT error FROM capture WHERE id = ?1")?;
             for row in rows {
-                let (source, unparsed, sums) = row?;
+                let (source, unparsed, sums, newest, newest_error) = row?;
                 let s = entry(&mut sources, &source);
                 s.unparsed = unparsed;
                 for ((name, _), n) in JOURNAL_TOTALS.iter().zip(sums) {
@@ -207,13 +223,12 @@ impl Outbox {
                         *total += n;
                     }
                 }
-            }
-            let mut stmt = self.conn.prepare(
-                "SELECT c.error FROM capture c WHERE c.source = ?1 AND c.error IS NOT NULL
-                  ORDER BY c.id DESC LIMIT 1",
-            )?;
-            for s in sources.iter_mut() {
-                s.last_error = stmt.query_row(params![s.name], |r| r.get(0)).optional()?;
+                if let Some(id) = newest {
+                    s.last_capture_at = at.query_row(params![id], |r| r.get(0)).optional()?;
+                }
+                if let Some(id) = newest_error {
+                    s.last_error = error.query_row(params![id], |r| r.get(0)).optional()?;
+                }
             }
             let mut stmt = self
                 .conn
@@ -252,9 +267,14 @@ impl Outbox {
             }
             names.sort();
             names.dedup();
+            // The oldest pending order is the one stored first (ids grow with time,
+            // and so do delivery ids): the lowest id is read from the pending rows' own
+            // index, then one order is looked up, not one per pending row.
             let mut oldest = self.conn.prepare(
-                "SELECT min(o.created_at) FROM delivery d JOIN orders o ON o.id = d.order_id
-                  WHERE d.dest = ?1 AND d.state = 'pending'",
+                "SELECT o.created_at FROM orders o
+                  WHERE o.id = (SELECT order_id FROM delivery WHERE id =
+                                  (SELECT min(id) FROM delivery
+                                    WHERE dest = ?1 AND state = 'pending'))",
             )?;
             let mut state = self
                 .conn
@@ -276,7 +296,8 @@ impl Outbox {
                         DeliveryState::Quarantined => d.quarantined = n,
                     }
                 }
-                let oldest_at: Option<i64> = oldest.query_row(params![name], |r| r.get(0))?;
+                let oldest_at: Option<i64> =
+                    oldest.query_row(params![name], |r| r.get(0)).optional()?;
                 d.oldest_pending_age = oldest_at.map(|t| (now - t).max(0));
                 d.next_due_at = next_due.query_row(params![name], |r| r.get(0))?;
                 if let Some((paused, err, err_at, ok_at)) = state
