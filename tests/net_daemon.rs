@@ -604,7 +604,7 @@ fn udp_receipts_from_a_new_port_each_are_all_stored() {
     let port = free_port();
     let mut till = market_as(
         "listen",
-        &format!("listen = \"127.0.0.1:{port}\"\nprotocol = \"udp\"\nallow = [\"127.0.0.1\"]"),
+        &format!("listen = \"127.0.0.1:{port}\"\nprotocol = \"udp\"\nallow = [\"127.0.0.0/8\"]"),
         "",
     );
     till.start();
@@ -630,6 +630,22 @@ fn udp_receipts_from_a_new_port_each_are_all_stored() {
         market_order_nos(&till).intersection(&want).count(),
         till.json(&["status", "--json"]),
         till.log()
+    );
+    // More senders (addresses) at once than max_connections (16; 127.0.0.1 has
+    // one): the datagrams of the 17th and 18th are dropped, counted and logged.
+    for host in 2..=18 {
+        let sock = UdpSocket::bind(format!("127.0.0.{host}:0")).unwrap();
+        sock.send_to(b"HELLO\n", ("127.0.0.1", port)).unwrap();
+    }
+    assert!(
+        poll(WAIT, || live(&till, "market")["refused_busy"] == 2),
+        "{}",
+        till.json(&["status", "--json"])
+    );
+    let log = till.log();
+    assert!(
+        log.contains("datagram from 127.0.0.17") && log.contains("dropped: 16 senders"),
+        "{log}"
     );
     till.stop();
 }

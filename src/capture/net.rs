@@ -16,11 +16,13 @@
 //!   counted in [`SourceStats::refused_peers`] and logged once per peer.
 //! - **A job is never turned away while the printer can take it.** At most
 //!   `max_connections` POS connections hold a slot at once (two threads each
-//!   for the proxy, one for listen). While all are held the accept loop stops
-//!   accepting: a new POS waits in the kernel's listen backlog, as at a
-//!   printer busy with another job, and is served when a slot frees. If a
-//!   connection has been silent for [`NetOptions::evict_after`] (no write
-//!   pending) the one idle longest gives way to it, counted in
+//!   for the proxy, one for listen). While all are held the accept loop
+//!   accepts at most one more (to check it against `allow`) and holds it
+//!   unread; the others wait in the kernel's listen backlog, as at a printer
+//!   busy with another job, and are served as slots free. If a connection has
+//!   been silent for [`NetOptions::evict_after`] (no write pending) the one
+//!   idle longest gives way to the admitted one waiting (a peer outside
+//!   `allow` never makes one give way), counted in
 //!   [`SourceStats::evicted_idle`] and logged. Nothing is accepted and closed
 //!   for want of room.
 //! - **Dead peers end.** TCP keepalive on every connection (POS and printer)
@@ -218,6 +220,11 @@ impl Slot {
         out
     }
 
+    /// When bytes last moved (the connection's start if none have).
+    fn last_active(&self) -> Instant {
+        self.epoch + Duration::from_millis(self.last.load(Ordering::Relaxed))
+    }
+
     /// Idle this long or more, and not in the middle of a write.
     fn idle_at_least(&self, d: Duration) -> bool {
         self.writing.load(Ordering::Relaxed) == 0 && self.idle_for() >= d
@@ -287,65 +294,81 @@ pub(crate) fn serve(
         let (freed_tx, freed) = std::sync::mpsc::channel::<()>();
         let mut next_id = 1u64;
         let mut accept_failing = false;
+        // One admitted connection waiting for a slot (the others wait in the
+        // kernel's backlog). Only an admitted peer can make an idle one give way.
+        let mut waiting: Option<(TcpStream, SocketAddr)> = None;
         while !shutdown.is_triggered() {
             while freed.try_recv().is_ok() {}
             conns.retain(|c| !c.thread.is_finished());
             let held = conns.iter().filter(|c| !c.slot.released()).count();
-            if held >= max_connections {
-                // Full: accept nothing (a new POS waits in the backlog, its bytes
-                // in the kernel) unless someone waits and an idle one can give way.
-                if matches!(
-                    poll_fd(listener.as_raw_fd(), libc::POLLIN, Duration::ZERO),
-                    Ok(true)
-                ) {
-                    let idlest = conns
-                        .iter()
-                        .filter(|c| !c.slot.released() && c.slot.idle_at_least(evict_after))
-                        .max_by_key(|c| c.slot.idle_for());
-                    if let Some(c) = idlest {
+            let full = held >= max_connections;
+            if waiting.is_none() {
+                // Full: only look whether someone waits, accepting nothing more.
+                let wait = if full { Duration::ZERO } else { poll };
+                match poll_fd(listener.as_raw_fd(), libc::POLLIN, wait) {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        if full {
+                            let _ = freed.recv_timeout(poll);
+                        }
+                        continue;
+                    }
+                    Err(e) => {
+                        log::error!("source {name}: cannot wait for connections: {e}");
+                        shutdown.wait(poll);
+                        continue;
+                    }
+                }
+                let (stream, peer) = match listener.accept() {
+                    Ok(c) => {
+                        accept_failing = false;
+                        c
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => continue,
+                    Err(e) => {
+                        // EMFILE and the like: wait, never spin or exit.
+                        if !accept_failing {
+                            log::error!("source {name}: accept failed: {e}");
+                            accept_failing = true;
+                        }
+                        shutdown.wait(poll);
+                        continue;
+                    }
+                };
+                if !gate.admit(peer) {
+                    let _ = stream.shutdown(std::net::Shutdown::Both);
+                    continue;
+                }
+                waiting = Some((stream, peer));
+            }
+            if full {
+                // An idle connection gives way to the one waiting; else it waits
+                // (its bytes in the kernel) until a slot frees.
+                // The one silent longest; of equals, the oldest connection.
+                let idlest = conns
+                    .iter()
+                    .filter(|c| !c.slot.released() && c.slot.idle_at_least(evict_after))
+                    .min_by_key(|c| c.slot.last_active());
+                match idlest {
+                    Some(c) => {
                         st.evicted_idle.fetch_add(1, Ordering::Relaxed);
                         log::warn!(
-                            "source {name}: all {max_connections} connections taken; {} (idle {}s) \
-                             gives way to a new one",
+                            "source {name}: all {max_connections} connections taken; {} (idle \
+                             {}s) gives way to a new one",
                             c.peer,
                             c.slot.idle_for().as_secs()
                         );
                         c.slot.evict();
-                        continue;
+                    }
+                    None => {
+                        let _ = freed.recv_timeout(poll);
                     }
                 }
-                let _ = freed.recv_timeout(poll);
                 continue;
             }
-            match poll_fd(listener.as_raw_fd(), libc::POLLIN, poll) {
-                Ok(true) => {}
-                Ok(false) => continue,
-                Err(e) => {
-                    log::error!("source {name}: cannot wait for connections: {e}");
-                    shutdown.wait(poll);
-                    continue;
-                }
-            }
-            let (stream, peer) = match listener.accept() {
-                Ok(c) => {
-                    accept_failing = false;
-                    c
-                }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => continue,
-                Err(e) => {
-                    // EMFILE and the like: wait, never spin or exit.
-                    if !accept_failing {
-                        log::error!("source {name}: accept failed: {e}");
-                        accept_failing = true;
-                    }
-                    shutdown.wait(poll);
-                    continue;
-                }
+            let Some((stream, peer)) = waiting.take() else {
+                continue;
             };
-            if !gate.admit(peer) {
-                let _ = stream.shutdown(std::net::Shutdown::Both);
-                continue;
-            }
             let id = next_id;
             next_id += 1;
             st.connections.fetch_add(1, Ordering::Relaxed);

@@ -323,7 +323,8 @@ const TRIM_AFTER: usize = 256 << 10;
 /// Memory: the streams together hold at most [`STREAMS_BUDGET`] raw bytes of
 /// receipts in progress; past it the largest is cut there (as `max_bytes`
 /// would cut it, [`Boundary::MaxBytes`](super::segment::Boundary)) and
-/// counted ([`Demux::memory_cuts`]). Nothing is lost: the bytes are in the
+/// counted ([`Demux::memory_cuts`]), and its chain started afresh (what the
+/// old one's buffers grew to is freed). Nothing is lost: the bytes are in the
 /// receipt cut.
 pub struct Demux {
     rules: ReceiptRules,
@@ -375,6 +376,12 @@ impl Demux {
             let before = p.buffered();
             p.cut(&mut self.scratch);
             let (peer, after) = (*peer, p.buffered());
+            if after == 0 {
+                // A fresh chain: the old one's buffers keep the capacity of the
+                // long receipt they held, for as long as the connection lasts.
+                *p = Pipeline::new(&self.rules);
+                self.trim_due = true;
+            }
             self.memory_cuts += 1;
             Self::collect(id, peer, &mut self.scratch, out);
             if after >= before {

@@ -58,6 +58,7 @@ pub fn start_with(
         Protocol::Tcp => {
             let (o, sd, st) = (opts.clone(), shutdown.clone(), stats.clone());
             let idle = cfg.peer_idle_timeout;
+            let source: Arc<str> = name.into();
             serve(
                 name,
                 cfg.listen,
@@ -66,7 +67,7 @@ pub fn start_with(
                 &opts,
                 shutdown,
                 Arc::new(move |s, peer, id, slot: Arc<Slot>| {
-                    tcp_stream(&st, &capture, &o, idle, &sd, s, peer, id, &slot)
+                    tcp_stream(&source, &st, &capture, &o, idle, &sd, s, peer, id, &slot)
                 }),
             )?
         }
@@ -97,6 +98,7 @@ pub fn start_with(
 
 #[allow(clippy::too_many_arguments)]
 fn tcp_stream(
+    source: &str,
     stats: &SourceStats,
     capture: &CaptureTx,
     opts: &NetOptions,
@@ -111,7 +113,6 @@ fn tcp_stream(
     if tune(&s, opts.poll).is_err() {
         return;
     }
-    slot.touch();
     let mut buf = vec![0u8; opts.buffer.max(1)];
     loop {
         match s.read(&mut buf) {
@@ -127,7 +128,10 @@ fn tcp_stream(
                 }
                 if slot.idle_for() >= idle_timeout {
                     stats.idle_closed.fetch_add(1, Ordering::Relaxed);
-                    log::info!("{peer} silent for {idle_timeout:?}; connection closed");
+                    log::info!(
+                        "source {source}: {peer} silent for {}; connection closed",
+                        crate::settings::fmt_duration(idle_timeout)
+                    );
                     break;
                 }
             }

@@ -167,7 +167,6 @@ fn connection(ctx: &Ctx, pos: TcpStream, peer: SocketAddr, id: u64, slot: Arc<Sl
         log::warn!("source {}: connection from {peer}: {e}", ctx.name);
         return;
     }
-    slot.touch();
     let pos_done = Arc::new(AtomicBool::new(false));
     let replies = match (pos.try_clone(), printer.try_clone()) {
         (Ok(pos), Ok(printer)) => {
