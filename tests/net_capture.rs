@@ -644,6 +644,28 @@ fn idle_connections_give_way_so_a_new_job_prints() {
     p.ended(2);
 }
 
+/// Issue #24: a POS connection silent both ways for `peer_idle_timeout` is
+/// closed (its receipt ended, counted); one that keeps printing is not.
+#[test]
+fn a_connection_silent_past_peer_idle_timeout_is_closed() {
+    let printer = Printer::start(Mode::Normal);
+    let mut p = Running::proxy_keys(
+        printer.addr,
+        "\"127.0.0.1\"",
+        "peer_idle_timeout = \"300ms\"",
+        opts(),
+    );
+    let mut silent = TcpStream::connect(p.addr()).unwrap();
+    silent.write_all(b"HALF A RECEIPT\n").unwrap();
+    silent.set_read_timeout(Some(WAIT)).unwrap();
+    assert!(matches!(silent.read(&mut [0u8; 16]), Ok(0)));
+    let got = p.ended(1);
+    assert_eq!(got, vec![b"HALF A RECEIPT\n".to_vec()]);
+    assert_eq!(get(&p.stats.idle_closed), 1);
+    // What it sent printed.
+    assert!(wait_until(WAIT, || printer.received() == got));
+}
+
 /// Issue #24: with every slot busy (a job blocked on a printer that does not
 /// read yet), a new POS is not accepted and closed: it waits in the listen
 /// backlog, as at the printer itself, and prints once a slot frees.

@@ -179,14 +179,14 @@ pub(crate) struct Slot {
     released: AtomicBool,
     /// Made to give way to a new connection.
     evicted: AtomicBool,
-    /// A handle on the POS connection, to end it from the accept loop.
-    pos: Option<TcpStream>,
+    /// The POS connection (shared with its handler), to end it from the accept loop.
+    pos: Arc<TcpStream>,
     /// Wakes the accept loop when the slot is released.
     freed: std::sync::mpsc::Sender<()>,
 }
 
 impl Slot {
-    fn new(pos: Option<TcpStream>, freed: std::sync::mpsc::Sender<()>) -> Slot {
+    fn new(pos: Arc<TcpStream>, freed: std::sync::mpsc::Sender<()>) -> Slot {
         Slot {
             epoch: Instant::now(),
             last: AtomicU64::new(0),
@@ -252,14 +252,12 @@ impl Slot {
     fn evict(&self) {
         self.evicted.store(true, Ordering::Relaxed);
         self.release();
-        if let Some(pos) = &self.pos {
-            let _ = pos.shutdown(std::net::Shutdown::Both);
-        }
+        let _ = self.pos.shutdown(std::net::Shutdown::Both);
     }
 }
 
 /// A connection handler: the accepted stream, its peer, its stream id, its slot.
-pub(crate) type Handler = Arc<dyn Fn(TcpStream, SocketAddr, u64, Arc<Slot>) + Send + Sync>;
+pub(crate) type Handler = Arc<dyn Fn(Arc<TcpStream>, SocketAddr, u64, Arc<Slot>) + Send + Sync>;
 
 /// A connection's thread and its slot.
 struct Served {
@@ -372,7 +370,8 @@ pub(crate) fn serve(
             let id = next_id;
             next_id += 1;
             st.connections.fetch_add(1, Ordering::Relaxed);
-            let slot = Arc::new(Slot::new(stream.try_clone().ok(), freed_tx.clone()));
+            let stream = Arc::new(stream);
+            let slot = Arc::new(Slot::new(stream.clone(), freed_tx.clone()));
             let (h, s) = (handler.clone(), slot.clone());
             match spawn(format!("net-{name}-{id}"), move || {
                 h(stream, peer, id, s.clone());

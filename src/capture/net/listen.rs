@@ -104,7 +104,7 @@ fn tcp_stream(
     opts: &NetOptions,
     idle_timeout: Duration,
     shutdown: &Shutdown,
-    mut s: TcpStream,
+    s: Arc<TcpStream>,
     peer: SocketAddr,
     id: u64,
     slot: &Slot,
@@ -115,7 +115,7 @@ fn tcp_stream(
     }
     let mut buf = vec![0u8; opts.buffer.max(1)];
     loop {
-        match s.read(&mut buf) {
+        match (&*s).read(&mut buf) {
             Ok(0) => break,
             Ok(n) => {
                 slot.touch();

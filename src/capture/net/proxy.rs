@@ -132,7 +132,7 @@ fn connect(ctx: &Ctx) -> std::io::Result<TcpStream> {
     Err(last)
 }
 
-fn connection(ctx: &Ctx, pos: TcpStream, peer: SocketAddr, id: u64, slot: Arc<Slot>) {
+fn connection(ctx: &Ctx, pos: Arc<TcpStream>, peer: SocketAddr, id: u64, slot: Arc<Slot>) {
     let stats = &ctx.stats;
     let _connected = Gauge::up(&stats.connected_peers);
     let printer = match connect(ctx).and_then(|p| tune(&p, ctx.opts.poll).map(|()| p)) {
@@ -168,22 +168,24 @@ fn connection(ctx: &Ctx, pos: TcpStream, peer: SocketAddr, id: u64, slot: Arc<Sl
         return;
     }
     let pos_done = Arc::new(AtomicBool::new(false));
-    let replies = match (pos.try_clone(), printer.try_clone()) {
-        (Ok(pos), Ok(printer)) => {
-            let (ctx_name, done) = (format!("net-{}-{id}-r", ctx.name), pos_done.clone());
-            // The reply thread borrows nothing from this one: it gets its own
-            // handles and a snapshot of what it needs.
-            let r = Replies {
-                stats: ctx.stats.clone(),
-                shutdown: ctx.shutdown.clone(),
-                buffer: ctx.opts.buffer,
-                linger: ctx.opts.linger,
-                close_wait: ctx.opts.close_wait,
-                slot: slot.clone(),
-            };
-            spawn(ctx_name, move || r.run(&pos, &printer, &done)).ok()
-        }
-        _ => None,
+    // Both threads share each socket (reads and writes on a `&TcpStream`): two
+    // descriptors per connection, not four (256 connections within the usual
+    // limit of 1024 open files).
+    let printer = Arc::new(printer);
+    let replies = {
+        let (pos, printer) = (pos.clone(), printer.clone());
+        let (ctx_name, done) = (format!("net-{}-{id}-r", ctx.name), pos_done.clone());
+        // The reply thread borrows nothing from this one: it gets its own
+        // handles and a snapshot of what it needs.
+        let r = Replies {
+            stats: ctx.stats.clone(),
+            shutdown: ctx.shutdown.clone(),
+            buffer: ctx.opts.buffer,
+            linger: ctx.opts.linger,
+            close_wait: ctx.opts.close_wait,
+            slot: slot.clone(),
+        };
+        spawn(ctx_name, move || r.run(&pos, &printer, &done)).ok()
     };
     if replies.is_none() {
         log::warn!(
