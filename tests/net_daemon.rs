@@ -647,5 +647,10 @@ fn udp_receipts_from_a_new_port_each_are_all_stored() {
         log.contains("datagram from 127.0.0.17") && log.contains("dropped: 16 senders"),
         "{log}"
     );
+    let text = String::from_utf8(till.cli(&["status"]).stdout).unwrap();
+    assert!(
+        text.contains("datagrams dropped (too many senders) 2"),
+        "{text}"
+    );
     till.stop();
 }

@@ -461,10 +461,11 @@ fn a_print_proxy_keeps_its_connections_while_another_source_is_reloaded() {
     till.stop();
 }
 
-/// Adding a destination (issue #24): every order captured from now on gets a
-/// delivery row for it, yet a print proxy is not restarted for that: a POS
-/// printing through it keeps its connection, and the proxy its one printer
-/// connection, across the reload; what it prints after is journalled.
+/// Adding a destination, then removing it (issue #24): every order captured from
+/// then on gets a delivery row per destination enabled, yet a print proxy is not
+/// restarted for that: a POS printing through it keeps its connection, and the
+/// proxy its one printer connection, across both reloads; what it prints is
+/// journalled.
 #[test]
 fn a_print_proxy_keeps_its_connections_when_a_destination_is_added() {
     use std::sync::Mutex;
@@ -529,8 +530,15 @@ fn a_print_proxy_keeps_its_connections_when_a_destination_is_added() {
     // The same POS connection still prints, through the same printer connection.
     pos.write_all(b"SECOND LINE\n").unwrap();
     assert!(poll(WAIT, printed(b"SECOND LINE\n")), "{}", till.log());
+    // And removing it again.
+    till.edit_config(|c| c.replacen("\n[wdt]\n", "\n[wdt]\nenabled = false\n", 1));
+    let out = reload_ok(&till);
+    assert!(out.contains("destination wdt disabled"), "{out}");
+    assert!(!out.contains("source front restarted"), "{out}");
+    pos.write_all(b"THIRD LINE\n").unwrap();
+    assert!(poll(WAIT, printed(b"THIRD LINE\n")), "{}", till.log());
     assert_eq!(accepted.load(Ordering::SeqCst), 1, "one printer connection");
-    // The POS done, its receipt (both lines) is journalled.
+    // The POS done, its receipt (all lines) is journalled.
     drop(pos);
     assert!(
         poll(WAIT, || {
