@@ -46,6 +46,9 @@ enum Mode {
     KeepOpen,
     /// Reads nothing until [`Printer::release`], then as `Normal`.
     Held,
+    /// As `KeepOpen`, and sends a status byte every 50 ms for ever (automatic
+    /// status back), before and after the proxy's FIN.
+    Chatty,
 }
 
 /// What each printer connection has received so far.
@@ -143,12 +146,24 @@ fn serve(
     let mut buf = vec![0u8; if mode == Mode::Slow { 256 } else { 8192 }];
     // The last two bytes seen, to find DLE EOT n split across reads.
     let mut tail: Vec<u8> = Vec::new();
+    let mut last_chat = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         if mode == Mode::Stuck || (mode == Mode::Held && !released.load(Ordering::Relaxed)) {
             std::thread::sleep(Duration::from_millis(5));
             continue;
         }
+        if mode == Mode::Chatty && last_chat.elapsed() >= Duration::from_millis(50) {
+            let _ = s.write_all(&[0x14]);
+            last_chat = Instant::now();
+        }
         let n = match s.read(&mut buf) {
+            Ok(0) if mode == Mode::Chatty => {
+                while !stop.load(Ordering::Relaxed) {
+                    let _ = s.write_all(&[0x14]);
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                return;
+            }
             Ok(0) if mode == Mode::KeepOpen => {
                 // The proxy's FIN: this printer keeps its side open regardless.
                 while !stop.load(Ordering::Relaxed) {
@@ -702,11 +717,12 @@ fn a_new_connection_waits_in_the_backlog_while_every_slot_is_busy() {
 }
 
 /// Issue #24: a finished job gives its slot back promptly whether the printer
-/// closes its side after the proxy's FIN or keeps it open: jobs sent one
-/// right after another through one slot all print, none is turned away.
+/// closes its side after the proxy's FIN, keeps it open, or keeps it open and
+/// sending status: jobs sent one right after another through one slot all
+/// print, none is turned away.
 #[test]
 fn a_finished_job_frees_its_slot_whether_the_printer_closes_or_not() {
-    for mode in [Mode::KeepOpen, Mode::Normal] {
+    for mode in [Mode::KeepOpen, Mode::Normal, Mode::Chatty] {
         let printer = Printer::start(mode);
         let mut p =
             Running::proxy_keys(printer.addr, "\"127.0.0.1\"", "max_connections = 1", opts());

@@ -31,7 +31,8 @@
 //!   the printer connection is half-closed so what was sent still prints.
 //! - **A finished job frees its slot promptly.** After the POS's FIN (or
 //!   when it is closed for idling or gives way) the printer is half-closed;
-//!   once it is quiet for [`NetOptions::linger`] the slot is released, and
+//!   once it is quiet for [`NetOptions::linger`] (at most 4 × `linger` for a
+//!   printer that keeps sending status) the slot is released, and
 //!   the printer connection is closed as soon as the printer has acknowledged
 //!   every byte (at most [`NetOptions::close_wait`] later): a printer that
 //!   keeps its side open never holds a slot, and its late replies (to a POS
@@ -320,22 +321,25 @@ impl Replies {
                     if self.shutdown.is_triggered() {
                         break false;
                     }
-                    if pos_done.load(Ordering::Relaxed) {
-                        let done = *done_since.get_or_insert_with(Instant::now);
-                        let quiet = *quiet_since.get_or_insert_with(Instant::now);
-                        if quiet.elapsed() >= self.linger {
-                            // The POS left and the printer has nothing more to say
-                            // to it: the slot is free for the next job.
-                            self.slot.release();
-                            // Closed once the printer has taken every byte of the
-                            // job (closing on unacknowledged bytes could cut it).
-                            if unacked(printer) == Some(0) || done.elapsed() >= self.close_wait {
-                                break false;
-                            }
-                        }
-                    }
                 }
                 Err(_) => break false,
+            }
+            if pos_done.load(Ordering::Relaxed) {
+                let done = *done_since.get_or_insert_with(Instant::now);
+                let quiet = *quiet_since.get_or_insert_with(Instant::now);
+                // The POS left and the printer has nothing more to say to it (or
+                // it chatters on: automatic status back): the slot is free for
+                // the next job.
+                let quiet = quiet.elapsed() >= self.linger;
+                if quiet || done.elapsed() >= self.linger * 4 {
+                    self.slot.release();
+                }
+                // Closed once the printer is quiet and has taken every byte of
+                // the job (closing on unacknowledged bytes, or on replies unread,
+                // could cut it), or after close_wait whatever it does.
+                if (quiet && unacked(printer) == Some(0)) || done.elapsed() >= self.close_wait {
+                    break false;
+                }
             }
         };
         self.slot.release();
