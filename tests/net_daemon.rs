@@ -654,3 +654,60 @@ fn udp_receipts_from_a_new_port_each_are_all_stored() {
     );
     till.stop();
 }
+
+/// Issue #24: 16 silent POS connections (the default `max_connections`; a POS
+/// that lost power mid-connection looks like this) do not keep a job from
+/// printing, even at a printer that serves one connection at a time (as this
+/// stand-in does): the silent ones give way, counted in `status`.
+#[test]
+fn silent_connections_filling_every_slot_do_not_block_the_next_job() {
+    let printer = Printer::start();
+    let emu = Emu::start(EmuConfig::default());
+    let port = free_port();
+    let mut till = market_as(
+        "tcp",
+        &format!(
+            "listen = \"127.0.0.1:{port}\"\nprinter = \"{}\"\nallow = [\"127.0.0.1\"]",
+            printer.addr
+        ),
+        &emu.dest_config("", ""),
+    );
+    till.start();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    assert!(
+        wait_until(WAIT, || TcpStream::connect(addr).is_ok()),
+        "nothing listens on {addr}"
+    );
+    let silent: Vec<TcpStream> = (0..16).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    assert!(
+        poll(WAIT, || live(&till, "market")["connected_peers"] == 16),
+        "{}",
+        till.json(&["status", "--json"])
+    );
+    let bin = market_bin();
+    let _pos = pos_send(addr, &bin);
+    assert!(
+        wait_until(WAIT, || printer.received() == bin),
+        "the printer got {} of {} bytes\n{}",
+        printer.received().len(),
+        bin.len(),
+        till.log()
+    );
+    assert!(
+        poll(WAIT, || market_orders(&till).len() == 3),
+        "{}",
+        till.log()
+    );
+    assert!(
+        poll(WAIT, || live(&till, "market")["evicted_idle"] == 16),
+        "{}",
+        till.json(&["status", "--json"])
+    );
+    assert!(
+        till.log().contains("16 idle one(s) give way to a new one"),
+        "{}",
+        till.log()
+    );
+    drop(silent);
+    till.stop();
+}

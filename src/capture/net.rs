@@ -20,9 +20,11 @@
 //!   accepts at most one more (to check it against `allow`) and holds it
 //!   unread; the others wait in the kernel's listen backlog, as at a printer
 //!   busy with another job, and are served as slots free. If a connection has
-//!   been silent for [`NetOptions::evict_after`] (no write pending) the one
-//!   idle longest gives way to the admitted one waiting (a peer outside
-//!   `allow` never makes one give way), counted in
+//!   been silent for [`NetOptions::evict_after`] (no write pending), it and
+//!   the others silent at least half as long give way to the admitted one
+//!   waiting — all of them, since each holds
+//!   a printer connection a one-connection printer would serve before the new
+//!   job (a peer outside `allow` never makes one give way), counted in
 //!   [`SourceStats::evicted_idle`] and logged. Nothing is accepted and closed
 //!   for want of room.
 //! - **Dead peers end.** TCP keepalive on every connection (POS and printer)
@@ -77,8 +79,9 @@ pub struct NetOptions {
     /// printer to take the job's last bytes (a slow or paper-out printer);
     /// the slot is already free then.
     pub close_wait: Duration,
-    /// With every slot taken and a new connection waiting, a connection
-    /// silent this long (both ways, no write pending) gives way to it.
+    /// With every slot taken and a new connection waiting, once a connection
+    /// has been silent this long (both ways, no write pending) it and those
+    /// silent half as long give way to it.
     pub evict_after: Duration,
 }
 
@@ -269,8 +272,8 @@ struct Served {
 /// Binds `listen` and serves it on a thread: each admitted connection runs
 /// `handler` on a thread of its own, at most `max_connections` holding a slot
 /// at once. While all are held, new connections wait in the kernel's listen
-/// backlog (as at a printer busy with another job) — unless one has been idle
-/// [`NetOptions::evict_after`]: the one idle longest then gives way.
+/// backlog (as at a printer busy with another job) — unless some have been
+/// idle [`NetOptions::evict_after`]: those then give way.
 pub(crate) fn serve(
     name: &str,
     listen: SocketAddr,
@@ -340,23 +343,34 @@ pub(crate) fn serve(
                 waiting = Some((stream, peer));
             }
             if full {
-                // An idle connection gives way to the one waiting; else it waits
-                // (its bytes in the kernel) until a slot frees.
-                // The one silent longest; of equals, the oldest connection.
-                let idlest = conns
+                // The idle connections give way to the one waiting — all of
+                // them: each holds a printer connection, and a printer that
+                // serves one connection at a time would keep the new job
+                // behind every one of them. Else it waits (its bytes in the
+                // kernel) until a slot frees.
+                // Once one has been silent `evict_after`, those silent half as
+                // long go with it (connections left by a POS that lost power
+                // seldom went silent at the very same moment).
+                let idle: Vec<&Served> = conns
                     .iter()
-                    .filter(|c| !c.slot.released() && c.slot.idle_at_least(evict_after))
-                    .min_by_key(|c| c.slot.last_active());
-                match idlest {
-                    Some(c) => {
-                        st.evicted_idle.fetch_add(1, Ordering::Relaxed);
+                    .filter(|c| !c.slot.released() && c.slot.idle_at_least(evict_after / 2))
+                    .collect();
+                // The one silent longest: it must be silent `evict_after`.
+                let first = idle.iter().min_by_key(|c| c.slot.last_active());
+                match first.filter(|c| c.slot.idle_at_least(evict_after)) {
+                    Some(first) => {
+                        st.evicted_idle
+                            .fetch_add(idle.len() as u64, Ordering::Relaxed);
                         log::warn!(
-                            "source {name}: all {max_connections} connections taken; {} (idle \
-                             {}s) gives way to a new one",
-                            c.peer,
-                            c.slot.idle_for().as_secs()
+                            "source {name}: all {max_connections} connections taken; {} idle \
+                             one(s) give way to a new one ({} silent {}s)",
+                            idle.len(),
+                            first.peer,
+                            first.slot.idle_for().as_secs()
                         );
-                        c.slot.evict();
+                        for c in idle {
+                            c.slot.evict();
+                        }
                     }
                     None => {
                         let _ = freed.recv_timeout(poll);
