@@ -85,6 +85,12 @@ v=$(printf '%s\n' "$proxy_out" | awk '/^throughput:/ { print $(NF-1) }')
 row "print proxy: throughput" "$v" "MB/s" ">= 50 MB/s" "$(judge "$v" ">=" 50)"
 v=$(printf '%s\n' "$proxy_out" | sed -n 's/^stuck printer:.*(+\([0-9]*\) kB).*/\1/p')
 row "print proxy: RSS growth, 16 POS into a stuck printer" "$v" "kB" "does not grow" ""
+for n in 16 256; do
+  v=$(printf '%s\n' "$proxy_out" | sed -n "s/^memory, $n connections x 1 MB without a cut:.*(+\([0-9]*\) kB, .*/\1/p")
+  row "print proxy: RSS growth, $n POS x 1 MB without a cut, open" "$v" "kB" "" ""
+  v=$(printf '%s\n' "$proxy_out" | sed -n "s/^memory, $n connections x 1 MB without a cut:.* closed (+\([0-9]*\) kB).*/\1/p")
+  row "print proxy: RSS growth, $n POS x 1 MB without a cut, after they closed" "$v" "kB" "" ""
+done
 
 # 2. Whole-process figures.
 echo "bench: the agent, $backlog orders …" >&2

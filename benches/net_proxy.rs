@@ -12,6 +12,13 @@
 //!   printer that never reads, until their writes block; the growth of this
 //!   process's peak RSS (VmHWM) is what the proxy holds.
 //!
+//! - **memory per connection, receipts without a cut**: 16, then 256 POS
+//!   connections each send 1 MB of printable lines with no cut and stay open;
+//!   the capture side runs the daemon's own [`Demux`] (one receipt chain per
+//!   stream). This process's RSS (VmRSS) is read when every byte is in the
+//!   chains, and again after the connections closed and their receipts
+//!   ended.
+//!
 //! Nothing is asserted about time; the targets (issue #12: p99 ≤ 1 ms added,
 //! ≥ 50 MB/s) are compared in the printed report. The asserts check the work
 //! was real (every byte arrived).
@@ -22,9 +29,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use tillrelay::capture::escpos::CodePage;
 use tillrelay::capture::net::settings::RawNet;
 use tillrelay::capture::net::{NetOptions, NetSource, proxy};
-use tillrelay::capture::stream::StreamEvent;
+use tillrelay::capture::receipt::ReceiptRules;
+use tillrelay::capture::stream::{Demux, StreamEvent, StreamKind};
 use tillrelay::lifecycle::Shutdown;
 
 #[derive(Clone, Copy, PartialEq)]
@@ -88,6 +97,108 @@ fn start_proxy(printer: SocketAddr, shutdown: &Shutdown) -> NetSource {
         std::hint::black_box(n);
     });
     src
+}
+
+/// A proxy with `max_connections` 256 whose capture runs the daemon's
+/// [`Demux`]; the counters: bytes consumed, streams ended, streams open.
+fn start_demux_proxy(
+    printer: SocketAddr,
+    shutdown: &Shutdown,
+) -> (NetSource, Arc<AtomicU64>, Arc<AtomicU64>, Arc<AtomicU64>) {
+    let cfg = toml::from_str::<RawNet>(&format!(
+        "listen = \"127.0.0.1:0\"\nprinter = \"{printer}\"\nallow = [\"127.0.0.1\"]\nmax_connections = 256"
+    ))
+    .unwrap()
+    .validate_tcp()
+    .unwrap();
+    let opts = NetOptions {
+        capture_capacity: 1024,
+        ..NetOptions::default()
+    };
+    let (src, mut rx) = proxy::start("bench", &cfg, opts, shutdown).unwrap();
+    let (bytes, ends, open) = (Arc::default(), Arc::default(), Arc::default());
+    let (b, e, o): (Arc<AtomicU64>, Arc<AtomicU64>, Arc<AtomicU64>) =
+        (Arc::clone(&bytes), Arc::clone(&ends), Arc::clone(&open));
+    std::thread::spawn(move || {
+        let mut demux = Demux::new(ReceiptRules::plain(CodePage::Gb18030));
+        let mut out = Vec::new();
+        while let Some(ev) = rx.blocking_recv() {
+            match &ev.kind {
+                StreamKind::Data(d) => b.fetch_add(d.len() as u64, Ordering::Relaxed),
+                StreamKind::End => e.fetch_add(1, Ordering::Relaxed),
+            };
+            demux.push(ev, &mut out);
+            out.clear();
+            demux.trim_if_due();
+            o.store(demux.open_streams() as u64, Ordering::Relaxed);
+        }
+    });
+    (src, bytes, ends, open)
+}
+
+fn vm_rss_kb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !cond() {
+        assert!(Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// `n` connections each sending 1 MB of lines without a cut, held open: RSS
+/// with them open, then after they closed. Each connection writes once the
+/// one before is through capture (a burst would overflow the capture channel,
+/// which drops from capture by design, and measure less).
+fn memory_without_cuts(
+    src: &NetSource,
+    bytes: &AtomicU64,
+    ends: &AtomicU64,
+    open: &AtomicU64,
+    n: usize,
+) {
+    const EACH: usize = 1_000_000;
+    let line = b"6901234567892  SOME ITEM NAME      2   3.50   7.00\n";
+    let job: Vec<u8> = line.iter().copied().cycle().take(EACH).collect();
+    let stats = src.stats();
+    let through =
+        || bytes.load(Ordering::Relaxed) + stats.capture_dropped_bytes.load(Ordering::Relaxed);
+    let (b0, e0, d0) = (
+        through(),
+        ends.load(Ordering::Relaxed),
+        stats.capture_dropped_bytes.load(Ordering::Relaxed),
+    );
+    let base = vm_rss_kb();
+    let mut conns = Vec::new();
+    for k in 1..=n {
+        let mut s = TcpStream::connect(src.local_addr()).unwrap();
+        s.write_all(&job).unwrap();
+        conns.push(s);
+        wait_for("every byte through capture", || {
+            through() - b0 >= (k * EACH) as u64
+        });
+    }
+    let held = vm_rss_kb();
+    drop(conns);
+    wait_for("every stream ended", || {
+        ends.load(Ordering::Relaxed) - e0 >= n as u64 && open.load(Ordering::Relaxed) == 0
+    });
+    let closed = vm_rss_kb();
+    println!(
+        "memory, {n} connections x 1 MB without a cut: RSS {base} kB → {held} kB open \
+         (+{} kB, {:.0} kB each) → {closed} kB closed (+{} kB); {} bytes not captured",
+        held.saturating_sub(base),
+        held.saturating_sub(base) as f64 / n as f64,
+        closed.saturating_sub(base),
+        stats.capture_dropped_bytes.load(Ordering::Relaxed) - d0
+    );
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -200,9 +311,17 @@ fn main() {
         after.saturating_sub(before)
     );
     drop(held);
+
+    // Memory per connection, receipts without a cut.
+    let (sink2, _) = printer(Printer::Sink, stop.clone());
+    let (src4, bytes, ends, open) = start_demux_proxy(sink2, &shutdown);
+    for n in [16, 256] {
+        memory_without_cuts(&src4, &bytes, &ends, &open, n);
+    }
+
     stop.store(true, Ordering::Relaxed);
     shutdown.trigger();
-    for s in [src, src2, src3] {
+    for s in [src, src2, src3, src4] {
         s.join();
     }
 }

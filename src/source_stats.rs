@@ -43,6 +43,13 @@ pub struct Counters {
     pub bytes_to_pos: u64,
     pub refused_peers: u64,
     pub refused_busy: u64,
+    /// Idle connections that gave way to a new one (written since issue #24).
+    #[serde(default)]
+    pub evicted_idle: u64,
+    #[serde(default)]
+    pub idle_closed: u64,
+    #[serde(default)]
+    pub cut_for_memory: u64,
     pub capture_dropped_bytes: u64,
     pub printer_dropped_bytes: u64,
     /// Unix milliseconds of the last receipt (0: none yet).
@@ -63,6 +70,9 @@ impl Counters {
             bytes_to_pos: g(&s.bytes_to_pos),
             refused_peers: g(&s.refused_peers),
             refused_busy: g(&s.refused_busy),
+            evicted_idle: g(&s.evicted_idle),
+            idle_closed: g(&s.idle_closed),
+            cut_for_memory: g(&s.cut_for_memory),
             capture_dropped_bytes: g(&s.capture_dropped_bytes),
             printer_dropped_bytes: g(&s.printer_dropped_bytes),
             last_receipt_ms: g(&s.last_receipt_ms),

@@ -9,13 +9,16 @@
 //!    and nothing changes;
 //! 2. builds the clients of the destinations it starts (one that cannot be built
 //!    refuses the reload, before anything stopped);
-//! 3. stops the sources removed or changed (all of them when the set of enabled
-//!    destinations changes: each source's queue connection creates one delivery row
-//!    per enabled destination), then the destinations removed or changed, each
+//! 3. stops the sources removed or changed (when the set of enabled destinations
+//!    changes, every source but the network and device ones: each source's queue
+//!    connection creates one delivery row per enabled destination), then the destinations removed or changed, each
 //!    finishing the unit in hand as at shutdown (a transaction is never cut; a file
 //!    not acknowledged stays in the folder; bytes not read stay in the device or the
 //!    kernel), joined within [`DRAIN_DEADLINE`];
-//! 4. starts the destinations added or changed, then the sources added or changed.
+//! 4. starts the destinations added or changed, hands the running network and
+//!    device sources a queue for the destinations enabled now (their connections
+//!    stay open; one that does not take it within [`DRAIN_DEADLINE`] is
+//!    restarted), then starts the sources added or changed.
 //!
 //! Invariants:
 //! - A loop whose settings did not change keeps running untouched (a print proxy's
@@ -37,7 +40,7 @@ use log::{error, info, warn};
 use crate::capture::folder::FolderWatch;
 use crate::capture::live::{Queue, REOPEN_EVERY, SerialWatch};
 use crate::capture::stream::SourceStats;
-use crate::capture::stream_source::StreamWatch;
+use crate::capture::stream_source::{Requeue, StreamWatch};
 use crate::config::{Config, Source, SourceKind};
 use crate::daemon::DRAIN_DEADLINE;
 use crate::lifecycle::{Heartbeat, Heartbeats, Shutdown};
@@ -64,6 +67,8 @@ struct Running {
     stop: Shutdown,
     beat: Heartbeat,
     handle: JoinHandle<()>,
+    /// A stream source's handle for a new queue (destinations changed).
+    requeue: Option<Arc<Requeue>>,
 }
 
 /// What an applied reload did.
@@ -193,6 +198,7 @@ impl Supervisor {
             stop,
             beat,
             handle,
+            requeue: None,
         })
     }
 
@@ -242,7 +248,10 @@ impl Supervisor {
                 let queue = live_queue(ob, &opener);
                 let w =
                     StreamWatch::new(source.identity.clone(), spec, rules.clone(), queue, stats);
-                self.spawn(format!("stream:{name}"), fp, move |s, b| w.run(s, b))?
+                let requeue = w.requeue();
+                let mut r = self.spawn(format!("stream:{name}"), fp, move |s, b| w.run(s, b))?;
+                r.requeue = Some(requeue);
+                r
             }
         };
         self.sources.insert(name, running);
@@ -376,6 +385,7 @@ impl Supervisor {
         let dests_changed = self.cfg.destinations != new.destinations;
         let mut source_stop = Vec::new();
         let mut source_start = Vec::new();
+        let mut source_requeue = Vec::new();
         for (name, r) in &self.sources {
             match new.source(name).filter(|s| s.enabled) {
                 None => {
@@ -394,6 +404,11 @@ impl Supervisor {
                         .changes
                         .push(format!("source {name} changed: restarted"));
                     source_stop.push(name.clone());
+                }
+                // A stream source is handed its new queue below: its
+                // connections stay open.
+                Some(_) if dests_changed && r.requeue.is_some() => {
+                    source_requeue.push(name.clone());
                 }
                 Some(_) if dests_changed => {
                     applied.changes.push(format!(
@@ -442,6 +457,29 @@ impl Supervisor {
         for (name, client) in clients {
             if let Err(e) = self.start_dest(name, client) {
                 failed.push(format!("destination {name}: {e:#}"));
+            }
+        }
+        // Stream sources journal for the destinations enabled now, without a
+        // restart; one that does not take its new queue in time is restarted.
+        for name in &source_requeue {
+            let Some(requeue) = self.sources.get(name).and_then(|r| r.requeue.clone()) else {
+                continue;
+            };
+            if requeue.hand(self.capture_opener(), DRAIN_DEADLINE) {
+                applied.changes.push(format!(
+                    "source {name} kept running (connections open): journals for the \
+                     destinations enabled now"
+                ));
+                continue;
+            }
+            applied.changes.push(format!(
+                "source {name} restarted: the enabled destinations changed"
+            ));
+            if let Some(r) = self.sources.remove(name) {
+                self.stop_some(vec![r]);
+            }
+            if let Some(s) = self.cfg.source(name).cloned() {
+                source_start.push(s);
             }
         }
         for s in &source_start {

@@ -41,6 +41,14 @@ enum Mode {
     Stuck,
     /// Resets the connection (RST) once it has read this many bytes.
     ResetAfter(usize),
+    /// As `Normal`, but keeps its side open after the proxy's FIN (until the
+    /// test ends), as some printers do.
+    KeepOpen,
+    /// Reads nothing until [`Printer::release`], then as `Normal`.
+    Held,
+    /// As `KeepOpen`, and sends a status byte every 50 ms for ever (automatic
+    /// status back), before and after the proxy's FIN.
+    Chatty,
 }
 
 /// What each printer connection has received so far.
@@ -52,6 +60,7 @@ struct Printer {
     conns: Conns,
     replies: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
+    released: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -63,7 +72,13 @@ impl Printer {
         let conns: Conns = Arc::default();
         let replies = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
-        let (c, r, s) = (conns.clone(), replies.clone(), stop.clone());
+        let released = Arc::new(AtomicBool::new(false));
+        let (c, r, s, rel) = (
+            conns.clone(),
+            replies.clone(),
+            stop.clone(),
+            released.clone(),
+        );
         let thread = std::thread::spawn(move || {
             let mut threads = Vec::new();
             while !s.load(Ordering::Relaxed) {
@@ -71,8 +86,10 @@ impl Printer {
                     Ok((sock, _)) => {
                         let got = Arc::new(Mutex::new(Vec::new()));
                         c.lock().unwrap().push(got.clone());
-                        let (r, s) = (r.clone(), s.clone());
-                        threads.push(std::thread::spawn(move || serve(sock, mode, &got, &r, &s)));
+                        let (r, s, rel) = (r.clone(), s.clone(), rel.clone());
+                        threads.push(std::thread::spawn(move || {
+                            serve(sock, mode, &got, &r, &s, &rel)
+                        }));
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(2)),
                 }
@@ -86,8 +103,14 @@ impl Printer {
             conns,
             replies,
             stop,
+            released,
             thread: Some(thread),
         }
+    }
+
+    /// A `Held` printer starts reading.
+    fn release(&self) {
+        self.released.store(true, Ordering::Relaxed);
     }
 
     /// What each connection received, in connection order.
@@ -116,18 +139,38 @@ fn serve(
     got: &Mutex<Vec<u8>>,
     replies: &AtomicU64,
     stop: &AtomicBool,
+    released: &AtomicBool,
 ) {
     s.set_nonblocking(false).unwrap();
     s.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
     let mut buf = vec![0u8; if mode == Mode::Slow { 256 } else { 8192 }];
     // The last two bytes seen, to find DLE EOT n split across reads.
     let mut tail: Vec<u8> = Vec::new();
+    let mut last_chat = Instant::now();
     while !stop.load(Ordering::Relaxed) {
-        if mode == Mode::Stuck {
+        if mode == Mode::Stuck || (mode == Mode::Held && !released.load(Ordering::Relaxed)) {
             std::thread::sleep(Duration::from_millis(5));
             continue;
         }
+        if mode == Mode::Chatty && last_chat.elapsed() >= Duration::from_millis(50) {
+            let _ = s.write_all(&[0x14]);
+            last_chat = Instant::now();
+        }
         let n = match s.read(&mut buf) {
+            Ok(0) if mode == Mode::Chatty => {
+                while !stop.load(Ordering::Relaxed) {
+                    let _ = s.write_all(&[0x14]);
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                return;
+            }
+            Ok(0) if mode == Mode::KeepOpen => {
+                // The proxy's FIN: this printer keeps its side open regardless.
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                return;
+            }
             Ok(0) => return,
             Ok(n) => n,
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => continue,
@@ -204,7 +247,6 @@ fn opts() -> NetOptions {
     NetOptions {
         poll: Duration::from_millis(20),
         close_wait: Duration::from_secs(2),
-        udp_peer_idle: Duration::from_millis(300),
         ..NetOptions::default()
     }
 }
@@ -225,8 +267,13 @@ impl Running {
     }
 
     fn proxy_with(printer: SocketAddr, allow: &str, opts: NetOptions) -> Running {
+        Running::proxy_keys(printer, allow, "", opts)
+    }
+
+    /// A proxy with `extra` keys.
+    fn proxy_keys(printer: SocketAddr, allow: &str, extra: &str, opts: NetOptions) -> Running {
         let cfg = toml::from_str::<RawNet>(&format!(
-            "listen = \"127.0.0.1:0\"\nprinter = \"{printer}\"\nallow = [{allow}]\nconnect_timeout = \"1s\""
+            "listen = \"127.0.0.1:0\"\nprinter = \"{printer}\"\nallow = [{allow}]\nconnect_timeout = \"1s\"\n{extra}"
         ))
         .unwrap()
         .validate_tcp()
@@ -237,8 +284,13 @@ impl Running {
     }
 
     fn listen(protocol: &str, allow: &str) -> Running {
+        Running::listen_with(protocol, allow, "peer_idle_timeout = \"300ms\"")
+    }
+
+    /// A listen source with `extra` keys.
+    fn listen_with(protocol: &str, allow: &str, extra: &str) -> Running {
         let cfg = toml::from_str::<RawNet>(&format!(
-            "listen = \"127.0.0.1:0\"\nprotocol = \"{protocol}\"\nallow = [{allow}]"
+            "listen = \"127.0.0.1:0\"\nprotocol = \"{protocol}\"\nallow = [{allow}]\n{extra}"
         ))
         .unwrap()
         .validate_listen()
@@ -563,6 +615,222 @@ fn peers_outside_allow_are_refused_and_counted() {
     assert!(p.events.is_empty());
 }
 
+/// A POS sending `job` and half-closing, as a job ends; never waits for the
+/// proxy (and ignores a refusal: the printer's bytes say what printed).
+/// Returns the connection, kept open (dropping it unread could reset it).
+fn pos_job(addr: SocketAddr, job: &[u8]) -> TcpStream {
+    let mut s = TcpStream::connect(addr).unwrap();
+    let _ = s.write_all(job);
+    let _ = s.shutdown(std::net::Shutdown::Write);
+    s
+}
+
+/// `job` tagged with `i`, so that each job is known at the printer.
+fn tagged(job: &[u8], i: usize) -> Vec<u8> {
+    let mut j = format!("JOB {i:04}\n").into_bytes();
+    j.extend_from_slice(job);
+    j
+}
+
+/// Issue #24: POS connections that went silent (a POS that lost power looks
+/// like this) hold every slot; a new job still prints: the idle ones give
+/// way (each holds a printer connection a one-connection printer would serve
+/// first), counted, their connections and streams ended.
+#[test]
+fn idle_connections_give_way_so_a_new_job_prints() {
+    let printer = Printer::start(Mode::Normal);
+    let mut p = Running::proxy_keys(printer.addr, "\"127.0.0.1\"", "max_connections = 2", opts());
+    // Two silent POS, one after the other (each served: its printer connection made).
+    let mut silent = Vec::new();
+    for n in 1..=2 {
+        silent.push(TcpStream::connect(p.addr()).unwrap());
+        assert!(wait_until(WAIT, || printer.connections() == n));
+    }
+    let job = tagged(&payload("kiosk", 1), 1);
+    let _pos = pos_job(p.addr(), &job);
+    assert!(
+        wait_until(WAIT, || printer.received().contains(&job)),
+        "the job never printed: {} printer connections",
+        printer.connections()
+    );
+    // Both: silent since well before the job came (within one second of each other).
+    assert_eq!(get(&p.stats.evicted_idle), 2);
+    for s in &mut silent {
+        s.set_read_timeout(Some(WAIT)).unwrap();
+        assert!(matches!(s.read(&mut [0u8; 16]), Ok(0)));
+    }
+    p.ended(3);
+}
+
+/// Issue #24: a POS connection silent both ways for `peer_idle_timeout` is
+/// closed (its receipt ended, counted); one that keeps printing is not.
+#[test]
+fn a_connection_silent_past_peer_idle_timeout_is_closed() {
+    let printer = Printer::start(Mode::Normal);
+    let mut p = Running::proxy_keys(
+        printer.addr,
+        "\"127.0.0.1\"",
+        "peer_idle_timeout = \"300ms\"",
+        opts(),
+    );
+    let mut silent = TcpStream::connect(p.addr()).unwrap();
+    silent.write_all(b"HALF A RECEIPT\n").unwrap();
+    silent.set_read_timeout(Some(WAIT)).unwrap();
+    assert!(matches!(silent.read(&mut [0u8; 16]), Ok(0)));
+    let got = p.ended(1);
+    assert_eq!(got, vec![b"HALF A RECEIPT\n".to_vec()]);
+    assert_eq!(get(&p.stats.idle_closed), 1);
+    // What it sent printed.
+    assert!(wait_until(WAIT, || printer.received() == got));
+}
+
+/// Issue #24: with every slot busy (a job blocked on a printer that does not
+/// read yet), a new POS is not accepted and closed: it waits in the listen
+/// backlog, as at the printer itself, and prints once a slot frees.
+#[test]
+fn a_new_connection_waits_in_the_backlog_while_every_slot_is_busy() {
+    let printer = Printer::start(Mode::Held);
+    let mut p = Running::proxy_keys(printer.addr, "\"127.0.0.1\"", "max_connections = 1", opts());
+    let addr = p.addr();
+    // Bigger than every socket buffer on the way: the proxy's write blocks.
+    let big = tagged(&payload("market", 3000), 1);
+    let first = {
+        let big = big.clone();
+        std::thread::spawn(move || pos_job(addr, &big))
+    };
+    let stats = p.stats.clone();
+    assert!(wait_until(WAIT, || get(&stats.bytes_from_pos) > 0));
+    let job = tagged(&payload("kiosk", 1), 2);
+    let _second = pos_job(addr, &job);
+    printer.release();
+    let _first = first.join().unwrap();
+    assert!(
+        wait_until(WAIT, || printer.received()
+            == vec![big.clone(), job.clone()]),
+        "the printer got {:?} bytes",
+        printer.received().iter().map(Vec::len).collect::<Vec<_>>()
+    );
+    assert_eq!(get(&p.stats.refused_busy), 0);
+    assert_eq!(
+        get(&p.stats.evicted_idle),
+        0,
+        "a busy connection never gives way"
+    );
+    p.ended(2);
+}
+
+/// Issue #24: a finished job gives its slot back promptly whether the printer
+/// closes its side after the proxy's FIN, keeps it open, or keeps it open and
+/// sending status: jobs sent one right after another through one slot all
+/// print, none is turned away.
+#[test]
+fn a_finished_job_frees_its_slot_whether_the_printer_closes_or_not() {
+    for mode in [Mode::KeepOpen, Mode::Normal, Mode::Chatty] {
+        let printer = Printer::start(mode);
+        let mut p =
+            Running::proxy_keys(printer.addr, "\"127.0.0.1\"", "max_connections = 1", opts());
+        let jobs: Vec<Vec<u8>> = (0..4).map(|i| tagged(&payload("kiosk", 1), i)).collect();
+        let _held: Vec<TcpStream> = jobs.iter().map(|j| pos_job(p.addr(), j)).collect();
+        assert!(
+            wait_until(WAIT, || printer.received() == jobs),
+            "printed {} of {} jobs",
+            printer
+                .received()
+                .iter()
+                .filter(|r| jobs.contains(r))
+                .count(),
+            jobs.len()
+        );
+        assert_eq!(get(&p.stats.refused_busy), 0);
+        p.ended(4);
+    }
+}
+
+/// Issue #24: TCP keepalive is on for the POS's and the printer's connection
+/// (a peer that lost power is found dead even while the proxy waits on it).
+#[test]
+fn keepalive_is_on_for_both_sides_of_a_proxied_connection() {
+    fn keepalive_of(fd: i32) -> (i32, i32) {
+        let get = |level, opt| {
+            let mut v: libc::c_int = 0;
+            let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+            // SAFETY: a valid socket and an int of the size given.
+            unsafe {
+                libc::getsockopt(
+                    fd,
+                    level,
+                    opt,
+                    (&mut v as *mut libc::c_int).cast(),
+                    &mut len,
+                )
+            };
+            v
+        };
+        (
+            get(libc::SOL_SOCKET, libc::SO_KEEPALIVE),
+            get(libc::IPPROTO_TCP, libc::TCP_KEEPIDLE),
+        )
+    }
+    let printer = Printer::start(Mode::Normal);
+    let p = Running::proxy(printer.addr, "\"127.0.0.1\"");
+    let pos = TcpStream::connect(p.addr()).unwrap();
+    assert!(wait_until(WAIT, || printer.connections() == 1));
+    // The proxy's own sockets, found in this process's descriptors by their
+    // addresses: the one accepted from `pos`, and the one connected to the printer.
+    let (pos_local, pos_peer) = (pos.local_addr().unwrap(), pos.peer_addr().unwrap());
+    let mut seen = Vec::new();
+    assert!(wait_until(WAIT, || {
+        seen.clear();
+        for fd in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
+            let Ok(fd) = fd.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let Some((local, peer)) = sock_addrs(fd) else {
+                continue;
+            };
+            let accepted = local == pos_peer && peer == pos_local;
+            let to_printer = peer == printer.addr && local.port() != printer.addr.port();
+            if accepted || to_printer {
+                seen.push((accepted, keepalive_of(fd)));
+            }
+        }
+        seen.iter().any(|s| s.0) && seen.iter().any(|s| !s.0)
+    }));
+    for (accepted, (on, idle)) in &seen {
+        assert_eq!(
+            *on,
+            1,
+            "keepalive off on the {} side",
+            if *accepted { "POS" } else { "printer" }
+        );
+        assert_eq!(*idle, 60);
+    }
+}
+
+/// A TCP socket's local and peer addresses (None for anything else).
+fn sock_addrs(fd: i32) -> Option<(SocketAddr, SocketAddr)> {
+    fn addr(fd: i32, peer: bool) -> Option<SocketAddr> {
+        // SAFETY: zeroed sockaddr_in is valid; its size is given.
+        let mut sa: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        let p = (&mut sa as *mut libc::sockaddr_in).cast();
+        // SAFETY: as above.
+        let r = unsafe {
+            if peer {
+                libc::getpeername(fd, p, &mut len)
+            } else {
+                libc::getsockname(fd, p, &mut len)
+            }
+        };
+        if r != 0 || sa.sin_family != libc::AF_INET as libc::sa_family_t {
+            return None;
+        }
+        let ip = std::net::Ipv4Addr::from(u32::from_be(sa.sin_addr.s_addr));
+        Some(SocketAddr::new(ip.into(), u16::from_be(sa.sin_port)))
+    }
+    Some((addr(fd, false)?, addr(fd, true)?))
+}
+
 // ───────────────────────────── pushed text ─────────────────────────────
 
 #[test]
@@ -588,9 +856,10 @@ fn pushed_tcp_connections_are_streams_of_their_own() {
 
 #[test]
 fn udp_datagrams_are_keyed_by_peer_and_end_when_the_peer_goes_quiet() {
-    let mut l = Running::listen("udp", "\"127.0.0.1\"");
+    let mut l = Running::listen("udp", "\"127.0.0.0/8\"");
+    // Two POS: two addresses (a sender is its address, whatever its port).
     let a = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let b = UdpSocket::bind("127.0.0.2:0").unwrap();
     let (ja, jb) = (payload("kiosk", 1), payload("market", 1));
     // Interleaved datagrams of 200 bytes: loopback does not lose or reorder them.
     let (mut ca, mut cb) = (ja.chunks(200), jb.chunks(200));
@@ -610,10 +879,82 @@ fn udp_datagrams_are_keyed_by_peer_and_end_when_the_peer_goes_quiet() {
     got.sort();
     let mut want = vec![ja, jb];
     want.sort();
-    assert_eq!(got, want);
+    assert!(
+        got == want,
+        "the two senders' streams differ from what they sent"
+    );
     let peers: Vec<SocketAddr> = l.events.iter().filter_map(|e| e.peer).collect();
     assert!(peers.contains(&a.local_addr().unwrap()));
     assert!(peers.contains(&b.local_addr().unwrap()));
+}
+
+/// Issue #24: a burst of pushed connections beyond `max_connections` (all
+/// connected and written before any closes), then a long run of them one after
+/// another: every one is captured whole; none is turned away.
+#[test]
+fn pushed_tcp_bursts_and_runs_beyond_max_connections_are_all_captured() {
+    let mut l = Running::listen("tcp", "\"127.0.0.1\"");
+    let addr = l.addr();
+    let n = 32;
+    let all_written = Arc::new(Barrier::new(n + 1));
+    let jobs: Vec<Vec<u8>> = (0..n).map(|i| tagged(&payload("kiosk", 1), i)).collect();
+    let posts: Vec<_> = jobs
+        .iter()
+        .cloned()
+        .map(|job| {
+            let b = all_written.clone();
+            std::thread::spawn(move || {
+                let s = pos_job(addr, &job);
+                b.wait();
+                drop(s);
+            })
+        })
+        .collect();
+    all_written.wait();
+    for t in posts {
+        t.join().unwrap();
+    }
+    l.ended(n);
+    let mut want = jobs;
+    for i in 0..100 {
+        let job = tagged(&payload("market", 1), 1000 + i);
+        drop(pos_job(addr, &job));
+        want.push(job);
+        l.drain();
+    }
+    let mut got = l.ended(n + 100);
+    got.sort();
+    want.sort();
+    assert!(
+        got == want,
+        "{} of {} pushes captured whole",
+        got.iter().filter(|g| want.contains(g)).count(),
+        want.len()
+    );
+    assert_eq!(get(&l.stats.refused_busy), 0);
+}
+
+/// Issue #24: a POS that sends each receipt from a new UDP source port is one
+/// sender (its address); each port change ends a receipt, so 40 receipts from
+/// 40 ports are 40 streams, none refused for want of room.
+#[test]
+fn udp_receipts_from_a_new_port_each_are_all_captured() {
+    let mut l = Running::listen("udp", "\"127.0.0.1\"");
+    let jobs: Vec<Vec<u8>> = (0..40).map(|i| tagged(&payload("kiosk", 1), i)).collect();
+    for job in &jobs {
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        for chunk in job.chunks(1200) {
+            sock.send_to(chunk, l.addr()).unwrap();
+        }
+        l.drain();
+    }
+    let got = l.ended(40);
+    assert!(
+        got == jobs,
+        "{} of 40 receipts captured whole",
+        got.iter().filter(|g| jobs.contains(g)).count()
+    );
+    assert_eq!(get(&l.stats.refused_busy), 0);
 }
 
 // ───────────────────────────── the device stream ─────────────────────────────

@@ -523,3 +523,191 @@ fn record_on_a_listen_source_writes_what_arrives_and_parse_reads_it() {
     let got: Vec<Value> = serde_json::from_slice(&parsed.stdout).unwrap();
     assert_eq!(by_order_no(got), by_order_no(expected()));
 }
+
+/// The first receipt of the market capture (one order) with its order number
+/// made `2026112299000 + i`: one distinct order per push.
+fn market_receipt(i: usize) -> Vec<u8> {
+    let bin = market_bin();
+    let cut = bin.windows(4).position(|w| w == b"\x1dVB\x03").unwrap() + 4;
+    let mut r = bin[..cut].to_vec();
+    let no = format!("{}", 2026112299000u64 + i as u64);
+    let old = b"2026112200013";
+    while let Some(at) = r.windows(old.len()).position(|w| w == old) {
+        r[at..at + old.len()].copy_from_slice(no.as_bytes());
+    }
+    r
+}
+
+/// The distinct order numbers of the market lane's stored orders.
+fn market_order_nos(till: &Till) -> std::collections::BTreeSet<String> {
+    market_orders(till)
+        .iter()
+        .filter_map(|o| o["order_no"].as_str().map(String::from))
+        .collect()
+}
+
+/// Issue #24: pushed TCP receipts, a burst of 32 connections (all connected and
+/// written before any closes: twice `max_connections`) and then 100 one after
+/// another, are all stored, one order each.
+#[test]
+fn pushed_tcp_receipts_in_a_burst_and_in_a_run_are_all_stored() {
+    let port = free_port();
+    let mut till = market_as(
+        "listen",
+        &format!("listen = \"127.0.0.1:{port}\"\nprotocol = \"tcp\"\nallow = [\"127.0.0.1\"]"),
+        "",
+    );
+    till.start();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    assert!(
+        wait_until(WAIT, || TcpStream::connect(addr).is_ok()),
+        "nothing listens on {addr}"
+    );
+    let all_written = Arc::new(std::sync::Barrier::new(33));
+    let burst: Vec<_> = (0..32)
+        .map(|i| {
+            let b = all_written.clone();
+            std::thread::spawn(move || {
+                let mut s = TcpStream::connect(addr).unwrap();
+                let _ = s.write_all(&market_receipt(i));
+                let _ = s.shutdown(std::net::Shutdown::Write);
+                b.wait();
+            })
+        })
+        .collect();
+    all_written.wait();
+    for t in burst {
+        t.join().unwrap();
+    }
+    for i in 32..132 {
+        let mut s = TcpStream::connect(addr).unwrap();
+        let _ = s.write_all(&market_receipt(i));
+        let _ = s.shutdown(std::net::Shutdown::Write);
+    }
+    let want: std::collections::BTreeSet<String> = (0..132)
+        .map(|i| format!("{}", 2026112299000u64 + i as u64))
+        .collect();
+    assert!(
+        poll(WAIT * 4, || market_order_nos(&till) == want),
+        "{} of 132 stored\n{}",
+        market_order_nos(&till).intersection(&want).count(),
+        till.log()
+    );
+    till.stop();
+}
+
+/// Issue #24: a POS that sends each receipt by UDP from a new source port: 40
+/// receipts from 40 ports are 40 orders (a sender is its address; a new port
+/// ends its receipt), none dropped as "too many senders".
+#[test]
+fn udp_receipts_from_a_new_port_each_are_all_stored() {
+    let port = free_port();
+    let mut till = market_as(
+        "listen",
+        &format!("listen = \"127.0.0.1:{port}\"\nprotocol = \"udp\"\nallow = [\"127.0.0.0/8\"]"),
+        "",
+    );
+    till.start();
+    assert!(
+        poll(WAIT, || till.log().contains(&format!(
+            "source market: listen udp 127.0.0.1:{port}"
+        ))),
+        "{}",
+        till.log()
+    );
+    for i in 0..40 {
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        for chunk in market_receipt(i).chunks(1200) {
+            sock.send_to(chunk, ("127.0.0.1", port)).unwrap();
+        }
+    }
+    let want: std::collections::BTreeSet<String> = (0..40)
+        .map(|i| format!("{}", 2026112299000u64 + i as u64))
+        .collect();
+    assert!(
+        poll(WAIT, || market_order_nos(&till) == want),
+        "{} of 40 stored\n{}\n{}",
+        market_order_nos(&till).intersection(&want).count(),
+        till.json(&["status", "--json"]),
+        till.log()
+    );
+    // More senders (addresses) at once than max_connections (16; 127.0.0.1 has
+    // one): the datagrams of the 17th and 18th are dropped, counted and logged.
+    for host in 2..=18 {
+        let sock = UdpSocket::bind(format!("127.0.0.{host}:0")).unwrap();
+        sock.send_to(b"HELLO\n", ("127.0.0.1", port)).unwrap();
+    }
+    assert!(
+        poll(WAIT, || live(&till, "market")["refused_busy"] == 2),
+        "{}",
+        till.json(&["status", "--json"])
+    );
+    let log = till.log();
+    assert!(
+        log.contains("datagram from 127.0.0.17") && log.contains("dropped: 16 senders"),
+        "{log}"
+    );
+    let text = String::from_utf8(till.cli(&["status"]).stdout).unwrap();
+    assert!(
+        text.contains("datagrams dropped (too many senders) 2"),
+        "{text}"
+    );
+    till.stop();
+}
+
+/// Issue #24: 16 silent POS connections (the default `max_connections`; a POS
+/// that lost power mid-connection looks like this) do not keep a job from
+/// printing, even at a printer that serves one connection at a time (as this
+/// stand-in does): the silent ones give way, counted in `status`.
+#[test]
+fn silent_connections_filling_every_slot_do_not_block_the_next_job() {
+    let printer = Printer::start();
+    let emu = Emu::start(EmuConfig::default());
+    let port = free_port();
+    let mut till = market_as(
+        "tcp",
+        &format!(
+            "listen = \"127.0.0.1:{port}\"\nprinter = \"{}\"\nallow = [\"127.0.0.1\"]",
+            printer.addr
+        ),
+        &emu.dest_config("", ""),
+    );
+    till.start();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    assert!(
+        wait_until(WAIT, || TcpStream::connect(addr).is_ok()),
+        "nothing listens on {addr}"
+    );
+    let silent: Vec<TcpStream> = (0..16).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    assert!(
+        poll(WAIT, || live(&till, "market")["connected_peers"] == 16),
+        "{}",
+        till.json(&["status", "--json"])
+    );
+    let bin = market_bin();
+    let _pos = pos_send(addr, &bin);
+    assert!(
+        wait_until(WAIT, || printer.received() == bin),
+        "the printer got {} of {} bytes\n{}",
+        printer.received().len(),
+        bin.len(),
+        till.log()
+    );
+    assert!(
+        poll(WAIT, || market_orders(&till).len() == 3),
+        "{}",
+        till.log()
+    );
+    assert!(
+        poll(WAIT, || live(&till, "market")["evicted_idle"] == 16),
+        "{}",
+        till.json(&["status", "--json"])
+    );
+    assert!(
+        till.log().contains("16 idle one(s) give way to a new one"),
+        "{}",
+        till.log()
+    );
+    drop(silent);
+    till.stop();
+}

@@ -460,3 +460,96 @@ fn a_print_proxy_keeps_its_connections_while_another_source_is_reloaded() {
     drop(pos);
     till.stop();
 }
+
+/// Adding a destination, then removing it (issue #24): every order captured from
+/// then on gets a delivery row per destination enabled, yet a print proxy is not
+/// restarted for that: a POS printing through it keeps its connection, and the
+/// proxy its one printer connection, across both reloads; what it prints is
+/// journalled.
+#[test]
+fn a_print_proxy_keeps_its_connections_when_a_destination_is_added() {
+    use std::sync::Mutex;
+    use std::sync::atomic::AtomicUsize;
+
+    let emu = Emu::process();
+    let printer = TcpListener::bind("127.0.0.1:0").unwrap();
+    let paddr = printer.local_addr().unwrap().to_string();
+    let got: Arc<Mutex<Vec<u8>>> = Arc::default();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    {
+        let (got, accepted) = (got.clone(), accepted.clone());
+        std::thread::spawn(move || {
+            for c in printer.incoming() {
+                let Ok(mut c) = c else { break };
+                accepted.fetch_add(1, Ordering::SeqCst);
+                let got = got.clone();
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 4096];
+                    while let Ok(n) = c.read(&mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        got.lock().unwrap().extend_from_slice(&buf[..n]);
+                    }
+                });
+            }
+        });
+    }
+    let listen = format!("127.0.0.1:{}", free_port());
+    let dests = emu.dest_config("", "");
+    let mut till = Till::new(&dests.replace("[wdt]\n", "[wdt]\nenabled = false\n"));
+    till.edit_config(|c| with_front(&c, &listen, &paddr));
+    till.start();
+
+    let mut pos = None;
+    assert!(
+        poll(WAIT, || {
+            pos = TcpStream::connect(&listen).ok();
+            pos.is_some()
+        }),
+        "the proxy does not listen: {}",
+        till.log()
+    );
+    let mut pos = pos.unwrap();
+    let printed = |what: &[u8]| {
+        let got = got.clone();
+        let what = what.to_vec();
+        move || got.lock().unwrap().windows(what.len()).any(|w| w == what)
+    };
+    pos.write_all(b"FIRST LINE\n").unwrap();
+    assert!(poll(WAIT, printed(b"FIRST LINE\n")), "{}", till.log());
+
+    till.edit_config(|c| c.replace("[wdt]\nenabled = false\n", "[wdt]\n"));
+    let out = reload_ok(&till);
+    assert!(out.contains("destination wdt enabled"), "{out}");
+    assert!(
+        !out.contains("source front restarted") && !out.contains("source front changed"),
+        "the proxy is not restarted: {out}"
+    );
+
+    // The same POS connection still prints, through the same printer connection.
+    pos.write_all(b"SECOND LINE\n").unwrap();
+    assert!(poll(WAIT, printed(b"SECOND LINE\n")), "{}", till.log());
+    // And removing it again.
+    till.edit_config(|c| c.replacen("\n[wdt]\n", "\n[wdt]\nenabled = false\n", 1));
+    let out = reload_ok(&till);
+    assert!(out.contains("destination wdt disabled"), "{out}");
+    assert!(!out.contains("source front restarted"), "{out}");
+    pos.write_all(b"THIRD LINE\n").unwrap();
+    assert!(poll(WAIT, printed(b"THIRD LINE\n")), "{}", till.log());
+    assert_eq!(accepted.load(Ordering::SeqCst), 1, "one printer connection");
+    // The POS done, its receipt (all lines) is journalled.
+    drop(pos);
+    assert!(
+        poll(WAIT, || {
+            let st = till.json(&["status", "--json"]);
+            st["sources"].as_array().is_some_and(|a| {
+                a.iter()
+                    .any(|s| s["name"] == "front" && s["receipts"].as_i64() >= Some(1))
+            })
+        }),
+        "{}",
+        till.explain()
+    );
+    till.stop();
+}

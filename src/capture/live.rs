@@ -268,6 +268,13 @@ impl Journal {
         }
     }
 
+    /// Journals into `outbox` from now on (a reload changed the enabled
+    /// destinations: the source goes on, its queue connection is replaced).
+    /// Receipts held stay held, for the new queue.
+    pub fn set_queue(&mut self, outbox: Queue) {
+        self.outbox = outbox;
+    }
+
     /// When the loop should wake to retry held receipts, if any are held.
     pub fn retry_at(&self, now: Instant) -> Option<Instant> {
         (!self.held.is_empty()).then_some(now + RETRY_FULL)

@@ -248,6 +248,19 @@ impl Pipeline {
         self.mask(&mut out[first..]);
     }
 
+    /// Raw bytes held for the receipt in progress.
+    pub fn buffered(&self) -> usize {
+        self.segmenter.buffered()
+    }
+
+    /// Cuts the receipt in progress here, as `max_bytes` would (a caller
+    /// bounding the memory of many pipelines together).
+    pub fn cut(&mut self, out: &mut Vec<Receipt>) {
+        let first = out.len();
+        self.close(Boundary::MaxBytes, out);
+        self.mask(&mut out[first..]);
+    }
+
     /// Bytes that printed nothing and were dropped (status polls and the like).
     pub fn discarded_bytes(&self) -> u64 {
         self.segmenter.discarded_bytes()

@@ -80,8 +80,16 @@ pub struct SourceStats {
     pub bytes_to_pos: AtomicU64,
     /// Connections and datagrams from peers not in `allow`.
     pub refused_peers: AtomicU64,
-    /// Connections turned away because `max_connections` were open.
+    /// UDP datagrams dropped because `max_connections` senders had a stream
+    /// (TCP connections are never turned away: they wait in the backlog).
     pub refused_busy: AtomicU64,
+    /// Idle connections that gave way to a new one (every slot taken).
+    pub evicted_idle: AtomicU64,
+    /// Connections (UDP senders) closed after `peer_idle_timeout` of silence.
+    pub idle_closed: AtomicU64,
+    /// Receipts in progress cut short because the source's streams together
+    /// held more than their memory budget ([`Demux`]).
+    pub cut_for_memory: AtomicU64,
     /// POS bytes forwarded but not captured (capture channel full).
     pub capture_dropped_bytes: AtomicU64,
     /// Ends of stream that could not be delivered (capture stalled); the
@@ -213,6 +221,37 @@ impl CaptureTx {
         }
     }
 
+    /// Hands `bytes` to capture, waiting for room (until shutdown) where no
+    /// printer waits on the sender: a pushed stream (`kind = "listen"`) is
+    /// held back (TCP flow control, the kernel's UDP buffer) rather than
+    /// dropped while capture is busy journalling.
+    pub fn data_wait(
+        &self,
+        stream: u64,
+        peer: Option<SocketAddr>,
+        bytes: &[u8],
+        shutdown: &Shutdown,
+    ) {
+        if bytes.is_empty() {
+            return;
+        }
+        let mut ev = Self::event(stream, peer, StreamKind::Data(bytes.to_vec()));
+        loop {
+            match self.tx.try_send(ev) {
+                Ok(()) | Err(TrySendError::Closed(_)) => return,
+                Err(TrySendError::Full(back)) => {
+                    if shutdown.wait(Duration::from_millis(5)) {
+                        self.stats
+                            .capture_dropped_bytes
+                            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                        return;
+                    }
+                    ev = back;
+                }
+            }
+        }
+    }
+
     /// Ends `stream`: waits (up to a few seconds, or until shutdown) for room,
     /// since an end lost would leave the stream's receipt to the idle timeout.
     pub fn end(&self, stream: u64, peer: Option<SocketAddr>, shutdown: &Shutdown) {
@@ -269,22 +308,102 @@ pub struct StreamReceipt {
     pub receipt: Receipt,
 }
 
+/// How many raw bytes of receipts in progress one source's streams may hold
+/// together (besides each stream's own `segment.max_bytes`): with 256
+/// connections each sending a long receipt without a cut, the chains would
+/// otherwise hold 256 × `max_bytes` (and about twice that in decoded text).
+pub const STREAMS_BUDGET: usize = 4 << 20;
+
+/// A stream's end that freed at least this much makes the allocator hand
+/// free memory back to the system (glibc keeps it otherwise).
+const TRIM_AFTER: usize = 256 << 10;
+
 /// One receipt chain per stream: feed it a source's events in order.
+///
+/// Memory: the streams together hold at most [`STREAMS_BUDGET`] raw bytes of
+/// receipts in progress; past it the largest is cut there (as `max_bytes`
+/// would cut it, [`Boundary::MaxBytes`](super::segment::Boundary)) and
+/// counted ([`Demux::memory_cuts`]), and its chain started afresh (what the
+/// old one's buffers grew to is freed). Nothing is lost: the bytes are in the
+/// receipt cut.
 pub struct Demux {
     /// The source's name, for the log.
     source: String,
     rules: ReceiptRules,
     streams: HashMap<u64, (Option<SocketAddr>, Pipeline)>,
     scratch: Vec<Receipt>,
+    budget: usize,
+    memory_cuts: u64,
+    /// A large stream ended: see [`Demux::trim_if_due`].
+    trim_due: bool,
 }
 
 impl Demux {
     pub fn new(rules: ReceiptRules) -> Demux {
+        Demux::with_budget(rules, STREAMS_BUDGET)
+    }
+
+    /// A demux whose streams hold at most `budget` raw bytes together.
+    pub fn with_budget(rules: ReceiptRules, budget: usize) -> Demux {
         Demux {
             source: String::new(),
             rules,
             streams: HashMap::new(),
             scratch: Vec::new(),
+            budget,
+            memory_cuts: 0,
+            trim_due: false,
+        }
+    }
+
+    /// Receipts cut short so far to keep the streams within the budget.
+    pub fn memory_cuts(&self) -> u64 {
+        self.memory_cuts
+    }
+
+    /// Raw bytes the streams hold for their receipts in progress.
+    pub fn buffered(&self) -> usize {
+        self.streams.values().map(|(_, p)| p.buffered()).sum()
+    }
+
+    /// Cuts the largest receipts in progress until the streams are within budget.
+    fn bound(&mut self, out: &mut Vec<StreamReceipt>) {
+        while self.buffered() > self.budget {
+            let Some((&id, (peer, p))) = self
+                .streams
+                .iter_mut()
+                .max_by_key(|(_, (_, p))| p.buffered())
+            else {
+                return;
+            };
+            let before = p.buffered();
+            p.cut(&mut self.scratch);
+            let (peer, after) = (*peer, p.buffered());
+            if after == 0 {
+                // A fresh chain: the old one's buffers keep the capacity of the
+                // long receipt they held, for as long as the connection lasts.
+                *p = Pipeline::new(&self.rules);
+                self.trim_due = true;
+            }
+            self.memory_cuts += 1;
+            Self::collect(id, peer, &mut self.scratch, out);
+            if after >= before {
+                return; // nothing could be cut: never spin
+            }
+        }
+    }
+
+    /// Once the receipts handed out are dropped: if a large stream ended since
+    /// the last call, hands the memory it held back to the system (glibc
+    /// keeps freed heap memory in the process otherwise, and RSS stays at its
+    /// peak after the connections closed).
+    pub fn trim_if_due(&mut self) {
+        if std::mem::take(&mut self.trim_due) {
+            #[cfg(target_env = "gnu")]
+            // SAFETY: malloc_trim only returns free memory to the system.
+            unsafe {
+                libc::malloc_trim(0);
+            }
         }
     }
 
@@ -322,11 +441,14 @@ impl Demux {
                 p.feed(&bytes, Some(ev.at), &mut self.scratch);
                 Self::note(&self.source, ev.stream, ev.peer, p);
                 Self::collect(ev.stream, ev.peer, &mut self.scratch, out);
+                self.bound(out);
             }
             StreamKind::End => {
                 if let Some((peer, mut p)) = self.streams.remove(&ev.stream) {
                     p.finish(&mut self.scratch);
                     Self::note(&self.source, ev.stream, peer, &mut p);
+                    let freed: usize = self.scratch.iter().map(|r| r.raw.len()).sum();
+                    self.trim_due |= freed >= TRIM_AFTER;
                     Self::collect(ev.stream, peer, &mut self.scratch, out);
                 }
             }
@@ -381,6 +503,7 @@ impl Demux {
 mod tests {
     use super::*;
     use crate::capture::escpos::CodePage;
+    use crate::capture::segment::Boundary;
 
     fn ev(stream: u64, kind: StreamKind) -> StreamEvent {
         CaptureTx::event(stream, None, kind)
@@ -416,5 +539,42 @@ mod tests {
         );
         tx.end(1, None, &Shutdown::new());
         assert_eq!(rx.try_recv().unwrap().kind, StreamKind::End);
+    }
+
+    #[test]
+    fn streams_holding_long_receipts_without_a_cut_stay_within_the_budget() {
+        // 16 connections each sending 1 MiB of lines without a cut (under each
+        // stream's own max_bytes): together they would hold 16 MiB.
+        let mut d = Demux::new(ReceiptRules::plain(CodePage::Gb18030));
+        let line = b"6901234567892  SOME ITEM   2   3.50   7.00\n";
+        let chunk: Vec<u8> = line.iter().copied().cycle().take(16 * 1024).collect();
+        let (streams, rounds) = (16u64, 64);
+        let mut out = Vec::new();
+        let mut most_held = 0;
+        for _ in 0..rounds {
+            for s in 1..=streams {
+                d.push(ev(s, StreamKind::Data(chunk.clone())), &mut out);
+                most_held = most_held.max(d.buffered());
+            }
+        }
+        assert!(
+            most_held <= STREAMS_BUDGET + chunk.len(),
+            "the streams held {most_held} bytes together"
+        );
+        assert!(d.memory_cuts() > 0);
+        assert!(out.iter().all(|r| r.receipt.ended_by == Boundary::MaxBytes));
+        // Nothing lost: each stream's receipts are, joined, what it sent.
+        for s in 1..=streams {
+            d.push(ev(s, StreamKind::End), &mut out);
+        }
+        for s in 1..=streams {
+            let joined: Vec<u8> = out
+                .iter()
+                .filter(|r| r.stream == s)
+                .flat_map(|r| r.receipt.raw.clone())
+                .collect();
+            assert!(joined == chunk.repeat(rounds), "stream {s} lost bytes");
+        }
+        assert_eq!(d.open_streams(), 0);
     }
 }

@@ -12,13 +12,16 @@
 //!   [`RESTART_EVERY`] until shutdown; the daemon never exits because of it.
 //! - The counters live in one [`SourceStats`] per source, kept across such
 //!   restarts, which the daemon reads for `status` (and metrics).
+//! - A reload that only changes the enabled destinations hands the loop a new
+//!   queue ([`Requeue`]) and leaves the part running: connections stay open.
 //! - At shutdown the part's threads are joined first, then every event they
 //!   sent is consumed and every stream's receipt in progress is journalled.
 
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use log::{debug, error, info};
+use log::{debug, error, info, warn};
 use tokio::sync::mpsc::Receiver;
 
 use super::device::{self, DeviceConfig, DeviceOptions, DeviceTap};
@@ -28,7 +31,73 @@ use super::net::{NetOptions, NetSource, listen, proxy};
 use super::receipt::ReceiptRules;
 use super::stream::{Demux, SourceStats, StreamEvent, StreamReceipt};
 use crate::lifecycle::{Heartbeat, Shutdown};
+use crate::outbox::Opener;
 use crate::stamp::Identity;
+
+/// A new queue for a running stream source: a reload that changes the enabled
+/// destinations hands it over ([`Requeue::hand`]) instead of restarting the
+/// source, so a print proxy's POS connections stay open. Each receipt
+/// journalled after the hand-over gets a delivery row per destination
+/// enabled now.
+#[derive(Default)]
+pub struct Requeue {
+    state: Mutex<RequeueState>,
+    applied: Condvar,
+    /// Wakes the source's loop (shared with its shutdown).
+    wake: Arc<tokio::sync::Notify>,
+}
+
+#[derive(Default)]
+struct RequeueState {
+    pending: Option<Opener>,
+    applied: bool,
+}
+
+impl Requeue {
+    fn state(&self) -> std::sync::MutexGuard<'_, RequeueState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Hands `opener` to the source's loop and waits (up to `within`) until
+    /// it journals into the new queue; false if it did not in time (the
+    /// caller then restarts the source).
+    pub fn hand(&self, opener: Opener, within: Duration) -> bool {
+        let mut st = self.state();
+        st.pending = Some(opener);
+        st.applied = false;
+        self.wake.notify_one();
+        let deadline = Instant::now() + within;
+        while !st.applied {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                st.pending = None;
+                return false;
+            }
+            st = self
+                .applied
+                .wait_timeout(st, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        true
+    }
+
+    /// The loop's side: switches `journal` to a queue handed over, if any.
+    fn apply(&self, source: &str, journal: &mut Journal) {
+        let Some(opener) = self.state().pending.take() else {
+            return;
+        };
+        let queue = match opener.open() {
+            Ok(ob) => Queue::Open(ob),
+            Err(e) => Queue::waiting(opener, e.to_string()),
+        };
+        journal.set_queue(queue);
+        journal.commit_held();
+        info!("source {source}: the enabled destinations changed; journalling for them now");
+        self.state().applied = true;
+        self.applied.notify_all();
+    }
+}
 
 /// How long to wait before trying again to start a source that failed to.
 pub const RESTART_EVERY: Duration = Duration::from_secs(10);
@@ -114,6 +183,7 @@ pub struct StreamWatch {
     spec: StreamSpec,
     journal: Journal,
     stats: Arc<SourceStats>,
+    requeue: Arc<Requeue>,
 }
 
 impl StreamWatch {
@@ -130,7 +200,13 @@ impl StreamWatch {
             spec,
             journal: Journal::new(source, rules, outbox),
             stats,
+            requeue: Arc::default(),
         }
+    }
+
+    /// The handle a reload uses to give this loop a new queue.
+    pub fn requeue(&self) -> Arc<Requeue> {
+        self.requeue.clone()
     }
 
     /// Runs until shutdown.
@@ -153,6 +229,7 @@ impl StreamWatch {
                             return;
                         }
                         beat.beat();
+                        self.requeue.apply(&name, &mut self.journal);
                     }
                 }
             }
@@ -171,12 +248,13 @@ impl StreamWatch {
         };
         let mut demux = Demux::new(self.journal.rules.clone()).named(&name);
         let mut rx = rx;
-        let notify = Arc::new(tokio::sync::Notify::new());
+        let notify = self.requeue.wake.clone();
         {
             let notify = notify.clone();
             shutdown.on_trigger(move || notify.notify_one());
         }
         let mut out = Vec::new();
+        let mut cuts = 0u64;
         rt.block_on(async {
             loop {
                 beat.beat();
@@ -198,7 +276,10 @@ impl StreamWatch {
                     }
                     _ = notify.notified() => {}
                 }
+                self.requeue.apply(&name, &mut self.journal);
                 self.take(&mut out);
+                self.note_cuts(&demux, &mut cuts);
+                demux.trim_if_due();
                 if shutdown.is_triggered() {
                     break;
                 }
@@ -214,6 +295,25 @@ impl StreamWatch {
         self.take(&mut out);
         self.journal.report_left();
         debug!("source {name}: stream loop stopped");
+    }
+
+    /// Counts (and logs) receipts the demux cut to stay within its memory budget.
+    fn note_cuts(&self, demux: &Demux, seen: &mut u64) {
+        let now = demux.memory_cuts();
+        if now > *seen {
+            self.stats
+                .cut_for_memory
+                .fetch_add(now - *seen, Ordering::Relaxed);
+            if *seen == 0 || now / 100 > *seen / 100 {
+                warn!(
+                    "source {}: receipts in progress on its connections held more than {} MiB \
+                     together: the largest was cut there ({now} so far)",
+                    self.journal.source.name,
+                    super::stream::STREAMS_BUDGET >> 20
+                );
+            }
+            *seen = now;
+        }
     }
 
     fn take(&mut self, out: &mut Vec<StreamReceipt>) {

@@ -319,6 +319,14 @@ fn live_line(
             human_bytes(c.capture_dropped_bytes)
         )?;
     }
+    if c.evicted_idle + c.idle_closed + c.refused_busy + c.cut_for_memory > 0 {
+        writeln!(
+            out,
+            "    idle connections given way to a new one {}, closed idle {}; datagrams \
+             dropped (too many senders) {}; receipts cut to bound memory {}",
+            c.evicted_idle, c.idle_closed, c.refused_busy, c.cut_for_memory
+        )?;
+    }
     Ok(())
 }
 

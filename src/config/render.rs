@@ -39,6 +39,7 @@ pub const DURATIONS: &[&str] = &[
     "settle",
     "poll_interval",
     "connect_timeout",
+    "peer_idle_timeout",
     "give_up_after",
 ];
 
@@ -167,6 +168,7 @@ impl Config {
             allow: None,
             connect_timeout: None,
             max_connections: None,
+            peer_idle_timeout: None,
             encoding: None,
             segment: None,
             template: None,
@@ -228,6 +230,7 @@ fn net(r: &mut RawSource, k: crate::capture::net::settings::RawNet) {
     r.allow = k.allow;
     r.connect_timeout = k.connect_timeout;
     r.max_connections = k.max_connections;
+    r.peer_idle_timeout = k.peer_idle_timeout;
 }
 
 fn strip_nulls(v: Value) -> Value {

@@ -70,6 +70,7 @@ pub struct RawSource {
     pub allow: Option<Vec<String>>,
     pub connect_timeout: Option<String>,
     pub max_connections: Option<usize>,
+    pub peer_idle_timeout: Option<String>,
     /// The printer's code page (receipts).
     pub encoding: Option<String>,
     pub segment: Option<RawSegment>,
@@ -264,6 +265,7 @@ pub(super) fn validate_source(
                 allow: raw.allow,
                 connect_timeout: raw.connect_timeout,
                 max_connections: raw.max_connections,
+                peer_idle_timeout: raw.peer_idle_timeout,
             };
             let rules = receipt_rules(p, &key, raw.encoding, raw.segment, raw.template);
             if k == "tcp" {

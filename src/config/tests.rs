@@ -452,6 +452,7 @@ printer = "printer.lan:9100"
 allow = ["192.168.1.20", "10.0.0.0/24", "fd00::/8"]
 connect_timeout = "250ms"
 max_connections = 4
+peer_idle_timeout = "90s"
 encoding = "big5"
 [source.ovopark]
 order_no_prefix = "P-"
@@ -599,6 +600,8 @@ fn the_printed_configuration_uses_the_files_own_spelling() {
         "max_file_size = \"1000\"",
         "max_file_size = \"16MB\"",
         "connect_timeout = \"250ms\"",
+        "peer_idle_timeout = \"1m 30s\"",
+        "peer_idle_timeout = \"5m\"",
         "give_up_after = \"2h 30m\"",
         "give_up_after = \"1d\"",
         // code pages by name, a delimiter as a character
@@ -638,6 +641,7 @@ fn the_printed_configuration_uses_the_files_own_spelling() {
     assert_eq!(j["source"][0]["video"]["post_roll_ms"], 120_000);
     assert_eq!(j["source"][1]["csv"]["delimiter"], "\t");
     assert_eq!(j["source"][5]["connect_timeout_ms"], 250);
+    assert_eq!(j["source"][5]["peer_idle_timeout_ms"], 90_000);
     assert_eq!(j["wdt"]["give_up_after_ms"], 86_400_000);
     assert_eq!(j["ovopark"]["secret"], "***");
     // No duration or size left as text where the file has them.

@@ -29,6 +29,14 @@
 //! - **A failing side ends the connection.** Printer reset mid-job → the POS
 //!   connection is closed (its job failed, as without the box); POS gone →
 //!   the printer connection is half-closed so what was sent still prints.
+//! - **A finished job frees its slot promptly.** After the POS's FIN (or
+//!   when it is closed for idling or gives way) the printer is half-closed;
+//!   once it is quiet for [`NetOptions::linger`] (at most 4 × `linger` for a
+//!   printer that keeps sending status) the slot is released, and
+//!   the printer connection is closed as soon as the printer has acknowledged
+//!   every byte (at most [`NetOptions::close_wait`] later): a printer that
+//!   keeps its side open never holds a slot, and its late replies (to a POS
+//!   that left) are dropped.
 
 use std::io::Read;
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
@@ -40,7 +48,7 @@ use tokio::sync::mpsc::Receiver;
 
 use super::settings::ProxyConfig;
 use super::{CaptureTx, Gate, NetOptions, NetSource, SourceStats, StreamEvent};
-use super::{serve, spawn, timed_out, tune, write_all};
+use super::{Slot, serve, spawn, timed_out, tune, unacked, write_all};
 use crate::capture::stream::Gauge;
 use crate::lifecycle::Shutdown;
 
@@ -69,6 +77,7 @@ pub fn start_with(
         name: name.to_string(),
         printer: cfg.printer.clone(),
         connect_timeout: cfg.connect_timeout,
+        idle_timeout: cfg.peer_idle_timeout,
         opts: opts.clone(),
         shutdown: shutdown.clone(),
         stats: stats.clone(),
@@ -83,7 +92,7 @@ pub fn start_with(
         cfg.max_connections,
         &opts,
         shutdown,
-        Arc::new(move |pos, peer, id| connection(&ctx, pos, peer, id)),
+        Arc::new(move |pos, peer, id, slot| connection(&ctx, pos, peer, id, slot)),
     )?;
     Ok((source, rx))
 }
@@ -92,6 +101,7 @@ struct Ctx {
     name: String,
     printer: String,
     connect_timeout: Duration,
+    idle_timeout: Duration,
     opts: NetOptions,
     shutdown: Shutdown,
     stats: Arc<SourceStats>,
@@ -104,6 +114,10 @@ struct Ctx {
 enum Ended {
     PosDone,
     PosFailed,
+    /// Silent both ways for `peer_idle_timeout`.
+    Idle,
+    /// Made to give way to a new connection (every slot taken).
+    Evicted,
     PrinterFailed,
     Shutdown,
 }
@@ -119,7 +133,7 @@ fn connect(ctx: &Ctx) -> std::io::Result<TcpStream> {
     Err(last)
 }
 
-fn connection(ctx: &Ctx, pos: TcpStream, peer: SocketAddr, id: u64) {
+fn connection(ctx: &Ctx, pos: Arc<TcpStream>, peer: SocketAddr, id: u64, slot: Arc<Slot>) {
     let stats = &ctx.stats;
     let _connected = Gauge::up(&stats.connected_peers);
     let printer = match connect(ctx).and_then(|p| tune(&p, ctx.opts.poll).map(|()| p)) {
@@ -155,20 +169,24 @@ fn connection(ctx: &Ctx, pos: TcpStream, peer: SocketAddr, id: u64) {
         return;
     }
     let pos_done = Arc::new(AtomicBool::new(false));
-    let replies = match (pos.try_clone(), printer.try_clone()) {
-        (Ok(pos), Ok(printer)) => {
-            let (ctx_name, done) = (format!("net-{}-{id}-r", ctx.name), pos_done.clone());
-            // The reply thread borrows nothing from this one: it gets its own
-            // handles and a snapshot of what it needs.
-            let r = Replies {
-                stats: ctx.stats.clone(),
-                shutdown: ctx.shutdown.clone(),
-                buffer: ctx.opts.buffer,
-                close_wait: ctx.opts.close_wait,
-            };
-            spawn(ctx_name, move || r.run(&pos, &printer, &done)).ok()
-        }
-        _ => None,
+    // Both threads share each socket (reads and writes on a `&TcpStream`): two
+    // descriptors per connection, not four (256 connections within the usual
+    // limit of 1024 open files).
+    let printer = Arc::new(printer);
+    let replies = {
+        let (pos, printer) = (pos.clone(), printer.clone());
+        let (ctx_name, done) = (format!("net-{}-{id}-r", ctx.name), pos_done.clone());
+        // The reply thread borrows nothing from this one: it gets its own
+        // handles and a snapshot of what it needs.
+        let r = Replies {
+            stats: ctx.stats.clone(),
+            shutdown: ctx.shutdown.clone(),
+            buffer: ctx.opts.buffer,
+            linger: ctx.opts.linger,
+            close_wait: ctx.opts.close_wait,
+            slot: slot.clone(),
+        };
+        spawn(ctx_name, move || r.run(&pos, &printer, &done)).ok()
     };
     if replies.is_none() {
         log::warn!(
@@ -179,23 +197,35 @@ fn connection(ctx: &Ctx, pos: TcpStream, peer: SocketAddr, id: u64) {
         let _ = printer.shutdown(std::net::Shutdown::Both);
         return;
     }
-    let ended = forward(ctx, &pos, &printer, peer, id);
+    let ended = forward(ctx, &pos, &printer, peer, id, &slot);
     match ended {
-        Ended::PosDone | Ended::PosFailed => {
+        Ended::PosDone | Ended::PosFailed | Ended::Idle | Ended::Evicted => {
             // What was sent still prints; the printer's last replies may come.
             let _ = printer.shutdown(std::net::Shutdown::Write);
+            if matches!(ended, Ended::Idle | Ended::Evicted) {
+                let _ = pos.shutdown(std::net::Shutdown::Both);
+            }
         }
         Ended::PrinterFailed | Ended::Shutdown => {
             let _ = pos.shutdown(std::net::Shutdown::Both);
             let _ = printer.shutdown(std::net::Shutdown::Both);
         }
     }
-    if let Ended::PrinterFailed = ended {
-        log::warn!(
+    match ended {
+        Ended::PrinterFailed => log::warn!(
             "source {}: printer {} failed during a job from {peer}; closed the POS connection",
             ctx.name,
             ctx.printer
-        );
+        ),
+        Ended::Idle => {
+            stats.idle_closed.fetch_add(1, Ordering::Relaxed);
+            log::info!(
+                "source {}: {peer} silent for {}; connection closed",
+                ctx.name,
+                crate::settings::fmt_duration(ctx.idle_timeout)
+            );
+        }
+        _ => {}
     }
     pos_done.store(true, Ordering::Relaxed);
     ctx.capture.end(id, Some(peer), &ctx.shutdown);
@@ -204,20 +234,31 @@ fn connection(ctx: &Ctx, pos: TcpStream, peer: SocketAddr, id: u64) {
     }
 }
 
-/// POS → printer, then capture: until the POS is done, a side fails, or shutdown.
-fn forward(ctx: &Ctx, pos: &TcpStream, printer: &TcpStream, peer: SocketAddr, id: u64) -> Ended {
+/// POS → printer, then capture: until the POS is done, a side fails, the
+/// connection is idle past `peer_idle_timeout` or gives way, or shutdown.
+fn forward(
+    ctx: &Ctx,
+    pos: &TcpStream,
+    printer: &TcpStream,
+    peer: SocketAddr,
+    id: u64,
+    slot: &Slot,
+) -> Ended {
     let stats = &ctx.stats;
     let mut buf = vec![0u8; ctx.opts.buffer.max(1)];
     let mut pos_r = pos;
     loop {
         match pos_r.read(&mut buf) {
+            Ok(0) if slot.evicted() => return Ended::Evicted,
             Ok(0) => return Ended::PosDone,
             Ok(n) => {
+                slot.touch();
                 SourceStats::add(&stats.bytes_from_pos, n);
-                let (sent, failed) = match write_all(printer, &buf[..n], &ctx.shutdown) {
-                    Ok(()) => (n, false),
-                    Err((k, _)) => (k, true),
-                };
+                let (sent, failed) =
+                    match slot.writing(|| write_all(printer, &buf[..n], &ctx.shutdown)) {
+                        Ok(()) => (n, false),
+                        Err((k, _)) => (k, true),
+                    };
                 SourceStats::add(&stats.bytes_to_printer, sent);
                 ctx.capture.data(id, Some(peer), &buf[..sent]);
                 if failed {
@@ -232,7 +273,11 @@ fn forward(ctx: &Ctx, pos: &TcpStream, printer: &TcpStream, peer: SocketAddr, id
                 if ctx.shutdown.is_triggered() {
                     return Ended::Shutdown;
                 }
+                if slot.idle_for() >= ctx.idle_timeout {
+                    return Ended::Idle;
+                }
             }
+            Err(_) if slot.evicted() => return Ended::Evicted,
             Err(_) => return Ended::PosFailed,
         }
     }
@@ -243,13 +288,17 @@ struct Replies {
     stats: Arc<SourceStats>,
     shutdown: Shutdown,
     buffer: usize,
+    linger: Duration,
     close_wait: Duration,
+    slot: Arc<Slot>,
 }
 
 impl Replies {
     fn run(&self, pos: &TcpStream, printer: &TcpStream, pos_done: &AtomicBool) {
         let mut buf = vec![0u8; self.buffer.max(1)];
         let mut pos_open = true;
+        // Since when the POS is done, and since when the printer is quiet.
+        let mut done_since: Option<Instant> = None;
         let mut quiet_since: Option<Instant> = None;
         let mut printer_r = printer;
         let printer_closed = loop {
@@ -257,6 +306,7 @@ impl Replies {
                 Ok(0) => break true,
                 Ok(n) => {
                     quiet_since = None;
+                    self.slot.touch();
                     SourceStats::add(&self.stats.bytes_from_printer, n);
                     if pos_open {
                         match write_all(pos, &buf[..n], &self.shutdown) {
@@ -271,21 +321,34 @@ impl Replies {
                     if self.shutdown.is_triggered() {
                         break false;
                     }
-                    if pos_done.load(Ordering::Relaxed) {
-                        let since = *quiet_since.get_or_insert_with(Instant::now);
-                        if since.elapsed() >= self.close_wait {
-                            break false;
-                        }
-                    }
                 }
                 Err(_) => break false,
             }
+            if pos_done.load(Ordering::Relaxed) {
+                let done = *done_since.get_or_insert_with(Instant::now);
+                let quiet = *quiet_since.get_or_insert_with(Instant::now);
+                // The POS left and the printer has nothing more to say to it (or
+                // it chatters on: automatic status back): the slot is free for
+                // the next job.
+                let quiet = quiet.elapsed() >= self.linger;
+                if quiet || done.elapsed() >= self.linger * 4 {
+                    self.slot.release();
+                }
+                // Closed once the printer is quiet and has taken every byte of
+                // the job (closing on unacknowledged bytes, or on replies unread,
+                // could cut it), or after close_wait whatever it does.
+                if (quiet && unacked(printer) == Some(0)) || done.elapsed() >= self.close_wait {
+                    break false;
+                }
+            }
         };
+        self.slot.release();
         if printer_closed {
             // The printer finished: so does the POS's side, cleanly.
             let _ = pos.shutdown(std::net::Shutdown::Write);
         } else {
-            // Printer reset, shutdown, or close_wait passed: end both at once.
+            // Printer reset, shutdown, or the POS gone and the printer quiet:
+            // end both at once.
             let _ = pos.shutdown(std::net::Shutdown::Both);
             let _ = printer.shutdown(std::net::Shutdown::Both);
         }

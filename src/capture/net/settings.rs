@@ -27,8 +27,12 @@ pub struct RawNet {
     /// `kind = "tcp"`: how long to try reaching the printer before the POS
     /// connection is closed. Default `2s`.
     pub connect_timeout: Option<String>,
-    /// POS connections open at once; more are closed at once. Default 16.
+    /// POS connections served at once; more wait in the listen backlog (or an
+    /// idle one gives way). Default 16.
     pub max_connections: Option<usize>,
+    /// A connection (UDP: a sender) silent this long both ways is closed (its
+    /// receipt ends). Default `5m`.
+    pub peer_idle_timeout: Option<String>,
 }
 
 /// `kind = "listen"` transport.
@@ -47,6 +51,7 @@ pub struct ProxyConfig {
     pub allow: AllowList,
     pub connect_timeout: Duration,
     pub max_connections: usize,
+    pub peer_idle_timeout: Duration,
 }
 
 /// A validated `kind = "listen"` source.
@@ -56,10 +61,15 @@ pub struct ListenConfig {
     pub protocol: Protocol,
     pub allow: AllowList,
     pub max_connections: usize,
+    pub peer_idle_timeout: Duration,
 }
 
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const DEFAULT_MAX_CONNECTIONS: usize = 16;
+/// Long enough for any POS between two lines of one job, short enough that a
+/// POS that lost power gives its slot back within minutes (keepalive ends a dead
+/// peer sooner, idle or not).
+const DEFAULT_PEER_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
 fn allow_raw(a: &AllowList) -> Option<Vec<String>> {
     Some(a.nets().iter().map(|n| n.written()).collect())
@@ -75,6 +85,7 @@ impl ProxyConfig {
             allow: allow_raw(&self.allow),
             connect_timeout: Some(crate::settings::fmt_duration(self.connect_timeout)),
             max_connections: Some(self.max_connections),
+            peer_idle_timeout: Some(crate::settings::fmt_duration(self.peer_idle_timeout)),
         }
     }
 }
@@ -95,6 +106,7 @@ impl ListenConfig {
             allow: allow_raw(&self.allow),
             connect_timeout: None,
             max_connections: Some(self.max_connections),
+            peer_idle_timeout: Some(crate::settings::fmt_duration(self.peer_idle_timeout)),
         }
     }
 }
@@ -121,6 +133,7 @@ impl RawNet {
             allow: allow(self.allow.as_deref())?,
             connect_timeout,
             max_connections: max_connections(self.max_connections)?,
+            peer_idle_timeout: peer_idle_timeout(self.peer_idle_timeout.as_deref())?,
         })
     }
 
@@ -144,6 +157,7 @@ impl RawNet {
             protocol,
             allow: allow(self.allow.as_deref())?,
             max_connections: max_connections(self.max_connections)?,
+            peer_idle_timeout: peer_idle_timeout(self.peer_idle_timeout.as_deref())?,
         })
     }
 }
@@ -206,6 +220,18 @@ fn max_connections(n: Option<usize>) -> Result<usize, String> {
     }
 }
 
+/// 100ms to a day: shorter would close a POS between two lines of a job.
+fn peer_idle_timeout(s: Option<&str>) -> Result<Duration, String> {
+    match s {
+        None => Ok(DEFAULT_PEER_IDLE_TIMEOUT),
+        Some(s) => match humantime::parse_duration(s.trim()) {
+            Ok(d) if d >= Duration::from_millis(100) && d <= Duration::from_secs(86_400) => Ok(d),
+            Ok(_) => Err(format!("peer_idle_timeout: must be 100ms to 1d, got {s:?}")),
+            Err(e) => Err(format!("peer_idle_timeout: {s:?}: {e}")),
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -225,6 +251,7 @@ mod tests {
         assert_eq!(c.printer, "192.168.1.50:9100");
         assert_eq!(c.connect_timeout, Duration::from_secs(2));
         assert_eq!(c.max_connections, 16);
+        assert_eq!(c.peer_idle_timeout, Duration::from_secs(300));
         assert!(c.allow.allows("10.0.0.9".parse().unwrap()));
     }
 
@@ -264,6 +291,12 @@ mod tests {
         .validate_listen()
         .unwrap_err();
         assert!(e.starts_with("protocol:"), "{e}");
+        let e = raw(r#"listen = "0.0.0.0:7001"
+            peer_idle_timeout = "10ms"
+            allow = ["10.0.0.1"]"#)
+        .validate_listen()
+        .unwrap_err();
+        assert!(e.starts_with("peer_idle_timeout: must be"), "{e}");
         assert!(toml::from_str::<RawNet>("lisen = \"x\"").is_err());
     }
 
