@@ -10,7 +10,12 @@
 # any error fails; warnings are fixed or overridden in debian/tillrelay.lintian-overrides.
 # Needs cargo-deb (`cargo install cargo-deb --locked`) and lintian (apt), both installed
 # here when missing.
-# Usage: cross/deb.sh [triple...]   (default: both)
+# `host` instead of a triple packs the host's own binary, the debug build the manual pages
+# are generated with (no extra compile: `cargo test` built it), into
+# target/cross/dist/host/: the package cross/test-systemd.sh installs in a Debian root
+# booted with systemd. Same metadata, files and checks; only its binary is unoptimised,
+# which changes how fast it runs, not what the package does.
+# Usage: cross/deb.sh [triple...|host]   (default: both triples)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
@@ -36,7 +41,13 @@ if [ "$logged" != "$version-1" ]; then
     exit 1
 fi
 
-bash "$here/build.sh" "${triples[@]}"
+cross=()
+for t in "${triples[@]}"; do
+    [ "$t" = host ] || cross+=("$t")
+done
+if [ "${#cross[@]}" -gt 0 ]; then
+    bash "$here/build.sh" "${cross[@]}"
+fi
 
 # Manual pages and completions: generated, never kept in the repository.
 cargo build --locked --quiet --bin tillrelay
@@ -48,9 +59,18 @@ gzip -9n "$gen"/man/*.1
 
 dist=$root/target/cross/dist
 for t in "${triples[@]}"; do
-    # Packs what build.sh built; --no-build because cargo-deb would use rustup's cargo.
-    deb=$(CARGO_TARGET_DIR=$root/target/cross cargo deb --no-build --no-strip --profile box \
-        --target "$t" --output "$dist" | tail -n1)
+    if [ "$t" = host ]; then
+        # The debug binary built above, stripped like a release one. (cargo-deb warns
+        # that it may refuse the dev profile in a future version; it is pinned above.)
+        mkdir -p "$dist/host"
+        deb=$(cargo deb --no-build --profile dev --output "$dist/host" | tail -n1)
+        bin=$root/target/debug/tillrelay
+    else
+        # Packs what build.sh built; --no-build because cargo-deb would use rustup's cargo.
+        deb=$(CARGO_TARGET_DIR=$root/target/cross cargo deb --no-build --no-strip --profile box \
+            --target "$t" --output "$dist" | tail -n1)
+        bin=$dist/tillrelay-$t
+    fi
     echo "$deb"
     contents=$(dpkg-deb -c "$deb")
     for want in ./usr/bin/tillrelay ./lib/systemd/system/tillrelay.service \
@@ -71,7 +91,7 @@ for t in "${triples[@]}"; do
         exit 1
     fi
     declared=$(dpkg-deb -f "$deb" Depends | sed -n 's/.*libc6 (>= \([0-9.]*\)).*/\1/p')
-    needed=$("$here/inspect.sh" "$dist/tillrelay-$t" | sed -n 's/.*oldest glibc \([0-9.]*\).*/\1/p')
+    needed=$("$here/inspect.sh" "$bin" | sed -n 's/.*oldest glibc \([0-9.]*\).*/\1/p')
     if ! dpkg --compare-versions "$needed" le "$declared"; then
         echo "$deb: the binary needs glibc $needed but Depends says libc6 (>= $declared)" >&2
         exit 1

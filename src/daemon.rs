@@ -31,13 +31,10 @@ use crate::config::Config;
 use crate::lifecycle::{Heartbeats, Shutdown};
 use crate::metrics;
 use crate::outbox::{self, Opened, Opener, Outbox};
+use crate::pidfile::PidFile;
 use crate::supervisor::Supervisor;
 use crate::systemd::Notifier;
 use crate::upload::engine::EngineConfig;
-
-/// The daemon's pid, in the state dir, for `tillrelay flush` (SIGUSR1) and
-/// `tillrelay reload` (SIGHUP).
-pub const PID_FILE: &str = "tillrelay.pid";
 
 /// How long stopping may take before loops are abandoned.
 pub const DRAIN_DEADLINE: Duration = Duration::from_secs(5);
@@ -123,6 +120,14 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         }
     );
 
+    let from = cfg.agent.box_id_from;
+    let line = format!("box id {:?}: {}", cfg.agent.box_id, from.describe());
+    if from == metrics::settings::BoxIdFrom::Fixed {
+        warn!("{line}");
+    } else {
+        info!("{line}");
+    }
+
     // Signal handlers go in before READY, so a SIGTERM at any moment after start
     // takes the orderly path instead of the default (immediate death).
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -167,13 +172,15 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     loops.start(main_ob)?;
     start_metrics(&cfg, registry.clone(), &beats, &shutdown);
 
-    let pid_file = cfg.agent.state_dir.join(PID_FILE);
-    if let Err(e) = std::fs::write(&pid_file, format!("{}\n", std::process::id())) {
-        warn!(
-            "cannot write {}: {e} (tillrelay flush will not find this process)",
-            pid_file.display()
-        );
-    }
+    // Locked for the process's life: `flush`, `reload` and `status` signal or
+    // trust only the pid the kernel says holds it (crate::pidfile).
+    let pid_file = match PidFile::acquire(&cfg.agent.state_dir.join(crate::pidfile::FILE)) {
+        Ok(f) => Some(f),
+        Err(e) => {
+            warn!("{e} (tillrelay flush and reload will not find this process)");
+            None
+        }
+    };
 
     let mut reloads = Reloads {
         registry,
@@ -196,7 +203,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         &mut loops,
         &mut reloads,
     );
-    let _ = std::fs::remove_file(&pid_file);
+    drop(pid_file);
 
     info!("stopping: finishing the work in hand");
     notifier.stopping();
@@ -269,6 +276,9 @@ fn wait_for_signal(
     rt.block_on(async {
         let mut tick = tokio::time::interval(watchdog.map_or(Duration::from_secs(3600), |w| w / 4));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        // The stuck loops last told to systemd (its status line names them until
+        // they beat again or the watchdog kills the process).
+        let mut told_stuck: Vec<String> = Vec::new();
         loop {
             tokio::select! {
                 _ = sig.term.recv() => { info!("SIGTERM received"); break; }
@@ -287,9 +297,18 @@ fn wait_for_signal(
                         // a loop counts as stuck only well past that.
                         let stale = beats.stale(w * 3 / 4);
                         if stale.is_empty() {
+                            if !told_stuck.is_empty() {
+                                told_stuck.clear();
+                                notifier.status(&status_line(loops.config()));
+                            }
                             notifier.watchdog_ping();
                         } else {
-                            error!("watchdog: not pinging, stuck loop(s): {}", stale.join(", "));
+                            let line = format!("watchdog: not pinging, stuck loop(s): {}", stale.join(", "));
+                            error!("{line}");
+                            if stale != told_stuck {
+                                notifier.status(&line);
+                                told_stuck = stale;
+                            }
                         }
                     }
                 }

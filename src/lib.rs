@@ -21,8 +21,9 @@
 //! - [`expect`]: `parse --expect`, orders compared field by field with the expected.
 //! - [`cli`]: the commands, their output and exit codes; `main` only calls it.
 //! - [`logging`], [`secret`]: log setup; secret values that print as `***`.
-//! - [`failpoint`]: places where tests make the real binary crash on purpose.
-//! - [`systemd`]: READY / WATCHDOG / STOPPING / STATUS to the service manager.
+//! - [`failpoint`]: places where tests make the real binary crash or hang on purpose.
+//! - [`systemd`]: READY / WATCHDOG / STOPPING / STATUS to the service manager;
+//!   [`pidfile`]: the running agent found by the lock it holds on its pid file.
 //!
 //! ARCHITECTURE.md at the repository root has the bird's-eye view and the invariants.
 
@@ -41,6 +42,7 @@ mod logging;
 pub mod metrics;
 pub mod order;
 pub mod outbox;
+mod pidfile;
 mod record;
 mod reload;
 mod reparse;

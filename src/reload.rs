@@ -80,15 +80,10 @@ pub fn read_live(state_dir: &Path) -> Option<Record> {
     (running_pid(state_dir) == Some(r.pid)).then_some(r)
 }
 
-/// The pid in `<state_dir>/tillrelay.pid` when that process is alive.
+/// The running agent's pid: the process holding `<state_dir>/tillrelay.pid`'s lock
+/// (crate::pidfile), never merely the pid the file names.
 pub fn running_pid(state_dir: &Path) -> Option<u32> {
-    let pid: i32 = std::fs::read_to_string(state_dir.join(crate::daemon::PID_FILE))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
-    // SAFETY: kill(2) with signal 0 only checks that the process exists.
-    (pid > 0 && unsafe { libc::kill(pid, 0) } == 0).then_some(pid as u32)
+    crate::pidfile::running_pid(state_dir).map(|p| p as u32)
 }
 
 /// `agent.state_dir` of a file that may not be valid (a refused reload is shown
@@ -173,6 +168,7 @@ pub fn fixed_changes(old: &Config, new: &Config) -> Vec<String> {
 pub fn keep_fixed(old: &Config, mut new: Config) -> Config {
     new.agent.state_dir = old.agent.state_dir.clone();
     new.agent.box_id = old.agent.box_id.clone();
+    new.agent.box_id_from = old.agent.box_id_from;
     new.outbox = old.outbox.clone();
     new.metrics = old.metrics.clone();
     new
@@ -222,12 +218,23 @@ pub fn command(path: &Path) -> Result<(), CliError> {
             None => return checked.map(|_| ()).map_err(CliError::from),
         },
     };
-    let Some(pid) = running_pid(&state_dir) else {
-        checked?;
-        return Err(CliError::Other(anyhow::anyhow!(
-            "no running agent ({} names none)",
-            state_dir.join(crate::daemon::PID_FILE).display()
-        )));
+    let pid_file = state_dir.join(crate::pidfile::FILE);
+    let pid = match crate::pidfile::holder(&pid_file) {
+        Ok(crate::pidfile::Holder::Running(pid)) => pid as u32,
+        found => {
+            checked?;
+            let why = match found {
+                Ok(crate::pidfile::Holder::Stale(_)) => {
+                    "is left from an agent that is no longer running".to_string()
+                }
+                Err(e) => format!("cannot be read: {e}"),
+                _ => "is missing".to_string(),
+            };
+            return Err(CliError::Other(anyhow::anyhow!(
+                "no running agent ({} {why})",
+                pid_file.display()
+            )));
+        }
     };
     let before = read_live(&state_dir).map_or(0, |rec| rec.seq);
     // SAFETY: kill(2) has no memory-safety preconditions.

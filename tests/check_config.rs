@@ -180,3 +180,69 @@ fn check_config_prints_a_config_file_that_checks_the_same() {
         "{raw}"
     );
 }
+
+/// `check-config --json` of a one-source config without `box_id`, run in new user,
+/// mount and UTS namespaces (`unshare -rmu`, util-linux) where the host name is
+/// `host`, `/etc/machine-id` holds `machine_id`, and `/proc/sys` is covered by an
+/// empty tmpfs as the unit's `ProcSubset=pid` hides it. The box id it resolved.
+fn box_id_in_a_sandbox(host: &str, machine_id: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("tillrelay.toml");
+    fs::write(
+        &cfg,
+        "[agent]\nstate_dir = \"state\"\n\n[[source]]\nname = \"lane1\"\nkind = \"folder\"\n\
+         path = \"export\"\nshop = \"D001\"\nmachine_id = \"CAM1\"\n",
+    )
+    .unwrap();
+    let mid = dir.path().join("machine-id");
+    fs::write(&mid, machine_id).unwrap();
+    let agent = tillrelay();
+    let out = std::process::Command::new("unshare")
+        .args(["-rmu", "sh", "-c"])
+        .arg(
+            "printf '%s\\n' \"$HOST\" > /proc/sys/kernel/hostname && \
+             mount --bind \"$MID\" /etc/machine-id && \
+             mount -t tmpfs none /proc/sys && \
+             if [ -e /proc/sys/kernel/hostname ]; then echo 'still visible' >&2; exit 99; fi && \
+             exec \"$@\"",
+        )
+        .arg("sh")
+        .arg(agent.get_program())
+        .args(agent.get_args())
+        .args(["check-config", "--json", "--config"])
+        .arg(&cfg)
+        .env("HOST", host)
+        .env("MID", &mid)
+        .output()
+        .expect("unshare (util-linux) runs");
+    assert!(
+        out.status.success(),
+        "check-config in the sandbox ({:?}, needs user namespaces or root): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["agent"]["box_id"].as_str().unwrap().to_string()
+}
+
+/// Issue #23: `box_id` defaults to the host name, which was read from
+/// `/proc/sys/kernel/hostname`; the unit's `ProcSubset=pid` hides it, so under
+/// systemd the default was "" and every start failed (exit 3). The name now comes
+/// from `gethostname(2)`; with no usable name, from `/etc/machine-id` (hashed: the
+/// id itself must not leave the box); with neither, a fixed name: never a failure.
+#[test]
+fn an_unset_box_id_is_the_kernels_host_name_even_where_proc_sys_is_hidden() {
+    let mid = "0123456789abcdef0123456789abcdef\n";
+    assert_eq!(box_id_in_a_sandbox("till-7.shop12", mid), "till-7.shop12");
+    let from_mid = box_id_in_a_sandbox("", mid);
+    assert!(
+        from_mid.starts_with("machine-") && from_mid.len() == 24 && !from_mid.contains("0123"),
+        "{from_mid}"
+    );
+    assert_eq!(box_id_in_a_sandbox("localhost", mid), from_mid);
+    assert_ne!(
+        box_id_in_a_sandbox("", "fedcba9876543210fedcba9876543210\n"),
+        from_mid
+    );
+    assert_eq!(box_id_in_a_sandbox("", "uninitialized\n"), "tillrelay-box");
+}

@@ -553,3 +553,49 @@ fn a_print_proxy_keeps_its_connections_when_a_destination_is_added() {
     );
     till.stop();
 }
+
+/// After a crash the pid file stays behind, and its pid can be reused by any process,
+/// whose default action for SIGUSR1 (`flush`) and SIGHUP (`reload`) is to die. Only a
+/// process holding the file's lock is an agent: here the file of a SIGKILLed agent
+/// names a live `sleep` of the test's own, and neither command signals it.
+#[test]
+fn a_pid_file_left_by_a_dead_agent_is_not_signalled() {
+    let till = Till::new("");
+    let mut agent = till.spawn(&[]);
+    agent.wait_ready(&till.state_dir(), WAIT);
+    // The running agent is found through its lock.
+    let out = till.cli(&["flush"]);
+    assert!(
+        out.status.success() && text(&out).contains(&format!("(pid {})", agent.pid())),
+        "{}",
+        text(&out)
+    );
+    agent.kill9();
+    let pid_file = till.state_dir().join("tillrelay.pid");
+    assert!(pid_file.exists(), "SIGKILL leaves the pid file");
+
+    let mut other = std::process::Command::new("sleep")
+        .arg("600")
+        .spawn()
+        .unwrap();
+    std::fs::write(&pid_file, format!("{}\n", other.id())).unwrap();
+    let stale = "no running agent";
+    let flush = till.cli(&["flush"]);
+    // As with no pid file at all: flush exits 0, reload 1.
+    assert_eq!(flush.status.code(), Some(0), "{}", text(&flush));
+    assert!(
+        text(&flush).contains(stale) && text(&flush).contains("no longer running"),
+        "{}",
+        text(&flush)
+    );
+    let reload = till.cli(&["reload"]);
+    assert_eq!(reload.status.code(), Some(1), "{}", text(&reload));
+    assert!(text(&reload).contains(stale), "{}", text(&reload));
+
+    // Not signalled: killed now, it dies of this SIGKILL. Had it been sent SIGUSR1 or
+    // SIGHUP, it would have died of that (the kernel keeps the first fatal signal).
+    common::signal(other.id(), libc::SIGKILL);
+    let status = other.wait().unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
+}

@@ -194,3 +194,58 @@ fn without_notify_socket_the_daemon_runs_and_stops_the_same() {
     let sent = m.rest();
     assert!(sent.is_empty(), "sent without NOTIFY_SOCKET: {sent:?}");
 }
+
+/// The watchdog's reason to exist: a loop that hangs (the failpoint
+/// `folder.after_commit:hang`: a file's orders committed, the file not moved yet)
+/// stops the pings, and the status line says which loop, so that systemd kills and
+/// restarts the agent. The agent restarted with the same environment
+/// (`TILLRELAY_FAILPOINT_ONCE`: the hang happens once) moves the file without storing
+/// its orders again, and pings again.
+#[test]
+fn a_hung_loop_stops_the_watchdog_pings_and_a_restart_carries_on() {
+    let m = Manager::new();
+    let once = m.till.dir.path().join("hung-once");
+    let once = once.to_str().unwrap();
+    let env = [
+        ("WATCHDOG_USEC", "1000000"),
+        ("TILLRELAY_FAILPOINT", "folder.after_commit:hang"),
+        ("TILLRELAY_FAILPOINT_ONCE", once),
+    ];
+    let mut agent = m.start(true, &env);
+    m.until("READY=1");
+    m.until("WATCHDOG=1");
+    m.drop_export();
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match m.messages.recv_timeout(left) {
+            // (Another loop late on a loaded machine may be named first, and recover.)
+            Ok(s) if s.starts_with("STATUS=watchdog: not pinging") && s.contains("lane1") => {
+                break;
+            }
+            Ok(_) => {}
+            Err(e) => panic!("no stuck status within {PATIENCE:?} ({e:?})\n{}", m.log()),
+        }
+    }
+    let stored = common::agent::stored_orders(&m.till.config).len();
+    assert!(stored > 0, "the hang comes after the commit\n{}", m.log());
+    assert_eq!(m.done_files(), 0, "the hang comes before the move");
+
+    // Stopped here by SIGTERM (systemd would SIGABRT it): the hung loop is left
+    // behind after the drain deadline. Not one ping after the stuck status.
+    sigterm_and_wait(&mut agent);
+    let after = m.rest();
+    assert_eq!(count(&after, "WATCHDOG=1"), 0, "{after:?}");
+
+    let mut again = m.start(true, &env);
+    m.until("READY=1");
+    assert!(
+        wait_until(PATIENCE, || m.done_files() == 1),
+        "the file was not moved after the restart\n{}",
+        again.log_text()
+    );
+    assert_eq!(common::agent::stored_orders(&m.till.config).len(), stored);
+    m.until("WATCHDOG=1");
+    let status = sigterm_and_wait(&mut again);
+    assert!(status.success(), "exit {status:?}\n{}", again.log_text());
+}

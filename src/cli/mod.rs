@@ -387,19 +387,30 @@ fn retry(cfg: &Config, dest: Option<&str>, order: Option<&str>) -> Result<(), Cl
     Ok(())
 }
 
-/// Sends SIGUSR1 to the running agent; false if none runs.
+/// Sends SIGUSR1 to the running agent; false if none runs. Only a process holding
+/// the pid file's lock is signalled (crate::pidfile): a file left by a dead agent
+/// may name an unrelated process, which SIGUSR1 would end.
 fn flush(cfg: &Config) -> Result<bool, CliError> {
-    let pid_file = cfg.agent.state_dir.join(crate::daemon::PID_FILE);
-    let pid: i32 = match std::fs::read_to_string(&pid_file) {
-        Ok(s) => s.trim().parse().map_err(|_| {
-            CliError::Other(anyhow::anyhow!(
-                "{} does not hold a pid",
-                pid_file.display()
-            ))
-        })?,
-        Err(_) => {
+    use crate::pidfile::{Holder, holder};
+    let pid_file = cfg.agent.state_dir.join(crate::pidfile::FILE);
+    let pid = match holder(&pid_file) {
+        Ok(Holder::Running(pid)) => pid,
+        Ok(Holder::Missing) => {
             eprintln!("no running agent ({} is missing)", pid_file.display());
             return Ok(false);
+        }
+        Ok(Holder::Stale(_)) => {
+            eprintln!(
+                "no running agent ({} is left from an agent that is no longer running)",
+                pid_file.display()
+            );
+            return Ok(false);
+        }
+        Err(e) => {
+            return Err(CliError::Other(anyhow::anyhow!(
+                "cannot read {}: {e}",
+                pid_file.display()
+            )));
         }
     };
     // SAFETY: kill(2) has no memory-safety preconditions.

@@ -136,6 +136,8 @@ pub struct Agent {
     pub log_level: log::LevelFilter,
     /// What identifies this box in every report (default: the host name).
     pub box_id: String,
+    /// Where `box_id` came from (the file or which default), for the start's log.
+    pub box_id_from: crate::metrics::settings::BoxIdFrom,
 }
 
 impl Config {
@@ -285,6 +287,8 @@ impl RawConfig {
                 log::LevelFilter::Info
             }),
         };
+        let (box_id, box_id_from) =
+            crate::metrics::settings::validate_box_id(&mut p, self.agent.box_id.as_deref());
         let agent = Agent {
             state_dir: resolve(
                 self.agent
@@ -293,7 +297,8 @@ impl RawConfig {
             ),
             timezone,
             log_level,
-            box_id: crate::metrics::settings::validate_box_id(&mut p, self.agent.box_id.as_deref()),
+            box_id,
+            box_id_from,
         };
 
         let outbox = self.outbox.validate(&mut p);

@@ -510,10 +510,14 @@ fn effective(c: &Config) -> String {
             .as_ref()
             .map(|w| format!("{}:{}", w.secret.expose(), w.salt.expose())),
     );
+    // Where the box id came from is not a setting: printed, a default is a value
+    // in the file.
+    let mut agent = c.agent.clone();
+    agent.box_id_from = crate::metrics::settings::BoxIdFrom::File;
     format!(
         "{:#?}",
         (
-            &c.agent,
+            &agent,
             &c.outbox,
             &c.metrics,
             &c.video,
