@@ -37,6 +37,7 @@ GAP_TESTS=(
     a_truncated_queue_is_moved_aside_and_receipts_still_print_and_are_captured
     receipts_stamped_by_a_1970_clock_survive_retention_once_the_clock_is_set
     with_no_queue_possible_the_printer_gets_every_byte_and_the_agent_keeps_running
+    a_malformed_command_on_the_serial_tap_leaves_the_next_receipts_captured
 )
 
 triple=armv7-unknown-linux-gnueabihf
