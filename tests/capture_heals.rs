@@ -17,12 +17,12 @@ mod common;
 
 use std::fs;
 use std::io::Write;
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::Duration;
 
 use common::poll;
 use common::pty::{PrinterSink, Pty, market_receipt};
-use common::till::{Till, example_config};
+use common::till::{Till, example_config, market_as};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -30,60 +30,6 @@ const WAIT: Duration = Duration::from_secs(30);
 /// `GS 8 L p1 p2 p3 p4 m fn`: a raster image header claiming 2 GiB of data that
 /// never comes (issue #24: 0 of the next 13 receipts stored over 110 s).
 const BAD: &[u8] = b"\x1d8L\x00\x00\x00\x80\x30\x70";
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// The example config with its market lane turned into a source of `kind` with
-/// `keys` in place of the serial keys, enabled, with a short quiet time; `tail`
-/// appended. (As in tests/net_daemon.rs.)
-fn market_as(kind: &str, keys: &str, tail: &str) -> Till {
-    let (kind, keys, tail) = (kind.to_string(), keys.to_string(), tail.to_string());
-    Till::with_config(move |l| {
-        let text = example_config(l, "300ms", None, &tail);
-        let mut out = String::new();
-        let mut in_market = false;
-        for line in text.lines() {
-            if line.starts_with("name = ") {
-                in_market = line == "name = \"market\"";
-            }
-            let serial_key = [
-                "device =",
-                "baud =",
-                "data_bits =",
-                "parity =",
-                "stop_bits =",
-                "flow_control =",
-                "passthrough =",
-            ]
-            .iter()
-            .any(|k| line.starts_with(k));
-            if in_market && serial_key {
-                continue;
-            }
-            if in_market && line == "kind = \"serial\"" {
-                out.push_str(&format!("kind = \"{kind}\"\n{keys}\n"));
-                continue;
-            }
-            if in_market && line.starts_with("enabled =") {
-                out.push_str("enabled = true\n");
-                continue;
-            }
-            if in_market && line.starts_with("idle_timeout_ms = 5000") {
-                out.push_str("idle_timeout_ms = 500\n");
-                continue;
-            }
-            out.push_str(line);
-            out.push('\n');
-        }
-        out
-    })
-}
 
 /// The market lane on the serial tap (pty device ends), quiet time 500 ms.
 fn market_serial(pos: &str, printer: &str) -> Till {
@@ -172,7 +118,7 @@ fn a_malformed_command_on_the_serial_tap_leaves_the_next_receipts_captured() {
 
 #[test]
 fn a_malformed_command_on_a_kept_open_tcp_connection_leaves_the_next_receipts_captured() {
-    let port = free_port();
+    let port = common::free_port();
     let mut till = market_as(
         "listen",
         &format!("listen = \"127.0.0.1:{port}\"\nprotocol = \"tcp\"\nallow = [\"127.0.0.1\"]"),
@@ -199,7 +145,7 @@ fn a_malformed_command_on_a_kept_open_tcp_connection_leaves_the_next_receipts_ca
 
 #[test]
 fn a_malformed_command_from_a_udp_sender_leaves_its_next_receipts_captured() {
-    let port = free_port();
+    let port = common::free_port();
     let mut till = market_as(
         "listen",
         &format!("listen = \"127.0.0.1:{port}\"\nprotocol = \"udp\"\nallow = [\"127.0.0.1\"]"),
@@ -317,7 +263,7 @@ fn a_device_that_is_a_file_is_refused_and_one_that_hangs_up_is_reopened_ever_mor
 /// first: every real receipt is journalled, before and at the stop.
 #[test]
 fn junk_without_a_cut_never_starves_the_receipts_printed_after_it() {
-    let port = free_port();
+    let port = common::free_port();
     let mut till = market_as(
         "listen",
         &format!("listen = \"127.0.0.1:{port}\"\nprotocol = \"tcp\"\nallow = [\"127.0.0.1\"]"),

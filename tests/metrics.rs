@@ -39,15 +39,6 @@ fn tool(name: &str) -> Command {
     Command::new(name)
 }
 
-/// A free loopback port (bound and released; the server binds it right after).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// `GET path` over plain HTTP/1.1: (status, body). Errors (nothing listening yet)
 /// are `None`.
 fn get(addr: &str, path: &str) -> Option<(u16, String)> {
@@ -91,7 +82,7 @@ fn dechunk(mut s: &str) -> String {
 /// A till on the emulators with the shipped config's `[metrics]` edited by `edit`
 /// (the shipped `listen` moved to a free port), and `box_id` set.
 fn till(emu: &Emu, secret_from: &str, secret_to: &str, edit: &str) -> (Till, String) {
-    let port = free_port();
+    let port = common::free_port();
     let addr = format!("127.0.0.1:{port}");
     let t = Till::new(&emu.dest_config("", "").replace(secret_from, secret_to));
     t.edit_config(|c| {
@@ -239,14 +230,17 @@ fn prometheus_scrapes_the_agent_and_fires_the_paused_destination_alert() {
     // The shipped scrape config and rules, scraping every second, with this agent as
     // its one target (and the gateway's target somewhere nothing listens).
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
+    let port = common::free_port();
     let shipped = root().join("examples/prometheus");
     let config = fs::read_to_string(shipped.join("prometheus.yml"))
         .unwrap()
         .replace("scrape_interval: 60s", "scrape_interval: 1s")
         .replace("evaluation_interval: 60s", "evaluation_interval: 1s")
         .replace("scrape_timeout: 10s", "scrape_timeout: 1s")
-        .replace("127.0.0.1:9091", &format!("127.0.0.1:{}", free_port()));
+        .replace(
+            "127.0.0.1:9091",
+            &format!("127.0.0.1:{}", common::free_port()),
+        );
     fs::write(dir.path().join("prometheus.yml"), config).unwrap();
     fs::copy(shipped.join("alerts.yml"), dir.path().join("alerts.yml")).unwrap();
     fs::create_dir(dir.path().join("targets")).unwrap();
@@ -361,7 +355,7 @@ fn prometheus_scrapes_the_agent_and_fires_the_paused_destination_alert() {
 #[test]
 fn a_pushgateway_receives_the_pushes_and_a_failed_push_changes_nothing() {
     let emu = Emu::process();
-    let port = free_port();
+    let port = common::free_port();
     let gw = format!("127.0.0.1:{port}");
     let (mut t, _) = till(
         &emu,
@@ -629,8 +623,8 @@ fn a_quiet_print_proxy_lane_reports_no_printer_state_until_a_pos_tries_it() {
     // A printer that listens (and takes a job), and an address where nothing listens.
     let printer = TcpListener::bind("127.0.0.1:0").unwrap();
     let paddr = printer.local_addr().unwrap();
-    let dead = free_port();
-    let (quiet_port, dark_port) = (free_port(), free_port());
+    let dead = common::free_port();
+    let (quiet_port, dark_port) = (common::free_port(), common::free_port());
     let emu = Emu::process();
     let (mut t, addr) = till(&emu, "", "", "");
     t.edit_config(|c| {

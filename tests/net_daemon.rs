@@ -19,67 +19,12 @@ use common::agent::cli;
 use common::emu::Emu;
 use common::orders::{by_order_no, canonical};
 use common::pty::Pty;
-use common::till::{Till, example_config};
+use common::till::{Till, market_as};
 use common::{fixture, poll, wait_until};
 use serde_json::Value;
 use tillrelay::emulator::EmuConfig;
 
 const WAIT: Duration = Duration::from_secs(30);
-
-/// A port free on 127.0.0.1 now (the agent binds it a moment later).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// The example config with its market lane turned into a source of `kind` with
-/// `keys` (listen, printer, allow, …) in place of the serial keys, enabled, with
-/// a short quiet time; `tail` appended (destinations).
-fn market_as(kind: &str, keys: &str, tail: &str) -> Till {
-    let (kind, keys) = (kind.to_string(), keys.to_string());
-    Till::with_config(move |l| {
-        let text = example_config(l, "300ms", None, tail);
-        let mut out = String::new();
-        let mut in_market = false;
-        for line in text.lines() {
-            if line.starts_with("name = ") {
-                in_market = line == "name = \"market\"";
-            }
-            let serial_key = [
-                "device =",
-                "baud =",
-                "data_bits =",
-                "parity =",
-                "stop_bits =",
-                "flow_control =",
-                "passthrough =",
-            ]
-            .iter()
-            .any(|k| line.starts_with(k));
-            if in_market && serial_key {
-                continue;
-            }
-            if in_market && line == "kind = \"serial\"" {
-                out.push_str(&format!("kind = \"{kind}\"\n{keys}\n"));
-                continue;
-            }
-            if in_market && line.starts_with("enabled =") {
-                out.push_str("enabled = true\n");
-                continue;
-            }
-            if in_market && line.starts_with("idle_timeout_ms = 5000") {
-                out.push_str("idle_timeout_ms = 500\n");
-                continue;
-            }
-            out.push_str(line);
-            out.push('\n');
-        }
-        out
-    })
-}
 
 /// A raw-TCP printer on 127.0.0.1 that keeps what it receives and answers
 /// `DLE EOT n` with one status byte.
@@ -205,7 +150,7 @@ fn live(till: &Till, name: &str) -> Value {
 fn a_pos_printing_through_the_proxy_reaches_the_printer_byte_identical_and_both_clouds() {
     let printer = Printer::start();
     let emu = Emu::start(EmuConfig::default());
-    let port = free_port();
+    let port = common::free_port();
     let mut till = market_as(
         "tcp",
         &format!(
@@ -263,7 +208,7 @@ fn a_pos_printing_through_the_proxy_reaches_the_printer_byte_identical_and_both_
 #[test]
 fn a_peer_outside_allow_injects_nothing() {
     let printer = Printer::start();
-    let port = free_port();
+    let port = common::free_port();
     let mut till = market_as(
         "tcp",
         &format!(
@@ -309,7 +254,7 @@ fn a_peer_outside_allow_injects_nothing() {
 
 #[test]
 fn receipts_pushed_over_tcp_become_orders() {
-    let port = free_port();
+    let port = common::free_port();
     let mut till = market_as(
         "listen",
         &format!("listen = \"127.0.0.1:{port}\"\nprotocol = \"tcp\"\nallow = [\"127.0.0.0/8\"]"),
@@ -333,7 +278,7 @@ fn receipts_pushed_over_tcp_become_orders() {
 
 #[test]
 fn receipts_pushed_over_udp_become_orders() {
-    let port = free_port();
+    let port = common::free_port();
     let mut till = market_as(
         "listen",
         &format!("listen = \"127.0.0.1:{port}\"\nprotocol = \"udp\"\nallow = [\"127.0.0.1\"]"),
@@ -475,7 +420,7 @@ fn check_config_names_shared_addresses_and_a_printer_pointing_back() {
 
 #[test]
 fn record_on_a_listen_source_writes_what_arrives_and_parse_reads_it() {
-    let port = free_port();
+    let port = common::free_port();
     let till = market_as(
         "listen",
         &format!("listen = \"127.0.0.1:{port}\"\nallow = [\"127.0.0.1\"]"),
@@ -551,7 +496,7 @@ fn market_order_nos(till: &Till) -> std::collections::BTreeSet<String> {
 /// another, are all stored, one order each.
 #[test]
 fn pushed_tcp_receipts_in_a_burst_and_in_a_run_are_all_stored() {
-    let port = free_port();
+    let port = common::free_port();
     let mut till = market_as(
         "listen",
         &format!("listen = \"127.0.0.1:{port}\"\nprotocol = \"tcp\"\nallow = [\"127.0.0.1\"]"),
@@ -601,7 +546,7 @@ fn pushed_tcp_receipts_in_a_burst_and_in_a_run_are_all_stored() {
 /// ends its receipt), none dropped as "too many senders".
 #[test]
 fn udp_receipts_from_a_new_port_each_are_all_stored() {
-    let port = free_port();
+    let port = common::free_port();
     let mut till = market_as(
         "listen",
         &format!("listen = \"127.0.0.1:{port}\"\nprotocol = \"udp\"\nallow = [\"127.0.0.0/8\"]"),
@@ -663,7 +608,7 @@ fn udp_receipts_from_a_new_port_each_are_all_stored() {
 fn silent_connections_filling_every_slot_do_not_block_the_next_job() {
     let printer = Printer::start();
     let emu = Emu::start(EmuConfig::default());
-    let port = free_port();
+    let port = common::free_port();
     let mut till = market_as(
         "tcp",
         &format!(

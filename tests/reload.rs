@@ -166,15 +166,6 @@ fn sources_added_and_removed_while_orders_flow_deliver_every_order_once() {
     till.stop();
 }
 
-/// A free loopback port (bound and released; the agent binds it right after).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// `GET /metrics` over plain HTTP/1.1; `None` while nothing answers.
 fn scrape(addr: &str) -> Option<String> {
     let mut s = TcpStream::connect(addr).ok()?;
@@ -200,7 +191,7 @@ fn has_sample(body: &str, line: &str) -> bool {
 #[test]
 fn an_invalid_config_is_refused_and_the_running_one_keeps_capturing() {
     let emu = Emu::process();
-    let addr = format!("127.0.0.1:{}", free_port());
+    let addr = format!("127.0.0.1:{}", common::free_port());
     let mut till = Till::new(&emu.dest_config("", ""));
     till.edit_config(|c| {
         c.replace(
@@ -330,7 +321,7 @@ fn a_destination_enabled_or_moved_by_a_reload_takes_effect() {
     );
 
     // Ovopark moved to a closed port: the next order waits, with the error.
-    let closed = format!("127.0.0.1:{}", free_port());
+    let closed = format!("127.0.0.1:{}", common::free_port());
     let base = emu.base();
     let host = base.trim_start_matches("http://").to_string();
     till.edit_config(|c| c.replace(&format!("{host}/cloud.api"), &format!("{closed}/cloud.api")));
@@ -418,7 +409,7 @@ fn a_print_proxy_keeps_its_connections_while_another_source_is_reloaded() {
             }
         });
     }
-    let listen = format!("127.0.0.1:{}", free_port());
+    let listen = format!("127.0.0.1:{}", common::free_port());
     let mut till = Till::new(&emu.dest_config("", ""));
     till.edit_config(|c| with_front(&c, &listen, &paddr));
     till.start();
@@ -495,7 +486,7 @@ fn a_print_proxy_keeps_its_connections_when_a_destination_is_added() {
             }
         });
     }
-    let listen = format!("127.0.0.1:{}", free_port());
+    let listen = format!("127.0.0.1:{}", common::free_port());
     let dests = emu.dest_config("", "");
     let mut till = Till::new(&dests.replace("[wdt]\n", "[wdt]\nenabled = false\n"));
     till.edit_config(|c| with_front(&c, &listen, &paddr));

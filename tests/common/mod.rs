@@ -195,3 +195,13 @@ pub fn fixture_orders() -> Vec<Order> {
     }
     out
 }
+
+/// A port free on 127.0.0.1 now, for a config that names its port before the agent
+/// binds it.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

@@ -311,3 +311,49 @@ impl Till {
         )
     }
 }
+
+/// The example config with its market lane turned into a source of `kind` with
+/// `keys` in place of the serial keys, enabled, with a short quiet time; `tail`
+/// appended (destinations): the lane every network and device test drives.
+pub fn market_as(kind: &str, keys: &str, tail: &str) -> Till {
+    let (kind, keys, tail) = (kind.to_string(), keys.to_string(), tail.to_string());
+    Till::with_config(move |l| {
+        let text = example_config(l, "300ms", None, &tail);
+        let mut out = String::new();
+        let mut in_market = false;
+        for line in text.lines() {
+            if line.starts_with("name = ") {
+                in_market = line == "name = \"market\"";
+            }
+            let serial_key = [
+                "device =",
+                "baud =",
+                "data_bits =",
+                "parity =",
+                "stop_bits =",
+                "flow_control =",
+                "passthrough =",
+            ]
+            .iter()
+            .any(|k| line.starts_with(k));
+            if in_market && serial_key {
+                continue;
+            }
+            if in_market && line == "kind = \"serial\"" {
+                out.push_str(&format!("kind = \"{kind}\"\n{keys}\n"));
+                continue;
+            }
+            if in_market && line.starts_with("enabled =") {
+                out.push_str("enabled = true\n");
+                continue;
+            }
+            if in_market && line.starts_with("idle_timeout_ms = 5000") {
+                out.push_str("idle_timeout_ms = 500\n");
+                continue;
+            }
+            out.push_str(line);
+            out.push('\n');
+        }
+        out
+    })
+}
