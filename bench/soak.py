@@ -400,20 +400,20 @@ def main():
             ledger, idle = Ledger(), Idle()
             t0 = time.monotonic()
             until = t0 + secs
-            threads = [
-                threading.Thread(target=pos_worker, args=(ledger, "front", addr["front"], "front", until, 1)),
-                threading.Thread(target=pos_worker, args=(ledger, "front", addr["front"], "front", until, 2)),
-                threading.Thread(target=pos_worker, args=(ledger, "front2", addr["front2"], "front2", until, 3)),
-                threading.Thread(target=pos_worker, args=(ledger, "front2", addr["front2"], "front2", until, 4)),
-                threading.Thread(target=pos_worker, args=(ledger, "push", addr["push"], None, until, 5)),
-                threading.Thread(target=udp_worker, args=(ledger, addr["pushu"], until, 6)),
-                threading.Thread(target=junk_worker, args=(
-                    ledger, [("front", addr["front"], "front"), ("front2", addr["front2"], "front2"),
-                             ("push", addr["push"], None)], until, 7)),
-                threading.Thread(target=idle.run, args=(
-                    [("front", addr["front"]), ("front2", addr["front2"]), ("push", addr["push"])],
-                    until, 8)),
-            ]
+            # two POS per proxy, one TCP pusher, one UDP pusher (seeds 1-6)
+            pos = [("front", "front"), ("front", "front"), ("front2", "front2"),
+                   ("front2", "front2"), ("push", None)]
+            threads = [threading.Thread(target=pos_worker,
+                                        args=(ledger, s, addr[s], p, until, k + 1))
+                       for k, (s, p) in enumerate(pos)]
+            threads.append(threading.Thread(target=udp_worker,
+                                            args=(ledger, addr["pushu"], until, 6)))
+            junk_to = [("front", addr["front"], "front"), ("front2", addr["front2"], "front2"),
+                       ("push", addr["push"], None)]
+            threads.append(threading.Thread(target=junk_worker,
+                                            args=(ledger, junk_to, until, 7)))
+            threads.append(threading.Thread(target=idle.run, args=(
+                [(n, addr[n]) for n in ("front", "front2", "push")], until, 8)))
             for t in threads:
                 t.daemon = True
                 t.start()
@@ -473,7 +473,8 @@ def main():
         printed = sum(min(c, printers[p].got.get(h, 0))
                       for p, d in ledger.jobs.items() for h, c in d.items())
         rows.append(("  printed byte-identical, one printer connection each", str(printed), ""))
-        rows.append(("  POS connections turned away (jobs and junk)", str(len(ledger.turned_away)), ""))
+        rows.append(("  POS connections turned away (jobs and junk)",
+                     str(len(ledger.turned_away)), ""))
         rows.append(("receipts sent (proxied, pushed TCP, pushed UDP)", str(len(expected)), ""))
         for s in ports:
             n = sum(1 for v in expected.values() if v == s)
@@ -489,7 +490,8 @@ def main():
                      ", ".join(f"{k} {v}" for k, v in sorted(by_status.items())), ""))
         rows.append(("idle POS connections opened", str(idle.opened), ""))
         rows.append(("  closed by the POS with RST", str(idle.rst), ""))
-        rows.append(("  ended by the agent (given way or idle timeout)", str(idle.ended_by_agent), ""))
+        rows.append(("  ended by the agent (given way or idle timeout)",
+                     str(idle.ended_by_agent), ""))
         for name in ports:
             c = counters(status, name)
             keys = ("evicted_idle", "idle_closed", "refused_busy", "malformed_commands",
