@@ -2,8 +2,9 @@
 # Every benchmark figure of docs/BENCHMARKS.md, in one table: the in-process benches
 # (`cargo bench --bench capture`, `--bench pipeline`) and the whole-process figures
 # (the release binary, a real queue file, the clouds' emulators on loopback).
-#   bench/run.sh            x86-64: 60 s idle window, 100,000-order backlog (~8 min)
-#   bench/run.sh --quick    10 s idle window, 10,000-order backlog (~3 min)
+#   bench/run.sh            x86-64: 60 s idle window, 100,000-order backlog, 5-minute
+#                           print path soak (~15 min)
+#   bench/run.sh --quick    10 s idle window, 10,000-order backlog, 1-minute soak (~5 min)
 #   bench/run.sh --armv7    the box's build under qemu-user (cross/setup.sh is run
 #                           first); qemu figures are relative only (see BENCHMARKS.md)
 # Each figure is explained in docs/BENCHMARKS.md. Nothing here downloads at run time
@@ -14,17 +15,18 @@ cd "$(dirname "$0")/.."
 . bench/lib.sh
 idle_secs=60
 backlog=100000
+soak_secs=300
+flow_orders=1000
 arm=""
 for a in "$@"; do
   case "$a" in
-  --quick) idle_secs=10; backlog=10000; flow_orders=200 ;;
+  --quick) idle_secs=10; backlog=10000; flow_orders=200; soak_secs=60 ;;
   --armv7) arm=1; idle_secs=10; backlog=10000 ;;
   *) echo "usage: bench/run.sh [--quick] [--armv7]" >&2; exit 2 ;;
   esac
 done
 files=$(( backlog / 10000 ))
 wan_orders=2000
-flow_orders=1000
 wan_ms=50
 
 # The emulator and `status` always run natively: they are not what is measured.
@@ -325,6 +327,23 @@ if [ -z "$arm" ]; then
   done < <(python3 bench/flow.py "$host" wear 300 --apart)
 fi
 
+# 2i. The print path soak (issue #24, bench/soak.py): proxied jobs, pushed receipts
+# (TCP, UDP from a new port each), idle POS connections (RST, silent), junk and
+# malformed commands for $soak_secs s; every job printed, every receipt stored once.
+# Not under --armv7, as 2h.
+soak_failed=""
+if [ -z "$arm" ]; then
+  echo "bench: the print path soak, $soak_secs s …" >&2
+  soak_out=$(python3 bench/soak.py "$host" "$soak_secs") || soak_failed=1
+  while IFS=$'\t' read -r name value unit; do
+    case "$name" in
+    *"turned away"*|"  missing") row "soak: $name" "$value" "$unit" "0" "$([ "$value" = 0 ] && echo met || echo MISSED)" ;;
+    *) row "soak: $name" "$value" "$unit" "" "" ;;
+    esac
+  done <<< "$soak_out"
+  [ -n "$soak_failed" ] && row "soak: every job printed, every receipt stored once" "no" "" "yes" "MISSED"
+fi
+
 row "queue.db with $backlog orders (10 lines each)" "$(( $(stat -c %s "$work/backlog/queue.db") / 1048576 ))" "MB" "" ""
 if [ -z "$arm" ]; then
   row "stripped x86-64 release binary" "$(( $(stat -c %s "$host") / 1024 ))" "KB" "(armv7: bench/run.sh --armv7)" ""
@@ -340,3 +359,5 @@ import sys
 for line in sys.stdin:
     f = line.rstrip("\n").split("\t")
     print(f"{f[0]:<64} {f[1]:>9} {f[2]:<11} {f[3]:<30} {f[4]}".rstrip())'
+# A lost job or a receipt missing or stored twice fails the run (after the table).
+[ -z "$soak_failed" ]

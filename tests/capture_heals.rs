@@ -8,7 +8,10 @@
 //!   (`malformed_commands` in `status`) and logged once.
 //! - A `device` that is a regular file is refused, never read (and so never
 //!   journalled) again and again; one that hangs up at once (`/dev/null`) is
-//!   reopened ever more slowly.
+//!   reopened ever more slowly. The serial tap refuses a file too, with the same
+//!   clear error.
+//! - A command whose data never comes is given up when its receipt ends (idle
+//!   timeout), so it never swallows the next receipt.
 //!
 //! Every wait is a poll with a deadline; nothing sleeps a fixed time to wait for
 //! state.
@@ -114,6 +117,63 @@ fn a_malformed_command_on_the_serial_tap_leaves_the_next_receipts_captured() {
     );
     expect_counted_once(&till);
     till.stop();
+}
+
+/// A command claiming less than `max_bytes` (a 200,000-byte `GS 8 L` image) whose
+/// data never comes: the idle timeout ends the receipt and, with it, the command.
+/// Were the decoder not reset at that boundary, it would go on skipping the claimed
+/// bytes, and the next receipt (900 bytes) would vanish in them.
+#[test]
+fn a_command_cut_short_by_the_idle_timeout_on_the_serial_tap_leaves_the_next_receipt_captured() {
+    let (mut pos, _pos_dev, pos_path) = Pty::new().into_parts();
+    let (printer, _prn_dev, prn_path) = Pty::new().into_parts();
+    let _sink = PrinterSink::start(printer);
+    let mut till = market_serial(&pos_path, &prn_path);
+    till.start();
+    pos.write_all(b"\x1b@half a receipt\n\x1d8L\x40\x0d\x03\x00\x30\x70")
+        .unwrap();
+    // the idle timeout (500 ms) ends that receipt: it is journalled, unparsed
+    assert!(
+        poll(WAIT, || source(&till, "market")["receipts"] == 1),
+        "{}\n{}",
+        till.json(&["status", "--json"]),
+        common::tail(&till.log(), 40)
+    );
+    pos.write_all(&market_receipt("2026112200111")).unwrap();
+    expect_order(&till, "2026112200111");
+    till.stop();
+}
+
+/// The serial tap refuses a regular file with a clear error, said once (as the
+/// device source does), where it used to say only "cannot open (Not a typewriter)".
+#[test]
+fn a_serial_port_that_is_a_file_is_refused_with_a_clear_error_said_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("receipts.bin");
+    fs::write(&file, market_receipt("2026112200601")).unwrap();
+    let (printer, _prn_dev, prn_path) = Pty::new().into_parts();
+    let _sink = PrinterSink::start(printer);
+    let mut till = market_serial(file.to_str().unwrap(), &prn_path);
+    till.start();
+    let refused = format!("POS port {}: is a regular file", file.display());
+    assert!(
+        poll(WAIT, || till.log().contains(&refused)),
+        "{}",
+        till.log()
+    );
+    // the printer side opens (a readiness signal later than the first refusal),
+    // and every later attempt stays quiet
+    assert!(
+        poll(WAIT, || till
+            .log()
+            .contains(&format!("printer port {prn_path}: open"))),
+        "{}",
+        till.log()
+    );
+    till.stop();
+    let log = till.log();
+    assert_eq!(log.matches(&refused).count(), 1, "said once\n{log}");
+    assert!(!has_order(&till, "2026112200601"));
 }
 
 #[test]

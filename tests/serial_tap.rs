@@ -54,8 +54,12 @@ struct Running {
 
 impl Running {
     fn start(cfg: SerialConfig) -> Running {
+        Running::start_with(cfg, fast())
+    }
+
+    fn start_with(cfg: SerialConfig, opts: TapOptions) -> Running {
         let stop = Arc::new(AtomicBool::new(false));
-        let (tap, rx) = Tap::start("test", &cfg, fast(), stop.clone()).expect("start tap");
+        let (tap, rx) = Tap::start("test", &cfg, opts, stop.clone()).expect("start tap");
         let stats = tap.stats();
         Running {
             tap: Some(tap),
@@ -337,6 +341,67 @@ fn a_vanished_pos_device_is_reopened_when_it_returns() {
         got.len() >= 13
     });
     assert_eq!(got, b"before\nafter\n");
+}
+
+#[test]
+fn a_port_that_hangs_up_at_once_is_reopened_ever_more_slowly() {
+    // A flapping USB-serial adapter: every opening hangs up at once. The tap
+    // opens a stable path that the test points at a fresh pty before hanging up
+    // the one the tap holds (closing its wire end), so every reopening succeeds
+    // and hangs up again. Only the first opening may be reopened after
+    // `reopen_min`; the delays must double up to `reopen_max` since no opening
+    // lasts `healthy`. The old tap went back to `reopen_min` at every opening
+    // (issue #24: a device reopened every 250 ms for ever), so its gaps stayed
+    // near 100 ms. Only lower bounds are asserted: a busy machine makes each
+    // gap longer, never shorter than the delay slept.
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("pos");
+    let relink = |path: &str| {
+        let tmp = dir.path().join("pos.new");
+        std::os::unix::fs::symlink(path, &tmp).unwrap();
+        std::fs::rename(&tmp, &link).unwrap();
+    };
+    let mut current = Some(pty());
+    relink(&current.as_ref().unwrap().2);
+    let opts = TapOptions {
+        read_timeout: Duration::from_millis(50),
+        reopen_min: Duration::from_millis(100),
+        reopen_max: Duration::from_millis(800),
+        healthy: Duration::from_secs(60),
+        ..TapOptions::default()
+    };
+    let tap = Running::start_with(
+        SerialConfig {
+            pos: port(link.to_str().unwrap()),
+            passthrough: None,
+        },
+        opts,
+    );
+    let opens = || TapStats::get(&tap.stats.pos_opens);
+    assert!(wait_until(WAIT, || opens() == 1), "first opening");
+    let mut gaps = Vec::new();
+    for k in 1..=5u64 {
+        let next = pty();
+        relink(&next.2);
+        let hung_up = Instant::now();
+        drop(current.replace(next)); // the wire end closes: the tap's port hangs up
+        assert!(wait_until(WAIT, || opens() == k + 1), "reopening {k}");
+        gaps.push(hung_up.elapsed());
+    }
+    let want = [100u64, 200, 400, 800, 800].map(Duration::from_millis);
+    for (k, (gap, want)) in gaps.iter().zip(want).enumerate() {
+        assert!(
+            *gap >= want,
+            "reopening {} came {gap:?} after the hang-up, before the backoff's {want:?} \
+             (all gaps: {gaps:?})",
+            k + 1
+        );
+    }
+    // The link goes before the last pty, so the tap cannot follow it to a
+    // recycled /dev/pts number of another test.
+    std::fs::remove_file(&link).unwrap();
+    drop(current);
+    drop(tap);
 }
 
 #[test]

@@ -25,6 +25,7 @@
 //!   start only after a *healthy* opening (one that stayed open at least
 //!   [`DeviceOptions::healthy`]): a device that hangs up at once (`/dev/null`)
 //!   is reopened ever more slowly, at most every `reopen_max` (issue #24).
+//!   The backoff and the refusal below are `reopen.rs`, shared with the serial tap.
 //! - **Only devices are read.** A path that is a regular file (or a block
 //!   device) is refused at every opening, with an error logged once per
 //!   outage: a file gives the same bytes again at every opening, and reading
@@ -40,7 +41,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -50,6 +51,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use tokio::sync::mpsc::Receiver;
 
+use super::reopen::{Backoff, refuse_non_device};
 use super::stream::{CaptureTx, SourceStats, StreamEvent, poll_fd};
 use crate::lifecycle::Shutdown;
 
@@ -309,7 +311,11 @@ impl Link {
         mut on_bytes: impl FnMut(&[u8], u64),
     ) {
         let dev = self.path.display().to_string();
-        let mut backoff = Backoff::new(&self.opts);
+        let mut backoff = Backoff::new(
+            self.opts.reopen_min,
+            self.opts.reopen_max,
+            self.opts.healthy,
+        );
         let mut outage_logged = false;
         let mut buf = vec![0u8; self.opts.buffer.max(1)];
         while !self.shutdown.is_triggered() {
@@ -413,61 +419,6 @@ impl Link {
     }
 }
 
-/// The reopen delays of one device: doubling from `reopen_min` up to
-/// `reopen_max` while openings fail or end at once, back to the start after a
-/// healthy opening (one that lasted [`DeviceOptions::healthy`]).
-#[derive(Debug, Clone)]
-struct Backoff {
-    min: Duration,
-    max: Duration,
-    healthy: Duration,
-    /// The delay the next failure waits.
-    next: Duration,
-    /// How many delays in a row were at the cap.
-    at_cap: u32,
-}
-
-impl Backoff {
-    fn new(o: &DeviceOptions) -> Backoff {
-        let min = o.reopen_min.max(Duration::from_millis(1));
-        Backoff {
-            min,
-            max: o.reopen_max.max(min),
-            healthy: o.healthy,
-            next: min,
-            at_cap: 0,
-        }
-    }
-
-    /// An opening failed: the delay to wait before the next.
-    fn failed(&mut self) -> Duration {
-        let d = self.next;
-        self.at_cap = if d >= self.max { self.at_cap + 1 } else { 0 };
-        self.next = (d * 2).min(self.max);
-        d
-    }
-
-    /// An opening ended after `lasted`: the delay to wait before the next.
-    fn lost_after(&mut self, lasted: Duration) -> Duration {
-        if lasted >= self.healthy {
-            self.next = self.min;
-        }
-        self.failed()
-    }
-
-    fn is_start(&self) -> bool {
-        self.next == self.min
-    }
-
-    fn at_cap(&self) -> bool {
-        self.at_cap > 0
-    }
-
-    fn first_at_cap(&self) -> bool {
-        self.at_cap == 1
-    }
-}
-
 /// Opens a device read-write, nonblocking (every wait is a bounded poll), not
 /// as a controlling tty; a tty is put in raw mode. A regular file or a block
 /// device is refused (`ErrorKind::Unsupported`, see the module's invariants).
@@ -477,22 +428,7 @@ fn open(path: &Path) -> std::io::Result<File> {
         .write(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
         .open(path)?;
-    let t = f.metadata()?.file_type();
-    if t.is_file() || t.is_block_device() {
-        return Err(std::io::Error::new(
-            ErrorKind::Unsupported,
-            format!(
-                "is a {}, not a character device: not read (a file gives the same bytes \
-                 again at every opening, which would journal its receipts over and over); \
-                 for receipts saved to files use a folder source with format = \"receipt\"",
-                if t.is_file() {
-                    "regular file"
-                } else {
-                    "block device"
-                }
-            ),
-        ));
-    }
+    refuse_non_device(f.metadata()?.file_type())?;
     let fd = f.as_raw_fd();
     // SAFETY: fd is open for the life of `f`; termios is plain data.
     unsafe {
@@ -510,28 +446,6 @@ fn open(path: &Path) -> std::io::Result<File> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_backoff_grows_while_openings_end_at_once_and_starts_over_after_a_healthy_one() {
-        let o = DeviceOptions {
-            reopen_min: Duration::from_millis(250),
-            reopen_max: Duration::from_secs(2),
-            healthy: Duration::from_secs(10),
-            ..DeviceOptions::default()
-        };
-        let mut b = Backoff::new(&o);
-        let quick = Duration::from_millis(1);
-        let ms = |d: Duration| d.as_millis();
-        let got: Vec<u128> = (0..6).map(|_| ms(b.lost_after(quick))).collect();
-        assert_eq!(got, [250, 500, 1000, 2000, 2000, 2000]);
-        assert!(b.at_cap() && !b.first_at_cap());
-        // a healthy opening: the next loss waits the shortest delay again
-        assert_eq!(ms(b.lost_after(Duration::from_secs(10))), 250);
-        assert!(!b.at_cap());
-        // failed openings double as well
-        assert_eq!(ms(b.failed()), 500);
-        assert_eq!(ms(b.failed()), 1000);
-    }
 
     #[test]
     fn a_regular_file_is_refused_a_character_device_is_not() {

@@ -21,6 +21,9 @@
 //!   receipts pushed over TCP/UDP (`kind = "listen"`), with their `allow` lists.
 //! - [`device`]: a character device stream (the USB printer gadget), forwarded
 //!   to a printer device, reopened when unplugged.
+//! - `reopen`: what the serial tap and the device source share when they
+//!   reopen a path: the backoff that grows until an opening lasts, and the
+//!   refusal of regular files.
 //! - [`stream`]: what network and device sources share: per-connection capture
 //!   events on a bounded channel, counters, and the per-stream receipt chains.
 //! - [`stream_source`]: the daemon's loop of a network or device source: starts
@@ -43,6 +46,7 @@ pub mod live;
 pub mod mask;
 pub mod net;
 pub mod receipt;
+mod reopen;
 pub mod segment;
 pub mod serial;
 pub mod stream;

@@ -33,8 +33,16 @@
 //!   port and reopens it by path with capped exponential backoff
 //!   ([`TapOptions::reopen_min`] … [`TapOptions::reopen_max`]). Reopening by a
 //!   stable path (`/dev/serial/by-id/…`) is what survives a USB-serial replug.
+//!   The backoff starts over only after an opening that lasted
+//!   [`TapOptions::healthy`]: a port that opens and hangs up at once (a flapping
+//!   adapter) is reopened ever more slowly, at most every `reopen_max`, as the
+//!   device source does (`reopen.rs`, shared with it; issue #24).
 //!   The tap never exits because of a serial error; only the shutdown flag
-//!   stops it. Outages are logged once when they start and once when they end.
+//!   stops it. An outage is logged when it starts, while its delay grows, and
+//!   when it ends.
+//! - **Only devices are read.** A path that is a regular file (or a block
+//!   device) is refused at every opening with a clear error, logged once per
+//!   outage (a file would give the same receipts again at every opening).
 //!
 //! # Flow control
 //!
@@ -53,6 +61,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serialport::TTYPort;
 
+use super::reopen::{Backoff, refuse_non_device};
+
 mod settings;
 pub use settings::{PortSettings, RawPassthrough, RawSerial, SerialConfig};
 
@@ -65,6 +75,8 @@ pub struct TapOptions {
     /// First reopen delay after a failure; doubles up to `reopen_max`.
     pub reopen_min: Duration,
     pub reopen_max: Duration,
+    /// An opening that lasted this long was healthy: the backoff starts over.
+    pub healthy: Duration,
     /// Chunks the capture channel holds before capture drops (printing never does).
     pub capture_capacity: usize,
     /// Chunks queued for each direction of the passthrough.
@@ -80,6 +92,7 @@ impl Default for TapOptions {
             read_timeout: Duration::from_millis(200),
             reopen_min: Duration::from_millis(250),
             reopen_max: Duration::from_secs(10),
+            healthy: Duration::from_secs(10),
             capture_capacity: 1024,
             forward_capacity: 64,
             exclusive: true,
@@ -316,15 +329,21 @@ impl Side {
     }
 }
 
-fn open(settings: &PortSettings, opts: &TapOptions) -> serialport::Result<TTYPort> {
-    serialport::new(settings.device.to_string_lossy(), settings.baud)
+/// Opens a port by path with its settings. A path that is a regular file or a
+/// block device is refused (`ErrorKind::Unsupported`, the module's invariants);
+/// the rest is the serialport crate's (which fails on a file too, but only with
+/// "Inappropriate ioctl for device").
+fn open(settings: &PortSettings, opts: &TapOptions) -> std::io::Result<TTYPort> {
+    refuse_non_device(std::fs::metadata(&settings.device)?.file_type())?;
+    let port = serialport::new(settings.device.to_string_lossy(), settings.baud)
         .data_bits(settings.data_bits)
         .parity(settings.parity)
         .stop_bits(settings.stop_bits)
         .flow_control(settings.flow_control)
         .timeout(opts.read_timeout)
         .exclusive(opts.exclusive)
-        .open_native()
+        .open_native()?;
+    Ok(port)
 }
 
 /// Sleeps up to `d`, waking early on shutdown.
@@ -351,23 +370,29 @@ fn read_loop(
     mut on_bytes: impl FnMut(&[u8], &AtomicBool),
 ) {
     let dev = settings.device.display().to_string();
-    let mut delay = opts.reopen_min;
+    let mut backoff = Backoff::new(opts.reopen_min, opts.reopen_max, opts.healthy);
     let mut outage_logged = false;
+    // Hanging up at once, again and again, at the longest delay: said once, then quiet.
+    let mut flapping = false;
     let mut buf = vec![0u8; 4096];
     while !stop.load(Ordering::Relaxed) {
         let mut port = match open(settings, opts) {
             Ok(p) => p,
             Err(e) => {
+                flapping = false;
                 if !outage_logged {
-                    log::warn!(
-                        "{} port {dev}: cannot open ({e}); retrying every {:?} at most",
-                        side.what,
-                        opts.reopen_max
-                    );
+                    if e.kind() == ErrorKind::Unsupported {
+                        log::error!("{} port {dev}: {e}", side.what);
+                    } else {
+                        log::warn!(
+                            "{} port {dev}: cannot open ({e}); retrying every {:?} at most",
+                            side.what,
+                            opts.reopen_max
+                        );
+                    }
                     outage_logged = true;
                 }
-                nap(delay, stop);
-                delay = (delay * 2).min(opts.reopen_max);
+                nap(backoff.failed(), stop);
                 continue;
             }
         };
@@ -380,9 +405,10 @@ fn read_loop(
         }
         side.up().store(true, Ordering::Relaxed);
         side.opens().fetch_add(1, Ordering::Relaxed);
-        log::info!("{} port {dev}: open", side.what);
-        outage_logged = false;
-        delay = opts.reopen_min;
+        let opened = Instant::now();
+        if !flapping {
+            log::info!("{} port {dev}: open", side.what);
+        }
 
         let lost = loop {
             if stop.load(Ordering::Relaxed) {
@@ -406,10 +432,22 @@ fn read_loop(
         side.up().store(false, Ordering::Relaxed);
         drop(port);
         if let Some(why) = lost {
-            log::warn!("{} port {dev}: lost ({why}); reopening", side.what);
+            let lasted = opened.elapsed();
+            if lasted >= opts.healthy {
+                outage_logged = false;
+            }
+            // The backoff starts over only after an opening that lasted: a port
+            // that hangs up at once is reopened ever more slowly (issue #24).
+            let delay = backoff.lost_after(lasted);
+            flapping = outage_logged && backoff.at_cap() && !backoff.first_at_cap();
+            if !flapping {
+                log::warn!(
+                    "{} port {dev}: lost ({why}); reopening in {delay:?}",
+                    side.what
+                );
+            }
             outage_logged = true;
             nap(delay, stop);
-            delay = (delay * 2).min(opts.reopen_max);
         }
     }
 }
@@ -559,6 +597,24 @@ mod tests {
             seen += 1;
         }
         assert_eq!(seen, 2);
+    }
+
+    #[test]
+    fn a_regular_file_is_refused_with_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("receipts.bin");
+        std::fs::write(&file, b"TOTAL 1.00\n\x1dV\x00").unwrap();
+        let settings = PortSettings {
+            device: file,
+            baud: 9600,
+            data_bits: DataBits::Eight,
+            parity: Parity::None,
+            stop_bits: StopBits::One,
+            flow_control: FlowControl::None,
+        };
+        let e = open(&settings, &TapOptions::default()).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
+        assert!(e.to_string().contains("is a regular file"), "{e}");
     }
 
     #[test]
