@@ -38,6 +38,8 @@ GAP_TESTS=(
     receipts_stamped_by_a_1970_clock_survive_retention_once_the_clock_is_set
     with_no_queue_possible_the_printer_gets_every_byte_and_the_agent_keeps_running
     a_malformed_command_on_the_serial_tap_leaves_the_next_receipts_captured
+    a_command_cut_short_by_the_idle_timeout_on_the_serial_tap_leaves_the_next_receipt_captured
+    a_serial_port_that_is_a_file_is_refused_with_a_clear_error_said_once
 )
 
 triple=armv7-unknown-linux-gnueabihf
