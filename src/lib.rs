@@ -41,6 +41,7 @@ mod logging;
 pub mod metrics;
 pub mod order;
 pub mod outbox;
+mod pull;
 mod record;
 mod reload;
 mod reparse;
