@@ -46,7 +46,10 @@ pub(super) fn status(cfg: &Config, json: bool) -> Result<(), CliError> {
     // The running agent's last configuration load (a refused reload shows here).
     let reload = crate::reload::read_live(&cfg.agent.state_dir);
     // The configuration pull's last check, when the box pulls.
-    let pull = crate::pull::read_live(&cfg.agent.state_dir);
+    let pull = crate::pull::read_live(
+        &cfg.agent.state_dir,
+        crate::reload::running_pid(&cfg.agent.state_dir),
+    );
     if json {
         let mut v = serde_json::to_value(&st).map_err(anyhow::Error::from)?;
         v["damaged_queues"] = serde_json::json!(damaged);

@@ -233,11 +233,11 @@ pub struct Record {
     pub serial: u64,
 }
 
-/// The record of the running agent, if it wrote one.
-pub fn read_live(state_dir: &Path) -> Option<Record> {
+/// The record of the running agent (`running`: its pid), if it wrote one.
+pub fn read_live(state_dir: &Path, running: Option<u32>) -> Option<Record> {
     let r: Record =
         serde_json::from_slice(&std::fs::read(state_dir.join(STATE_FILE)).ok()?).ok()?;
-    (crate::reload::running_pid(state_dir) == Some(r.pid)).then_some(r)
+    (running == Some(r.pid)).then_some(r)
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
