@@ -18,6 +18,8 @@
 //!   replay or a stale copy), a secret inline (`secret = …`, a push URL with a
 //!   password), a bootstrap key, an invalid configuration. Each refusal is logged,
 //!   written to `<state_dir>/pull.json` for `status`, and counted in `/metrics`.
+//!   That file is rewritten when the outcome changes, else at most hourly (flash
+//!   wear), so its `checked_at` may be up to an hour old; `/metrics` is live.
 //! - The last applied envelope is kept, signature and all, in
 //!   `<state_dir>/pulled-config.json` (written atomically after it is applied), and
 //!   checked again at start: a box that boots offline runs it; one whose copy does
@@ -45,6 +47,10 @@ pub use envelope::Envelope;
 pub const STORED: &str = "pulled-config.json";
 /// The pull's last outcome, in the state dir, for `status`.
 pub const STATE_FILE: &str = "pull.json";
+
+/// How long an unchanged outcome goes without `pull.json` being rewritten: a check
+/// every few minutes must not rewrite a file on the box's flash each time.
+const REWRITE_UNCHANGED: i64 = 3600;
 
 /// How long the pull thread waits for the daemon to apply a file.
 const APPLY_WITHIN: Duration = Duration::from_secs(120);
@@ -250,6 +256,8 @@ struct Reporter {
     state_dir: PathBuf,
     registry: SharedRegistry,
     applied: Arc<Mutex<Origin>>,
+    /// The last record written.
+    written: Mutex<Option<Record>>,
 }
 
 impl Reporter {
@@ -281,6 +289,15 @@ impl Reporter {
             serial: lock(&self.applied).serial,
         };
         drop(reg);
+        let mut written = lock(&self.written);
+        if written.as_ref().is_some_and(|w| {
+            (w.ok, &w.message, w.serial) == (rec.ok, &rec.message, rec.serial)
+                && now - w.checked_at < REWRITE_UNCHANGED
+        }) {
+            return;
+        }
+        *written = Some(rec.clone());
+        drop(written);
         let tmp = self.state_dir.join(format!(".{STATE_FILE}.tmp"));
         let written = serde_json::to_vec_pretty(&rec)
             .map_err(std::io::Error::other)
@@ -314,6 +331,7 @@ pub fn start(
                 state_dir,
                 registry,
                 applied,
+                written: Mutex::new(None),
             };
             let http = match Http::new(&settings.http, &settings.url) {
                 Ok(h) => h,
