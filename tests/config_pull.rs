@@ -118,6 +118,20 @@ fn sign(dir: &Path, key: &Path, serial: u64, config: &str) -> Vec<u8> {
     out.stdout
 }
 
+/// An envelope signed by hand (ring, as the agent verifies): what `config sign`
+/// would refuse to make, e.g. a file with a secret inline.
+fn sign_raw(key: &Path, serial: u64, config: &str) -> Vec<u8> {
+    let hex = std::fs::read_to_string(key).unwrap();
+    let seed: Vec<u8> = (0..32)
+        .map(|i| u8::from_str_radix(&hex.trim()[2 * i..2 * i + 2], 16).unwrap())
+        .collect();
+    let pair = ring::signature::Ed25519KeyPair::from_seed_unchecked(&seed).unwrap();
+    let sig = pair.sign(format!("tillrelay-config-v1\n{serial}\n{config}").as_bytes());
+    let sig: String = sig.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    serde_json::to_vec(&serde_json::json!({"serial": serial, "config": config, "signature": sig}))
+        .unwrap()
+}
+
 /// `tillrelay config keygen --out path`: the public key it prints.
 fn keygen(path: &Path) -> String {
     let out = tillrelay()
@@ -299,6 +313,17 @@ fn a_box_applies_a_signed_file_within_a_poll_and_refuses_every_other_keeping_its
         "bogus",
     );
     refused(
+        sign_raw(
+            &key,
+            5,
+            &format!(
+                "{}\n[wdt]\nsecret = \"appsecret:s3cret-salt\"\n",
+                fleet(&inbox2, "CAM9")
+            ),
+        ),
+        "wdt.secret holds a secret value",
+    );
+    refused(
         sign(dir.path(), &key, 1, &fleet(&inbox2, "CAM2")),
         "not above the applied 2",
     );
@@ -307,6 +332,7 @@ fn a_box_applies_a_signed_file_within_a_poll_and_refuses_every_other_keeping_its
         "not above the applied 2",
     );
     assert!(till.log().contains("config pull refused"), "{}", till.log());
+    assert!(!till.log().contains("s3cret"), "{}", till.log());
 
     // The server goes down: refused as unreachable, nothing else changes.
     drop(proxy);
@@ -333,6 +359,25 @@ fn a_box_applies_a_signed_file_within_a_poll_and_refuses_every_other_keeping_its
             .is_some_and(|m| m.contains("tillrelay_config_serial 2"))),
         "{:?}",
         scrape(&metrics)
+    );
+    till.stop();
+
+    // A kept copy altered on disk does not verify: the local file runs, and the log
+    // says why.
+    let kept_path = till.state_dir().join("pulled-config.json");
+    let altered = std::fs::read_to_string(&kept_path)
+        .unwrap()
+        .replace("\"serial\": 2", "\"serial\": 99");
+    std::fs::write(&kept_path, altered).unwrap();
+    till.start();
+    let st = status(&till);
+    assert_eq!(pulled(&st), 0, "{st}");
+    assert_eq!(st["config"]["origin"], "local", "{st}");
+    assert!(
+        till.log()
+            .contains("the kept pulled configuration is not used"),
+        "{}",
+        till.log()
     );
     till.stop();
 }

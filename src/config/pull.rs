@@ -141,3 +141,37 @@ pub fn validate(
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a";
+
+    fn check(url: Option<&str>, poll: Option<&str>, key: Option<&str>) -> Vec<String> {
+        let mut p = Problems::new();
+        validate(&mut p, url, poll, key, None);
+        p.into_vec()
+    }
+
+    #[test]
+    fn a_pull_needs_https_and_a_key_and_its_keys_need_a_url() {
+        let mut p = Problems::new();
+        let s = validate(&mut p, Some("https://c.test/f.json"), None, Some(KEY), None).unwrap();
+        assert!(p.is_empty());
+        assert_eq!(s.poll, DEFAULT_POLL);
+        assert_eq!(s.key_hex(), KEY);
+        let plain = check(Some("http://c.test/f.json"), None, Some(KEY));
+        assert!(plain[0].contains("https://"), "{plain:?}");
+        let nokey = check(Some("https://c.test/f.json"), None, None);
+        assert!(nokey[0].contains("agent.config_key"), "{nokey:?}");
+        let short = check(Some("https://c.test/f.json"), None, Some("abcd"));
+        assert!(short[0].contains("64 hex digits"), "{short:?}");
+        let fast = check(Some("https://c.test/f.json"), Some("100ms"), Some(KEY));
+        assert!(fast[0].contains("at least 1s"), "{fast:?}");
+        let alone = check(None, Some("1m"), Some(KEY));
+        assert_eq!(alone.len(), 2, "{alone:?}");
+        assert!(alone[0].contains("without agent.config_url"), "{alone:?}");
+        assert!(check(None, None, None).is_empty());
+    }
+}
