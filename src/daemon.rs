@@ -20,7 +20,10 @@
 //! - Reload (SIGHUP): an invalid file is refused and changes nothing; the outcome is
 //!   logged, written to `<state_dir>/reload.json` for `status`, and counted in
 //!   `/metrics` (`tillrelay_config_*`).
+//! - A pulled configuration (`crate::pull`) is applied on this same thread, through
+//!   the same path: one reload at a time, whatever asked for it.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -156,6 +159,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     // The live counters the loops report into and `/metrics` reads.
     let registry = metrics::Registry {
         reload: metrics::ReloadState::started(outbox::now()),
+        running: running(&cfg),
         ..metrics::Registry::default()
     }
     .shared();
@@ -182,10 +186,35 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         }
     };
 
+    // The configuration pull: its offers arrive on this thread (the sender is kept
+    // here too, so the channel never closes while the loop below runs).
+    let applied = Arc::new(Mutex::new(cfg.origin.clone()));
+    let (offer_tx, offers) = tokio::sync::mpsc::unbounded_channel();
+    if let Some(p) = cfg.agent.pull.clone() {
+        info!(
+            "config pull: from {} every {}",
+            crate::upload::http::url_without_query(&p.url),
+            crate::settings::fmt_duration(p.poll)
+        );
+        let r = crate::pull::start(
+            p,
+            cfg.agent.state_dir.clone(),
+            registry.clone(),
+            applied.clone(),
+            offer_tx.clone(),
+            shutdown.clone(),
+        );
+        if let Err(e) = r {
+            error!("config pull: cannot start: {e}");
+        }
+    }
+
     let mut reloads = Reloads {
         registry,
         seq: 0,
         running_since: outbox::now(),
+        applied,
+        offers,
     };
     // No record at start: the file exists only once a reload was asked (on a
     // nearly full disk, not even its one block is taken before it is needed).
@@ -204,6 +233,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         &mut reloads,
     );
     drop(pid_file);
+    drop(offer_tx);
 
     info!("stopping: finishing the work in hand");
     notifier.stopping();
@@ -289,7 +319,11 @@ fn wait_for_signal(
                 }
                 _ = sig.hup.recv() => {
                     info!("SIGHUP: reloading the configuration from {}", loops.config().path.display());
-                    reload(loops, reloads, notifier);
+                    let outcome = loops.reload();
+                    reload(loops, reloads, notifier, outcome);
+                }
+                Some(offer) = reloads.offers.recv() => {
+                    apply_pulled(loops, reloads, notifier, offer);
                 }
                 _ = tick.tick() => {
                     if let Some(w) = watchdog {
@@ -336,6 +370,49 @@ struct Reloads {
     registry: metrics::SharedRegistry,
     seq: u64,
     running_since: i64,
+    /// What runs now, as the pull compares a served file to it.
+    applied: Arc<Mutex<crate::config::Origin>>,
+    offers: tokio::sync::mpsc::UnboundedReceiver<crate::pull::Offer>,
+}
+
+/// What `/metrics` shows of the running configuration.
+fn running(cfg: &Config) -> metrics::Running {
+    metrics::Running {
+        serial: cfg.origin.serial,
+        hash: cfg.origin.hash.clone(),
+        origin: cfg.origin.kind(),
+    }
+}
+
+/// A verified pulled file: merged over the local one, checked and applied as a
+/// reload is; kept on disk once applied. The pull thread gets the outcome.
+fn apply_pulled(
+    loops: &mut Supervisor,
+    reloads: &mut Reloads,
+    notifier: &Notifier,
+    offer: crate::pull::Offer,
+) {
+    let env = offer.envelope;
+    info!("config pull: applying serial {}", env.serial);
+    let outcome = crate::pull::candidate(&loops.config().path, &env).and_then(|c| loops.apply(c));
+    let answer = match &outcome {
+        Ok(a) => {
+            if let Err(e) = crate::pull::keep(&loops.config().agent.state_dir, &env) {
+                warn!(
+                    "config pull: serial {} applied but not kept ({e}): a restart runs the one kept before",
+                    env.serial
+                );
+            }
+            Ok(format!(
+                "serial {} applied ({} change(s))",
+                env.serial,
+                a.changes.len()
+            ))
+        }
+        Err(why) => Err(why.clone()),
+    };
+    reload(loops, reloads, notifier, outcome);
+    let _ = offer.answer.send(answer);
 }
 
 impl Reloads {
@@ -369,12 +446,19 @@ impl Reloads {
 
 /// SIGHUP: the file read again and applied, or refused with the running
 /// configuration kept; either way logged, recorded for `status` and counted.
-fn reload(loops: &mut Supervisor, reloads: &mut Reloads, notifier: &Notifier) {
+fn reload(
+    loops: &mut Supervisor,
+    reloads: &mut Reloads,
+    notifier: &Notifier,
+    outcome: Result<crate::supervisor::Applied, String>,
+) {
     reloads.seq += 1;
     let now = outbox::now();
-    match loops.reload() {
+    match outcome {
         Ok(applied) => {
             reloads.running_since = now;
+            *lock(&reloads.applied) = loops.config().origin.clone();
+            lock(&reloads.registry).running = running(loops.config());
             for c in &applied.changes {
                 info!("reload: {c}");
             }

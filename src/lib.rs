@@ -43,6 +43,7 @@ pub mod metrics;
 pub mod order;
 pub mod outbox;
 mod pidfile;
+mod pull;
 mod record;
 mod reload;
 mod reparse;

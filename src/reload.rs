@@ -161,6 +161,10 @@ pub fn fixed_changes(old: &Config, new: &Config) -> Vec<String> {
     if format!("{:?}", old.metrics) != format!("{:?}", new.metrics) {
         out.push("[metrics]".to_string());
     }
+    // The pull runs with the settings read at start: its own thread, its trust.
+    if old.agent.pull != new.agent.pull {
+        out.push("agent.config_url, config_key, config_poll or config_ca_file".to_string());
+    }
     out
 }
 
@@ -171,6 +175,7 @@ pub fn keep_fixed(old: &Config, mut new: Config) -> Config {
     new.agent.box_id_from = old.agent.box_id_from;
     new.outbox = old.outbox.clone();
     new.metrics = old.metrics.clone();
+    new.agent.pull = old.agent.pull.clone();
     new
 }
 

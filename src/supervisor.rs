@@ -332,7 +332,13 @@ impl Supervisor {
     /// Re-reads the configuration file and applies what changed; `Err` is the
     /// refusal (the running configuration stays), worded as `check-config` words it.
     pub fn reload(&mut self) -> Result<Applied, String> {
-        let new = Config::load(&self.cfg.path).map_err(|e| e.to_string())?;
+        let new = crate::pull::load_effective(&self.cfg.path).map_err(|e| e.to_string())?;
+        self.apply(new)
+    }
+
+    /// Applies `new` (validated already: the file re-read, or a pulled one merged
+    /// over it) as [`Supervisor::reload`] does.
+    pub fn apply(&mut self, new: Config) -> Result<Applied, String> {
         let mut applied = Applied {
             needs_restart: reload::fixed_changes(&self.cfg, &new),
             ..Applied::default()

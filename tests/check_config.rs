@@ -13,6 +13,8 @@ use std::process::Output;
 use common::tillrelay;
 
 const OVO_SECRET: &str = "ovo-s3cret-value";
+/// An ed25519 public key (the configuration pull's), as `config keygen` prints one.
+const KEY: &str = "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a";
 
 fn config(dir: &Path) -> String {
     let wdt_secret = dir.join("wdt.secret");
@@ -22,6 +24,9 @@ fn config(dir: &Path) -> String {
 [agent]
 state_dir = "state"
 box_id = "box1"
+config_url = "https://config.test/fleet.json"
+config_poll = "2m"
+config_key = "{KEY}"
 [outbox]
 retention = "2d"
 
@@ -122,6 +127,9 @@ fn check_config_prints_a_config_file_that_checks_the_same() {
         "secret = \"***\"",
         "allow = [\"192.168.1.20\"]",
         "kind = \"tcp\"",
+        "config_url = \"https://config.test/fleet.json\"",
+        "config_poll = \"2m\"",
+        &format!("config_key = \"{KEY}\""),
     ] {
         assert!(text.contains(line), "{line} missing in:\n{text}");
     }

@@ -41,6 +41,19 @@ fn commands() -> Vec<String> {
     listed
 }
 
+/// The subcommands `tillrelay COMMAND --help` lists (none for most commands).
+fn subcommands(command: &str) -> Vec<String> {
+    let help = stdout_of(tillrelay().args([command, "--help"]));
+    help.lines()
+        .skip_while(|l| *l != "Commands:")
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|c| *c != "help")
+        .map(str::to_string)
+        .collect()
+}
+
 #[test]
 fn version_names_the_version_and_the_commit() {
     let out = stdout_of(tillrelay().arg("--version"));
@@ -81,7 +94,8 @@ fn generated_man_pages_cover_every_command() {
             fs::read_to_string(man.join(&page_name)).unwrap_or_else(|e| panic!("{page_name}: {e}"));
         assert!(page.contains(".SH NAME"), "{page_name}:\n{page}");
     }
-    // Exactly those pages: the hidden `generate` has none.
+    // Exactly those pages, and one per subcommand of a command that has them
+    // (`config keygen`, `config sign`): the hidden `generate` has none.
     let mut pages: Vec<String> = fs::read_dir(&man)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -89,11 +103,23 @@ fn generated_man_pages_cover_every_command() {
     pages.sort();
     let mut wanted: Vec<String> = commands()
         .iter()
-        .map(|c| format!("tillrelay-{c}.1"))
+        .flat_map(|c| {
+            let mut v = vec![format!("tillrelay-{c}.1")];
+            v.extend(
+                subcommands(c)
+                    .iter()
+                    .map(|s| format!("tillrelay-{c}-{s}.1")),
+            );
+            v
+        })
         .chain(["tillrelay.1".to_string()])
         .collect();
     wanted.sort();
     assert_eq!(pages, wanted);
+    assert!(
+        wanted.iter().any(|p| p == "tillrelay-config-sign.1"),
+        "{wanted:?}"
+    );
 }
 
 #[test]

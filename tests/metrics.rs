@@ -448,6 +448,8 @@ fn the_shipped_rules_and_config_pass_promtool_check_and_their_unit_tests() {
         "tillrelay_destination_paused",
         "tillrelay_source_last_capture_timestamp_seconds",
         "tillrelay_outbox_size_bytes",
+        "tillrelay_config_info",
+        "tillrelay_config_pull_successful",
     ] {
         assert!(exprs.contains(f), "the dashboard does not show {f}");
     }

@@ -21,6 +21,7 @@ use crate::capture::formats;
 use crate::config::{self, Config, ConfigError, SourceKind};
 use crate::outbox::{self, DeliveryState, Outbox, OutboxError};
 
+mod config_cmd;
 mod parse;
 mod status;
 
@@ -148,6 +149,10 @@ pub enum Command {
         #[arg(long, value_name = "EXPECTED.json")]
         expect: Option<PathBuf>,
     },
+    /// The configuration pull's keys and signed files (docs/OPERATIONS.md, "A
+    /// fleet from one server").
+    #[command(name = "config", subcommand)]
+    ConfigFile(ConfigCommand),
     /// Write the manual pages or shell completions (for packaging: cross/deb.sh).
     #[command(hide = true)]
     Generate {
@@ -155,6 +160,29 @@ pub enum Command {
         what: String,
         /// Directory to write into (created).
         dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// Make a signing key: the private key goes to --out (created, mode 0600), the
+    /// public key is printed as the `config_key` line for the boxes' local files.
+    Keygen {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Sign a configuration file for `config_url`: prints the envelope to publish.
+    /// Refuses a file with a secret inline or a local-only key.
+    Sign {
+        /// The private key from `config keygen`.
+        #[arg(long)]
+        key: PathBuf,
+        /// The serial (default: the current unix time): a box applies only a
+        /// serial above the one it runs.
+        #[arg(long)]
+        serial: Option<u64>,
+        /// The configuration (TOML) to sign.
+        file: PathBuf,
     },
 }
 
@@ -214,9 +242,16 @@ pub fn main_with(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode
 fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Run => {
-            let cfg = Config::load(&cli.config)?;
+            let (cfg, note) = crate::pull::load_with_note(&cli.config)?;
             crate::logging::init(cfg.agent.log_level);
+            if let Some(n) = note {
+                log::warn!("config pull: {n}");
+            }
             crate::daemon::run(cfg).map_err(CliError::Other)
+        }
+        Command::ConfigFile(ConfigCommand::Keygen { out }) => config_cmd::keygen(&out),
+        Command::ConfigFile(ConfigCommand::Sign { key, serial, file }) => {
+            config_cmd::sign(&key, serial, &file)
         }
         Command::CheckConfig { online, json } => check_config(&cli.config, online, json),
         Command::Generate { what, dir } => match what.as_str() {
@@ -225,24 +260,24 @@ fn run(cli: Cli) -> Result<(), CliError> {
         }
         .map_err(CliError::Other),
         Command::Retry { dest, order } => retry(
-            &Config::load(&cli.config)?,
+            &crate::pull::load_effective(&cli.config)?,
             dest.as_deref(),
             order.as_deref(),
         ),
-        Command::Flush => flush(&Config::load(&cli.config)?).map(|_| ()),
+        Command::Flush => flush(&crate::pull::load_effective(&cli.config)?).map(|_| ()),
         Command::Reload => crate::reload::command(&cli.config),
         Command::Record {
             source,
             out,
             seconds,
         } => {
-            let cfg = Config::load(&cli.config)?;
+            let cfg = crate::pull::load_effective(&cli.config)?;
             crate::logging::init(log::LevelFilter::Warn);
             let src = source_named(&cfg, &source)?;
             crate::record::record(src, &out, seconds).map_err(CliError::Other)
         }
         Command::Reparse { source, ids } => {
-            let cfg = Config::load(&cli.config)?;
+            let cfg = crate::pull::load_effective(&cli.config)?;
             if let Some(s) = &source {
                 source_named(&cfg, s)?;
             }
@@ -265,7 +300,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             crate::emulator::run_cli(&listen, emu_config.as_deref()).map_err(CliError::Other)
         }
         Command::Demo => crate::demo::run().map_err(CliError::Other),
-        Command::Status { json } => match Config::load(&cli.config) {
+        Command::Status { json } => match crate::pull::load_effective(&cli.config) {
             Ok(cfg) => status(&cfg, json),
             Err(e) => {
                 crate::reload::refused_note(&cli.config, human_age);
@@ -278,7 +313,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             source,
             limit,
         } => {
-            let cfg = Config::load(&cli.config)?;
+            let cfg = crate::pull::load_effective(&cli.config)?;
             let state = state.as_deref().map(|s| match s {
                 "delivered" => DeliveryState::Delivered,
                 "rejected" => DeliveryState::Rejected,
@@ -295,7 +330,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             text,
             expect,
         } => parse(
-            &Config::load(&cli.config)?,
+            &crate::pull::load_effective(&cli.config)?,
             &file,
             &source,
             json,

@@ -45,6 +45,11 @@ pub(super) fn status(cfg: &Config, json: bool) -> Result<(), CliError> {
     let live = crate::source_stats::read(&cfg.agent.state_dir);
     // The running agent's last configuration load (a refused reload shows here).
     let reload = crate::reload::read_live(&cfg.agent.state_dir);
+    // The configuration pull's last check, when the box pulls.
+    let pull = crate::pull::read_live(
+        &cfg.agent.state_dir,
+        crate::reload::running_pid(&cfg.agent.state_dir),
+    );
     if json {
         let mut v = serde_json::to_value(&st).map_err(anyhow::Error::from)?;
         v["damaged_queues"] = serde_json::json!(damaged);
@@ -57,6 +62,18 @@ pub(super) fn status(cfg: &Config, json: bool) -> Result<(), CliError> {
                 "reload".into(),
                 serde_json::to_value(&reload).map_err(anyhow::Error::from)?,
             );
+            m.insert(
+                "config".into(),
+                serde_json::json!({
+                    "serial": cfg.origin.serial,
+                    "hash": cfg.origin.hash,
+                    "origin": cfg.origin.kind(),
+                }),
+            );
+            m.insert(
+                "pull".into(),
+                serde_json::to_value(&pull).map_err(anyhow::Error::from)?,
+            );
         }
         super::print_json(&mut out, &v)?;
         return attention.map_or(Ok(()), |a| Err(CliError::Attention(a)));
@@ -67,6 +84,33 @@ pub(super) fn status(cfg: &Config, json: bool) -> Result<(), CliError> {
         cfg.db_path().display(),
         human_bytes(st.db_bytes)
     );
+    let _ = writeln!(
+        out,
+        "config: {} (serial {}, hash {})",
+        if cfg.origin.serial > 0 {
+            "pulled"
+        } else {
+            "local file"
+        },
+        cfg.origin.serial,
+        cfg.origin.hash
+    );
+    if let Some(p) = &pull {
+        let ago = human_age((now - p.checked_at).max(0));
+        let _ = if p.ok {
+            writeln!(
+                out,
+                "config pull: {} checked {ago} ago: {}",
+                p.url, p.message
+            )
+        } else {
+            writeln!(
+                out,
+                "config pull: REFUSED {ago} ago, serial {} stays: {}",
+                p.serial, p.message
+            )
+        };
+    }
     for line in reload
         .iter()
         .flat_map(|r| crate::reload::status_lines(r, now, human_age))

@@ -30,6 +30,7 @@ use crate::upload::Routes;
 use crate::upload::ovopark::{Ovopark, RawOvopark};
 use crate::upload::wdt::{RawWdt, Wdt};
 
+pub mod pull;
 mod render;
 mod source;
 #[cfg(test)]
@@ -99,6 +100,16 @@ pub struct RawAgent {
     pub timezone: Option<String>,
     pub log_level: Option<String>,
     pub box_id: Option<String>,
+    /// The configuration pull ([`pull`]): an https:// URL.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub config_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub config_poll: Option<String>,
+    /// The ed25519 public key (64 hex digits) the pulled file is signed with.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub config_key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub config_ca_file: Option<PathBuf>,
 }
 
 // ---------------------------------------------------------------------------
@@ -127,6 +138,40 @@ pub struct Config {
     pub disabled: Vec<String>,
     /// Each source's identity per enabled destination, resolved over the defaults.
     pub routes: Routes,
+    /// What this configuration is: the pulled file's serial and hash, or the local
+    /// file's hash (serial 0). Shown by `status` and `/metrics`.
+    pub origin: Origin,
+}
+
+/// Which configuration a box runs, comparable across a fleet.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Origin {
+    /// The pulled file's serial; 0 for a local file.
+    pub serial: u64,
+    /// SHA-256 of the file's text (the pulled file's, or the local file's), hex,
+    /// first 16 digits.
+    pub hash: String,
+}
+
+impl Origin {
+    /// The origin of a local file's `text`.
+    pub fn local(text: &str) -> Origin {
+        Origin {
+            serial: 0,
+            hash: short_hash(text.as_bytes()),
+        }
+    }
+
+    /// "pulled" or "local".
+    pub fn kind(&self) -> &'static str {
+        if self.serial > 0 { "pulled" } else { "local" }
+    }
+}
+
+/// The first 16 hex digits of the SHA-256 of `bytes`.
+pub fn short_hash(bytes: &[u8]) -> String {
+    let d = ring::digest::digest(&ring::digest::SHA256, bytes);
+    pull::hex(&d.as_ref()[..8])
 }
 
 #[derive(Debug, Clone)]
@@ -138,6 +183,8 @@ pub struct Agent {
     pub box_id: String,
     /// Where `box_id` came from (the file or which default), for the start's log.
     pub box_id_from: crate::metrics::settings::BoxIdFrom,
+    /// `config_url` and its companions, when the box pulls its configuration.
+    pub pull: Option<pull::PullSettings>,
 }
 
 impl Config {
@@ -158,7 +205,9 @@ impl Config {
             path: path.to_path_buf(),
             message: syntax_message(text, &e),
         })?;
-        raw.validate(path)
+        let mut cfg = raw.validate(path)?;
+        cfg.origin = Origin::local(text);
+        Ok(cfg)
     }
 
     pub fn db_path(&self) -> PathBuf {
@@ -299,6 +348,13 @@ impl RawConfig {
             log_level,
             box_id,
             box_id_from,
+            pull: pull::validate(
+                &mut p,
+                self.agent.config_url.as_deref(),
+                self.agent.config_poll.as_deref(),
+                self.agent.config_key.as_deref(),
+                self.agent.config_ca_file.map(&resolve),
+            ),
         };
 
         let outbox = self.outbox.validate(&mut p);
@@ -384,6 +440,7 @@ impl RawConfig {
                 wdt,
                 disabled,
                 routes,
+                origin: Origin::default(),
             })
         } else {
             Err(ConfigError::Invalid {

@@ -41,6 +41,7 @@ pub const DURATIONS: &[&str] = &[
     "connect_timeout",
     "peer_idle_timeout",
     "give_up_after",
+    "config_poll",
 ];
 
 /// Keys whose values are sizes (`"256MB"`), in the sections and sources.
@@ -96,6 +97,10 @@ impl Config {
                 timezone: Some(a.timezone.to_string()),
                 log_level: Some(a.log_level.to_string().to_ascii_lowercase()),
                 box_id: Some(a.box_id.clone()),
+                config_url: a.pull.as_ref().map(|p| p.url.clone()),
+                config_poll: a.pull.as_ref().map(|p| p.raw().1),
+                config_key: a.pull.as_ref().map(|p| p.key_hex()),
+                config_ca_file: a.pull.as_ref().and_then(|p| p.http.ca_file.clone()),
             },
             outbox: self.outbox.raw(),
             metrics: self.metrics.raw(),

@@ -35,7 +35,9 @@ pub mod server;
 pub mod settings;
 mod sources;
 
-pub use registry::{DestMetrics, Registry, ReloadState, SharedRegistry, SourceMetrics};
+pub use registry::{
+    DestMetrics, PullState, Registry, ReloadState, Running, SharedRegistry, SourceMetrics,
+};
 pub use settings::{MetricsConfig, RawMetrics};
 
 /// How long a read of the outbox serves scrapes, at least.
@@ -140,6 +142,7 @@ impl Metrics {
         self.push.write(&mut e);
         let reg = self.registry.lock().unwrap_or_else(|p| p.into_inner());
         config::write(&mut e, &reg.reload);
+        config::write_running(&mut e, &reg.running, reg.pull.as_ref());
         if let Ok(s) = &snap {
             sources::write(&mut e, s, &reg);
             destinations::write(&mut e, s, &reg);

@@ -28,6 +28,35 @@ pub struct Registry {
     pub dests: Vec<(String, Arc<DestMetrics>)>,
     /// How the configuration was loaded and reloaded (`SIGHUP`).
     pub reload: ReloadState,
+    /// Which configuration runs (`tillrelay_config_info`).
+    pub running: Running,
+    /// The configuration pull, when `[agent] config_url` is set.
+    pub pull: Option<PullState>,
+}
+
+/// The running configuration: the pulled file's serial (0 for the local file) and
+/// the hash of its text, comparable across a fleet.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Running {
+    pub serial: u64,
+    pub hash: String,
+    /// "pulled" or "local".
+    pub origin: &'static str,
+}
+
+/// The configuration pull's checks (`tillrelay_config_pull_*`).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PullState {
+    /// Checks made (one per poll).
+    pub checks: u64,
+    /// Checks that ended refused: server unreachable or answering an error, a file
+    /// unsigned, badly signed, stale, holding a secret, or invalid.
+    pub failures: u64,
+    /// The last check ended well (the served file applied, or unchanged).
+    pub last_ok: bool,
+    /// Unix seconds of the last check, and of the last one that ended well.
+    pub last_check_at: i64,
+    pub last_success_at: i64,
 }
 
 /// The registry as the daemon and the endpoint share it: a reload adds the counters

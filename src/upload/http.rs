@@ -317,6 +317,53 @@ impl Http {
 }
 
 impl Http {
+    /// GETs `url`, sending `If-None-Match: etag` when given; the reply whatever its
+    /// status, with its `ETag` (the configuration pull: `crate::pull`).
+    pub fn get(
+        &self,
+        url: &str,
+        etag: Option<&str>,
+    ) -> Result<(Reply, Option<String>), TransportError> {
+        let fail = |what: String| TransportError {
+            what,
+            target: url_without_query(url),
+            proxy_refused: false,
+        };
+        let mut req = self.agent.get(url);
+        if let Some(tag) = etag {
+            req = req.header("If-None-Match", tag);
+        }
+        let mut resp = req.call().map_err(|e| match (&e, &self.proxy_name) {
+            (ureq::Error::ConnectProxyFailed(reason), Some(proxy)) => {
+                self.proxy_refusal(url, proxy, reason)
+            }
+            _ => fail(describe(&e)),
+        })?;
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let (date, retry_after, tag) = (header("date"), header("retry-after"), header("etag"));
+        let status = resp.status().as_u16();
+        let body = resp
+            .body_mut()
+            .with_config()
+            .limit(MAX_BODY)
+            .read_to_vec()
+            .map_err(|e| fail(format!("reading the reply: {}", describe(&e))))?;
+        Ok((
+            Reply {
+                status,
+                date,
+                retry_after,
+                body,
+            },
+            tag,
+        ))
+    }
+
     /// The proxy's refusal of the tunnel to `url`'s host, naming the proxy, its
     /// status and the tunnel's target port.
     fn proxy_refusal(&self, url: &str, proxy: &str, reason: &str) -> TransportError {
