@@ -53,6 +53,7 @@ settle = "30s"
 [source.csv]
 encoding = "gbk"
 delimiter = ";"
+decimal = ","
 
 [[source]]
 name = "lane2"
@@ -70,6 +71,14 @@ machine_id = "CAM3"
 device = "/dev/ttyUSB0"
 passthrough = {{ device = "/dev/ttyS1", baud = 19200 }}
 encoding = "cp858"
+[source.template]
+decimal = ","
+grouping = " "
+[source.template.fields]
+order_no = '^Nr\s+(\d+)$'
+order_time = {{ regex = '^(\d+\.\d+\.\d+ \d+:\d+)$', format = '%d.%m.%Y %H:%M' }}
+[source.template.items]
+lines = ['^(?P<code>\d+)\s+(?P<amount>-?[\d ]+,\d\d)$']
 
 [[source]]
 name = "front"
@@ -122,6 +131,10 @@ fn check_config_prints_a_config_file_that_checks_the_same() {
         "secret = \"***\"",
         "allow = [\"192.168.1.20\"]",
         "kind = \"tcp\"",
+        // The number formats, each default filled in (issue #31.7).
+        "decimal = \",\"\ngrouping = \".\"",
+        "decimal = \",\"\ngrouping = \" \"",
+        "decimal = \".\"\ngrouping = \"\"",
     ] {
         assert!(text.contains(line), "{line} missing in:\n{text}");
     }
@@ -170,6 +183,8 @@ fn check_config_prints_a_config_file_that_checks_the_same() {
     assert_eq!(json["outbox"]["retention_ms"], 2 * 86_400_000u64);
     assert_eq!(json["source"][0]["settle_ms"], 30_000);
     assert_eq!(json["source"][0]["csv"]["delimiter"], ";");
+    assert_eq!(json["source"][0]["csv"]["decimal"], ",");
+    assert_eq!(json["source"][2]["template"]["grouping"], " ");
     assert_eq!(json["source"][2]["encoding"], "cp858");
     assert_eq!(json["source"][2]["passthrough"]["baud"], 19200);
     assert_eq!(json["ovopark"]["secret"], "***");

@@ -37,7 +37,10 @@
 //!     `total − discount` must equal `paid`, else the receipt fails on that
 //!     field — the usual sign of an item line the template missed.
 //!
-//! Invariants: decimals keep the scale they were printed with; a parse failure
+//! Invariants: amounts are read with the template's number format
+//! (`decimal`, `grouping`: [`super::number`]) and one that does not fit it
+//! fails the receipt naming its line, never guessed; decimals keep the scale
+//! they were printed with; a parse failure
 //! is a [`TemplateError`] naming the receipt line (1-based), its text, and the
 //! field, so the receipt stays unparsed in the journal until a fixed template
 //! is re-run over it (`tillrelay reparse`).
@@ -53,6 +56,7 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
 use super::mask::Masker;
+use super::number::NumberFormat;
 use super::segment::Receipt;
 use crate::order::{Kind, Line, Order, Payment};
 
@@ -62,7 +66,7 @@ mod lines;
 mod rules;
 mod time;
 
-use fields::{decimal, err, neg};
+use fields::{err, neg};
 use lines::{LineHits, LineRegexes, Slots};
 use rules::{Field, ITEM_GROUPS, Items, Source, compile};
 use time::TimeRule;
@@ -90,6 +94,13 @@ pub struct RawTemplate {
     /// Check Σ amounts = total and total − discount = paid. Default true.
     #[serde(default)]
     pub check_totals: Option<bool>,
+    /// The decimal mark amounts are printed with: `"."` (default) or `","`.
+    #[serde(default)]
+    pub decimal: Option<String>,
+    /// The grouping (thousands) character: `","` (default with `decimal =
+    /// "."`), `"."` (default with `decimal = ","`), `"'"`, `" "`, or `""`.
+    #[serde(default)]
+    pub grouping: Option<String>,
     /// Blank card numbers (see `capture::mask`). Default true.
     #[serde(default)]
     pub mask_cards: Option<bool>,
@@ -218,6 +229,7 @@ pub struct Template {
     ignore: Range<usize>,
     refund_negative: bool,
     check_totals: bool,
+    number: NumberFormat,
     masker: Masker,
     order_no: Field,
     order_time: Field,

@@ -104,14 +104,11 @@ impl Template {
         let dec = |name: &str| -> Result<Option<Decimal>, TemplateError> {
             match get(name) {
                 None => Ok(None),
-                Some((i, v)) => decimal(v).map(Some).ok_or_else(|| {
-                    err(
-                        Some(i),
-                        lines,
-                        &format!("items.{name}"),
-                        format!("{v:?} is not a decimal"),
-                    )
-                }),
+                Some((i, v)) => self
+                    .number
+                    .parse(v)
+                    .map(Some)
+                    .map_err(|e| err(Some(i), lines, &format!("items.{name}"), e)),
             }
         };
         let first = Some(first);

@@ -130,6 +130,12 @@ impl RawTemplate {
                 ));
             }
         };
+        let number = NumberFormat::from_keys(
+            "template",
+            self.decimal.as_deref(),
+            self.grouping.as_deref(),
+            NumberFormat::POINT_COMMA.grouping,
+        )?;
         let time = TimeRule::new(
             self.fields.order_time.format.as_deref(),
             self.fields.order_date.as_ref().map(|d| d.format.as_deref()),
@@ -247,6 +253,8 @@ impl RawTemplate {
             refund_sign: Some(refund_sign.into()),
             check_totals: Some(check_totals),
             mask_cards: Some(self.mask_cards.unwrap_or(true)),
+            decimal: Some(number.decimal_key()),
+            grouping: Some(number.grouping_key()),
             ..self
         };
         // The time formats as read (the defaults filled in).
@@ -263,6 +271,7 @@ impl RawTemplate {
             ignore,
             refund_negative,
             check_totals,
+            number,
             masker,
             order_no,
             order_time,

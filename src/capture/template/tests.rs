@@ -272,6 +272,75 @@ fn codes_can_be_fields() {
     assert_eq!(o.order_no, "5555");
 }
 
+/// Issue #31.7: a receipt's amounts are read with the template's number
+/// format; an amount that does not fit it fails the receipt naming the line
+/// (never 100× too big). Rows: (decimal, grouping, printed price, the price
+/// read or the error's start).
+#[test]
+fn amounts_follow_the_number_format_and_never_guess() {
+    // A one-line item whose price is printed as given; qty 2.
+    let template = |keys: &str| {
+        BASE.replace(
+            r"\s*x\s*(?P<price>[\d.]+)\s+(?P<amount>-?[\d.]+)$",
+            r"\s*x\s*(?P<price>.+)$",
+        )
+        .replace(
+            "reprint = ['REPRINT']",
+            &format!("reprint = ['REPRINT']\n{keys}"),
+        )
+    };
+    let receipt = |price: &str| {
+        format!("No. 1001\nTime: 2026-11-22 10:00:00\nItem\n111 Cola 1 x {price}\n----\n")
+    };
+    let rows: &[(&str, &str, Option<&str>)] = &[
+        // The default: decimal point, "," grouping.
+        ("", "17.50", Some("17.50")),
+        ("", "1,234.50", Some("1234.50")),
+        ("", "17,50", None),
+        ("", "17,5", None),
+        ("", "1.234,50", None),
+        ("", "1,2", None),
+        ("", "-3,00", None),
+        // Decimal comma ("." grouping by default).
+        ("decimal = ','", "17,50", Some("17.50")),
+        ("decimal = ','", "17,5", Some("17.5")),
+        ("decimal = ','", "1.234,50", Some("1234.50")),
+        ("decimal = ','", "1,2", Some("1.2")),
+        ("decimal = ','", "-3,00", Some("-3.00")),
+        ("decimal = ','", "1,234.50", None),
+        ("decimal = ','", "17.50", None),
+        // Decimal comma grouped by spaces; a point with no grouping at all.
+        ("decimal = ','\ngrouping = ' '", "1 234,50", Some("1234.50")),
+        ("decimal = ','\ngrouping = ' '", "1.234,50", None),
+        ("grouping = ''", "1234.50", Some("1234.50")),
+        ("grouping = ''", "1,234.50", None),
+    ];
+    for (keys, price, want) in rows {
+        let got = outcome(&template(keys), &receipt(price));
+        match want {
+            Some(w) => assert!(
+                got.contains(&format!(r#""price":"{w}","amount":"{w}""#)),
+                "{keys:?} {price:?}: {got}"
+            ),
+            None => assert!(
+                got.starts_with(&format!(
+                    "error: line 4 \"111 Cola 1 x {price}\": items.price: \"{price}\" does not fit the number format"
+                )),
+                "{keys:?} {price:?}: {got}"
+            ),
+        }
+    }
+    // A field (total) is read with the same format.
+    let t = template("decimal = ','");
+    let text = receipt("17,50") + "Total 17,50\n";
+    check(&t, &text, r#""total":"17.50""#);
+    check(
+        &template(""),
+        &(receipt("17.50") + "Total 17,50\n"),
+        "error: line 6 \"Total 17,50\": total: \"17,50\" does not fit the number format",
+    );
+}
+
 #[test]
 fn errors_name_the_line_and_the_field() {
     check(
@@ -287,7 +356,7 @@ fn errors_name_the_line_and_the_field() {
     check(
         BASE,
         &SALE.replace("Discount 0.50", "Discount 0.5.0"),
-        "error: line 11 \"Discount 0.5.0\": discount: \"0.5.0\" is not a decimal",
+        "error: line 11 \"Discount 0.5.0\": discount: \"0.5.0\" does not fit the number format",
     );
     check(
         BASE,
@@ -461,6 +530,16 @@ fn bad_templates_name_their_key() {
             "reprint = ['REPRINT']",
             "refund_sign = 'minus'",
             "template.refund_sign: must be printed or negative, got \"minus\"",
+        ),
+        (
+            "reprint = ['REPRINT']",
+            "decimal = ';'",
+            "template.decimal: must be \".\" or \",\", got \";\"",
+        ),
+        (
+            "reprint = ['REPRINT']",
+            "decimal = ','\ngrouping = ','",
+            "template.grouping: ',' is the decimal mark",
         ),
     ];
     for (from, to, want) in cases {
