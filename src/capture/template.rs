@@ -28,7 +28,9 @@
 //!    silently drops an item.
 //! 8. Amounts that the receipt does not print are derived: `total` = Σ line
 //!    amounts, `discount` = `total − paid` (or zero), `paid` = `total −
-//!    discount`; `qty` defaults to 1, a missing line `amount` is `qty × price`.
+//!    discount`; `qty` defaults to 1; a line's `amount` is after its own
+//!    `discount`, so a missing one is `qty × price − discount` (and a missing
+//!    `price` is `(amount + discount) ÷ qty`).
 //! 9. Refunds: by default amounts are kept as printed (a POS that prints `-1`
 //!    and `-59.90` gives exactly that); `refund_sign = "negative"` forces
 //!    `qty`, `amount`, `total` and `paid` negative for POS that print refunds

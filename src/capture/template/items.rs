@@ -1,5 +1,7 @@
 //! Item layouts: one-line or multi-line item regexes, the strict item region
-//! (`items.start`/`items.end`/`items.skip`), and derived line amounts.
+//! (`items.start`/`items.end`/`items.skip`), and derived line amounts
+//! (`amount = qty × price − discount`, whichever of price and amount is
+//! missing).
 //!
 //! Invariant: in a strict region every non-blank line that is not skipped is
 //! part of an item, or the receipt fails naming that line — an item is never
@@ -119,16 +121,35 @@ impl Template {
         let qty = dec("qty")?.unwrap_or(Decimal::ONE);
         let price = dec("price")?;
         let amount = dec("amount")?;
+        let discount = dec("discount")?.unwrap_or(Decimal::ZERO);
+        // `amount` is what the line costs after its own discount:
+        // amount = qty × price − discount, whichever of the two is missing.
         let (price, amount) = match (price, amount) {
             (Some(p), Some(a)) => (p, a),
-            (Some(p), None) => match qty.checked_mul(p) {
-                Some(a) => (p, a.round_dp(p.scale())),
-                None => return Err(err(first, lines, "items.amount", "qty × price overflows")),
+            (Some(p), None) => match qty.checked_mul(p).and_then(|a| a.checked_sub(discount)) {
+                Some(a) => (p, a.round_dp(p.scale().max(discount.scale()))),
+                None => {
+                    return Err(err(
+                        first,
+                        lines,
+                        "items.amount",
+                        "qty × price − discount overflows",
+                    ));
+                }
             },
-            (None, Some(a)) if !qty.is_zero() => match a.checked_div(qty) {
-                Some(p) => (p.round_dp(a.scale()), a),
-                None => return Err(err(first, lines, "items.price", "amount ÷ qty overflows")),
-            },
+            (None, Some(a)) if !qty.is_zero() => {
+                match a.checked_add(discount).and_then(|a| a.checked_div(qty)) {
+                    Some(p) => (p.round_dp(a.scale().max(discount.scale())), a),
+                    None => {
+                        return Err(err(
+                            first,
+                            lines,
+                            "items.price",
+                            "(amount + discount) ÷ qty overflows",
+                        ));
+                    }
+                }
+            }
             _ => {
                 return Err(err(
                     first,
@@ -145,7 +166,7 @@ impl Template {
             qty,
             price,
             amount,
-            discount: dec("discount")?.unwrap_or(Decimal::ZERO),
+            discount,
             scan_time: None,
             batch_no: text("batch_no").filter(|v| !v.is_empty()),
             box_no: text("box_no").filter(|v| !v.is_empty()),

@@ -236,6 +236,30 @@ fn missing_amounts_are_derived_with_the_printed_scale() {
     );
     let text = "No. 7\nTime: 2026-11-22 10:00:00\nItem\n111 Cola 3.50\n----\nTotal 3.50";
     check(&t, text, r#""qty":"1","price":"3.50","amount":"3.50""#);
+    // Issue #31.2: a computed amount is after the line's own discount
+    // (2 × 18.50 with 3.00 off is 34.00), and a computed price undoes it.
+    let t = BASE.replace(
+        r"(?P<price>[\d.]+)\s+(?P<amount>-?[\d.]+)$",
+        r"(?P<price>[\d.]+)\s+-(?P<discount>[\d.]+)$",
+    );
+    let text =
+        "No. 7\nTime: 2026-11-22 10:00:00\nItem\n111 Fish 2 x 18.50 -3.00\n----\nTotal 34.00";
+    check(
+        &t,
+        text,
+        r#""qty":"2","price":"18.50","amount":"34.00","discount":"3.00""#,
+    );
+    let t = BASE.replace(
+        r"(?P<price>[\d.]+)\s+(?P<amount>-?[\d.]+)$",
+        r"-(?P<discount>[\d.]+)\s+(?P<amount>-?[\d.]+)$",
+    );
+    let text =
+        "No. 7\nTime: 2026-11-22 10:00:00\nItem\n111 Fish 2 x -3.00 34.00\n----\nTotal 34.00";
+    check(
+        &t,
+        text,
+        r#""qty":"2","price":"18.50","amount":"34.00","discount":"3.00""#,
+    );
 }
 
 #[test]
