@@ -58,14 +58,7 @@ fn setup(name: &str, captured: &str) -> Setup {
         .expect("a receipt file");
     let receipt = dir.path().join(file.file_name().unwrap());
     std::fs::copy(&file, &receipt).unwrap();
-    let at = NaiveDateTime::parse_from_str(captured, "%Y-%m-%d %H:%M:%S").unwrap();
-    let at = Local.from_local_datetime(&at).earliest().unwrap();
-    std::fs::File::options()
-        .write(true)
-        .open(&receipt)
-        .unwrap()
-        .set_modified(at.into())
-        .unwrap();
+    set_captured(&receipt, captured);
     let expected = dir.path().join("expected.json");
     std::fs::copy(src.join("expected.json"), &expected).unwrap();
     Setup {
@@ -74,6 +67,18 @@ fn setup(name: &str, captured: &str) -> Setup {
         receipt,
         expected,
     }
+}
+
+/// Sets the file's modification time (its capture time in `parse`).
+fn set_captured(file: &Path, captured: &str) {
+    let at = NaiveDateTime::parse_from_str(captured, "%Y-%m-%d %H:%M:%S").unwrap();
+    let at = Local.from_local_datetime(&at).earliest().unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(file)
+        .unwrap()
+        .set_modified(at.into())
+        .unwrap();
 }
 
 fn parse(s: &Setup, name: &str, extra: &[&str]) -> Output {
@@ -139,11 +144,11 @@ fn expect_names_each_difference_and_exits_5() {
     assert_eq!(out.status.code(), Some(5), "{}", text(&out.stderr));
     let err = text(&out.stderr);
     assert!(
-        err.contains("order 1 (R-0415): payment: expected \"cash\", got \"card\""),
+        err.contains("order R-0415: payment: expected \"cash\", got \"card\""),
         "{err}"
     );
     assert!(
-        err.contains("order 1 (R-0415) line 2 (1002): discount: expected \"0.60\", got \"0.70\""),
+        err.contains("order R-0415 line 2 (1002): discount: expected \"0.60\", got \"0.70\""),
         "{err}"
     );
     assert!(err.contains("2 difference(s)"), "{err}");
@@ -166,4 +171,68 @@ fn a_date_without_its_year_takes_the_year_nearest_before_the_capture() {
     assert_eq!(order_times("2027-01-05 08:00:00")[0], "2026-11-22 12:04:00");
     // Captured in June 2026: November is still to come, so the last one.
     assert_eq!(order_times("2026-06-01 08:00:00")[0], "2025-11-22 12:04:00");
+}
+
+/// Issue #31.3: `--expect` pairs orders by number. A receipt missing from the
+/// capture (or one the template cannot read) is one order "expected, but not
+/// made"; the orders after it are compared with their own expected orders, so
+/// they make no differences.
+#[test]
+fn expect_pairs_orders_by_number_so_a_missing_receipt_is_one_difference() {
+    let name = "three-line-no-year";
+    let s = setup(name, "2026-11-23 10:00:00");
+    let expect = s.expected.to_str().unwrap().to_string();
+    let whole = std::fs::read_to_string(&s.receipt).unwrap();
+    // Drop the first receipt (the sale 000123): the capture starts later.
+    let end = "*** END ***\n";
+    let first_end = whole.find(end).unwrap() + end.len();
+    std::fs::write(&s.receipt, &whole[first_end..]).unwrap();
+    set_captured(&s.receipt, "2026-11-23 10:00:00");
+    let out = parse(&s, name, &["--expect", &expect]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{err}");
+    let diffs: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with(expect.as_str()))
+        .collect();
+    assert_eq!(
+        diffs,
+        [format!("{expect}: order 000123: expected, but not made")],
+        "{err}"
+    );
+    assert!(err.contains("1 difference(s)"), "{err}");
+
+    // The first receipt unreadable (an amount the item layout does not
+    // match): exit 4, and still only that order is missing.
+    let broken = whole.replacen("= 3.20", "= 3,20", 1);
+    std::fs::write(&s.receipt, &broken).unwrap();
+    set_captured(&s.receipt, "2026-11-23 10:00:00");
+    let out = parse(&s, name, &["--expect", &expect]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    let diffs: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with(expect.as_str()))
+        .collect();
+    assert_eq!(
+        diffs,
+        [format!("{expect}: order 000123: expected, but not made")],
+        "{err}"
+    );
+
+    // An order made that the file does not list is named as such.
+    let mut want: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&s.expected).unwrap()).unwrap();
+    want.as_array_mut().unwrap().remove(1);
+    std::fs::write(&s.expected, want.to_string()).unwrap();
+    std::fs::write(&s.receipt, &whole).unwrap();
+    set_captured(&s.receipt, "2026-11-23 10:00:00");
+    let out = parse(&s, name, &["--expect", &expect]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{err}");
+    assert!(
+        err.contains(&format!("{expect}: order 000124: made, but not expected")),
+        "{err}"
+    );
+    assert!(err.contains("1 difference(s)"), "{err}");
 }
