@@ -236,3 +236,27 @@ fn expect_pairs_orders_by_number_so_a_missing_receipt_is_one_difference() {
     );
     assert!(err.contains("1 difference(s)"), "{err}");
 }
+
+/// Issue #31.5: `parse --text` writes the text to stdout (so `> out.txt`
+/// saves it), before the orders; it is refused with `--json`.
+#[test]
+fn parse_text_writes_the_receipts_text_to_stdout() {
+    let name = "member-discount";
+    let s = setup(name, "2026-11-23 10:00:00");
+    let out = parse(&s, name, &["--text"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let first = stdout.find("── receipt 1 ").expect(&stdout);
+    let second = stdout.find("── receipt 2 ").expect(&stdout);
+    let line = stdout.find("流水号: 8801").expect(&stdout);
+    let orders = stdout.find("2 order(s)").expect(&stdout);
+    assert!(first < line && line < second && second < orders, "{stdout}");
+    assert!(
+        !text(&out.stderr).contains("── receipt"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = parse(&s, name, &["--text", "--json"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(out.stdout.is_empty());
+}

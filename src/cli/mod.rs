@@ -139,9 +139,10 @@ pub enum Command {
         /// Stamp the orders (source, shop, machine_id, video window) as the agent would.
         #[arg(long)]
         stamp: bool,
-        /// Receipts: also show each receipt's decoded text, with the line numbers
-        /// template errors cite (for writing a template at the till).
-        #[arg(long)]
+        /// Receipts: also show each receipt's decoded text on stdout, before the
+        /// orders, with the line numbers template errors cite (for writing a
+        /// template at the till). Not with --json, whose stdout is JSON alone.
+        #[arg(long, conflicts_with = "json")]
         text: bool,
         /// Compare the orders with this JSON file (as `--json` prints them),
         /// field by field; exit 0 only when they are equal, 5 when they differ.

@@ -64,6 +64,9 @@ pub(super) fn parse(
         }
     };
     let parsed = parsed.map_err(|e| CliError::BadInput(format!("{}: {e}", file.display())))?;
+    // The text goes to stdout with the orders (`parse --text > out.txt` saves
+    // it); warnings and errors about it go to stderr.
+    let mut out = std::io::stdout().lock();
     if text {
         match rules {
             Some(rules) => {
@@ -71,7 +74,8 @@ pub(super) fn parse(
                     .iter()
                     .enumerate()
                 {
-                    eprintln!(
+                    let _ = writeln!(
+                        out,
                         "── receipt {} (bytes {}..{}, ended by {:?}) ──\n{}",
                         i + 1,
                         r.stream_offset,
@@ -93,7 +97,6 @@ pub(super) fn parse(
             crate::stamp::stamp(o, &src.identity);
         }
     }
-    let mut out = std::io::stdout().lock();
     if json {
         super::print_json(&mut out, &orders)?;
     } else {
