@@ -260,3 +260,35 @@ fn parse_text_writes_the_receipts_text_to_stdout() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     assert!(out.stdout.is_empty());
 }
+
+/// Issue #31.4: with `check_totals = false` an order whose numbers do not add
+/// up is still made as printed, but said plainly: a warning naming the order
+/// and the field.
+#[test]
+fn unchecked_totals_are_noted_per_order() {
+    let name = "one-line";
+    let s = setup(name, "2026-11-23 10:00:00");
+    let mut config = std::fs::read_to_string(&s.config).unwrap();
+    config.push_str("\n[source.template]\ncheck_totals = false\n");
+    std::fs::write(&s.config, config).unwrap();
+    let receipt = std::fs::read_to_string(&s.receipt).unwrap();
+    std::fs::write(&s.receipt, receipt.replace("Total 11.80", "Total 12.80")).unwrap();
+    let out = parse(&s, name, &["--json"]);
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(got[0]["total"], "12.80", "stored as printed");
+    assert!(
+        err.contains("warning: receipt 1: order R-0415: total: ")
+            && err.contains("stored as printed because template.check_totals = false"),
+        "{err}"
+    );
+    // The receipt as printed (its numbers agree): no note.
+    std::fs::write(&s.receipt, receipt).unwrap();
+    let out = parse(&s, name, &["--json"]);
+    assert!(
+        !text(&out.stderr).contains("check_totals"),
+        "{}",
+        text(&out.stderr)
+    );
+}

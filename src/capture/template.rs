@@ -291,6 +291,22 @@ impl Template {
         &self.raw
     }
 
+    /// With `check_totals = false`, why an order this template made has
+    /// numbers that do not add up: it is stored as printed, and the capture
+    /// says so (a warning per order) rather than storing it silently. None
+    /// when they agree, or when the template checks them itself.
+    pub fn unchecked_totals(&self, o: &Order) -> Option<String> {
+        if self.check_totals {
+            return None;
+        }
+        let e = o.check_consistency().err()?;
+        Some(format!(
+            "order {}: {}: {}; stored as printed because template.check_totals = false \
+             (the clouds refuse an order whose numbers disagree)",
+            o.order_no, e.field, e.problem
+        ))
+    }
+
     /// The masking this template asks for; applied to receipts before storage
     /// (see [`super::receipt::Pipeline`]), not by [`Template::parse`].
     pub fn masker(&self) -> &Masker {
@@ -424,7 +440,7 @@ impl Template {
                 .map(|(p, _)| *p)
         });
 
-        let mut items = self.items(r, kind, &hits)?;
+        let (mut items, computed) = self.items(r, kind, &hits)?;
         let mut total = self.find_decimal(&self.total, r, &hits)?;
         let discount = self.find_decimal(&self.discount, r, &hits)?;
         let mut paid = self.find_decimal(&self.paid, r, &hits)?;
@@ -479,11 +495,23 @@ impl Template {
                     field_line(&self.total),
                     lines,
                     "total",
-                    format!(
-                        "{total} is not the sum of the {} item amounts ({sum}); is an item line \
-                         not matched by template.items?",
-                        items.len()
-                    ),
+                    if computed.is_empty() {
+                        format!(
+                            "{total} is not the sum of the {} item amounts ({sum}); is an item \
+                             line not matched by template.items?",
+                            items.len()
+                        )
+                    } else {
+                        format!(
+                            "{total} is not the sum of the {} item amounts ({sum}), of which \
+                             {} computed (the receipt prints no amount): {}; is a price, \
+                             quantity or discount read wrongly, or an item line not matched \
+                             by template.items?",
+                            items.len(),
+                            computed.len(),
+                            computed.join(", ")
+                        )
+                    },
                 ));
             }
             if total.abs() - discount.abs() != paid.abs() {

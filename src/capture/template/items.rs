@@ -10,13 +10,15 @@
 use super::*;
 
 impl Template {
-    /// The item lines of the receipt.
+    /// The item lines of the receipt, and how each amount the receipt did
+    /// not print was computed (for the totals message: a wrong computed
+    /// amount is named, not blamed on an unmatched item line).
     pub(super) fn items(
         &self,
         r: &Receipt,
         kind: Kind,
         hits: &LineHits,
-    ) -> Result<Vec<Line>, TemplateError> {
+    ) -> Result<(Vec<Line>, Vec<String>), TemplateError> {
         let lines = &r.lines;
         let it = &self.items;
         let mut from = 0;
@@ -24,7 +26,7 @@ impl Template {
         if let Some(start) = it.start {
             match hits.first(0, &(start..start + 1)) {
                 Some(i) => from = i + 1,
-                None if kind == Kind::Void => return Ok(Vec::new()),
+                None if kind == Kind::Void => return Ok((Vec::new(), Vec::new())),
                 None => return Err(err(None, lines, "items.start", "no line matches")),
             }
         }
@@ -39,6 +41,7 @@ impl Template {
         // One set of capture slots per layout line, reused for every item.
         let mut locs: Vec<Slots> = layout.clone().map(|re| self.regexes.slots(re)).collect();
         let mut out = Vec::new();
+        let mut computed = Vec::new();
         let mut i = from;
         while i < to {
             if skipped(i) {
@@ -60,7 +63,9 @@ impl Template {
             }
             match failed {
                 None => {
-                    out.push(self.item(i, &locs, lines)?);
+                    let (line, how) = self.item(i, &locs, lines)?;
+                    out.push(line);
+                    computed.extend(how);
                     i += layout.len();
                 }
                 Some(k) if strict => {
@@ -86,17 +91,19 @@ impl Template {
                 Some(_) => i += 1,
             }
         }
-        Ok(out)
+        Ok((out, computed))
     }
 
     /// The item whose layout starts at line `first`, from the captures of
-    /// each of its lines.
+    /// each of its lines; with it, how its amount was computed if the receipt
+    /// did not print it.
     pub(super) fn item(
         &self,
         first: usize,
         locs: &[Slots],
         lines: &[String],
-    ) -> Result<Line, TemplateError> {
+    ) -> Result<(Line, Option<String>), TemplateError> {
+        let at = first + 1;
         let get = |name: &str| -> Option<(usize, &str)> {
             let g = ITEM_GROUPS.iter().position(|n| *n == name)?;
             let (k, index) = self.items.groups[g]?;
@@ -121,6 +128,7 @@ impl Template {
         let qty = dec("qty")?.unwrap_or(Decimal::ONE);
         let price = dec("price")?;
         let amount = dec("amount")?;
+        let amount_printed = amount;
         let discount = dec("discount")?.unwrap_or(Decimal::ZERO);
         // `amount` is what the line costs after its own discount:
         // amount = qty × price − discount, whichever of the two is missing.
@@ -159,8 +167,15 @@ impl Template {
                 ));
             }
         };
+        let how = (amount_printed.is_none()).then(|| {
+            if discount.is_zero() {
+                format!("line {at}: {qty} × {price} = {amount}")
+            } else {
+                format!("line {at}: {qty} × {price} − {discount} = {amount}")
+            }
+        });
         let text = |name: &str| get(name).map(|(_, v)| v.to_string());
-        Ok(Line {
+        let line = Line {
             code,
             name: text("name").unwrap_or_default(),
             qty,
@@ -171,6 +186,7 @@ impl Template {
             batch_no: text("batch_no").filter(|v| !v.is_empty()),
             box_no: text("box_no").filter(|v| !v.is_empty()),
             attrs: Vec::new(),
-        })
+        };
+        Ok((line, how))
     }
 }
