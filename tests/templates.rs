@@ -292,3 +292,30 @@ fn unchecked_totals_are_noted_per_order() {
         text(&out.stderr)
     );
 }
+
+/// Issue #31.6: `parse --captured-at` sets the capture time that places a date
+/// printed without its year (the default stays the file's modification time).
+#[test]
+fn parse_captured_at_places_a_date_without_its_year() {
+    let name = "three-line-no-year";
+    // Modified in June 2026: by default the November before, 2025.
+    let s = setup(name, "2026-06-01 08:00:00");
+    let first_time = |extra: &[&str]| {
+        let out = parse(&s, name, &[&["--json"], extra].concat());
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        got[0]["order_time"].as_str().unwrap().to_string()
+    };
+    assert_eq!(first_time(&[]), "2025-11-22 12:04:00");
+    assert_eq!(
+        first_time(&["--captured-at", "2027-01-05 08:00:00"]),
+        "2026-11-22 12:04:00"
+    );
+    let out = parse(&s, name, &["--captured-at", "yesterday"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("\"yesterday\" is not a local time as YYYY-MM-DD HH:MM:SS"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -148,6 +148,10 @@ pub enum Command {
         /// field by field; exit 0 only when they are equal, 5 when they differ.
         #[arg(long, value_name = "EXPECTED.json")]
         expect: Option<PathBuf>,
+        /// Receipts: when they were captured (local time), which places a date
+        /// printed without its year; default: the file's modification time.
+        #[arg(long, value_name = "YYYY-MM-DD HH:MM:SS", value_parser = captured_at)]
+        captured_at: Option<chrono::NaiveDateTime>,
     },
     /// Write the manual pages or shell completions (for packaging: cross/deb.sh).
     #[command(hide = true)]
@@ -295,16 +299,26 @@ fn run(cli: Cli) -> Result<(), CliError> {
             stamp,
             text,
             expect,
+            captured_at,
         } => parse(
             &Config::load(&cli.config)?,
             &file,
             &source,
-            json,
-            stamp,
-            text,
-            expect.as_deref(),
+            parse::Options {
+                json,
+                stamp,
+                text,
+                expect: expect.as_deref(),
+                captured_at,
+            },
         ),
     }
+}
+
+/// `parse --captured-at`: a local time as orders write it.
+fn captured_at(s: &str) -> Result<chrono::NaiveDateTime, String> {
+    crate::order::parse_time(s.trim())
+        .map_err(|e| format!("{s:?} is not a local time as YYYY-MM-DD HH:MM:SS: {e}"))
 }
 
 fn check_config(path: &std::path::Path, online: bool, json: bool) -> Result<(), CliError> {
