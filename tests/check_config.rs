@@ -79,6 +79,7 @@ order_no = '^Nr\s+(\d+)$'
 order_time = {{ regex = '^(\d+\.\d+\.\d+ \d+:\d+)$', format = '%d.%m.%Y %H:%M' }}
 [source.template.items]
 lines = ['^(?P<code>\d+)\s+(?P<amount>-?[\d ]+,\d\d)$']
+void_line = ['^STORNO$']
 
 [[source]]
 name = "front"
@@ -135,6 +136,7 @@ fn check_config_prints_a_config_file_that_checks_the_same() {
         "decimal = \",\"\ngrouping = \".\"",
         "decimal = \",\"\ngrouping = \" \"",
         "decimal = \".\"\ngrouping = \"\"",
+        "void_line = [\"^STORNO$\"]",
     ] {
         assert!(text.contains(line), "{line} missing in:\n{text}");
     }

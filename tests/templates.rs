@@ -13,12 +13,13 @@ use std::process::Output;
 use chrono::{Local, NaiveDateTime, TimeZone};
 use common::tillrelay;
 
-const LAYOUTS: [&str; 5] = [
+const LAYOUTS: [&str; 6] = [
     "one-line",
     "two-line-weighed",
     "three-line-no-year",
     "member-discount",
     "escpos-cp858",
+    "line-void",
 ];
 
 fn layout_dir(name: &str) -> PathBuf {

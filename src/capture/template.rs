@@ -25,7 +25,9 @@
 //!    batch_no box_no`. With `items.start`/`items.end` the item region is
 //!    strict: every non-blank line in it that is not `items.skip` must be part
 //!    of an item, or the receipt fails naming that line — a template never
-//!    silently drops an item.
+//!    silently drops an item. An `items.void_line` line cancels the item just
+//!    before it (a line void): that item moves to the order's `voided` with
+//!    the line as its reason, out of `lines` and the totals.
 //! 8. Amounts that the receipt does not print are derived: `total` = Σ line
 //!    amounts, `discount` = `total − paid` (or zero), `paid` = `total −
 //!    discount`; `qty` defaults to 1; a line's `amount` is after its own
@@ -60,7 +62,7 @@ use serde::{Deserialize, Serialize};
 use super::mask::Masker;
 use super::number::NumberFormat;
 use super::segment::Receipt;
-use crate::order::{Kind, Line, Order, Payment};
+use crate::order::{Kind, Line, Order, Payment, VoidedLine};
 
 mod fields;
 mod items;
@@ -219,6 +221,11 @@ pub struct RawItems {
     /// Regexes of lines inside the item region that are not items.
     #[serde(default)]
     pub skip: Vec<String>,
+    /// Regexes of a line that cancels the item printed just before it (a line
+    /// void: `^STORNO`, `^作废`): the item leaves the order's lines and totals
+    /// and is kept in `voided` with this line as its reason.
+    #[serde(default)]
+    pub void_line: Vec<String>,
 }
 
 /// A validated template.
@@ -440,7 +447,11 @@ impl Template {
                 .map(|(p, _)| *p)
         });
 
-        let (mut items, computed) = self.items(r, kind, &hits)?;
+        let items::ItemsRead {
+            lines: mut items,
+            voided,
+            computed,
+        } = self.items(r, kind, &hits)?;
         let mut total = self.find_decimal(&self.total, r, &hits)?;
         let discount = self.find_decimal(&self.discount, r, &hits)?;
         let mut paid = self.find_decimal(&self.paid, r, &hits)?;
@@ -534,6 +545,7 @@ impl Template {
             discount,
             paid,
             lines: items,
+            voided,
             source: None,
             shop: None,
             machine_id: None,

@@ -332,6 +332,7 @@ impl Head {
             discount,
             paid,
             lines,
+            voided: Vec::new(),
             source: None,
             shop: self.shop,
             machine_id: self.machine_id,

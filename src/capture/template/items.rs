@@ -5,9 +5,20 @@
 //!
 //! Invariant: in a strict region every non-blank line that is not skipped is
 //! part of an item, or the receipt fails naming that line — an item is never
-//! silently dropped.
+//! silently dropped; an item cancelled by a `void_line` is kept, with that
+//! line, in the order's `voided`.
 
 use super::*;
+
+/// What the item region holds.
+#[derive(Default)]
+pub(super) struct ItemsRead {
+    pub(super) lines: Vec<Line>,
+    /// Items cancelled by an `items.void_line`.
+    pub(super) voided: Vec<VoidedLine>,
+    /// How each amount the receipt did not print was computed.
+    pub(super) computed: Vec<String>,
+}
 
 impl Template {
     /// The item lines of the receipt, and how each amount the receipt did
@@ -18,7 +29,7 @@ impl Template {
         r: &Receipt,
         kind: Kind,
         hits: &LineHits,
-    ) -> Result<(Vec<Line>, Vec<String>), TemplateError> {
+    ) -> Result<ItemsRead, TemplateError> {
         let lines = &r.lines;
         let it = &self.items;
         let mut from = 0;
@@ -26,7 +37,7 @@ impl Template {
         if let Some(start) = it.start {
             match hits.first(0, &(start..start + 1)) {
                 Some(i) => from = i + 1,
-                None if kind == Kind::Void => return Ok((Vec::new(), Vec::new())),
+                None if kind == Kind::Void => return Ok(ItemsRead::default()),
                 None => return Err(err(None, lines, "items.start", "no line matches")),
             }
         }
@@ -42,8 +53,27 @@ impl Template {
         let mut locs: Vec<Slots> = layout.clone().map(|re| self.regexes.slots(re)).collect();
         let mut out = Vec::new();
         let mut computed = Vec::new();
+        let mut voided = Vec::new();
         let mut i = from;
         while i < to {
+            // A line void cancels the item just before it. Tried first: a
+            // "STORNO" line may look like an item's name line.
+            if hits.any(i, &it.void_line) {
+                let Some(line) = out.pop() else {
+                    return Err(err(
+                        Some(i),
+                        lines,
+                        "items.void_line",
+                        "cancels an item, but no item comes before it",
+                    ));
+                };
+                voided.push(VoidedLine {
+                    reason: lines[i].trim().to_string(),
+                    line,
+                });
+                i += 1;
+                continue;
+            }
             if skipped(i) {
                 i += 1;
                 continue;
@@ -91,7 +121,11 @@ impl Template {
                 Some(_) => i += 1,
             }
         }
-        Ok((out, computed))
+        Ok(ItemsRead {
+            lines: out,
+            voided,
+            computed,
+        })
     }
 
     /// The item whose layout starts at line `first`, from the captures of

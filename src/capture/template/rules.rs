@@ -38,6 +38,7 @@ pub(super) struct Items {
     pub(super) end: Option<usize>,
     pub(super) lines: Range<usize>,
     pub(super) skip: Range<usize>,
+    pub(super) void_line: Range<usize>,
     /// Per name of [`ITEM_GROUPS`]: which layout line (0-based within
     /// `lines`) and which capture group of its regex holds it.
     pub(super) groups: [Option<(usize, usize)>; ITEM_GROUPS.len()],
@@ -175,6 +176,7 @@ impl RawTemplate {
             .transpose()?;
         let lines = regexes.add_all("template.items.lines", &self.items.lines)?;
         let skip = regexes.add_all("template.items.skip", &self.items.skip)?;
+        let void_line = regexes.add_all("template.items.void_line", &self.items.void_line)?;
         if lines.is_empty() {
             return Err("template.items.lines: needs at least one regex".into());
         }
@@ -215,6 +217,7 @@ impl RawTemplate {
             end,
             lines,
             skip,
+            void_line,
             groups,
         };
         let reprint = regexes.add_all("template.reprint", &self.reprint)?;

@@ -373,6 +373,46 @@ fn amounts_follow_the_number_format_and_never_guess() {
     );
 }
 
+/// Issue #31.8: a line void (`items.void_line`) cancels the item just before
+/// it: out of the lines and the totals, kept in `voided` with its reason; one
+/// with no item before it fails the receipt naming the line.
+#[test]
+fn a_line_void_removes_the_item_it_follows() {
+    let t = BASE.replace(
+        "skip = ['^\\s*\\*']",
+        "skip = ['^\\s*\\*']\nvoid_line = ['^STORNO', '^作废']",
+    );
+    assert!(t.contains("void_line"), "{t}");
+    let text = SALE
+        .replace("  * promo\n", "  * promo\n作废 顾客不要\n")
+        .replace("Total 9.00", "Total 2.00")
+        .replace("Discount 0.50", "Discount 0.00")
+        .replace("Paid 8.50", "Paid 2.00");
+    let got = outcome(&t, &text);
+    let o: serde_json::Value = serde_json::from_str(&got).unwrap_or_else(|_| panic!("{got}"));
+    assert_eq!(o["lines"].as_array().unwrap().len(), 1, "{got}");
+    assert_eq!(o["lines"][0]["code"], "222");
+    assert_eq!(o["total"], "2.00");
+    assert_eq!(o["voided"][0]["reason"], "作废 顾客不要");
+    assert_eq!(o["voided"][0]["line"]["code"], "111");
+    assert_eq!(o["voided"][0]["line"]["amount"], "7.00");
+    check(
+        &t,
+        &SALE.replace(
+            "Item  Qty Price Amount\n",
+            "Item  Qty Price Amount\nSTORNO\n",
+        ),
+        "error: line 6 \"STORNO\": items.void_line: cancels an item, but no item comes before it",
+    );
+    // Without void_line, the same receipt fails naming the line (never an
+    // item silently dropped or kept).
+    check(
+        BASE,
+        &text,
+        "error: line 8 \"作废 顾客不要\": items: is in the item region but matches neither",
+    );
+}
+
 #[test]
 fn errors_name_the_line_and_the_field() {
     check(
