@@ -136,7 +136,7 @@ fn check_config_prints_a_config_file_that_checks_the_same() {
         "decimal = \",\"\ngrouping = \".\"",
         "decimal = \",\"\ngrouping = \" \"",
         "decimal = \".\"\ngrouping = \"\"",
-        "void_line = [\"^STORNO$\"]",
+        "void_line = [\"^STORNO$\"]\nvoid_negative = false",
     ] {
         assert!(text.contains(line), "{line} missing in:\n{text}");
     }

@@ -226,6 +226,11 @@ pub struct RawItems {
     /// and is kept in `voided` with this line as its reason.
     #[serde(default)]
     pub void_line: Vec<String>,
+    /// A line with negative quantity and amount that exactly undoes an earlier
+    /// line of the same code cancels it (both leave the lines; the earlier one
+    /// is kept in `voided`). Not on refunds. Default false.
+    #[serde(default)]
+    pub void_negative: Option<bool>,
 }
 
 /// A validated template.

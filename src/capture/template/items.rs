@@ -52,6 +52,8 @@ impl Template {
         // One set of capture slots per layout line, reused for every item.
         let mut locs: Vec<Slots> = layout.clone().map(|re| self.regexes.slots(re)).collect();
         let mut out = Vec::new();
+        // Per item in `out`, the receipt line it starts on.
+        let mut starts = Vec::new();
         let mut computed = Vec::new();
         let mut voided = Vec::new();
         let mut i = from;
@@ -59,6 +61,7 @@ impl Template {
             // A line void cancels the item just before it. Tried first: a
             // "STORNO" line may look like an item's name line.
             if hits.any(i, &it.void_line) {
+                starts.pop();
                 let Some(line) = out.pop() else {
                     return Err(err(
                         Some(i),
@@ -95,6 +98,7 @@ impl Template {
                 None => {
                     let (line, how) = self.item(i, &locs, lines)?;
                     out.push(line);
+                    starts.push(i);
                     computed.extend(how);
                     i += layout.len();
                 }
@@ -120,6 +124,9 @@ impl Template {
                 }
                 Some(_) => i += 1,
             }
+        }
+        if it.void_negative && kind != Kind::Refund {
+            void_negative(&mut out, &starts, lines, &mut voided);
         }
         Ok(ItemsRead {
             lines: out,
@@ -223,4 +230,46 @@ impl Template {
         };
         Ok((line, how))
     }
+}
+
+/// `items.void_negative`: a line with a negative quantity and amount that
+/// exactly undoes an earlier line of the same code (−qty, −amount) cancels it:
+/// both leave the lines, the earlier one is kept in `voided` with the
+/// negative line's text as its reason. A negative line that undoes nothing
+/// (a deposit returned) stays as printed.
+fn void_negative(
+    out: &mut Vec<Line>,
+    starts: &[usize],
+    lines: &[String],
+    voided: &mut Vec<VoidedLine>,
+) {
+    let mut gone = vec![false; out.len()];
+    let mut cancelled = Vec::new();
+    for j in 0..out.len() {
+        let neg = &out[j];
+        if !neg.amount.is_sign_negative() || neg.amount.is_zero() || !neg.qty.is_sign_negative() {
+            continue;
+        }
+        // The latest earlier line still standing that this one undoes.
+        let undone = (0..j).rev().find(|&k| {
+            !gone[k]
+                && out[k].code == neg.code
+                && out[k].amount == -neg.amount
+                && out[k].qty == -neg.qty
+        });
+        if let Some(k) = undone {
+            gone[k] = true;
+            gone[j] = true;
+            cancelled.push((k, lines[starts[j]].trim().to_string()));
+        }
+    }
+    cancelled.sort_by_key(|(k, _)| *k);
+    for (k, reason) in cancelled {
+        voided.push(VoidedLine {
+            reason,
+            line: out[k].clone(),
+        });
+    }
+    let mut keep = gone.iter().map(|g| !g);
+    out.retain(|_| keep.next().unwrap_or(true));
 }

@@ -39,6 +39,7 @@ pub(super) struct Items {
     pub(super) lines: Range<usize>,
     pub(super) skip: Range<usize>,
     pub(super) void_line: Range<usize>,
+    pub(super) void_negative: bool,
     /// Per name of [`ITEM_GROUPS`]: which layout line (0-based within
     /// `lines`) and which capture group of its regex holds it.
     pub(super) groups: [Option<(usize, usize)>; ITEM_GROUPS.len()],
@@ -218,6 +219,7 @@ impl RawTemplate {
             lines,
             skip,
             void_line,
+            void_negative: self.items.void_negative.unwrap_or(false),
             groups,
         };
         let reprint = regexes.add_all("template.reprint", &self.reprint)?;
@@ -260,6 +262,7 @@ impl RawTemplate {
             grouping: Some(number.grouping_key()),
             ..self
         };
+        raw.items.void_negative = Some(items.void_negative);
         // The time formats as read (the defaults filled in).
         raw.fields.order_time.format = Some(time_format);
         if let Some(d) = raw.fields.order_date.as_mut() {
