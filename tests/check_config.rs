@@ -80,6 +80,7 @@ order_time = {{ regex = '^(\d+\.\d+\.\d+ \d+:\d+)$', format = '%d.%m.%Y %H:%M' }
 [source.template.items]
 lines = ['^(?P<code>\d+)\s+(?P<amount>-?[\d ]+,\d\d)$']
 void_line = ['^STORNO$']
+optional = ['^\s+\+ (?P<modifier>.+?)\s+(?P<add>[\d ]+,\d\d)$']
 
 [[source]]
 name = "front"
@@ -137,6 +138,7 @@ fn check_config_prints_a_config_file_that_checks_the_same() {
         "decimal = \",\"\ngrouping = \" \"",
         "decimal = \".\"\ngrouping = \"\"",
         "void_line = [\"^STORNO$\"]\nvoid_negative = false",
+        "optional = [",
     ] {
         assert!(text.contains(line), "{line} missing in:\n{text}");
     }

@@ -13,13 +13,14 @@ use std::process::Output;
 use chrono::{Local, NaiveDateTime, TimeZone};
 use common::tillrelay;
 
-const LAYOUTS: [&str; 6] = [
+const LAYOUTS: [&str; 7] = [
     "one-line",
     "two-line-weighed",
     "three-line-no-year",
     "member-discount",
     "escpos-cp858",
     "line-void",
+    "optional-lines",
 ];
 
 fn layout_dir(name: &str) -> PathBuf {
@@ -318,5 +319,29 @@ fn parse_captured_at_places_a_date_without_its_year() {
         text(&out.stderr).contains("\"yesterday\" is not a local time as YYYY-MM-DD HH:MM:SS"),
         "{}",
         text(&out.stderr)
+    );
+}
+
+/// Issue #31.1: `items.optional` groups are checked: an unknown one is an
+/// error naming the key and the groups there are.
+#[test]
+fn optional_item_lines_name_a_bad_group() {
+    let name = "optional-lines";
+    let s = setup(name, "2026-11-23 10:00:00");
+    let config = std::fs::read_to_string(&s.config).unwrap();
+    let bad = config.replace("(?P<batch_no>\\S+)", "(?P<serial>\\S+)");
+    assert_ne!(bad, config);
+    std::fs::write(&s.config, bad).unwrap();
+    let out = tillrelay()
+        .arg("check-config")
+        .arg("--config")
+        .arg(&s.config)
+        .output()
+        .unwrap();
+    let err = text(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("template.items.optional[3]: unknown group \"serial\"; groups are name, modifier, add, discount, batch_no, box_no"),
+        "{err}"
     );
 }

@@ -25,7 +25,10 @@
 //!    batch_no box_no`. With `items.start`/`items.end` the item region is
 //!    strict: every non-blank line in it that is not `items.skip` must be part
 //!    of an item, or the receipt fails naming that line — a template never
-//!    silently drops an item. An `items.void_line` line cancels the item just
+//!    silently drops an item. `items.optional` lines (a second name line, a
+//!    modifier adding to the price, a discount line, a serial number) may come
+//!    between or after an item's own lines, any number of times.
+//!    An `items.void_line` line cancels the item just
 //!    before it (a line void): that item moves to the order's `voided` with
 //!    the line as its reason, out of `lines` and the totals.
 //! 8. Amounts that the receipt does not print are derived: `total` = Σ line
@@ -67,12 +70,13 @@ use crate::order::{Kind, Line, Order, Payment, VoidedLine};
 mod fields;
 mod items;
 mod lines;
+mod optional;
 mod rules;
 mod time;
 
 use fields::{err, neg};
 use lines::{LineHits, LineRegexes, Slots};
-use rules::{Field, ITEM_GROUPS, Items, Source, compile};
+use rules::{Field, ITEM_GROUPS, Items, OPTIONAL_GROUPS, Source, compile};
 use time::TimeRule;
 
 /// `[source.template]` as written in the config (and as `check-config` prints it
@@ -221,6 +225,13 @@ pub struct RawItems {
     /// Regexes of lines inside the item region that are not items.
     #[serde(default)]
     pub skip: Vec<String>,
+    /// Regexes of lines an item may have besides its `lines`, each any number
+    /// of times: between its own lines or after them, tried before the next
+    /// item's first line. Named groups `name` (a further name line),
+    /// `modifier` + `add` (added to the name, the price and the amount),
+    /// `discount` (taken off the amount), `batch_no`, `box_no`.
+    #[serde(default)]
+    pub optional: Vec<String>,
     /// Regexes of a line that cancels the item printed just before it (a line
     /// void: `^STORNO`, `^作废`): the item leaves the order's lines and totals
     /// and is kept in `voided` with this line as its reason.

@@ -81,30 +81,54 @@ impl Template {
                 i += 1;
                 continue;
             }
-            // Try the layout at line i: its k-th regex on line i + k (run for
-            // its captures only where the set says it matches).
+            // Try the layout at line i: its k-th regex on the next line that
+            // is not one of the item's optional lines (run for its captures
+            // only where the set says it matches).
+            let mut at = Vec::with_capacity(layout.len());
+            let mut extras = Vec::new();
             let mut failed = None;
+            let mut l = i;
             for (k, re) in layout.clone().enumerate() {
-                let line = i + k;
-                let matched = line < to
-                    && hits.matches(line, re)
-                    && self.regexes.captures(re, &lines[line], &mut locs[k]);
+                if k > 0 {
+                    while l < to && !hits.matches(l, re) {
+                        let Some(o) = self.optional_at(l, hits) else {
+                            break;
+                        };
+                        extras.push((o, l));
+                        l += 1;
+                    }
+                }
+                let matched = l < to
+                    && hits.matches(l, re)
+                    && self.regexes.captures(re, &lines[l], &mut locs[k]);
                 if !matched {
-                    failed = Some(k);
+                    failed = Some((k, l));
                     break;
                 }
+                at.push(l);
+                l += 1;
             }
             match failed {
                 None => {
-                    let (line, how) = self.item(i, &locs, lines)?;
+                    // Optional lines after the item's own, before the next
+                    // item (a line void ends them).
+                    while l < to && !hits.any(l, &it.void_line) {
+                        let Some(o) = self.optional_at(l, hits) else {
+                            break;
+                        };
+                        extras.push((o, l));
+                        l += 1;
+                    }
+                    let (mut line, how) = self.item(&at, &locs, lines)?;
+                    self.apply_optional(&mut line, &extras, lines)?;
                     out.push(line);
                     starts.push(i);
                     computed.extend(how);
-                    i += layout.len();
+                    i = l;
                 }
-                Some(k) if strict => {
-                    let at = (i + k).min(to.saturating_sub(1));
-                    let problem = if i + k >= to {
+                Some((k, l)) if strict => {
+                    let at = l.min(to.saturating_sub(1));
+                    let problem = if l >= to {
                         format!(
                             "the item starting at line {} is cut off by the end of the item \
                              region before items.lines[{k}]",
@@ -135,21 +159,22 @@ impl Template {
         })
     }
 
-    /// The item whose layout starts at line `first`, from the captures of
-    /// each of its lines; with it, how its amount was computed if the receipt
+    /// The item whose layout lines are on receipt lines `rows`, from the
+    /// captures of each of its lines; with it, how its amount was computed if the receipt
     /// did not print it.
     pub(super) fn item(
         &self,
-        first: usize,
+        rows: &[usize],
         locs: &[Slots],
         lines: &[String],
     ) -> Result<(Line, Option<String>), TemplateError> {
+        let first = rows[0];
         let at = first + 1;
         let get = |name: &str| -> Option<(usize, &str)> {
             let g = ITEM_GROUPS.iter().position(|n| *n == name)?;
             let (k, index) = self.items.groups[g]?;
             let (a, b) = locs[k].get(index)?;
-            Some((first + k, lines[first + k][a..b].trim()))
+            Some((rows[k], lines[rows[k]][a..b].trim()))
         };
         let dec = |name: &str| -> Result<Option<Decimal>, TemplateError> {
             match get(name) {

@@ -13,6 +13,10 @@ pub(super) const ITEM_GROUPS: [&str; 8] = [
     "code", "name", "qty", "price", "amount", "discount", "batch_no", "box_no",
 ];
 
+/// The named groups of an `items.optional` regex.
+pub(super) const OPTIONAL_GROUPS: [&str; 6] =
+    ["name", "modifier", "add", "discount", "batch_no", "box_no"];
+
 /// Where a field is looked for.
 #[derive(Debug, Clone)]
 pub(super) enum Source {
@@ -39,6 +43,10 @@ pub(super) struct Items {
     pub(super) lines: Range<usize>,
     pub(super) skip: Range<usize>,
     pub(super) void_line: Range<usize>,
+    /// `items.optional`, and per regex the capture index of each of
+    /// [`OPTIONAL_GROUPS`].
+    pub(super) optional: Range<usize>,
+    pub(super) optional_groups: Vec<[Option<usize>; OPTIONAL_GROUPS.len()]>,
     pub(super) void_negative: bool,
     /// Per name of [`ITEM_GROUPS`]: which layout line (0-based within
     /// `lines`) and which capture group of its regex holds it.
@@ -178,6 +186,22 @@ impl RawTemplate {
         let lines = regexes.add_all("template.items.lines", &self.items.lines)?;
         let skip = regexes.add_all("template.items.skip", &self.items.skip)?;
         let void_line = regexes.add_all("template.items.void_line", &self.items.void_line)?;
+        let optional = regexes.add_all("template.items.optional", &self.items.optional)?;
+        let mut optional_groups = Vec::new();
+        for (i, re) in regexes.all[optional.clone()].iter().enumerate() {
+            let mut g = [None; OPTIONAL_GROUPS.len()];
+            for (index, name) in re.capture_names().enumerate() {
+                let Some(name) = name else { continue };
+                let Some(at) = OPTIONAL_GROUPS.iter().position(|n| *n == name) else {
+                    return Err(format!(
+                        "template.items.optional[{i}]: unknown group {name:?}; groups are {}",
+                        OPTIONAL_GROUPS.join(", ")
+                    ));
+                };
+                g[at] = Some(index);
+            }
+            optional_groups.push(g);
+        }
         if lines.is_empty() {
             return Err("template.items.lines: needs at least one regex".into());
         }
@@ -219,6 +243,8 @@ impl RawTemplate {
             lines,
             skip,
             void_line,
+            optional,
+            optional_groups,
             void_negative: self.items.void_negative.unwrap_or(false),
             groups,
         };
