@@ -10,8 +10,8 @@
 //!   not expected is reported as such. Lines are compared line by line.
 //! - Every difference is one message naming the order (by its number, with
 //!   `#k` for the k-th of a repeated number), the line and the field.
-//! - Amounts (`total discount paid`, a line's `qty price amount discount`) are
-//!   compared as numbers: `2` equals `2.00`, and the expected file may write
+//! - Amounts (`total discount paid`, a line's — or a voided item's —
+//!   `qty price amount discount`) are compared as numbers: `2` equals `2.00`, and the expected file may write
 //!   them as JSON numbers or strings. Everything else is compared exactly.
 //! - A key the expected file leaves out must be null or empty in the order
 //!   (`scan_time`, `attrs` … need not be written); a key the order does not
@@ -97,6 +97,10 @@ fn object(at: &str, got: &Value, expected: &Value, out: &mut Vec<String>) {
             lines(at, gv, ev, out);
             continue;
         }
+        if key == "voided" {
+            voided(at, gv, ev, out);
+            continue;
+        }
         if !same(key, gv, ev) {
             out.push(format!(
                 "{at}: {key}: expected {}, got {}",
@@ -123,6 +127,42 @@ fn lines(at: &str, got: Option<&Value>, expected: Option<&Value>, out: &mut Vec<
             (Some(gl), Some(el)) => object(&line_at(el), gl, el, out),
             (None, Some(el)) => out.push(format!("{}: expected, but not made", line_at(el))),
             (Some(gl), None) => out.push(format!("{}: made, but not expected", line_at(gl))),
+            (None, None) => {}
+        }
+    }
+}
+
+/// Items cancelled on the receipt: compared in order, each its reason and
+/// its line (amounts as numbers, as in `lines`).
+fn voided(at: &str, got: Option<&Value>, expected: Option<&Value>, out: &mut Vec<String>) {
+    let none = Vec::new();
+    let g = got.and_then(Value::as_array).unwrap_or(&none);
+    let e = expected.and_then(Value::as_array).unwrap_or(&none);
+    let line = |v: &Value| v.get("line").cloned().unwrap_or(Value::Null);
+    for j in 0..g.len().max(e.len()) {
+        let v_at = |v: &Value| {
+            format!(
+                "{at} voided {} ({})",
+                j + 1,
+                v.pointer("/line/code")
+                    .and_then(Value::as_str)
+                    .unwrap_or("?")
+            )
+        };
+        match (g.get(j), e.get(j)) {
+            (Some(gv), Some(ev)) => {
+                if gv.get("reason") != ev.get("reason") {
+                    out.push(format!(
+                        "{}: reason: expected {}, got {}",
+                        v_at(ev),
+                        show(ev.get("reason")),
+                        show(gv.get("reason"))
+                    ));
+                }
+                object(&v_at(ev), &line(gv), &line(ev), out);
+            }
+            (None, Some(ev)) => out.push(format!("{}: expected, but not made", v_at(ev))),
+            (Some(gv), None) => out.push(format!("{}: made, but not expected", v_at(gv))),
             (None, None) => {}
         }
     }
@@ -193,6 +233,29 @@ mod tests {
         assert_eq!(
             differences(&json!([b, b2]), &json!([b, b])),
             vec!["order B #2: total: expected \"2\", got \"5\""]
+        );
+    }
+
+    /// Issue #31.8: voided items compare like lines (amounts as numbers).
+    #[test]
+    fn voided_items_compare_reason_and_line() {
+        let got = json!([{"order_no": "1", "voided": [{"reason": "STORNO",
+            "line": {"code": "9", "amount": "1.90", "attrs": []}}]}]);
+        let same_thing = json!([{"order_no": "1", "voided": [{"reason": "STORNO",
+            "line": {"code": "9", "amount": 1.9}}]}]);
+        assert!(differences(&got, &same_thing).is_empty());
+        assert_eq!(
+            differences(&got, &json!([{"order_no": "1"}])),
+            vec!["order 1 voided 1 (9): made, but not expected"]
+        );
+        let other = json!([{"order_no": "1", "voided": [{"reason": "VOID",
+            "line": {"code": "9", "amount": "2"}}]}]);
+        assert_eq!(
+            differences(&got, &other),
+            vec![
+                "order 1 voided 1 (9): reason: expected \"VOID\", got \"STORNO\"",
+                "order 1 voided 1 (9): amount: expected \"2\", got \"1.90\"",
+            ]
         );
     }
 
