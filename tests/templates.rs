@@ -345,3 +345,24 @@ fn optional_item_lines_name_a_bad_group() {
         "{err}"
     );
 }
+
+/// Issue #31.4 with #31.1: a totals mismatch on items whose amounts were
+/// computed or changed by optional lines lists how each came about.
+#[test]
+fn a_totals_mismatch_lists_amounts_the_template_computed() {
+    let name = "optional-lines";
+    let s = setup(name, "2026-11-23 10:00:00");
+    let receipt = std::fs::read_to_string(&s.receipt).unwrap();
+    std::fs::write(&s.receipt, receipt.replace("TOTAL 26.40", "TOTAL 27.40")).unwrap();
+    let out = parse(&s, name, &[]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert!(
+        err.contains(
+            "total: 27.40 is not the sum of the 4 item amounts (26.40), of which 3 computed \
+             (not printed, or changed by items.optional lines): line 5: 1 × 4.80 = 4.80, \
+             line 10: 2 × 4.50 − 1.00 = 8.00, line 13: 1 × 12.00 − 2.00 = 10.00;"
+        ),
+        "{err}"
+    );
+}

@@ -531,7 +531,8 @@ impl Template {
                     } else {
                         format!(
                             "{total} is not the sum of the {} item amounts ({sum}), of which \
-                             {} computed (the receipt prints no amount): {}; is a price, \
+                             {} computed (not printed, or changed by items.optional lines): \
+                             {}; is a price, \
                              quantity or discount read wrongly, or an item line not matched \
                              by template.items?",
                             items.len(),

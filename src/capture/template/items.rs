@@ -54,7 +54,8 @@ impl Template {
         let mut out = Vec::new();
         // Per item in `out`, the receipt line it starts on.
         let mut starts = Vec::new();
-        let mut computed = Vec::new();
+        // Per item in `out`, how its amount was computed, if it was.
+        let mut notes: Vec<Option<String>> = Vec::new();
         let mut voided = Vec::new();
         let mut i = from;
         while i < to {
@@ -62,6 +63,7 @@ impl Template {
             // "STORNO" line may look like an item's name line.
             if hits.any(i, &it.void_line) {
                 starts.pop();
+                notes.pop();
                 let Some(line) = out.pop() else {
                     return Err(err(
                         Some(i),
@@ -119,11 +121,14 @@ impl Template {
                         extras.push((o, l));
                         l += 1;
                     }
-                    let (mut line, how) = self.item(&at, &locs, lines)?;
+                    let (mut line, computed) = self.item(&at, &locs, lines)?;
                     self.apply_optional(&mut line, &extras, lines)?;
+                    // An amount computed, or changed by optional lines, is
+                    // described for the totals message.
+                    let how = (computed || !extras.is_empty()).then(|| describe(i + 1, &line));
                     out.push(line);
                     starts.push(i);
-                    computed.extend(how);
+                    notes.push(how);
                     i = l;
                 }
                 Some((k, l)) if strict => {
@@ -150,26 +155,25 @@ impl Template {
             }
         }
         if it.void_negative && kind != Kind::Refund {
-            void_negative(&mut out, &starts, lines, &mut voided);
+            void_negative(&mut out, &mut notes, &starts, lines, &mut voided);
         }
         Ok(ItemsRead {
             lines: out,
             voided,
-            computed,
+            computed: notes.into_iter().flatten().collect(),
         })
     }
 
     /// The item whose layout lines are on receipt lines `rows`, from the
-    /// captures of each of its lines; with it, how its amount was computed if the receipt
-    /// did not print it.
+    /// captures of each of its lines; with it, whether its amount was
+    /// computed (the receipt did not print it).
     pub(super) fn item(
         &self,
         rows: &[usize],
         locs: &[Slots],
         lines: &[String],
-    ) -> Result<(Line, Option<String>), TemplateError> {
+    ) -> Result<(Line, bool), TemplateError> {
         let first = rows[0];
-        let at = first + 1;
         let get = |name: &str| -> Option<(usize, &str)> {
             let g = ITEM_GROUPS.iter().position(|n| *n == name)?;
             let (k, index) = self.items.groups[g]?;
@@ -233,13 +237,6 @@ impl Template {
                 ));
             }
         };
-        let how = (amount_printed.is_none()).then(|| {
-            if discount.is_zero() {
-                format!("line {at}: {qty} × {price} = {amount}")
-            } else {
-                format!("line {at}: {qty} × {price} − {discount} = {amount}")
-            }
-        });
         let text = |name: &str| get(name).map(|(_, v)| v.to_string());
         let line = Line {
             code,
@@ -253,7 +250,7 @@ impl Template {
             box_no: text("box_no").filter(|v| !v.is_empty()),
             attrs: Vec::new(),
         };
-        Ok((line, how))
+        Ok((line, amount_printed.is_none()))
     }
 }
 
@@ -264,6 +261,7 @@ impl Template {
 /// (a deposit returned) stays as printed.
 fn void_negative(
     out: &mut Vec<Line>,
+    notes: &mut Vec<Option<String>>,
     starts: &[usize],
     lines: &[String],
     voided: &mut Vec<VoidedLine>,
@@ -297,4 +295,19 @@ fn void_negative(
     }
     let mut keep = gone.iter().map(|g| !g);
     out.retain(|_| keep.next().unwrap_or(true));
+    let mut keep = gone.iter().map(|g| !g);
+    notes.retain(|_| keep.next().unwrap_or(true));
+}
+
+/// How an item's amount came about, for the totals message (`line 4: 2 ×
+/// 18.50 − 3.00 = 34.00`).
+fn describe(at: usize, l: &Line) -> String {
+    if l.discount.is_zero() {
+        format!("line {at}: {} × {} = {}", l.qty, l.price, l.amount)
+    } else {
+        format!(
+            "line {at}: {} × {} − {} = {}",
+            l.qty, l.price, l.discount, l.amount
+        )
+    }
 }

@@ -255,7 +255,7 @@ fn missing_amounts_are_derived_with_the_printed_scale() {
         &t,
         &text.replace("Total 34.00", "Total 37.00"),
         "error: line 6 \"Total 37.00\": total: 37.00 is not the sum of the 1 item amounts (34.00), \
-         of which 1 computed (the receipt prints no amount): line 4: 2 × 18.50 − 3.00 = 34.00;",
+         of which 1 computed (not printed, or changed by items.optional lines): line 4: 2 × 18.50 − 3.00 = 34.00;",
     );
     let t = BASE.replace(
         r"(?P<price>[\d.]+)\s+(?P<amount>-?[\d.]+)$",
