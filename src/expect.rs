@@ -3,11 +3,15 @@
 //! integrator expects — the loop of writing a template (docs/TEMPLATES.md).
 //!
 //! Invariants:
-//! - Orders are compared in order (order 1 with order 1 …), and their lines
-//!   line by line; every difference is one message naming the order (its
-//!   position and number), the line and the field.
-//! - Amounts (`total discount paid`, a line's `qty price amount discount`) are
-//!   compared as numbers: `2` equals `2.00`, and the expected file may write
+//! - Orders are matched by order number, not by position: one receipt the
+//!   template cannot read is one order "expected, but not made", never a
+//!   difference for every later order. An order number that occurs more than
+//!   once (on either side) pairs its occurrences in order. An order made but
+//!   not expected is reported as such. Lines are compared line by line.
+//! - Every difference is one message naming the order (by its number, with
+//!   `#k` for the k-th of a repeated number), the line and the field.
+//! - Amounts (`total discount paid`, a line's — or a voided item's —
+//!   `qty price amount discount`) are compared as numbers: `2` equals `2.00`, and the expected file may write
 //!   them as JSON numbers or strings. Everything else is compared exactly.
 //! - A key the expected file leaves out must be null or empty in the order
 //!   (`scan_time`, `attrs` … need not be written); a key the order does not
@@ -27,27 +31,53 @@ pub fn differences(got: &Value, expected: &Value) -> Vec<String> {
         out.push("the expected file must hold a JSON array of orders".into());
         return out;
     };
-    for i in 0..got.len().max(expected.len()) {
-        let label = |o: &Value| {
-            format!(
-                "order {} ({})",
-                i + 1,
-                o.get("order_no").and_then(Value::as_str).unwrap_or("?")
-            )
-        };
-        match (got.get(i), expected.get(i)) {
-            (Some(g), Some(e)) => object(&label(e), g, e, &mut out),
-            (None, Some(e)) => out.push(format!("{}: expected, but not made", label(e))),
-            (Some(g), None) => out.push(format!("{}: made, but not expected", label(g))),
-            (None, None) => {}
+    let number = |o: &Value| {
+        o.get("order_no")
+            .and_then(Value::as_str)
+            .unwrap_or("?")
+            .to_string()
+    };
+    // Each order's label: its number, and #k for the k-th of a repeated number
+    // on its side (the k-th made pairs with the k-th expected).
+    let keyed = |orders: &[Value]| -> Vec<(String, usize)> {
+        let mut seen = std::collections::HashMap::<String, usize>::new();
+        orders
+            .iter()
+            .map(|o| {
+                let n = number(o);
+                let k = seen.entry(n.clone()).or_insert(0);
+                *k += 1;
+                (n, *k)
+            })
+            .collect()
+    };
+    let got_keys = keyed(got);
+    let expected_keys = keyed(expected);
+    let repeated = |n: &str| {
+        got_keys.iter().filter(|(m, _)| m == n).count() > 1
+            || expected_keys.iter().filter(|(m, _)| m == n).count() > 1
+    };
+    let label = |(n, k): &(String, usize)| {
+        if repeated(n) {
+            format!("order {n} #{k}")
+        } else {
+            format!("order {n}")
+        }
+    };
+    let mut used = vec![false; got.len()];
+    for (e, key) in expected.iter().zip(&expected_keys) {
+        match got_keys.iter().position(|g| g == key) {
+            Some(i) => {
+                used[i] = true;
+                object(&label(key), &got[i], e, &mut out);
+            }
+            None => out.push(format!("{}: expected, but not made", label(key))),
         }
     }
-    if got.len() != expected.len() {
-        out.push(format!(
-            "{} order(s) made, {} expected",
-            got.len(),
-            expected.len()
-        ));
+    for (key, used) in got_keys.iter().zip(used) {
+        if !used {
+            out.push(format!("{}: made, but not expected", label(key)));
+        }
     }
     out
 }
@@ -65,6 +95,10 @@ fn object(at: &str, got: &Value, expected: &Value, out: &mut Vec<String>) {
         let (gv, ev) = (g.get(key), e.get(key));
         if key == "lines" {
             lines(at, gv, ev, out);
+            continue;
+        }
+        if key == "voided" {
+            voided(at, gv, ev, out);
             continue;
         }
         if !same(key, gv, ev) {
@@ -93,6 +127,42 @@ fn lines(at: &str, got: Option<&Value>, expected: Option<&Value>, out: &mut Vec<
             (Some(gl), Some(el)) => object(&line_at(el), gl, el, out),
             (None, Some(el)) => out.push(format!("{}: expected, but not made", line_at(el))),
             (Some(gl), None) => out.push(format!("{}: made, but not expected", line_at(gl))),
+            (None, None) => {}
+        }
+    }
+}
+
+/// Items cancelled on the receipt: compared in order, each its reason and
+/// its line (amounts as numbers, as in `lines`).
+fn voided(at: &str, got: Option<&Value>, expected: Option<&Value>, out: &mut Vec<String>) {
+    let none = Vec::new();
+    let g = got.and_then(Value::as_array).unwrap_or(&none);
+    let e = expected.and_then(Value::as_array).unwrap_or(&none);
+    let line = |v: &Value| v.get("line").cloned().unwrap_or(Value::Null);
+    for j in 0..g.len().max(e.len()) {
+        let v_at = |v: &Value| {
+            format!(
+                "{at} voided {} ({})",
+                j + 1,
+                v.pointer("/line/code")
+                    .and_then(Value::as_str)
+                    .unwrap_or("?")
+            )
+        };
+        match (g.get(j), e.get(j)) {
+            (Some(gv), Some(ev)) => {
+                if gv.get("reason") != ev.get("reason") {
+                    out.push(format!(
+                        "{}: reason: expected {}, got {}",
+                        v_at(ev),
+                        show(ev.get("reason")),
+                        show(gv.get("reason"))
+                    ));
+                }
+                object(&v_at(ev), &line(gv), &line(ev), out);
+            }
+            (None, Some(ev)) => out.push(format!("{}: expected, but not made", v_at(ev))),
+            (Some(gv), None) => out.push(format!("{}: made, but not expected", v_at(gv))),
             (None, None) => {}
         }
     }
@@ -142,6 +212,53 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// Issue #31.3: orders pair by number, whatever their positions; one order
+    /// missing is one difference, not one per later order.
+    #[test]
+    fn orders_pair_by_number_and_missing_or_extra_ones_are_named() {
+        let a = json!({"order_no": "A", "total": "1"});
+        let b = json!({"order_no": "B", "total": "2"});
+        let c = json!({"order_no": "C", "total": "3"});
+        assert!(differences(&json!([c, a, b]), &json!([a, b, c])).is_empty());
+        assert_eq!(
+            differences(&json!([b, c]), &json!([a, b, c])),
+            vec!["order A: expected, but not made"]
+        );
+        assert_eq!(
+            differences(&json!([a, b, c]), &json!([a, c])),
+            vec!["order B: made, but not expected"]
+        );
+        // A repeated number pairs its occurrences in order.
+        let b2 = json!({"order_no": "B", "total": "5"});
+        assert_eq!(
+            differences(&json!([b, b2]), &json!([b, b])),
+            vec!["order B #2: total: expected \"2\", got \"5\""]
+        );
+    }
+
+    /// Issue #31.8: voided items compare like lines (amounts as numbers).
+    #[test]
+    fn voided_items_compare_reason_and_line() {
+        let got = json!([{"order_no": "1", "voided": [{"reason": "STORNO",
+            "line": {"code": "9", "amount": "1.90", "attrs": []}}]}]);
+        let same_thing = json!([{"order_no": "1", "voided": [{"reason": "STORNO",
+            "line": {"code": "9", "amount": 1.9}}]}]);
+        assert!(differences(&got, &same_thing).is_empty());
+        assert_eq!(
+            differences(&got, &json!([{"order_no": "1"}])),
+            vec!["order 1 voided 1 (9): made, but not expected"]
+        );
+        let other = json!([{"order_no": "1", "voided": [{"reason": "VOID",
+            "line": {"code": "9", "amount": "2"}}]}]);
+        assert_eq!(
+            differences(&got, &other),
+            vec![
+                "order 1 voided 1 (9): reason: expected \"VOID\", got \"STORNO\"",
+                "order 1 voided 1 (9): amount: expected \"2\", got \"1.90\"",
+            ]
+        );
+    }
+
     #[test]
     fn amounts_compare_as_numbers_and_each_difference_is_named() {
         let got = json!([{"order_no": "7", "total": "2.00", "cashier": null,
@@ -156,18 +273,20 @@ mod tests {
         assert_eq!(
             differences(&got, &other),
             vec![
-                "order 1 (7): total: expected \"2.01\", got \"2.00\"",
-                "order 1 (7): cashier: expected \"Ann\", got null",
-                "order 1 (7) line 1 (1): qty: expected \"3\", got \"2\"",
-                "order 1 (7) line 2 (2): expected, but not made",
-                "order 2 (8): expected, but not made",
-                "1 order(s) made, 2 expected",
+                "order 7: total: expected \"2.01\", got \"2.00\"",
+                "order 7: cashier: expected \"Ann\", got null",
+                "order 7 line 1 (1): qty: expected \"3\", got \"2\"",
+                "order 7 line 2 (2): expected, but not made",
+                "order 8: expected, but not made",
             ]
         );
         // Order numbers are text: "007" is not "7".
         assert_eq!(
             differences(&json!([{"order_no": "7"}]), &json!([{"order_no": "007"}])),
-            vec!["order 1 (007): order_no: expected \"007\", got \"7\""]
+            vec![
+                "order 007: expected, but not made",
+                "order 7: made, but not expected"
+            ]
         );
         assert_eq!(differences(&json!([]), &json!({})).len(), 1);
     }

@@ -114,6 +114,16 @@ pub struct Line {
     pub attrs: Vec<Attr>,
 }
 
+/// An item printed and then cancelled on the same receipt (a line void), with
+/// the receipt line that cancelled it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VoidedLine {
+    /// Why: the cancelling line as printed (`STORNO`, `作废 …`).
+    pub reason: String,
+    /// The item as it was printed before it was cancelled.
+    pub line: Line,
+}
+
 /// One closed order, as the POS described it, plus the stamp once applied.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Order {
@@ -134,6 +144,11 @@ pub struct Order {
     /// What the customer paid (total − discount), as printed.
     pub paid: Decimal,
     pub lines: Vec<Line>,
+    /// Items cancelled on the receipt itself (line voids): not sold, so not in
+    /// `lines` nor in the totals, and not sent to the clouds; kept with their
+    /// reason for loss prevention. Left out when there are none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub voided: Vec<VoidedLine>,
 
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,

@@ -50,7 +50,12 @@ pub fn reparse(cfg: &Config, source: Option<&str>, ids: &[i64]) -> anyhow::Resul
             };
             let (mut orders, errors) = match e.kind {
                 CaptureKind::Receipt => match parse_one(&e.raw, rules).1 {
-                    Ok(Parsed::Order(o)) => (vec![*o], vec![]),
+                    Ok(Parsed::Order(o)) => {
+                        if let Some(note) = rules.unchecked_totals(&o) {
+                            eprintln!("journal entry {}: warning: {note}", e.id);
+                        }
+                        (vec![*o], vec![])
+                    }
                     Ok(_) => (vec![], vec![]),
                     Err(err) => (vec![], vec![err.to_string()]),
                 },

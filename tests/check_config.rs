@@ -58,6 +58,7 @@ settle = "30s"
 [source.csv]
 encoding = "gbk"
 delimiter = ";"
+decimal = ","
 
 [[source]]
 name = "lane2"
@@ -75,6 +76,16 @@ machine_id = "CAM3"
 device = "/dev/ttyUSB0"
 passthrough = {{ device = "/dev/ttyS1", baud = 19200 }}
 encoding = "cp858"
+[source.template]
+decimal = ","
+grouping = " "
+[source.template.fields]
+order_no = '^Nr\s+(\d+)$'
+order_time = {{ regex = '^(\d+\.\d+\.\d+ \d+:\d+)$', format = '%d.%m.%Y %H:%M' }}
+[source.template.items]
+lines = ['^(?P<code>\d+)\s+(?P<amount>-?[\d ]+,\d\d)$']
+void_line = ['^STORNO$']
+optional = ['^\s+\+ (?P<modifier>.+?)\s+(?P<add>[\d ]+,\d\d)$']
 
 [[source]]
 name = "front"
@@ -130,6 +141,12 @@ fn check_config_prints_a_config_file_that_checks_the_same() {
         "config_url = \"https://config.test/fleet.json\"",
         "config_poll = \"2m\"",
         &format!("config_key = \"{KEY}\""),
+        // The number formats, each default filled in (issue #31.7).
+        "decimal = \",\"\ngrouping = \".\"",
+        "decimal = \",\"\ngrouping = \" \"",
+        "decimal = \".\"\ngrouping = \"\"",
+        "void_line = [\"^STORNO$\"]\nvoid_negative = false",
+        "optional = [",
     ] {
         assert!(text.contains(line), "{line} missing in:\n{text}");
     }
@@ -178,6 +195,8 @@ fn check_config_prints_a_config_file_that_checks_the_same() {
     assert_eq!(json["outbox"]["retention_ms"], 2 * 86_400_000u64);
     assert_eq!(json["source"][0]["settle_ms"], 30_000);
     assert_eq!(json["source"][0]["csv"]["delimiter"], ";");
+    assert_eq!(json["source"][0]["csv"]["decimal"], ",");
+    assert_eq!(json["source"][2]["template"]["grouping"], " ");
     assert_eq!(json["source"][2]["encoding"], "cp858");
     assert_eq!(json["source"][2]["passthrough"]["baud"], 19200);
     assert_eq!(json["ovopark"]["secret"], "***");

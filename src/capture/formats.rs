@@ -151,7 +151,12 @@ pub fn read_receipts_at(
         .enumerate()
     {
         match result {
-            Ok(ReceiptParsed::Order(o)) => parsed.orders.push(*o),
+            Ok(ReceiptParsed::Order(o)) => {
+                if let Some(note) = rules.unchecked_totals(&o) {
+                    parsed.warnings.push(format!("receipt {}: {note}", i + 1));
+                }
+                parsed.orders.push(*o)
+            }
             Ok(ReceiptParsed::Reprint { order_no }) => parsed.warnings.push(format!(
                 "receipt {}: a reprint{}, not a new order",
                 i + 1,

@@ -419,6 +419,9 @@ pub fn commit_receipt(
     let mut orders = Vec::new();
     match rules.parse(r) {
         Ok(Parsed::Order(o)) => {
+            if let Some(note) = rules.unchecked_totals(&o) {
+                warn!("source {}: {note}", source.name);
+            }
             let mut o = *o;
             stamp(&mut o, source);
             orders.push(o);

@@ -12,6 +12,8 @@
 //!   its command tables and code pages (`escpos/codepages.rs`: the DOS tables).
 //! - [`segment`]: receipt boundaries (cut, end pattern, idle timeout, start
 //!   pattern) over decoder events; yields [`segment::Receipt`]s with their raw bytes.
+//! - [`number`]: a source's number format (decimal mark, grouping) and the one
+//!   reader of printed amounts (receipts and CSV): an amount fits or is an error.
 //! - [`mask`]: blanks card numbers in a receipt's text and raw bytes before
 //!   anything is stored.
 //! - [`template`]: config-driven receipt text → canonical [`crate::order::Order`].
@@ -45,6 +47,7 @@ pub mod formats;
 pub mod live;
 pub mod mask;
 pub mod net;
+pub mod number;
 pub mod receipt;
 mod reopen;
 pub mod segment;

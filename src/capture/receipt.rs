@@ -94,6 +94,12 @@ impl ReceiptRules {
         &self.masker
     }
 
+    /// See [`Template::unchecked_totals`]: the note an order read with
+    /// `check_totals = false` carries when its numbers do not add up.
+    pub fn unchecked_totals(&self, o: &crate::order::Order) -> Option<String> {
+        self.template.as_ref()?.unchecked_totals(o)
+    }
+
     /// Applies the template; a source without one fails every receipt.
     pub fn parse(&self, r: &Receipt) -> Result<Parsed, TemplateError> {
         self.parse_at(r, None)

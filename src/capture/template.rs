@@ -25,10 +25,17 @@
 //!    batch_no box_no`. With `items.start`/`items.end` the item region is
 //!    strict: every non-blank line in it that is not `items.skip` must be part
 //!    of an item, or the receipt fails naming that line — a template never
-//!    silently drops an item.
+//!    silently drops an item. `items.optional` lines (a second name line, a
+//!    modifier adding to the price, a discount line, a serial number) may come
+//!    between or after an item's own lines, any number of times.
+//!    An `items.void_line` line cancels the item just
+//!    before it (a line void): that item moves to the order's `voided` with
+//!    the line as its reason, out of `lines` and the totals.
 //! 8. Amounts that the receipt does not print are derived: `total` = Σ line
 //!    amounts, `discount` = `total − paid` (or zero), `paid` = `total −
-//!    discount`; `qty` defaults to 1, a missing line `amount` is `qty × price`.
+//!    discount`; `qty` defaults to 1; a line's `amount` is after its own
+//!    `discount`, so a missing one is `qty × price − discount` (and a missing
+//!    `price` is `(amount + discount) ÷ qty`).
 //! 9. Refunds: by default amounts are kept as printed (a POS that prints `-1`
 //!    and `-59.90` gives exactly that); `refund_sign = "negative"` forces
 //!    `qty`, `amount`, `total` and `paid` negative for POS that print refunds
@@ -37,7 +44,10 @@
 //!     `total − discount` must equal `paid`, else the receipt fails on that
 //!     field — the usual sign of an item line the template missed.
 //!
-//! Invariants: decimals keep the scale they were printed with; a parse failure
+//! Invariants: amounts are read with the template's number format
+//! (`decimal`, `grouping`: [`super::number`]) and one that does not fit it
+//! fails the receipt naming its line, never guessed; decimals keep the scale
+//! they were printed with; a parse failure
 //! is a [`TemplateError`] naming the receipt line (1-based), its text, and the
 //! field, so the receipt stays unparsed in the journal until a fixed template
 //! is re-run over it (`tillrelay reparse`).
@@ -53,18 +63,20 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
 use super::mask::Masker;
+use super::number::NumberFormat;
 use super::segment::Receipt;
-use crate::order::{Kind, Line, Order, Payment};
+use crate::order::{Kind, Line, Order, Payment, VoidedLine};
 
 mod fields;
 mod items;
 mod lines;
+mod optional;
 mod rules;
 mod time;
 
-use fields::{decimal, err, neg};
+use fields::{err, neg};
 use lines::{LineHits, LineRegexes, Slots};
-use rules::{Field, ITEM_GROUPS, Items, Source, compile};
+use rules::{Field, ITEM_GROUPS, Items, OPTIONAL_GROUPS, Source, compile};
 use time::TimeRule;
 
 /// `[source.template]` as written in the config (and as `check-config` prints it
@@ -90,6 +102,13 @@ pub struct RawTemplate {
     /// Check Σ amounts = total and total − discount = paid. Default true.
     #[serde(default)]
     pub check_totals: Option<bool>,
+    /// The decimal mark amounts are printed with: `"."` (default) or `","`.
+    #[serde(default)]
+    pub decimal: Option<String>,
+    /// The grouping (thousands) character: `","` (default with `decimal =
+    /// "."`), `"."` (default with `decimal = ","`), `"'"`, `" "`, or `""`.
+    #[serde(default)]
+    pub grouping: Option<String>,
     /// Blank card numbers (see `capture::mask`). Default true.
     #[serde(default)]
     pub mask_cards: Option<bool>,
@@ -206,6 +225,23 @@ pub struct RawItems {
     /// Regexes of lines inside the item region that are not items.
     #[serde(default)]
     pub skip: Vec<String>,
+    /// Regexes of lines an item may have besides its `lines`, each any number
+    /// of times: between its own lines or after them, tried before the next
+    /// item's first line. Named groups `name` (a further name line),
+    /// `modifier` + `add` (added to the name, the price and the amount),
+    /// `discount` (taken off the amount), `batch_no`, `box_no`.
+    #[serde(default)]
+    pub optional: Vec<String>,
+    /// Regexes of a line that cancels the item printed just before it (a line
+    /// void: `^STORNO`, `^作废`): the item leaves the order's lines and totals
+    /// and is kept in `voided` with this line as its reason.
+    #[serde(default)]
+    pub void_line: Vec<String>,
+    /// A line with negative quantity and amount that exactly undoes an earlier
+    /// line of the same code cancels it (both leave the lines; the earlier one
+    /// is kept in `voided`). Not on refunds. Default false.
+    #[serde(default)]
+    pub void_negative: Option<bool>,
 }
 
 /// A validated template.
@@ -218,6 +254,7 @@ pub struct Template {
     ignore: Range<usize>,
     refund_negative: bool,
     check_totals: bool,
+    number: NumberFormat,
     masker: Masker,
     order_no: Field,
     order_time: Field,
@@ -275,6 +312,22 @@ impl Template {
     /// `check_totals` and `mask_cards` filled in).
     pub fn raw(&self) -> &RawTemplate {
         &self.raw
+    }
+
+    /// With `check_totals = false`, why an order this template made has
+    /// numbers that do not add up: it is stored as printed, and the capture
+    /// says so (a warning per order) rather than storing it silently. None
+    /// when they agree, or when the template checks them itself.
+    pub fn unchecked_totals(&self, o: &Order) -> Option<String> {
+        if self.check_totals {
+            return None;
+        }
+        let e = o.check_consistency().err()?;
+        Some(format!(
+            "order {}: {}: {}; stored as printed because template.check_totals = false \
+             (the clouds refuse an order whose numbers disagree)",
+            o.order_no, e.field, e.problem
+        ))
     }
 
     /// The masking this template asks for; applied to receipts before storage
@@ -410,7 +463,11 @@ impl Template {
                 .map(|(p, _)| *p)
         });
 
-        let mut items = self.items(r, kind, &hits)?;
+        let items::ItemsRead {
+            lines: mut items,
+            voided,
+            computed,
+        } = self.items(r, kind, &hits)?;
         let mut total = self.find_decimal(&self.total, r, &hits)?;
         let discount = self.find_decimal(&self.discount, r, &hits)?;
         let mut paid = self.find_decimal(&self.paid, r, &hits)?;
@@ -465,11 +522,24 @@ impl Template {
                     field_line(&self.total),
                     lines,
                     "total",
-                    format!(
-                        "{total} is not the sum of the {} item amounts ({sum}); is an item line \
-                         not matched by template.items?",
-                        items.len()
-                    ),
+                    if computed.is_empty() {
+                        format!(
+                            "{total} is not the sum of the {} item amounts ({sum}); is an item \
+                             line not matched by template.items?",
+                            items.len()
+                        )
+                    } else {
+                        format!(
+                            "{total} is not the sum of the {} item amounts ({sum}), of which \
+                             {} computed (not printed, or changed by items.optional lines): \
+                             {}; is a price, \
+                             quantity or discount read wrongly, or an item line not matched \
+                             by template.items?",
+                            items.len(),
+                            computed.len(),
+                            computed.join(", ")
+                        )
+                    },
                 ));
             }
             if total.abs() - discount.abs() != paid.abs() {
@@ -492,6 +562,7 @@ impl Template {
             discount,
             paid,
             lines: items,
+            voided,
             source: None,
             shop: None,
             machine_id: None,

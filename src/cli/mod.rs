@@ -140,14 +140,19 @@ pub enum Command {
         /// Stamp the orders (source, shop, machine_id, video window) as the agent would.
         #[arg(long)]
         stamp: bool,
-        /// Receipts: also show each receipt's decoded text, with the line numbers
-        /// template errors cite (for writing a template at the till).
-        #[arg(long)]
+        /// Receipts: also show each receipt's decoded text on stdout, before the
+        /// orders, with the line numbers template errors cite (for writing a
+        /// template at the till). Not with --json, whose stdout is JSON alone.
+        #[arg(long, conflicts_with = "json")]
         text: bool,
         /// Compare the orders with this JSON file (as `--json` prints them),
         /// field by field; exit 0 only when they are equal, 5 when they differ.
         #[arg(long, value_name = "EXPECTED.json")]
         expect: Option<PathBuf>,
+        /// Receipts: when they were captured (local time), which places a date
+        /// printed without its year; default: the file's modification time.
+        #[arg(long, value_name = "YYYY-MM-DD HH:MM:SS", value_parser = captured_at)]
+        captured_at: Option<chrono::NaiveDateTime>,
     },
     /// The configuration pull's keys and signed files (docs/OPERATIONS.md, "A
     /// fleet from one server").
@@ -329,16 +334,26 @@ fn run(cli: Cli) -> Result<(), CliError> {
             stamp,
             text,
             expect,
+            captured_at,
         } => parse(
             &crate::pull::load_effective(&cli.config)?,
             &file,
             &source,
-            json,
-            stamp,
-            text,
-            expect.as_deref(),
+            parse::Options {
+                json,
+                stamp,
+                text,
+                expect: expect.as_deref(),
+                captured_at,
+            },
         ),
     }
+}
+
+/// `parse --captured-at`: a local time as orders write it.
+fn captured_at(s: &str) -> Result<chrono::NaiveDateTime, String> {
+    crate::order::parse_time(s.trim())
+        .map_err(|e| format!("{s:?} is not a local time as YYYY-MM-DD HH:MM:SS: {e}"))
 }
 
 fn check_config(path: &std::path::Path, online: bool, json: bool) -> Result<(), CliError> {

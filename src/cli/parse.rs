@@ -4,15 +4,30 @@
 
 use super::*;
 
+/// `parse`'s options besides the file and the source.
+pub(super) struct Options<'a> {
+    pub(super) json: bool,
+    pub(super) stamp: bool,
+    pub(super) text: bool,
+    pub(super) expect: Option<&'a std::path::Path>,
+    /// When the receipts were captured (`--captured-at`); default: the file's
+    /// modification time.
+    pub(super) captured_at: Option<chrono::NaiveDateTime>,
+}
+
 pub(super) fn parse(
     cfg: &Config,
     file: &std::path::Path,
     source: &str,
-    json: bool,
-    stamp: bool,
-    text: bool,
-    expect: Option<&std::path::Path>,
+    opts: Options<'_>,
 ) -> Result<(), CliError> {
+    let Options {
+        json,
+        stamp,
+        text,
+        expect,
+        captured_at,
+    } = opts;
     let src = source_named(cfg, source)?;
     // Read first: a wrong path is reported before any work.
     let expected = expect
@@ -29,12 +44,15 @@ pub(super) fn parse(
         .file_name()
         .and_then(|n| n.to_str())
         .unwrap_or_default();
-    // A receipt file was captured when it was last written: that places a
-    // date printed without its year (docs/TEMPLATES.md §4).
-    let captured = std::fs::metadata(file)
-        .and_then(|m| m.modified())
-        .ok()
-        .map(|t| chrono::DateTime::<chrono::Local>::from(t).naive_local());
+    // A receipt file was captured when it was last written, unless told
+    // otherwise: that places a date printed without its year
+    // (docs/TEMPLATES.md §4).
+    let captured = captured_at.or_else(|| {
+        std::fs::metadata(file)
+            .and_then(|m| m.modified())
+            .ok()
+            .map(|t| chrono::DateTime::<chrono::Local>::from(t).naive_local())
+    });
     let (parsed, rules) = match &src.kind {
         SourceKind::Folder(f) => match (formats::detect(f.format, name)
             == Some(crate::capture::formats::Format::Receipt))
@@ -64,6 +82,9 @@ pub(super) fn parse(
         }
     };
     let parsed = parsed.map_err(|e| CliError::BadInput(format!("{}: {e}", file.display())))?;
+    // The text goes to stdout with the orders (`parse --text > out.txt` saves
+    // it); warnings and errors about it go to stderr.
+    let mut out = std::io::stdout().lock();
     if text {
         match rules {
             Some(rules) => {
@@ -71,7 +92,8 @@ pub(super) fn parse(
                     .iter()
                     .enumerate()
                 {
-                    eprintln!(
+                    let _ = writeln!(
+                        out,
                         "── receipt {} (bytes {}..{}, ended by {:?}) ──\n{}",
                         i + 1,
                         r.stream_offset,
@@ -93,7 +115,6 @@ pub(super) fn parse(
             crate::stamp::stamp(o, &src.identity);
         }
     }
-    let mut out = std::io::stdout().lock();
     if json {
         super::print_json(&mut out, &orders)?;
     } else {

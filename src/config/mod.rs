@@ -246,6 +246,20 @@ impl Config {
                 ));
             }
         }
+        // A template that does not check totals stores an order whose numbers do not
+        // add up (noted per order at capture); the clouds refuse it (issue #31.4).
+        for src in &self.sources {
+            let unchecked = src
+                .receipt_rules()
+                .and_then(|r| r.template.as_ref())
+                .is_some_and(|t| t.raw().check_totals == Some(false));
+            if unchecked {
+                w.push(format!(
+                    "source[{}].template.check_totals = false: an order whose item amounts do not add up to its total, or whose paid is not total − discount, is stored as printed (a warning per order in the log) and refused by the clouds; fix the template instead (docs/TEMPLATES.md §8)",
+                    src.identity.name
+                ));
+            }
+        }
         // Order numbers are unique per Ovopark enterprise and per Wangdiantong seller:
         // two lanes whose POSes both count from 1 would collide, and the second order
         // would be taken for a repeat of the first.

@@ -697,3 +697,38 @@ fn plain_http_and_the_pos_method_are_warned_about() {
         "{w}"
     );
 }
+
+/// Issue #31.4: a receipt template with `check_totals = false` is said plainly by
+/// check-config (and `run`'s log), naming the source.
+#[test]
+fn unchecked_totals_are_warned_about() {
+    let base = r#"
+[agent]
+state_dir = "state"
+[[source]]
+name = "till"
+kind = "serial"
+enabled = false
+shop = "D1"
+machine_id = "C1"
+[source.template]
+check_totals = CHECK
+[source.template.fields]
+order_no = '^No (\d+)$'
+order_time = '^T (.+)$'
+[source.template.items]
+lines = ['^(?P<code>\d+) (?P<amount>[\d.]+)$']
+"#;
+    let warned = |check: &str| {
+        Config::from_toml(&base.replace("CHECK", check), Path::new("/etc/t.toml"))
+            .unwrap()
+            .warnings()
+            .join("\n")
+    };
+    assert!(
+        warned("false").contains("source[till].template.check_totals = false: an order whose"),
+        "{}",
+        warned("false")
+    );
+    assert!(!warned("true").contains("check_totals"));
+}

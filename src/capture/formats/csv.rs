@@ -332,6 +332,7 @@ impl Head {
             discount,
             paid,
             lines,
+            voided: Vec::new(),
             source: None,
             shop: self.shop,
             machine_id: self.machine_id,
@@ -372,9 +373,7 @@ pub(super) fn row(
         if s.is_empty() {
             return Ok(None);
         }
-        s.parse::<Decimal>()
-            .map(Some)
-            .map_err(|_| err(field, format!("{s:?} is not a number")))
+        cfg.number.parse(s).map(Some).map_err(|e| err(field, e))
     };
     let req_dec = |field: &str, c: Option<usize>| -> Result<Decimal, ReadError> {
         dec(field, c)?.ok_or_else(|| err(field, "is empty".into()))

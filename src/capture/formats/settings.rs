@@ -59,6 +59,12 @@ pub struct RawCsv {
     pub encoding: Option<String>,
     pub delimiter: Option<String>,
     pub time_format: Option<String>,
+    /// The decimal mark of amounts: `"."` (default) or `","`.
+    pub decimal: Option<String>,
+    /// The grouping (thousands) character: none (`""`, the default with
+    /// `decimal = "."`), `"."` (the default with `decimal = ","`), `","`,
+    /// `"'"` or `" "`.
+    pub grouping: Option<String>,
     /// canonical field → header name in the file.
     pub columns: Option<BTreeMap<String, String>>,
     /// label printed by the POS → canonical payment (`cash`, `wechat`, …).
@@ -72,6 +78,8 @@ pub struct CsvConfig {
     pub encoding: Encoding,
     pub delimiter: u8,
     pub time_format: String,
+    /// How amounts are written (decimal mark, grouping).
+    pub number: crate::capture::number::NumberFormat,
     pub columns: BTreeMap<String, String>,
     pub payment: BTreeMap<String, crate::order::Payment>,
     pub kind: BTreeMap<String, crate::order::Kind>,
@@ -137,6 +145,8 @@ impl CsvConfig {
             ),
             delimiter: Some(char::from(self.delimiter).to_string()),
             time_format: Some(self.time_format.clone()),
+            decimal: Some(self.number.decimal_key()),
+            grouping: Some(self.number.grouping_key()),
             columns: Some(self.columns.clone()),
             payment: Some(
                 self.payment
@@ -198,6 +208,18 @@ impl RawCsv {
                 format!("{time_format:?} is not a valid strftime format"),
             );
         }
+        use crate::capture::number::NumberFormat;
+        let number = NumberFormat::from_keys(
+            key,
+            raw.decimal.as_deref(),
+            raw.grouping.as_deref(),
+            NumberFormat::POINT.grouping,
+        )
+        .unwrap_or_else(|e| {
+            // The message names the key in full (`source[x].csv.decimal: …`).
+            p.push_named(e);
+            NumberFormat::POINT
+        });
         let mut columns = BTreeMap::new();
         for field in CSV_ORDER_FIELDS.iter().chain(CSV_LINE_FIELDS) {
             columns.insert(field.to_string(), field.to_string());
@@ -258,6 +280,7 @@ impl RawCsv {
             encoding,
             delimiter,
             time_format,
+            number,
             columns,
             payment,
             kind,

@@ -48,7 +48,7 @@ fn csv_rows_group_and_bad_rows_reject_only_their_order() {
             "{HEAD}A,2026-11-22 10:00:00,1,x,1,2.00,2.00\nB,2026-11-22 10:01:00,1,x,one,2.00,2.00\nA,2026-11-22 10:00:00,2,y,1,1,1\n"
         ),
         &["A"],
-        &["line 3, order \"B\", field qty: \"one\" is not a number"],
+        &["line 3, order \"B\", field qty: \"one\" does not fit the number format"],
     );
     check_csv(
         &cfg,
@@ -75,6 +75,65 @@ fn crlf_files_report_true_line_numbers() {
     let cfg = csv_cfg("");
     let input = "order_no,order_time,code,name,qty,price,amount\r\nA,2026-11-22 10:00:00,1,x,1,2,2\r\nB,2026-11-22 10:00:00,1,x,z,2,2\r\n";
     check_csv(&cfg, input, &["A"], &["line 3, order \"B\""]);
+}
+
+/// Issue #31.7: amounts follow the source's number format; one that does not fit
+/// it rejects its order naming the line, never read 100× too big.
+#[test]
+fn csv_amounts_follow_the_number_format_and_never_guess() {
+    let head = "order_no;order_time;code;name;qty;price;amount\n";
+    let comma = csv_cfg("[source.csv]\ndelimiter = \";\"\ndecimal = \",\"\n");
+    assert_eq!(comma.number.grouping, Some('.'));
+    let p = read_csv(
+        format!("{head}A;2026-11-22 10:00:00;1;x;2;17,50;35,00\nA;2026-11-22 10:00:00;2;y;1;1.234,5;1.234,5\nB;2026-11-22 10:00:00;1;x;1;17.50;17.50\n").as_bytes(),
+        &comma,
+    )
+    .unwrap();
+    let a = &p.orders[0];
+    assert_eq!(
+        a.lines
+            .iter()
+            .map(|l| (l.price.to_string(), l.amount.to_string()))
+            .collect::<Vec<_>>(),
+        [
+            ("17.50".into(), "35.00".into()),
+            ("1234.5".into(), "1234.5".into())
+        ]
+    );
+    assert_eq!(a.total.to_string(), "1269.50");
+    let errs: Vec<_> = p.errors.iter().map(|e| e.to_string()).collect();
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(
+        errs[0]
+            .contains("line 4, order \"B\", field price: \"17.50\" does not fit the number format"),
+        "{errs:?}"
+    );
+    // Under the default (decimal point, no grouping) a decimal comma is an
+    // error naming the line, and grouping can be allowed.
+    let point = csv_cfg("[source.csv]\ndelimiter = \";\"\n");
+    let p = read_csv(
+        format!("{head}A;2026-11-22 10:00:00;1;x;1;17,50;17,50\n").as_bytes(),
+        &point,
+    )
+    .unwrap();
+    assert!(p.orders.is_empty());
+    assert!(
+        p.errors[0]
+            .to_string()
+            .contains("line 2, order \"A\", field price"),
+        "{}",
+        p.errors[0]
+    );
+    let grouped = csv_cfg("[source.csv]\ndelimiter = \";\"\ngrouping = \",\"\n");
+    let p = read_csv(format!("{head}A;2026-11-22 10:00:00;1;x;1;1,234.50;1,234.50\nB;2026-11-22 10:00:00;1;x;1;17,50;17,50\n").as_bytes(), &grouped).unwrap();
+    assert_eq!(p.orders[0].total.to_string(), "1234.50");
+    assert!(
+        p.errors[0]
+            .to_string()
+            .contains("line 3, order \"B\", field price"),
+        "{}",
+        p.errors[0]
+    );
 }
 
 #[test]

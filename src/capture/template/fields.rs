@@ -37,19 +37,6 @@ pub(super) fn capture_value(re: &Regex, text: &str) -> Option<String> {
     )
 }
 
-/// Parses a printed decimal: thousands separators and spaces are dropped, the
-/// scale is kept.
-pub(super) fn decimal(s: &str) -> Option<Decimal> {
-    if !s.contains(|c: char| c == ',' || c.is_whitespace()) {
-        return s.parse::<Decimal>().ok();
-    }
-    let cleaned: String = s
-        .chars()
-        .filter(|c| *c != ',' && !c.is_whitespace())
-        .collect();
-    cleaned.parse::<Decimal>().ok()
-}
-
 pub(super) fn neg(d: Decimal) -> Decimal {
     -d.abs()
 }
@@ -88,13 +75,9 @@ impl Template {
         let Some(found) = self.find(f, r, hits) else {
             return Ok(None);
         };
-        decimal(&found.value).map(Some).ok_or_else(|| {
-            err(
-                found.line,
-                &r.lines,
-                f.key,
-                format!("{:?} is not a decimal", found.value),
-            )
-        })
+        self.number
+            .parse(&found.value)
+            .map(Some)
+            .map_err(|e| err(found.line, &r.lines, f.key, e))
     }
 }

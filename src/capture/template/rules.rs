@@ -13,6 +13,10 @@ pub(super) const ITEM_GROUPS: [&str; 8] = [
     "code", "name", "qty", "price", "amount", "discount", "batch_no", "box_no",
 ];
 
+/// The named groups of an `items.optional` regex.
+pub(super) const OPTIONAL_GROUPS: [&str; 6] =
+    ["name", "modifier", "add", "discount", "batch_no", "box_no"];
+
 /// Where a field is looked for.
 #[derive(Debug, Clone)]
 pub(super) enum Source {
@@ -38,6 +42,12 @@ pub(super) struct Items {
     pub(super) end: Option<usize>,
     pub(super) lines: Range<usize>,
     pub(super) skip: Range<usize>,
+    pub(super) void_line: Range<usize>,
+    /// `items.optional`, and per regex the capture index of each of
+    /// [`OPTIONAL_GROUPS`].
+    pub(super) optional: Range<usize>,
+    pub(super) optional_groups: Vec<[Option<usize>; OPTIONAL_GROUPS.len()]>,
+    pub(super) void_negative: bool,
     /// Per name of [`ITEM_GROUPS`]: which layout line (0-based within
     /// `lines`) and which capture group of its regex holds it.
     pub(super) groups: [Option<(usize, usize)>; ITEM_GROUPS.len()],
@@ -130,6 +140,12 @@ impl RawTemplate {
                 ));
             }
         };
+        let number = NumberFormat::from_keys(
+            "template",
+            self.decimal.as_deref(),
+            self.grouping.as_deref(),
+            NumberFormat::POINT_COMMA.grouping,
+        )?;
         let time = TimeRule::new(
             self.fields.order_time.format.as_deref(),
             self.fields.order_date.as_ref().map(|d| d.format.as_deref()),
@@ -169,6 +185,23 @@ impl RawTemplate {
             .transpose()?;
         let lines = regexes.add_all("template.items.lines", &self.items.lines)?;
         let skip = regexes.add_all("template.items.skip", &self.items.skip)?;
+        let void_line = regexes.add_all("template.items.void_line", &self.items.void_line)?;
+        let optional = regexes.add_all("template.items.optional", &self.items.optional)?;
+        let mut optional_groups = Vec::new();
+        for (i, re) in regexes.all[optional.clone()].iter().enumerate() {
+            let mut g = [None; OPTIONAL_GROUPS.len()];
+            for (index, name) in re.capture_names().enumerate() {
+                let Some(name) = name else { continue };
+                let Some(at) = OPTIONAL_GROUPS.iter().position(|n| *n == name) else {
+                    return Err(format!(
+                        "template.items.optional[{i}]: unknown group {name:?}; groups are {}",
+                        OPTIONAL_GROUPS.join(", ")
+                    ));
+                };
+                g[at] = Some(index);
+            }
+            optional_groups.push(g);
+        }
         if lines.is_empty() {
             return Err("template.items.lines: needs at least one regex".into());
         }
@@ -209,6 +242,10 @@ impl RawTemplate {
             end,
             lines,
             skip,
+            void_line,
+            optional,
+            optional_groups,
+            void_negative: self.items.void_negative.unwrap_or(false),
             groups,
         };
         let reprint = regexes.add_all("template.reprint", &self.reprint)?;
@@ -247,8 +284,11 @@ impl RawTemplate {
             refund_sign: Some(refund_sign.into()),
             check_totals: Some(check_totals),
             mask_cards: Some(self.mask_cards.unwrap_or(true)),
+            decimal: Some(number.decimal_key()),
+            grouping: Some(number.grouping_key()),
             ..self
         };
+        raw.items.void_negative = Some(items.void_negative);
         // The time formats as read (the defaults filled in).
         raw.fields.order_time.format = Some(time_format);
         if let Some(d) = raw.fields.order_date.as_mut() {
@@ -263,6 +303,7 @@ impl RawTemplate {
             ignore,
             refund_negative,
             check_totals,
+            number,
             masker,
             order_no,
             order_time,

@@ -236,6 +236,38 @@ fn missing_amounts_are_derived_with_the_printed_scale() {
     );
     let text = "No. 7\nTime: 2026-11-22 10:00:00\nItem\n111 Cola 3.50\n----\nTotal 3.50";
     check(&t, text, r#""qty":"1","price":"3.50","amount":"3.50""#);
+    // Issue #31.2: a computed amount is after the line's own discount
+    // (2 × 18.50 with 3.00 off is 34.00), and a computed price undoes it.
+    let t = BASE.replace(
+        r"(?P<price>[\d.]+)\s+(?P<amount>-?[\d.]+)$",
+        r"(?P<price>[\d.]+)\s+-(?P<discount>[\d.]+)$",
+    );
+    let text =
+        "No. 7\nTime: 2026-11-22 10:00:00\nItem\n111 Fish 2 x 18.50 -3.00\n----\nTotal 34.00";
+    check(
+        &t,
+        text,
+        r#""qty":"2","price":"18.50","amount":"34.00","discount":"3.00""#,
+    );
+    // Issue #31.4: when a computed amount is behind a totals mismatch, the
+    // message names it rather than only an unmatched item line.
+    check(
+        &t,
+        &text.replace("Total 34.00", "Total 37.00"),
+        "error: line 6 \"Total 37.00\": total: 37.00 is not the sum of the 1 item amounts (34.00), \
+         of which 1 computed (not printed, or changed by items.optional lines): line 4: 2 × 18.50 − 3.00 = 34.00;",
+    );
+    let t = BASE.replace(
+        r"(?P<price>[\d.]+)\s+(?P<amount>-?[\d.]+)$",
+        r"-(?P<discount>[\d.]+)\s+(?P<amount>-?[\d.]+)$",
+    );
+    let text =
+        "No. 7\nTime: 2026-11-22 10:00:00\nItem\n111 Fish 2 x -3.00 34.00\n----\nTotal 34.00";
+    check(
+        &t,
+        text,
+        r#""qty":"2","price":"18.50","amount":"34.00","discount":"3.00""#,
+    );
 }
 
 #[test]
@@ -272,6 +304,115 @@ fn codes_can_be_fields() {
     assert_eq!(o.order_no, "5555");
 }
 
+/// Issue #31.7: a receipt's amounts are read with the template's number
+/// format; an amount that does not fit it fails the receipt naming the line
+/// (never 100× too big). Rows: (decimal, grouping, printed price, the price
+/// read or the error's start).
+#[test]
+fn amounts_follow_the_number_format_and_never_guess() {
+    // A one-line item whose price is printed as given; qty 2.
+    let template = |keys: &str| {
+        BASE.replace(
+            r"\s*x\s*(?P<price>[\d.]+)\s+(?P<amount>-?[\d.]+)$",
+            r"\s*x\s*(?P<price>.+)$",
+        )
+        .replace(
+            "reprint = ['REPRINT']",
+            &format!("reprint = ['REPRINT']\n{keys}"),
+        )
+    };
+    let receipt = |price: &str| {
+        format!("No. 1001\nTime: 2026-11-22 10:00:00\nItem\n111 Cola 1 x {price}\n----\n")
+    };
+    let rows: &[(&str, &str, Option<&str>)] = &[
+        // The default: decimal point, "," grouping.
+        ("", "17.50", Some("17.50")),
+        ("", "1,234.50", Some("1234.50")),
+        ("", "17,50", None),
+        ("", "17,5", None),
+        ("", "1.234,50", None),
+        ("", "1,2", None),
+        ("", "-3,00", None),
+        // Decimal comma ("." grouping by default).
+        ("decimal = ','", "17,50", Some("17.50")),
+        ("decimal = ','", "17,5", Some("17.5")),
+        ("decimal = ','", "1.234,50", Some("1234.50")),
+        ("decimal = ','", "1,2", Some("1.2")),
+        ("decimal = ','", "-3,00", Some("-3.00")),
+        ("decimal = ','", "1,234.50", None),
+        ("decimal = ','", "17.50", None),
+        // Decimal comma grouped by spaces; a point with no grouping at all.
+        ("decimal = ','\ngrouping = ' '", "1 234,50", Some("1234.50")),
+        ("decimal = ','\ngrouping = ' '", "1.234,50", None),
+        ("grouping = ''", "1234.50", Some("1234.50")),
+        ("grouping = ''", "1,234.50", None),
+    ];
+    for (keys, price, want) in rows {
+        let got = outcome(&template(keys), &receipt(price));
+        match want {
+            Some(w) => assert!(
+                got.contains(&format!(r#""price":"{w}","amount":"{w}""#)),
+                "{keys:?} {price:?}: {got}"
+            ),
+            None => assert!(
+                got.starts_with(&format!(
+                    "error: line 4 \"111 Cola 1 x {price}\": items.price: \"{price}\" does not fit the number format"
+                )),
+                "{keys:?} {price:?}: {got}"
+            ),
+        }
+    }
+    // A field (total) is read with the same format.
+    let t = template("decimal = ','");
+    let text = receipt("17,50") + "Total 17,50\n";
+    check(&t, &text, r#""total":"17.50""#);
+    check(
+        &template(""),
+        &(receipt("17.50") + "Total 17,50\n"),
+        "error: line 6 \"Total 17,50\": total: \"17,50\" does not fit the number format",
+    );
+}
+
+/// Issue #31.8: a line void (`items.void_line`) cancels the item just before
+/// it: out of the lines and the totals, kept in `voided` with its reason; one
+/// with no item before it fails the receipt naming the line.
+#[test]
+fn a_line_void_removes_the_item_it_follows() {
+    let t = BASE.replace(
+        "skip = ['^\\s*\\*']",
+        "skip = ['^\\s*\\*']\nvoid_line = ['^STORNO', '^作废']",
+    );
+    assert!(t.contains("void_line"), "{t}");
+    let text = SALE
+        .replace("  * promo\n", "  * promo\n作废 顾客不要\n")
+        .replace("Total 9.00", "Total 2.00")
+        .replace("Discount 0.50", "Discount 0.00")
+        .replace("Paid 8.50", "Paid 2.00");
+    let got = outcome(&t, &text);
+    let o: serde_json::Value = serde_json::from_str(&got).unwrap_or_else(|_| panic!("{got}"));
+    assert_eq!(o["lines"].as_array().unwrap().len(), 1, "{got}");
+    assert_eq!(o["lines"][0]["code"], "222");
+    assert_eq!(o["total"], "2.00");
+    assert_eq!(o["voided"][0]["reason"], "作废 顾客不要");
+    assert_eq!(o["voided"][0]["line"]["code"], "111");
+    assert_eq!(o["voided"][0]["line"]["amount"], "7.00");
+    check(
+        &t,
+        &SALE.replace(
+            "Item  Qty Price Amount\n",
+            "Item  Qty Price Amount\nSTORNO\n",
+        ),
+        "error: line 6 \"STORNO\": items.void_line: cancels an item, but no item comes before it",
+    );
+    // Without void_line, the same receipt fails naming the line (never an
+    // item silently dropped or kept).
+    check(
+        BASE,
+        &text,
+        "error: line 8 \"作废 顾客不要\": items: is in the item region but matches neither",
+    );
+}
+
 #[test]
 fn errors_name_the_line_and_the_field() {
     check(
@@ -287,7 +428,7 @@ fn errors_name_the_line_and_the_field() {
     check(
         BASE,
         &SALE.replace("Discount 0.50", "Discount 0.5.0"),
-        "error: line 11 \"Discount 0.5.0\": discount: \"0.5.0\" is not a decimal",
+        "error: line 11 \"Discount 0.5.0\": discount: \"0.5.0\" does not fit the number format",
     );
     check(
         BASE,
@@ -461,6 +602,16 @@ fn bad_templates_name_their_key() {
             "reprint = ['REPRINT']",
             "refund_sign = 'minus'",
             "template.refund_sign: must be printed or negative, got \"minus\"",
+        ),
+        (
+            "reprint = ['REPRINT']",
+            "decimal = ';'",
+            "template.decimal: must be \".\" or \",\", got \";\"",
+        ),
+        (
+            "reprint = ['REPRINT']",
+            "decimal = ','\ngrouping = ','",
+            "template.grouping: ',' is the decimal mark",
         ),
     ];
     for (from, to, want) in cases {
