@@ -154,6 +154,30 @@ fn passthrough_is_byte_identical_both_ways_and_capture_sees_every_byte() {
     assert_eq!(TapStats::get(&tap.stats.printer_dropped_bytes), 0);
 }
 
+/// What the POS sent while the box was starting waits in the POS line's buffer; the
+/// tap reads it the moment the POS port opens. The printer port is opened first, so
+/// none of it is dropped for a printer side that was simply not open yet (`demo` lost
+/// its first receipts this way on a loaded machine).
+#[test]
+fn bytes_waiting_on_the_pos_line_at_start_all_reach_the_printer() {
+    let (mut pos_wire, _pos_dev, pos_path) = pty();
+    let (prn_wire, _prn_dev, prn_path) = pty();
+    let receipts = std::fs::read(fixture("receipts/market.bin")).unwrap();
+    // Less than a pty's buffer, so it all waits there before the tap exists.
+    let waiting = &receipts[..receipts.len().min(2048)];
+    send(&mut pos_wire, waiting);
+    let expect = waiting.len();
+    let mut prn_wire = prn_wire;
+    let printer = std::thread::spawn(move || receive(&mut prn_wire, expect));
+    let tap = Running::start(SerialConfig {
+        pos: port(&pos_path),
+        passthrough: Some(port(&prn_path)),
+    });
+    let printed = printer.join().unwrap();
+    assert_eq!(printed, waiting, "the printer gets what waited on the line");
+    assert_eq!(TapStats::get(&tap.stats.printer_dropped_bytes), 0);
+}
+
 /// The market template, from the documented example config.
 fn market_rules(segment: Option<RawSegment>) -> ReceiptRules {
     let text = std::fs::read_to_string(

@@ -166,6 +166,11 @@ impl Tap {
         let mut threads = Vec::new();
         let pos_slot: Slot = Arc::new(Mutex::new(None));
 
+        // Set once the printer side's first opening was tried (opened or failed):
+        // the POS side reads nothing before, so bytes the POS sent while the box
+        // was starting (waiting in the POS port's buffer) are not dropped for a
+        // printer port that was simply not open yet.
+        let printer_tried = Arc::new(AtomicBool::new(cfg.passthrough.is_none()));
         let to_printer = match &cfg.passthrough {
             None => None,
             Some(printer) => {
@@ -181,8 +186,10 @@ impl Tap {
                 })?);
                 threads.push(spawn(format!("tap-{name}-prn-r"), {
                     let (settings, opts, stop) = (printer.clone(), opts.clone(), shutdown.clone());
+                    let tried = printer_tried.clone();
                     move || {
-                        read_loop(&side, &settings, &opts, &printer_slot, &stop, |bytes, _| {
+                        let ports = (&printer_slot, &*tried);
+                        read_loop(&side, &settings, &opts, ports, &stop, |bytes, _| {
                             // Replies are few and small; if the POS side is down
                             // or stuck they are dropped, never block the printer.
                             let n = bytes.len() as u64;
@@ -207,11 +214,18 @@ impl Tap {
         threads.push(spawn(format!("tap-{name}-pos-r"), move || {
             let mut capture_open = true;
             let mut drops_logged = 0u64;
+            let started = Instant::now();
+            while !printer_tried.load(Ordering::Relaxed)
+                && !shutdown.load(Ordering::Relaxed)
+                && started.elapsed() < FIRST_OPEN_WAIT
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
             read_loop(
                 &side,
                 &settings,
                 &opts,
-                &pos_slot,
+                (&pos_slot, &AtomicBool::new(false)),
                 &shutdown,
                 |bytes, stop| {
                     if let Some(tx) = &to_printer {
@@ -358,14 +372,20 @@ fn nap(d: Duration, stop: &AtomicBool) {
     }
 }
 
+/// How long the POS side waits at start for the printer side's first opening
+/// (which takes microseconds; a device that hangs in open() must not hold the
+/// tap for longer).
+const FIRST_OPEN_WAIT: Duration = Duration::from_secs(2);
+
 /// Opens `settings` (reopening with backoff whenever it fails or vanishes),
-/// publishes a write handle in `slot`, and hands every read to `on_bytes`.
+/// publishes a write handle in `slot`, sets `tried` once the first opening was
+/// tried, and hands every read to `on_bytes`.
 /// Returns only on shutdown.
 fn read_loop(
     side: &Side,
     settings: &PortSettings,
     opts: &TapOptions,
-    slot: &Slot,
+    (slot, tried): (&Slot, &AtomicBool),
     stop: &AtomicBool,
     mut on_bytes: impl FnMut(&[u8], &AtomicBool),
 ) {
@@ -379,6 +399,7 @@ fn read_loop(
         let mut port = match open(settings, opts) {
             Ok(p) => p,
             Err(e) => {
+                tried.store(true, Ordering::Relaxed);
                 flapping = false;
                 if !outage_logged {
                     if e.kind() == ErrorKind::Unsupported {
@@ -403,6 +424,8 @@ fn read_loop(
                 side.what
             ),
         }
+        // After the write handle is in place: from now on bytes for it are written.
+        tried.store(true, Ordering::Relaxed);
         side.up().store(true, Ordering::Relaxed);
         side.opens().fetch_add(1, Ordering::Relaxed);
         let opened = Instant::now();
