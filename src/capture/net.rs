@@ -33,7 +33,8 @@
 //! - **A slot is freed when the POS is done.** After the POS's FIN the proxy
 //!   releases the slot once the printer is quiet for [`NetOptions::linger`]
 //!   (what remains — the printer taking the job's last bytes — runs beside
-//!   the slots, bounded by [`NetOptions::close_wait`]).
+//!   the slots, until the printer has taken every byte or has taken none for
+//!   [`NetOptions::close_wait`]).
 //! - **Shutdown is seen promptly.** Every blocking call (accept, read, write)
 //!   waits at most [`NetOptions::poll`] before it looks at the shutdown value;
 //!   the accept loop joins every connection thread before it returns.
@@ -75,9 +76,9 @@ pub struct NetOptions {
     /// stay quiet before its connection is closed and the slot freed: its
     /// last replies have no one to go to.
     pub linger: Duration,
-    /// The longest a printer connection is kept, after the POS left, for the
-    /// printer to take the job's last bytes (a slow or paper-out printer);
-    /// the slot is already free then.
+    /// How long a printer connection is kept, after the POS left, while the
+    /// printer takes none of the job's last bytes (a paper-out or stuck
+    /// printer); one still taking them is waited for. The slot is already free.
     pub close_wait: Duration,
     /// With every slot taken and a new connection waiting, once a connection
     /// has been silent this long (both ways, no write pending) it and those

@@ -34,7 +34,8 @@
 //!   once it is quiet for [`NetOptions::linger`] (at most 4 × `linger` for a
 //!   printer that keeps sending status) the slot is released, and
 //!   the printer connection is closed as soon as the printer has acknowledged
-//!   every byte (at most [`NetOptions::close_wait`] later): a printer that
+//!   every byte (or once it has taken none for [`NetOptions::close_wait`]: a
+//!   slow printer still taking a long job is never cut): a printer that
 //!   keeps its side open never holds a slot, and its late replies (to a POS
 //!   that left) are dropped.
 
@@ -300,6 +301,10 @@ impl Replies {
         // Since when the POS is done, and since when the printer is quiet.
         let mut done_since: Option<Instant> = None;
         let mut quiet_since: Option<Instant> = None;
+        // The printer's unacknowledged bytes when last looked at, and since when
+        // it has taken none: a slow printer draining a big job is not cut.
+        let mut unacked_was: Option<usize> = None;
+        let mut stalled_since: Option<Instant> = None;
         let mut printer_r = printer;
         let printer_closed = loop {
             match printer_r.read(&mut buf) {
@@ -336,8 +341,19 @@ impl Replies {
                 }
                 // Closed once the printer is quiet and has taken every byte of
                 // the job (closing on unacknowledged bytes, or on replies unread,
-                // could cut it), or after close_wait whatever it does.
-                if (quiet && unacked(printer) == Some(0)) || done.elapsed() >= self.close_wait {
+                // could cut it), or once it has taken nothing for close_wait (a
+                // printer still taking a long job is waited for; where the kernel
+                // cannot say, close_wait counts from the POS's end).
+                let left = unacked(printer);
+                if left.is_none() || left != unacked_was {
+                    stalled_since = None;
+                }
+                unacked_was = left;
+                let stalled = match left {
+                    Some(_) => *stalled_since.get_or_insert_with(Instant::now),
+                    None => done,
+                };
+                if (quiet && left == Some(0)) || stalled.elapsed() >= self.close_wait {
                     break false;
                 }
             }
