@@ -152,6 +152,7 @@ pub(crate) fn control(st: &mut State, req: &Request) -> Response {
                     "answers": st.answers[c as usize],
                     "skew_secs": st.skew[c as usize],
                     "latency_ms": st.latency[c as usize].as_millis() as u64,
+                    "in_flight": st.in_flight[c as usize],
                     "max_in_flight": st.max_in_flight[c as usize],
                     "fault": st.faults[c as usize].as_ref().map(|f| serde_json::json!({
                         "mode": format!("{:?}", f.mode).to_lowercase(), "remaining": f.remaining})),

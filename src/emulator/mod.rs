@@ -42,8 +42,9 @@
 //!   seconds off (its `Date`, `stat.systime` and timestamp windows).
 //! - `POST /_emu/latency` `{"target": …, "ms": N}`: each API request of the target is
 //!   answered N ms after it was handled (a WAN round trip; requests on other
-//!   connections go on meanwhile). `GET /_emu/stats` reports `max_in_flight`, the most
-//!   API requests of a cloud seen between read and answer at once.
+//!   connections go on meanwhile). `GET /_emu/stats` reports `in_flight`, the API
+//!   requests of a cloud between read and answer now, and `max_in_flight`, the most
+//!   seen at once.
 //!
 //! Invariants: state lives in memory only; the server binds where it is told (tests and
 //! `demo` use loopback); a request is handled whole under one lock, so counts are exact.
