@@ -26,12 +26,12 @@ use std::time::{Duration, Instant};
 use log::{debug, error, info, warn};
 use sha1::{Digest, Sha1};
 
+use super::counters::SourceMetrics;
 use crate::capture::receipt::{Pipeline, ReceiptRules};
 use crate::capture::segment::Receipt;
 use crate::capture::serial::{SerialConfig, Tap, TapOptions};
 use crate::capture::template::Parsed;
 use crate::lifecycle::{Heartbeat, Shutdown};
-use crate::metrics::SourceMetrics;
 use crate::outbox::{Capture, CaptureKind, MALFORMED_COMMANDS, Opener, Outbox, OutboxError};
 use crate::stamp::{Identity, stamp};
 

@@ -40,6 +40,7 @@
 //! Invariant for every capture path: a unit is acknowledged (file moved, receipt
 //! counted) only after the outbox committed it.
 
+pub mod counters;
 pub mod device;
 pub mod escpos;
 pub mod folder;

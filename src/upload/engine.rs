@@ -56,10 +56,10 @@ use std::time::{Duration, Instant};
 
 use log::{error, info, warn};
 
+use super::counters::DestMetrics;
 use super::{Destination, Outcome};
 use crate::clock::{Clock, SystemClock};
 use crate::lifecycle::{Heartbeat, Shutdown};
-use crate::metrics::DestMetrics;
 use crate::order::Order;
 use crate::outbox::{self, Claim, Mark, Outbox};
 
@@ -662,7 +662,7 @@ impl<D: Destination> Worker<D> {
     }
 }
 
-/// An outcome's index in [`crate::metrics::registry::OUTCOMES`].
+/// An outcome's index in [`super::counters::OUTCOMES`].
 fn outcome_class(o: &Outcome) -> usize {
     match o {
         Outcome::Delivered { .. } => 0,

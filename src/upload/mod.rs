@@ -31,6 +31,7 @@ use std::time::Duration;
 
 use crate::secret::Secret;
 
+pub mod counters;
 mod destination;
 pub mod engine;
 mod first_failures;
