@@ -276,43 +276,12 @@ impl Http {
         content_type: &str,
         body: &[u8],
     ) -> Result<Reply, TransportError> {
-        let fail = |what: String| TransportError {
-            what,
-            target: url_without_query(url),
-            proxy_refused: false,
-        };
-        let mut resp = self
+        let sent = self
             .agent
             .post(url)
             .header("Content-Type", content_type)
-            .send(body)
-            .map_err(|e| match (&e, &self.proxy_name) {
-                (ureq::Error::ConnectProxyFailed(reason), Some(proxy)) => {
-                    self.proxy_refusal(url, proxy, reason)
-                }
-                _ => fail(describe(&e)),
-            })?;
-        let header = |name: &str| {
-            resp.headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string)
-        };
-        let date = header("date");
-        let retry_after = header("retry-after");
-        let status = resp.status().as_u16();
-        let body = resp
-            .body_mut()
-            .with_config()
-            .limit(MAX_BODY)
-            .read_to_vec()
-            .map_err(|e| fail(format!("reading the reply: {}", describe(&e))))?;
-        Ok(Reply {
-            status,
-            date,
-            retry_after,
-            body,
-        })
+            .send(body);
+        self.read_reply(url, sent).map(|(reply, _)| reply)
     }
 }
 
@@ -324,16 +293,26 @@ impl Http {
         url: &str,
         etag: Option<&str>,
     ) -> Result<(Reply, Option<String>), TransportError> {
+        let mut req = self.agent.get(url);
+        if let Some(tag) = etag {
+            req = req.header("If-None-Match", tag);
+        }
+        self.read_reply(url, req.call())
+    }
+
+    /// What a request to `url` came to: the reply (body at most [`MAX_BODY`]) and
+    /// its `ETag`, or the transport's failure (a proxy's refusal named as such).
+    fn read_reply(
+        &self,
+        url: &str,
+        sent: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> Result<(Reply, Option<String>), TransportError> {
         let fail = |what: String| TransportError {
             what,
             target: url_without_query(url),
             proxy_refused: false,
         };
-        let mut req = self.agent.get(url);
-        if let Some(tag) = etag {
-            req = req.header("If-None-Match", tag);
-        }
-        let mut resp = req.call().map_err(|e| match (&e, &self.proxy_name) {
+        let mut resp = sent.map_err(|e| match (&e, &self.proxy_name) {
             (ureq::Error::ConnectProxyFailed(reason), Some(proxy)) => {
                 self.proxy_refusal(url, proxy, reason)
             }
