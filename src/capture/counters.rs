@@ -1,6 +1,6 @@
 //! A source's counters as the metrics endpoint reads them ([`SourceMetrics`]): the
 //! loop hands over its tap's or stream's live counters when it starts; the daemon's
-//! registry (`crate::metrics`) keeps one per source. Here, beside the loops, so
+//! registry (the metrics layer) keeps one per source. Here, beside the loops, so
 //! capture never imports the metrics layer above it.
 //!
 //! Invariant: reading is a relaxed atomic load; a loop never waits for a scrape.

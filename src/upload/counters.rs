@@ -1,6 +1,6 @@
 //! A destination's counters as its upload worker reports them ([`DestMetrics`]): one
 //! count per request and order by outcome class, request durations, the server clock
-//! offset. The daemon's registry (`crate::metrics`) keeps one per destination. Here,
+//! offset. The daemon's registry (the metrics layer) keeps one per destination. Here,
 //! beside the engine, so upload never imports the metrics layer above it.
 //!
 //! Invariants: reporting is a relaxed atomic add or store (a worker never waits for a
